@@ -1,0 +1,1 @@
+"""mathjax-train: JAX/TPU training stack for math LLMs."""

@@ -1,0 +1,160 @@
+"""HF `config.json` <-> ModelConfig. Unsupported or missing fields are errors naming the file."""
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from mathjax_train.config import ConfigError, ModelConfig, RopeScaling
+
+SUPPORTED_MODEL_TYPES = ("llama", "mistral", "qwen2")
+HF_ARCHITECTURES = {"llama": "LlamaForCausalLM", "mistral": "MistralForCausalLM", "qwen2": "Qwen2ForCausalLM"}
+REQUIRED = ("vocab_size", "hidden_size", "intermediate_size", "num_hidden_layers", "num_attention_heads")
+
+
+def _ids(value: Any) -> list[int]:
+    if value is None:
+        return []
+    return [int(v) for v in (value if isinstance(value, list) else [value])]
+
+
+def _rope(hf: dict, source: str) -> tuple[float, RopeScaling]:
+    """Read RoPE settings from either `rope_parameters` (transformers 5) or legacy keys."""
+    params = hf.get("rope_parameters")
+    if params is None:
+        params = dict(hf.get("rope_scaling") or {})
+        params.setdefault("rope_theta", hf.get("rope_theta", 10000.0))
+    kind = params.get("rope_type", params.get("type", "default"))
+    theta = float(params.get("rope_theta", hf.get("rope_theta", 10000.0)))
+    if kind == "default":
+        return theta, RopeScaling()
+    if kind == "linear":
+        return theta, RopeScaling(type="linear", factor=float(params["factor"]))
+    if kind == "llama3":
+        try:
+            return theta, RopeScaling(
+                type="llama3", factor=float(params["factor"]), low_freq_factor=float(params["low_freq_factor"]),
+                high_freq_factor=float(params["high_freq_factor"]),
+                original_max_position_embeddings=int(params["original_max_position_embeddings"]))
+        except KeyError as e:
+            raise ConfigError(f"{source}: field rope_parameters.{e.args[0]} is required for rope_type llama3") from None
+    raise ConfigError(f"{source}: field rope_type={kind!r} is not supported; supported: default, linear, llama3")
+
+
+def model_config_from_hf(hf: dict, source: str = "config.json", generation: dict | None = None) -> ModelConfig:
+    """Map an HF config dict to ModelConfig; `generation` (generation_config.json) may add EOS ids."""
+    model_type = hf.get("model_type")
+    if model_type not in SUPPORTED_MODEL_TYPES:
+        raise ConfigError(f"{source}: field model_type={model_type!r} is not supported; "
+                          f"supported: {', '.join(SUPPORTED_MODEL_TYPES)}")
+    for key in REQUIRED:
+        if hf.get(key) is None:
+            raise ConfigError(f"{source}: required field {key!r} is missing")
+    act = hf.get("hidden_act", "silu")
+    if act not in ("silu", "swish"):
+        raise ConfigError(f"{source}: field hidden_act={act!r} is not supported; supported: silu")
+    sliding = 0
+    if model_type == "mistral":
+        sliding = int(hf.get("sliding_window") or 0)
+    if model_type == "qwen2" and hf.get("use_sliding_window"):
+        raise ConfigError(f"{source}: field use_sliding_window=true is not supported for qwen2 "
+                          "(per-layer windows); only full attention")
+    layer_types = hf.get("layer_types")
+    if layer_types and any(t != "full_attention" for t in layer_types) and model_type != "mistral":
+        raise ConfigError(f"{source}: field layer_types has non-full attention layers; not supported")
+    theta, scaling = _rope(hf, source)
+    heads = int(hf["num_attention_heads"])
+    attn_bias = bool(hf.get("attention_bias", False))
+    eos = _ids(hf.get("eos_token_id"))
+    if generation:
+        eos += [i for i in _ids(generation.get("eos_token_id")) if i not in eos]
+    cfg = ModelConfig(
+        architecture=model_type,
+        vocab_size=int(hf["vocab_size"]),
+        hidden_size=int(hf["hidden_size"]),
+        intermediate_size=int(hf["intermediate_size"]),
+        num_layers=int(hf["num_hidden_layers"]),
+        num_heads=heads,
+        num_kv_heads=int(hf.get("num_key_value_heads") or heads),
+        head_dim=int(hf.get("head_dim") or 0),
+        max_position_embeddings=int(hf.get("max_position_embeddings", 4096)),
+        rope_theta=theta,
+        rope_scaling=scaling,
+        rms_norm_eps=float(hf.get("rms_norm_eps", 1e-6)),
+        tie_embeddings=bool(hf.get("tie_word_embeddings", False)),
+        qkv_bias=True if model_type == "qwen2" else attn_bias,
+        o_bias=False if model_type == "qwen2" else attn_bias,
+        mlp_bias=bool(hf.get("mlp_bias", False)),
+        sliding_window=sliding,
+        bos_token_id=hf.get("bos_token_id"),
+        eos_token_id=eos,
+        pad_token_id=hf.get("pad_token_id"),
+    )
+    if cfg.head_dim == cfg.hidden_size // cfg.num_heads:
+        cfg.head_dim = 0
+    try:
+        cfg.validate("model")
+    except ConfigError as e:
+        raise ConfigError(f"{source}: {e}") from None
+    return cfg
+
+
+def model_config_to_hf(cfg: ModelConfig, torch_dtype: str) -> dict:
+    """The config.json that transformers loads for `cfg` (transformers 5 rope_parameters form)."""
+    a = cfg.architecture
+    if a == "qwen2" and (not cfg.qkv_bias or cfg.o_bias):
+        raise ConfigError("model: qwen2 export needs qkv_bias=true and o_bias=false")
+    if a != "qwen2" and cfg.qkv_bias != cfg.o_bias:
+        raise ConfigError(f"model: {a} export needs qkv_bias == o_bias (HF attention_bias covers both)")
+    if a != "mistral" and cfg.sliding_window:
+        raise ConfigError(f"model: sliding_window is only exported for mistral, not {a}")
+    rope: dict[str, Any] = {"rope_type": "default", "rope_theta": cfg.rope_theta}
+    s = cfg.rope_scaling
+    if s.type == "linear":
+        rope.update(rope_type="linear", factor=s.factor)
+    elif s.type == "llama3":
+        rope.update(rope_type="llama3", factor=s.factor, low_freq_factor=s.low_freq_factor,
+                    high_freq_factor=s.high_freq_factor,
+                    original_max_position_embeddings=s.original_max_position_embeddings)
+    hf: dict[str, Any] = {
+        "architectures": [HF_ARCHITECTURES[a]],
+        "model_type": a,
+        "vocab_size": cfg.vocab_size,
+        "hidden_size": cfg.hidden_size,
+        "intermediate_size": cfg.intermediate_size,
+        "num_hidden_layers": cfg.num_layers,
+        "num_attention_heads": cfg.num_heads,
+        "num_key_value_heads": cfg.num_kv_heads,
+        "head_dim": cfg.resolved_head_dim,
+        "hidden_act": "silu",
+        "max_position_embeddings": cfg.max_position_embeddings,
+        "rms_norm_eps": cfg.rms_norm_eps,
+        "rope_parameters": rope,
+        "tie_word_embeddings": cfg.tie_embeddings,
+        "bos_token_id": cfg.bos_token_id,
+        "eos_token_id": cfg.eos_token_id[0] if len(cfg.eos_token_id) == 1 else cfg.eos_token_id,
+        "pad_token_id": cfg.pad_token_id,
+        "dtype": torch_dtype,
+        "use_cache": True,
+    }
+    if a == "llama":
+        hf.update(attention_bias=cfg.qkv_bias, mlp_bias=cfg.mlp_bias)
+    elif a == "mistral":
+        hf.update(sliding_window=cfg.sliding_window or None)
+    elif a == "qwen2":
+        hf.update(use_sliding_window=False, sliding_window=None)
+    if cfg.mlp_bias and a != "llama":
+        raise ConfigError(f"model: mlp_bias is only exported for llama, not {a}")
+    return hf
+
+
+def read_json(path, what: str) -> dict:
+    """Read a JSON object from an epath, naming the file in any error."""
+    try:
+        data = json.loads(path.read_text())
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: {what} not found") from None
+    except json.JSONDecodeError as e:
+        raise ConfigError(f"{path}: not valid JSON (line {e.lineno}: {e.msg})") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: expected a JSON object")
+    return data

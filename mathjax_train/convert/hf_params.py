@@ -1,0 +1,109 @@
+"""The mapping between HF tensor names and our parameter tree, with its transforms.
+
+Every transform is a named function with a test: HF linear weights are (out, in) and ours are
+(*in, *out) kernels, so conversion is a transpose and a reshape; RoPE uses the same half-split
+layout on both sides, so no permutation of q/k rows is needed.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable
+
+import numpy as np
+
+from mathjax_train.config import ModelConfig
+
+
+def linear_to_kernel(w: np.ndarray, in_shape: tuple, out_shape: tuple) -> np.ndarray:
+    """HF nn.Linear weight (out, in) -> our kernel (*in_shape, *out_shape)."""
+    return w.T.reshape(*in_shape, *out_shape)
+
+
+def kernel_to_linear(k: np.ndarray, n_in: int) -> np.ndarray:
+    """Our kernel (*in, *out) -> HF nn.Linear weight (out, in)."""
+    n_in_size = int(np.prod(k.shape[:n_in]))
+    return k.reshape(n_in_size, -1).T
+
+
+def stack_layers(per_layer: list[np.ndarray]) -> np.ndarray:
+    """Unscanned per-layer arrays -> the scanned layout with a leading `layers` axis."""
+    return np.stack(per_layer, axis=0)
+
+
+def unstack_layers(stacked: np.ndarray) -> list[np.ndarray]:
+    """Scanned layout -> per-layer arrays."""
+    return [stacked[i] for i in range(stacked.shape[0])]
+
+
+@dataclass(frozen=True)
+class ParamSpec:
+    """One HF tensor: where it goes in our tree (layer index or None) and how to transform it."""
+
+    hf_name: str
+    path: tuple[str, ...]  # path inside the layer subtree, or from the root for non-layer params
+    layer: int | None
+    hf_shape: tuple[int, ...]
+    shape: tuple[int, ...]
+    to_ours: Callable[[np.ndarray], np.ndarray]
+    to_hf: Callable[[np.ndarray], np.ndarray]
+
+
+def _linear(hf_name, path, layer, in_shape, out_shape) -> ParamSpec:
+    hf_shape = (int(np.prod(out_shape)), int(np.prod(in_shape)))
+    return ParamSpec(hf_name, path, layer, hf_shape, tuple(in_shape) + tuple(out_shape),
+                     lambda w: linear_to_kernel(w, in_shape, out_shape),
+                     lambda k, n=len(in_shape): kernel_to_linear(k, n))
+
+
+def _vector(hf_name, path, layer, shape) -> ParamSpec:
+    hf_shape = (int(np.prod(shape)),)
+    return ParamSpec(hf_name, path, layer, hf_shape, tuple(shape),
+                     lambda w: w.reshape(shape), lambda b: b.reshape(-1))
+
+
+def param_specs(cfg: ModelConfig) -> list[ParamSpec]:
+    """All tensors of an HF checkpoint for `cfg`, in a stable order."""
+    e, h, kv, d, m, v = (cfg.hidden_size, cfg.num_heads, cfg.num_kv_heads, cfg.resolved_head_dim,
+                         cfg.intermediate_size, cfg.vocab_size)
+    specs = [ParamSpec("model.embed_tokens.weight", ("embed_tokens", "embedding"), None, (v, e), (v, e),
+                       lambda w: w, lambda w: w)]
+    for i in range(cfg.num_layers):
+        p = f"model.layers.{i}."
+        for name, heads in (("q_proj", h), ("k_proj", kv), ("v_proj", kv)):
+            specs.append(_linear(p + f"self_attn.{name}.weight", ("self_attn", name, "kernel"), i, (e,), (heads, d)))
+            if cfg.qkv_bias:
+                specs.append(_vector(p + f"self_attn.{name}.bias", ("self_attn", name, "bias"), i, (heads, d)))
+        specs.append(_linear(p + "self_attn.o_proj.weight", ("self_attn", "o_proj", "kernel"), i, (h, d), (e,)))
+        if cfg.o_bias:
+            specs.append(_vector(p + "self_attn.o_proj.bias", ("self_attn", "o_proj", "bias"), i, (e,)))
+        for name, fin, fout in (("gate_proj", e, m), ("up_proj", e, m), ("down_proj", m, e)):
+            specs.append(_linear(p + f"mlp.{name}.weight", ("mlp", name, "kernel"), i, (fin,), (fout,)))
+            if cfg.mlp_bias:
+                specs.append(_vector(p + f"mlp.{name}.bias", ("mlp", name, "bias"), i, (fout,)))
+        for name in ("input_layernorm", "post_attention_layernorm"):
+            specs.append(_vector(p + f"{name}.weight", (name, "scale"), i, (e,)))
+    specs.append(_vector("model.norm.weight", ("norm", "scale"), None, (e,)))
+    if not cfg.tie_embeddings:
+        specs.append(_linear("lm_head.weight", ("lm_head", "kernel"), None, (e,), (v,)))
+    return specs
+
+
+def tree_path(spec: ParamSpec, scan_layers: bool) -> tuple[tuple[str, ...], int | None]:
+    """Where `spec` lives in the param tree, and the index along the stacked `layers` axis if any."""
+    if spec.layer is None:
+        return spec.path, None
+    if scan_layers:
+        return ("layers",) + spec.path, spec.layer
+    return (f"layers_{spec.layer}",) + spec.path, None
+
+
+def get_path(tree: dict, path: tuple[str, ...]):
+    for key in path:
+        tree = tree[key]
+    return tree
+
+
+def set_path(tree: dict, path: tuple[str, ...], value) -> None:
+    for key in path[:-1]:
+        tree = tree.setdefault(key, {})
+    tree[path[-1]] = value

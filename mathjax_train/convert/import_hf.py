@@ -1,0 +1,118 @@
+"""HF directory (config.json + safetensors + tokenizer) -> our checkpoint, streamed tensor by tensor.
+
+Destination arrays are allocated once at the target dtype and filled as each source tensor is read,
+so the host holds about one copy of the model, never two.
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+
+import numpy as np
+from etils import epath
+
+from mathjax_train.config import ConfigError, ModelConfig
+from mathjax_train.convert.hf_config import model_config_from_hf, read_json
+from mathjax_train.convert.hf_params import get_path, param_specs, set_path, tree_path
+from mathjax_train.convert.safetensors_io import iter_tensors
+from mathjax_train.data.vocab import TOKENIZER_FILES, load_tokenizer
+from mathjax_train.model import checkpoint as ckpt
+from mathjax_train.model.layers import DTYPES
+
+# Tensors some exporters write that carry no parameters of ours.
+IGNORABLE_SUFFIXES = ("rotary_emb.inv_freq",)
+
+
+@dataclass
+class ImportReport:
+    config: ModelConfig
+    num_params: int
+    files: list[str]
+    skipped: list[str] = field(default_factory=list)
+
+
+def safetensors_files(hf_dir: epath.Path) -> list[epath.Path]:
+    """The weight files of an HF directory: the sharded index if present, else model.safetensors."""
+    index = hf_dir / "model.safetensors.index.json"
+    if index.exists():
+        weight_map = read_json(index, "safetensors index").get("weight_map")
+        if not isinstance(weight_map, dict):
+            raise ConfigError(f"{index}: field 'weight_map' is missing")
+        return [hf_dir / name for name in sorted(set(weight_map.values()))]
+    single = hf_dir / "model.safetensors"
+    if single.exists():
+        return [single]
+    if any((hf_dir / n).exists() for n in ("pytorch_model.bin", "pytorch_model.bin.index.json")):
+        raise ConfigError(f"{hf_dir}: only PyTorch .bin weights found; save the model with safetensors "
+                          "(model.save_pretrained(dir, safe_serialization=True)) and import that")
+    raise ConfigError(f"{hf_dir}: no model.safetensors or model.safetensors.index.json found")
+
+
+def import_hf(hf_dir, ckpt_dir, *, scan_layers: bool = True, param_dtype: str = "float32",
+              dtype: str = "bfloat16") -> ImportReport:
+    hf = epath.Path(hf_dir)
+    config_path = hf / "config.json"
+    generation = read_json(hf / "generation_config.json", "generation config") if (
+        hf / "generation_config.json").exists() else None
+    cfg = model_config_from_hf(read_json(config_path, "config.json"), str(config_path), generation)
+    cfg.scan_layers, cfg.param_dtype, cfg.dtype = scan_layers, param_dtype, dtype
+    load_tokenizer(hf)  # fails early, naming the directory, when no tokenizer is there
+    files = safetensors_files(hf)
+
+    target = DTYPES[param_dtype]
+    specs = {s.hf_name: s for s in param_specs(cfg)}
+    tree: dict = {}
+    for s in specs.values():
+        path, layer = tree_path(s, scan_layers)
+        shape = s.shape if layer is None else (cfg.num_layers,) + s.shape
+        try:
+            get_path(tree, path)
+        except KeyError:
+            set_path(tree, path, np.empty(shape, target))
+    filled, skipped = set(), []
+    for f in files:
+        for name, arr in iter_tensors(f):
+            spec = specs.get(name)
+            if spec is None:
+                if name.endswith(IGNORABLE_SUFFIXES) or (name == "lm_head.weight" and cfg.tie_embeddings):
+                    skipped.append(name)
+                    continue
+                raise ConfigError(f"{f}: unexpected tensor {name!r} for a {cfg.architecture} model with this config.json")
+            if tuple(arr.shape) != spec.hf_shape:
+                raise ConfigError(f"{f}: tensor {name!r} has shape {tuple(arr.shape)}, but config.json implies "
+                                  f"{spec.hf_shape}")
+            if name in filled:
+                raise ConfigError(f"{f}: tensor {name!r} appears twice")
+            path, layer = tree_path(spec, scan_layers)
+            dest = get_path(tree, path)
+            value = spec.to_ours(arr.astype(target))
+            if layer is None:
+                dest[...] = value
+            else:
+                dest[layer] = value
+            filled.add(name)
+    missing = [n for n in specs if n not in filled]
+    if missing:
+        raise ConfigError(f"{hf}: tensor {missing[0]!r} is missing from the safetensors files "
+                          f"({len(missing)} missing in all)")
+
+    out = epath.Path(ckpt_dir)
+    ckpt.save_params(out, tree)
+    ckpt.save_model_config(out, cfg)
+    copy_tokenizer_files(hf, out / ckpt.TOKENIZER_DIR)
+    return ImportReport(cfg, ckpt.param_count(tree), [str(f) for f in files], skipped)
+
+
+def copy_tokenizer_files(src: epath.Path, dst: epath.Path) -> list[str]:
+    dst.mkdir(parents=True, exist_ok=True)
+    copied = []
+    for name in TOKENIZER_FILES:
+        if (src / name).exists():
+            (dst / name).write_bytes((src / name).read_bytes())
+            copied.append(name)
+    return copied
+
+
+def report_json(report: ImportReport) -> str:
+    return json.dumps({"num_params": report.num_params, "architecture": report.config.architecture,
+                       "files": report.files, "skipped_tensors": report.skipped})

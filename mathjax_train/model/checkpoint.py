@@ -1,0 +1,90 @@
+"""A model checkpoint directory: `model_config.json`, Orbax `params/`, and `tokenizer/` files.
+
+import-hf writes it, training writes one per saved step, and generate/evaluate/export read it.
+Paths may be local or `gs://` (etils.epath).
+"""
+from __future__ import annotations
+
+import json
+
+import jax
+import numpy as np
+import orbax.checkpoint as ocp
+from etils import epath
+
+from mathjax_train.config import ConfigError, ModelConfig, from_dict, to_dict
+
+CONFIG_FILE = "model_config.json"
+PARAMS_DIR = "params"
+TOKENIZER_DIR = "tokenizer"
+
+
+def save_model_config(ckpt_dir, cfg: ModelConfig) -> None:
+    path = epath.Path(ckpt_dir)
+    path.mkdir(parents=True, exist_ok=True)
+    (path / CONFIG_FILE).write_text(json.dumps(to_dict(cfg), indent=2))
+
+
+def load_model_config(ckpt_dir) -> ModelConfig:
+    path = epath.Path(ckpt_dir) / CONFIG_FILE
+    if not path.exists():
+        raise ConfigError(f"{path}: not found; is {ckpt_dir} a checkpoint written by import-hf or train?")
+    try:
+        data = json.loads(path.read_text())
+    except json.JSONDecodeError as e:
+        raise ConfigError(f"{path}: not valid JSON (line {e.lineno}: {e.msg})") from None
+    cfg = from_dict(ModelConfig, data, str(path))
+    cfg.validate(str(path))
+    return cfg
+
+
+def save_params(ckpt_dir, params) -> None:
+    """Write params (numpy or jax arrays, possibly sharded) as an Orbax checkpoint."""
+    path = epath.Path(ckpt_dir) / PARAMS_DIR
+    with ocp.StandardCheckpointer() as ckptr:
+        ckptr.save(path.absolute() if not str(path).startswith("gs://") else path, params, force=True)
+        ckptr.wait_until_finished()
+
+
+def abstract_params(cfg: ModelConfig, shardings=None):
+    """ShapeDtypeStructs of the parameter tree for `cfg` (no memory), with optional shardings."""
+    import flax.linen as nn
+    import jax.numpy as jnp
+
+    from mathjax_train.model.decoder import Decoder
+
+    shapes = jax.eval_shape(lambda: Decoder(cfg).init(jax.random.PRNGKey(0), jnp.zeros((1, 1), jnp.int32)))
+    shapes = nn.meta.unbox(shapes)["params"]
+    if shardings is None:
+        device = jax.sharding.SingleDeviceSharding(jax.devices()[0])
+        return jax.tree_util.tree_map(lambda s: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=device), shapes)
+    return jax.tree_util.tree_map(lambda s, sh: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=sh),
+                                  shapes, shardings)
+
+
+def load_params(ckpt_dir, cfg: ModelConfig, shardings=None):
+    """Restore params for `cfg`; shapes are checked against the model, naming any mismatch."""
+    path = epath.Path(ckpt_dir) / PARAMS_DIR
+    if not path.exists():
+        raise ConfigError(f"{path}: no Orbax params found in checkpoint {ckpt_dir}")
+    target = abstract_params(cfg, shardings)
+    with ocp.StandardCheckpointer() as ckptr:
+        meta = ckptr.metadata(path.absolute() if not str(path).startswith("gs://") else path)
+        _check_shapes(meta.item_metadata if hasattr(meta, "item_metadata") else meta, target, str(path))
+        return ckptr.restore(path.absolute() if not str(path).startswith("gs://") else path, target)
+
+
+def _check_shapes(meta, target, where: str) -> None:
+    flat_t = {jax.tree_util.keystr(k): v for k, v in jax.tree_util.tree_leaves_with_path(target)}
+    flat_m = {jax.tree_util.keystr(k): v for k, v in jax.tree_util.tree_leaves_with_path(meta)}
+    missing = sorted(set(flat_t) - set(flat_m))
+    if missing:
+        raise ConfigError(f"{where}: parameter {missing[0]} is missing from the checkpoint")
+    for key, t in flat_t.items():
+        shape = tuple(getattr(flat_m[key], "shape", ()) or ())
+        if shape != tuple(t.shape):
+            raise ConfigError(f"{where}: parameter {key} has shape {shape}, the model config needs {tuple(t.shape)}")
+
+
+def param_count(params) -> int:
+    return int(sum(np.prod(x.shape) for x in jax.tree_util.tree_leaves(params)))

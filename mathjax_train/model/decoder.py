@@ -1,0 +1,115 @@
+"""The decoder family: LLaMA-2/3, Mistral, Qwen2 and tied-embedding models behind config switches.
+
+Parameter names follow HF (`embed_tokens`, `layers`, `self_attn.q_proj`, `mlp.gate_proj`,
+`input_layernorm`, `norm`, `lm_head`) so that conversion is renames, transposes and stacking.
+With `scan_layers`, layer parameters are stacked under `layers` with a leading `layers` axis;
+without it they live under `layers_0`, `layers_1`, ...
+"""
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import flax.linen as nn
+
+from mathjax_train.config import ModelConfig
+from mathjax_train.model.attention import Attention, KVContext
+from mathjax_train.model.layers import DenseGeneral, Embed, RMSNorm, dtype_of
+
+REMAT_POLICIES = {
+    "full": None,
+    "dots": jax.checkpoint_policies.checkpoint_dots,
+    "dots_with_no_batch_dims": jax.checkpoint_policies.checkpoint_dots_with_no_batch_dims,
+}
+
+
+class MLP(nn.Module):
+    config: ModelConfig
+
+    @nn.compact
+    def __call__(self, x):
+        cfg = self.config
+        dt, pdt = dtype_of(cfg.dtype), dtype_of(cfg.param_dtype)
+        dense = lambda n, feats, axes: DenseGeneral(  # noqa: E731
+            (feats,), axes, use_bias=cfg.mlp_bias, dtype=dt, param_dtype=pdt, name=n)
+        gate = dense("gate_proj", cfg.intermediate_size, ("embed", "mlp"))(x)
+        up = dense("up_proj", cfg.intermediate_size, ("embed", "mlp"))(x)
+        h = nn.with_logical_constraint(nn.silu(gate) * up, ("batch", "length", "mlp"))
+        return dense("down_proj", cfg.hidden_size, ("mlp", "embed"))(h)
+
+
+class DecoderLayer(nn.Module):
+    """Pre-norm block. Call signature fits nn.scan: (carry=x, layer_cache) -> (x, new_layer_cache)."""
+
+    config: ModelConfig
+
+    @nn.compact
+    def __call__(self, x, layer_cache, positions, segment_ids, kv):
+        cfg = self.config
+        dt, pdt = dtype_of(cfg.dtype), dtype_of(cfg.param_dtype)
+        norm = lambda n: RMSNorm(cfg.rms_norm_eps, dtype=dt, param_dtype=pdt, name=n)  # noqa: E731
+        h, new_cache = Attention(cfg, name="self_attn")(norm("input_layernorm")(x), positions, segment_ids,
+                                                        layer_cache, kv)
+        x = x + h
+        x = x + MLP(cfg, name="mlp")(norm("post_attention_layernorm")(x))
+        x = nn.with_logical_constraint(x, ("batch", "length", "embed"))
+        return x, new_cache
+
+
+class Decoder(nn.Module):
+    """tokens/positions/segment_ids (batch, length) -> float32 logits (batch, length, vocab).
+
+    `cache` (optional) is {"k", "v": (layers, batch, cache_len, kv_heads, head_dim), "positions",
+    "segment_ids": (batch, cache_len)}; the call writes slots [cache_index, cache_index + length)
+    and returns the updated cache.
+    """
+
+    config: ModelConfig
+
+    @nn.compact
+    def __call__(self, tokens, positions=None, segment_ids=None, cache=None, cache_index=None):
+        cfg = self.config
+        dt, pdt = dtype_of(cfg.dtype), dtype_of(cfg.param_dtype)
+        if positions is None:
+            positions = jnp.broadcast_to(jnp.arange(tokens.shape[1]), tokens.shape)
+        if segment_ids is None:
+            segment_ids = jnp.ones_like(tokens)
+        embed = Embed(cfg.vocab_size, cfg.hidden_size, dtype=dt, param_dtype=pdt, name="embed_tokens")
+        x = nn.with_logical_constraint(embed(tokens), ("batch", "length", "embed"))
+
+        kv, layer_caches = None, None
+        if cache is not None:
+            index = jnp.asarray(cache_index, jnp.int32)
+            kv = KVContext(
+                index=index,
+                positions=jax.lax.dynamic_update_slice(cache["positions"], positions.astype(jnp.int32), (0, index)),
+                segment_ids=jax.lax.dynamic_update_slice(cache["segment_ids"], segment_ids.astype(jnp.int32),
+                                                         (0, index)))
+            layer_caches = (cache["k"], cache["v"])
+
+        block = DecoderLayer
+        if cfg.remat_policy != "none":
+            block = nn.remat(DecoderLayer, policy=REMAT_POLICIES[cfg.remat_policy], prevent_cse=not cfg.scan_layers)
+        if cfg.scan_layers:
+            stack = nn.scan(block, variable_axes={"params": 0}, split_rngs={"params": True},
+                            in_axes=(0, nn.broadcast, nn.broadcast, nn.broadcast), length=cfg.num_layers,
+                            metadata_params={nn.PARTITION_NAME: "layers"})
+            x, new_layer_caches = stack(cfg, name="layers")(x, layer_caches, positions, segment_ids, kv)
+        else:
+            outs = []
+            for i in range(cfg.num_layers):
+                lc = None if layer_caches is None else (layer_caches[0][i], layer_caches[1][i])
+                x, nc = block(cfg, name=f"layers_{i}")(x, lc, positions, segment_ids, kv)
+                outs.append(nc)
+            new_layer_caches = None if layer_caches is None else tuple(jnp.stack(z) for z in zip(*outs))
+
+        x = RMSNorm(cfg.rms_norm_eps, dtype=dt, param_dtype=pdt, name="norm")(x)
+        if cfg.tie_embeddings:
+            logits = embed.attend(x)
+        else:
+            logits = DenseGeneral((cfg.vocab_size,), ("embed", "vocab"), dtype=dt, param_dtype=pdt, name="lm_head")(x)
+        logits = nn.with_logical_constraint(logits.astype(jnp.float32), ("batch", "length", "vocab"))
+        if cache is None:
+            return logits, None
+        new_cache = {"k": new_layer_caches[0], "v": new_layer_caches[1],
+                     "positions": kv.positions, "segment_ids": kv.segment_ids}
+        return logits, new_cache

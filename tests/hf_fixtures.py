@@ -1,0 +1,71 @@
+"""Tiny random HF checkpoints and tokenizers written by the tests themselves (no downloads)."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+CORPUS = [
+    "Natalia sold 48 clips in April and half as many in May. How many clips did she sell?",
+    "The answer is 72. Let x be the number of apples; then 3x + 5 = 20, so x = 5.",
+    "def add(a, b):\n    return a + b\nprint(add(2, 3))",
+    "Compute \\frac{1}{2} + \\frac{1}{3} = \\frac{5}{6}. The answer is \\boxed{\\frac{5}{6}}.",
+] * 20
+
+VARIANTS = {
+    # name: (model_type, extra HF config fields)
+    "llama": ("llama", {}),
+    "llama3": ("llama", {"rope_parameters": {"rope_type": "llama3", "rope_theta": 500000.0, "factor": 8.0,
+                                             "low_freq_factor": 1.0, "high_freq_factor": 4.0,
+                                             "original_max_position_embeddings": 64}}),
+    "mistral": ("mistral", {"sliding_window": 48, "head_dim": 24}),
+    "qwen2": ("qwen2", {}),
+    "tied": ("llama", {"tie_word_embeddings": True, "attention_bias": True}),
+}
+
+
+def write_tokenizer(directory: Path, bos: bool = True) -> None:
+    """A small byte-level BPE tokenizer.json (+ tokenizer_config.json) trained on CORPUS."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
+
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(vocab_size=300, special_tokens=["<unk>", "<s>", "</s>"],
+                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
+    tok.train_from_iterator(CORPUS, trainer)
+    if bos:
+        tok.post_processor = processors.TemplateProcessing(single="<s> $A", pair="<s> $A <s> $B",
+                                                           special_tokens=[("<s>", 1)])
+    directory.mkdir(parents=True, exist_ok=True)
+    tok.save(str(directory / "tokenizer.json"))
+    (directory / "tokenizer_config.json").write_text(json.dumps(
+        {"bos_token": "<s>", "eos_token": "</s>", "unk_token": "<unk>", "tokenizer_class": "TokenizersBackend"}))
+
+
+def hf_config(variant: str, kv_heads: int = 2, vocab_size: int = 320):
+    import transformers
+
+    model_type, extra = VARIANTS[variant]
+    cls = {"llama": transformers.LlamaConfig, "mistral": transformers.MistralConfig,
+           "qwen2": transformers.Qwen2Config}[model_type]
+    fields = dict(vocab_size=vocab_size, hidden_size=96, intermediate_size=160, num_hidden_layers=2,
+                  num_attention_heads=4, num_key_value_heads=kv_heads, max_position_embeddings=1024,
+                  rms_norm_eps=1e-5, bos_token_id=1, eos_token_id=2, pad_token_id=None)
+    fields.update(extra)
+    return cls(**fields)
+
+
+def make_hf_model(directory: Path, variant: str, kv_heads: int = 2, seed: int = 0):
+    """Save a random tiny HF model (every weight perturbed, so biases and norms matter) and a tokenizer."""
+    import torch
+    import transformers
+
+    torch.manual_seed(seed)
+    model = transformers.AutoModelForCausalLM.from_config(hf_config(variant, kv_heads), dtype=torch.float32)
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            p.copy_(torch.randn_like(p) * 0.08 + (1.0 if "norm" in name else 0.0))
+    model.eval()
+    model.save_pretrained(directory)
+    write_tokenizer(directory)
+    return model
