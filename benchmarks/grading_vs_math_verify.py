@@ -1,0 +1,136 @@
+"""Grading throughput and verdicts: mathjax_train.grading vs math-verify on the MATH test set.
+
+Two pair sets, graded by both in the same run (extraction included for both sides):
+  identity  - each MATH test solution against its own gold answer (5000 pairs, all should pass);
+  rewrites  - each gold against a rewritten prediction whose label is known by construction:
+              meaning-preserving rewrites (a/b for \\frac{a}{b}, decimals, `x = ` prefixes,
+              thousands commas, units, reordered root lists) must pass, and meaning-changing
+              ones (+1, swapped tuple entries, changed interval brackets, dropped \\pm) must fail.
+Prints pairs/s for both, accuracy on the labelled set, and ~20 disagreements; writes all
+disagreements to --out (JSON).  Run:
+    .venv/bin/python benchmarks/grading_vs_math_verify.py [--data DIR] [--out FILE]
+Needs `pip install math-verify` (benchmark only).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import sys
+import time
+from fractions import Fraction
+from pathlib import Path
+
+from mathjax_train.grading import extract_answer, is_equivalent, stats
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def rewrites(gold: str) -> list[tuple[str, bool, str]]:
+    """(prediction, expected verdict, rewrite name) variants of one gold answer."""
+    out = []
+    g = gold.strip()
+    m = re.fullmatch(r"(-?)\\[dt]?frac\{(\d+)\}\{(\d+)\}", g)
+    if m:
+        out.append((f"{m.group(1)}{m.group(2)}/{m.group(3)}", True, "frac->slash"))
+        v = Fraction(int(m.group(2)), int(m.group(3)))
+        if (v.denominator & (v.denominator - 1)) == 0 or 10**8 % v.denominator == 0:
+            out.append((m.group(1) + str(float(v)), True, "frac->decimal"))
+        out.append((f"{m.group(1)}\\frac{{{m.group(3)}}}{{{m.group(2)}}}", m.group(2) == m.group(3), "frac-inverted"))
+    if re.fullmatch(r"-?\d+", g):
+        n = int(g)
+        out.append((f"x = {n}", True, "x= prefix"))
+        out.append((f"{n}\\text{{ units}}", True, "units"))
+        out.append((str(n + 1), False, "plus-one"))
+        if abs(n) >= 1000:
+            out.append((f"{n:,}", True, "thousands-commas"))
+        if n != 0:
+            out.append((f"{n / 100}", False, "x0.01 (no percent sign)"))
+    m = re.fullmatch(r"\((-?\d+),\s*(-?\d+)\)", g)
+    if m:
+        out.append((f"({m.group(2)}, {m.group(1)})", m.group(1) == m.group(2), "tuple-swapped"))
+        out.append((f"[{m.group(1)}, {m.group(2)}]", False, "brackets-changed"))
+    m = re.fullmatch(r"(-?\d+),\s*(-?\d+)", g)
+    if m:
+        out.append((f"{m.group(2)}, {m.group(1)}", True, "roots-reordered"))
+    if "\\pm" in g:
+        out.append((g.replace("\\pm", "+"), False, "pm-dropped"))
+    m = re.fullmatch(r"(\d+)\^\\circ", g)
+    if m:
+        out.append((m.group(1), True, "degree-sign-dropped"))
+    return out
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--data", default=os.environ.get("MATHJAX_DATA_DIR") or str(ROOT.parent / "shared" / "data"))
+    ap.add_argument("--out", default="grading_vs_math_verify.json")
+    args = ap.parse_args()
+    try:
+        from math_verify import parse, verify
+    except ImportError:
+        print("math-verify is not installed: pip install math-verify", file=sys.stderr)
+        return 2
+
+    rows = [json.loads(line) for line in open(Path(args.data) / "math" / "test.jsonl", encoding="utf-8")]
+    identity = [(r["answer"], r["solution"], True, "identity", r["unique_id"]) for r in rows]
+    labelled = [(r["answer"], f"So the answer is $\\boxed{{{p}}}$.", e, name, r["unique_id"])
+                for r in rows for p, e, name in rewrites(r["answer"])]
+
+    def ours(gold, text):
+        return is_equivalent(gold, extract_answer(text))
+
+    def theirs(gold, text):
+        try:
+            return bool(verify(parse("$" + gold + "$"), parse(text)))
+        except Exception:
+            return False
+
+    is_equivalent("1", "1")  # import cost is not throughput; the worker pool starts on demand
+    parse("$1$")
+    report = {"command": " ".join(sys.argv), "sets": {}, "disagreements": []}
+    for set_name, pairs in (("identity", identity), ("rewrites", labelled)):
+        verdicts = {}
+        for grader_name, fn in (("mathjax_train", ours), ("math_verify", theirs)):
+            t0 = time.perf_counter()
+            v = [fn(g, t) for g, t, _, _, _ in pairs]
+            dt = time.perf_counter() - t0
+            verdicts[grader_name] = v
+            correct = sum(x == e for x, (_, _, e, _, _) in zip(v, pairs))
+            report["sets"].setdefault(set_name, {})[grader_name] = {
+                "pairs": len(pairs), "seconds": round(dt, 3), "pairs_per_s": round(len(pairs) / dt, 1),
+                "correct": correct, "accuracy": round(correct / len(pairs), 4)}
+        for (g, t, e, name, uid), a, b in zip(pairs, verdicts["mathjax_train"], verdicts["math_verify"]):
+            if a != b:
+                report["disagreements"].append({"set": set_name, "unique_id": uid, "rewrite": name, "gold": g,
+                                                "prediction": extract_answer(t), "expected": e,
+                                                "mathjax_train": a, "math_verify": b})
+    report["grading_stats"] = stats()
+
+    print(f"$ {sys.executable} {' '.join(sys.argv)}")
+    print(f"{'set':10s} {'grader':14s} {'pairs':>6s} {'seconds':>8s} {'pairs/s':>9s} {'accuracy':>9s}")
+    for set_name, by in report["sets"].items():
+        for grader_name, r in by.items():
+            print(f"{set_name:10s} {grader_name:14s} {r['pairs']:6d} {r['seconds']:8.2f} {r['pairs_per_s']:9.1f} "
+                  f"{r['accuracy']:9.4f}")
+        speedup = by["mathjax_train"]["pairs_per_s"] / by["math_verify"]["pairs_per_s"]
+        print(f"{set_name:10s} speed-up mathjax_train / math_verify: {speedup:.1f}x")
+    dis = report["disagreements"]
+    by_rewrite: dict[str, list[int]] = {}
+    for d in dis:
+        s = by_rewrite.setdefault(f"{d['set']}/{d['rewrite']}", [0, 0])
+        s[0 if d["mathjax_train"] == d["expected"] else 1] += 1
+    print(f"\n{len(dis)} disagreements (set/rewrite: [mathjax_train right, math_verify right]): {by_rewrite}")
+    for d in dis[:: max(1, len(dis) // 20)][:20]:
+        right = "mathjax_train" if d["mathjax_train"] == d["expected"] else "math_verify"
+        print(f"  {d['unique_id']:38s} {d['rewrite']:24s} gold={d['gold'][:40]!r:44s} pred={str(d['prediction'])[:30]!r:34s} "
+              f"expected={d['expected']!s:5s} -> {right} is right")
+    print(f"grading counters: {report['grading_stats']}")
+    Path(args.out).write_text(json.dumps(report, indent=1))
+    print(f"full report: {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,222 @@
+"""`is_equivalent(gold, pred)`: the dispatcher that decides whether a prediction matches the gold.
+
+Rules (each has tests in tests/test_grading_battery.py):
+- Exact values (integers, fractions, radicals, pi, ...) compare exactly: 1000000 != 1000001.
+  When either side is written as a decimal with digits after the point (an approximation), a
+  relative tolerance applies: |a-b| <= 1e-6*max(|a|,|b|).  There is no absolute floor, so 0
+  matches only an exact 0 and 2^-99 != 2^-98; decimals are never rounded to match (0.33 != 1/3).
+- Percent: a value written with `%` may be read as p (unit dropped, like `5 cm` = 5) or as p/100;
+  a value without `%` has one reading.  So `50%` = `50` = `0.5`... only when one side carries `%`:
+  `0.5` never equals gold `50`.  Degrees likewise: `30^\\circ` = `30` = `\\pi/6`.
+- Units in `\\text{}` (or a known unit word after a number) and `\\$` are dropped; bare letters
+  inside expressions never are (`a+b+c` != `a+b`).
+- `x=2` / `f(x)=...` equal their right-hand side; two equations with the same one-symbol left side
+  compare their right sides (`y=2x` != `y=3x`); other equations are equal when lhs-rhs of one is
+  a nonzero constant times lhs-rhs of the other (`x+1=0` != `x-1=0`, `2x+2=0` = `x+1=0`).
+- Structures (tuples, intervals, sets, unions, root lists, matrices, `\\pm`): see structures.py.
+- Base subscripts are exact: `204_5` equals `204_{5}` only, never `204`.  Times of day compare on
+  a 12-hour dial unless both sides give am/pm (`5:00` = `5:00 PM` = `5 pm`, `5:00 PM` != `5:00 AM`).
+- Words (`Monday`, `\\text{(A)}` = `A`) compare case-insensitively as text.
+- gold may be a list: any acceptable answer matches.  Inputs over MAX_INPUT_CHARS are False.
+Plain numbers, text and identical strings are decided in-process; anything needing sympy runs
+in a worker process with a hard time limit (timeouts.py), and a timeout counts as not equivalent.
+"""
+from __future__ import annotations
+
+import re
+from fractions import Fraction
+
+from . import numbers as nb
+from .normalize import Clean, canonical_text, normalize, unwrap_text_commands
+from .structures import nodes_equal, parse_structure, split_top
+from .timeouts import count, run_symbolic
+
+MAX_INPUT_CHARS = 2000
+DEFAULT_TIMEOUT_S = 5.0
+_PI = Fraction("3.14159265358979323846264338327950288419716939937510582097494459")
+
+
+class NeedsSymbolic(Exception):
+    """Raised by the fast path when a comparison needs sympy."""
+
+
+_LABEL_RE = re.compile(r"^(?:[a-zA-Z](?:_\{?\w+\}?)?|\\[a-zA-Z]+|[a-zA-Z]\s*\(\s*[a-zA-Z]\s*\))$")
+_PREFIX_RE = re.compile(r"^(?:[a-zA-Z]\s*\\in|\([a-z, ]+\)\s*=|[a-zA-Z]\s*=(?=\s*[(\[\\{]|[^=]*,))\s*")
+_WORD_RE = re.compile(r"(?<![\\a-zA-Z])([a-zA-Z]{3,})")
+_FUNC_WORDS = {"sin", "cos", "tan", "cot", "sec", "csc", "log", "exp", "arcsin", "arccos", "arctan"}
+
+
+def _squash(s: str) -> str:
+    return re.sub(r"\s+|\{\}", "", s)
+
+
+def _prep(c: Clean) -> str:
+    s = unwrap_text_commands(c.text).strip()
+    s = _PREFIX_RE.sub("", s, count=1)
+    return s.strip()
+
+
+def _is_text(s: str) -> bool:
+    u = unwrap_text_commands(s).strip()
+    if re.fullmatch(r"\(?[A-Z]\)?|\([a-zA-Z]\)", u):
+        return True
+    if re.fullmatch(r"[A-Za-z][A-Za-z' .-]*[A-Za-z.]", u) and re.search(r"[A-Za-z]{2}", u):
+        return True
+    return any(w.lower() not in _FUNC_WORDS for w in _WORD_RE.findall(u)) and "\\" not in u
+
+
+def _split_eq(s: str) -> list[str] | None:
+    parts = [p for p in split_top(s, "=")]
+    merged: list[str] = []
+    for p in parts:  # re-join "<=", ">=", "!=" that the split cut through
+        if merged and merged[-1][-1:] in "<>!" and merged[-1]:
+            merged[-1] += "=" + p
+        else:
+            merged.append(p)
+    return [p.strip() for p in merged] if len(merged) > 1 else None
+
+
+_APPROX_RE = re.compile(r"\d?\.\d")
+_REL_RE = re.compile(r"(<=|>=|!=|<|>)")
+_FLIP = {"<": ">", ">": "<", "<=": ">=", ">=": "<=", "!=": "!="}
+
+
+def _as_time(s: str):
+    t = nb.parse_time(s)
+    if t is None and re.fullmatch(r"\d{1,2}", s.strip()) and 1 <= int(s) <= 12:
+        t = (int(s) * 60, False)
+    return t
+
+
+def _readings(value, flagged_percent: bool, flagged_degree: bool, pi) -> list:
+    out = [value]
+    if flagged_percent:
+        out.append(value / 100)
+    if flagged_degree:
+        out.append(value * pi / 180)
+    return out
+
+
+class _Comparer:
+    """Scalar equality for one (gold, pred) pair; `symbolic` selects the sympy path."""
+
+    def __init__(self, g: Clean, p: Clean, symbolic: bool):
+        self.symbolic = symbolic
+        # a mark applies its alternative readings only when the other side lacks it
+        self.g_pct, self.p_pct = g.percent and not p.percent, p.percent and not g.percent
+        self.g_deg, self.p_deg = g.degree and not p.degree, p.degree and not g.degree
+
+    def __call__(self, a: str, b: str) -> bool:
+        a, b = a.strip(), b.strip()
+        if _squash(a) == _squash(b):
+            return True
+        if not a or not b:
+            return False
+        if _is_text(a) or _is_text(b):
+            return canonical_text(a) == canonical_text(b)
+        ta, tb = nb.parse_time(a), nb.parse_time(b)
+        if ta or tb:
+            ta, tb = ta or _as_time(a), tb or _as_time(b)
+            return bool(ta and tb and nb.times_equal(ta, tb))
+        ba, bb = nb.parse_base_number(a), nb.parse_base_number(b)
+        if ba or bb:
+            ba = ba or (re.fullmatch(r"\d+", a) and (a.lstrip("0") or "0", 10))
+            bb = bb or (re.fullmatch(r"\d+", b) and (b.lstrip("0") or "0", 10))
+            return bool(ba and bb and ba == bb)
+        ea, eb = _split_eq(a), _split_eq(b)
+        if ea or eb:
+            return self.equations(ea, eb, a, b)
+        ra, rb = _REL_RE.split(a), _REL_RE.split(b)
+        if len(ra) > 1 or len(rb) > 1:
+            return self.relations(ra, rb)
+        return self.values(a, b)
+
+    def equations(self, ea, eb, a: str, b: str) -> bool:
+        if ea and eb:
+            if len(ea) != 2 or len(eb) != 2:
+                return False
+            la, lb = _LABEL_RE.match(ea[0]), _LABEL_RE.match(eb[0])
+            if la and lb:
+                return _squash(ea[0]) == _squash(eb[0]) and self(ea[1], eb[1])
+            if not self.symbolic:
+                raise NeedsSymbolic
+            from . import symbolic as sy
+            try:
+                da = sy.latex_to_sympy(ea[0]) - sy.latex_to_sympy(ea[1])
+                db = sy.latex_to_sympy(eb[0]) - sy.latex_to_sympy(eb[1])
+            except (sy.ParseError, ZeroDivisionError, TypeError):
+                return False
+            return sy.proportional(da, db)
+        eq, other = (ea, b) if ea else (eb, a)
+        if len(eq) != 2 or not _LABEL_RE.match(eq[0]):
+            return False
+        return self(eq[1], other) if ea else self(other, eq[1])
+
+    def relations(self, ra: list[str], rb: list[str]) -> bool:
+        if len(ra) != len(rb):
+            return False
+        if ra[1::2] != rb[1::2]:  # allow "a < b" == "b > a"
+            rb = [_FLIP.get(x, x) for x in reversed(rb)]
+            if ra[1::2] != rb[1::2]:
+                return False
+        return all(self(x, y) for x, y in zip(ra[0::2], rb[0::2]))
+
+    def values(self, a: str, b: str) -> bool:
+        na, nb_ = nb.parse_number(a), nb.parse_number(b)
+        approx = bool(_APPROX_RE.search(a) or _APPROX_RE.search(b))
+        if na is not None and nb_ is not None:
+            return any((nb.numbers_close(x, y) if approx else x == y)
+                              for x in _readings(na, self.g_pct, self.g_deg, _PI)
+                       for y in _readings(nb_, self.p_pct, self.p_deg, _PI))
+        if not self.symbolic:
+            raise NeedsSymbolic
+        from . import symbolic as sy
+        import sympy as sp
+        try:
+            xa = sp.Rational(na.numerator, na.denominator) if na is not None else sy.latex_to_sympy(a)
+            xb = sp.Rational(nb_.numerator, nb_.denominator) if nb_ is not None else sy.latex_to_sympy(b)
+        except (sy.ParseError, ZeroDivisionError, TypeError, ValueError):
+            return False
+        return any(sy.expressions_equal(x, y, approximate=approx)
+                   for x in _readings(xa, self.g_pct, self.g_deg, sp.pi)
+                   for y in _readings(xb, self.p_pct, self.p_deg, sp.pi))
+
+
+def compare_answers(gold: str, pred: str, symbolic: bool) -> bool:
+    """Compare one gold string with one prediction; raises NeedsSymbolic when `symbolic` is False
+    and the answer cannot be decided without sympy."""
+    g, p = normalize(gold), normalize(pred)
+    gs, ps = _prep(g), _prep(p)
+    if not gs or not ps:
+        return False
+    if _squash(gs) == _squash(ps):
+        return True
+    comparer = _Comparer(g, p, symbolic)
+    return nodes_equal(parse_structure(gs), parse_structure(ps), comparer)
+
+
+def is_equivalent(gold, pred, *, timeout_s: float = DEFAULT_TIMEOUT_S) -> bool:
+    """True when `pred` is a correct answer for `gold` (a string, or a list of acceptable strings).
+
+    Never raises; returns within about `timeout_s` per gold alternative plus worker start-up.
+    """
+    try:
+        if isinstance(gold, (list, tuple)):
+            return any(is_equivalent(g, pred, timeout_s=timeout_s) for g in gold[:20])
+        if gold is None or pred is None:
+            return False
+        gold, pred = str(gold), str(pred)
+        if gold.strip() and gold.strip() == pred.strip():
+            return True
+        if len(gold) > MAX_INPUT_CHARS or len(pred) > MAX_INPUT_CHARS:
+            return False
+        try:
+            verdict = compare_answers(gold, pred, symbolic=False)
+            count("fast")
+            return verdict
+        except NeedsSymbolic:
+            pass
+        return run_symbolic(gold, pred, timeout_s)
+    except Exception:  # a grader bug must not crash a training or eval loop; it is counted
+        count("errors")
+        return False
