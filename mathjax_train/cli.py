@@ -94,7 +94,40 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--dtype", default=None, choices=["float32", "bfloat16", "float16"],
                    help="override the compute dtype")
     s.set_defaults(fn=_cmd_generate)
+
+    _add_train_commands(sub)
+    _add_data_commands(sub)
+    _add_eval_commands(sub)
+    _add_synth_commands(sub)
+    _add_serve_commands(sub)
+    _add_tpu_commands(sub)
     return p
+
+
+# Each area registers its subcommands in its own function below (train, data, eval, synth, serve, tpu).
+
+def _add_train_commands(sub) -> None:
+    """`train` (trainer issue)."""
+
+
+def _add_data_commands(sub) -> None:
+    """`data stats` (SeqIO data issue)."""
+
+
+def _add_eval_commands(sub) -> None:
+    """`evaluate` (grading/eval issue)."""
+
+
+def _add_synth_commands(sub) -> None:
+    """`rft` (synthesis I), `augment`, `decontaminate`, `scaling-fit` (synthesis II)."""
+
+
+def _add_serve_commands(sub) -> None:
+    """`serve`: OpenAI-compatible HTTP server (synthesis II)."""
+
+
+def _add_tpu_commands(sub) -> None:
+    """`plan` (TPU issue)."""
 
 
 def main(argv: list[str] | None = None) -> int:

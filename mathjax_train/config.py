@@ -110,17 +110,125 @@ class GenerateConfig:
 
 
 @dataclass
+class OptimizerConfig:
+    """AdamW with warmup then cosine/linear/constant decay, global-norm clipping.
+
+    Weight decay skips norms, biases and embeddings unless `decay_all` is set (the usual LLM rule).
+    """
+
+    learning_rate: float = 3e-4
+    schedule: str = "cosine"  # cosine | linear | constant (after warmup)
+    warmup_steps: int = -1  # -1: round(warmup_ratio * train.steps)
+    warmup_ratio: float = 0.03
+    final_lr_ratio: float = 0.0  # lr at the last step, as a fraction of learning_rate
+    b1: float = 0.9
+    b2: float = 0.95
+    eps: float = 1e-8
+    weight_decay: float = 0.0
+    decay_all: bool = False
+    grad_clip_norm: float = 1.0  # 0 = no clipping
+
+    def validate(self, where: str = "optimizer") -> None:
+        if self.schedule not in ("cosine", "linear", "constant"):
+            raise ConfigError(f"{where}.schedule: {self.schedule!r} is not one of cosine, linear, constant")
+        if self.learning_rate <= 0:
+            raise ConfigError(f"{where}.learning_rate must be > 0, got {self.learning_rate}")
+        if not 0 <= self.warmup_ratio <= 1:
+            raise ConfigError(f"{where}.warmup_ratio must be in [0, 1], got {self.warmup_ratio}")
+
+
+@dataclass
+class TrainConfig:
+    """The training loop. `batch_size` is global (sequences per optimizer step, all hosts)."""
+
+    steps: int = 1000
+    batch_size: int = 8
+    seq_len: int = 512
+    microbatches: int = 1  # gradient accumulation: batch_size is split into this many parts
+    seed: int = 0
+    z_loss: float = 0.0  # weight of log(Z)^2, as in PaLM
+    log_every_steps: int = 10
+    peak_tflops_per_device: float = 0.0  # 0 = the table by device kind (CPU: measured once)
+
+    def validate(self, where: str = "train") -> None:
+        for name in ("steps", "batch_size", "seq_len", "microbatches", "log_every_steps"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"{where}.{name} must be >= 1, got {getattr(self, name)}")
+        if self.batch_size % self.microbatches:
+            raise ConfigError(f"{where}.batch_size ({self.batch_size}) must be a multiple of "
+                              f"{where}.microbatches ({self.microbatches})")
+
+
+@dataclass
+class CheckpointConfig:
+    """Orbax checkpoints under OUTPUT_DIR/checkpoints: async, every N steps, the last `keep` kept."""
+
+    every_steps: int = 500
+    keep: int = 3
+    async_save: bool = True
+
+    def validate(self, where: str = "checkpoint") -> None:
+        if self.every_steps < 1 or self.keep < 1:
+            raise ConfigError(f"{where}.every_steps and {where}.keep must be >= 1")
+
+
+@dataclass
+class DataConfig:
+    """Where training batches come from. `mixture` names a SeqIO mixture or task (see data/), or a
+    built-in toy source (`toy_copy`: learn to copy random tokens; needs no tokenizer)."""
+
+    mixture: str = "toy_copy"
+    data_dir: str = ""  # manual directory with gsm8k/ and math/; "" = $MATHJAX_DATA_DIR
+    tokenizer: str = ""  # directory with tokenizer files; "" = init_from's tokenizer/
+    template: str = "alpaca_rft"  # prompt template (data/templates.py)
+    ending: str = "gsm8k"  # answer ending written after solutions: gsm8k | the_answer_is | boxed
+    pack: bool = True
+    overflow: str = "truncate"  # examples longer than seq_len: truncate | drop (always counted)
+    rates: dict[str, float] = field(default_factory=dict)  # task -> mixing rate, overrides defaults
+    jsonl: list[str] = field(default_factory=list)  # synthetic SFT JSONL files for the `synthetic` task
+    seed: int = 0
+
+    def validate(self, where: str = "data") -> None:
+        if self.overflow not in ("truncate", "drop"):
+            raise ConfigError(f"{where}.overflow: {self.overflow!r} is not one of truncate, drop")
+
+
+@dataclass
+class DistributedConfig:
+    """Multi-host start-up. `auto`: initialize jax.distributed when a TPU pod or the fields say so."""
+
+    initialize: str = "auto"  # auto | always | never
+    coordinator_address: str = ""  # host:port of process 0; "" = from the TPU environment
+    num_processes: int = 0  # 0 = from the environment
+    process_id: int = -1  # -1 = from the environment
+
+    def validate(self, where: str = "distributed") -> None:
+        if self.initialize not in ("auto", "always", "never"):
+            raise ConfigError(f"{where}.initialize: {self.initialize!r} is not one of auto, always, never")
+
+
+@dataclass
 class Config:
-    """The whole run: where outputs go, which model, how it is sharded, how it samples."""
+    """The whole run: where outputs go, which model, how it is sharded, trained and sampled."""
 
     output_dir: str = "runs/default"
-    init_from: str = ""  # a checkpoint directory written by import-hf or train
+    init_from: str = ""  # a checkpoint directory written by import-hf or train; "" = random init
     model: ModelConfig = field(default_factory=ModelConfig)
     mesh: MeshConfig = field(default_factory=MeshConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    optimizer: OptimizerConfig = field(default_factory=OptimizerConfig)
+    checkpoint: CheckpointConfig = field(default_factory=CheckpointConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    distributed: DistributedConfig = field(default_factory=DistributedConfig)
     generate: GenerateConfig = field(default_factory=GenerateConfig)
 
     def validate(self) -> None:
         self.model.validate("model")
+        self.train.validate("train")
+        self.optimizer.validate("optimizer")
+        self.checkpoint.validate("checkpoint")
+        self.data.validate("data")
+        self.distributed.validate("distributed")
 
 
 def _field_types(cls: type) -> dict[str, Any]:
@@ -159,7 +267,8 @@ def _coerce(value: Any, tp: Any, where: str) -> Any:
     if origin is dict:
         if not isinstance(value, dict):
             raise ConfigError(f"{where}: expected a mapping, got {value!r}")
-        return dict(value)
+        key_tp, val_tp = typing.get_args(tp) or (Any, Any)
+        return {_coerce(k, key_tp, where): _coerce(v, val_tp, f"{where}.{k}") for k, v in value.items()}
     if tp is bool:
         if isinstance(value, bool):
             return value
