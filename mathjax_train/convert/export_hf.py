@@ -67,7 +67,7 @@ def export_hf(ckpt_dir, hf_dir, *, dtype: str | None = None, max_shard_bytes: in
 
     (out / "config.json").write_text(json.dumps(model_config_to_hf(cfg, TORCH_DTYPE_NAMES[dtype]), indent=2))
     written.append("config.json")
-    written += copy_tokenizer_files(src / ckpt.TOKENIZER_DIR, out)
+    written += copy_tokenizer_files(ckpt.resolve(src).tokenizer_dir, out)
     if not (out / "generation_config.json").exists():
         gen = {"bos_token_id": cfg.bos_token_id, "eos_token_id": cfg.eos_token_id, "pad_token_id": cfg.pad_token_id}
         (out / "generation_config.json").write_text(json.dumps(gen, indent=2))

@@ -24,6 +24,6 @@ def load_for_inference(ckpt_dir, dtype: str | None = None) -> LoadedModel:
     if dtype:
         cfg.dtype = dtype
         cfg.validate("--dtype")
-    tokenizer = load_tokenizer(d / ckpt.TOKENIZER_DIR)
+    tokenizer = load_tokenizer(ckpt.resolve(d).tokenizer_dir)
     params = ckpt.load_params(d, cfg)
     return LoadedModel(cfg, params, tokenizer)

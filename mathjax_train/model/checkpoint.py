@@ -1,11 +1,14 @@
 """A model checkpoint directory: `model_config.json`, Orbax `params/`, and `tokenizer/` files.
 
-import-hf writes it, training writes one per saved step, and generate/evaluate/export read it.
-Paths may be local or `gs://` (etils.epath).
+import-hf writes one. A training run writes `model_config.json` and `tokenizer/` once at
+OUTPUT_DIR and `params/` in every step directory OUTPUT_DIR/checkpoints/STEP; `resolve` accepts a
+model directory, OUTPUT_DIR or OUTPUT_DIR/checkpoints (the latest complete step) or a step
+directory. Paths may be local or `gs://` (etils.epath).
 """
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 
 import jax
 import numpy as np
@@ -19,6 +22,51 @@ PARAMS_DIR = "params"
 TOKENIZER_DIR = "tokenizer"
 
 
+CHECKPOINTS_DIR = "checkpoints"
+
+
+@dataclass(frozen=True)
+class CheckpointPaths:
+    config_file: epath.Path
+    params_dir: epath.Path
+    tokenizer_dir: epath.Path
+    step: int | None = None
+
+
+def _latest_step_dir(steps_dir: epath.Path) -> tuple[int, epath.Path] | None:
+    from orbax.checkpoint._src.path import step as ocp_step
+
+    steps = []
+    for child in steps_dir.iterdir():
+        if child.name.isdigit() and (child / PARAMS_DIR).exists() and ocp_step.is_checkpoint_finalized(child):
+            steps.append((int(child.name), child))
+    return max(steps) if steps else None
+
+
+def resolve(ckpt_dir) -> CheckpointPaths:
+    """Where the config, params and tokenizer of a model or training checkpoint live."""
+    d = epath.Path(ckpt_dir)
+    if (d / CONFIG_FILE).exists() and (d / PARAMS_DIR).exists():
+        return CheckpointPaths(d / CONFIG_FILE, d / PARAMS_DIR, d / TOKENIZER_DIR)
+    root, steps_dir, step_dir = None, None, None
+    if (d / CONFIG_FILE).exists() and (d / CHECKPOINTS_DIR).exists():
+        root, steps_dir = d, d / CHECKPOINTS_DIR
+    elif d.name == CHECKPOINTS_DIR and (d.parent / CONFIG_FILE).exists():
+        root, steps_dir = d.parent, d
+    elif (d / PARAMS_DIR).exists() and d.parent.name == CHECKPOINTS_DIR and (d.parent.parent / CONFIG_FILE).exists():
+        root, step_dir = d.parent.parent, d
+    if root is None:
+        raise ConfigError(f"{d / CONFIG_FILE}: not found; is {ckpt_dir} a checkpoint written by import-hf "
+                          "or a training OUTPUT_DIR?")
+    step = int(step_dir.name) if step_dir is not None and step_dir.name.isdigit() else None
+    if steps_dir is not None:
+        latest = _latest_step_dir(steps_dir)
+        if latest is None:
+            raise ConfigError(f"{steps_dir}: no complete checkpoint step found")
+        step, step_dir = latest
+    return CheckpointPaths(root / CONFIG_FILE, step_dir / PARAMS_DIR, root / TOKENIZER_DIR, step)
+
+
 def save_model_config(ckpt_dir, cfg: ModelConfig) -> None:
     path = epath.Path(ckpt_dir)
     path.mkdir(parents=True, exist_ok=True)
@@ -26,9 +74,7 @@ def save_model_config(ckpt_dir, cfg: ModelConfig) -> None:
 
 
 def load_model_config(ckpt_dir) -> ModelConfig:
-    path = epath.Path(ckpt_dir) / CONFIG_FILE
-    if not path.exists():
-        raise ConfigError(f"{path}: not found; is {ckpt_dir} a checkpoint written by import-hf or train?")
+    path = resolve(ckpt_dir).config_file
     try:
         data = json.loads(path.read_text())
     except json.JSONDecodeError as e:
@@ -64,7 +110,7 @@ def abstract_params(cfg: ModelConfig, shardings=None):
 
 def load_params(ckpt_dir, cfg: ModelConfig, shardings=None):
     """Restore params for `cfg`; shapes are checked against the model, naming any mismatch."""
-    path = epath.Path(ckpt_dir) / PARAMS_DIR
+    path = resolve(ckpt_dir).params_dir
     if not path.exists():
         raise ConfigError(f"{path}: no Orbax params found in checkpoint {ckpt_dir}")
     target = abstract_params(cfg, shardings)

@@ -1,1 +1,1 @@
-
+"""Device mesh, logical-axis rules, multi-host start-up and per-host batches."""

@@ -1,0 +1,68 @@
+"""Model FLOPs per token and device peak FLOP/s, for MFU = achieved model FLOP/s / peak.
+
+Training FLOPs per token follow the PaLM appendix: 6 x (matmul parameters, including the output
+projection) + 12 x layers x heads x head_dim x sequence length (attention scores and values,
+counted over the full sequence as PaLM does, not halved for the causal mask).
+"""
+from __future__ import annotations
+
+import functools
+import time
+
+import jax
+import jax.numpy as jnp
+
+from mathjax_train.config import ModelConfig
+
+# Dense bf16 peak TFLOP/s per chip, matched by substring of jax's device_kind, first match wins.
+PEAK_TFLOPS = (
+    ("TPU v6 lite", 918.0), ("TPU v6e", 918.0),
+    ("TPU v5 lite", 197.0), ("TPU v5e", 197.0),
+    ("TPU v5p", 459.0), ("TPU v5", 459.0),
+    ("TPU v4", 275.0),
+    ("H200", 989.0), ("H100", 989.0),
+    ("A100", 312.0),
+)
+
+
+def matmul_params(cfg: ModelConfig) -> int:
+    """Parameters that take part in matmuls per token (the embedding lookup is not one)."""
+    e, h, kv, d, m, v = (cfg.hidden_size, cfg.num_heads, cfg.num_kv_heads, cfg.resolved_head_dim,
+                         cfg.intermediate_size, cfg.vocab_size)
+    per_layer = e * h * d + 2 * e * kv * d + h * d * e + 3 * e * m
+    return cfg.num_layers * per_layer + e * v
+
+
+def train_flops_per_token(cfg: ModelConfig, seq_len: int) -> float:
+    attention = 12 * cfg.num_layers * cfg.num_heads * cfg.resolved_head_dim * seq_len
+    return 6.0 * matmul_params(cfg) + attention
+
+
+def peak_flops_per_device(device=None, configured_tflops: float = 0.0, dtype: str = "bfloat16") -> float:
+    """FLOP/s of one device: configured, else the table, else (CPU) measured with a matmul."""
+    if configured_tflops > 0:
+        return configured_tflops * 1e12
+    device = device or jax.devices()[0]
+    kind = getattr(device, "device_kind", "")
+    for key, tflops in PEAK_TFLOPS:
+        if key.lower() in kind.lower():
+            return tflops * 1e12
+    if device.platform == "cpu":
+        return _measured_cpu_flops(dtype) / max(len(jax.local_devices()), 1)
+    raise ValueError(f"no peak FLOP/s known for device kind {kind!r}; set train.peak_tflops_per_device")
+
+
+@functools.lru_cache(maxsize=None)
+def _measured_cpu_flops(dtype: str) -> float:
+    """The host's matmul FLOP/s (all cores, one device): the best of a few 1024^3 products."""
+    n = 1024
+    dt = jnp.float32 if dtype == "float32" else jnp.dtype(dtype)
+    a = jnp.ones((n, n), dt)
+    f = jax.jit(lambda x: x @ x)
+    f(a).block_until_ready()
+    best = float("inf")
+    for _ in range(5):
+        t = time.perf_counter()
+        f(a).block_until_ready()
+        best = min(best, time.perf_counter() - t)
+    return 2 * n ** 3 / best

@@ -1,0 +1,77 @@
+"""Training metrics: OUTPUT_DIR/metrics.jsonl, TensorBoard event files, and a progress line.
+
+Only process 0 writes. On resume, rows for steps after the restored checkpoint (written before a
+crash) are dropped so the file keeps one row per step.
+"""
+from __future__ import annotations
+
+import json
+import sys
+import time
+
+from etils import epath
+
+METRICS_FILE = "metrics.jsonl"
+TENSORBOARD_DIR = "tensorboard"
+
+
+def format_duration(seconds: float) -> str:
+    seconds = int(max(seconds, 0))
+    h, rem = divmod(seconds, 3600)
+    m, s = divmod(rem, 60)
+    return f"{h}h{m:02d}m{s:02d}s" if h else (f"{m}m{s:02d}s" if m else f"{s}s")
+
+
+class MetricsWriter:
+    def __init__(self, output_dir, *, resume_step: int = 0, enabled: bool = True, stream=None):
+        self.enabled = enabled
+        self.stream = stream or sys.stderr
+        self.path = epath.Path(output_dir) / METRICS_FILE
+        self.rows: list[str] = []
+        self._tb = None
+        if not enabled:
+            return
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        if self.path.exists():
+            for line in self.path.read_text().splitlines():
+                if line.strip() and json.loads(line).get("step", 0) <= resume_step:
+                    self.rows.append(line)
+        self._rewrite()
+        import tensorflow as tf  # TensorBoard's own event format; gs:// paths work through tf.io.gfile
+
+        self._tf = tf
+        self._tb = tf.summary.create_file_writer(str(epath.Path(output_dir) / TENSORBOARD_DIR))
+
+    def _rewrite(self) -> None:
+        self.path.write_text("".join(r + "\n" for r in self.rows))
+
+    def write(self, row: dict) -> None:
+        if not self.enabled:
+            return
+        line = json.dumps(row)
+        self.rows.append(line)
+        if str(self.path).startswith("gs://"):
+            self._rewrite()  # object stores cannot append
+        else:
+            with self.path.open("a") as f:
+                f.write(line + "\n")
+        with self._tb.as_default():
+            for k, v in row.items():
+                if k != "step" and isinstance(v, (int, float)) and not isinstance(v, bool):
+                    self._tf.summary.scalar(f"train/{k}", v, step=row["step"])
+        self._tb.flush()
+
+    def progress(self, step: int, total: int, row: dict, started: float, start_step: int) -> None:
+        if not self.enabled:
+            return
+        done = step - start_step
+        elapsed = time.time() - started
+        eta = elapsed / done * (total - step) if done else 0.0
+        mfu = f" | MFU {100 * row['mfu']:.2f}%" if row.get("mfu") is not None else ""
+        print(f"step {step}/{total} | loss {row['loss']:.4f} | acc {row['accuracy']:.3f} | "
+              f"{row['tokens_per_second']:.0f} tok/s{mfu} | ETA {format_duration(eta)}",
+              file=self.stream, flush=True)
+
+    def close(self) -> None:
+        if self._tb is not None:
+            self._tb.close()

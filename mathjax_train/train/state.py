@@ -1,0 +1,66 @@
+"""The train state ({step, params, opt_state, rng}) and its shardings, created directly sharded.
+
+Parameters and optimizer state are initialised inside one jit whose out_shardings come from the
+logical-axis rules, so no host ever materialises the full model.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import optax
+from jax.sharding import NamedSharding, PartitionSpec
+
+from mathjax_train.config import ModelConfig
+from mathjax_train.model import Decoder
+from mathjax_train.parallel.rules import check_divisible, logical_shardings
+
+
+@dataclass
+class StateLayout:
+    """Abstract shapes and shardings of the train state for one model, optimizer and mesh."""
+
+    abstract: dict  # ShapeDtypeStructs
+    shardings: dict  # NamedShardings, same tree
+    param_shardings: dict
+
+
+def _boxed_params(model: Decoder):
+    tokens = jnp.zeros((1, 1), jnp.int32)
+    return jax.eval_shape(lambda: model.init(jax.random.PRNGKey(0), tokens))["params"]
+
+
+def state_layout(model_cfg: ModelConfig, tx: optax.GradientTransformation, mesh, rules) -> StateLayout:
+    model = Decoder(model_cfg)
+    boxed = _boxed_params(model)
+    param_shardings = logical_shardings(boxed, mesh, rules)
+    params = nn.meta.unbox(boxed)
+    check_divisible(params, param_shardings)
+    replicated = NamedSharding(mesh, PartitionSpec())
+    opt_abstract = jax.eval_shape(tx.init, params)
+    opt_shardings = optax.tree_map_params(tx, lambda _, sh: sh, opt_abstract, param_shardings,
+                                          transform_non_params=lambda _: replicated,
+                                          is_leaf=lambda x: isinstance(x, NamedSharding))
+    rng = jax.eval_shape(lambda: jax.random.PRNGKey(0))
+    abstract = {"step": jax.ShapeDtypeStruct((), jnp.int32), "params": params, "opt_state": opt_abstract,
+                "rng": rng}
+    shardings = {"step": replicated, "params": param_shardings, "opt_state": opt_shardings, "rng": replicated}
+    abstract = jax.tree_util.tree_map(lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s),
+                                      abstract, shardings)
+    return StateLayout(abstract, shardings, param_shardings)
+
+
+def init_state(model_cfg: ModelConfig, tx, layout: StateLayout, seed: int, params=None):
+    """A fresh state: random parameters from `seed`, or the given (already sharded) `params`."""
+    model = Decoder(model_cfg)
+
+    def build(key, given):
+        init_key, rng = jax.random.split(key)
+        p = given if given is not None else nn.meta.unbox(
+            model.init(init_key, jnp.zeros((1, 1), jnp.int32)))["params"]
+        return {"step": jnp.zeros((), jnp.int32), "params": p, "opt_state": tx.init(p), "rng": rng}
+
+    fn = jax.jit(build, out_shardings=layout.shardings, static_argnums=() if params is not None else (1,))
+    return fn(jax.random.PRNGKey(seed), params)

@@ -1,0 +1,205 @@
+"""The training loop: mesh, sharded state, per-host data, jitted steps, checkpoints, metrics.
+
+Re-running the same command resumes from the latest checkpoint (state, optimizer, RNG, data
+position). SIGTERM (preemption) saves a checkpoint at the next step boundary and exits; a
+non-finite loss or gradient stops the run naming the step, and the last good checkpoint stays
+the latest because the guarded step never applies such an update.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import queue
+import signal
+import threading
+import time
+
+import jax
+from etils import epath
+
+from mathjax_train.config import Config, ConfigError, ModelConfig, to_dict
+from mathjax_train.data.sources import make_train_iterator
+from mathjax_train.model import checkpoint as model_ckpt
+from mathjax_train.parallel.distributed import maybe_initialize
+from mathjax_train.parallel.host_data import global_batch, host_rows
+from mathjax_train.parallel.mesh import make_mesh
+from mathjax_train.parallel.rules import axis_rules, batch_sharding
+from mathjax_train.train.checkpointing import TrainCheckpointer
+from mathjax_train.train.flops import peak_flops_per_device, train_flops_per_token
+from mathjax_train.train.metrics import MetricsWriter
+from mathjax_train.train.optimizer import make_optimizer
+from mathjax_train.train.state import init_state, state_layout
+from mathjax_train.train.step import make_train_step
+
+PREEMPTED_EXIT_CODE = 143  # 128 + SIGTERM: the job did not finish, re-run the command to resume
+RUNTIME_FIELDS = ("dtype", "param_dtype", "scan_layers", "remat_policy", "attention_kernel")
+
+
+class TrainingDiverged(RuntimeError):
+    """The loss or gradient norm was not finite; the update was not applied."""
+
+
+def resolve_model_config(cfg: Config) -> ModelConfig:
+    """The model config: from `init_from`'s checkpoint (architecture) with the run's runtime fields
+    (dtype, param_dtype, scan_layers, remat_policy, attention_kernel), or `model` as given."""
+    if not cfg.init_from:
+        return cfg.model
+    stored = model_ckpt.load_model_config(cfg.init_from)
+    if stored.scan_layers != cfg.model.scan_layers:
+        raise ConfigError(f"init_from: {cfg.init_from} stores layers with scan_layers={stored.scan_layers}, "
+                          f"but model.scan_layers={cfg.model.scan_layers}; set model.scan_layers to match "
+                          "or re-import (import-hf --no-scan stores unscanned layers)")
+    merged = dataclasses.replace(stored, **{k: getattr(cfg.model, k) for k in RUNTIME_FIELDS})
+    merged.validate("model")
+    return merged
+
+
+def _write_run_files(cfg: Config, model_cfg: ModelConfig) -> None:
+    """OUTPUT_DIR/model_config.json, tokenizer/ and config.yaml: what makes each step loadable."""
+    out = epath.Path(cfg.output_dir)
+    model_ckpt.save_model_config(out, model_cfg)
+    (out / "config.json").write_text(json.dumps(to_dict(cfg), indent=2))
+    src = None
+    if cfg.data.tokenizer:
+        src = epath.Path(cfg.data.tokenizer)
+    elif cfg.init_from:
+        src = model_ckpt.resolve(cfg.init_from).tokenizer_dir
+    if src is not None and src.exists():
+        from mathjax_train.convert.import_hf import copy_tokenizer_files
+
+        copy_tokenizer_files(src, out / model_ckpt.TOKENIZER_DIR)
+
+
+class _Prefetcher:
+    """Loads the next host batches in a thread; each item carries the iterator state after it."""
+
+    def __init__(self, iterator, depth: int = 2):
+        self.iterator, self.queue = iterator, queue.Queue(maxsize=depth)
+        self.thread = threading.Thread(target=self._run, daemon=True)
+        self.stop = False
+        self.thread.start()
+
+    def _run(self):
+        while not self.stop:
+            try:
+                item = (next(self.iterator), self.iterator.get_state(), None)
+            except BaseException as e:  # surfaced in the training thread
+                item = (None, None, e)
+            self.queue.put(item)
+            if item[2] is not None:
+                return
+
+    def next(self):
+        batch, state, err = self.queue.get()
+        if err is not None:
+            raise err
+        return batch, state
+
+    def close(self):
+        self.stop = True
+        try:
+            while True:
+                self.queue.get_nowait()
+        except queue.Empty:
+            pass
+
+
+class _SigtermFlag:
+    def __init__(self):
+        self.set = False
+        self.previous = None
+
+    def __enter__(self):
+        if threading.current_thread() is threading.main_thread():
+            self.previous = signal.signal(signal.SIGTERM, self._handle)
+        return self
+
+    def _handle(self, signum, frame):
+        self.set = True
+
+    def __exit__(self, *exc):
+        if self.previous is not None:
+            signal.signal(signal.SIGTERM, self.previous)
+
+
+def train(cfg: Config, *, max_steps_this_run: int | None = None, log=print) -> dict:
+    """Run (or resume) training as configured. Returns a summary dict with `status`:
+    `finished`, `preempted` or `stopped` (max_steps_this_run reached)."""
+    maybe_initialize(cfg.distributed)
+    model_cfg = resolve_model_config(cfg)
+    mesh = make_mesh(cfg.mesh)
+    rules = axis_rules(cfg.mesh.rules)
+    total = cfg.train.steps
+    tx, schedule = make_optimizer(cfg.optimizer, total)
+    layout = state_layout(model_cfg, tx, mesh, rules)
+    bsharding = batch_sharding(mesh, rules)
+    is_main = jax.process_index() == 0
+
+    rows = host_rows(cfg.train.batch_size)
+    data = make_train_iterator(cfg, rows=rows, shard_index=jax.process_index(), num_shards=jax.process_count())
+    ckpt = TrainCheckpointer(cfg.output_dir, cfg.checkpoint)
+    start = ckpt.latest_step()
+    if start is not None:
+        state, meta = ckpt.restore(start, layout.abstract)
+        data.set_state(meta["data_state"])
+        log(json.dumps({"event": "resumed", "step": start, "checkpoint": str(ckpt.directory / str(start))}))
+    else:
+        start = 0
+        params = None
+        if cfg.init_from:
+            params = model_ckpt.load_params(cfg.init_from, model_cfg, layout.param_shardings)
+        state = init_state(model_cfg, tx, layout, cfg.train.seed, params)
+        if is_main:
+            _write_run_files(cfg, model_cfg)
+    if start >= total:
+        ckpt.close()
+        return {"status": "finished", "step": start, "resumed_from": start}
+
+    step_fn = make_train_step(cfg, model_cfg, tx, schedule, layout, mesh, rules, bsharding)
+    writer = MetricsWriter(cfg.output_dir, resume_step=start, enabled=is_main)
+    flops_per_token = train_flops_per_token(model_cfg, cfg.train.seq_len)
+    peak = peak_flops_per_device(configured_tflops=cfg.train.peak_tflops_per_device, dtype=model_cfg.dtype)
+    peak_total = peak * jax.device_count()
+    status, step, data_state = "finished", start, data.get_state()
+    prefetch = _Prefetcher(data)
+    started, window_t, window_tokens = time.time(), time.time(), 0.0
+    end = total if max_steps_this_run is None else min(total, start + max_steps_this_run)
+    try:
+        with jax.set_mesh(mesh), _SigtermFlag() as sigterm:
+            while step < end:
+                local, data_state = prefetch.next()
+                state, m = step_fn(state, global_batch(local, bsharding))
+                m = jax.device_get(m)
+                step += 1
+                if not m["finite"]:
+                    raise TrainingDiverged(
+                        f"step {step}: loss={float(m['loss'])}, grad_norm={float(m['grad_norm'])} is not finite; "
+                        f"the update was not applied and the latest checkpoint "
+                        f"(step {ckpt.latest_step()}) is the last good one")
+                window_tokens += float(m["tokens"])
+                if step % cfg.train.log_every_steps == 0 or step == end:
+                    jax.block_until_ready(state["step"])
+                    now = time.time()
+                    tps = window_tokens / max(now - window_t, 1e-9)
+                    row = {"step": step, "loss": float(m["loss"]), "accuracy": float(m["accuracy"]),
+                           "grad_norm": float(m["grad_norm"]), "lr": float(m["lr"]),
+                           "z_loss": float(m["z_loss"]), "target_tokens": float(m["target_tokens"]),
+                           "tokens_per_second": tps, "mfu": tps * flops_per_token / peak_total}
+                    writer.write(row)
+                    writer.progress(step, total, row, started, start)
+                    window_t, window_tokens = now, 0.0
+                preempted = sigterm.set if jax.process_count() == 1 else ckpt.reached_preemption(step)
+                if step % cfg.checkpoint.every_steps == 0 or step == total or preempted or step == end:
+                    ckpt.save(state, data_state, wait=preempted)
+                if preempted:
+                    status = "preempted"
+                    log(json.dumps({"event": "preempted", "step": step, "checkpoint_saved": True}))
+                    break
+            else:
+                status = "finished" if step >= total else "stopped"
+    finally:
+        prefetch.close()
+        ckpt.wait()
+        ckpt.close()
+        writer.close()
+    return {"status": status, "step": step, "resumed_from": start, "data_state": data_state}
