@@ -17,6 +17,8 @@ Rules (each has tests in tests/test_grading_battery.py):
 - Base subscripts are exact: `204_5` equals `204_{5}` only, never `204`.  Times of day compare on
   a 12-hour dial unless both sides give am/pm (`5:00` = `5:00 PM` = `5 pm`, `5:00 PM` != `5:00 AM`).
 - Words (`Monday`, `\\text{(A)}` = `A`) compare case-insensitively as text.
+- `70,110` reads as the number 70110, and also as the list `70, 110` when the other side is a
+  list or set and no group has a leading zero (MATH writes multi-answer golds that way).
 - gold may be a list: any acceptable answer matches.  Inputs over MAX_INPUT_CHARS are False.
 Plain numbers, text and identical strings are decided in-process; anything needing sympy runs
 in a worker process with a hard time limit (timeouts.py), and a timeout counts as not equivalent.
@@ -28,7 +30,7 @@ from fractions import Fraction
 
 from . import numbers as nb
 from .normalize import Clean, canonical_text, normalize, unwrap_text_commands
-from .structures import nodes_equal, parse_structure, split_top
+from .structures import Node, nodes_equal, parse_structure, split_top
 from .timeouts import count, run_symbolic
 
 MAX_INPUT_CHARS = 2000
@@ -192,7 +194,24 @@ def compare_answers(gold: str, pred: str, symbolic: bool) -> bool:
     if _squash(gs) == _squash(ps):
         return True
     comparer = _Comparer(g, p, symbolic)
-    return nodes_equal(parse_structure(gs), parse_structure(ps), comparer)
+    gn, pn = parse_structure(gs), parse_structure(ps)
+    if nodes_equal(gn, pn, comparer):
+        return True
+    gl, pl = _comma_list(gs, pn), _comma_list(ps, gn)
+    return (gl is not None and nodes_equal(gl, pn, comparer)) or (pl is not None and nodes_equal(gn, pl, comparer))
+
+
+_GROUPED_RE = re.compile(r"^-?\d{1,3}(?:,\d{3})+$")
+
+
+def _comma_list(s: str, other: Node) -> Node | None:
+    """`70,110` as the list 70, 110, when `other` is a list/set and every group is a plain integer."""
+    if other.kind not in ("list", "set") or not _GROUPED_RE.match(s):
+        return None
+    parts = s.split(",")
+    if any(len(x.lstrip("-")) > 1 and x.lstrip("-").startswith("0") for x in parts):
+        return None
+    return Node("list", items=[Node("scalar", x) for x in parts])
 
 
 def is_equivalent(gold, pred, *, timeout_s: float = DEFAULT_TIMEOUT_S) -> bool:

@@ -1,0 +1,82 @@
+"""Fitting examples to the sequence length, and planning which examples share a batch's rows.
+
+An example (prompt ids, target ids) occupies len(prompt) + len(target) - 1 slots (inputs are
+shifted by one). Overlong examples are truncated (target cut at the end) or dropped, by config;
+the caller counts both. `RowPlanner` does the same first-fit placement as `batches.pack_examples`,
+one example at a time, so the caller can stop when the batch is full and keep the misfits.
+"""
+from __future__ import annotations
+
+from typing import Sequence
+
+import numpy as np
+
+from mathjax_train.data.batches import empty_batch
+
+OK, TRUNCATED, DROPPED = "ok", "truncated", "dropped"
+
+
+def slots(prompt: Sequence[int], target: Sequence[int]) -> int:
+    return len(prompt) + len(target) - 1
+
+
+def fit_example(prompt: list[int], target: list[int], seq_len: int, overflow: str):
+    """(prompt, target, status): status is ok, truncated or dropped (then prompt/target are None).
+
+    Truncation keeps the prompt whole and cuts the target; an example whose prompt alone leaves no
+    target token inside seq_len is dropped even in truncate mode (it would carry no loss).
+    """
+    if slots(prompt, target) <= seq_len:
+        return prompt, target, OK
+    if overflow == "drop" or len(prompt) > seq_len:
+        return None, None, DROPPED
+    if overflow != "truncate":
+        raise ValueError(f"data.overflow: {overflow!r} is not one of truncate, drop")
+    return prompt, target[:seq_len + 1 - len(prompt)], TRUNCATED
+
+
+class RowPlanner:
+    """First-fit placement of examples into `rows` rows of `seq_len` slots (one per row if not `pack`)."""
+
+    def __init__(self, rows: int, seq_len: int, pack: bool = True):
+        self.seq_len, self.pack = seq_len, pack
+        self.room = [seq_len] * rows
+        self.used = [False] * rows
+        self.placed: list[tuple[int, list[int], list[int]]] = []  # (row, prompt, target)
+        self.tags: list = []  # the caller's label for each placed example
+
+    def try_add(self, prompt: list[int], target: list[int], tag=None) -> bool:
+        n = slots(prompt, target)
+        for r, room in enumerate(self.room):
+            if room >= n and (self.pack or not self.used[r]):
+                self.room[r] -= n
+                self.used[r] = True
+                self.placed.append((r, prompt, target))
+                self.tags.append(tag)
+                return True
+        return False
+
+    @property
+    def full(self) -> bool:
+        return all(self.used) if not self.pack else max(self.room) == 0
+
+    @property
+    def tokens(self) -> int:
+        return sum(self.seq_len - r for r in self.room)
+
+    def batch(self) -> dict[str, np.ndarray]:
+        """The planned rows as a batch (the layout and loss weights of `batches.pack_examples`)."""
+        batch = empty_batch(len(self.room), self.seq_len)
+        fill = [0] * len(self.room)
+        segs = [0] * len(self.room)
+        for r, prompt, target in self.placed:
+            seq = np.asarray([*prompt, *target], np.int32)
+            n, s = len(seq) - 1, fill[r]
+            segs[r] += 1
+            batch["tokens"][r, s:s + n] = seq[:-1]
+            batch["targets"][r, s:s + n] = seq[1:]
+            batch["positions"][r, s:s + n] = np.arange(n)
+            batch["segment_ids"][r, s:s + n] = segs[r]
+            batch["loss_weights"][r, s + max(len(prompt) - 1, 0):s + n] = 1.0  # slots predicting target tokens
+            fill[r] += n
+        return batch

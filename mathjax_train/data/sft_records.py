@@ -1,0 +1,102 @@
+"""Record sources for SFT tasks, all normalised to {id, question, solution, answer, source, level}.
+
+Finite sources (GSM8K, MATH, synthetic JSONL) load a split once and hand out a host's share
+(`records[shard.index::shard.num_shards]`: disjoint and covering). The procedural source is unlimited and
+random-access: record i is `procedural.generate(i)`, host k of n takes indices k, k+n, ...
+"""
+from __future__ import annotations
+
+from typing import Callable, Iterable, Sequence
+
+from mathjax_train.config import ConfigError
+from mathjax_train.data import manual_dir
+from mathjax_train.data.jsonl_source import ReadStats, read_sft_jsonl
+
+
+def gsm8k_records(data_dir: str, split: str) -> Iterable[dict]:
+    """GSM8K rows, via the strict reader the TFDS builder uses."""
+    from mathjax_train.data.tfds_builders import gsm8k_examples
+
+    path = manual_dir.split_file("gsm8k", split, data_dir or None)
+    for key, ex in gsm8k_examples(path, split):
+        yield {"id": key, "question": ex["question"], "solution": ex["answer"],
+               "answer": ex["final_answer"], "source": "gsm8k", "level": 0}
+
+
+def math_records(data_dir: str, split: str) -> Iterable[dict]:
+    """Hendrycks MATH rows (train, test or math500), via the strict reader the TFDS builder uses."""
+    from mathjax_train.data.tfds_builders import math_examples
+
+    path = manual_dir.split_file("math", split, data_dir or None)
+    for key, ex in math_examples(path, split):
+        yield {"id": key, "question": ex["problem"], "solution": ex["solution"], "answer": ex["answer"],
+               "source": f"math/{ex['subject']}", "level": ex["level"]}
+
+
+def jsonl_records(paths: Sequence[str], stats: ReadStats) -> Iterable[dict]:
+    """Synthetic SFT rows from JSONL files (strict: path:line:field errors; blank lines counted)."""
+    if not paths:
+        raise ConfigError("data.jsonl: the `synthetic` task needs at least one JSONL file (data.jsonl=[a.jsonl])")
+    for f, path in enumerate(paths):
+        for i, rec in enumerate(read_sft_jsonl(path, stats=stats)):
+            yield {"id": str(rec.get("id", f"{path}#{i}")), "question": rec["question"], "solution": rec["solution"],
+                   "answer": rec["answer"], "source": rec["source"] or "synthetic", "level": rec["level"]}
+
+
+class FiniteRecords:
+    """A dataset read once per split; `shard(split, index, num_shards)` is one host's share."""
+
+    unlimited = False
+
+    def __init__(self, name: str, loaders: dict[str, Callable[[], Iterable[dict]]],
+                 read_stats: ReadStats | None = None):
+        self.name, self.loaders, self.read_stats = name, loaders, read_stats
+        self._cache: dict[str, list[dict]] = {}
+
+    @property
+    def splits(self) -> tuple[str, ...]:
+        return tuple(self.loaders)
+
+    def _check_split(self, split: str) -> None:
+        if split not in self.loaders:
+            raise ValueError(f"task {self.name!r} has no split {split!r}; valid: {list(self.loaders)}")
+
+    def all(self, split: str) -> list[dict]:
+        self._check_split(split)
+        if split not in self._cache:
+            self._cache[split] = list(self.loaders[split]())
+        return self._cache[split]
+
+    def shard(self, split: str, index: int, num_shards: int) -> list[dict]:
+        return self.all(split)[index::num_shards]
+
+
+class ProceduralRecords:
+    """Unlimited procedural problems: record i of a split is `procedural.generate(i, ...)`."""
+
+    unlimited = True
+    splits = ("train", "heldout")
+
+    def __init__(self, name: str, templates: Sequence[str] | None, levels: Sequence[int], seed: int):
+        from mathjax_train.data import procedural
+
+        self.name, self.seed = name, seed
+        try:
+            self.templates = procedural.select_templates(templates)
+        except ValueError as e:
+            raise ConfigError(f"task {name}: {e}") from None
+        bad = [lv for lv in levels if lv not in procedural.LEVELS]
+        if bad or not levels:
+            raise ConfigError(f"data.procedural_levels: must be a non-empty subset of {list(procedural.LEVELS)}, "
+                              f"got {list(levels)}")
+        self.levels = tuple(levels)
+
+    def _check_split(self, split: str) -> None:
+        if split not in self.splits:
+            raise ValueError(f"task {self.name!r} has no split {split!r}; valid: {list(self.splits)}")
+
+    def get(self, split: str, index: int) -> dict:
+        from mathjax_train.data import procedural
+
+        rec = procedural.generate(index, seed=self.seed, split=split, templates=self.templates, levels=self.levels)
+        return {k: rec[k] for k in ("id", "question", "solution", "answer", "source", "level")}
