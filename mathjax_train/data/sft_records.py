@@ -49,8 +49,10 @@ class FiniteRecords:
     unlimited = False
 
     def __init__(self, name: str, loaders: dict[str, Callable[[], Iterable[dict]]],
-                 read_stats: ReadStats | None = None):
+                 read_stats: ReadStats | None = None, min_level: int = 0):
         self.name, self.loaders, self.read_stats = name, loaders, read_stats
+        self.min_level = min_level
+        self.below_min_level: dict[str, int] = {}  # rows left out by data.min_level, per split (counted)
         self._cache: dict[str, list[dict]] = {}
 
     @property
@@ -64,7 +66,13 @@ class FiniteRecords:
     def all(self, split: str) -> list[dict]:
         self._check_split(split)
         if split not in self._cache:
-            self._cache[split] = list(self.loaders[split]())
+            rows = list(self.loaders[split]())
+            kept = [r for r in rows if r["level"] >= self.min_level]
+            self.below_min_level[split] = len(rows) - len(kept)
+            if rows and not kept:
+                raise ConfigError(f"data.min_level={self.min_level}: no {self.name} {split} row has a level that high "
+                                  f"({len(rows)} rows; unknown levels count as 0)")
+            self._cache[split] = kept
         return self._cache[split]
 
     def shard(self, split: str, index: int, num_shards: int) -> list[dict]:

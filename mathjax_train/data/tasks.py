@@ -42,16 +42,18 @@ def stable_hash(text: str) -> int:
 def build_records(name: str, data: DataConfig):
     """The record source of task `name` under this data config."""
     if name == "gsm8k_sft":
-        return FiniteRecords(name, {s: functools.partial(gsm8k_records, data.data_dir, s) for s in ("train", "test")})
+        return FiniteRecords(name, {s: functools.partial(gsm8k_records, data.data_dir, s) for s in ("train", "test")},
+                             min_level=data.min_level)
     if name == "math_sft":
         return FiniteRecords(name, {s: functools.partial(math_records, data.data_dir, s)
-                                    for s in ("train", "test", "math500")})
+                                    for s in ("train", "test", "math500")}, min_level=data.min_level)
     if name in ("procedural_gsm", "procedural_math", "procedural"):
         templates = {"procedural_gsm": ["gsm_style"], "procedural_math": ["math_style"]}.get(name)
         return ProceduralRecords(name, templates, data.procedural_levels, data.seed)
     if name == "synthetic":
         stats = ReadStats()
-        return FiniteRecords(name, {"train": functools.partial(jsonl_records, list(data.jsonl), stats)}, stats)
+        return FiniteRecords(name, {"train": functools.partial(jsonl_records, list(data.jsonl), stats)}, stats,
+                             min_level=data.min_level)
     raise ConfigError(f"unknown task {name!r}; valid: {', '.join(TASKS)}")
 
 
@@ -59,7 +61,8 @@ class SftDataSource(seqio.DataSource):
     """Formatted SFT text from a record source; a shard is `records[index::num_shards]`."""
 
     def __init__(self, records, formatter: SftFormatter):
-        super().__init__(splits=records.splits, caching_permitted=False)
+        # finite sources may be pre-tokenized offline (data/cache.py); procedural ones are unlimited
+        super().__init__(splits=records.splits, caching_permitted=not records.unlimited)
         self.records, self.formatter = records, formatter
 
     @property
@@ -148,10 +151,13 @@ def register(data: DataConfig, vocab: TokenizerVocabulary) -> SftFormatter:
     formatter = SftFormatter(data.template, data.ending, vocab.directory, calculator=data.calculator)
     features = output_features(vocab)
     for name in TASKS:
+        source = SftDataSource(build_records(name, data), formatter)
+        steps = [seqio.preprocessors.tokenize, add_special_tokens]
+        if source.caching_permitted:  # everything before the placeholder is what `data cache` stores
+            steps.append(seqio.CacheDatasetPlaceholder())
         seqio.TaskRegistry.remove(name)
         seqio.TaskRegistry.add_provider(name, seqio.Task(
-            name, source=SftDataSource(build_records(name, data), formatter), output_features=features,
-            preprocessors=[seqio.preprocessors.tokenize, add_special_tokens], shuffle_buffer_size=1000))
+            name, source=source, output_features=features, preprocessors=steps, shuffle_buffer_size=1000))
     for name in MIXTURES:
         rates = mixture_rates(name, data.rates if name == data.mixture else {})
         seqio.MixtureRegistry.remove(name)

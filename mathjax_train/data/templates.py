@@ -125,12 +125,24 @@ class ChatTemplate:
             raise TemplateError(f"{p}: no tokenizer_config.json (needed for the 'chat' template)") from None
         except json.JSONDecodeError as e:
             raise TemplateError(f"{p}:{e.lineno}: invalid JSON: {e.msg}") from None
+        jinja = p.parent / "chat_template.jinja"  # where transformers 5 saves it
+        if "chat_template" not in config and jinja.exists():
+            config["chat_template"] = jinja.read_text()
+        found = cls.from_config(config, system=system)
+        if found is None:
+            raise TemplateError(f"{p}: field 'chat_template' is missing or not a string "
+                                f"(and there is no {jinja.name} beside it)")
+        return found
+
+    @classmethod
+    def from_config(cls, config: Mapping[str, Any], system: str | None = None) -> "ChatTemplate | None":
+        """From a loaded tokenizer_config dict; None when it has no usable chat template."""
         template = config.get("chat_template")
         if isinstance(template, list):  # named templates: [{"name": "default", "template": ...}, ...]
-            named = {t.get("name"): t.get("template") for t in template}
+            named = {t.get("name"): t.get("template") for t in template if isinstance(t, dict)}
             template = named.get("default")
-        if not isinstance(template, str) or not template:
-            raise TemplateError(f"{p}: field 'chat_template' is missing or not a string")
+        if not isinstance(template, str) or not template.strip():
+            return None
         tokens = {}
         for key in ("bos_token", "eos_token", "unk_token", "pad_token"):
             text = _token_text(config.get(key))

@@ -1,0 +1,438 @@
+"""The `rft` job: sample k paths per training question from one or more checkpoints, keep the
+verified distinct ones (synth/rft.py) plus the reference solution, and append SFT JSONL rows.
+
+Rows of one question are written together, in one write, as soon as the question is done; a
+re-run skips questions already in the output (a torn last question is cut off and redone). Each
+host of a pod takes questions i % num_shards == shard_index into OUTPUT.shard-i-of-n; `merge_shards`
+joins complete shards in question order.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import sys
+import time
+from collections import Counter
+from dataclasses import asdict, dataclass, field
+
+from etils import epath
+from tqdm import tqdm
+
+from mathjax_train.config import DistributedConfig, RftConfig
+from mathjax_train.data.jsonl_source import JsonlFormatError
+from mathjax_train.data.templates import ChatTemplate, get_template
+from mathjax_train.infer.batch_job import padded_length
+from mathjax_train.infer.generate import Generator, SamplingParams
+from mathjax_train.infer.loading import LoadedModel, load_for_inference
+from mathjax_train.synth.questions import Question, load_questions
+from mathjax_train.synth.rft import REJECT_REASONS, select
+
+# settings that must match for a re-run to continue an existing output (batch size, dtype and
+# data_dir may change between runs without changing what a row means)
+RESUME_KEYS = ("checkpoints", "dataset", "split", "limit", "procedural_seed", "template", "k", "temperature",
+               "top_p", "max_new_tokens", "seed", "tools", "max_tool_calls", "num_shards", "shard_index")
+
+
+def resolve_shard(cfg: RftConfig) -> tuple[int, int]:
+    """(shard_index, num_shards): the config's, else this host's jax process index and count."""
+    if cfg.num_shards > 0 and cfg.shard_index >= 0:
+        return cfg.shard_index, cfg.num_shards
+    import jax
+
+    from mathjax_train.parallel.distributed import maybe_initialize
+
+    maybe_initialize(DistributedConfig())
+    index = cfg.shard_index if cfg.shard_index >= 0 else jax.process_index()
+    count = cfg.num_shards or jax.process_count()
+    if not 0 <= index < count:
+        raise ValueError(f"shard index {index} is not in [0, {count})")
+    return index, count
+
+
+def shard_path(output: str, index: int, count: int) -> str:
+    return output if count == 1 else f"{output}.shard-{index}-of-{count}"
+
+
+def sample_seed(seed: int, checkpoint_index: int, question_index: int, sample_index: int) -> int:
+    """Seed of one sample; independent of batching, sharding and resuming."""
+    key = f"{seed}/{checkpoint_index}/{question_index}/{sample_index}".encode()
+    return int.from_bytes(hashlib.blake2b(key, digest_size=4).digest(), "little")
+
+
+# ----------------------------------------------------------------------------- output file
+def read_rows(path) -> tuple[list[dict], int, bool]:
+    """Rows of an RFT output file, the byte length of its complete questions, and whether the
+    end had to be cut (a torn line or an unfinished question from an interrupted run)."""
+    data = epath.Path(path).read_bytes()
+    rows: list[dict] = []
+    good_end, group_start, group_rows = 0, 0, 0
+    offset, lineno = 0, 0
+    while offset < len(data):
+        lineno += 1
+        nl = data.find(b"\n", offset)
+        if nl < 0:  # torn last line
+            return rows[:len(rows) - group_rows], group_start if group_rows else good_end, True
+        line = data[offset:nl]
+        try:
+            row = json.loads(line)
+        except (json.JSONDecodeError, UnicodeDecodeError) as e:
+            raise JsonlFormatError(path, lineno, f"not an RFT output row: {e}") from None
+        for name in ("question_id", "question_index", "path_index", "paths_total"):
+            if name not in row:
+                raise JsonlFormatError(path, lineno, "missing field (is this an rft output file?)", name)
+        if row["path_index"] == 0:
+            if group_rows:
+                raise JsonlFormatError(path, lineno, f"question {rows[-1]['question_id']!r} has "
+                                       f"{group_rows} of {rows[-1]['paths_total']} rows", "path_index")
+            group_start = offset
+        elif not rows or row["question_id"] != rows[-1]["question_id"] or row["path_index"] != group_rows:
+            raise JsonlFormatError(path, lineno, "rows of a question must be contiguous and in order", "path_index")
+        rows.append(row)
+        group_rows += 1
+        offset = nl + 1
+        if group_rows == row["paths_total"]:
+            group_rows, good_end = 0, offset
+    if group_rows:  # the last question stopped part-way
+        return rows[:len(rows) - group_rows], group_start, True
+    return rows, good_end, False
+
+
+def _repair(path) -> list[dict]:
+    """Rows of the complete questions in `path`; an incomplete tail is removed from the file."""
+    p = epath.Path(path)
+    if not p.exists():
+        return []
+    rows, end, cut = read_rows(p)
+    if cut:
+        p.write_bytes(p.read_bytes()[:end])
+    return rows
+
+
+class RowSink:
+    """Appends each chunk's rows to the output. Local files: one write + flush per chunk. Object
+    stores (gs://) cannot append, so the object is rewritten whole at most every `flush_every_s`
+    and on close; a preempted run then redoes at most that much work."""
+
+    def __init__(self, path: str, *, remote: bool | None = None, flush_every_s: float = 60.0):
+        self.path = epath.Path(path)
+        self.remote = "://" in str(path) if remote is None else remote
+        self.flush_every_s = flush_every_s
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        if self.remote:
+            self._data = bytearray(self.path.read_bytes() if self.path.exists() else b"")
+            self._dirty, self._last = False, time.monotonic()
+        else:
+            self._f = self.path.open("a")
+
+    def write(self, text: str) -> None:
+        if not self.remote:
+            self._f.write(text)  # a question's rows land in one write
+            self._f.flush()
+            return
+        self._data += text.encode()
+        self._dirty = True
+        if time.monotonic() - self._last >= self.flush_every_s:
+            self.flush()
+
+    def flush(self) -> None:
+        if self.remote and self._dirty:
+            self.path.write_bytes(bytes(self._data))
+            self._dirty, self._last = False, time.monotonic()
+
+    def close(self) -> None:
+        if self.remote:
+            self.flush()
+        else:
+            self._f.close()
+
+    def __enter__(self) -> "RowSink":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+def output_stats(rows: list[dict]) -> dict:
+    """Distinct paths per question (incl. the reference solution) and sampled ones kept."""
+    per_q: dict[str, list[dict]] = {}
+    for r in rows:
+        per_q.setdefault(r["question_id"], []).append(r)
+    total = [len(v) for v in per_q.values()]
+    sampled = [sum(r["origin"] == "sampled" for r in v) for v in per_q.values()]
+
+    def summary(xs):
+        return {"mean": round(sum(xs) / len(xs), 3), "min": min(xs), "max": max(xs)} if xs else None
+
+    by_ckpt = Counter(r["checkpoint"] for r in rows if r["origin"] == "sampled")
+    return {"questions": len(per_q), "rows": len(rows), "paths_per_question": summary(total),
+            "sampled_paths_per_question": summary(sampled),
+            "sampled_paths_histogram": {str(n): c for n, c in sorted(Counter(sampled).items())},
+            "sampled_paths_by_checkpoint": dict(by_ckpt)}
+
+
+# ----------------------------------------------------------------------------- sampling
+@dataclass
+class QuestionSamples:
+    texts: list[str] = field(default_factory=list)
+    tool_calls: list[int] = field(default_factory=list)
+    finish: Counter = field(default_factory=Counter)
+
+
+def _template(name: str, model: LoadedModel):
+    """A prompt template; `chat` uses the chat template the checkpoint's tokenizer was loaded with
+    (tokenizer_config.json or chat_template.jinja)."""
+    if name != "chat":
+        return get_template(name)
+    tok = model.tokenizer
+    if not tok.chat_template:
+        raise ValueError("template 'chat': the checkpoint's tokenizer has no chat template "
+                         "(tokenizer_config.json chat_template or chat_template.jinja)")
+    special = {}
+    for key in ("bos_token", "eos_token", "unk_token", "pad_token"):
+        value = tok.config.get(key)
+        value = value.get("content") if isinstance(value, dict) else value  # AddedToken dicts
+        if isinstance(value, str):
+            special[key] = value
+    return ChatTemplate("chat", tok.chat_template, special)
+
+
+class Sampler:
+    """One checkpoint's sampling for the job: plain batched decoding or tool-integrated decoding."""
+
+    def __init__(self, index: int, path: str, cfg: RftConfig):
+        self.index, self.path, self.cfg = index, path, cfg
+        self.model: LoadedModel = load_for_inference(path, dtype=cfg.dtype or None)
+        self.template = _template(cfg.template, self.model)
+        self.add_special = cfg.template != "chat"  # a chat template writes its own BOS
+        self.sp = SamplingParams(max_new_tokens=cfg.max_new_tokens, temperature=cfg.temperature, top_p=cfg.top_p)
+        tok = self.model.tokenizer
+        eos = sorted(set(self.model.cfg.eos_token_id) | ({tok.eos_id} if tok.eos_id is not None else set()))
+        self.tools = None
+        if cfg.tools == "python":
+            from mathjax_train.infer.tool_generate import ToolGenerator
+
+            self.tools = ToolGenerator(self.model, max_calls=cfg.max_tool_calls, timeout_s=cfg.tool_timeout_s,
+                                       batch_size=cfg.batch_size, add_special_tokens=self.add_special)
+        else:
+            self.gen = Generator(self.model.cfg, self.model.params, eos_ids=eos)
+        self.prompt_len = 1
+
+    def prepare(self, questions: list[Question]) -> set[int]:
+        """Fix the padded prompt length (one compilation); returns indices of prompts too long to sample."""
+        lens = {q.index: len(self.model.tokenizer.encode(self.prompt(q), self.add_special)) for q in questions}
+        limit = self.model.cfg.max_position_embeddings
+        too_long = {i for i, n in lens.items() if n + self.cfg.max_new_tokens > limit}
+        self.prompt_len = padded_length(max([n for i, n in lens.items() if i not in too_long], default=1))
+        return too_long
+
+    def prompt(self, q: Question) -> str:
+        return self.template.format_prompt(q.question)
+
+    def sample(self, questions: list[Question]) -> tuple[dict[int, QuestionSamples], int]:
+        """k samples for each question (keyed by question index), and the number of tokens sampled."""
+        k, bs = self.cfg.k, self.cfg.batch_size
+        work = [(q, j) for q in questions for j in range(k)]
+        seeds = [sample_seed(self.cfg.seed, self.index, q.index, j) for q, j in work]
+        prompts = {q.index: self.prompt(q) for q in questions}
+        texts, finish, calls, tokens = [], [], [], 0
+        if self.tools is not None:
+            gens = self.tools.generate([prompts[q.index] for q, _ in work], self.sp, seeds)
+            texts, finish, calls = [g.text for g in gens], [g.finish_reason for g in gens], [g.calls for g in gens]
+            tokens = sum(len(g.token_ids) for g in gens)
+        else:
+            tok = self.model.tokenizer
+            encoded = {i: tok.encode(p, self.add_special) for i, p in prompts.items()}
+            for b in range(0, len(work), bs):
+                chunk = list(range(b, min(b + bs, len(work))))
+                padded = chunk + [chunk[-1]] * (bs - len(chunk))  # one batch shape: no recompilation
+                gens = self.gen.generate([encoded[work[i][0].index] for i in padded], self.sp,
+                                         [seeds[i] for i in padded], prompt_len=self.prompt_len,
+                                         decode_text=tok.decode)
+                for g in gens[:len(chunk)]:
+                    texts.append(g.text)
+                    finish.append(g.finish_reason)
+                    tokens += len(g.token_ids)
+            calls = [0] * len(work)
+        out = {q.index: QuestionSamples() for q in questions}
+        for n, (q, _) in enumerate(work):
+            r = out[q.index]
+            r.texts.append(texts[n])
+            r.finish[finish[n]] += 1
+            r.tool_calls.append(calls[n])
+        return out, tokens
+
+    def close(self) -> None:
+        if self.tools is not None:
+            self.tools.close()
+
+
+# ----------------------------------------------------------------------------- the job
+def _settings(cfg: RftConfig, index: int, count: int) -> dict:
+    d = asdict(cfg)
+    d.update(shard_index=index, num_shards=count)
+    return {k: d[k] for k in RESUME_KEYS}
+
+
+def _check_settings(path: str, settings: dict) -> None:
+    side = epath.Path(path + ".settings.json")
+    if side.exists():
+        try:
+            old = json.loads(side.read_text())
+        except json.JSONDecodeError as e:
+            raise ValueError(f"{side}: not valid JSON ({e.msg}, line {e.lineno}); delete it to start over") from None
+        diff = {k: (old.get(k), v) for k, v in settings.items() if old.get(k) != v}
+        if diff:
+            changes = ", ".join(f"{k}: {a!r} -> {b!r}" for k, (a, b) in diff.items())
+            raise ValueError(f"{path} was written with other settings; {changes}. Use a new --output, "
+                             "or the same settings to resume")
+    else:
+        side.parent.mkdir(parents=True, exist_ok=True)
+        side.write_text(json.dumps(settings, indent=1))
+
+
+def _rows_for(q: Question, kept: list[tuple[str, int, int, int]], cfg: RftConfig) -> list[dict]:
+    """The reference solution first, then the kept samples (text, checkpoint, sample, tool calls)."""
+    total = 1 + len(kept)
+    base = {"question": q.question, "answer": q.answer, "level": q.level, "question_id": q.id,
+            "question_index": q.index, "paths_total": total}
+    rows = [dict(base, id=q.id, solution=q.solution, source=q.source, origin="original", path_index=0,
+                 checkpoint=None, sample_index=None, seed=None, temperature=None, top_p=None, k=cfg.k,
+                 tools=cfg.tools, tool_calls=None)]
+    for n, (text, m, j, calls) in enumerate(kept, start=1):
+        rows.append(dict(base, id=f"{q.id}#rft{n}", solution=text, source=f"rft/{q.source}", origin="sampled",
+                         path_index=n, checkpoint=cfg.checkpoints[m], sample_index=j,
+                         seed=sample_seed(cfg.seed, m, q.index, j), temperature=cfg.temperature, top_p=cfg.top_p,
+                         k=cfg.k, tools=cfg.tools, tool_calls=calls))
+    return rows
+
+
+def _chunk_size(k: int, batch_size: int) -> int:
+    """Questions per sampling round: the fewest whose k samples fill whole batches."""
+    return batch_size // math.gcd(k, batch_size)
+
+
+@dataclass
+class Tally:
+    """Running counts of a job: samples, tokens, time spent sampling vs selecting, why paths went."""
+
+    samples: int = 0
+    kept: int = 0
+    tokens: int = 0
+    sample_s: float = 0.0
+    select_s: float = 0.0
+    rejected: Counter = field(default_factory=Counter)
+    finish: Counter = field(default_factory=Counter)
+
+
+def sample_chunk(samplers: list[Sampler], chunk: list[Question], tally: Tally) -> list[dict]:
+    """Every checkpoint's k samples for each question of `chunk` (a list per checkpoint)."""
+    t0 = time.perf_counter()
+    per_model = []
+    for s in samplers:
+        res, n_tok = s.sample(chunk)
+        per_model.append(res)
+        tally.tokens += n_tok
+    tally.sample_s += time.perf_counter() - t0
+    return per_model
+
+
+def select_chunk(per_model: list[dict], chunk: list[Question], cfg: RftConfig, tally: Tally) -> str:
+    """Pool each question's samples over checkpoints, select paths, render its rows as JSONL text."""
+    t0 = time.perf_counter()
+    lines = []
+    for q in chunk:
+        texts, origin = [], []
+        for m, res in enumerate(per_model):
+            r = res[q.index]
+            tally.finish.update(r.finish)
+            texts += [t.strip() for t in r.texts]
+            origin += [(m, j, c) for j, c in enumerate(r.tool_calls)]
+        sel = select(q.answer, texts, already_kept=[q.solution])
+        tally.rejected.update(sel.rejected)
+        tally.samples += len(texts)
+        kept = [(texts[i],) + origin[i] for i in sel.kept_indices]
+        tally.kept += len(kept)
+        lines += [json.dumps(row, ensure_ascii=False) + "\n" for row in _rows_for(q, kept, cfg)]
+    tally.select_s += time.perf_counter() - t0
+    return "".join(lines)
+
+
+def run_rft(cfg: RftConfig, *, progress: bool = True) -> dict:
+    """Run (or resume) this host's shard; returns the stats that `rft` prints."""
+    cfg.validate("rft")
+    index, count = resolve_shard(cfg)
+    out_path = shard_path(cfg.output, index, count)
+    questions = load_questions(cfg.dataset, cfg.split, data_dir=cfg.data_dir or None, limit=cfg.limit,
+                               procedural_seed=cfg.procedural_seed)
+    mine = [q for q in questions if q.index % count == index]
+    _check_settings(out_path, _settings(cfg, index, count))
+    done = {r["question_id"] for r in _repair(out_path)}
+    skipped: dict[str, set] = {"no_gold_answer": {q.id for q in mine if not q.answer.strip()},
+                               "prompt_too_long": set()}
+    todo = [q for q in mine if q.id not in done and q.id not in skipped["no_gold_answer"]]
+    tally = Tally()
+    samplers: list[Sampler] = []
+    try:
+        for m, path in enumerate(cfg.checkpoints if todo else []):
+            samplers.append(Sampler(m, path, cfg))
+            too_long = samplers[-1].prepare(todo)
+            skipped["prompt_too_long"] |= {q.id for q in todo if q.index in too_long}
+            todo = [q for q in todo if q.index not in too_long]
+        step = _chunk_size(cfg.k, cfg.batch_size)
+        with RowSink(out_path) as sink, tqdm(total=len(todo), desc="rft", unit="question", file=sys.stderr,
+                                             disable=not progress) as bar:
+            for lo in range(0, len(todo), step):
+                chunk = todo[lo:lo + step]
+                sink.write(select_chunk(sample_chunk(samplers, chunk, tally), chunk, cfg, tally))
+                bar.update(len(chunk))
+                bar.set_postfix(tok_s=f"{tally.tokens / max(tally.sample_s, 1e-9):.1f}",
+                                kept_per_q=f"{tally.kept / max(bar.n, 1):.2f}")
+    finally:
+        for s in samplers:
+            s.close()
+    rows = _repair(out_path)
+    finished = {r["question_id"] for r in rows} | set().union(*skipped.values())
+    if count > 1 and finished >= {q.id for q in mine}:
+        epath.Path(out_path + ".done").write_text(json.dumps({"questions": len(mine), "rows": len(rows)}))
+    t = tally
+    return {"output": out_path, "shard_index": index, "num_shards": count, "questions_in_shard": len(mine),
+            "already_done": len(done & {q.id for q in mine}), "processed": len(todo), "samples": t.samples,
+            "kept_samples": t.kept, "sampled_tokens": t.tokens, "sample_seconds": round(t.sample_s, 3),
+            "select_seconds": round(t.select_s, 3),
+            "sampled_tokens_per_second": round(t.tokens / t.sample_s, 2) if t.sample_s else None,
+            "end_to_end_tokens_per_second": round(t.tokens / (t.sample_s + t.select_s), 2) if t.sample_s else None,
+            "rejected": {r: t.rejected.get(r, 0) for r in REJECT_REASONS}, "finish_reasons": dict(t.finish),
+            "skipped_questions": {k: len(v) for k, v in skipped.items()}, "output_stats": output_stats(rows)}
+
+
+def merge_shards(output: str, num_shards: int) -> dict:
+    """Join OUTPUT.shard-i-of-n (all complete) into OUTPUT, in question order."""
+    if num_shards < 2:
+        raise ValueError(f"--num-shards must be >= 2 to merge, got {num_shards}")
+    paths = [shard_path(output, i, num_shards) for i in range(num_shards)]
+    missing = [p for p in paths if not epath.Path(p + ".done").exists()]
+    if missing:
+        raise FileNotFoundError(f"shard(s) not finished (no .done marker): {', '.join(missing)}; run rft for them")
+    settings = [json.loads(epath.Path(p + ".settings.json").read_text()) for p in paths]
+    for i, s in enumerate(settings):
+        diff = [k for k in s if k != "shard_index" and s[k] != settings[0].get(k)]
+        if diff:
+            raise ValueError(f"{paths[i]}: settings {diff} differ from shard 0's")
+    groups: dict[int, list[dict]] = {}
+    for i, p in enumerate(paths):
+        rows, _, cut = read_rows(p)
+        if cut:
+            raise ValueError(f"{p}: ends with an unfinished question although marked done")
+        for r in rows:
+            if r["question_index"] % num_shards != i:
+                raise ValueError(f"{p}: question {r['question_id']!r} (index {r['question_index']}) "
+                                 f"belongs to shard {r['question_index'] % num_shards}")
+            if r["path_index"] == 0 and r["question_index"] in groups:
+                raise ValueError(f"{p}: question index {r['question_index']} appears twice")
+            groups.setdefault(r["question_index"], []).append(r)
+    merged = [r for qi in sorted(groups) for r in groups[qi]]
+    tmp = epath.Path(output + ".tmp")
+    tmp.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in merged))
+    tmp.rename(output)
+    return {"output": output, "shards": num_shards, **output_stats(merged)}
