@@ -8,6 +8,7 @@ import jax.numpy as jnp
 import flax.linen as nn
 
 from mathjax_train.config import ModelConfig
+from mathjax_train.model.attention_kernels import LANES, splash_attention
 from mathjax_train.model.layers import DenseGeneral, dtype_of
 from mathjax_train.model.rope import apply_rope, inverse_frequencies
 
@@ -75,7 +76,10 @@ class Attention(nn.Module):
             new_cache = (k, v)
             mask = attention_mask(kv.index + jnp.arange(t), jnp.arange(k.shape[1]), positions, kv.positions,
                                   segment_ids, kv.segment_ids, cfg.sliding_window)
-        out = dot_product_attention(q, k.astype(dt), v.astype(dt), mask)
+        if cfg.attention_kernel == "splash" and layer_cache is None and t >= LANES:
+            out = splash_attention(q, k.astype(dt), v.astype(dt), segment_ids, sliding_window=cfg.sliding_window)
+        else:  # "dot"; calls with a KV cache (decoding); sequences under one kernel block (e.g. param init)
+            out = dot_product_attention(q, k.astype(dt), v.astype(dt), mask)
         out = DenseGeneral((cfg.hidden_size,), ("heads", "head_dim", "embed"), in_dims=2, use_bias=cfg.o_bias,
                            dtype=dt, param_dtype=pdt, name="o_proj")(out)
         return out, new_cache

@@ -23,6 +23,7 @@ from mathjax_train.model import checkpoint as model_ckpt
 from mathjax_train.parallel.distributed import maybe_initialize
 from mathjax_train.parallel.host_data import global_batch, host_rows
 from mathjax_train.parallel.mesh import make_mesh
+from mathjax_train.parallel.preflight import run_preflight
 from mathjax_train.parallel.rules import axis_rules, batch_sharding
 from mathjax_train.train.checkpointing import TrainCheckpointer
 from mathjax_train.train.flops import peak_flops_per_device, train_flops_per_token
@@ -129,11 +130,14 @@ def train(cfg: Config, *, max_steps_this_run: int | None = None, log=print) -> d
     model_cfg = resolve_model_config(cfg)
     mesh = make_mesh(cfg.mesh)
     rules = axis_rules(cfg.mesh.rules)
+    bsharding = batch_sharding(mesh, rules)
+    is_main = jax.process_index() == 0
+    preflight = run_preflight(cfg, mesh, bsharding)  # every host: same code/config, counts fit the mesh
+    if is_main:
+        log(json.dumps(preflight))
     total = cfg.train.steps
     tx, schedule = make_optimizer(cfg.optimizer, total)
     layout = state_layout(model_cfg, tx, mesh, rules)
-    bsharding = batch_sharding(mesh, rules)
-    is_main = jax.process_index() == 0
 
     rows = host_rows(cfg.train.batch_size)
     data = make_train_iterator(cfg, rows=rows, shard_index=jax.process_index(), num_shards=jax.process_count())
@@ -163,6 +167,7 @@ def train(cfg: Config, *, max_steps_this_run: int | None = None, log=print) -> d
     status, step, data_state = "finished", start, data.get_state()
     prefetch = _Prefetcher(data)
     started, window_t, window_tokens = time.time(), time.time(), 0.0
+    row = None  # the last metrics row; every process computes it, process 0 writes it
     end = total if max_steps_this_run is None else min(total, start + max_steps_this_run)
     try:
         with jax.set_mesh(mesh), _SigtermFlag() as sigterm:
@@ -197,9 +202,11 @@ def train(cfg: Config, *, max_steps_this_run: int | None = None, log=print) -> d
                     break
             else:
                 status = "finished" if step >= total else "stopped"
+                if step == start and ckpt.latest_step() != step:
+                    ckpt.save(state, data_state)  # a 0-step run leaves the initial state restorable
     finally:
         prefetch.close()
         ckpt.wait()
         ckpt.close()
         writer.close()
-    return {"status": status, "step": step, "resumed_from": start, "data_state": data_state}
+    return {"status": status, "step": step, "resumed_from": start, "data_state": data_state, "last_metrics": row}

@@ -1,0 +1,119 @@
+"""Per-device memory of a training step, analytically, from the config and the sharding rules.
+
+Parameters and optimizer state are exact: the trainer's own state layout (train/state.py) is built on
+an abstract mesh of the slice's shape and each array's shard is summed. The rest is an estimate:
+
+- gradients: the parameters' bytes again (float32 like them), twice with micro-batches (the
+  accumulator plus the current micro-batch's gradient).
+- activations, for T = tokens per device per micro-batch, a = bytes of the compute dtype, e hidden,
+  m mlp, h / kv heads of size d, V vocab, L layers, th / tm / tv the shards of heads / mlp / vocab:
+    X  = a e                                   a layer's input (the scan carry), always kept
+    MM = a (2e + (2h + 2kv) d/th + 2m/tm)       matmul outputs: q, k, v, attention out, o_proj, gate, up, down
+    EW = a (2e + (h + kv) d/th + m/tm) + 8e     norm outputs, rotated q/k, silu(gate)*up, float32 norm inputs
+    SC = (h/th) s (4 + a) for `dot` (scores in float32 and probabilities), 4 h/th for `splash` (log-sum-exp)
+  kept per layer: none X+MM+EW+SC, dots X+MM (+ a (h/th) s scores for `dot`), dots_with_no_batch_dims
+  X+MM-a h d/th, full X; plus one layer's full set X+MM+EW+SC live while it is (re)computed in the
+  backward pass; plus the head 12 V/tv + 2 a e (float32 logits, log-softmax, their gradient);
+  plus all-gathered weights (FSDP): two layers, the embedding and the output head in the compute dtype.
+  activations = T (L kept + live + head) + gathered.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+from jax.sharding import AbstractMesh, AxisType
+
+from mathjax_train.config import Config, ConfigError, ModelConfig
+from mathjax_train.parallel.mesh import MESH_AXES, resolve_shape
+from mathjax_train.parallel.rules import axis_rules
+from mathjax_train.train.optimizer import make_optimizer
+from mathjax_train.train.state import state_layout
+
+USABLE_HBM_FRACTION = 0.9  # XLA's reserved space, the runtime and fragmentation take the rest
+
+
+@dataclass
+class MeshPlan:
+    shape: dict[str, int]
+    rules: tuple
+    batch_shards: int
+    rows_per_device: int  # sequences per device per micro-batch
+
+    def shards(self, logical: str) -> int:
+        """How many ways the rules split a dimension named `logical`."""
+        spec = nn.logical_to_mesh_axes((logical,), self.rules)[0]
+        axes = () if spec is None else ((spec,) if isinstance(spec, str) else tuple(spec))
+        return math.prod(self.shape[a] for a in axes)
+
+
+def plan_mesh(cfg: Config, chips: int) -> MeshPlan:
+    """The mesh the trainer would build on `chips` devices, and how the batch splits over it."""
+    shape = dict(zip(MESH_AXES, resolve_shape(cfg.mesh, chips)))
+    rules = axis_rules(cfg.mesh.rules)
+    mp = MeshPlan(shape, rules, 1, 0)
+    mp.batch_shards = mp.shards("batch")
+    rows = cfg.train.batch_size // cfg.train.microbatches
+    if rows % mp.batch_shards:
+        raise ConfigError(f"train.batch_size / train.microbatches = {rows} rows per micro-batch cannot be split "
+                          f"over the {mp.batch_shards} batch shards of mesh {shape}")
+    mp.rows_per_device = rows // mp.batch_shards
+    return mp
+
+
+def abstract_mesh(shape: dict[str, int]) -> AbstractMesh:
+    return AbstractMesh(tuple(shape[a] for a in MESH_AXES), MESH_AXES, axis_types=(AxisType.Auto,) * len(MESH_AXES))
+
+
+def _local_bytes(tree) -> int:
+    return sum(math.prod(x.sharding.shard_shape(x.shape)) * x.dtype.itemsize for x in jax.tree_util.tree_leaves(tree))
+
+
+def state_bytes(cfg: Config, model_cfg: ModelConfig, mp: MeshPlan) -> dict:
+    """Exact per-device bytes of parameters and optimizer state (the trainer's layout), and the count."""
+    tx, _ = make_optimizer(cfg.optimizer, cfg.train.steps)
+    layout = state_layout(model_cfg, tx, abstract_mesh(mp.shape), mp.rules)
+    params = layout.abstract["params"]
+    count = sum(math.prod(x.shape) for x in jax.tree_util.tree_leaves(params))
+    return {"param_count": count, "params": _local_bytes(params), "optimizer_state": _local_bytes(layout.abstract["opt_state"])}
+
+
+def layer_param_count(m: ModelConfig) -> int:
+    e, d = m.hidden_size, m.resolved_head_dim
+    return e * d * (2 * m.num_heads + 2 * m.num_kv_heads) + 3 * e * m.intermediate_size + 2 * e
+
+
+def activation_terms(cfg: Config, m: ModelConfig, mp: MeshPlan) -> dict:
+    """The terms of the activation estimate (bytes per device); see the module docstring."""
+    a = jnp.dtype(m.dtype).itemsize
+    e, mlp, h, kv, d, V, L = (m.hidden_size, m.intermediate_size, m.num_heads, m.num_kv_heads, m.resolved_head_dim,
+                              m.vocab_size, m.num_layers)
+    s = cfg.train.seq_len
+    th, tm, tv = mp.shards("heads"), mp.shards("mlp"), mp.shards("vocab")
+    T = mp.rows_per_device * s
+    X = a * e
+    MM = a * (2 * e + (2 * h + 2 * kv) * d / th + 2 * mlp / tm)
+    EW = a * (2 * e + (h + kv) * d / th + mlp / tm) + 8 * e
+    SC = (h / th) * s * (4 + a) if m.attention_kernel == "dot" else 4 * h / th
+    kept = {"none": X + MM + EW + SC,
+            "dots": X + MM + (a * (h / th) * s if m.attention_kernel == "dot" else 0),
+            "dots_with_no_batch_dims": X + MM - a * h * d / th,
+            "full": X}[m.remat_policy]
+    live = X + MM + EW + SC
+    head = 12 * V / tv + 2 * a * e
+    gathered = a * (2 * layer_param_count(m) / max(th, 1) + (1 if m.tie_embeddings else 2) * V * e / tv)
+    return {"tokens_per_device": T, "kept_per_layer": T * kept, "layers": T * L * kept, "live_layer": T * live,
+            "head": T * head, "gathered_weights": gathered,
+            "total": T * (L * kept + live + head) + gathered}
+
+
+def analytic_memory(cfg: Config, model_cfg: ModelConfig, mp: MeshPlan) -> dict:
+    """Per-device bytes: params, optimizer_state, gradients, activations, total (+ param_count)."""
+    st = state_bytes(cfg, model_cfg, mp)
+    grads = st["params"] * (2 if cfg.train.microbatches > 1 else 1)
+    act = activation_terms(cfg, model_cfg, mp)
+    total = st["params"] + st["optimizer_state"] + grads + act["total"]
+    return {**st, "gradients": grads, "activations": act["total"], "activation_terms": act, "total": total}

@@ -1,0 +1,166 @@
+"""`mathjax-train plan`: every 7B recipe in configs/ loads, is planned and fits its slice; the model
+sections equal the real models; an impossible setup is reported as not fitting; the analytic state
+bytes equal XLA's from an ahead-of-time compile on fake devices."""
+import json
+import math
+from pathlib import Path
+
+import pytest
+
+from mathjax_train.cli import main
+from mathjax_train.config import ConfigError, load_config
+from mathjax_train.convert.hf_config import model_config_from_hf
+from mathjax_train.parallel.topology import matches_device_kind, parse_topology
+from mathjax_train.plan.report import make_plan
+
+CONFIGS = Path(__file__).resolve().parents[1] / "configs"
+RECIPES = sorted(CONFIGS.glob("*7b*.yaml"))
+GIB = 2 ** 30
+
+# config.json of the released checkpoints (meta-llama/Llama-2-7b-hf, mistralai/Mistral-7B-v0.1)
+HF_CONFIGS = {
+    "llama2_7b": {"model_type": "llama", "vocab_size": 32000, "hidden_size": 4096, "intermediate_size": 11008,
+                  "num_hidden_layers": 32, "num_attention_heads": 32, "num_key_value_heads": 32,
+                  "max_position_embeddings": 4096, "rms_norm_eps": 1e-05, "rope_scaling": None, "hidden_act": "silu",
+                  "tie_word_embeddings": False, "bos_token_id": 1, "eos_token_id": 2},
+    "mistral_7b": {"model_type": "mistral", "vocab_size": 32000, "hidden_size": 4096, "intermediate_size": 14336,
+                   "num_hidden_layers": 32, "num_attention_heads": 32, "num_key_value_heads": 8,
+                   "max_position_embeddings": 32768, "rms_norm_eps": 1e-05, "rope_theta": 10000.0,
+                   "sliding_window": 4096, "hidden_act": "silu", "tie_word_embeddings": False, "bos_token_id": 1,
+                   "eos_token_id": 2},
+}
+PARAMETERS = {"llama2_7b": 6_738_415_616, "mistral_7b": 7_241_732_096}  # the published counts
+ARCH_FIELDS = ("architecture", "vocab_size", "hidden_size", "intermediate_size", "num_layers", "num_heads",
+               "num_kv_heads", "head_dim", "max_position_embeddings", "rope_theta", "rope_scaling", "rms_norm_eps",
+               "tie_embeddings", "qkv_bias", "o_bias", "mlp_bias", "sliding_window", "bos_token_id",
+               "eos_token_id", "pad_token_id")
+EXAMPLES = 7473 + 7500  # GSM8K train + MATH train
+
+
+def _model_key(path: Path) -> str:
+    return next(k for k in HF_CONFIGS if path.name.startswith(k))
+
+
+def test_topology_table():
+    got = {n: (t.chips, t.hosts, t.family.hbm_gib) for n in ("v4-32", "v5e-64", "v5litepod-16", "v5p-32", "v6e-8",
+                                                             "v6e-16", "v5e-1", "v4-8")
+           for t in [parse_topology(n)]}
+    assert got == {"v4-32": (16, 4, 32.0), "v5e-64": (64, 16, 16.0), "v5litepod-16": (16, 4, 16.0),
+                   "v5p-32": (16, 4, 95.0), "v6e-8": (8, 1, 32.0), "v6e-16": (16, 4, 32.0), "v5e-1": (1, 1, 16.0),
+                   "v4-8": (4, 1, 32.0)}
+    for bad in ("v5p-12", "v7-8", "tpu", "v4-1"):
+        with pytest.raises(ConfigError, match="topology"):
+            parse_topology(bad)
+    assert matches_device_kind(parse_topology("v5p-32"), "TPU v5")
+    assert not matches_device_kind(parse_topology("v5p-32"), "TPU v5 lite")
+    assert matches_device_kind(parse_topology("v5e-64"), "TPU v5 lite")
+    assert not matches_device_kind(parse_topology("v4-32"), "TPU v5")
+
+
+def test_the_recipe_set_is_complete():
+    names = {p.stem for p in RECIPES}
+    for model in HF_CONFIGS:
+        for topo in ("v4-32", "v5e-64", "v5p-32"):
+            assert f"{model}_sft_{topo}" in names and f"{model}_sft_2k_{topo}" in names
+        assert any(n.startswith(f"{model}_sft_synthetic_") for n in names)
+
+
+@pytest.mark.parametrize("path", RECIPES, ids=[p.name for p in RECIPES])
+def test_recipe_is_planned_and_fits_its_slice(path):
+    cfg = load_config(str(path))
+    topo = path.stem.rsplit("_", 1)[1]
+    assert cfg.mesh.topology == topo
+    plan = make_plan(cfg)
+    mem = plan["memory_per_device"]
+    assert plan["fits"] and mem["analytic"]["total"] <= 0.9 * parse_topology(topo).family.hbm_gib * GIB
+    assert math.prod(plan["mesh"].values()) == parse_topology(topo).chips
+    assert plan["model"]["parameters"] == PARAMETERS[_model_key(path)]
+    # the RFT paper's hyperparameters
+    o = cfg.optimizer
+    assert (o.learning_rate, o.schedule, o.warmup_ratio, o.weight_decay) == (2e-5, "cosine", 0.03, 0.0)
+    if "_2k_" in path.name:
+        assert cfg.train.seq_len == 2048 and cfg.data.pack
+    else:
+        assert cfg.train.seq_len == 512 and cfg.train.batch_size == 128 and not cfg.data.pack
+        real = EXAMPLES + (30_000 if "synthetic" in path.name else 0)
+        assert cfg.train.steps == math.ceil(3 * real / 128)
+    assert cfg.model.attention_kernel == "splash" and cfg.model.dtype == "bfloat16"
+    assert cfg.init_from.startswith("gs://") and cfg.output_dir.startswith("gs://")
+    assert cfg.data.mixture == ("gsm8k_math_synthetic" if "synthetic" in path.name else "gsm8k_math")
+    # the step-time arithmetic: FLOPs per token x token slots / (chips x peak x MFU)
+    st = plan["step_time"]
+    peak = parse_topology(topo).chips * parse_topology(topo).family.peak_tflops * 1e12
+    assert st["seconds_per_step"] == pytest.approx(
+        plan["flops_per_token"] * cfg.train.batch_size * cfg.train.seq_len / (peak * 0.4))
+    assert st["hours_for_steps"] == pytest.approx(cfg.train.steps * st["seconds_per_step"] / 3600)
+
+
+@pytest.mark.parametrize("model", sorted(HF_CONFIGS))
+def test_recipe_models_equal_the_released_configs(model):
+    """`plan` reads `model:` from the YAML while `train` reads init_from's config: they must agree."""
+    want = model_config_from_hf(HF_CONFIGS[model])
+    for path in (p for p in RECIPES if p.name.startswith(model)):
+        got = load_config(str(path)).model
+        diff = {f: (getattr(got, f), getattr(want, f)) for f in ARCH_FIELDS if getattr(got, f) != getattr(want, f)}
+        assert not diff, f"{path.name}: {diff}"
+
+
+def test_flops_per_token_is_6n_plus_attention():
+    plan = make_plan(load_config(str(CONFIGS / "llama2_7b_sft_v5p-32.yaml")))
+    n, e, v, layers = PARAMETERS["llama2_7b"], 4096, 32000, 32
+    matmul = n - v * e - (2 * layers + 1) * e  # not the embedding lookup, not the norm scales
+    assert plan["flops_per_token"] == 6 * matmul + 12 * layers * 32 * 128 * 512
+
+
+def test_an_impossible_setup_does_not_fit(capsys):
+    """7B on one v5e chip without FSDP: the float32 parameters alone (27 GB) exceed its 16 GiB."""
+    rc = main(["plan", "--config", str(CONFIGS / "llama2_7b_sft_v5e-64.yaml"), "--topology", "v5e-1",
+               "mesh.fsdp=1", "mesh.tensor=1", "mesh.data=1", "train.batch_size=8"])
+    out = capsys.readouterr().out
+    assert rc == 1 and "DOES NOT FIT" in out and "v5e-1: 1 chips on 1 hosts" in out
+    rc = main(["plan", "--config", str(CONFIGS / "llama2_7b_sft_v5e-64.yaml"), "--topology", "v5e-1",
+               "mesh.fsdp=1", "train.batch_size=8", "--json"])
+    plan = json.loads(capsys.readouterr().out)
+    assert rc == 1 and plan["fits"] is False
+    assert plan["memory_per_device"]["analytic"]["params"] == PARAMETERS["llama2_7b"] * 4
+    assert plan["memory_per_device"]["analytic"]["optimizer_state"] >= 2 * PARAMETERS["llama2_7b"] * 4
+
+
+def test_the_same_recipe_fits_with_fsdp_on_the_right_slice(capsys):
+    assert main(["plan", "--config", str(CONFIGS / "llama2_7b_sft_v5e-64.yaml")]) == 0
+    out = capsys.readouterr().out
+    assert "FITS" in out and "data=1 x fsdp=64 x tensor=1" in out and "6,738,415,616 parameters" in out
+
+
+def test_bad_plans_are_named(capsys):
+    recipe = str(CONFIGS / "llama2_7b_sft_v4-32.yaml")
+    cases = [
+        (["--topology", "v9-32"], "topology 'v9-32'"),
+        (["mesh.tensor=3"], "mesh: 16 devices cannot be split"),
+        (["train.batch_size=20", "train.microbatches=1"], "20 rows per micro-batch cannot be split over the 16"),
+        (["mesh.topology=", "--mfu", "0.5"], "no topology; pass --topology"),
+        (["--mfu", "1.5"], "--mfu must be in (0, 1]"),
+        (["model.attention_kernel=flash"], "model.attention_kernel: 'flash' is not one of dot, splash"),
+        (["--compile", "--compile-layers", "1", "2"], "give two different depths of at least 2"),
+    ]
+    for extra, msg in cases:
+        assert main(["plan", "--config", recipe, *extra]) == 2, extra
+        err = capsys.readouterr().err
+        assert "mathjax-train plan: error:" in err and msg in err, (extra, err)
+
+
+def test_compiled_state_bytes_equal_the_analytic_ones(capsys):
+    """XLA's argument bytes (per device, from compiling the real step on 64 fake devices at 2 and 4
+    layers, extrapolated to 32) are the analytic parameters + optimizer state + this device's batch."""
+    rc = main(["plan", "--config", str(CONFIGS / "llama2_7b_sft_v5e-64.yaml"), "--compile", "--json"])
+    plan = json.loads(capsys.readouterr().out)
+    assert rc == 0 and plan["fits"] and plan["memory_per_device"]["fits_compiled"]
+    mem = plan["memory_per_device"]
+    comp = mem["compiled"]
+    assert comp["devices"] == 64 and [p["layers"] for p in comp["points"]] == [2, 4]
+    assert "extrapolated linearly to 32" in comp["method"]
+    b = plan["batch"]
+    batch_bytes = 5 * 4 * b["rows_per_device_per_microbatch"] * b["microbatches"] * b["seq_len"]
+    state = mem["analytic"]["params"] + mem["analytic"]["optimizer_state"]
+    assert comp["at_depth"]["argument"] == pytest.approx(state + batch_bytes, rel=1e-4)
+    assert comp["at_depth"]["temp"] > mem["analytic"]["gradients"]
