@@ -78,8 +78,8 @@ def main() -> None:
         one_shot.append(time.perf_counter() - t0)
 
     print()
-    print(f"| snippet | pool exec/s | sandboxed call ms | in-process exec ms | overhead ms |")
-    print(f"|---------|------------:|------------------:|-------------------:|------------:|")
+    print("| snippet | pool exec/s | sandboxed call ms | in-process exec ms | overhead ms |")
+    print("|---------|------------:|------------------:|-------------------:|------------:|")
     for name, rate, lat, base, over in rows:
         print(f"| {name} | {rate:.0f} | {lat:.2f} | {base:.3f} | {over:.2f} |")
     print(f"\none-shot execute() (fresh supervisor per call): {statistics.mean(one_shot) * 1e3:.0f} ms")

@@ -58,7 +58,7 @@ class ModelConfig:
     param_dtype: str = "float32"
     scan_layers: bool = True
     remat_policy: str = "none"  # none | full | dots | dots_with_no_batch_dims
-    attention_kernel: str = "dot"  # dot (plain XLA); TPU kernels come with the TPU recipes
+    attention_kernel: str = "dot"  # dot (plain XLA) | splash (Pallas TPU kernel; interpreted off TPU)
 
     @property
     def resolved_head_dim(self) -> int:
@@ -82,8 +82,9 @@ class ModelConfig:
         if self.remat_policy not in ("none", "full", "dots", "dots_with_no_batch_dims"):
             raise ConfigError(f"{where}.remat_policy: {self.remat_policy!r} is not one of "
                               "none, full, dots, dots_with_no_batch_dims")
-        if self.attention_kernel not in ("dot",):
-            raise ConfigError(f"{where}.attention_kernel: {self.attention_kernel!r} is not one of dot")
+        if self.attention_kernel not in ("dot", "splash"):
+            raise ConfigError(f"{where}.attention_kernel: {self.attention_kernel!r} is not one of dot, splash "
+                              "(splash: the Pallas TPU kernel, model/attention_kernels.py)")
 
 
 @dataclass
@@ -93,6 +94,8 @@ class MeshConfig:
     data: int = -1
     fsdp: int = 1
     tensor: int = 1
+    rules: dict[str, list[str]] = field(default_factory=dict)  # logical axis -> mesh axes (parallel/rules.py)
+    topology: str = ""  # the TPU slice this config is written for (v5p-32, ...): `plan`'s default, checked at start
 
 
 @dataclass
@@ -107,6 +110,92 @@ class GenerateConfig:
     seed: int = 0
     batch_size: int = 8
     stop: list[str] = field(default_factory=list)
+
+
+@dataclass
+class EvalConfig:
+    """`evaluate`: checkpoint and benchmark, prompt construction, decoding, grading, outputs."""
+
+    checkpoint: str = ""
+    dataset: str = "gsm8k"  # gsm8k | math | math500 | path to a JSONL file
+    split: str = "test"
+    data_dir: str = ""  # "" = $MATHJAX_DATA_DIR
+    limit: int = 0  # 0 = every problem
+    template: str = "question_answer"  # alpaca_rft | question_answer | chat
+    shots: int = 0
+    exemplars: str = ""  # JSONL of solved examples; "" = the named dataset's train split
+    output_dir: str = ""  # "" = runs/eval/<dataset>
+    dtype: str = ""  # "" = the checkpoint's compute dtype
+    tools: str = "none"  # none | python (tool-integrated reasoning)
+    answer_fallback: str = "auto"  # auto (gsm8k: last_number, else none) | none | last_number
+    grading_timeout_s: float = 5.0
+    generate: GenerateConfig = field(default_factory=GenerateConfig)
+
+    def validate(self, where: str = "eval") -> None:
+        checks = [("tools", ("none", "python")), ("answer_fallback", ("auto", "none", "last_number")),
+                  ("template", ("alpaca_rft", "question_answer", "chat")),
+                  ("dtype", ("", "float32", "bfloat16", "float16"))]
+        for name, valid in checks:
+            if getattr(self, name) not in valid:
+                raise ConfigError(f"{where}.{name}: {getattr(self, name)!r} is not one of "
+                                  f"{', '.join(map(repr, valid))}")
+        for name, value, low in (("limit", self.limit, 0), ("shots", self.shots, 0),
+                                 ("generate.num_samples", self.generate.num_samples, 1),
+                                 ("generate.batch_size", self.generate.batch_size, 1),
+                                 ("generate.max_new_tokens", self.generate.max_new_tokens, 1)):
+            if value < low:
+                raise ConfigError(f"{where}.{name}: must be >= {low}, got {value}")
+        if self.generate.temperature < 0 or not 0 < self.generate.top_p <= 1:
+            raise ConfigError(f"{where}.generate: temperature must be >= 0 and top_p in (0, 1]")
+        if self.grading_timeout_s <= 0:
+            raise ConfigError(f"{where}.grading_timeout_s: must be > 0, got {self.grading_timeout_s}")
+
+
+@dataclass
+class RftConfig:
+    """`rft`: sample k paths per training question from one or more checkpoints, keep verified
+    distinct ones (synth/rft.py), write SFT JSONL with provenance; resumable and sharded per host."""
+
+    checkpoints: list[str] = field(default_factory=list)
+    output: str = ""
+    dataset: str = "gsm8k"  # gsm8k | math | procedural | path to a JSONL file (question, solution, answer)
+    split: str = "train"  # named datasets: train only
+    data_dir: str = ""  # "" = $MATHJAX_DATA_DIR
+    limit: int = 0  # first N questions (0 = all; procedural: the number of problems, default 100)
+    procedural_seed: int = 0
+    template: str = "alpaca_rft"  # alpaca_rft | question_answer | chat
+    k: int = 100  # samples per question per checkpoint
+    temperature: float = 0.7
+    top_p: float = 1.0
+    max_new_tokens: int = 512
+    seed: int = 0
+    batch_size: int = 8
+    dtype: str = ""  # "" = the checkpoint's compute dtype
+    tools: str = "none"  # none | python (tool-integrated paths, verified the same way)
+    max_tool_calls: int = 4
+    tool_timeout_s: float = 5.0
+    shard_index: int = -1  # -1 = jax.process_index()
+    num_shards: int = 0  # 0 = jax.process_count()
+
+    def validate(self, where: str = "rft") -> None:
+        if not self.checkpoints:
+            raise ConfigError(f"{where}.checkpoints: at least one checkpoint is needed")
+        if not self.output:
+            raise ConfigError(f"{where}.output: an output JSONL path is needed")
+        for name, valid in (("tools", ("none", "python")), ("template", ("alpaca_rft", "question_answer", "chat")),
+                            ("dtype", ("", "float32", "bfloat16", "float16"))):
+            if getattr(self, name) not in valid:
+                raise ConfigError(f"{where}.{name}: {getattr(self, name)!r} is not one of {', '.join(map(repr, valid))}")
+        for name in ("k", "batch_size", "max_new_tokens"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"{where}.{name}: must be >= 1, got {getattr(self, name)}")
+        if self.limit < 0 or self.max_tool_calls < 0 or self.tool_timeout_s <= 0:
+            raise ConfigError(f"{where}: limit and max_tool_calls must be >= 0 and tool_timeout_s > 0")
+        if self.temperature < 0 or not 0 < self.top_p <= 1:
+            raise ConfigError(f"{where}: temperature must be >= 0 and top_p in (0, 1], got {self.temperature}, "
+                              f"{self.top_p}")
+        if self.num_shards < 0 or (self.num_shards and not -1 <= self.shard_index < self.num_shards):
+            raise ConfigError(f"{where}.shard_index: {self.shard_index} is not in [0, {self.num_shards})")
 
 
 @dataclass
@@ -186,11 +275,26 @@ class DataConfig:
     overflow: str = "truncate"  # examples longer than seq_len: truncate | drop (always counted)
     rates: dict[str, float] = field(default_factory=dict)  # task -> mixing rate, overrides defaults
     jsonl: list[str] = field(default_factory=list)  # synthetic SFT JSONL files for the `synthetic` task
-    seed: int = 0
+    procedural_levels: list[int] = field(default_factory=lambda: [1, 2, 3, 4, 5])  # procedural_* difficulty
+    min_level: int = 0  # keep only GSM8K/MATH/synthetic rows with level >= this (a "hard subset"; counted)
+    calculator: bool = False  # keep GSM-style <<3*4=12>> calculator annotations in solutions
+    seed: int = 0  # mixture sampling, per-epoch shuffles and procedural problems
+    cache_dir: str = ""  # `data cache` output: tasks cached there are read pre-tokenized (same ids as uncached)
 
     def validate(self, where: str = "data") -> None:
         if self.overflow not in ("truncate", "drop"):
             raise ConfigError(f"{where}.overflow: {self.overflow!r} is not one of truncate, drop")
+        if self.ending not in ("gsm8k", "the_answer_is", "boxed"):
+            raise ConfigError(f"{where}.ending: {self.ending!r} is not one of gsm8k, the_answer_is, boxed")
+        if self.template not in ("alpaca_rft", "question_answer", "chat"):
+            raise ConfigError(f"{where}.template: {self.template!r} is not one of alpaca_rft, question_answer, chat")
+        bad = [lv for lv in self.procedural_levels if lv not in (1, 2, 3, 4, 5)]
+        if bad or not self.procedural_levels:
+            raise ConfigError(f"{where}.procedural_levels: must be a non-empty subset of [1, 2, 3, 4, 5], "
+                              f"got {self.procedural_levels}")
+        for task, rate in self.rates.items():
+            if rate < 0:
+                raise ConfigError(f"{where}.rates.{task}: must be >= 0, got {rate}")
 
 
 @dataclass
@@ -198,13 +302,22 @@ class DistributedConfig:
     """Multi-host start-up. `auto`: initialize jax.distributed when a TPU pod or the fields say so."""
 
     initialize: str = "auto"  # auto | always | never
-    coordinator_address: str = ""  # host:port of process 0; "" = from the TPU environment
+    coordinator_address: str = ""  # host[:port] of process 0; "" = from the TPU environment
+    coordinator_port: int = 0  # used when the address has none; 0 = $JAX_COORDINATOR_PORT, else 8476
     num_processes: int = 0  # 0 = from the environment
     process_id: int = -1  # -1 = from the environment
+    initialization_timeout_s: int = 300  # how long every host waits for all the others
 
     def validate(self, where: str = "distributed") -> None:
         if self.initialize not in ("auto", "always", "never"):
             raise ConfigError(f"{where}.initialize: {self.initialize!r} is not one of auto, always, never")
+        if not 0 <= self.coordinator_port <= 65535:
+            raise ConfigError(f"{where}.coordinator_port: {self.coordinator_port} is not a TCP port (1-65535, 0 = default)")
+        if self.num_processes < 0 or self.process_id < -1 or self.initialization_timeout_s < 1:
+            raise ConfigError(f"{where}: num_processes must be >= 0, process_id >= -1 and "
+                              f"initialization_timeout_s >= 1")
+        if self.num_processes and self.process_id >= self.num_processes:
+            raise ConfigError(f"{where}.process_id: {self.process_id} is not in [0, {self.num_processes})")
 
 
 @dataclass
@@ -229,6 +342,9 @@ class Config:
         self.checkpoint.validate("checkpoint")
         self.data.validate("data")
         self.distributed.validate("distributed")
+        if self.model.attention_kernel == "splash" and self.train.seq_len % 128:
+            raise ConfigError(f"train.seq_len ({self.train.seq_len}) must be a multiple of 128 for "
+                              "model.attention_kernel=splash (the kernel's block size), or use dot")
 
 
 def _field_types(cls: type) -> dict[str, Any]:

@@ -1,13 +1,12 @@
 """`mathjax-train data stats` / `data build-tokenizer` through the real CLI entry point."""
 import json
-import os
-from pathlib import Path
 
 import pytest
 
 from data_fixtures import GSM_TEST, GSM_TRAIN, MATH500, MATH_TRAIN, setup_data
 from hf_fixtures import write_tokenizer
 from mathjax_train.cli import main
+from real_data import require_data
 
 
 @pytest.fixture(scope="module")
@@ -74,16 +73,9 @@ def test_build_tokenizer_command(tmp_path, capsys):
     assert info["vocab_size"] == 300 and (tmp_path / "tok/tokenizer.json").exists()
 
 
-def _real_dir() -> Path:
-    env = os.environ.get("MATHJAX_DATA_DIR")
-    return Path(env) if env else Path(__file__).resolve().parents[1].parent / "shared" / "data"
-
-
 @pytest.mark.realdata
 def test_real_benchmark_counts(tmp_path, capsys):
-    root = _real_dir()
-    if not root.is_dir():
-        pytest.skip(f"no data directory at {root}")
+    root = require_data()
     write_tokenizer(tmp_path / "tok")
     common = [f"data.tokenizer={tmp_path / 'tok'}", f"data.data_dir={root}"]
     got, no_answer = {}, {}

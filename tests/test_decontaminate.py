@@ -1,13 +1,12 @@
 """Decontamination: test questions planted in a synthetic file (exact and lightly edited) are all
 caught and reported by test id; clean rows pass through unchanged; real-data checks at the end."""
 import json
-import os
-from pathlib import Path
 
 import pytest
 
 from mathjax_train.cli import main
 from mathjax_train.synth.decontaminate import Decontaminator, BenchmarkQuestion, load_test_questions, words
+from real_data import DATA, require_data
 
 GSM_TEST = [
     "Janet's ducks lay 16 eggs per day. She eats three for breakfast every morning and bakes muffins for her "
@@ -123,13 +122,11 @@ def test_bad_input_names_the_file_and_line(data_dir, tmp_path, capsys):
     assert "must differ" in capsys.readouterr().err
 
 
-DATA = Path(os.environ.get("MATHJAX_DATA_DIR") or Path(__file__).resolve().parents[1].parent / "shared" / "data")
 
 
 @pytest.mark.realdata
 def test_real_test_sets_and_metamath_backward_rewrites():
-    if not (DATA / "gsm8k" / "test.jsonl").exists():
-        pytest.skip(f"no data directory at {DATA}")
+    require_data()
     tests = load_test_questions(("gsm8k", "math"), DATA)
     assert len(tests) == 1319 + 5000
     deco = Decontaminator(tests)

@@ -1,6 +1,5 @@
 """Evaluation datasets: JSONL problems with strict errors, few-shot prompts, real benchmark counts."""
 import json
-import os
 from pathlib import Path
 
 import pytest
@@ -9,8 +8,8 @@ from mathjax_train.config import ConfigError, EvalConfig
 from mathjax_train.data.jsonl_source import JsonlFormatError
 from mathjax_train.eval import datasets
 from mathjax_train.eval.harness import build_prompts
+from real_data import DATA, require_data
 
-DATA = Path(os.environ.get("MATHJAX_DATA_DIR") or Path(__file__).resolve().parents[1].parent / "shared" / "data")
 
 
 def _write(path: Path, rows) -> Path:
@@ -96,8 +95,7 @@ def test_eval_config_validation_names_the_field(kw, field):
 
 @pytest.mark.realdata
 def test_real_benchmarks_load_with_expected_counts():
-    if not DATA.is_dir():
-        pytest.skip(f"no data directory at {DATA}")
+    require_data()
     gsm = datasets.load_problems("gsm8k", "test", DATA)
     math = datasets.load_problems("math", "test", DATA)
     m500 = datasets.load_problems("math500", "test", DATA)

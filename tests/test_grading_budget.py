@@ -1,19 +1,17 @@
 """5000 gradings in a row, none over its time budget: mixed battery answers paired at random, and
 (real data) every MATH test gold against another problem's solution."""
 import json
-import os
 import random
 import time
-from pathlib import Path
 
 import pytest
 
 from mathjax_train.grading import extract_answer, is_equivalent, stats
 from test_grading_battery import CASES
+from real_data import DATA, require_data
 
 BUDGET_S = 2.0
 SLACK_S = 0.5  # bookkeeping around a comparison that used its whole budget
-DATA = Path(os.environ.get("MATHJAX_DATA_DIR") or Path(__file__).resolve().parents[1].parent / "shared" / "data")
 
 
 def _grade_all(pairs):
@@ -49,8 +47,7 @@ def test_5000_mixed_pairs_stay_within_budget():
 @pytest.mark.realdata
 def test_5000_math_golds_against_other_solutions_stay_within_budget():
     path = DATA / "math" / "test.jsonl"
-    if not DATA.is_dir():
-        pytest.skip(f"no data directory at {DATA}")
+    require_data()
     rows = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines()]
     assert len(rows) == 5000
     shifted = rows[1:] + rows[:1]

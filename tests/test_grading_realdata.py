@@ -1,23 +1,20 @@
 """Grading against the real GSM8K and MATH test sets (skipped when the data directory is absent)."""
 import json
-import os
 import time
-from pathlib import Path
 
 import pytest
 
 from mathjax_train.grading import extract_answer, is_equivalent, stats
+from real_data import DATA, require_data
 
 pytestmark = pytest.mark.realdata
 
-DATA = Path(os.environ.get("MATHJAX_DATA_DIR") or Path(__file__).resolve().parents[1].parent / "shared" / "data")
 PER_PAIR_BUDGET_S = 5.0
 
 
 def _rows(rel: str) -> list[dict]:
     path = DATA / rel
-    if not DATA.is_dir():
-        pytest.skip(f"no data directory at {DATA}")
+    require_data()
     assert path.is_file(), f"{path} missing from the data directory"
     rows = []
     with open(path, encoding="utf-8") as f:

@@ -1,40 +1,28 @@
 """Procedural generator: reproducibility, split disjointness, and independently verified answers."""
 import itertools
 import json
-from fractions import Fraction
 
 import pytest
 
 from mathjax_train.data import procedural as P
-from mathjax_train.data.procedural import arith, verify
+from mathjax_train.data.procedural import verify
+from mathjax_train.grading import calculator
 
 
-# ---- safe arithmetic evaluator -------------------------------------------------------------------
+# ---- the strict calculator check used for reference solutions ------------------------------------
 
-@pytest.mark.parametrize(
-    "expr,value",
-    [("48/2", 24), ("3*4+5", 17), ("(3+4)*2**3", 56), ("-2**2", -4), ("0.2*50", 10), ("1/3", Fraction(1, 3)),
-     ("+30+46", 76), ("2**-2", Fraction(1, 4))],
-)
-def test_arith_evaluates_exactly(expr, value):
-    assert arith.evaluate(expr) == value
-
-
-@pytest.mark.parametrize(
-    "expr", ["__import__('os')", "x+1", "abs(-1)", "(1).real", "2**1000", "10**20*10**20", "1/0", "[1]", "1 if 1 else 2",
-             "'a'", "1 " * 200, "True+1", "3//2", "7%3"]
-)
-def test_arith_rejects_anything_but_bounded_arithmetic(expr):
-    with pytest.raises(arith.ArithError):
-        arith.evaluate(expr)
-
-
-def test_check_annotations_catches_wrong_or_unwritten_results():
-    assert arith.check_annotations("She pays 3*4 = <<3*4=12>>12 dollars, then <<12+1=13>>13.") == 2
-    with pytest.raises(arith.ArithError, match="not 13"):
-        arith.check_annotations("3*4 = <<3*4=13>>13")
-    with pytest.raises(arith.ArithError, match="not followed"):
-        arith.check_annotations("3*4 = <<3*4=12>>11")
+def test_exact_annotations_catch_wrong_rounded_or_unwritten_results():
+    assert calculator.check_exact_annotations("She pays 3*4 = <<3*4=12>>12 dollars, then <<12+1=13>>13.") == 2
+    with pytest.raises(calculator.CalculatorError, match="not 13"):
+        calculator.check_exact_annotations("3*4 = <<3*4=13>>13")
+    with pytest.raises(calculator.CalculatorError, match="not followed"):
+        calculator.check_exact_annotations("3*4 = <<3*4=12>>11")
+    # the RFT check accepts a rounded result; reference solutions must be exact
+    assert calculator.first_bad_annotation("<<10/3=3.33>>3.33") is None
+    with pytest.raises(calculator.CalculatorError, match="not 3.33"):
+        calculator.check_exact_annotations("<<10/3=3.33>>3.33")
+    with pytest.raises(calculator.CalculatorError):
+        calculator.check_exact_annotations("<<__import__('os')=1>>1")
 
 
 # ---- generator ---------------------------------------------------------------------------------
@@ -93,13 +81,13 @@ def test_bad_arguments_are_rejected():
 def test_gsm_style_calculator_annotations_are_all_correct():
     exs = list(P.iterate(seed=21, templates=["gsm_style"], stop=2000))
     for ex in exs:
-        notes = arith.annotations(ex["solution"])
+        notes = [body.split("=")[1] for body in calculator.annotations(ex["solution"])]
         assert len(notes) == ex["level"] + 1, ex
-        assert arith.check_annotations(ex["solution"]) == len(notes)
+        assert calculator.check_exact_annotations(ex["solution"]) == len(notes)
         assert ex["solution"].endswith(f"\n#### {ex['answer']}")
-        assert int(ex["answer"]) > 0 and arith.parse_number(notes[-1][1]) == int(ex["answer"])
-        for _, result in notes:  # GSM8K-style: whole numbers throughout
-            assert arith.parse_number(result).denominator == 1
+        assert int(ex["answer"]) > 0 and calculator.parse_result(notes[-1])[0] == int(ex["answer"])
+        for result in notes:  # GSM8K-style: whole numbers throughout
+            assert calculator.parse_result(result)[0].denominator == 1
 
 
 def test_math_style_answers_rederived_by_sympy():

@@ -1,7 +1,5 @@
 """The rft job end to end on tiny checkpoints: rows, provenance, pooling, resume, shards + merge, tools."""
 import json
-import os
-from pathlib import Path
 
 import pytest
 
@@ -10,9 +8,10 @@ from hf_fixtures import make_hf_model
 from mathjax_train.cli import main
 from mathjax_train.data.jsonl_source import JsonlFormatError, read_sft_jsonl
 from mathjax_train.data.procedural import iterate
-from mathjax_train.synth.calculator import first_bad_annotation
+from mathjax_train.grading.calculator import first_bad_annotation
 from mathjax_train.synth.questions import load_questions
 from mathjax_train.synth.rft_job import read_rows
+from real_data import DATA as REAL_DATA, require_data
 
 COMMON = ["--k", "3", "--temperature", "0.7", "--max-new-tokens", "12", "--batch-size", "6", "--no-progress"]
 
@@ -143,13 +142,11 @@ def test_rft_with_tools_keeps_executed_code_paths(tmp_path_factory, tmp_path, ca
     assert stats["rejected"]["wrong_answer"] == 3 and stats["rejected"]["duplicate"] == 4
 
 
-REAL_DATA = Path(os.environ.get("MATHJAX_DATA_DIR") or Path(__file__).resolve().parents[1].parent / "shared" / "data")
 
 
 @pytest.mark.realdata
 def test_real_train_questions_and_annotations():
-    if not REAL_DATA.is_dir():
-        pytest.skip(f"no data directory at {REAL_DATA}")
+    require_data()
     gsm = load_questions("gsm8k", "train", data_dir=str(REAL_DATA))
     assert len(gsm) == 7473 and gsm[0].answer == "72" and gsm[0].solution.endswith("#### 72")
     # every reference solution's calculator annotations pass the checker RFT applies to samples

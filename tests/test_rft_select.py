@@ -4,7 +4,7 @@ from collections import Counter
 
 import pytest
 
-from mathjax_train.synth.calculator import CalculatorError, check_annotation, evaluate, first_bad_annotation
+from mathjax_train.grading.calculator import CalculatorError, check_annotation, evaluate, first_bad_annotation
 from mathjax_train.synth.rft import normalize_text, path_key, select, select_paths
 
 ORIGINAL = ("Natalia sold 48/2 = <<48/2=24>>24 clips in May.\n"

@@ -1,6 +1,5 @@
 """TFDS builders for GSM8K / MATH built from small manual-dir files (and, if present, the real ones)."""
 import json
-import os
 import pathlib
 
 import pytest
@@ -10,6 +9,7 @@ tfds = pytest.importorskip("tensorflow_datasets")
 from mathjax_train.data import manual_dir as md  # noqa: E402
 from mathjax_train.data import tfds_builders as B  # noqa: E402
 from mathjax_train.data.jsonl_source import JsonlFormatError  # noqa: E402
+from real_data import require_data
 
 GSM_TRAIN = [
     {"question": "Ann has 3 bags of 4 apples. How many apples?", "answer": "3*4 = <<3*4=12>>12\n#### 12"},
@@ -123,18 +123,9 @@ def test_final_answer_parsing():
     assert B.gsm8k_final_answer("no answer") is None
 
 
-def _real_dir():
-    env = os.environ.get(md.ENV_VAR)
-    if env:
-        return pathlib.Path(env)
-    return pathlib.Path(__file__).resolve().parents[1].parent / "shared" / "data"
-
-
 @pytest.mark.realdata
 def test_real_benchmarks_build_with_official_counts(tmp_path):
-    root = _real_dir()
-    if not (root / "gsm8k/train.jsonl").exists() or not (root / "math/train.jsonl").exists():
-        pytest.skip(f"real benchmark files not found under {root}")
+    root = require_data()
     gsm = B.prepare("gsm8k", tmp_path, root)
     assert {k: v.num_examples for k, v in gsm.info.splits.items()} == {"train": 7473, "test": 1319}
     math = B.prepare("math", tmp_path, root)

@@ -8,24 +8,13 @@ import json
 
 import pytest
 
-from forced_model import EOS, make_forced_checkpoint, write_jsonl
+from forced_model import (ADDED, ANS1, ANS2, ANS3, CODE1, CODE2, CODE3, OUT1, OUT2, OUT3, Q1, Q2, Q3, SCRIPT, make_forced_checkpoint, write_jsonl)
 from mathjax_train.cli import main
 from mathjax_train.infer.generate import SamplingParams
 from mathjax_train.infer.loading import load_for_inference
 from mathjax_train.infer.tool_generate import (bucket_length, generate_with_tools, round_seed,
                                                shared_generator)
 
-Q1, Q2, Q3 = "<|q1|>", "<|q2|>", "<|q3|>"
-CODE1 = "```python\nx = 6 * 7\nprint(x)\n```\n"
-CODE2 = "```python\nprint(x + 1)\n```\n"  # only works if x survived from the first block
-CODE3 = "```python\nprint(undefined_name)\n```\n"
-STOP_TOKEN = "```output"
-OUT1, OUT2 = "```output\n42\n```\n", "```output\n43\n```\n"
-OUT3 = "```output\nNameError: name 'undefined_name' is not defined\n```\n"
-ANS1, ANS2, ANS3 = "The answer is \\boxed{43}.", "No code needed: \\boxed{7}.", "The variable was missing."
-ADDED = [Q1, Q2, Q3, CODE1, CODE2, CODE3, STOP_TOKEN, OUT1, OUT2, OUT3, ANS1, ANS2, ANS3]
-SCRIPT = {Q1: CODE1, CODE1: STOP_TOKEN, OUT1: CODE2, CODE2: STOP_TOKEN, OUT2: ANS1, ANS1: EOS,
-          Q2: ANS2, ANS2: EOS, Q3: CODE3, CODE3: STOP_TOKEN, OUT3: ANS3, ANS3: EOS}
 
 
 @pytest.fixture(scope="module")

@@ -1,5 +1,4 @@
 """metrics.jsonl and TensorBoard events from a real run; divergence stops at the named step."""
-import json
 
 import numpy as np
 import pytest

@@ -5,7 +5,6 @@ Each run is the real `mathjax-train train` command in its own process.
 import signal
 import subprocess
 import time
-from pathlib import Path
 
 import orbax.checkpoint as ocp
 import pytest

@@ -1,5 +1,4 @@
 """The same batch gives the same loss and grad norm on every mesh; parameters carry the rules' specs."""
-import flax.linen as nn
 import jax
 import numpy as np
 import pytest

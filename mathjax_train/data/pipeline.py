@@ -12,7 +12,7 @@ import numpy as np
 import seqio
 
 from mathjax_train.config import Config, ConfigError
-from mathjax_train.data import tasks as task_lib
+from mathjax_train.data import cache_reader, tasks as task_lib
 from mathjax_train.data.packing import DROPPED, TRUNCATED, RowPlanner, fit_example, slots
 from mathjax_train.data.seqio_vocab import TokenizerVocabulary, tokenizer_dir
 
@@ -23,12 +23,14 @@ _BLOCK = 4096  # mixture choices drawn per RNG block
 
 
 class TaskReader:
-    """One task's examples on this host, by index j = 0, 1, ...: tokenized (prompt, target, has_answer)."""
+    """One task's examples on this host, by index j = 0, 1, ...: tokenized (prompt, target, has_answer).
+    With `cached` (data/cache_reader.py) the rows come pre-tokenized from `data cache`, in the same order."""
 
     def __init__(self, name: str, source: task_lib.SftDataSource, vocab: TokenizerVocabulary, split: str,
-                 shard: seqio.ShardInfo, seed: int):
+                 shard: seqio.ShardInfo, seed: int, cached=None):
         self.name, self.source, self.vocab, self.split, self.shard = name, source, vocab, split, shard
-        self.records = source.records
+        self.records, self.cached = source.records, cached
+        self.origin = f"cache:{cached.directory}" if cached is not None else "source"
         self._seed = [seed, task_lib.stable_hash(name), shard.index]
         self._perms: dict[int, np.ndarray] = {}
         self._tokens: dict[int, tuple] = {}
@@ -36,11 +38,12 @@ class TaskReader:
             self.records._check_split(split)
             self.size = None
         else:
-            self.rows = self.records.shard(split, shard.index, shard.num_shards)
+            self.rows = cached if cached is not None else self.records.shard(split, shard.index, shard.num_shards)
             self.size = len(self.rows)
             if not self.size:
-                raise ValueError(f"task {name!r} split {split!r}: shard {shard.index} of {shard.num_shards} is empty "
-                                 f"({len(self.records.all(split))} examples in all)")
+                total = "" if cached is not None else f" ({len(self.records.all(split))} examples in all)"
+                raise ValueError(f"task {name!r} split {split!r}: shard {shard.index} of {shard.num_shards} is "
+                                 f"empty{total}")
 
     def _perm(self, epoch: int) -> np.ndarray:
         if epoch not in self._perms:
@@ -57,6 +60,8 @@ class TaskReader:
         if self.size is None:
             return self._tokenize(self.records.get(self.split, j * self.shard.num_shards + self.shard.index))
         i = int(self._perm(j // self.size)[j % self.size])
+        if self.cached is not None:
+            return self.cached.example(i)
         if i not in self._tokens:
             self._tokens[i] = self._tokenize(self.rows[i])
         return self._tokens[i]
@@ -208,6 +213,7 @@ class SftMixtureIterator:
         for name, t in c["tasks"].items():
             size = self.readers[name].size
             t["epochs"] = round(self.counts[name] / size, 4) if size else None
+            t["read_from"] = self.readers[name].origin
         return c
 
 
@@ -231,10 +237,12 @@ def make_iterator(cfg: Config, *, rows: int, shard_index: int = 0, num_shards: i
     task_lib.register(d, vocab)
     rates = task_lib.task_rates(d.mixture)
     shard = seqio.ShardInfo(index=shard_index, num_shards=num_shards)
+    cached = cache_reader.find_cached(d, vocab._fingerprint, list(rates), split) if d.cache_dir else {}
     readers = {}
     for name in rates:
         source = seqio.get_mixture_or_task(name).source
-        readers[name] = TaskReader(name, source, vocab, split, shard, d.seed)
+        pre_tokenized = cache_reader.CachedShard(cached[name], split, shard) if name in cached else None
+        readers[name] = TaskReader(name, source, vocab, split, shard, d.seed, cached=pre_tokenized)
     identity = {"mixture": d.mixture, "split": split, "seed": d.seed, "shard_index": shard_index,
                 "num_shards": num_shards, "seq_len": cfg.train.seq_len, "tasks": sorted(rates)}
     return SftMixtureIterator(readers, rates, rows=rows, seq_len=cfg.train.seq_len, overflow=d.overflow, pack=d.pack,

@@ -17,7 +17,7 @@ from typing import Sequence
 import editdistance
 
 from mathjax_train.grading import extract_answer, is_equivalent
-from mathjax_train.synth.calculator import annotations, first_bad_annotation
+from mathjax_train.grading.calculator import annotations, first_bad_annotation
 
 REJECT_REASONS = ("empty", "no_answer", "wrong_answer", "bad_annotation", "duplicate")
 

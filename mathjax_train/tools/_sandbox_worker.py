@@ -152,7 +152,6 @@ def _flush_and_exit(code: int) -> None:
 
 def child_main(cfg: dict, persistent: bool) -> None:
     """Body of a sandboxed child (after fork): loop over code blocks from the command pipe."""
-    limits = cfg["limits"]
     _prctl(PR_SET_PDEATHSIG, signal.SIGKILL)  # dies with its supervisor
     signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # oversize writes raise OSError instead
     signal.signal(signal.SIGXCPU, _on_sigxcpu)

@@ -2,11 +2,10 @@
 
 Each template takes (rng, level) and returns (question, solution_lines, answer). Level L in 1..5
 gives exactly L+1 annotated steps; every intermediate and final value is a positive integer.
-Values are computed here with Python ints; tests re-check every ``<<expr=value>>`` with arith.py.
+Values are computed here with Python ints; tests re-check every ``<<expr=value>>`` with grading/calculator.py.
 """
 from __future__ import annotations
 
-import math
 import random
 from typing import Callable
 

@@ -1,4 +1,4 @@
-"""Independent re-checking of procedural examples: arith.py for word problems, sympy for algebra.
+"""Independent re-checking of procedural examples: the calculator checker (grading/) for word problems, sympy for algebra.
 
 GSM-style: every calculator annotation must evaluate to its stated result, there must be exactly
 level+1 of them, and the last result must be the ``#### x`` answer. MATH-style: sympy re-solves the
@@ -17,7 +17,7 @@ from sympy.parsing.sympy_parser import (
     standard_transformations,
 )
 
-from mathjax_train.data.procedural import arith
+from mathjax_train.grading import calculator
 
 _X, _Y = sympy.symbols("x y")
 _NS = {"x": _X, "y": _Y, "Rational": sympy.Rational, "igcd": sympy.igcd, "ilcm": sympy.ilcm}
@@ -45,15 +45,15 @@ def _fail(example: dict, why: str) -> VerificationError:
 
 def _verify_gsm(ex: dict) -> None:
     try:
-        n = arith.check_annotations(ex["solution"])
-    except arith.ArithError as e:
+        n = calculator.check_exact_annotations(ex["solution"])
+    except calculator.CalculatorError as e:
         raise _fail(ex, str(e)) from None
     if n != ex["level"] + 1:
         raise _fail(ex, f"{n} calculator steps, expected level+1 = {ex['level'] + 1}")
     if not ex["solution"].endswith(f"\n#### {ex['answer']}"):
         raise _fail(ex, "solution does not end with '#### <answer>'")
-    last = arith.annotations(ex["solution"])[-1][1]
-    if arith.parse_number(last) != arith.parse_number(ex["answer"]):
+    last = calculator.annotations(ex["solution"])[-1].split("=")[1]
+    if calculator.parse_result(last)[0] != calculator.parse_result(ex["answer"])[0]:
         raise _fail(ex, f"last step gives {last}, answer says {ex['answer']}")
 
 

@@ -129,3 +129,22 @@ def first_bad_annotation(text: str) -> str | None:
         except CalculatorError as e:
             return str(e)
     return None
+
+
+def check_exact_annotations(text: str) -> int:
+    """Strict form for reference solutions (procedural data): every ``<<lhs=rhs>>`` holds exactly,
+    with no rounding, and its result is written right after ``>>``. Returns how many were checked;
+    raises CalculatorError naming the first bad one."""
+    count = 0
+    for m in ANNOTATION.finditer(text):
+        body = m.group(1)
+        if body.count("=") != 1:
+            raise CalculatorError(f"<<{body}>> must have exactly one '='")
+        lhs, rhs = body.split("=")
+        value, (written, _) = evaluate(lhs), parse_result(rhs)
+        if value != written:
+            raise CalculatorError(f"<<{body}>>: {lhs.strip()} = {value}, not {rhs.strip()}")
+        if not text.startswith(rhs, m.end()):
+            raise CalculatorError(f"<<{body}>> is not followed by its result {rhs!r}")
+        count += 1
+    return count
