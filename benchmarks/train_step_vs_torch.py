@@ -31,6 +31,7 @@ def main() -> None:
     ap.add_argument("--seq", type=int, default=512)
     ap.add_argument("--batch", type=int, default=4)
     ap.add_argument("--steps", type=int, default=5)
+    ap.add_argument("--no-scan", action="store_true", help="unrolled layers instead of nn.scan")
     args = ap.parse_args()
 
     import jax
@@ -49,7 +50,7 @@ def main() -> None:
     cfg = load_config(None, [
         f"model.vocab_size={args.vocab}", f"model.hidden_size={args.d_model}", f"model.intermediate_size={args.mlp}",
         f"model.num_layers={args.layers}", f"model.num_heads={args.heads}", f"model.num_kv_heads={args.heads}",
-        "model.dtype=float32", "model.scan_layers=true", f"train.batch_size={args.batch}",
+        "model.dtype=float32", f"model.scan_layers={not args.no_scan}", f"train.batch_size={args.batch}",
         f"train.seq_len={args.seq}", "optimizer.learning_rate=1e-4", "optimizer.warmup_steps=0",
         "optimizer.schedule=constant", "optimizer.weight_decay=0.0", "optimizer.grad_clip_norm=0",
         "mesh.data=1"])

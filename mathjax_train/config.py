@@ -276,6 +276,7 @@ class DataConfig:
     rates: dict[str, float] = field(default_factory=dict)  # task -> mixing rate, overrides defaults
     jsonl: list[str] = field(default_factory=list)  # synthetic SFT JSONL files for the `synthetic` task
     procedural_levels: list[int] = field(default_factory=lambda: [1, 2, 3, 4, 5])  # procedural_* difficulty
+    procedural_templates: list[str] = field(default_factory=list)  # the `procedural` task's templates; [] = all
     min_level: int = 0  # keep only GSM8K/MATH/synthetic rows with level >= this (a "hard subset"; counted)
     calculator: bool = False  # keep GSM-style <<3*4=12>> calculator annotations in solutions
     seed: int = 0  # mixture sampling, per-epoch shuffles and procedural problems

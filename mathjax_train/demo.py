@@ -24,14 +24,14 @@ def _log(msg: str) -> None:
     print(f"[demo] {msg}", file=sys.stderr, flush=True)
 
 
-def write_heldout(path: epath.Path, n: int, levels, seed: int) -> int:
+def write_heldout(path: epath.Path, n: int, levels, seed: int, templates=None) -> int:
     """`n` held-out procedural problems (disjoint from train by construction) as eval JSONL."""
     from mathjax_train.data import procedural
     from mathjax_train.data.jsonl_source import write_jsonl
 
     rows = ({"id": r["id"], "question": r["question"], "answer": r["answer"], "level": r["level"],
-             "subject": r["source"].split("/")[1]}
-            for r in procedural.iterate(seed=seed, split="heldout", stop=n, levels=levels))
+             "subject": r["source"].split("/", 1)[1]}
+            for r in procedural.iterate(seed=seed, split="heldout", stop=n, levels=levels, templates=templates))
     return write_jsonl(path, rows)
 
 
@@ -90,7 +90,8 @@ def run_demo(output_dir: str = "runs/demo", overrides: tuple[str, ...] = (), hel
         info = build_tokenizer(tok_dir, vocab_size=cfg.model.vocab_size, template=cfg.data.template,
                                ending=cfg.data.ending, levels=tuple(cfg.data.procedural_levels))
         _log(f"tokenizer: {info['vocab_size']} tokens from {info['corpus_texts']} texts -> {tok_dir}")
-    write_heldout(heldout, heldout_n, cfg.data.procedural_levels, seed=cfg.data.seed)
+    write_heldout(heldout, heldout_n, cfg.data.procedural_levels, seed=cfg.data.seed,
+                  templates=cfg.data.procedural_templates or None)
 
     _log("saving the untrained model (step 0) and evaluating it")
     train(cfg, max_steps_this_run=0, log=_log)

@@ -95,7 +95,16 @@ def test_missing_eos_and_missing_tokenizer_are_named(tmp_path):
         TokenizerVocabulary(tmp_path)
     with pytest.raises(ConfigError, match="data.tokenizer"):
         tokenizer_dir("", "")
-    assert tokenizer_dir("", "/ckpt") == "/ckpt/tokenizer"
+    # init_from may be a model dir or a training OUTPUT_DIR: the tokenizer is at its top level
+    run = tmp_path / "run"
+    (run / "checkpoints" / "7" / "params").mkdir(parents=True)
+    (run / "checkpoints" / "7" / "commit_success.txt").write_text("")
+    (run / "model_config.json").write_text("{}")
+    assert tokenizer_dir("", str(run)) == str(run / "tokenizer")
+    assert tokenizer_dir("", str(run / "checkpoints" / "7")) == str(run / "tokenizer")
+    assert tokenizer_dir(str(tmp_path / "tok"), str(run)) == str(tmp_path / "tok")
+    with pytest.raises(ConfigError, match="model_config.json: not found"):
+        tokenizer_dir("", str(tmp_path / "nowhere"))
 
 
 def test_built_tokenizer_loads_in_transformers_and_is_deterministic(tmp_path):

@@ -75,18 +75,25 @@ def test_recipe_is_planned_and_fits_its_slice(path):
     assert plan["fits"] and mem["analytic"]["total"] <= 0.9 * parse_topology(topo).family.hbm_gib * GIB
     assert math.prod(plan["mesh"].values()) == parse_topology(topo).chips
     assert plan["model"]["parameters"] == PARAMETERS[_model_key(path)]
-    # the RFT paper's hyperparameters
     o = cfg.optimizer
-    assert (o.learning_rate, o.schedule, o.warmup_ratio, o.weight_decay) == (2e-5, "cosine", 0.03, 0.0)
-    if "_2k_" in path.name:
-        assert cfg.train.seq_len == 2048 and cfg.data.pack
-    else:
-        assert cfg.train.seq_len == 512 and cfg.train.batch_size == 128 and not cfg.data.pack
-        real = EXAMPLES + (30_000 if "synthetic" in path.name else 0)
-        assert cfg.train.steps == math.ceil(3 * real / 128)
+    if "_two_stage" in path.name:  # Skywork-Math two-stage: the broad mix, then the hard subset
+        assert cfg.data.mixture == "gsm8k_math_synthetic" and cfg.train.batch_size == 128 and not cfg.data.pack
+        if "stage1" in path.name:  # 2 epochs over 14,973 real + 2.5M synthetic rows
+            assert cfg.train.steps == math.ceil(2 * (EXAMPLES + 2_500_000) / 128) and cfg.data.min_level == 0
+        else:  # 3 epochs over MATH levels 4-5 (1,690 + 2,304) + 250k hard synthetic rows, from stage 1
+            assert cfg.train.steps == math.ceil(3 * (1690 + 2304 + 250_000) / 128) and cfg.data.min_level == 4
+            assert cfg.init_from.endswith("/stage1") and o.learning_rate < 2e-5
+    else:  # the RFT paper's hyperparameters
+        assert (o.learning_rate, o.schedule, o.warmup_ratio, o.weight_decay) == (2e-5, "cosine", 0.03, 0.0)
+        if "_2k_" in path.name:
+            assert cfg.train.seq_len == 2048 and cfg.data.pack
+        else:
+            assert cfg.train.seq_len == 512 and cfg.train.batch_size == 128 and not cfg.data.pack
+            real = EXAMPLES + (30_000 if "synthetic" in path.name else 0)
+            assert cfg.train.steps == math.ceil(3 * real / 128)
+        assert cfg.data.mixture == ("gsm8k_math_synthetic" if "synthetic" in path.name else "gsm8k_math")
     assert cfg.model.attention_kernel == "splash" and cfg.model.dtype == "bfloat16"
     assert cfg.init_from.startswith("gs://") and cfg.output_dir.startswith("gs://")
-    assert cfg.data.mixture == ("gsm8k_math_synthetic" if "synthetic" in path.name else "gsm8k_math")
     # the step-time arithmetic: FLOPs per token x token slots / (chips x peak x MFU)
     st = plan["step_time"]
     peak = parse_topology(topo).chips * parse_topology(topo).family.peak_tflops * 1e12

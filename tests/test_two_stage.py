@@ -40,11 +40,11 @@ def setup(tmp_path_factory):
 
 def test_stage2_continues_from_stage1_on_the_hard_subset(setup):
     d, synthetic = setup
-    s1 = load_config(str(CONFIGS / "two_stage_stage1_mistral_7b_v5p-32.yaml"),
+    s1 = load_config(str(CONFIGS / "mistral_7b_two_stage1_v5p-32.yaml"),
                      [f"init_from={d / 'base'}", f"output_dir={d / 'stage1'}", f"data.jsonl=[{synthetic}]", *TINY])
     assert train(s1, log=lambda s: None)["status"] == "finished"
 
-    s2 = load_config(str(CONFIGS / "two_stage_stage2_mistral_7b_v5p-32.yaml"),
+    s2 = load_config(str(CONFIGS / "mistral_7b_two_stage2_v5p-32.yaml"),
                      [f"init_from={d / 'stage1'}", f"output_dir={d / 'stage2'}", f"data.jsonl=[{synthetic}]", *TINY])
     assert s2.data.min_level == 4 and s2.optimizer.learning_rate < s1.optimizer.learning_rate
     it = make_train_iterator(s2, rows=8)

@@ -20,7 +20,8 @@ from mathjax_train.config import ConfigError, DataConfig
 META_FILE = "mathjax_cache.json"  # what the cache was built from (checked before training reads it)
 INDEX, HAS_ANSWER = "index", "has_answer"  # features added to SeqIO's: record index, answer present
 LAYOUT = "file k of N holds records i with i % N == k, in index order"
-_NOT_IN_EXAMPLES = ("mixture", "tokenizer", "pack", "overflow", "rates", "procedural_levels", "seed", "cache_dir")
+_NOT_IN_EXAMPLES = ("mixture", "tokenizer", "pack", "overflow", "rates", "procedural_levels", "procedural_templates", "seed",
+                    "cache_dir")
 _TASK_INPUTS = {"synthetic": "jsonl", "gsm8k_sft": "data_dir", "math_sft": "data_dir"}
 _READ_BATCH = 1024
 

@@ -251,10 +251,6 @@ def make_iterator(cfg: Config, *, rows: int, shard_index: int = 0, num_shards: i
 
 
 def _tokenizer_dir(cfg: Config) -> str:
-    if not cfg.data.tokenizer and cfg.init_from:
-        from mathjax_train.model.checkpoint import resolve  # OUTPUT_DIR, step dirs and import-hf dirs alike
-
-        return str(resolve(cfg.init_from).tokenizer_dir)
     return tokenizer_dir(cfg.data.tokenizer, cfg.init_from)
 
 

@@ -151,6 +151,8 @@ def tokenizer_dir(data_tokenizer: str, init_from: str) -> str:
     if data_tokenizer:
         return data_tokenizer
     if init_from:
-        return os.path.join(init_from, "tokenizer")
+        from mathjax_train.model.checkpoint import resolve  # OUTPUT_DIR, step dirs and import-hf dirs alike
+
+        return str(resolve(init_from).tokenizer_dir)
     raise ConfigError("data.tokenizer: no tokenizer; set data.tokenizer=DIR (e.g. one written by "
                       "`mathjax-train data build-tokenizer`) or init_from=CHECKPOINT_DIR")

@@ -48,7 +48,8 @@ def build_records(name: str, data: DataConfig):
         return FiniteRecords(name, {s: functools.partial(math_records, data.data_dir, s)
                                     for s in ("train", "test", "math500")}, min_level=data.min_level)
     if name in ("procedural_gsm", "procedural_math", "procedural"):
-        templates = {"procedural_gsm": ["gsm_style"], "procedural_math": ["math_style"]}.get(name)
+        templates = {"procedural_gsm": ["gsm_style"], "procedural_math": ["math_style"]}.get(
+            name, list(data.procedural_templates) or None)
         return ProceduralRecords(name, templates, data.procedural_levels, data.seed)
     if name == "synthetic":
         stats = ReadStats()

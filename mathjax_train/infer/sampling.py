@@ -25,12 +25,19 @@ def filter_top_p(logits: jax.Array, top_p: jax.Array) -> jax.Array:
 
 
 def sample(logits: jax.Array, keys: jax.Array, temperature: jax.Array, top_p: jax.Array, top_k: int) -> jax.Array:
-    """logits (batch, vocab) float32, keys (batch, 2) -> tokens (batch,). temperature 0 = greedy."""
-    greedy = jnp.argmax(logits, axis=-1)
-    t = jnp.maximum(temperature, 1e-6)
-    scaled = filter_top_p(filter_top_k(logits / t, top_k), top_p)
-    sampled = jax.vmap(lambda k, l: jax.random.categorical(k, l))(keys, scaled)
-    return jnp.where(temperature > 0, sampled, greedy).astype(jnp.int32)
+    """logits (batch, vocab) float32, keys (batch, 2) -> tokens (batch,). temperature 0 = greedy.
+
+    Branches with lax.cond, so greedy decoding never pays for the vocabulary sort of top-p and
+    top_p >= 1 skips that sort too (it keeps every token)."""
+    def greedy(_):
+        return jnp.argmax(logits, axis=-1).astype(jnp.int32)
+
+    def stochastic(_):
+        scaled = filter_top_k(logits / jnp.maximum(temperature, 1e-6), top_k)
+        scaled = jax.lax.cond(top_p < 1.0, lambda x: filter_top_p(x, top_p), lambda x: x, scaled)
+        return jax.vmap(lambda k, l: jax.random.categorical(k, l))(keys, scaled).astype(jnp.int32)
+
+    return jax.lax.cond(temperature > 0, stochastic, greedy, None)
 
 
 def row_keys(seeds: jax.Array, step: jax.Array) -> jax.Array:

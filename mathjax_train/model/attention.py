@@ -49,7 +49,10 @@ class Attention(nn.Module):
     config: ModelConfig
 
     @nn.compact
-    def __call__(self, x, positions, segment_ids, layer_cache=None, kv: KVContext | None = None):
+    def __call__(self, x, positions, segment_ids, cache=None, kv: KVContext | None = None, layer=0):
+        """`cache` (optional) is the whole stacked (k, v), each (layers, batch, slots, kv_heads, head_dim):
+        this layer writes only its new slots in place and reads its own slice, so a decode step never
+        copies the cache. Returns (output, updated cache or None)."""
         cfg = self.config
         dt, pdt = dtype_of(cfg.dtype), dtype_of(cfg.param_dtype)
         hd = cfg.resolved_head_dim
@@ -65,18 +68,20 @@ class Attention(nn.Module):
 
         t = x.shape[1]
         new_cache = None
-        if layer_cache is None:
+        if cache is None:
             slots = jnp.arange(t)
             mask = attention_mask(slots, slots, positions, positions, segment_ids, segment_ids, cfg.sliding_window)
         else:
-            ck, cv = layer_cache
-            start = (0, kv.index, 0, 0)
-            k = jax.lax.dynamic_update_slice(ck, k.astype(ck.dtype), start)
-            v = jax.lax.dynamic_update_slice(cv, v.astype(cv.dtype), start)
-            new_cache = (k, v)
+            ck, cv = cache
+            start = (layer, 0, kv.index, 0, 0)
+            ck = jax.lax.dynamic_update_slice(ck, k.astype(ck.dtype)[None], start)
+            cv = jax.lax.dynamic_update_slice(cv, v.astype(cv.dtype)[None], start)
+            new_cache = (ck, cv)
+            k = jax.lax.dynamic_index_in_dim(ck, layer, 0, keepdims=False)
+            v = jax.lax.dynamic_index_in_dim(cv, layer, 0, keepdims=False)
             mask = attention_mask(kv.index + jnp.arange(t), jnp.arange(k.shape[1]), positions, kv.positions,
                                   segment_ids, kv.segment_ids, cfg.sliding_window)
-        if cfg.attention_kernel == "splash" and layer_cache is None and t >= LANES:
+        if cfg.attention_kernel == "splash" and cache is None and t >= LANES:
             out = splash_attention(q, k.astype(dt), v.astype(dt), segment_ids, sliding_window=cfg.sliding_window)
         else:  # "dot"; calls with a KV cache (decoding); sequences under one kernel block (e.g. param init)
             out = dot_product_attention(q, k.astype(dt), v.astype(dt), mask)

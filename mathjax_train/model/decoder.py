@@ -38,21 +38,23 @@ class MLP(nn.Module):
 
 
 class DecoderLayer(nn.Module):
-    """Pre-norm block. Call signature fits nn.scan: (carry=x, layer_cache) -> (x, new_layer_cache)."""
+    """Pre-norm block. Call signature fits nn.scan: (carry=(x, cache), layer index) -> (carry, None);
+    the cache (whole stack, or None) travels in the carry so its updates happen in place."""
 
     config: ModelConfig
 
     @nn.compact
-    def __call__(self, x, layer_cache, positions, segment_ids, kv):
+    def __call__(self, carry, layer, positions, segment_ids, kv):
+        x, cache = carry
         cfg = self.config
         dt, pdt = dtype_of(cfg.dtype), dtype_of(cfg.param_dtype)
         norm = lambda n: RMSNorm(cfg.rms_norm_eps, dtype=dt, param_dtype=pdt, name=n)  # noqa: E731
-        h, new_cache = Attention(cfg, name="self_attn")(norm("input_layernorm")(x), positions, segment_ids,
-                                                        layer_cache, kv)
+        h, cache = Attention(cfg, name="self_attn")(norm("input_layernorm")(x), positions, segment_ids,
+                                                    cache, kv, layer)
         x = x + h
         x = x + MLP(cfg, name="mlp")(norm("post_attention_layernorm")(x))
         x = nn.with_logical_constraint(x, ("batch", "length", "embed"))
-        return x, new_cache
+        return (x, cache), None
 
 
 class Decoder(nn.Module):
@@ -89,18 +91,16 @@ class Decoder(nn.Module):
         block = DecoderLayer
         if cfg.remat_policy != "none":
             block = nn.remat(DecoderLayer, policy=REMAT_POLICIES[cfg.remat_policy], prevent_cse=not cfg.scan_layers)
+        carry = (x, layer_caches)
         if cfg.scan_layers:
             stack = nn.scan(block, variable_axes={"params": 0}, split_rngs={"params": True},
                             in_axes=(0, nn.broadcast, nn.broadcast, nn.broadcast), length=cfg.num_layers,
                             metadata_params={nn.PARTITION_NAME: "layers"})
-            x, new_layer_caches = stack(cfg, name="layers")(x, layer_caches, positions, segment_ids, kv)
+            carry, _ = stack(cfg, name="layers")(carry, jnp.arange(cfg.num_layers), positions, segment_ids, kv)
         else:
-            outs = []
             for i in range(cfg.num_layers):
-                lc = None if layer_caches is None else (layer_caches[0][i], layer_caches[1][i])
-                x, nc = block(cfg, name=f"layers_{i}")(x, lc, positions, segment_ids, kv)
-                outs.append(nc)
-            new_layer_caches = None if layer_caches is None else tuple(jnp.stack(z) for z in zip(*outs))
+                carry, _ = block(cfg, name=f"layers_{i}")(carry, i, positions, segment_ids, kv)
+        x, new_layer_caches = carry
 
         x = RMSNorm(cfg.rms_norm_eps, dtype=dt, param_dtype=pdt, name="norm")(x)
         if cfg.tie_embeddings:

@@ -1,0 +1,36 @@
+"""The `mathjax-train` command: parse arguments, then call the modules that do the work.
+
+Each area registers its subcommands from its own module (model, train, data, eval, synth, serve,
+plan); handlers stay thin and import the modules that do the work only when they run.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+from mathjax_train.cli import (data_commands, eval_commands, model_commands, plan_commands,  # noqa: E402
+                               serve_commands, synth_commands, train_commands)
+
+AREAS = (model_commands, train_commands, data_commands, eval_commands, synth_commands, serve_commands, plan_commands)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="mathjax-train", description=__doc__.splitlines()[0])
+    sub = p.add_subparsers(dest="command", required=True)
+    for area in AREAS:
+        area.register(sub)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    from mathjax_train.config import ConfigError
+
+    args = build_parser().parse_args(argv)
+    try:
+        return args.fn(args)
+    except (ConfigError, ValueError, FileNotFoundError) as e:
+        print(f"mathjax-train {args.command}: error: {e}", file=sys.stderr)
+        return 2

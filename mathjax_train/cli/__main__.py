@@ -1,0 +1,6 @@
+"""`python -m mathjax_train.cli ...` runs the command line."""
+import sys
+
+from mathjax_train.cli import main
+
+sys.exit(main())

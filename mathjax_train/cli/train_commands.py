@@ -1,0 +1,43 @@
+"""`mathjax-train` train and demo."""
+from __future__ import annotations
+
+import json
+import sys
+
+
+def _cmd_train(args) -> int:
+    from mathjax_train.config import load_config
+    from mathjax_train.train.trainer import PREEMPTED_EXIT_CODE, TrainingDiverged, train
+
+    cfg = load_config(args.config, args.overrides)
+    try:
+        summary = train(cfg, max_steps_this_run=args.max_steps_this_run)
+    except TrainingDiverged as e:
+        print(f"mathjax-train train: diverged: {e}", file=sys.stderr)
+        return 3
+    print(json.dumps(summary))
+    return PREEMPTED_EXIT_CODE if summary["status"] == "preempted" else 0
+
+
+def _cmd_demo(args) -> int:
+    from mathjax_train.demo import run_demo
+
+    print(json.dumps(run_demo(args.output_dir, tuple(args.overrides)), indent=1))
+    return 0
+
+
+def register(sub) -> None:
+    """`train`: SFT on the configured mixture; re-running the same command resumes."""
+    s = sub.add_parser("train", help="train (or resume) as configured; writes OUTPUT_DIR/{metrics.jsonl,"
+                                     "tensorboard,checkpoints}")
+    s.add_argument("--config", required=True, help="YAML file (see configs/)")
+    s.add_argument("overrides", nargs="*", help="key=value overrides, e.g. train.steps=100 mesh.data=-1")
+    s.add_argument("--max-steps-this-run", type=int, default=None,
+                   help="stop (with a checkpoint) after this many steps; the next run resumes")
+    s.set_defaults(fn=_cmd_train)
+
+    s = sub.add_parser("demo", help="the main job: train a small decoder from scratch on procedural math (CPU), "
+                                    "evaluate before/after, export to HF and reload with transformers")
+    s.add_argument("--output-dir", default="runs/demo")
+    s.add_argument("overrides", nargs="*", help="key=value overrides of configs/demo.yaml")
+    s.set_defaults(fn=_cmd_demo)
