@@ -51,11 +51,7 @@ def _train_step(tok_vocab: int, args):
     import jax
 
     from mathjax_train.config import load_config
-    from mathjax_train.parallel.mesh import make_mesh
-    from mathjax_train.parallel.rules import axis_rules, batch_sharding
-    from mathjax_train.train.optimizer import make_optimizer
-    from mathjax_train.train.state import init_state, state_layout
-    from mathjax_train.train.step import make_train_step
+    from mathjax_train.train.setup import build_step
 
     cfg = load_config(None, [
         f"model.vocab_size={tok_vocab}", f"model.hidden_size={args.d_model}",
@@ -63,13 +59,9 @@ def _train_step(tok_vocab: int, args):
         f"model.num_layers={args.layers}", f"model.num_heads={args.heads}", f"model.num_kv_heads={args.heads}",
         f"model.max_position_embeddings={args.seq}", "model.dtype=float32", f"train.batch_size={args.rows}",
         f"train.seq_len={args.seq}", "mesh.data=1"])
-    mesh = make_mesh(cfg.mesh, devices=jax.devices()[:1])
-    rules = axis_rules()
-    tx, schedule = make_optimizer(cfg.optimizer, 1000)
-    layout = state_layout(cfg.model, tx, mesh, rules)
-    state = init_state(cfg.model, tx, layout, 0)
-    bsh = batch_sharding(mesh, rules)
-    step = make_train_step(cfg, cfg.model, tx, schedule, layout, mesh, rules, bsh)
+    setup = build_step(cfg, devices=jax.devices()[:1])
+    mesh, bsh, step = setup.mesh, setup.batch_sharding, setup.step
+    state = setup.init_state(0)
 
     def run(batch):
         nonlocal state

@@ -40,12 +40,8 @@ def main() -> None:
     import transformers
 
     from mathjax_train.config import load_config
-    from mathjax_train.parallel.mesh import make_mesh
-    from mathjax_train.parallel.rules import axis_rules, batch_sharding
     from mathjax_train.train.flops import peak_flops_per_device, train_flops_per_token
-    from mathjax_train.train.optimizer import make_optimizer
-    from mathjax_train.train.state import init_state, state_layout
-    from mathjax_train.train.step import make_train_step
+    from mathjax_train.train.setup import build_step
 
     cfg = load_config(None, [
         f"model.vocab_size={args.vocab}", f"model.hidden_size={args.d_model}", f"model.intermediate_size={args.mlp}",
@@ -61,13 +57,9 @@ def main() -> None:
              "segment_ids": np.ones((args.batch, args.seq), np.int32),
              "loss_weights": np.ones((args.batch, args.seq), np.float32)}
 
-    mesh = make_mesh(cfg.mesh, devices=jax.devices()[:1])
-    rules = axis_rules()
-    tx, schedule = make_optimizer(cfg.optimizer, 1000)
-    layout = state_layout(cfg.model, tx, mesh, rules)
-    state = init_state(cfg.model, tx, layout, 0)
-    bsh = batch_sharding(mesh, rules)
-    step = make_train_step(cfg, cfg.model, tx, schedule, layout, mesh, rules, bsh)
+    setup = build_step(cfg, devices=jax.devices()[:1])
+    mesh, bsh, step = setup.mesh, setup.batch_sharding, setup.step
+    state = setup.init_state(0)
     gbatch = jax.device_put(batch, bsh)
 
     def ours():

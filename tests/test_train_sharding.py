@@ -7,10 +7,10 @@ from jax.sharding import PartitionSpec as P
 from mathjax_train.config import MeshConfig, load_config
 from mathjax_train.data.batches import ToyCopyIterator
 from mathjax_train.parallel.mesh import make_mesh, resolve_shape
-from mathjax_train.parallel.rules import axis_rules, batch_sharding
+from mathjax_train.parallel.rules import axis_rules
 from mathjax_train.train.optimizer import make_optimizer
 from mathjax_train.train.state import init_state, state_layout
-from mathjax_train.train.step import make_train_step
+from mathjax_train.train.setup import build_step
 from mathjax_train.config import ConfigError
 
 MESHES = [(1, 1, 1), (8, 1, 1), (2, 2, 2), (1, 2, 4)]
@@ -26,17 +26,11 @@ def _config(data, fsdp, tensor, microbatches=1):
 
 def _one_step(cfg, host_params, batch):
     n = cfg.mesh.data * cfg.mesh.fsdp * cfg.mesh.tensor
-    mesh = make_mesh(cfg.mesh, devices=jax.devices()[:n])
-    rules = axis_rules()
-    tx, schedule = make_optimizer(cfg.optimizer, cfg.train.steps)
-    layout = state_layout(cfg.model, tx, mesh, rules)
-    params = jax.device_put(host_params, layout.param_shardings)
-    state = init_state(cfg.model, tx, layout, 0, params)
-    bsh = batch_sharding(mesh, rules)
-    step = make_train_step(cfg, cfg.model, tx, schedule, layout, mesh, rules, bsh)
-    with jax.set_mesh(mesh):
-        new, m = step(state, jax.device_put(batch, bsh))
-    return new, jax.device_get(m), layout
+    setup = build_step(cfg, devices=jax.devices()[:n])
+    state = setup.init_state(0, jax.device_put(host_params, setup.layout.param_shardings))
+    with jax.set_mesh(setup.mesh):
+        new, m = setup.step(state, jax.device_put(batch, setup.batch_sharding))
+    return new, jax.device_get(m), setup.layout
 
 
 @pytest.fixture(scope="module")

@@ -29,24 +29,15 @@ def compile_step(cfg, num_layers: int) -> dict:
     import jax.numpy as jnp
 
     from mathjax_train.data.batches import BATCH_DTYPES
-    from mathjax_train.parallel.mesh import make_mesh
-    from mathjax_train.parallel.rules import axis_rules, batch_sharding
-    from mathjax_train.train.optimizer import make_optimizer
-    from mathjax_train.train.state import state_layout
-    from mathjax_train.train.step import make_train_step
+    from mathjax_train.train.setup import build_step
 
-    model_cfg = dataclasses.replace(cfg.model, num_layers=num_layers)
-    mesh = make_mesh(cfg.mesh)
-    rules = axis_rules(cfg.mesh.rules)
-    tx, schedule = make_optimizer(cfg.optimizer, cfg.train.steps)
-    layout = state_layout(model_cfg, tx, mesh, rules)
-    bsh = batch_sharding(mesh, rules)
-    step = make_train_step(cfg, model_cfg, tx, schedule, layout, mesh, rules, bsh)
+    setup = build_step(cfg, dataclasses.replace(cfg.model, num_layers=num_layers))
     shape = (cfg.train.batch_size, cfg.train.seq_len)
-    batch = {k: jax.ShapeDtypeStruct(shape, jnp.dtype(dt), sharding=bsh) for k, dt in BATCH_DTYPES.items()}
+    batch = {k: jax.ShapeDtypeStruct(shape, jnp.dtype(dt), sharding=setup.batch_sharding)
+             for k, dt in BATCH_DTYPES.items()}
     t = time.perf_counter()
-    with jax.set_mesh(mesh):
-        compiled = step.lower(layout.abstract, batch).compile()
+    with jax.set_mesh(setup.mesh):
+        compiled = setup.step.lower(setup.layout.abstract, batch).compile()
     ma = compiled.memory_analysis()
     return {"layers": num_layers, "compile_seconds": round(time.perf_counter() - t, 1),
             "argument": ma.argument_size_in_bytes, "output": ma.output_size_in_bytes,

@@ -22,15 +22,11 @@ from mathjax_train.data.sources import make_train_iterator
 from mathjax_train.model import checkpoint as model_ckpt
 from mathjax_train.parallel.distributed import maybe_initialize
 from mathjax_train.parallel.host_data import global_batch, host_rows
-from mathjax_train.parallel.mesh import make_mesh
 from mathjax_train.parallel.preflight import run_preflight
-from mathjax_train.parallel.rules import axis_rules, batch_sharding
 from mathjax_train.train.checkpointing import TrainCheckpointer
 from mathjax_train.train.flops import peak_flops_per_device, train_flops_per_token
 from mathjax_train.train.metrics import MetricsWriter
-from mathjax_train.train.optimizer import make_optimizer
-from mathjax_train.train.state import init_state, state_layout
-from mathjax_train.train.step import make_train_step
+from mathjax_train.train.setup import build_step
 
 PREEMPTED_EXIT_CODE = 143  # 128 + SIGTERM: the job did not finish, re-run the command to resume
 RUNTIME_FIELDS = ("dtype", "param_dtype", "scan_layers", "remat_policy", "attention_kernel")
@@ -128,16 +124,13 @@ def train(cfg: Config, *, max_steps_this_run: int | None = None, log=print) -> d
     `finished`, `preempted` or `stopped` (max_steps_this_run reached)."""
     maybe_initialize(cfg.distributed)
     model_cfg = resolve_model_config(cfg)
-    mesh = make_mesh(cfg.mesh)
-    rules = axis_rules(cfg.mesh.rules)
-    bsharding = batch_sharding(mesh, rules)
+    setup = build_step(cfg, model_cfg)
+    mesh, bsharding, layout = setup.mesh, setup.batch_sharding, setup.layout
     is_main = jax.process_index() == 0
     preflight = run_preflight(cfg, mesh, bsharding)  # every host: same code/config, counts fit the mesh
     if is_main:
         log(json.dumps(preflight))
     total = cfg.train.steps
-    tx, schedule = make_optimizer(cfg.optimizer, total)
-    layout = state_layout(model_cfg, tx, mesh, rules)
 
     rows = host_rows(cfg.train.batch_size)
     data = make_train_iterator(cfg, rows=rows, shard_index=jax.process_index(), num_shards=jax.process_count())
@@ -152,14 +145,14 @@ def train(cfg: Config, *, max_steps_this_run: int | None = None, log=print) -> d
         params = None
         if cfg.init_from:
             params = model_ckpt.load_params(cfg.init_from, model_cfg, layout.param_shardings)
-        state = init_state(model_cfg, tx, layout, cfg.train.seed, params)
+        state = setup.init_state(cfg.train.seed, params)
         if is_main:
             _write_run_files(cfg, model_cfg)
     if start >= total:
         ckpt.close()
         return {"status": "finished", "step": start, "resumed_from": start}
 
-    step_fn = make_train_step(cfg, model_cfg, tx, schedule, layout, mesh, rules, bsharding)
+    step_fn = setup.step
     writer = MetricsWriter(cfg.output_dir, resume_step=start, enabled=is_main)
     flops_per_token = train_flops_per_token(model_cfg, cfg.train.seq_len)
     peak = peak_flops_per_device(configured_tflops=cfg.train.peak_tflops_per_device, dtype=model_cfg.dtype)
