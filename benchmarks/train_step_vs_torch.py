@@ -1,12 +1,15 @@
-"""Train-step throughput on CPU: our jitted step vs PyTorch transformers (LlamaForCausalLM + AdamW).
+"""Train-step throughput: our jitted step vs PyTorch transformers (LlamaForCausalLM + AdamW).
 
     python benchmarks/train_step_vs_torch.py [--layers 8] [--d-model 512] [--seq 512] [--batch 4] [--steps 5]
+    python benchmarks/train_step_vs_torch.py --dtype bfloat16 --layers 16 --d-model 2048 ...  # on a GPU
 
-The same LLaMA-shaped model (vocab 32000, SwiGLU, RMSNorm, RoPE) in float32 on both sides, the same
-token batch (every token a target), AdamW with the same hyperparameters. Each side does one
-warm-up step (our compile time is reported separately), then timed steps alternate between the
-two so machine noise hits both. MFU uses one FLOP count for both (train/flops.py: 6 x matmul
-params + attention) and the host's measured fp32 matmul peak. Prints JSON with the ratio.
+The same LLaMA-shaped model (SwiGLU, RMSNorm, RoPE) on both sides, the same token batch (every
+token a target), AdamW with the same hyperparameters, on the first accelerator when there is one
+(else the CPU). float32: everything fp32. bfloat16: fp32 master weights with bf16 compute on both
+sides (ours: model.dtype; torch: autocast). Each side does one warm-up step (our compile time is
+reported separately), then timed steps alternate between the two so machine noise hits both. MFU
+uses one FLOP count for both (train/flops.py: 6 x matmul params + attention) and the device's
+peak (the table for accelerators, a measured matmul on CPU). Prints JSON with the ratio.
 """
 from __future__ import annotations
 
@@ -26,12 +29,16 @@ def main() -> None:
     ap.add_argument("--layers", type=int, default=8)
     ap.add_argument("--d-model", type=int, default=512)
     ap.add_argument("--heads", type=int, default=8)
+    ap.add_argument("--kv-heads", type=int, default=0, help="0: as many as --heads")
     ap.add_argument("--mlp", type=int, default=1408)
     ap.add_argument("--vocab", type=int, default=32000)
     ap.add_argument("--seq", type=int, default=512)
     ap.add_argument("--batch", type=int, default=4)
     ap.add_argument("--steps", type=int, default=5)
     ap.add_argument("--no-scan", action="store_true", help="unrolled layers instead of nn.scan")
+    ap.add_argument("--dtype", choices=("float32", "bfloat16"), default="float32", help="compute dtype")
+    ap.add_argument("--kernel", default="dot", help="our model.attention_kernel (dot | cudnn on GPUs)")
+    ap.add_argument("--remat", default="none", help="our model.remat_policy; torch: gradient checkpointing when full")
     args = ap.parse_args()
 
     import jax
@@ -43,10 +50,12 @@ def main() -> None:
     from mathjax_train.train.flops import peak_flops_per_device, train_flops_per_token
     from mathjax_train.train.setup import build_step
 
+    kv_heads = args.kv_heads or args.heads
     cfg = load_config(None, [
         f"model.vocab_size={args.vocab}", f"model.hidden_size={args.d_model}", f"model.intermediate_size={args.mlp}",
-        f"model.num_layers={args.layers}", f"model.num_heads={args.heads}", f"model.num_kv_heads={args.heads}",
-        "model.dtype=float32", f"model.scan_layers={not args.no_scan}", f"train.batch_size={args.batch}",
+        f"model.num_layers={args.layers}", f"model.num_heads={args.heads}", f"model.num_kv_heads={kv_heads}",
+        f"model.dtype={args.dtype}", f"model.scan_layers={not args.no_scan}", f"model.remat_policy={args.remat}",
+        f"model.attention_kernel={args.kernel}", f"train.batch_size={args.batch}",
         f"train.seq_len={args.seq}", "optimizer.learning_rate=1e-4", "optimizer.warmup_steps=0",
         "optimizer.schedule=constant", "optimizer.weight_decay=0.0", "optimizer.grad_clip_norm=0",
         "mesh.data=1"])
@@ -74,21 +83,25 @@ def main() -> None:
 
     hf_cfg = transformers.LlamaConfig(vocab_size=args.vocab, hidden_size=args.d_model, intermediate_size=args.mlp,
                                       num_hidden_layers=args.layers, num_attention_heads=args.heads,
-                                      num_key_value_heads=args.heads, max_position_embeddings=args.seq,
+                                      num_key_value_heads=kv_heads, max_position_embeddings=args.seq,
                                       tie_word_embeddings=False)
     torch.manual_seed(0)
-    model = transformers.LlamaForCausalLM(hf_cfg).float().train()
+    dev = "cuda" if torch.cuda.is_available() else "cpu"
+    model = transformers.LlamaForCausalLM(hf_cfg).float().to(dev).train()
+    if args.remat == "full":
+        model.gradient_checkpointing_enable()
     opt = torch.optim.AdamW(model.parameters(), lr=1e-4, betas=(0.9, 0.95), eps=1e-8, weight_decay=0.0)
-    ids = torch.tensor(tokens[:, :-1], dtype=torch.long)
-    labels = torch.tensor(tokens[:, 1:], dtype=torch.long)
+    ids = torch.tensor(tokens[:, :-1], dtype=torch.long, device=dev)
+    labels = torch.tensor(tokens[:, 1:], dtype=torch.long, device=dev)
 
     def theirs():
         opt.zero_grad(set_to_none=True)
-        logits = model(input_ids=ids).logits
-        loss = torch.nn.functional.cross_entropy(logits.reshape(-1, args.vocab), labels.reshape(-1))
+        with torch.autocast(dev, dtype=torch.bfloat16, enabled=args.dtype == "bfloat16"):
+            logits = model(input_ids=ids).logits
+        loss = torch.nn.functional.cross_entropy(logits.float().reshape(-1, args.vocab), labels.reshape(-1))
         loss.backward()
         opt.step()
-        return float(loss)
+        return float(loss)  # waits for the device
 
     theirs()  # warm-up
     ours_s, theirs_s = [], []
@@ -102,14 +115,16 @@ def main() -> None:
 
     tokens_per_step = args.batch * args.seq
     flops = train_flops_per_token(cfg.model, args.seq)
-    peak = peak_flops_per_device(jax.devices()[0], dtype="float32")
+    peak = peak_flops_per_device(jax.devices()[0], dtype=args.dtype)
     o, h = tokens_per_step / statistics.median(ours_s), tokens_per_step / statistics.median(theirs_s)
     print(json.dumps({
         "model": f"llama {args.layers}L d{args.d_model} mlp{args.mlp} vocab{args.vocab}", "seq": args.seq,
-        "batch": args.batch, "dtype": "float32", "torch_threads": torch.get_num_threads(),
+        "batch": args.batch, "dtype": args.dtype, "remat": args.remat, "attention_kernel": args.kernel, "device": jax.devices()[0].device_kind,
+        "torch_device": torch.cuda.get_device_name() if dev == "cuda" else "cpu", "torch_threads": torch.get_num_threads(),
+        "jax": jax.__version__, "torch": torch.__version__, "transformers": transformers.__version__,
         "ours_tokens_per_s": round(o, 1), "torch_tokens_per_s": round(h, 1), "ratio_ours_over_torch": round(o / h, 2),
         "ours_mfu": round(o * flops / peak, 4), "torch_mfu": round(h * flops / peak, 4),
-        "host_fp32_matmul_gflops": round(peak / 1e9, 1), "ours_compile_and_first_step_s": round(compile_s, 1),
+        "peak_tflops": round(peak / 1e12, 1), "params": sum(p.numel() for p in model.parameters()), "ours_compile_and_first_step_s": round(compile_s, 1),
         "ours_step_s": [round(x, 2) for x in ours_s], "torch_step_s": [round(x, 2) for x in theirs_s]}, indent=1))
 
 

@@ -58,7 +58,7 @@ class ModelConfig:
     param_dtype: str = "float32"
     scan_layers: bool = True
     remat_policy: str = "none"  # none | full | dots | dots_with_no_batch_dims
-    attention_kernel: str = "dot"  # dot (plain XLA) | splash (Pallas TPU kernel; interpreted off TPU)
+    attention_kernel: str = "dot"  # dot (plain XLA) | splash (Pallas TPU kernel; interpreted off TPU) | cudnn (GPU)
 
     @property
     def resolved_head_dim(self) -> int:
@@ -82,9 +82,10 @@ class ModelConfig:
         if self.remat_policy not in ("none", "full", "dots", "dots_with_no_batch_dims"):
             raise ConfigError(f"{where}.remat_policy: {self.remat_policy!r} is not one of "
                               "none, full, dots, dots_with_no_batch_dims")
-        if self.attention_kernel not in ("dot", "splash"):
-            raise ConfigError(f"{where}.attention_kernel: {self.attention_kernel!r} is not one of dot, splash "
-                              "(splash: the Pallas TPU kernel, model/attention_kernels.py)")
+        if self.attention_kernel not in ("dot", "splash", "cudnn"):
+            raise ConfigError(f"{where}.attention_kernel: {self.attention_kernel!r} is not one of dot, splash, cudnn "
+                              "(splash: the Pallas TPU kernel; cudnn: cuDNN flash attention on GPUs; "
+                              "model/attention_kernels.py)")
 
 
 @dataclass

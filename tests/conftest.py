@@ -7,3 +7,17 @@ os.environ.setdefault("JAX_PLATFORMS", "cpu")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+
+def pytest_collection_modifyitems(config, items):
+    """`gpu` tests need a CUDA backend; on CPU-only machines (CI) they are skipped, saying so."""
+    gpu_items = [item for item in items if item.get_closest_marker("gpu")]
+    if not gpu_items:
+        return
+    import jax
+    import pytest
+
+    if jax.default_backend() != "gpu":
+        skip = pytest.mark.skip(reason="needs a CUDA GPU: run with JAX_PLATFORMS=cuda pytest -m gpu on one")
+        for item in gpu_items:
+            item.add_marker(skip)

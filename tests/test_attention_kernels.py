@@ -1,9 +1,12 @@
-"""The splash kernel (Pallas, interpret mode on CPU) gives the dot path's outputs and gradients on
-packed batches, alone, inside the decoder, and sharded under a mesh in the real train step.
+"""The fused kernels give the dot path's outputs and gradients on packed batches, alone, inside
+the decoder, and (splash) sharded under a mesh in the real train step: splash in Pallas interpret
+mode, cudnn through jax.nn.dot_product_attention's XLA implementation (its cuDNN one needs a GPU:
+the `gpu`-marked test, run on one with `JAX_PLATFORMS=cuda pytest -m gpu`).
 
 Tolerances, float32 throughout (the kernel's online softmax sums in another order): activations
-elementwise |splash - dot| <= 2e-5 + 2e-5 |dot| (values are O(1)); gradients, which sum hundreds
-of token contributions, max |splash - dot| <= 1e-5 * max |dot| over each tensor."""
+elementwise |kernel - dot| <= 2e-5 + 2e-5 |dot| (values are O(1)); gradients, which sum hundreds
+of token contributions, max |kernel - dot| <= 1e-5 * max |dot| over each tensor. The GPU test is
+bf16 (cuDNN has no fp32 kernel) against the dot path in float32 on the same bf16 inputs."""
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
@@ -14,7 +17,7 @@ from mathjax_train.config import ConfigError, load_config
 from mathjax_train.data.batches import ToyCopyIterator
 from mathjax_train.model import Decoder
 from mathjax_train.model.attention import attention_mask, dot_product_attention
-from mathjax_train.model.attention_kernels import block_size, splash_attention
+from mathjax_train.model.attention_kernels import block_size, cudnn_attention, splash_attention
 from mathjax_train.parallel.mesh import make_mesh
 from mathjax_train.parallel.rules import axis_rules
 from mathjax_train.train.setup import build_step
@@ -51,8 +54,17 @@ def _dot(q, k, v, seg, pos, window):
     return dot_product_attention(q, k, v, attention_mask(slots, slots, pos, pos, seg, seg, window))
 
 
+def _kernel_fn(kernel, seg, pos, window):
+    if kernel == "splash":
+        return lambda q, k, v: splash_attention(q, k, v, jnp.asarray(seg), sliding_window=window)
+    slots = jnp.arange(seg.shape[1])
+    mask = attention_mask(slots, slots, jnp.asarray(pos), jnp.asarray(pos), jnp.asarray(seg), jnp.asarray(seg), window)
+    return lambda q, k, v: cudnn_attention(q, k, v, mask, sliding_window=window)
+
+
+@pytest.mark.parametrize("kernel", ["splash", "cudnn"])
 @pytest.mark.parametrize("window", [0, 40], ids=["causal", "sliding_window"])
-def test_splash_matches_dot_on_a_packed_batch(window):
+def test_kernel_matches_dot_on_a_packed_batch(kernel, window):
     b, t, h, kv, d = 2, 256, 4, 2, 64  # two 128-blocks per row, grouped-query heads
     rng = np.random.default_rng(1)
     q, k, v = (jnp.asarray(rng.standard_normal((b, t, n, d)), jnp.float32) for n in (h, kv, kv))
@@ -65,7 +77,7 @@ def test_splash_matches_dot_on_a_packed_batch(window):
         return jnp.sum(fn(q, k, v) * w)
 
     ref_fn = lambda q, k, v: _dot(q, k, v, jnp.asarray(seg), jnp.asarray(pos), window)  # noqa: E731
-    ker_fn = lambda q, k, v: splash_attention(q, k, v, jnp.asarray(seg), sliding_window=window)  # noqa: E731
+    ker_fn = _kernel_fn(kernel, seg, pos, window)
     out_ref, out = ref_fn(q, k, v), jax.jit(ker_fn)(q, k, v)
     mask = np.broadcast_to(np.asarray(real), out.shape)
     np.testing.assert_allclose(np.asarray(out)[mask], np.asarray(out_ref)[mask], **TOL)
@@ -75,8 +87,35 @@ def test_splash_matches_dot_on_a_packed_batch(window):
         _assert_close_to_scale(a, r, f"d{name}")
     # the window matters: without it the same keys give another answer
     if window:
-        wide = splash_attention(q, k, v, jnp.asarray(seg), sliding_window=0)
+        wide = _kernel_fn(kernel, seg, pos, 0)(q, k, v)
         assert float(jnp.max(jnp.abs(wide - out) * real)) > 1e-2
+
+
+@pytest.mark.gpu
+def test_cudnn_kernel_on_gpu_matches_dot():
+    """On a GPU, in bf16: the compiled program really calls cuDNN's fused attention, and its outputs
+    and gradients stay within bf16 rounding of the float32 dot path on the same inputs."""
+    b, t, h, kv, d = 2, 512, 8, 2, 64
+    rng = np.random.default_rng(2)
+    q, k, v = (jnp.asarray(rng.standard_normal((b, t, n, d)), jnp.bfloat16) for n in (h, kv, kv))
+    seg, pos = _packed_segments(b, t)
+    real = jnp.asarray(seg > 0)[:, :, None, None]
+    w = jnp.asarray(rng.standard_normal((b, t, h, d)), jnp.float32) * real
+    ker_fn = _kernel_fn("cudnn", seg, pos, 0)
+    ref_fn = lambda q, k, v: _dot(q, k, v, jnp.asarray(seg), jnp.asarray(pos), 0)  # noqa: E731
+    hlo = jax.jit(ker_fn).lower(q, k, v).compile().as_text()
+    assert "cudnn" in hlo.lower() and "fmha" in hlo.lower(), "no cuDNN fused attention in the compiled program"
+    f32 = [x.astype(jnp.float32) for x in (q, k, v)]
+    out, out_ref = jax.jit(ker_fn)(q, k, v).astype(jnp.float32), ref_fn(*f32)
+    mask = np.broadcast_to(np.asarray(real), out.shape)
+    np.testing.assert_allclose(np.asarray(out)[mask], np.asarray(out_ref)[mask], rtol=2e-2, atol=2e-2)
+    loss = lambda fn, *a: jnp.sum(fn(*a).astype(jnp.float32) * w)  # noqa: E731
+    g = jax.jit(jax.grad(lambda *a: loss(ker_fn, *a), argnums=(0, 1, 2)))(q, k, v)
+    g_ref = jax.grad(lambda *a: loss(ref_fn, *a), argnums=(0, 1, 2))(*f32)
+    for name, a, r in zip("qkv", g, g_ref):
+        a, r = np.asarray(a, np.float32), np.asarray(r)
+        err, scale = float(np.max(np.abs(a - r))), float(np.max(np.abs(r)))
+        assert err <= 2e-2 * scale, f"d{name}: max error {err:.3g} > 2e-2 x scale {scale:.3g}"
 
 
 def _tiny_model_config(kernel, **kw):
@@ -86,9 +125,10 @@ def _tiny_model_config(kernel, **kw):
     return load_config(None, overrides + [f"{k}={v}" for k, v in kw.items()])
 
 
-def test_decoder_logits_and_parameter_gradients_match():
+@pytest.mark.parametrize("kernel", ["splash", "cudnn"])
+def test_decoder_logits_and_parameter_gradients_match(kernel):
     batch = next(ToyCopyIterator(64, 2, 128, seed=4))
-    dot_cfg, ker_cfg = _tiny_model_config("dot").model, _tiny_model_config("splash").model
+    dot_cfg, ker_cfg = _tiny_model_config("dot").model, _tiny_model_config(kernel).model
     params = Decoder(dot_cfg).init(jax.random.PRNGKey(0), batch["tokens"][:, :1])["params"]
     real = batch["segment_ids"] > 0
 

@@ -8,7 +8,7 @@ import jax.numpy as jnp
 import flax.linen as nn
 
 from mathjax_train.config import ModelConfig
-from mathjax_train.model.attention_kernels import LANES, splash_attention
+from mathjax_train.model.attention_kernels import LANES, cudnn_attention, splash_attention
 from mathjax_train.model.layers import DenseGeneral, dtype_of
 from mathjax_train.model.rope import apply_rope, inverse_frequencies
 
@@ -83,6 +83,8 @@ class Attention(nn.Module):
                                   segment_ids, kv.segment_ids, cfg.sliding_window)
         if cfg.attention_kernel == "splash" and cache is None and t >= LANES:
             out = splash_attention(q, k.astype(dt), v.astype(dt), segment_ids, sliding_window=cfg.sliding_window)
+        elif cfg.attention_kernel == "cudnn" and cache is None:
+            out = cudnn_attention(q, k.astype(dt), v.astype(dt), mask, sliding_window=cfg.sliding_window)
         else:  # "dot"; calls with a KV cache (decoding); sequences under one kernel block (e.g. param init)
             out = dot_product_attention(q, k.astype(dt), v.astype(dt), mask)
         out = DenseGeneral((cfg.hidden_size,), ("heads", "head_dim", "embed"), in_dims=2, use_bias=cfg.o_bias,

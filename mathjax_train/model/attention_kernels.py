@@ -1,9 +1,13 @@
-"""Splash attention (JAX's Pallas TPU kernel) with the same contract as `dot_product_attention`:
-causal, packed sequences kept apart by segment ids, optional sliding window.
+"""Fused attention kernels with the same contract as `dot_product_attention`: causal, packed
+sequences kept apart by segment ids, optional sliding window.
 
-It never builds the (t, t) score matrix, so long sequences fit in HBM. On TPU the kernel is
-compiled; elsewhere it runs in Pallas interpret mode (slow; for tests on CPU). Under a mesh it runs
-per shard through shard_map: batch split like the activations, heads like the `heads` rule.
+splash: JAX's Pallas TPU kernel. It never builds the (t, t) score matrix, so long sequences fit in
+HBM. On TPU the kernel is compiled; elsewhere it runs in Pallas interpret mode (slow; for tests on
+CPU). Under a mesh it runs per shard through shard_map: batch split like the activations, heads like
+the `heads` rule.
+
+cudnn: `jax.nn.dot_product_attention` with cuDNN's flash attention on GPUs (bf16/fp16), the packing
+mask passed as a bias; elsewhere the same call with XLA's implementation, so CPU tests run it too.
 """
 from __future__ import annotations
 
@@ -16,7 +20,7 @@ from jax.experimental.pallas.ops.tpu.splash_attention import splash_attention_ke
 from jax.experimental.pallas.ops.tpu.splash_attention import splash_attention_mask as splash_mask
 from jax.sharding import PartitionSpec
 
-KERNELS = ("dot", "splash")
+KERNELS = ("dot", "splash", "cudnn")
 LANES = 128  # the kernel's block sizes must be multiples of this, so sequence lengths must be too
 BLOCKS = (512, 256, 128)  # the largest that divides the sequence is used
 
@@ -82,3 +86,14 @@ def splash_attention(q, k, v, segment_ids, *, sliding_window: int = 0, interpret
         out = jax.shard_map(fn, mesh=mesh, in_specs=(q_spec, kv_spec, kv_spec, seg_spec), out_specs=q_spec,
                             check_vma=False)(qt, kt, vt, segment_ids)
     return jnp.swapaxes(out, 1, 2)
+
+
+def cudnn_attention(q, k, v, mask, *, sliding_window: int = 0):
+    """q (b, t, h, d), k/v (b, t, kv, d), mask (b, t, t) bool from `attention_mask` -> (b, t, h, d).
+
+    cuDNN only when the backend is a GPU and the dtype is 16-bit (its kernel has no fp32); the causal
+    flag lets it skip the upper triangle, the mask (as a bias) adds segments and the window."""
+    use_cudnn = jax.default_backend() == "gpu" and q.dtype in (jnp.bfloat16, jnp.float16)
+    window = (sliding_window - 1, 0) if sliding_window else None
+    return jax.nn.dot_product_attention(q, k, v, mask=mask[:, None], is_causal=True, local_window_size=window,
+                                        implementation="cudnn" if use_cudnn else "xla")
