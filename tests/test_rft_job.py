@@ -10,7 +10,7 @@ from mathjax_train.data.jsonl_source import JsonlFormatError, read_sft_jsonl
 from mathjax_train.data.procedural import iterate
 from mathjax_train.grading.calculator import first_bad_annotation
 from mathjax_train.synth.questions import load_questions
-from mathjax_train.synth.rft_job import read_rows
+from mathjax_train.synth.rft_output import read_rows
 from real_data import DATA as REAL_DATA, require_data
 
 COMMON = ["--k", "3", "--temperature", "0.7", "--max-new-tokens", "12", "--batch-size", "6", "--no-progress"]
@@ -159,7 +159,7 @@ def test_real_train_questions_and_annotations():
 
 
 def test_row_sink_for_object_stores_rewrites_whole_file(tmp_path):
-    from mathjax_train.synth.rft_job import RowSink
+    from mathjax_train.synth.rft_output import RowSink
 
     path = tmp_path / "remote.jsonl"
     path.write_text("a\n")

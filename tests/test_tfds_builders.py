@@ -1,6 +1,4 @@
 """TFDS builders for GSM8K / MATH built from small manual-dir files (and, if present, the real ones)."""
-import json
-import pathlib
 
 import pytest
 
@@ -9,6 +7,7 @@ tfds = pytest.importorskip("tensorflow_datasets")
 from mathjax_train.data import manual_dir as md  # noqa: E402
 from mathjax_train.data import tfds_builders as B  # noqa: E402
 from mathjax_train.data.jsonl_source import JsonlFormatError  # noqa: E402
+from data_fixtures import write_jsonl
 from real_data import require_data
 
 GSM_TRAIN = [
@@ -27,19 +26,14 @@ MATH500 = [{"problem": "Find $2+2$.", "solution": "$\\boxed{4}$", "answer": "4",
             "level": 3, "unique_id": "test/precalculus/807.json"}]
 
 
-def _write(path: pathlib.Path, rows):
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
-
-
 @pytest.fixture(scope="module")
 def manual(tmp_path_factory):
     root = tmp_path_factory.mktemp("manual")
-    _write(root / "gsm8k/train.jsonl", GSM_TRAIN)
-    _write(root / "gsm8k/test.jsonl", GSM_TEST)
-    _write(root / "math/train.jsonl", MATH_TRAIN)
-    _write(root / "math/test.jsonl", MATH_TEST)
-    _write(root / "math/math500.jsonl", MATH500)
+    write_jsonl(root / "gsm8k/train.jsonl", GSM_TRAIN)
+    write_jsonl(root / "gsm8k/test.jsonl", GSM_TEST)
+    write_jsonl(root / "math/train.jsonl", MATH_TRAIN)
+    write_jsonl(root / "math/test.jsonl", MATH_TEST)
+    write_jsonl(root / "math/math500.jsonl", MATH500)
     return root
 
 
@@ -77,7 +71,7 @@ def test_math_builder_from_env_var_normalises_level_type_subject(manual, tmp_pat
 
 def test_missing_manual_files_raise_instructions(tmp_path, monkeypatch):
     monkeypatch.delenv(md.ENV_VAR, raising=False)
-    _write(tmp_path / "m/gsm8k/train.jsonl", GSM_TRAIN)
+    write_jsonl(tmp_path / "m/gsm8k/train.jsonl", GSM_TRAIN)
     with pytest.raises(md.ManualDataError, match=r"gsm8k/test\.jsonl"):
         B.prepare("gsm8k", tmp_path / "tfds", tmp_path / "m")
     with pytest.raises(md.ManualDataError, match="MATHJAX_DATA_DIR"):
@@ -95,7 +89,7 @@ def test_missing_manual_files_raise_instructions(tmp_path, monkeypatch):
     ],
 )
 def test_gsm8k_rows_are_checked_strictly(tmp_path, rows, line, field):
-    _write(tmp_path / "g.jsonl", rows)
+    write_jsonl(tmp_path / "g.jsonl", rows)
     with pytest.raises(JsonlFormatError) as e:
         list(B.gsm8k_examples(tmp_path / "g.jsonl", "train"))
     assert (e.value.line, e.value.field) == (line, field)
@@ -111,7 +105,7 @@ def test_gsm8k_rows_are_checked_strictly(tmp_path, rows, line, field):
     ],
 )
 def test_math_rows_are_checked_strictly(tmp_path, row, field):
-    _write(tmp_path / "m.jsonl", [MATH_ROW, row])
+    write_jsonl(tmp_path / "m.jsonl", [MATH_ROW, row])
     with pytest.raises(JsonlFormatError) as e:
         list(B.math_examples(tmp_path / "m.jsonl", "train"))
     assert (e.value.line, e.value.field) == (2, field)

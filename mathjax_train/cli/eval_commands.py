@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import json
 
+from mathjax_train.cli.sampling_args import add_sampling_args
+
 
 def _cmd_evaluate(args) -> int:
     from mathjax_train.config import EvalConfig, GenerateConfig
@@ -35,14 +37,7 @@ def register(sub) -> None:
     s.add_argument("--template", default="question_answer", choices=["alpaca_rft", "question_answer", "chat"])
     s.add_argument("--shots", type=int, default=0, help="few-shot exemplars (from the train split or --exemplars)")
     s.add_argument("--exemplars", default=None, help="JSONL of solved exemplars (question, answer, solution)")
-    s.add_argument("--num-samples", type=int, default=1)
-    s.add_argument("--temperature", type=float, default=0.0)
-    s.add_argument("--top-p", type=float, default=1.0)
-    s.add_argument("--top-k", type=int, default=0)
-    s.add_argument("--max-new-tokens", type=int, default=512)
-    s.add_argument("--batch-size", type=int, default=8)
-    s.add_argument("--seed", type=int, default=0)
-    s.add_argument("--stop", action="append", default=[], help="extra stop string (repeatable; added to the defaults)")
+    add_sampling_args(s, max_new_tokens=512, stop_help="extra stop string (repeatable; added to the defaults)")
     s.add_argument("--output-dir", default=None, help="default runs/eval/<dataset>; re-running resumes")
     s.add_argument("--dtype", default=None, choices=["float32", "bfloat16", "float16"], help="override compute dtype")
     s.add_argument("--tools", default="none", choices=["none", "python"], help="python: tool-integrated reasoning")

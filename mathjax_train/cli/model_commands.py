@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import json
 
+from mathjax_train.cli.sampling_args import add_sampling_args
+
 
 def _cmd_import_hf(args) -> int:
     from mathjax_train.convert.import_hf import import_hf, report_json
@@ -83,14 +85,7 @@ def register(sub) -> None:
     s.add_argument("--checkpoint", required=True)
     s.add_argument("--prompts", required=True, help="JSONL with a `prompt` field per row")
     s.add_argument("--output", required=True)
-    s.add_argument("--max-new-tokens", type=int, default=256)
-    s.add_argument("--temperature", type=float, default=0.0)
-    s.add_argument("--top-p", type=float, default=1.0)
-    s.add_argument("--top-k", type=int, default=0)
-    s.add_argument("--num-samples", type=int, default=1)
-    s.add_argument("--seed", type=int, default=0)
-    s.add_argument("--batch-size", type=int, default=8)
-    s.add_argument("--stop", action="append", default=[], help="stop string (repeatable)")
+    add_sampling_args(s, stop_help="stop string (repeatable)")
     s.add_argument("--dtype", default=None, choices=["float32", "bfloat16", "float16"],
                    help="override the compute dtype")
     s.add_argument("--tools", default="none", choices=["none", "python"],

@@ -19,7 +19,7 @@ def _cmd_rft(args) -> int:
 
 
 def _cmd_rft_merge(args) -> int:
-    from mathjax_train.synth.rft_job import merge_shards
+    from mathjax_train.synth.rft_output import merge_shards
 
     print(json.dumps(merge_shards(args.output, args.num_shards)))
     return 0

@@ -59,40 +59,55 @@ def read_jsonl(
         yield record
 
 
+def required_checks(required: Required) -> dict[str, type | tuple | None]:
+    """``required`` as field -> expected type(s), None meaning any type."""
+    return dict(required) if isinstance(required, Mapping) else {f: None for f in required}
+
+
+def parse_record(path: PathLike, lineno: int, text: str, checks: Mapping[str, type | tuple | None]) -> dict:
+    """One non-blank line -> its JSON object, with the fields in ``checks`` present and typed;
+    anything else raises JsonlFormatError naming ``path:lineno`` (and the field)."""
+    try:
+        record = json.loads(text)
+    except json.JSONDecodeError as e:
+        raise JsonlFormatError(path, lineno, f"invalid JSON: {e.msg} (column {e.colno})") from None
+    if not isinstance(record, dict):
+        raise JsonlFormatError(path, lineno, f"expected a JSON object, got {type(record).__name__}")
+    for field, expected in checks.items():
+        if field not in record:
+            raise JsonlFormatError(path, lineno, "missing required field", field)
+        if expected is not None and not _check_type(record[field], expected):
+            raise JsonlFormatError(
+                path,
+                lineno,
+                f"expected {_type_name(expected)}, got {type(record[field]).__name__} "
+                f"{record[field]!r:.60}",
+                field,
+            )
+    return record
+
+
+def decode_line(path: PathLike, lineno: int, raw: bytes) -> str:
+    """A line's bytes as UTF-8 text, or JsonlFormatError naming ``path:lineno``."""
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise JsonlFormatError(path, lineno, f"not valid UTF-8: {e}") from None
+
+
 def read_jsonl_numbered(
     path: PathLike, required: Required = (), *, stats: ReadStats | None = None
 ) -> Iterator[tuple[int, dict]]:
     """Like read_jsonl, but yields ``(line_number, record)`` so callers can report positions."""
-    checks = dict(required) if isinstance(required, Mapping) else {f: None for f in required}
+    checks = required_checks(required)
     stats = stats if stats is not None else ReadStats()
     with epath.Path(path).open("rb") as f:
         for lineno, raw in enumerate(f, start=1):
-            try:
-                text = raw.decode("utf-8")
-            except UnicodeDecodeError as e:
-                raise JsonlFormatError(path, lineno, f"not valid UTF-8: {e}") from None
+            text = decode_line(path, lineno, raw)
             if not text.strip():
                 stats.blank_lines += 1
                 continue
-            try:
-                record = json.loads(text)
-            except json.JSONDecodeError as e:
-                raise JsonlFormatError(path, lineno, f"invalid JSON: {e.msg} (column {e.colno})") from None
-            if not isinstance(record, dict):
-                raise JsonlFormatError(
-                    path, lineno, f"expected a JSON object, got {type(record).__name__}"
-                )
-            for field, expected in checks.items():
-                if field not in record:
-                    raise JsonlFormatError(path, lineno, "missing required field", field)
-                if expected is not None and not _check_type(record[field], expected):
-                    raise JsonlFormatError(
-                        path,
-                        lineno,
-                        f"expected {_type_name(expected)}, got {type(record[field]).__name__} "
-                        f"{record[field]!r:.60}",
-                        field,
-                    )
+            record = parse_record(path, lineno, text, checks)
             stats.records += 1
             yield lineno, record
 

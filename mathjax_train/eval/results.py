@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 
 from etils import epath
 
-from mathjax_train.data.jsonl_source import JsonlFormatError
+from mathjax_train.data.jsonl_source import JsonlFormatError, decode_line, parse_record, required_checks
 
 RUN_FILE = "run.json"
 SAMPLES_FILE = "samples.jsonl"
@@ -62,18 +62,12 @@ def read_rows(out_dir: epath.Path) -> Resumed:
             found.partial_lines = 1
             keep = len(data) - len(lines[-1])
             lines = lines[:-1]
+    checks = required_checks(ROW_FIELDS)
     for lineno, raw in enumerate(lines, start=1):
-        if not raw.strip():
+        text = decode_line(path, lineno, raw)
+        if not text.strip():
             continue
-        try:
-            row = json.loads(raw)
-        except json.JSONDecodeError as e:
-            raise JsonlFormatError(path, lineno, f"invalid JSON: {e.msg} (column {e.colno})") from None
-        if not isinstance(row, dict):
-            raise JsonlFormatError(path, lineno, f"expected a JSON object, got {type(row).__name__}")
-        for name in ROW_FIELDS:
-            if name not in row:
-                raise JsonlFormatError(path, lineno, "missing required field", name)
+        row = parse_record(path, lineno, text, checks)
         if row["id"] in found.rows:
             raise JsonlFormatError(path, lineno, f"duplicate row for problem {row['id']!r}", "id")
         found.rows[row["id"]] = row
