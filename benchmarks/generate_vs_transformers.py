@@ -1,4 +1,4 @@
-"""Generation throughput: our `Generator` vs transformers' `generate` on SmolLM2-135M-Instruct, CPU.
+"""Generation throughput: our engine vs transformers' `generate` on SmolLM2-135M-Instruct, CPU.
 
     python benchmarks/generate_vs_transformers.py [--batch 8] [--new-tokens 128] [--repeats 3]
 
@@ -45,7 +45,9 @@ def main() -> None:
     import torch
     import transformers
 
-    from mathjax_train.infer import Generator, SamplingParams
+    from mathjax_train.config import EngineConfig
+    from mathjax_train.infer import SamplingParams
+    from mathjax_train.infer.engine import Engine
     from mathjax_train.infer.loading import load_for_inference
     from smollm2_dirs import smollm2_dirs
 
@@ -56,10 +58,14 @@ def main() -> None:
     n = args.new_tokens
 
     model = load_for_inference(ckpt, dtype="float32")
-    gen = Generator(model.cfg, model.params, eos_ids=())  # no EOS: exactly n tokens per row
-    sp = SamplingParams(max_new_tokens=n)
+    engine = Engine(model, EngineConfig(num_slots=len(prompts)), max_seq_len=max(map(len, prompts)) + n)
+    sp = SamplingParams(max_tokens=n, ignore_eos=True)  # exactly n tokens per row
+
+    def ours():
+        return [c for (c,) in engine.generate(prompts, sp, [[0]] * len(prompts))]
+
     t = time.perf_counter()
-    ours_tokens = gen.generate(prompts, sp, seeds=[0] * len(prompts))
+    ours_tokens = ours()
     first_call = time.perf_counter() - t
 
     hf = transformers.AutoModelForCausalLM.from_pretrained(hf_dir, dtype=torch.float32).eval()
@@ -79,7 +85,7 @@ def main() -> None:
     ours_s, theirs_s = [], []
     for _ in range(args.repeats):
         t = time.perf_counter()
-        gen.generate(prompts, sp, seeds=[0] * len(prompts))
+        ours()
         ours_s.append(time.perf_counter() - t)
         t = time.perf_counter()
         theirs()

@@ -100,6 +100,26 @@ class MeshConfig:
 
 
 @dataclass
+class EngineConfig:
+    """The sampling engine: decode slots, the paged KV cache and the scheduler's budgets."""
+
+    num_slots: int = 0  # rows decoded together; 0 = auto (64 on CPU, 256 on TPU/GPU)
+    page_size: int = 16  # tokens per KV page
+    num_pages: int = 0  # 0 = enough for every slot at the longest sequence, within kv_memory_fraction
+    kv_memory_fraction: float = 0.3  # of the memory still free (host RAM on CPU, HBM elsewhere)
+    decode_steps: int = 16  # decode steps per compiled chunk; new rows are admitted between chunks
+    prefill_budget: int = 512  # prompt tokens prefilled per chunk while other rows are decoding
+
+    def validate(self, where: str = "engine") -> None:
+        for name, low in (("num_slots", 0), ("page_size", 1), ("num_pages", 0), ("decode_steps", 1),
+                          ("prefill_budget", 16)):
+            if getattr(self, name) < low:
+                raise ConfigError(f"{where}.{name} must be >= {low}, got {getattr(self, name)}")
+        if not 0 < self.kv_memory_fraction <= 1:
+            raise ConfigError(f"{where}.kv_memory_fraction must be in (0, 1], got {self.kv_memory_fraction}")
+
+
+@dataclass
 class GenerateConfig:
     """Sampling settings shared by `generate`, `evaluate` and the synthesis commands."""
 
@@ -109,7 +129,7 @@ class GenerateConfig:
     top_k: int = 0
     num_samples: int = 1
     seed: int = 0
-    batch_size: int = 8
+    batch_size: int = 0  # engine slots (rows decoded together); 0 = the engine's default
     stop: list[str] = field(default_factory=list)
 
 
@@ -126,7 +146,7 @@ class EvalConfig:
     shots: int = 0
     exemplars: str = ""  # JSONL of solved examples; "" = the named dataset's train split
     output_dir: str = ""  # "" = runs/eval/<dataset>
-    dtype: str = ""  # "" = the checkpoint's compute dtype
+    dtype: str = "auto"  # auto (float32 on CPU, bfloat16 on TPU/GPU) | float32 | bfloat16 | float16 | "" (checkpoint's)
     tools: str = "none"  # none | python (tool-integrated reasoning)
     answer_fallback: str = "auto"  # auto (gsm8k: last_number, else none) | none | last_number
     grading_timeout_s: float = 5.0
@@ -135,14 +155,14 @@ class EvalConfig:
     def validate(self, where: str = "eval") -> None:
         checks = [("tools", ("none", "python")), ("answer_fallback", ("auto", "none", "last_number")),
                   ("template", ("alpaca_rft", "question_answer", "chat")),
-                  ("dtype", ("", "float32", "bfloat16", "float16"))]
+                  ("dtype", ("", "auto", "float32", "bfloat16", "float16"))]
         for name, valid in checks:
             if getattr(self, name) not in valid:
                 raise ConfigError(f"{where}.{name}: {getattr(self, name)!r} is not one of "
                                   f"{', '.join(map(repr, valid))}")
         for name, value, low in (("limit", self.limit, 0), ("shots", self.shots, 0),
                                  ("generate.num_samples", self.generate.num_samples, 1),
-                                 ("generate.batch_size", self.generate.batch_size, 1),
+                                 ("generate.batch_size", self.generate.batch_size, 0),
                                  ("generate.max_new_tokens", self.generate.max_new_tokens, 1)):
             if value < low:
                 raise ConfigError(f"{where}.{name}: must be >= {low}, got {value}")
@@ -170,8 +190,8 @@ class RftConfig:
     top_p: float = 1.0
     max_new_tokens: int = 512
     seed: int = 0
-    batch_size: int = 8
-    dtype: str = ""  # "" = the checkpoint's compute dtype
+    batch_size: int = 0  # engine slots (rows decoded together); 0 = the engine's default
+    dtype: str = "auto"  # auto (float32 on CPU, bfloat16 on TPU/GPU) | float32 | bfloat16 | float16 | "" (checkpoint's)
     tools: str = "none"  # none | python (tool-integrated paths, verified the same way)
     max_tool_calls: int = 4
     tool_timeout_s: float = 5.0
@@ -184,12 +204,12 @@ class RftConfig:
         if not self.output:
             raise ConfigError(f"{where}.output: an output JSONL path is needed")
         for name, valid in (("tools", ("none", "python")), ("template", ("alpaca_rft", "question_answer", "chat")),
-                            ("dtype", ("", "float32", "bfloat16", "float16"))):
+                            ("dtype", ("", "auto", "float32", "bfloat16", "float16"))):
             if getattr(self, name) not in valid:
                 raise ConfigError(f"{where}.{name}: {getattr(self, name)!r} is not one of {', '.join(map(repr, valid))}")
-        for name in ("k", "batch_size", "max_new_tokens"):
-            if getattr(self, name) < 1:
-                raise ConfigError(f"{where}.{name}: must be >= 1, got {getattr(self, name)}")
+        for name, low in (("k", 1), ("batch_size", 0), ("max_new_tokens", 1)):
+            if getattr(self, name) < low:
+                raise ConfigError(f"{where}.{name}: must be >= {low}, got {getattr(self, name)}")
         if self.limit < 0 or self.max_tool_calls < 0 or self.tool_timeout_s <= 0:
             raise ConfigError(f"{where}: limit and max_tool_calls must be >= 0 and tool_timeout_s > 0")
         if self.temperature < 0 or not 0 < self.top_p <= 1:

@@ -52,7 +52,9 @@ def check_hf_reload(train_dir: epath.Path, hf_dir: epath.Path, prompts: list[str
     import transformers
 
     from mathjax_train.convert.export_hf import export_hf
-    from mathjax_train.infer import Generator, SamplingParams
+    from mathjax_train.config import EngineConfig
+    from mathjax_train.infer import SamplingParams
+    from mathjax_train.infer.engine import Engine
     from mathjax_train.infer.loading import load_for_inference
     from mathjax_train.model import Decoder
 
@@ -66,10 +68,11 @@ def check_hf_reload(train_dir: epath.Path, hf_dir: epath.Path, prompts: list[str
         ref = hf(torch.tensor([ids[0]])).logits.numpy()
     mine, _ = Decoder(ours.cfg).apply({"params": ours.params}, np.asarray([ids[0]], np.int32))
     max_diff = float(np.max(np.abs(np.asarray(mine) - ref)))
-    gen = Generator(ours.cfg, ours.params, eos_ids=())
+    engine = Engine(ours, EngineConfig(num_slots=len(ids)), max_seq_len=max(map(len, ids)) + new_tokens)
+    greedy = engine.generate(ids, SamplingParams(max_tokens=new_tokens, ignore_eos=True), [[0]] * len(ids))
     same = 0
-    for p in ids:
-        a = gen.generate([p], SamplingParams(max_new_tokens=new_tokens), seeds=[0])[0].token_ids
+    for p, (c,) in zip(ids, greedy):
+        a = c.token_ids
         with torch.no_grad():
             b = hf.generate(torch.tensor([p]), max_new_tokens=new_tokens, min_new_tokens=new_tokens,
                             do_sample=False, pad_token_id=tok.pad_token_id)[0, len(p):].tolist()

@@ -155,13 +155,14 @@ def test_checkpoint_and_http_teachers_agree(forced_server, local_teacher):
 @pytest.fixture(scope="module")
 def random_server(tmp_path_factory):
     from mathjax_train.infer.loading import load_for_inference
+    from mathjax_train.config import EngineConfig
     from mathjax_train.serve.app import ServeApp
     from mathjax_train.serve.server import start_server
 
     d = tmp_path_factory.mktemp("random")
     make_hf_model(d / "hf", "llama", seed=5)
     assert main(["import-hf", str(d / "hf"), str(d / "ckpt"), "--dtype", "float32"]) == 0
-    server = start_server(ServeApp(load_for_inference(d / "ckpt"), "rand", max_batch=8), "127.0.0.1", 0)
+    server = start_server(ServeApp(load_for_inference(d / "ckpt"), "rand", EngineConfig(num_slots=8)), "127.0.0.1", 0)
     yield server
     server.close()
 

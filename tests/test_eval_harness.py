@@ -172,7 +172,7 @@ def test_other_settings_in_the_same_output_dir_are_refused(run):
     out = run["dir"] / "guard"
 
     def fixed_source(c, prompts):  # the guard is about settings, not decoding
-        return lambda batch, seeds: [Completion("The answer is 3.", 5, "eos") for _ in batch]
+        return lambda batch, seeds: [Completion([7] * 5, "The answer is 3.", "eos") for _ in batch]
 
     first = harness.evaluate(_cfg(run["ckpt"], run["data"], out, limit=2), make_source=fixed_source, progress=False)
     golds = [json.loads(line)["answer"] for line in run["data"].read_text().splitlines()[:2]]

@@ -1,12 +1,16 @@
 """`serve`: the official openai client against a real server on localhost with a tiny checkpoint.
 
-Greedy text must equal what Generator gives for the same prompt; chat prompts must equal what
-transformers' apply_chat_template gives; bad requests get OpenAI-shaped errors with the right
-status codes; 200 concurrent requests are all answered, in shared batches.
+Greedy and seeded text equal what the Engine gives directly for the same prompt, settings and seed;
+chat prompts equal transformers' apply_chat_template; streams send text while the row still runs
+and hold back what may be a stop string; a client that disconnects frees its slot and pages; 200
+concurrent mixed requests all answer in shared batches; a soak of bad and abandoned requests
+leaves the server answering with nothing leaked.
 """
 import asyncio
 import http.client
 import json
+import socket
+import time
 import urllib.parse
 
 import openai
@@ -14,15 +18,19 @@ import pytest
 
 from hf_fixtures import make_hf_model
 from mathjax_train.cli import main
-from mathjax_train.infer import Generator, SamplingParams
-from mathjax_train.infer.loading import load_for_inference
-from mathjax_train.serve.app import ServeApp, text_deltas
+from mathjax_train.config import EngineConfig
 from mathjax_train.infer.chat import FALLBACK_STOP, render_chat
+from mathjax_train.infer.engine import Engine
+from mathjax_train.infer.loading import load_for_inference
+from mathjax_train.infer.params import SamplingParams, sample_seed
+from mathjax_train.serve.app import ServeApp, TextStream
 from mathjax_train.serve.server import start_server
 
 CHAT_TEMPLATE = ("{{ bos_token }}{% for m in messages %}<|{{ m['role'] }}|>\n{{ m['content'] }}\n{% endfor %}"
                  "{% if add_generation_prompt %}<|assistant|>\n{% endif %}")
 PROMPTS = ["Natalia sold 48 clips in April", "Compute 3x + 5 = 20", "def add(a, b):", "The answer is"]
+CONTEXT = 256  # the served max_seq_len: long generations and over-long prompts stay cheap
+ENGINE = EngineConfig(num_slots=8, page_size=64, decode_steps=8, prefill_budget=64)
 
 
 @pytest.fixture(scope="module")
@@ -34,7 +42,7 @@ def served(tmp_path_factory):
     cfg_path.write_text(json.dumps(dict(cfg, chat_template=CHAT_TEMPLATE)))
     assert main(["import-hf", str(d / "hf"), str(d / "ckpt"), "--dtype", "float32"]) == 0
     model = load_for_inference(d / "ckpt")
-    app = ServeApp(model, "tiny", max_batch=4)
+    app = ServeApp(model, "tiny", ENGINE, max_seq_len=CONTEXT, poll_s=0.02)
     server = start_server(app, "127.0.0.1", 0)
     client = openai.OpenAI(base_url=server.url, api_key="unused", max_retries=0, timeout=120)
     yield server, client, model, d / "hf"
@@ -42,16 +50,33 @@ def served(tmp_path_factory):
     server.close()
 
 
-_GENERATORS = {}
+_REF = {}
 
 
-def greedy(model, prompt_ids, n):
-    """The reference: Generator alone (one per model, one padded shape, so it compiles once)."""
-    tok = model.tokenizer
-    if id(model) not in _GENERATORS:
-        _GENERATORS[id(model)] = Generator(model.cfg, model.params, eos_ids=sorted(set(model.cfg.eos_token_id) | {tok.eos_id}))
-    return _GENERATORS[id(model)].generate([prompt_ids], SamplingParams(max_new_tokens=n), [0], prompt_len=64,
-                                            decode_text=tok.decode)[0]
+def reference(model) -> Engine:
+    """The Engine alone, same settings as the server (its compiled programs are shared)."""
+    if id(model) not in _REF:
+        _REF[id(model)] = Engine(model, ENGINE, max_seq_len=CONTEXT)
+    return _REF[id(model)]
+
+
+def greedy(model, prompt_ids, n, **kw):
+    return reference(model).generate([prompt_ids], SamplingParams(max_tokens=n, **kw), [[0]])[0][0]
+
+
+def wait_idle(app, timeout_s=30.0):
+    """Poll until no row runs or waits and every KV page is back in the pool."""
+    e, deadline = app.engine, time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if not e.running and not e.waiting and app.loop.live_rows == 0 and e.pool.free == e.pool.usable:
+            return
+        time.sleep(0.01)
+    pytest.fail(f"server not idle after {timeout_s}s: running={len(e.running)} waiting={len(e.waiting)} "
+                f"live={app.loop.live_rows} pages free {e.pool.free}/{e.pool.usable}")
+
+
+def oa_reason(engine_reason):
+    return "length" if engine_reason == "length" else "stop"
 
 
 def test_models_list_and_retrieve(served):
@@ -60,26 +85,31 @@ def test_models_list_and_retrieve(served):
     assert client.models.retrieve("tiny").owned_by == "mathjax-train"
 
 
-def test_completion_greedy_equals_generator(served):
+def test_completion_greedy_equals_the_engine(served):
     _, client, model, _ = served
     r = client.completions.create(model="tiny", prompt=PROMPTS[:2], max_tokens=12, temperature=0)
     assert [c.index for c in r.choices] == [0, 1]
     expected_new = 0
     for prompt, choice in zip(PROMPTS[:2], r.choices):
-        ids = model.tokenizer.encode(prompt)
-        want = greedy(model, ids, 12)
-        assert choice.text == want.text
-        assert choice.finish_reason == ("stop" if want.finish_reason == "eos" else "length")
+        want = greedy(model, model.tokenizer.encode(prompt), 12)
+        assert choice.text == want.text and choice.finish_reason == oa_reason(want.finish_reason)
         expected_new += len(want.token_ids)
     prompt_tokens = sum(len(model.tokenizer.encode(p)) for p in PROMPTS[:2])
     assert (r.usage.prompt_tokens, r.usage.completion_tokens) == (prompt_tokens, expected_new)
     assert r.usage.total_tokens == prompt_tokens + expected_new
 
 
+def test_default_max_tokens_fills_the_context(served):
+    _, client, model, _ = served
+    n_prompt = len(model.tokenizer.encode(PROMPTS[1]))
+    r = client.completions.create(model="tiny", prompt=PROMPTS[1], temperature=0, extra_body={"ignore_eos": True})
+    assert r.usage.completion_tokens == CONTEXT - n_prompt and r.choices[0].finish_reason == "length"
+
+
 def test_completion_stream_joins_to_the_same_text(served):
     _, client, _, _ = served
-    plain = client.completions.create(model="tiny", prompt=PROMPTS[2], max_tokens=10, temperature=0)
-    stream = client.completions.create(model="tiny", prompt=PROMPTS[2], max_tokens=10, temperature=0,
+    plain = client.completions.create(model="tiny", prompt=PROMPTS[2], max_tokens=40, temperature=0)
+    stream = client.completions.create(model="tiny", prompt=PROMPTS[2], max_tokens=40, temperature=0,
                                        stream=True, stream_options={"include_usage": True})
     chunks = list(stream)
     text = "".join(c.choices[0].text for c in chunks if c.choices)
@@ -90,7 +120,23 @@ def test_completion_stream_joins_to_the_same_text(served):
     assert chunks[-1].choices == [] and chunks[-1].usage.completion_tokens == plain.usage.completion_tokens
 
 
-def test_chat_uses_the_checkpoint_template_and_matches_generator(served):
+def test_stream_sends_tokens_while_the_row_runs_and_a_disconnect_frees_it(served):
+    server, client, _, _ = served
+    app = server.app
+    wait_idle(app)
+    aborted = app.loop.stats.finish_reasons["aborted"]
+    stream = client.completions.create(model="tiny", prompt=PROMPTS[0], max_tokens=200, temperature=0,
+                                       stream=True, extra_body={"ignore_eos": True})
+    first = next(iter(stream))
+    # the first text arrived after one decode chunk of 8 tokens, while the row still has ~190 to go
+    assert first.choices[0].text and first.choices[0].finish_reason is None
+    assert app.loop.live_rows == 1 and len(app.engine.running) == 1
+    stream.close()  # the client goes away mid-stream
+    wait_idle(app)
+    assert app.loop.stats.finish_reasons["aborted"] == aborted + 1  # cancelled, not run to its end
+
+
+def test_chat_uses_the_checkpoint_template_and_matches_the_engine(served):
     import transformers
 
     _, client, model, hf_dir = served
@@ -127,24 +173,52 @@ def test_fallback_chat_format_without_a_template(tmp_path):
     assert r.implicit_stop == (FALLBACK_STOP,)
 
 
-def test_stop_string_cuts_and_reports_stop(served):
+def test_stop_string_cuts_and_is_never_streamed(served):
     _, client, _, _ = served
-    full = client.completions.create(model="tiny", prompt=PROMPTS[0], max_tokens=16, temperature=0).choices[0]
+    kw = dict(model="tiny", prompt=PROMPTS[0], max_tokens=40, temperature=0)
+    full = client.completions.create(**kw).choices[0]
     stop = full.text[len(full.text) // 2:][:2]
     assert stop.strip()
-    cut = client.completions.create(model="tiny", prompt=PROMPTS[0], max_tokens=16, temperature=0,
-                                    stop=[stop]).choices[0]
+    cut = client.completions.create(**kw, stop=[stop]).choices[0]
     assert cut.text == full.text[:full.text.find(stop)] and cut.finish_reason == "stop"
+    chunks = list(client.completions.create(**kw, stop=[stop], stream=True))
+    pieces = [c.choices[0].text for c in chunks]
+    assert "".join(pieces) == cut.text and chunks[-1].choices[0].finish_reason == "stop"
+    assert all(stop not in "".join(pieces[:k]) for k in range(len(pieces) + 1))
 
 
-def test_n_samples_are_seeded_and_distinct(served):
-    _, client, _, _ = served
-    kw = dict(model="tiny", prompt=PROMPTS[3], max_tokens=12, temperature=1.0, n=3, seed=7)
+def test_n_samples_are_seeded_like_the_engine(served):
+    _, client, model, _ = served
+    kw = dict(model="tiny", prompt=PROMPTS[3], max_tokens=12, temperature=1.0, top_p=0.9, n=3, seed=7)
     a = [c.text for c in client.completions.create(**kw).choices]
     b = [c.text for c in client.completions.create(**kw).choices]
     assert a == b and len(set(a)) == 3
-    c = [c.text for c in client.completions.create(**dict(kw, seed=8)).choices]
-    assert c != a
+    assert [c.text for c in client.completions.create(**dict(kw, seed=8)).choices] != a
+    ids = model.tokenizer.encode(PROMPTS[3])
+    want = reference(model).generate([ids], SamplingParams(max_tokens=12, temperature=1.0, top_p=0.9),
+                                     [[sample_seed(7, 0, j) for j in range(3)]])[0]
+    assert a == [c.text for c in want]
+
+
+def test_logprobs_are_the_engines(served):
+    _, client, model, _ = served
+    ids = model.tokenizer.encode(PROMPTS[1])
+    want = greedy(model, ids, 10, ignore_eos=True)
+    extra = {"ignore_eos": True}
+    r = client.completions.create(model="tiny", prompt=PROMPTS[1], max_tokens=10, temperature=0, logprobs=1,
+                                  extra_body=extra)
+    lp = r.choices[0].logprobs
+    assert lp.token_logprobs == pytest.approx(want.logprobs, abs=1e-5) and len(lp.tokens) == 10
+    assert lp.text_offset[0] == 0 and lp.top_logprobs == [{}] * 10
+    streamed = [c.choices[0].logprobs for c in client.completions.create(
+        model="tiny", prompt=PROMPTS[1], max_tokens=10, temperature=0, logprobs=1, stream=True, extra_body=extra)
+        if c.choices[0].logprobs]
+    assert [x for s in streamed for x in s.token_logprobs] == pytest.approx(want.logprobs, abs=1e-5)
+    assert [o for s in streamed for o in s.text_offset] == lp.text_offset
+    chat = client.chat.completions.create(model="tiny", messages=[{"role": "user", "content": "2+2?"}],
+                                          max_tokens=6, temperature=0, logprobs=True, extra_body=extra)
+    content = chat.choices[0].logprobs.content
+    assert len(content) == 6 == chat.usage.completion_tokens and all(t.logprob <= 0 for t in content)
 
 
 def raw(server, method, path, body=None, headers=None):
@@ -158,6 +232,7 @@ def raw(server, method, path, body=None, headers=None):
     return resp.status, payload
 
 
+LONG = [5] * CONTEXT  # a prompt as long as the whole context
 BAD = [
     ("POST", "/completions", {"model": "other", "prompt": "x"}, 404, "model", "model_not_found"),
     ("POST", "/completions", {"model": "tiny", "prompt": "x", "temperature": 3}, 400, "temperature", None),
@@ -167,19 +242,29 @@ BAD = [
     ("POST", "/completions", {"model": "tiny", "prompt": "x", "max_tokens": "9"}, 400, "max_tokens", None),
     ("POST", "/completions", {"model": "tiny", "prompt": "x", "stop": 5}, 400, "stop", None),
     ("POST", "/completions", {"model": "tiny", "prompt": "x", "frobnicate": 1}, 400, "frobnicate", None),
-    ("POST", "/completions", {"model": "tiny", "prompt": "x", "logprobs": 5}, 400, "logprobs", None),
+    ("POST", "/completions", {"model": "tiny", "prompt": "x", "logprobs": 6}, 400, "logprobs", None),
+    ("POST", "/completions", {"model": "tiny", "prompt": "x", "logprobs": True}, 400, "logprobs", None),
+    ("POST", "/completions", {"model": "tiny", "prompt": "x", "top_k": -1}, 400, "top_k", None),
+    ("POST", "/completions", {"model": "tiny", "prompt": "x", "top_p": 0}, 400, "top_p", None),
+    ("POST", "/completions", {"model": "tiny", "prompt": "x", "ignore_eos": "yes"}, 400, "ignore_eos", None),
+    ("POST", "/completions", {"model": "tiny", "prompt": "x", "seed": "7"}, 400, "seed", None),
     ("POST", "/completions", {"model": "tiny", "prompt": [[5, 99999]]}, 400, "prompt", None),
     ("POST", "/completions", {"model": "tiny", "prompt": "x", "max_tokens": 5000}, 400, "prompt",
      "context_length_exceeded"),
+    ("POST", "/completions", {"model": "tiny", "prompt": LONG}, 400, "prompt", "context_length_exceeded"),
     ("POST", "/completions", b"{not json", 400, None, None),
     ("POST", "/completions", [1, 2], 400, None, None),
     ("POST", "/chat/completions", {"model": "tiny", "messages": []}, 400, "messages", None),
     ("POST", "/chat/completions", {"model": "tiny", "messages": [{"role": "wizard", "content": "x"}]}, 400,
      "messages.[0].role", None),
     ("POST", "/chat/completions", {"model": "tiny", "messages": [{"role": "user", "content": "x"}],
+                                   "top_logprobs": 2}, 400, "top_logprobs", None),
+    ("POST", "/chat/completions", {"model": "tiny", "messages": [{"role": "user", "content": "x"}],
                                    "tools": [{"type": "function"}]}, 400, "tools", None),
     ("POST", "/chat/completions", {"model": "tiny", "messages": [{"role": "user", "content": [
         {"type": "image_url", "image_url": {"url": "x"}}]}]}, 400, "messages.[0].content", None),
+    ("POST", "/chat/completions", {"model": "tiny", "messages": [{"role": "user", "content": "x " * CONTEXT}]},
+     400, "messages", "context_length_exceeded"),
     ("GET", "/completions", None, 405, None, "method_not_allowed"),
     ("POST", "/embeddings", {"model": "tiny", "input": "x"}, 404, None, "unknown_url"),
 ]
@@ -194,6 +279,13 @@ def test_bad_requests_get_openai_shaped_errors(served, method, path, body, statu
     err = payload["error"]
     assert err["message"] and err["type"] == "invalid_request_error"
     assert (err["param"], err["code"]) == (param, code)
+
+
+def test_an_over_long_prompt_error_names_the_lengths(served):
+    server, _, _, _ = served
+    _, payload = raw(server, "POST", "/completions", {"model": "tiny", "prompt": [5] * 200, "max_tokens": 100})
+    msg = payload["error"]["message"]
+    assert f"maximum context length is {CONTEXT} tokens" in msg and "300 tokens (200 in the prompt, 100 in" in msg
 
 
 def test_openai_client_raises_typed_errors(served):
@@ -217,58 +309,165 @@ def test_api_key_is_enforced_when_set(served):
         assert [m.id for m in good.models.list().data] == ["tiny"]
     finally:
         keyed.httpd.shutdown()
-        keyed.httpd.server_close()  # the app (and its batcher) belongs to the module fixture
+        keyed.httpd.server_close()  # the app (and its engine loop) belongs to the module fixture
 
 
-def test_a_full_queue_answers_429_and_the_worker_survives(served):
+def test_a_full_server_answers_429_and_keeps_working(served):
     from mathjax_train.serve.protocol import ApiError
 
     server, _, model, _ = served
-    app, limit = server.app, server.app.batcher.max_queue
+    app, limit = server.app, server.app.loop.max_live_rows
     try:
-        app.batcher.max_queue = 0
-        with pytest.raises(ApiError) as e:
-            app.completions({"model": "tiny", "prompt": "x", "max_tokens": 12})
+        app.loop.max_live_rows = 2
+        with pytest.raises(ApiError) as e:  # 3 rows: nothing of the request is submitted
+            app.completions({"model": "tiny", "prompt": "x", "max_tokens": 12, "n": 3})
         assert e.value.status == 429 and e.value.body()["error"]["code"] == "rate_limit_exceeded"
+        assert app.loop.live_rows == 0
     finally:
-        app.batcher.max_queue = limit
+        app.loop.max_live_rows = limit
     r = app.completions({"model": "tiny", "prompt": "x", "max_tokens": 12, "temperature": 0})
     assert r["choices"][0]["text"] == greedy(model, model.tokenizer.encode("x"), 12).text
 
 
-def test_200_concurrent_requests_are_all_answered_in_shared_batches(served):
+def test_a_failed_engine_step_answers_500_and_the_server_survives(served):
+    server, client, model, _ = served
+    app, real_step = server.app, server.app.engine.step
+    wait_idle(app)
+
+    def failing_step():
+        app.engine.step = real_step  # fail once
+        raise RuntimeError("injected failure")
+
+    app.engine.step = failing_step
+    try:
+        with pytest.raises(openai.InternalServerError, match="injected failure"):
+            client.completions.create(model="tiny", prompt="x", max_tokens=8)
+    finally:
+        app.engine.step = real_step
+    wait_idle(app)
+    r = client.completions.create(model="tiny", prompt="x", max_tokens=8, temperature=0)
+    assert r.choices[0].text == greedy(model, model.tokenizer.encode("x"), 8).text
+
+
+def test_200_concurrent_mixed_requests_are_all_answered_in_shared_batches(served):
     server, _, model, _ = served
+    app = server.app
     prompts = [f"Question {i}: how many clips?" for i in range(10)]
-    expected = {p: greedy(model, model.tokenizer.encode(p), 12).text for p in prompts}
-    before = server.app.batcher.stats.batches
+    stops = [None, ["e"], ["th", "x"]]
+    reqs = []
+    for i in range(200):
+        greedy_row = i % 3 == 0
+        reqs.append(dict(prompt=prompts[i % 10], max_tokens=4 + i % 9, temperature=0.0 if greedy_row else 0.7 + (i % 2) * 0.3,
+                         top_p=1.0 if i % 4 else 0.9, stop=stops[i % 3], n=1 + i % 3, seed=None if greedy_row else i,
+                         stream=i % 4 == 1))
+    wait_idle(app)
+    chunks_before = app.engine.stats.decode_chunks
 
     async def run():
         client = openai.AsyncOpenAI(base_url=server.url, api_key="unused", max_retries=0, timeout=300)
 
-        async def one(i):
-            p = prompts[i % len(prompts)]
-            if i % 4 == 0:  # a quarter of them stream
-                stream = await client.completions.create(model="tiny", prompt=p, max_tokens=12, temperature=0,
-                                                         stream=True)
-                return p, "".join([c.choices[0].text async for c in stream if c.choices])
-            r = await client.completions.create(model="tiny", prompt=p, max_tokens=12, temperature=0)
-            return p, r.choices[0].text
+        async def one(rq):
+            kw = {k: v for k, v in rq.items() if v is not None}
+            if rq["stream"]:
+                texts = {}
+                async for c in await client.completions.create(model="tiny", **kw):
+                    texts[c.choices[0].index] = texts.get(c.choices[0].index, "") + c.choices[0].text
+                return [texts[j] for j in range(rq["n"])]
+            kw.pop("stream")
+            r = await client.completions.create(model="tiny", **kw)
+            return [c.text for c in r.choices]
 
         try:
-            return await asyncio.gather(*(one(i) for i in range(200)))
+            return await asyncio.gather(*(one(rq) for rq in reqs))
         finally:
             await client.close()
 
     results = asyncio.run(run())
+    chunks = app.engine.stats.decode_chunks - chunks_before
+    rows = sum(rq["n"] for rq in reqs)
+    # the same requests through the Engine alone, one submit per request as the server does
+    ref = reference(model)
+    want = ref.generate([model.tokenizer.encode(rq["prompt"]) for rq in reqs],
+                        [SamplingParams(max_tokens=rq["max_tokens"], temperature=rq["temperature"], top_p=rq["top_p"],
+                                        stop=tuple(rq["stop"] or ())) for rq in reqs],
+                        [[sample_seed(rq["seed"] or 0, 0, j) for j in range(rq["n"])] for rq in reqs])
     assert len(results) == 200
-    assert all(text == expected[p] for p, text in results)
-    batches = server.app.batcher.stats.batches - before
-    assert batches <= 200 // 4 + 10  # max_batch 4: close to full batches, not one batch per request
+    for rq, got, exp in zip(reqs, results, want):
+        assert got == [c.text for c in exp], rq
+    assert chunks < rows / 3  # rows shared decode chunks (alone, each row needs at least one)
+    wait_idle(app)
 
 
-def test_text_deltas_join_to_the_final_text():
+def _abandon(server, how: str) -> None:
+    """Send (part of) a request on a raw socket, then drop the connection."""
+    u = urllib.parse.urlsplit(server.url)
+    body = json.dumps({"model": "tiny", "prompt": "Natalia sold", "max_tokens": 200, "ignore_eos": True,
+                       "temperature": 0, "stream": how == "mid_stream"}).encode()
+    head = (f"POST /v1/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+            f"Content-Length: {len(body)}\r\n\r\n").encode()
+    with socket.create_connection((u.hostname, u.port), timeout=30) as s:
+        if how == "half_headers":
+            s.sendall(head[:20])
+        elif how == "short_body":
+            s.sendall(head + body[:10])
+        elif how == "before_answer":
+            s.sendall(head + body)
+        elif how == "mid_stream":
+            s.sendall(head + body)
+            got = b""
+            while b"data:" not in got:
+                got += s.recv(4096)
+
+
+def test_soak_of_bad_and_abandoned_requests_leaves_nothing_behind(served):
+    server, client, model, _ = served
+    app = server.app
+    wait_idle(app)
+    start = time.monotonic()
+    bodies = [b"{", b"[1, 2", b"\xff\xfe", b"null", json.dumps({"model": "tiny", "prompt": 7}).encode(),
+              json.dumps({"model": "tiny", "prompt": "x", "n": "2"}).encode(),
+              json.dumps({"model": "tiny", "prompt": LONG}).encode(),
+              json.dumps({"model": "nope", "prompt": "x"}).encode(),
+              json.dumps({"model": "tiny", "messages": "hi"}).encode()]
+    statuses = []
+    for i in range(30):
+        statuses.append(raw(server, "POST", "/chat/completions" if i % 9 == 8 else "/completions",
+                            bodies[i % len(bodies)])[0])
+    assert all(s in (400, 404) for s in statuses), statuses
+    ways = ["half_headers", "short_body", "before_answer", "mid_stream"]
+    for i in range(20):
+        _abandon(server, ways[i % 4])
+    wait_idle(app)
+    assert time.monotonic() - start < 60
+    r = client.completions.create(model="tiny", prompt="x", max_tokens=8, temperature=0)
+    assert r.choices[0].text == greedy(model, model.tokenizer.encode("x"), 8).text
+    wait_idle(app)
+
+
+def test_a_non_streaming_client_that_disconnects_is_cancelled(served):
+    server, _, _, _ = served
+    app = server.app
+    wait_idle(app)
+    aborted = app.loop.stats.finish_reasons["aborted"]
+    u = urllib.parse.urlsplit(server.url)
+    body = json.dumps({"model": "tiny", "prompt": "Natalia sold", "max_tokens": 240, "ignore_eos": True}).encode()
+    with socket.create_connection((u.hostname, u.port), timeout=30) as s:
+        s.sendall(f"POST /v1/completions HTTP/1.1\r\nHost: x\r\nContent-Length: {len(body)}\r\n\r\n".encode() + body)
+        deadline = time.monotonic() + 30
+        while not app.engine.running and time.monotonic() < deadline:
+            time.sleep(0.005)
+        assert app.engine.running
+    wait_idle(app)
+    assert app.loop.stats.finish_reasons["aborted"] == aborted + 1
+
+
+def test_text_stream_holds_back_partial_characters_and_stop_prefixes():
     decode = lambda ids: "".join(chr(65 + i) for i in ids)  # noqa: E731
-    assert text_deltas(decode, [0, 1, 2], "ABC") == ["A", "B", "C"]
-    assert "".join(text_deltas(decode, [0, 1, 2, 3], "AB")) == "AB"  # cut by a stop string
-    half = lambda ids: "x\ufffd" if len(ids) == 1 else "xé"  # noqa: E731  (a split UTF-8 character)
-    assert text_deltas(half, [7, 8], "xé") == ["xé"]
+    s = TextStream(decode, [], ["CD"])
+    assert [s.push([0]), s.push([1]), s.push([2])] == ["A", "B", ""]  # "C" may start "CD"
+    assert s.push([4]) == "CE"  # it did not
+    assert s.push([2, 3, 5]) == "" and s.finish("ABCE") == "" and s.sent == "ABCE"  # never past the stop
+    half = lambda ids: {1: "x\ufffd", 2: "xé"}[len(ids)]  # noqa: E731  (a split UTF-8 character)
+    h = TextStream(half, [9], ())
+    assert [h.push([7]), h.push([8, 9])] == ["x", "é"]  # the EOS id 9 adds nothing
+    assert h.finish("xé") == "" and not h.mismatch

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import json
 
-from mathjax_train.cli.sampling_args import add_sampling_args
+from mathjax_train.cli.sampling_args import add_dtype_arg, add_sampling_args
 
 
 def _cmd_evaluate(args) -> int:
@@ -15,7 +15,7 @@ def _cmd_evaluate(args) -> int:
                          stop=list(args.stop))
     cfg = EvalConfig(checkpoint=args.checkpoint, dataset=args.dataset, split=args.split, data_dir=args.data_dir or "",
                      limit=args.limit, template=args.template, shots=args.shots, exemplars=args.exemplars or "",
-                     output_dir=args.output_dir or "", dtype=args.dtype or "", tools=args.tools,
+                     output_dir=args.output_dir or "", dtype=args.dtype, tools=args.tools,
                      answer_fallback=args.answer_fallback, grading_timeout_s=args.grading_timeout, generate=gen)
     res = evaluate(cfg, progress=not args.no_progress)
     r = res.report
@@ -39,7 +39,7 @@ def register(sub) -> None:
     s.add_argument("--exemplars", default=None, help="JSONL of solved exemplars (question, answer, solution)")
     add_sampling_args(s, max_new_tokens=512, stop_help="extra stop string (repeatable; added to the defaults)")
     s.add_argument("--output-dir", default=None, help="default runs/eval/<dataset>; re-running resumes")
-    s.add_argument("--dtype", default=None, choices=["float32", "bfloat16", "float16"], help="override compute dtype")
+    add_dtype_arg(s)
     s.add_argument("--tools", default="none", choices=["none", "python"], help="python: tool-integrated reasoning")
     s.add_argument("--answer-fallback", default="auto", choices=["auto", "none", "last_number"],
                    help="when no boxed/'The answer is' answer: auto = last number for gsm8k only")

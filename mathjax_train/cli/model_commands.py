@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import json
 
-from mathjax_train.cli.sampling_args import add_sampling_args
+from mathjax_train.cli.sampling_args import add_dtype_arg, add_sampling_args
 
 
 def _cmd_import_hf(args) -> int:
@@ -37,11 +37,11 @@ def _cmd_gguf_to_hf(args) -> int:
 
 def _cmd_generate(args) -> int:
     from mathjax_train.infer.batch_job import generate_file
-    from mathjax_train.infer.generate import SamplingParams
     from mathjax_train.infer.loading import load_for_inference
+    from mathjax_train.infer.params import SamplingParams
 
     model = load_for_inference(args.checkpoint, dtype=args.dtype)
-    sp = SamplingParams(max_new_tokens=args.max_new_tokens, temperature=args.temperature, top_p=args.top_p,
+    sp = SamplingParams(max_tokens=args.max_new_tokens, temperature=args.temperature, top_p=args.top_p,
                         top_k=args.top_k, stop=tuple(args.stop))
     if args.tools == "python":
         from mathjax_train.infer.tool_generate import generate_file_with_tools
@@ -86,8 +86,7 @@ def register(sub) -> None:
     s.add_argument("--prompts", required=True, help="JSONL with a `prompt` field per row")
     s.add_argument("--output", required=True)
     add_sampling_args(s, stop_help="stop string (repeatable)")
-    s.add_argument("--dtype", default=None, choices=["float32", "bfloat16", "float16"],
-                   help="override the compute dtype")
+    add_dtype_arg(s)
     s.add_argument("--tools", default="none", choices=["none", "python"],
                    help="python: run each ```python block the model closes and feed its output back")
     s.add_argument("--max-tool-calls", type=int, default=4, help="code executions per completion (--tools python)")

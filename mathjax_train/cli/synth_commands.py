@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import json
 
+from mathjax_train.cli.sampling_args import SLOTS_HELP, add_dtype_arg
+
 
 def _cmd_rft(args) -> int:
     from mathjax_train.config import RftConfig
@@ -12,7 +14,7 @@ def _cmd_rft(args) -> int:
                     data_dir=args.data_dir or "", limit=args.limit, procedural_seed=args.procedural_seed,
                     template=args.template, k=args.k, temperature=args.temperature, top_p=args.top_p,
                     max_new_tokens=args.max_new_tokens, seed=args.seed, batch_size=args.batch_size,
-                    dtype=args.dtype or "", tools=args.tools, max_tool_calls=args.max_tool_calls,
+                    dtype=args.dtype, tools=args.tools, max_tool_calls=args.max_tool_calls,
                     tool_timeout_s=args.tool_timeout, shard_index=args.shard_index, num_shards=args.num_shards)
     print(json.dumps(run_rft(cfg, progress=not args.no_progress)))
     return 0
@@ -40,8 +42,8 @@ def _add_rft_commands(sub) -> None:
     s.add_argument("--top-p", type=float, default=1.0)
     s.add_argument("--max-new-tokens", type=int, default=512)
     s.add_argument("--seed", type=int, default=0)
-    s.add_argument("--batch-size", type=int, default=8)
-    s.add_argument("--dtype", default=None, choices=["float32", "bfloat16", "float16"], help="override compute dtype")
+    s.add_argument("--batch-size", type=int, default=0, help=SLOTS_HELP)
+    add_dtype_arg(s)
     s.add_argument("--tools", default="none", choices=["none", "python"], help="python: tool-integrated paths")
     s.add_argument("--max-tool-calls", type=int, default=4)
     s.add_argument("--tool-timeout", type=float, default=5.0, help="seconds per code execution")
@@ -142,8 +144,8 @@ def _add_augment_commands(sub) -> None:
     s.add_argument("--data-dir", default=None, help="benchmark directory (default: $MATHJAX_DATA_DIR)")
     s.add_argument("--benchmarks", default="gsm8k,math", help="test sets to decontaminate against")
     s.add_argument("--ngram", type=int, default=13)
-    s.add_argument("--dtype", default=None, choices=["float32", "bfloat16", "float16"])
-    s.add_argument("--batch-size", type=int, default=8, help="checkpoint teacher batch rows")
+    add_dtype_arg(s)
+    s.add_argument("--batch-size", type=int, default=0, help="checkpoint teacher: " + SLOTS_HELP)
     s.add_argument("--prompt-format", default="chat", choices=["chat", "plain"],
                    help="checkpoint teacher: chat template (fallback format without one) or raw text")
     s.set_defaults(fn=_cmd_augment)

@@ -23,8 +23,7 @@ from mathjax_train.data.templates import get_template, pick_exemplars
 from mathjax_train.eval import datasets, metrics, report, results
 from mathjax_train.eval.completions import CompleteFn, Completion
 from mathjax_train.grading import extract_answer, is_equivalent, stats
-from mathjax_train.infer.batch_job import row_seed
-from mathjax_train.infer.generate import SamplingParams
+from mathjax_train.infer.params import SamplingParams, sample_seed
 
 # Few-shot prompts invite the model to write the next "Question:" / instruction itself: stop there.
 DEFAULT_STOP = ("\n\nQuestion:", "### Instruction", "\n\nBelow is an instruction")
@@ -55,7 +54,7 @@ def answer_fallback(cfg: EvalConfig) -> str | None:
 def sampling_params(cfg: EvalConfig) -> SamplingParams:
     g = cfg.generate
     stop = tuple(dict.fromkeys(DEFAULT_STOP + tuple(g.stop)))
-    return SamplingParams(max_new_tokens=g.max_new_tokens, temperature=g.temperature, top_p=g.top_p, top_k=g.top_k,
+    return SamplingParams(max_tokens=g.max_new_tokens, temperature=g.temperature, top_p=g.top_p, top_k=g.top_k,
                           stop=stop)
 
 
@@ -108,10 +107,11 @@ def default_source(cfg: EvalConfig, all_prompts: Sequence[str]) -> CompleteFn:
     from mathjax_train.eval import completions
     from mathjax_train.infer.loading import load_for_inference
 
-    model = load_for_inference(cfg.checkpoint, dtype=cfg.dtype or None)
+    model = load_for_inference(cfg.checkpoint, dtype=cfg.dtype or "auto")
     sp = sampling_params(cfg)
     if cfg.tools == "python":
-        return completions.tool_source(model, sp, batch_size=cfg.generate.batch_size)
+        return completions.tool_source(model, sp, batch_size=cfg.generate.batch_size,
+                                       add_special_tokens=cfg.template != "chat")
     return completions.plain_source(model, sp, all_prompts, batch_size=cfg.generate.batch_size,
                                     add_special_tokens=cfg.template != "chat")
 
@@ -158,14 +158,14 @@ def evaluate(cfg: EvalConfig, *, make_source: SourceFactory = default_source,
         complete = make_source(cfg, prompts)
         work = [(i, j) for i in todo for j in range(n)]
         pending: dict[int, dict[int, Completion]] = {}
-        bs = cfg.generate.batch_size
+        bs = 4 * (cfg.generate.batch_size or 64)  # samples handed to the engine at once; rows are written after each
         with results.RowWriter(out) as writer, tqdm(total=len(work), desc=f"evaluate {cfg.dataset}", unit="sample",
                                                      file=sys.stderr, disable=not progress) as bar, \
                 contextlib.closing(complete) if hasattr(complete, "close") else contextlib.nullcontext():
             for b in range(0, len(work), bs):
                 chunk = work[b:b + bs]
                 outs = complete([prompts[i] for i, _ in chunk],
-                                [row_seed(cfg.generate.seed, index[kept[i].id], j) for i, j in chunk])
+                                [sample_seed(cfg.generate.seed, index[kept[i].id], j) for i, j in chunk])
                 for (i, j), c in zip(chunk, outs):
                     pending.setdefault(i, {})[j] = c
                     new_tokens += c.num_tokens

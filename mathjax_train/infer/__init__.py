@@ -1,4 +1,4 @@
-"""Batched sampling with a KV cache."""
-from mathjax_train.infer.generate import Generation, Generator, SamplingParams
+"""The sampling engine (continuous batching over a paged KV cache) and what its callers share."""
+from mathjax_train.infer.params import Completion, SamplingParams, sample_seed
 
-__all__ = ["Generation", "Generator", "SamplingParams"]
+__all__ = ["Completion", "SamplingParams", "sample_seed"]

@@ -1,4 +1,4 @@
-"""`generate` over a JSONL file: each row's `prompt` -> K completions, written row by row."""
+"""`generate` over a JSONL file: each row's `prompt` -> K completions on the engine, written in order."""
 from __future__ import annotations
 
 import json
@@ -9,9 +9,11 @@ from dataclasses import dataclass
 from etils import epath
 from tqdm import tqdm
 
+from mathjax_train.config import EngineConfig
 from mathjax_train.data.jsonl_source import read_jsonl_numbered
-from mathjax_train.infer.generate import Generator, SamplingParams
+from mathjax_train.infer.engine import Engine
 from mathjax_train.infer.loading import LoadedModel
+from mathjax_train.infer.params import SamplingParams, sample_seed
 
 
 @dataclass
@@ -26,45 +28,43 @@ class JobStats:
         return self.new_tokens / max(self.seconds, 1e-9)
 
 
-def row_seed(seed: int, prompt_index: int, sample_index: int) -> int:
-    """A per-completion seed that does not depend on how rows are batched."""
-    return (seed * 1_000_003 + prompt_index * 7_919 + sample_index) % (2**32)
-
-
-def padded_length(n: int, multiple: int = 16) -> int:
-    return -(-n // multiple) * multiple
+def engine_for_prompts(model: LoadedModel, prompt_lengths, sp: SamplingParams, num_slots: int = 0,
+                       config: EngineConfig | None = None) -> Engine:
+    """An engine sized for a batch job: sequences up to the longest prompt plus max_tokens."""
+    cfg = config or EngineConfig()
+    if num_slots:
+        cfg.num_slots = num_slots
+    longest = max(prompt_lengths, default=1)
+    return Engine(model, cfg, max_seq_len=longest + sp.max_tokens)
 
 
 def generate_file(model: LoadedModel, prompts_path, output_path, sp: SamplingParams, *, num_samples: int = 1,
-                  seed: int = 0, batch_size: int = 8) -> JobStats:
+                  seed: int = 0, batch_size: int = 0) -> JobStats:
+    """`batch_size` is the engine's slot count (0 = its default). Rows are written in input order as
+    soon as all their samples are done."""
     rows = [r for _, r in read_jsonl_numbered(prompts_path, {"prompt": str})]
-    tok = model.tokenizer
-    encoded = [tok.encode(r["prompt"]) for r in rows]
-    eos = sorted(set(model.cfg.eos_token_id) | ({tok.eos_id} if tok.eos_id is not None else set()))
-    gen = Generator(model.cfg, model.params, eos_ids=eos)
-    # One padded prompt length for the whole file: a single compilation serves every batch.
-    plen = padded_length(max((len(e) for e in encoded), default=1))
-    work = [(i, j) for i in range(len(rows)) for j in range(num_samples)]
-    results: dict[tuple[int, int], object] = {}
+    encoded = [model.tokenizer.encode(r["prompt"]) for r in rows]
+    engine = engine_for_prompts(model, map(len, encoded), sp, batch_size)
+    groups = [engine.submit(ids, sp, [sample_seed(seed, i, j) for j in range(num_samples)])
+              for i, ids in enumerate(encoded)]
     out = epath.Path(output_path)
     out.parent.mkdir(parents=True, exist_ok=True)
-    start, new_tokens, next_row = time.time(), 0, 0
-    with out.open("w") as f, tqdm(total=len(work), desc="generate", unit="completion", file=sys.stderr) as bar:
-        for b in range(0, len(work), batch_size):
-            chunk = work[b:b + batch_size]
-            padded = chunk + [chunk[-1]] * (batch_size - len(chunk))  # fixed batch shape: no recompilation
-            gens = gen.generate([encoded[i] for i, _ in padded], sp, [row_seed(seed, i, j) for i, j in padded],
-                                prompt_len=plen, decode_text=tok.decode)
-            for key, g in zip(chunk, gens):
-                results[key] = g
-                new_tokens += len(g.token_ids)
-            bar.update(len(chunk))
-            bar.set_postfix(tok_s=f"{new_tokens / max(time.time() - start, 1e-9):.1f}")
-            while next_row < len(rows) and all((next_row, j) in results for j in range(num_samples)):
-                gs = [results.pop((next_row, j)) for j in range(num_samples)]
-                row = dict(rows[next_row], completions=[g.text for g in gs], token_ids=[g.token_ids for g in gs],
-                           finish_reasons=[g.finish_reason for g in gs])
-                f.write(json.dumps(row) + "\n")
+    start, written = time.time(), 0
+    with out.open("w") as f, tqdm(total=len(rows) * num_samples, desc="generate", unit="completion",
+                                  file=sys.stderr) as bar:
+        def flush():
+            nonlocal written
+            bar.update(engine.stats.finished - bar.n)
+            bar.set_postfix(tok_s=f"{engine.stats.generated_tokens / max(time.time() - start, 1e-9):.1f}")
+            while written < len(rows) and all(r.completion is not None for r in groups[written]):
+                cs = [r.completion for r in groups[written]]
+                f.write(json.dumps(dict(rows[written], completions=[c.text for c in cs],
+                                        token_ids=[c.token_ids for c in cs],
+                                        finish_reasons=[c.finish_reason for c in cs])) + "\n")
                 f.flush()
-                next_row += 1
-    return JobStats(len(rows), len(work), new_tokens, time.time() - start)
+                written += 1
+
+        engine.run(progress=flush)
+        flush()
+    new_tokens = sum(c.num_tokens for g in groups for c in (r.completion for r in g))
+    return JobStats(len(rows), len(rows) * num_samples, new_tokens, time.time() - start)

@@ -3,11 +3,14 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import jax
 from etils import epath
 
 from mathjax_train.config import ModelConfig
 from mathjax_train.data.vocab import Tokenizer, load_tokenizer
 from mathjax_train.model import checkpoint as ckpt
+
+INFERENCE_DTYPES = ("auto", "float32", "bfloat16", "float16")
 
 
 @dataclass
@@ -16,11 +19,26 @@ class LoadedModel:
     params: dict
     tokenizer: Tokenizer
 
+    @property
+    def eos_ids(self) -> list[int]:
+        """Every id that ends a completion: the model config's EOS ids and the tokenizer's."""
+        tok = self.tokenizer.eos_id
+        return sorted(set(self.cfg.eos_token_id) | ({tok} if tok is not None else set()))
 
-def load_for_inference(ckpt_dir, dtype: str | None = None) -> LoadedModel:
-    """`dtype` overrides the compute dtype (e.g. float32 on CPU, where bf16 matmuls are slow)."""
+
+def resolve_dtype(dtype: str | None) -> str | None:
+    """`auto`: float32 on CPU (bf16 matmuls are slow there and drift from fp32 references), bfloat16
+    on TPU/GPU. None or "" keeps the checkpoint's compute dtype."""
+    if dtype == "auto":
+        return "float32" if jax.default_backend() == "cpu" else "bfloat16"
+    return dtype or None
+
+
+def load_for_inference(ckpt_dir, dtype: str | None = "auto") -> LoadedModel:
+    """`dtype` (see resolve_dtype) overrides the compute dtype."""
     d = epath.Path(ckpt_dir)
     cfg = ckpt.load_model_config(d)
+    dtype = resolve_dtype(dtype)
     if dtype:
         cfg.dtype = dtype
         cfg.validate("--dtype")

@@ -1,75 +1,38 @@
-"""Batched tool-integrated generation (MARIO / ToRA style; the format is tools/tir.py).
+"""Tool-integrated generation (MARIO / ToRA style; the format is tools/tir.py) on the sampling engine.
 
-Each row decodes until it stops at the opening of an output block right after a closed
-```python block; that code runs in the row's own sandboxed Session (later blocks see earlier
-variables), the real output block is appended, and the row resumes, up to `max_calls` runs.
-Rows move through a fixed-size batch: when one finishes, the next prompt takes its slot.
+Every row decodes on one Engine until it stops at the opening of an output block right after a
+closed ```python block. The row keeps its KV pages (held on stop) while that code runs in the
+row's own sandboxed Session (later blocks see earlier variables) in a worker thread; meanwhile the
+engine keeps decoding the other rows. The real output block is then prefilled into the same pages
+and the row resumes, up to `max_calls` runs.
 """
 from __future__ import annotations
 
 import json
 import math
+import os
 import sys
+import threading
 import time
-import weakref
 from collections import deque
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field, replace
-from typing import Sequence
+from typing import Callable, Sequence
 
 from etils import epath
 from tqdm import tqdm
 
+from mathjax_train.config import EngineConfig
 from mathjax_train.data.jsonl_source import read_jsonl_numbered
-from mathjax_train.infer.batch_job import JobStats, row_seed
-from mathjax_train.infer.generate import Generator, SamplingParams
+from mathjax_train.infer.engine import PAUSED, Engine, SeqState
 from mathjax_train.infer.loading import LoadedModel
-from mathjax_train.tools.interpreter import DEFAULT_PRELOAD, InterpreterPool, Session
+from mathjax_train.infer.params import Completion, SamplingParams, sample_seed
+from mathjax_train.tools.interpreter import DEFAULT_PRELOAD, ExecutionResult, InterpreterPool, Session
 from mathjax_train.tools.tir import STOP, format_output, pending_code
 
 FINISH_REASONS = ("eos", "length", "stop", "max_calls")
 _ROUND_SEED_STEP = 0x9E3779B1
-
-
-@dataclass
-class ToolGeneration:
-    """`text`: the completion incl. executed output blocks; `calls`: code blocks executed.
-
-    `token_ids`: the completion's ids; with no call, exactly the sampled ids; after a call, the
-    completion re-tokenized with its prompt for the last round followed by that round's samples.
-    `finish_reason`: eos | length | stop (a caller's stop string) | max_calls (the model asked for
-    one more run after `max_calls`; that last code block is left unexecuted).
-    """
-
-    text: str
-    token_ids: list[int]
-    calls: int
-    finish_reason: str
-
-
-@dataclass
-class _Row:
-    index: int
-    prompt: str
-    prompt_ids: list[int]
-    text: str = ""
-    context: list[int] = field(default_factory=list)  # prompt + completion so far, re-tokenized
-    calls: int = 0
-    rounds: int = 0
-    session: Session | None = None
-    code: str | None = None  # pending block to run before the next round
-
-
-_GENERATORS: dict[int, Generator] = {}
-
-
-def shared_generator(model: LoadedModel, eos_ids: Sequence[int]) -> Generator:
-    """One Generator (and its compiled functions) per loaded model, dropped with the model."""
-    key = id(model)
-    if key not in _GENERATORS:
-        _GENERATORS[key] = Generator(model.cfg, model.params, eos_ids=eos_ids)
-        weakref.finalize(model, _GENERATORS.pop, key, None)
-    return _GENERATORS[key]
+_ANCHOR = "\n"  # text tool output is tokenized after, so no word-boundary space is prepended to it
 
 
 def round_seed(seed: int, round_index: int) -> int:
@@ -77,39 +40,79 @@ def round_seed(seed: int, round_index: int) -> int:
     return (seed + round_index * _ROUND_SEED_STEP) % (2**32)
 
 
-def bucket_length(n: int, minimum: int = 32) -> int:
-    """Padded prompt length: powers of two, so growing contexts compile only a few shapes."""
-    return max(minimum, 1 << math.ceil(math.log2(max(n, 1))))
+@dataclass(eq=False)
+class _Row:
+    """One completion in flight: what it has produced so far and where it stands."""
+
+    index: int
+    prompt: str
+    prompt_ids: list[int]
+    seed: int
+    seq: SeqState | None = None
+    text: str = ""  # completion text incl. executed output blocks
+    ids: list[int] = field(default_factory=list)  # the context after the prompt: kept samples + tool ids
+    logprobs: list[float] = field(default_factory=list)  # aligned with `ids`; NaN for tool tokens
+    calls: int = 0
+    rounds: int = 0
+    session: Session | None = None
+    keep: int = 0  # tokens of the stopped round that stay in the pages
+    rest: str = ""  # the stopped round's text past those tokens, tokenized with the tool output
 
 
 class ToolGenerator:
-    """Holds the compiled model and a pool of warm sandboxes (started on the first code run)."""
+    """One engine (`batch_size` slots; 0 = the engine's default) and a pool of warm sandboxes
+    (started on the first code run). At most one row per slot is in flight (decoding, waiting for
+    its sandbox or to resume), so the KV cache, sized for every slot at full length, holds them all.
+
+    `engine_config` sets the engine's pages and chunk sizes (its num_slots is `batch_size` when that
+    is set). `sandboxes` caps concurrent sessions; a row that needs one while all are taken waits
+    for one (its pages held) while the other rows go on.
+    """
 
     def __init__(self, model: LoadedModel, *, max_calls: int = 4, timeout_s: float = 5.0, batch_size: int = 8,
                  preload: Sequence[str] = DEFAULT_PRELOAD, sandboxes: int | None = None,
-                 add_special_tokens: bool = True):
-        if max_calls < 0 or batch_size < 1 or timeout_s <= 0:
-            raise ValueError(f"need max_calls >= 0, batch_size >= 1 and timeout_s > 0, got {max_calls}, "
-                             f"{batch_size}, {timeout_s}")
-        self.model, self.max_calls, self.timeout_s, self.batch_size = model, max_calls, timeout_s, batch_size
-        tok = model.tokenizer
-        self.eos = sorted(set(model.cfg.eos_token_id) | ({tok.eos_id} if tok.eos_id is not None else set()))
-        self.gen = shared_generator(model, self.eos)
+                 add_special_tokens: bool = True, engine_config: EngineConfig | None = None):
+        if max_calls < 0 or batch_size < 0 or timeout_s <= 0 or (sandboxes is not None and sandboxes < 1):
+            raise ValueError(f"need max_calls >= 0, batch_size >= 0 (0 = the engine's default), timeout_s > 0 and "
+                             f"sandboxes >= 1, got {max_calls}, {batch_size}, {timeout_s}, {sandboxes}")
+        self.model, self.max_calls, self.timeout_s = model, max_calls, timeout_s
+        cfg = replace(engine_config) if engine_config is not None else EngineConfig()
+        if batch_size:
+            cfg.num_slots = batch_size
+        self.engine = Engine(model, cfg)
+        self.batch_size = self.engine.num_slots
+        self.tokenizer = model.tokenizer
+        self._eos = set(self.engine.eos_ids)
         self.preload = tuple(preload)
         self.add_special = add_special_tokens  # False for prompts rendered by a chat template (own BOS)
-        self.sandboxes = min(sandboxes or batch_size, batch_size)  # concurrent sessions <= rows in a batch
+        self.sandboxes = min(sandboxes or min(self.batch_size, max(8, os.cpu_count() or 1)), self.batch_size)
+        self._anchor = self.tokenizer.encode(_ANCHOR, add_special_tokens=False)
         self._pool: InterpreterPool | None = None
+        self._pool_lock = threading.Lock()
+        # one thread per row in flight: a row holding a session never waits behind rows waiting for one
+        self._threads = ThreadPoolExecutor(self.batch_size, thread_name_prefix="tool-run")
         self.executions = 0
 
+    # ---- sandboxes
     def _session(self) -> Session:
-        if self._pool is None:
-            self._pool = InterpreterPool(workers=self.sandboxes, timeout_s=self.timeout_s, preload=self.preload)
-        return self._pool.session(self.timeout_s)
+        with self._pool_lock:
+            if self._pool is None:
+                self._pool = InterpreterPool(workers=self.sandboxes, timeout_s=self.timeout_s, preload=self.preload)
+            pool = self._pool
+        return pool.session(self.timeout_s)  # blocks (in a worker thread) until a sandbox is free
+
+    def _execute(self, row: _Row, code: str) -> ExecutionResult:
+        """Worker thread: run `code` in the row's session (opened on its first call)."""
+        if row.session is None:
+            row.session = self._session()
+        return row.session.run(code)
 
     def close(self) -> None:
-        if self._pool is not None:
-            self._pool.close()
-            self._pool = None
+        self._threads.shutdown(wait=True)
+        with self._pool_lock:
+            if self._pool is not None:
+                self._pool.close()
+                self._pool = None
 
     def __enter__(self) -> "ToolGenerator":
         return self
@@ -117,92 +120,162 @@ class ToolGenerator:
     def __exit__(self, *exc) -> None:
         self.close()
 
-    def _finish(self, row: _Row, out: dict, ids: list[int], reason: str) -> None:
-        after_prompt = row.context[len(row.prompt_ids):] if row.calls else []
-        out[row.index] = ToolGeneration(row.text, after_prompt + list(ids), row.calls, reason)
-        if row.session is not None:
-            row.session.close()
-            row.session = None
+    # ---- sizing and tokens
+    def _decode(self, ids: Sequence[int]) -> str:
+        return self.tokenizer.decode([t for t in ids if t not in self._eos])
 
-    def _run_pending(self, rows: list[_Row]) -> None:
-        """Execute each row's pending block in its own session, concurrently; append the outputs."""
-        for r in rows:
-            if r.session is None:
-                r.session = self._session()
-        with ThreadPoolExecutor(max(1, len(rows))) as ex:
-            results = list(ex.map(lambda r: r.session.run(r.code), rows))
-        tok = self.model.tokenizer
-        for r, res in zip(rows, results):
-            if not r.text.endswith("\n"):
-                r.text += "\n"
-            r.text += format_output(res)
-            r.calls += 1
-            r.code = None
-            r.context = tok.encode(r.prompt + r.text, self.add_special)
-        self.executions += len(rows)
+    def _encode_piece(self, text: str) -> list[int]:
+        """Ids of `text` as it continues a context: tokenized after a newline anchor that is then cut off,
+        so tokenizers that prepend a word-boundary space to a text's start (SentencePiece) do not."""
+        both = self.tokenizer.encode(_ANCHOR + text, add_special_tokens=False)
+        n = len(self._anchor)
+        if len(both) > n and both[:n] == self._anchor:
+            return both[n:]
+        return self.tokenizer.encode(text, add_special_tokens=False)
 
-    def generate(self, prompts: Sequence[str], sp: SamplingParams, seeds: Sequence[int]) -> list[ToolGeneration]:
+    def _kept(self, c: Completion) -> tuple[int, str]:
+        """The longest prefix of a stopped round's ids whose text does not go past the text before the
+        stop, and that text: the pages keep exactly the context the model saw."""
+        for k in range(len(c.token_ids), 0, -1):
+            t = self._decode(c.token_ids[:k])
+            if c.text.startswith(t):
+                return k, t
+        return 0, ""
+
+    def _stopped_for_tool(self, c: Completion) -> bool:
+        """Whether the stop string that cut this round's text was the tool STOP (not a caller's)."""
+        return self._decode(c.token_ids).startswith(STOP, len(c.text))
+
+    # ---- the loop
+    def generate(self, prompts: Sequence[str], sp: SamplingParams, seeds: Sequence[int], *,
+                 on_result: Callable[[int, Completion], None] | None = None) -> list[Completion]:
+        """One completion per prompt (`tool_calls` set; finish_reason eos | length | stop | max_calls).
+
+        `token_ids`: every id after the prompt that the context held (kept samples, tool-output ids, the
+        last round's samples; after a final "length", that call's output ids too), so they tokenize
+        `text`; `logprobs` is aligned with them, NaN for tool-output ids. `on_result(i, completion)` is
+        called as each row finishes.
+        """
         if len(seeds) != len(prompts):
             raise ValueError(f"got {len(prompts)} prompts but {len(seeds)} seeds")
-        if min(len(prompts), self.batch_size) > self.sandboxes:  # each row in flight may hold a session
-            raise ValueError(f"{min(len(prompts), self.batch_size)} rows in flight but only {self.sandboxes} sandboxes")
-        tok, cfg = self.model.tokenizer, self.model.cfg
-        stops = tuple(sp.stop) + (() if STOP in sp.stop else (STOP,))
-        round_sp = replace(sp, stop=stops)
-        limit = cfg.max_position_embeddings
+        round_sp = replace(sp, stop=tuple(sp.stop) + (() if STOP in sp.stop else (STOP,)))
         rows = []
         for i, p in enumerate(prompts):
-            ids = tok.encode(p, self.add_special)
-            if len(ids) + sp.max_new_tokens > limit:
-                raise ValueError(f"prompt {i} has {len(ids)} tokens; with max_new_tokens={sp.max_new_tokens} "
-                                 f"that exceeds the model's {limit} positions")
-            rows.append(_Row(i, p, ids, context=list(ids)))
-        queue, active, out = deque(rows), [], {}
+            ids = self.tokenizer.encode(p, self.add_special)
+            if not ids:
+                raise ValueError(f"prompt {i} has no tokens")
+            problem = self.engine.fits(len(ids), sp.max_tokens)
+            if problem:
+                raise ValueError(f"prompt {i} has {len(ids)} tokens; {problem}")
+            rows.append(_Row(i, p, ids, int(seeds[i])))
+        results: list[Completion | None] = [None] * len(rows)
+        run = _Run(self, round_sp, results, on_result)
         try:
-            while queue or active:
-                while queue and len(active) < self.batch_size:
-                    active.append(queue.popleft())
-                for r in [r for r in active if len(r.context) + sp.max_new_tokens > limit]:
-                    self._finish(r, out, [], "length")  # no room for another round
-                active = [r for r in active if r.index not in out]
-                if not active:
-                    continue
-                contexts = [r.context for r in active]
-                padded = contexts + [contexts[0]] * (self.batch_size - len(contexts))
-                row_seeds = [round_seed(seeds[r.index], r.rounds) for r in active]
-                row_seeds += [row_seeds[0]] * (self.batch_size - len(row_seeds))
-                gens = self.gen.generate(padded, round_sp, row_seeds,
-                                         prompt_len=bucket_length(max(len(c) for c in contexts)),
-                                         decode_text=tok.decode)
-                to_run = []
-                for r, g in zip(active, gens):
-                    r.rounds += 1
-                    r.text += g.text
-                    if g.finish_reason == "stop" and self._stopped_for_tool(g) and pending_code(r.text) is not None:
-                        if r.calls >= self.max_calls:
-                            self._finish(r, out, g.token_ids, "max_calls")
-                        else:
-                            r.code = pending_code(r.text)
-                            to_run.append(r)
-                    else:
-                        self._finish(r, out, g.token_ids, g.finish_reason)
-                if to_run:
-                    self._run_pending(to_run)
-                active = [r for r in active if r.index not in out]
-        finally:
-            for r in rows:
-                if r.session is not None:
-                    r.session.close()
-        return [out[i] for i in range(len(prompts))]
+            run.loop(deque(rows))
+        except BaseException:
+            run.abandon()
+            raise
+        return results
 
-    def _stopped_for_tool(self, g) -> bool:
-        """Whether the stop string that cut this round's text was the tool STOP."""
-        full = self.model.tokenizer.decode([t for t in g.token_ids if t not in self.eos])
-        return full[len(g.text):].startswith(STOP)
+
+class _Run:
+    """The state of one `generate` call: rows in flight, rounds ended by the engine, sandbox futures."""
+
+    def __init__(self, tg: ToolGenerator, sp: SamplingParams, results: list, on_result):
+        self.tg, self.eng, self.sp, self.results, self.on_result = tg, tg.engine, sp, results, on_result
+        self.live: dict[int, _Row] = {}  # by engine row id
+        self.ended: list[tuple[SeqState, Completion]] = []  # filled by the engine's callbacks inside step()
+        self.futures: dict[Future, _Row] = {}
+
+    def _on_finish(self, seq: SeqState, c: Completion) -> None:
+        self.ended.append((seq, c))
+
+    def loop(self, queue: deque[_Row]) -> None:
+        while queue or self.live:
+            self._admit(queue)
+            if self.eng.busy:
+                self.eng.step()
+            elif self.futures:  # only sandboxes are working: wait for one instead of spinning
+                wait(list(self.futures), return_when=FIRST_COMPLETED)
+            elif not self.ended:
+                raise RuntimeError(f"{len(self.live)} rows in flight but the engine is idle and no code runs")
+            ended, self.ended = self.ended, []
+            for seq, c in ended:
+                self._end_round(self.live[seq.id], c)
+            for f in [f for f in self.futures if f.done()]:
+                self._resume(self.futures.pop(f), f.result())
+
+    def _admit(self, queue: deque[_Row]) -> None:
+        """Submit rows while slots are free; consecutive rows of one prompt share its prefill."""
+        while queue and len(self.live) < self.tg.batch_size:
+            group = [queue.popleft()]
+            while queue and len(self.live) + len(group) < self.tg.batch_size and queue[0].prompt == group[0].prompt:
+                group.append(queue.popleft())
+            seqs = self.eng.submit(group[0].prompt_ids, self.sp, [r.seed for r in group], hold_on_stop=True,
+                                   on_finish=self._on_finish)
+            for r, s in zip(group, seqs):
+                r.seq = s
+                self.live[s.id] = r
+
+    def _end_round(self, r: _Row, c: Completion) -> None:
+        r.rounds += 1
+        r.text += c.text
+        tool = c.finish_reason == "stop" and self.tg._stopped_for_tool(c) and pending_code(r.text) is not None
+        if not tool or r.calls >= self.tg.max_calls:
+            self._finish(r, c.token_ids, c.logprobs, "max_calls" if tool else c.finish_reason)
+            return
+        r.keep, kept_text = self.tg._kept(c)
+        r.ids += c.token_ids[:r.keep]
+        r.logprobs += c.logprobs[:r.keep]
+        r.rest = c.text[len(kept_text):]
+        self.futures[self.tg._threads.submit(self.tg._execute, r, pending_code(r.text))] = r
+
+    def _resume(self, r: _Row, result: ExecutionResult) -> None:
+        """Append the output block to the row's pages and start its next round (or end it: no room)."""
+        r.calls += 1
+        self.tg.executions += 1
+        block = ("" if r.text.endswith("\n") else "\n") + format_output(result)
+        r.text += block
+        appended = self.tg._encode_piece(r.rest + block)
+        if self.tg.engine.fits(len(r.prompt_ids) + len(r.ids) + len(appended), self.sp.max_tokens):
+            self._finish(r, appended, [math.nan] * len(appended), "length")
+            return
+        self.eng.extend(r.seq, r.keep, appended, self.sp, round_seed(r.seed, r.rounds))
+        r.ids += appended
+        r.logprobs += [math.nan] * len(appended)
+
+    def _finish(self, r: _Row, ids: list[int], logprobs: list[float], reason: str) -> None:
+        if r.seq.state == PAUSED:
+            self.eng.release(r.seq)
+        if r.session is not None:
+            r.session.close()
+            r.session = None
+        del self.live[r.seq.id]
+        c = Completion(r.ids + list(ids), r.text, reason, r.logprobs + list(logprobs), r.calls)
+        self.results[r.index] = c
+        if self.on_result:
+            self.on_result(r.index, c)
+
+    def abandon(self) -> None:
+        """After an error: let running code end, free every page and session, leave the engine idle."""
+        wait(list(self.futures))
+        for r in self.live.values():
+            if r.seq.state == PAUSED:
+                self.eng.release(r.seq)
+            elif r.seq.state != "finished":
+                self.eng.cancel(r.seq)
+            if r.session is not None:
+                r.session.close()
+                r.session = None
+        try:
+            while self.eng.busy:
+                self.eng.step()
+        finally:
+            self.live.clear()
 
 
 def generate_with_tools(model: LoadedModel, prompts: list[str], sp: SamplingParams, seeds: list[int], *,
-                        max_calls: int = 4, timeout_s: float = 5.0, batch_size: int = 8) -> list[ToolGeneration]:
+                        max_calls: int = 4, timeout_s: float = 5.0, batch_size: int = 8) -> list[Completion]:
     """Tool-integrated completions of `prompts` (one per prompt, seeded per row); see ToolGenerator."""
     with ToolGenerator(model, max_calls=max_calls, timeout_s=timeout_s, batch_size=batch_size,
                        sandboxes=max(1, len(prompts))) as tg:
@@ -212,26 +285,34 @@ def generate_with_tools(model: LoadedModel, prompts: list[str], sp: SamplingPara
 def generate_file_with_tools(model: LoadedModel, prompts_path, output_path, sp: SamplingParams, *,
                              num_samples: int = 1, seed: int = 0, batch_size: int = 8, max_calls: int = 4,
                              timeout_s: float = 5.0):
-    """`generate --tools python`: like batch_job.generate_file (same rows and seeds) plus `tool_calls`."""
+    """`generate --tools python`: like batch_job.generate_file (same rows and seeds) plus `tool_calls`;
+    rows are written in input order as soon as all their samples are done."""
+    from mathjax_train.infer.batch_job import JobStats
+
     rows = [r for _, r in read_jsonl_numbered(prompts_path, {"prompt": str})]
     out = epath.Path(output_path)
     out.parent.mkdir(parents=True, exist_ok=True)
-    per_chunk = max(1, (4 * batch_size) // num_samples)  # prompts per call: rows are written as they finish
-    start, new_tokens = time.time(), 0
+    work = [(i, j) for i in range(len(rows)) for j in range(num_samples)]
+    done: dict[int, Completion] = {}
+    start, new_tokens, written = time.time(), 0, 0
     with ToolGenerator(model, max_calls=max_calls, timeout_s=timeout_s, batch_size=batch_size) as tg, \
-            out.open("w") as f, tqdm(total=len(rows) * num_samples, desc="generate+tools", unit="completion",
+            out.open("w") as f, tqdm(total=len(work), desc="generate+tools", unit="completion",
                                      file=sys.stderr) as bar:
-        for lo in range(0, len(rows), per_chunk):
-            idx = range(lo, min(lo + per_chunk, len(rows)))
-            work = [(i, j) for i in idx for j in range(num_samples)]
-            gens = tg.generate([rows[i]["prompt"] for i, _ in work], sp, [row_seed(seed, i, j) for i, j in work])
-            for n, i in enumerate(idx):
-                gs = gens[n * num_samples:(n + 1) * num_samples]
-                new_tokens += sum(len(g.token_ids) for g in gs)
-                f.write(json.dumps(dict(rows[i], completions=[g.text for g in gs], token_ids=[g.token_ids for g in gs],
-                                        finish_reasons=[g.finish_reason for g in gs],
-                                        tool_calls=[g.calls for g in gs])) + "\n")
-            f.flush()
-            bar.update(len(work))
+        def on_result(k: int, c: Completion) -> None:
+            nonlocal new_tokens, written
+            done[k] = c
+            new_tokens += c.num_tokens
+            bar.update(1)
             bar.set_postfix(tok_s=f"{new_tokens / max(time.time() - start, 1e-9):.1f}", runs=tg.executions)
-    return JobStats(len(rows), len(rows) * num_samples, new_tokens, time.time() - start)
+            while written < len(rows) and all(written * num_samples + j in done for j in range(num_samples)):
+                cs = [done.pop(written * num_samples + j) for j in range(num_samples)]
+                f.write(json.dumps(dict(rows[written], completions=[c.text for c in cs],
+                                        token_ids=[c.token_ids for c in cs],
+                                        finish_reasons=[c.finish_reason for c in cs],
+                                        tool_calls=[c.tool_calls for c in cs])) + "\n")
+                f.flush()
+                written += 1
+
+        tg.generate([rows[i]["prompt"] for i, _ in work], sp, [sample_seed(seed, i, j) for i, j in work],
+                    on_result=on_result)
+    return JobStats(len(rows), len(work), new_tokens, time.time() - start)

@@ -12,7 +12,7 @@ import jax.numpy as jnp
 import flax.linen as nn
 
 from mathjax_train.config import ModelConfig
-from mathjax_train.model.attention import Attention, KVContext
+from mathjax_train.model.attention import Attention, PagedKV
 from mathjax_train.model.layers import DenseGeneral, Embed, RMSNorm, dtype_of
 
 REMAT_POLICIES = {
@@ -60,34 +60,29 @@ class DecoderLayer(nn.Module):
 class Decoder(nn.Module):
     """tokens/positions/segment_ids (batch, length) -> float32 logits (batch, length, vocab).
 
-    `cache` (optional) is {"k", "v": (layers, batch, cache_len, kv_heads, head_dim), "positions",
-    "segment_ids": (batch, cache_len)}; the call writes slots [cache_index, cache_index + length)
-    and returns the updated cache.
+    `cache` (optional) is a side buffer {"k", "v": (layers, kv_heads, batch, side_len, head_dim)} and
+    `kv` (PagedKV) the read-only pages of earlier tokens: the call writes its tokens' keys and values
+    into the side buffer at `kv.side_pos`, attends over pages and side buffer, and returns the updated
+    side buffer (`kv_cache.flush_side` moves it into the pages). `last` (batch,) computes logits only
+    at those positions (prefill needs only its last token's), giving (batch, 1, vocab).
     """
 
     config: ModelConfig
 
     @nn.compact
-    def __call__(self, tokens, positions=None, segment_ids=None, cache=None, cache_index=None):
+    def __call__(self, tokens, positions=None, segment_ids=None, cache=None, kv: PagedKV | None = None, last=None):
         cfg = self.config
         dt, pdt = dtype_of(cfg.dtype), dtype_of(cfg.param_dtype)
         if positions is None:
             positions = jnp.broadcast_to(jnp.arange(tokens.shape[1]), tokens.shape)
         if segment_ids is None:
             segment_ids = jnp.ones_like(tokens)
+        if (cache is None) != (kv is None):
+            raise ValueError("Decoder: pass both `cache` and `kv`, or neither")
         embed = Embed(cfg.vocab_size, cfg.hidden_size, dtype=dt, param_dtype=pdt, name="embed_tokens")
         x = nn.with_logical_constraint(embed(tokens), ("batch", "length", "embed"))
 
-        kv, layer_caches = None, None
-        if cache is not None:
-            index = jnp.asarray(cache_index, jnp.int32)
-            kv = KVContext(
-                index=index,
-                positions=jax.lax.dynamic_update_slice(cache["positions"], positions.astype(jnp.int32), (0, index)),
-                segment_ids=jax.lax.dynamic_update_slice(cache["segment_ids"], segment_ids.astype(jnp.int32),
-                                                         (0, index)))
-            layer_caches = (cache["k"], cache["v"])
-
+        layer_caches = None if cache is None else (cache["k"], cache["v"])
         block = DecoderLayer
         if cfg.remat_policy != "none":
             block = nn.remat(DecoderLayer, policy=REMAT_POLICIES[cfg.remat_policy], prevent_cse=not cfg.scan_layers)
@@ -101,6 +96,8 @@ class Decoder(nn.Module):
             for i in range(cfg.num_layers):
                 carry, _ = block(cfg, name=f"layers_{i}")(carry, i, positions, segment_ids, kv)
         x, new_layer_caches = carry
+        if last is not None:
+            x = jnp.take_along_axis(x, jnp.asarray(last, jnp.int32)[:, None, None], axis=1)
 
         x = RMSNorm(cfg.rms_norm_eps, dtype=dt, param_dtype=pdt, name="norm")(x)
         if cfg.tie_embeddings:
@@ -110,6 +107,4 @@ class Decoder(nn.Module):
         logits = nn.with_logical_constraint(logits.astype(jnp.float32), ("batch", "length", "vocab"))
         if cache is None:
             return logits, None
-        new_cache = {"k": new_layer_caches[0], "v": new_layer_caches[1],
-                     "positions": kv.positions, "segment_ids": kv.segment_ids}
-        return logits, new_cache
+        return logits, {"k": new_layer_caches[0], "v": new_layer_caches[1]}

@@ -8,33 +8,44 @@ import threading
 
 from etils import epath
 
+from mathjax_train.config import EngineConfig
 from mathjax_train.infer.loading import load_for_inference
+from mathjax_train.infer.params import SamplingParams
 from mathjax_train.serve.app import ServeApp
-from mathjax_train.serve.batcher import Job
 from mathjax_train.serve.server import api_key_from_env, start_server
 
 
-def warm_up(app: ServeApp) -> None:
-    """Compile the smallest bucket once so the first client does not wait for it."""
+def warm_up(app: ServeApp, timeout_s: float = 600.0) -> None:
+    """Compile a one-row prefill and decode chunk so the first client does not wait for them."""
+    import queue
+
     tok = app.tokenizer
     ids = tok.encode("1 + 1 =") or [tok.bos_id or 0]
-    app.batcher.submit(Job(ids, 1, 0.0, 1.0, (), 0)).result()
+    events: queue.SimpleQueue = queue.SimpleQueue()
+    app.loop.submit(ids, SamplingParams(max_tokens=min(app.engine.cfg.decode_steps, app.context - len(ids))), [0],
+                    events)
+    kind, _, payload = events.get(timeout=timeout_s)
+    if kind == "error":
+        raise RuntimeError(f"warm-up generation failed: {payload}")
 
 
-def serve_checkpoint(ckpt_dir: str, *, host: str = "127.0.0.1", port: int = 8000, max_batch: int = 8,
-                     dtype: str | None = None, model_name: str | None = None, api_key_env: str | None = None,
-                     chat_max_tokens: int = 256, warmup: bool = True, access_log: bool = True) -> int:
+def serve_checkpoint(ckpt_dir: str, *, host: str = "127.0.0.1", port: int = 8000,
+                     engine: EngineConfig | None = None, max_seq_len: int = 0, dtype: str | None = "auto",
+                     model_name: str | None = None, api_key_env: str | None = None, warmup: bool = True,
+                     access_log: bool = True) -> int:
     api_key = api_key_from_env(api_key_env)
     model = load_for_inference(ckpt_dir, dtype=dtype)
     name = model_name or epath.Path(ckpt_dir).name
-    app = ServeApp(model, name, max_batch=max_batch, chat_max_tokens=chat_max_tokens)
+    app = ServeApp(model, name, engine or EngineConfig(), max_seq_len=max_seq_len)
     if warmup:
         warm_up(app)
     server = start_server(app, host, port, api_key=api_key, access_log=access_log)
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    e = app.engine
     # One machine-readable line: scripts (and the tests) wait for it to know the port.
-    print(json.dumps({"serving": server.url, "model": name, "max_batch": max_batch}), flush=True)
+    print(json.dumps({"serving": server.url, "model": name, "num_slots": e.num_slots, "num_pages": e.num_pages,
+                      "page_size": e.page_size, "context": app.context, "dtype": model.cfg.dtype}), flush=True)
     try:
         while not stop.wait(0.5):
             pass
@@ -42,5 +53,5 @@ def serve_checkpoint(ckpt_dir: str, *, host: str = "127.0.0.1", port: int = 8000
         pass
     finally:
         server.close()
-        print(json.dumps({"stopped": server.url, "batcher": app.batcher.stats.as_dict()}), file=sys.stderr, flush=True)
+        print(json.dumps({"stopped": server.url, **app.stats_dict()}), file=sys.stderr, flush=True)
     return 0

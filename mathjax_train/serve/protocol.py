@@ -2,7 +2,9 @@
 
 Every rejected request raises ApiError, which becomes `{"error": {"message", "type", "param",
 "code"}}` with the HTTP status OpenAI uses (400 bad input, 404 unknown model or path, ...).
-Unknown request fields are rejected by name, as OpenAI does, rather than silently ignored.
+Unknown request fields are rejected by name, as OpenAI does, rather than silently ignored. Two
+vLLM extensions are accepted: `top_k` (0 = off) and `ignore_eos`. `logprobs` gives the model's log
+probability of each sampled token; the top alternatives are not computed (their lists are empty).
 """
 from __future__ import annotations
 
@@ -19,11 +21,13 @@ ROLES = ("system", "developer", "user", "assistant")
 # Fields accepted for compatibility only when they carry their no-op value.
 _NOOP_FIELDS = {
     "frequency_penalty": (0, 0.0), "presence_penalty": (0, 0.0), "logit_bias": ({},), "user": None,
-    "echo": (False,), "best_of": (1,), "logprobs": (False,), "suffix": ("",), "top_logprobs": (0,),
+    "echo": (False,), "best_of": (1,), "suffix": ("",),
     "parallel_tool_calls": None, "store": (False,), "metadata": None, "service_tier": None,
 }
-_COMMON_FIELDS = {"model", "max_tokens", "temperature", "top_p", "n", "stop", "seed", "stream",
-                  "stream_options"}
+_COMMON_FIELDS = {"model", "max_tokens", "temperature", "top_p", "top_k", "ignore_eos", "n", "stop", "seed",
+                  "stream", "stream_options", "logprobs"}
+MAX_LOGPROBS = 5  # /v1/completions `logprobs`, as OpenAI
+MAX_TOP_LOGPROBS = 20  # /v1/chat/completions `top_logprobs`, as OpenAI
 
 
 class ApiError(Exception):
@@ -46,14 +50,17 @@ def bad(message: str, param: str | None = None, code: str | None = None) -> ApiE
 class Options:
     """Sampling options shared by both endpoints, validated."""
 
-    max_tokens: int | None
+    max_tokens: int | None  # None: what fits in the context
     temperature: float = 1.0
     top_p: float = 1.0
+    top_k: int = 0
+    ignore_eos: bool = False
     n: int = 1
     stop: tuple[str, ...] = ()
-    seed: int | None = None
+    seed: int | None = None  # None: a random seed per request
     stream: bool = False
     include_usage: bool = False
+    logprobs: bool = False  # return the log probability of each sampled token
 
 
 @dataclass
@@ -105,7 +112,16 @@ def _check_fields(body: dict, allowed: set[str]) -> None:
         raise bad(f"Unrecognized request argument supplied: {name}", name)
 
 
-def _options(body: dict, max_tokens_field: str = "max_tokens") -> Options:
+def _bool(body: dict, name: str) -> bool:
+    v = body.get(name)
+    if v is None:
+        return False
+    if not isinstance(v, bool):
+        raise bad(f"'{name}' must be a boolean, got {v!r:.40}", name)
+    return v
+
+
+def _options(body: dict, max_tokens_field: str = "max_tokens", chat: bool = False) -> Options:
     stop = body.get("stop")
     if stop is None:
         stops: tuple[str, ...] = ()
@@ -119,11 +135,7 @@ def _options(body: dict, max_tokens_field: str = "max_tokens") -> Options:
         raise bad(f"'stop' may hold at most {MAX_STOP} strings, got {len(stops)}", "stop")
     if any(s == "" for s in stops):
         raise bad("'stop' strings must not be empty", "stop")
-    stream = body.get("stream", False)
-    if stream is None:
-        stream = False
-    if not isinstance(stream, bool):
-        raise bad("'stream' must be a boolean", "stream")
+    stream = _bool(body, "stream")
     so = body.get("stream_options")
     include_usage = False
     if so is not None:
@@ -132,15 +144,28 @@ def _options(body: dict, max_tokens_field: str = "max_tokens") -> Options:
         if not isinstance(so, dict) or set(so) - {"include_usage", "include_obfuscation"}:
             raise bad("'stream_options' must be an object with 'include_usage'", "stream_options")
         include_usage = bool(so.get("include_usage", False))
+    if chat:  # `logprobs: true`, `top_logprobs: k` (alternatives are not returned: their lists are empty)
+        logprobs = _bool(body, "logprobs")
+        top = _int(body, "top_logprobs", 0, MAX_TOP_LOGPROBS, None)
+        if top is not None and not logprobs:
+            raise bad("'top_logprobs' needs 'logprobs' set to true", "top_logprobs")
+    else:  # `logprobs: k` (alternatives are not returned: their dicts are empty)
+        logprobs = _int(body, "logprobs", 0, MAX_LOGPROBS, None) is not None
+    top_p = _number(body, "top_p", 0.0, 1.0, 1.0)
+    if top_p == 0:
+        raise bad("0 is not a valid value for 'top_p': it must be above 0 and at most 1", "top_p")
     return Options(
         max_tokens=_int(body, max_tokens_field, 1, None, None),
         temperature=_number(body, "temperature", 0.0, 2.0, 1.0),
-        top_p=_number(body, "top_p", 0.0, 1.0, 1.0),
+        top_p=top_p,
+        top_k=_int(body, "top_k", 0, None, 0),
+        ignore_eos=_bool(body, "ignore_eos"),
         n=_int(body, "n", 1, MAX_N, 1),
         stop=stops,
         seed=_int(body, "seed", -(2**63), 2**63 - 1, None),
         stream=stream,
         include_usage=include_usage,
+        logprobs=logprobs,
     )
 
 
@@ -199,7 +224,7 @@ def parse_chat(body: Any) -> ChatRequest:
         raise bad("the request body must be a JSON object")
     if body.get("max_tokens") is not None and body.get("max_completion_tokens") is not None:
         raise bad("give 'max_tokens' or 'max_completion_tokens', not both", "max_completion_tokens")
-    _check_fields(body, _COMMON_FIELDS | {"messages", "max_completion_tokens", "response_format"})
+    _check_fields(body, _COMMON_FIELDS | {"messages", "max_completion_tokens", "response_format", "top_logprobs"})
     rf = body.get("response_format")
     if rf is not None and rf != {"type": "text"}:
         raise bad("only response_format {'type': 'text'} is supported", "response_format")
@@ -221,7 +246,7 @@ def parse_chat(body: Any) -> ChatRequest:
             raise bad(f"messages[{i}] has no 'content'", f"messages.[{i}].content")
         out.append({"role": "system" if role == "developer" else role, "content": _content_text(m["content"], i)})
     field_name = "max_completion_tokens" if body.get("max_completion_tokens") is not None else "max_tokens"
-    return ChatRequest(model, out, _options(body, field_name))
+    return ChatRequest(model, out, _options(body, field_name, chat=True))
 
 
 # ---- responses ------------------------------------------------------------------------------
@@ -235,33 +260,61 @@ def usage(prompt_tokens: int, completion_tokens: int) -> dict:
             "total_tokens": prompt_tokens + completion_tokens}
 
 
-def completion_body(rid: str, model: str, choices: list[tuple[str, str]], use: dict) -> dict:
-    """choices: (text, finish_reason) in choice-index order."""
+def finish_reason(engine_reason: str) -> str:
+    """The engine's eos|stop|length as OpenAI names them (an end of sequence is a "stop" there)."""
+    return {"eos": "stop", "stop": "stop", "length": "length"}.get(engine_reason, engine_reason)
+
+
+def _logprob(x: float) -> float:
+    return max(float(x), -9999.0)  # JSON has no -Infinity
+
+
+def completion_logprobs(tokens: list[str], logprobs: list[float], offset: int = 0) -> dict:
+    """The legacy completions `logprobs` object for sampled tokens; `top_logprobs` entries are empty
+    (alternatives are not computed). `offset`: where the first token starts in the completion text."""
+    offsets = []
+    for t in tokens:
+        offsets.append(offset)
+        offset += len(t)
+    return {"tokens": tokens, "token_logprobs": [_logprob(x) for x in logprobs],
+            "top_logprobs": [{} for _ in tokens], "text_offset": offsets}
+
+
+def chat_logprobs(tokens: list[str], logprobs: list[float]) -> dict:
+    """The chat `logprobs` object for sampled tokens; `top_logprobs` lists are empty (not computed)."""
+    return {"content": [{"token": t, "logprob": _logprob(x), "bytes": list(t.encode("utf-8")), "top_logprobs": []}
+                        for t, x in zip(tokens, logprobs)], "refusal": None}
+
+
+def completion_body(rid: str, model: str, choices: list[tuple[str, str, dict | None]], use: dict) -> dict:
+    """choices: (text, OpenAI finish_reason, logprobs object or None) in choice-index order."""
     return {"id": rid, "object": "text_completion", "created": int(time.time()), "model": model,
             "system_fingerprint": None,
-            "choices": [{"index": i, "text": t, "logprobs": None, "finish_reason": f}
-                        for i, (t, f) in enumerate(choices)],
+            "choices": [{"index": i, "text": t, "logprobs": lp, "finish_reason": f}
+                        for i, (t, f, lp) in enumerate(choices)],
             "usage": use}
 
 
-def completion_chunk(rid: str, model: str, index: int, text: str, finish: str | None) -> dict:
+def completion_chunk(rid: str, model: str, index: int, text: str, finish: str | None,
+                     logprobs: dict | None = None) -> dict:
     return {"id": rid, "object": "text_completion", "created": int(time.time()), "model": model,
             "system_fingerprint": None,
-            "choices": [{"index": index, "text": text, "logprobs": None, "finish_reason": finish}]}
+            "choices": [{"index": index, "text": text, "logprobs": logprobs, "finish_reason": finish}]}
 
 
-def chat_body(rid: str, model: str, choices: list[tuple[str, str]], use: dict) -> dict:
+def chat_body(rid: str, model: str, choices: list[tuple[str, str, dict | None]], use: dict) -> dict:
     return {"id": rid, "object": "chat.completion", "created": int(time.time()), "model": model,
             "system_fingerprint": None,
             "choices": [{"index": i, "message": {"role": "assistant", "content": t, "refusal": None},
-                         "logprobs": None, "finish_reason": f} for i, (t, f) in enumerate(choices)],
+                         "logprobs": lp, "finish_reason": f} for i, (t, f, lp) in enumerate(choices)],
             "usage": use}
 
 
-def chat_chunk(rid: str, model: str, index: int, delta: dict, finish: str | None) -> dict:
+def chat_chunk(rid: str, model: str, index: int, delta: dict, finish: str | None,
+               logprobs: dict | None = None) -> dict:
     return {"id": rid, "object": "chat.completion.chunk", "created": int(time.time()), "model": model,
             "system_fingerprint": None,
-            "choices": [{"index": index, "delta": delta, "logprobs": None, "finish_reason": finish}]}
+            "choices": [{"index": index, "delta": delta, "logprobs": logprobs, "finish_reason": finish}]}
 
 
 def usage_chunk(rid: str, model: str, obj: str, use: dict) -> dict:

@@ -1,13 +1,16 @@
 """HTTP layer of `mathjax-train serve`: stdlib ThreadingHTTPServer in front of ServeApp.
 
 One thread per connection (HTTP/1.1 keep-alive); the threads only parse, wait and write, while
-all model work runs on the batcher's single worker thread. Streams are Server-Sent Events
-(`data: {...}` chunks, then `data: [DONE]`) sent with chunked transfer encoding.
+all model work runs on the engine loop's thread. Streams are Server-Sent Events (`data: {...}`
+chunks, then `data: [DONE]`) sent with chunked transfer encoding. A client that disconnects (a
+failed write, or EOF on its socket while it waits) has its rows cancelled.
 """
 from __future__ import annotations
 
 import json
 import os
+import select
+import socket
 import sys
 import threading
 from dataclasses import dataclass
@@ -15,9 +18,10 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import unquote
 
 from mathjax_train.serve import protocol as P
-from mathjax_train.serve.app import ServeApp
+from mathjax_train.serve.app import ClientGone, ServeApp
 
 MAX_BODY_BYTES = 16 * 2**20
+SOCKET_TIMEOUT_S = 300  # a client that sends nothing (or reads nothing) this long is dropped
 
 
 class _Server(ThreadingHTTPServer):
@@ -33,6 +37,7 @@ class _Server(ThreadingHTTPServer):
 class _Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
     server_version = "mathjax-train-serve"
+    timeout = SOCKET_TIMEOUT_S
     server: _Server
 
     def log_message(self, format, *args):  # noqa: A002 (stdlib signature)
@@ -60,8 +65,7 @@ class _Handler(BaseHTTPRequestHandler):
             body = self._read_body() if method in ("POST", "PUT") else None
             if path in ("/health", "/v1/stats"):
                 self._need(method, "GET")
-                return self._json(200, {"status": "ok", "model": app.model_name,
-                                        "batcher": app.batcher.stats.as_dict()})
+                return self._json(200, {"status": "ok", "model": app.model_name, **app.stats_dict()})
             self._authorize()
             if path == "/v1/models":
                 self._need(method, "GET")
@@ -72,22 +76,28 @@ class _Handler(BaseHTTPRequestHandler):
             if path in ("/v1/completions", "/v1/chat/completions"):
                 self._need(method, "POST")
                 handler = app.completions if path == "/v1/completions" else app.chat
-                result = handler(self._parse_json(body))
+                result = handler(self._parse_json(body), disconnected=self._client_gone)
                 if isinstance(result, dict):
                     return self._json(200, result)
                 return self._sse(result)
             raise P.ApiError(404, f"Unknown request URL: {method} {path}. Please check the URL for typos.",
                              code="unknown_url")
         except P.ApiError as e:
-            self._json(e.status, e.body())
-        except (BrokenPipeError, ConnectionResetError):
+            self._try_json(e.status, e.body())
+        except (ClientGone, OSError):  # the client went away (its rows are cancelled) or the socket broke
             self.close_connection = True
         except Exception as e:  # never leave a client without an answer
             err = P.ApiError(500, f"internal error: {type(e).__name__}: {e}", type="server_error")
-            try:
-                self._json(500, err.body())
-            except OSError:
-                self.close_connection = True
+            self._try_json(500, err.body())
+
+    def _client_gone(self) -> bool:
+        """Whether the client closed its end (EOF or reset) while it waits for an answer; a pipelined
+        next request reads as data, not EOF."""
+        try:
+            readable, _, _ = select.select([self.connection], [], [], 0)
+            return bool(readable) and self.connection.recv(1, socket.MSG_PEEK) == b""
+        except (OSError, ValueError):
+            return True
 
     def _need(self, method: str, wanted: str) -> None:
         if method != wanted:
@@ -114,7 +124,11 @@ class _Handler(BaseHTTPRequestHandler):
         if length > MAX_BODY_BYTES:
             self.close_connection = True  # the body stays unread, so this connection cannot be reused
             raise P.ApiError(413, f"request body of {length} bytes is over the {MAX_BODY_BYTES} byte limit")
-        return self.rfile.read(length) if length else b""
+        body = self.rfile.read(length) if length else b""
+        if len(body) < length:
+            self.close_connection = True
+            raise ClientGone(f"the client sent {len(body)} of the {length} body bytes it announced")
+        return body
 
     @staticmethod
     def _parse_json(body: bytes):
@@ -127,6 +141,12 @@ class _Handler(BaseHTTPRequestHandler):
 
     # -- writing -----------------------------------------------------------------------------
 
+    def _try_json(self, status: int, obj: dict) -> None:
+        try:
+            self._json(status, obj)
+        except OSError:
+            self.close_connection = True
+
     def _json(self, status: int, obj: dict) -> None:
         data = json.dumps(obj).encode()
         self.send_response(status)
@@ -138,19 +158,23 @@ class _Handler(BaseHTTPRequestHandler):
         self.wfile.write(data)
 
     def _sse(self, chunks) -> None:
-        self.send_response(200)
-        self.send_header("Content-Type", "text/event-stream")
-        self.send_header("Cache-Control", "no-cache")
-        self.send_header("Transfer-Encoding", "chunked")
-        self.end_headers()
+        """Write each chunk as it comes; a failed write closes `chunks`, which cancels the unfinished rows."""
         try:
-            for chunk in chunks:
-                self._write_chunk(b"data: " + json.dumps(chunk).encode() + b"\n\n")
-        except P.ApiError as e:  # a later choice failed after the stream began
-            self._write_chunk(b"data: " + json.dumps(e.body()).encode() + b"\n\n")
-        self._write_chunk(b"data: [DONE]\n\n")
-        self.wfile.write(b"0\r\n\r\n")
-        self.wfile.flush()
+            self.send_response(200)
+            self.send_header("Content-Type", "text/event-stream")
+            self.send_header("Cache-Control", "no-cache")
+            self.send_header("Transfer-Encoding", "chunked")
+            self.end_headers()
+            try:
+                for chunk in chunks:
+                    self._write_chunk(b"data: " + json.dumps(chunk).encode() + b"\n\n")
+            except P.ApiError as e:  # the generation failed after the stream began
+                self._write_chunk(b"data: " + json.dumps(e.body()).encode() + b"\n\n")
+            self._write_chunk(b"data: [DONE]\n\n")
+            self.wfile.write(b"0\r\n\r\n")
+            self.wfile.flush()
+        finally:
+            chunks.close()
 
     def _write_chunk(self, data: bytes) -> None:
         self.wfile.write(f"{len(data):x}\r\n".encode() + data + b"\r\n")
@@ -159,7 +183,7 @@ class _Handler(BaseHTTPRequestHandler):
 
 @dataclass
 class RunningServer:
-    """A server answering on a background thread; `close()` stops it and its batcher."""
+    """A server answering on a background thread; `close()` stops it and its engine loop."""
 
     httpd: _Server
     thread: threading.Thread

@@ -8,9 +8,7 @@ host of a pod takes questions i % num_shards == shard_index into OUTPUT.shard-i-
 """
 from __future__ import annotations
 
-import hashlib
 import json
-import math
 import sys
 import time
 from collections import Counter
@@ -21,9 +19,9 @@ from tqdm import tqdm
 
 from mathjax_train.config import DistributedConfig, RftConfig
 from mathjax_train.data.templates import ChatTemplate, get_template
-from mathjax_train.infer.batch_job import padded_length
-from mathjax_train.infer.generate import Generator, SamplingParams
+from mathjax_train.infer.batch_job import engine_for_prompts
 from mathjax_train.infer.loading import LoadedModel, load_for_inference
+from mathjax_train.infer.params import SamplingParams, sample_seed
 from mathjax_train.synth.questions import Question, load_questions
 from mathjax_train.synth.rft import REJECT_REASONS, select
 from mathjax_train.synth.rft_output import RowSink, output_stats, repair, shard_path
@@ -48,12 +46,6 @@ def resolve_shard(cfg: RftConfig) -> tuple[int, int]:
     if not 0 <= index < count:
         raise ValueError(f"shard index {index} is not in [0, {count})")
     return index, count
-
-
-def sample_seed(seed: int, checkpoint_index: int, question_index: int, sample_index: int) -> int:
-    """Seed of one sample; independent of batching, sharding and resuming."""
-    key = f"{seed}/{checkpoint_index}/{question_index}/{sample_index}".encode()
-    return int.from_bytes(hashlib.blake2b(key, digest_size=4).digest(), "little")
 
 
 # ----------------------------------------------------------------------------- sampling
@@ -83,32 +75,29 @@ def _template(name: str, model: LoadedModel):
 
 
 class Sampler:
-    """One checkpoint's sampling for the job: plain batched decoding or tool-integrated decoding."""
+    """One checkpoint's sampling for the job, on the engine: plain or tool-integrated decoding."""
 
     def __init__(self, index: int, path: str, cfg: RftConfig):
         self.index, self.path, self.cfg = index, path, cfg
-        self.model: LoadedModel = load_for_inference(path, dtype=cfg.dtype or None)
+        self.model: LoadedModel = load_for_inference(path, dtype=cfg.dtype or "auto")
         self.template = _template(cfg.template, self.model)
         self.add_special = cfg.template != "chat"  # a chat template writes its own BOS
-        self.sp = SamplingParams(max_new_tokens=cfg.max_new_tokens, temperature=cfg.temperature, top_p=cfg.top_p)
-        tok = self.model.tokenizer
-        eos = sorted(set(self.model.cfg.eos_token_id) | ({tok.eos_id} if tok.eos_id is not None else set()))
-        self.tools = None
+        self.sp = SamplingParams(max_tokens=cfg.max_new_tokens, temperature=cfg.temperature, top_p=cfg.top_p)
+        self.tools = self.engine = None
         if cfg.tools == "python":
             from mathjax_train.infer.tool_generate import ToolGenerator
 
             self.tools = ToolGenerator(self.model, max_calls=cfg.max_tool_calls, timeout_s=cfg.tool_timeout_s,
                                        batch_size=cfg.batch_size, add_special_tokens=self.add_special)
-        else:
-            self.gen = Generator(self.model.cfg, self.model.params, eos_ids=eos)
-        self.prompt_len = 1
 
     def prepare(self, questions: list[Question]) -> set[int]:
-        """Fix the padded prompt length (one compilation); returns indices of prompts too long to sample."""
+        """Size the engine for these prompts; returns indices of prompts too long to sample."""
         lens = {q.index: len(self.model.tokenizer.encode(self.prompt(q), self.add_special)) for q in questions}
         limit = self.model.cfg.max_position_embeddings
         too_long = {i for i, n in lens.items() if n + self.cfg.max_new_tokens > limit}
-        self.prompt_len = padded_length(max([n for i, n in lens.items() if i not in too_long], default=1))
+        if self.tools is None:
+            self.engine = engine_for_prompts(self.model, [n for i, n in lens.items() if i not in too_long], self.sp,
+                                             self.cfg.batch_size)
         return too_long
 
     def prompt(self, q: Question) -> str:
@@ -116,35 +105,26 @@ class Sampler:
 
     def sample(self, questions: list[Question]) -> tuple[dict[int, QuestionSamples], int]:
         """k samples for each question (keyed by question index), and the number of tokens sampled."""
-        k, bs = self.cfg.k, self.cfg.batch_size
-        work = [(q, j) for q in questions for j in range(k)]
-        seeds = [sample_seed(self.cfg.seed, self.index, q.index, j) for q, j in work]
-        prompts = {q.index: self.prompt(q) for q in questions}
-        texts, finish, calls, tokens = [], [], [], 0
+        k = self.cfg.k
+        seeds = {q.index: [sample_seed(self.cfg.seed, self.index, q.index, j) for j in range(k)] for q in questions}
         if self.tools is not None:
-            gens = self.tools.generate([prompts[q.index] for q, _ in work], self.sp, seeds)
-            texts, finish, calls = [g.text for g in gens], [g.finish_reason for g in gens], [g.calls for g in gens]
-            tokens = sum(len(g.token_ids) for g in gens)
+            flat = self.tools.generate([self.prompt(q) for q in questions for _ in range(k)], self.sp,
+                                       [s for q in questions for s in seeds[q.index]])
+            per_question = [flat[n * k:(n + 1) * k] for n in range(len(questions))]
         else:
             tok = self.model.tokenizer
-            encoded = {i: tok.encode(p, self.add_special) for i, p in prompts.items()}
-            for b in range(0, len(work), bs):
-                chunk = list(range(b, min(b + bs, len(work))))
-                padded = chunk + [chunk[-1]] * (bs - len(chunk))  # one batch shape: no recompilation
-                gens = self.gen.generate([encoded[work[i][0].index] for i in padded], self.sp,
-                                         [seeds[i] for i in padded], prompt_len=self.prompt_len,
-                                         decode_text=tok.decode)
-                for g in gens[:len(chunk)]:
-                    texts.append(g.text)
-                    finish.append(g.finish_reason)
-                    tokens += len(g.token_ids)
-            calls = [0] * len(work)
-        out = {q.index: QuestionSamples() for q in questions}
-        for n, (q, _) in enumerate(work):
-            r = out[q.index]
-            r.texts.append(texts[n])
-            r.finish[finish[n]] += 1
-            r.tool_calls.append(calls[n])
+            groups = [self.engine.submit(tok.encode(self.prompt(q), self.add_special), self.sp, seeds[q.index])
+                      for q in questions]  # k samples of a question share one prefill
+            self.engine.run()
+            per_question = [[r.completion for r in g] for g in groups]
+        out, tokens = {}, 0
+        for q, completions in zip(questions, per_question):
+            r = out[q.index] = QuestionSamples()
+            for c in completions:
+                r.texts.append(c.text)
+                r.finish[c.finish_reason] += 1
+                r.tool_calls.append(c.tool_calls)
+                tokens += c.num_tokens
         return out, tokens
 
     def close(self) -> None:
@@ -192,9 +172,10 @@ def _rows_for(q: Question, kept: list[tuple[str, int, int, int]], cfg: RftConfig
     return rows
 
 
-def _chunk_size(k: int, batch_size: int) -> int:
-    """Questions per sampling round: the fewest whose k samples fill whole batches."""
-    return batch_size // math.gcd(k, batch_size)
+def _chunk_size(k: int, slots: int) -> int:
+    """Questions per sampling round: enough samples to keep the engine's slots full four times over
+    (a round is written when it ends, so rounds are not the whole shard)."""
+    return max(1, -(-4 * slots // k))
 
 
 @dataclass
@@ -264,7 +245,8 @@ def run_rft(cfg: RftConfig, *, progress: bool = True) -> dict:
             too_long = samplers[-1].prepare(todo)
             skipped["prompt_too_long"] |= {q.id for q in todo if q.index in too_long}
             todo = [q for q in todo if q.index not in too_long]
-        step = _chunk_size(cfg.k, cfg.batch_size)
+        slots = samplers[0].engine.num_slots if samplers and samplers[0].engine else cfg.batch_size or 64
+        step = _chunk_size(cfg.k, slots)
         with RowSink(out_path) as sink, tqdm(total=len(todo), desc="rft", unit="question", file=sys.stderr,
                                              disable=not progress) as bar:
             for lo in range(0, len(todo), step):

@@ -17,7 +17,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass
 from typing import Sequence
 
-from mathjax_train.infer.batch_job import padded_length, row_seed
+from mathjax_train.infer.params import sample_seed
 
 
 @dataclass(frozen=True)
@@ -48,23 +48,21 @@ class Teacher(ABC):
 
 
 class CheckpointTeacher(Teacher):
-    """A checkpoint of ours, sampled in-process with the batched Generator.
+    """A checkpoint of ours, sampled in-process on the engine (the n answers of a request share its prefill).
 
     prompt_format: "chat" renders each request with the checkpoint's chat template (or the
     serve fallback format when it has none); "plain" feeds the request text as is.
+    `batch_size` is the engine's slot count (0 = its default).
     """
 
-    def __init__(self, ckpt_dir: str, *, dtype: str | None = None, batch_size: int = 8, prompt_format: str = "chat"):
-        from mathjax_train.infer.generate import Generator
+    def __init__(self, ckpt_dir: str, *, dtype: str | None = "auto", batch_size: int = 0, prompt_format: str = "chat"):
         from mathjax_train.infer.loading import load_for_inference
 
         if prompt_format not in ("chat", "plain"):
             raise ValueError(f"prompt_format must be 'chat' or 'plain', not {prompt_format!r}")
         self.ckpt_dir, self.batch_size, self.prompt_format = str(ckpt_dir), batch_size, prompt_format
         self.model = load_for_inference(ckpt_dir, dtype=dtype)
-        tok = self.model.tokenizer
-        self.eos = sorted(set(self.model.cfg.eos_token_id) | ({tok.eos_id} if tok.eos_id is not None else set()))
-        self.generator = Generator(self.model.cfg, self.model.params, eos_ids=self.eos)
+        self._engines: dict = {}
 
     def describe(self) -> dict:
         return {"kind": "checkpoint", "path": self.ckpt_dir, "prompt_format": self.prompt_format}
@@ -77,31 +75,34 @@ class CheckpointTeacher(Teacher):
         r = render_chat(self.model.tokenizer, [{"role": "user", "content": request}])
         return r.prompt_ids, r.implicit_stop
 
+    def _engine(self, length: int):
+        """An engine for sequences up to `length` tokens, rounded up to a power of two so that calls reuse it."""
+        from mathjax_train.config import EngineConfig
+        from mathjax_train.infer.engine import Engine
+
+        size = min(1 << max(length - 1, 1).bit_length(), self.model.cfg.max_position_embeddings)
+        if size not in self._engines:
+            self._engines[size] = Engine(self.model, EngineConfig(num_slots=self.batch_size), max_seq_len=size)
+        return self._engines[size]
+
     def ask(self, requests: Sequence[str], n: int, sampling: Sampling) -> list[list[str]]:
-        from mathjax_train.infer.generate import SamplingParams
+        from mathjax_train.infer.params import SamplingParams
 
         if not requests:
             return []
         encoded = [self._encode(r) for r in requests]
-        stop = encoded[0][1]
-        plen = padded_length(max(len(ids) for ids, _ in encoded))
         context = self.model.cfg.max_position_embeddings
-        if plen + sampling.max_tokens > context:
-            raise TeacherError(f"a request of {plen} tokens plus max_tokens {sampling.max_tokens} exceeds the "
+        longest = max(len(ids) for ids, _ in encoded)
+        if longest + sampling.max_tokens > context:
+            raise TeacherError(f"a request of {longest} tokens plus max_tokens {sampling.max_tokens} exceeds the "
                                f"teacher's context of {context} tokens")
-        sp = SamplingParams(max_new_tokens=sampling.max_tokens, temperature=sampling.temperature,
-                            top_p=sampling.top_p, stop=stop)
-        work = [(i, j) for i in range(len(requests)) for j in range(n)]
-        out: list[list[str]] = [[""] * n for _ in requests]
-        for b in range(0, len(work), self.batch_size):
-            chunk = work[b:b + self.batch_size]
-            padded = chunk + [chunk[-1]] * (self.batch_size - len(chunk))  # one shape: one compilation
-            gens = self.generator.generate([encoded[i][0] for i, _ in padded], sp,
-                                           [row_seed(sampling.seed, i, j) for i, j in padded], prompt_len=plen,
-                                           decode_text=self.model.tokenizer.decode)
-            for (i, j), g in zip(chunk, gens):
-                out[i][j] = g.text
-        return out
+        sp = SamplingParams(max_tokens=sampling.max_tokens, temperature=sampling.temperature, top_p=sampling.top_p,
+                            stop=encoded[0][1])
+        engine = self._engine(longest + sampling.max_tokens)
+        groups = [engine.submit(ids, sp, [sample_seed(sampling.seed, i, j) for j in range(n)])
+                  for i, (ids, _) in enumerate(encoded)]
+        engine.run()
+        return [[r.completion.text for r in g] for g in groups]
 
 
 class HttpTeacher(Teacher):
@@ -152,7 +153,7 @@ class HttpTeacher(Teacher):
 
     def _one(self, index: int, request: str, n: int, sampling: Sampling) -> list[str]:
         body = {"model": self.model, "n": n, "temperature": sampling.temperature, "top_p": sampling.top_p,
-                "max_tokens": sampling.max_tokens, "seed": row_seed(sampling.seed, index, 0)}
+                "max_tokens": sampling.max_tokens, "seed": sample_seed(sampling.seed, index)}
         if self.api == "chat":
             body["messages"] = [{"role": "user", "content": request}]
             resp = self._post("chat/completions", body)

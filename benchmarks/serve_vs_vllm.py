@@ -1,0 +1,93 @@
+"""`serve` vs vLLM's OpenAI server under an evaluation-harness client, SmolLM2-135M-Instruct, CPU, fp32.
+
+    python benchmarks/serve_vs_vllm.py --vllm-python /path/to/vllm-venv/bin/python [--questions 20]
+        [--shots 5] [--concurrency 4] [--max-tokens 256]
+
+The client is benchmarks/harness_client.py, shaped like lm-evaluation-harness's
+`local-completions` backend: `--concurrency` requests at a time, one 5-shot GSM8K prompt each,
+greedy, lm-eval's gsm8k stop strings. Each server is started, waited for, sent one warm-up request,
+then timed over the same prompts; then it is stopped and the next one starts (one run, same
+machine). Prints JSON: wall seconds each, the ratio, and how many answers are identical.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, os.path.join(HERE, ".."))
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def timed_server(cmd: list[str], port: int, env: dict, prompts: list[str], args) -> dict:
+    """Start the server `cmd` (listening on `port`), time the client against it, stop it."""
+    from harness_client import GSM8K_STOP, run_completions, wait_ready
+
+    base = f"http://127.0.0.1:{port}/v1"
+    t0 = time.perf_counter()
+    proc = subprocess.Popen(cmd, env={**os.environ, **env}, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            start_new_session=True)
+    try:
+        wait_ready(base, 900)
+        startup = time.perf_counter() - t0
+        run_completions(base, "smol", prompts[:1], stop=GSM8K_STOP, max_tokens=8, concurrency=1)  # warm-up
+        r = run_completions(base, "smol", prompts, stop=GSM8K_STOP, max_tokens=args.max_tokens,
+                            concurrency=args.concurrency)
+    finally:
+        os.killpg(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(60)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+    return {"wall_s": round(r["wall_s"], 1), "startup_s": round(startup, 1),
+            "completion_tokens": r["completion_tokens"], "texts": r["texts"]}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--vllm-python", default="", help="python of the vLLM venv; empty: ours only")
+    ap.add_argument("--questions", type=int, default=20)
+    ap.add_argument("--shots", type=int, default=5)
+    ap.add_argument("--concurrency", type=int, default=4)
+    ap.add_argument("--max-tokens", type=int, default=256)
+    ap.add_argument("--num-slots", type=int, default=0, help="our server's slots (0 = its default)")
+    ap.add_argument("--workdir", default=None, help="reuse a directory holding hf/ and ckpt/")
+    args = ap.parse_args()
+
+    from harness_client import gsm8k_fewshot_prompts
+    from smollm2_dirs import smollm2_dirs
+
+    hf_dir, ckpt = smollm2_dirs(args.workdir, "servebench-")
+    data = os.environ.get("MATHJAX_DATA_DIR") or os.path.join(HERE, "..", "..", "shared", "data")
+    prompts = gsm8k_fewshot_prompts(data, args.questions, args.shots)
+    port = free_port()
+    ours_cmd = [sys.executable, "-m", "mathjax_train.cli", "serve", ckpt, "--dtype", "float32", "--model-name", "smol", "--num-slots", str(args.num_slots),
+                "--quiet", "--port", str(port)]
+    result = {"model": "SmolLM2-135M-Instruct", "questions": len(prompts), "shots": args.shots,
+              "concurrency": args.concurrency, "max_tokens": args.max_tokens, "cores": os.cpu_count(),
+              "ours": timed_server(ours_cmd, port, {"TF_CPP_MIN_LOG_LEVEL": "3"}, prompts, args)}
+    if args.vllm_python:
+        port = free_port()
+        vllm_cmd = [args.vllm_python, os.path.join(HERE, "vllm_side.py"), "serve", hf_dir, str(port)]
+        result["vllm"] = timed_server(vllm_cmd, port, {}, prompts, args)
+        same = sum(a == b for a, b in zip(result["ours"]["texts"], result["vllm"]["texts"]))
+        result["identical_answers"] = f"{same}/{len(prompts)}"
+        result["ratio_wall_vllm_over_ours"] = round(result["vllm"]["wall_s"] / result["ours"]["wall_s"], 2)
+    for side in ("ours", "vllm"):
+        result.get(side, {}).pop("texts", None)
+    print(json.dumps(result, indent=1))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,222 @@
+"""The sampling engine: greedy equals transformers under continuous batching, seeds ignore batching,
+shared prompts prefill once, pages come back, preemption recomputes exactly, stops, holds, cancels."""
+import dataclasses
+
+import numpy as np
+import pytest
+import torch
+
+from hf_fixtures import make_hf_model
+from mathjax_train.cli import main
+from mathjax_train.config import EngineConfig
+from mathjax_train.infer.engine import Engine
+from mathjax_train.infer.loading import load_for_inference
+from mathjax_train.infer.pages import OutOfPages, PagePool
+from mathjax_train.infer.params import SamplingParams
+from mathjax_train.infer.programs import page_bucket
+
+# small pages, chunks and budgets so that page boundaries, chunked prefill and admission all happen
+SMALL = dict(page_size=4, decode_steps=4, prefill_budget=16)
+
+
+def _tiny(tmp_path_factory, variant):
+    d = tmp_path_factory.mktemp(variant)
+    hf = make_hf_model(d / "hf", variant, kv_heads=2, seed=3)
+    assert main(["import-hf", str(d / "hf"), str(d / "ckpt"), "--dtype", "float32"]) == 0
+    return hf, load_for_inference(d / "ckpt")
+
+
+@pytest.fixture(scope="module", params=["llama", "mistral", "qwen2"])
+def tiny(request, tmp_path_factory):
+    return _tiny(tmp_path_factory, request.param)
+
+
+@pytest.fixture(scope="module")
+def llama(tmp_path_factory):
+    return _tiny(tmp_path_factory, "llama")
+
+
+def hf_greedy(model, prompt, n, eos=None):
+    out = model.generate(torch.tensor([prompt]), max_new_tokens=n, do_sample=False, eos_token_id=eos, pad_token_id=0)
+    return out[0, len(prompt):].tolist()
+
+
+def with_eos(m, eos: int):
+    return dataclasses.replace(m, cfg=dataclasses.replace(m.cfg, eos_token_id=[eos]))
+
+
+def prompts_of(lengths, seed=0):
+    rng = np.random.RandomState(seed)
+    return [rng.randint(3, 300, n).tolist() for n in lengths]
+
+
+def test_greedy_matches_transformers_with_admission_mid_run(tiny):
+    hf, m = tiny
+    prompts = prompts_of((5, 17, 40, 64, 3, 29))
+    eng = Engine(m, EngineConfig(num_slots=2, **SMALL))  # 6 prompts through 2 slots: admitted as rows end
+    lengths = [40, 12, 33, 7, 40, 21]  # rows end at different steps
+    out = eng.generate(prompts, [SamplingParams(max_tokens=n, ignore_eos=True) for n in lengths], [[0]] * 6)
+    for p, n, (c,) in zip(prompts, lengths, out):
+        assert c.token_ids == hf_greedy(hf, p, n) and c.finish_reason == "length"
+    assert eng.stats.prefill_calls > len(prompts)  # the 40- and 64-token prompts were prefilled in chunks
+    assert eng.pool.free == eng.pool.usable
+
+
+def test_eos_ends_rows_at_different_steps(tiny):
+    hf, m = tiny
+    prompts = prompts_of((6, 11, 23), seed=1)
+    free = [hf_greedy(hf, p, 20) for p in prompts]
+    eos = free[0][5]  # a token the first row emits; other rows may or may not
+    eng = Engine(with_eos(m, eos), EngineConfig(num_slots=4, **SMALL))
+    out = eng.generate(prompts, SamplingParams(max_tokens=20), [[0]] * 3)
+    for p, (c,) in zip(prompts, out):
+        want = hf_greedy(hf, p, 20, eos=eos)
+        assert c.token_ids == want
+        assert c.finish_reason == ("eos" if want[-1] == eos else "length")
+    assert out[0][0].finish_reason == "eos" and len(out[0][0].token_ids) <= 6
+
+
+def test_logprobs_are_the_models(llama):
+    hf, m = llama
+    p = prompts_of((9,), seed=2)[0]
+    (c,), = Engine(m, EngineConfig(num_slots=1, **SMALL)).generate([p], SamplingParams(max_tokens=6, ignore_eos=True),
+                                                                   [[0]])
+    with torch.no_grad():
+        logits = hf(torch.tensor([p + c.token_ids])).logits[0, len(p) - 1:-1]
+    want = torch.log_softmax(logits, -1)[torch.arange(6), torch.tensor(c.token_ids)].numpy()
+    np.testing.assert_allclose(c.logprobs, want, atol=1e-4)
+
+
+def test_a_seed_gives_the_same_completion_whatever_runs_beside_it(tiny):
+    _, m = tiny
+    sp = SamplingParams(max_tokens=16, temperature=1.0, top_p=0.9, ignore_eos=True)
+    p = [4, 5, 6, 7, 8]
+    alone = Engine(m, EngineConfig(num_slots=1, **SMALL)).generate([p], sp, [[11]])[0][0]
+    eng = Engine(m, EngineConfig(num_slots=8, **SMALL))
+    others = prompts_of((3, 30, 12), seed=4)
+    greedy = SamplingParams(max_tokens=9, ignore_eos=True)
+    rows = [eng.submit(others[0], greedy, [0]), eng.submit(others[1], sp, [5, 6]), eng.submit(p, sp, [12, 11]),
+            eng.submit(others[2], SamplingParams(max_tokens=3, temperature=0.5, top_k=5), [1])]
+    eng.run()
+    assert rows[2][1].completion.token_ids == alone.token_ids  # another slot, other rows, other settings
+    assert rows[2][0].completion.token_ids != alone.token_ids  # a different seed samples differently
+
+
+def test_samples_of_one_prompt_prefill_it_once(llama):
+    _, m = llama
+    p = prompts_of((23,), seed=5)[0]
+    sp = SamplingParams(max_tokens=10, temperature=1.0, ignore_eos=True)
+    eng = Engine(m, EngineConfig(num_slots=3, **SMALL))
+    shared = eng.generate([p], sp, [list(range(7))])[0]
+    assert eng.stats.prompt_prefills == 1 and eng.stats.prefill_tokens == len(p) - 1
+    single = Engine(m, EngineConfig(num_slots=1, **SMALL))
+    for seed, c in enumerate(shared):
+        assert c.token_ids == single.generate([p], sp, [[seed]])[0][0].token_ids
+    assert eng.pool.free == eng.pool.usable
+
+
+def test_a_thousand_requests_give_every_page_back(llama):
+    _, m = llama
+    eng = Engine(m, EngineConfig(num_slots=16, **SMALL))
+    rng = np.random.RandomState(6)
+    rows = []
+    for i in range(1000):
+        sp = SamplingParams(max_tokens=int(rng.randint(1, 4)), temperature=float(rng.choice([0.0, 0.8])),
+                            stop=("x",) if i % 7 == 0 else ())
+        rows += eng.submit(rng.randint(3, 300, int(rng.randint(1, 12))).tolist(), sp, [i, i + 1] if i % 5 == 0 else [i])
+        if i % 100 == 99:
+            eng.step()
+            eng.cancel(rows[-1])
+    eng.run()
+    assert all(r.completion is not None for r in rows)
+    assert eng.pool.free == eng.pool.usable and all(eng.pool.refs(p) == 0 for p in range(eng.num_pages))
+    assert eng.stats.finished == len(rows)
+    kinds = {k: sorted(sh[1:] for sh in eng.programs.shapes if sh[0] == k) for k in ("prefill", "decode", "copy")}
+    assert len(kinds["decode"]) <= 3 * 4 and len(kinds["prefill"]) <= 2 * 4, kinds  # few compilations: rows x pages
+
+
+def test_running_out_of_pages_preempts_and_recomputes_exactly(llama):
+    _, m = llama
+    prompts = prompts_of((10, 14, 7, 19), seed=7)
+    sp = SamplingParams(max_tokens=24, temperature=0.9, ignore_eos=True)
+    seeds = [[3], [4], [5], [6]]
+    roomy = Engine(m, EngineConfig(num_slots=4, **SMALL)).generate(prompts, sp, seeds)
+    tight = Engine(m, EngineConfig(num_slots=4, num_pages=14, **SMALL))  # 13 pages: not enough for 4 rows
+    out = tight.generate(prompts, sp, seeds)
+    assert tight.stats.preemptions > 0
+    assert [c.token_ids for (c,) in out] == [c.token_ids for (c,) in roomy]
+    assert tight.pool.free == tight.pool.usable
+
+
+def test_stop_strings_cut_text_and_tokens(llama):
+    _, m = llama
+    eng = Engine(m, EngineConfig(num_slots=2, **SMALL))
+    full = eng.generate([[5, 6, 7]], SamplingParams(max_tokens=24, ignore_eos=True), [[0]])[0][0]
+    stop = full.text[len(full.text) // 2:][:3]
+    cut = eng.generate([[5, 6, 7]], SamplingParams(max_tokens=24, stop=(stop,), ignore_eos=True), [[0]])[0][0]
+    assert cut.finish_reason == "stop" and cut.text == full.text[:full.text.find(stop)]
+    assert cut.token_ids == full.token_ids[:len(cut.token_ids)] and len(cut.token_ids) < len(full.token_ids)
+    assert stop in m.tokenizer.decode(cut.token_ids) and stop not in m.tokenizer.decode(cut.token_ids[:-1])
+
+
+def test_a_held_row_resumes_in_its_pages(tiny):
+    hf, m = tiny
+    p = prompts_of((13,), seed=8)[0]
+    free = hf_greedy(hf, p, 30)
+    stop = m.tokenizer.decode(free[:8])[-2:]
+    eng = Engine(m, EngineConfig(num_slots=2, **SMALL))
+    (row,) = eng.submit(p, SamplingParams(max_tokens=30, stop=(stop,), ignore_eos=True), [0], hold_on_stop=True)
+    eng.run()
+    assert row.state == "paused" and row.completion.finish_reason == "stop"
+    kept = row.completion.token_ids[:-1]
+    appended = [7, 8, 9]
+    eng.extend(row, len(kept), appended, SamplingParams(max_tokens=10, ignore_eos=True), seed=0)
+    eng.run()
+    assert row.completion.token_ids == hf_greedy(hf, p + kept + appended, 10)
+    assert eng.pool.free == eng.pool.usable
+
+
+def test_cancel_frees_the_row(llama):
+    _, m = llama
+    eng = Engine(m, EngineConfig(num_slots=2, **SMALL))
+    (row,) = eng.submit([5, 6, 7], SamplingParams(max_tokens=200, ignore_eos=True), [0])
+    eng.step()
+    assert row.state == "running"
+    eng.cancel(row)
+    eng.run()
+    assert row.completion.finish_reason == "aborted" and eng.pool.free == eng.pool.usable
+
+
+def test_bad_requests_are_refused_with_the_numbers(llama):
+    _, m = llama
+    eng = Engine(m, EngineConfig(num_slots=2, **SMALL))
+    with pytest.raises(ValueError, match="no tokens"):
+        eng.submit([], SamplingParams(), [0])
+    with pytest.raises(ValueError, match=r"prompt of \d+ tokens: with max_tokens=10 that exceeds"):
+        eng.submit([5] * m.cfg.max_position_embeddings, SamplingParams(max_tokens=10), [0])
+    with pytest.raises(ValueError, match="top_p"):
+        SamplingParams(top_p=0.0)
+    assert not eng.busy
+
+
+def test_page_pool_counts_references():
+    pool = PagePool(5)
+    a = pool.allocate(2)
+    assert 0 not in a and pool.free == 2
+    pool.share(a)
+    pool.release(a)
+    assert pool.free == 2  # still held once
+    pool.release(a)
+    assert pool.free == 4
+    with pytest.raises(OutOfPages):
+        pool.allocate(5)
+    with pytest.raises(RuntimeError):
+        pool.release(a)
+
+
+def test_page_buckets_are_few_and_cover():
+    buckets = {page_bucket(n, 10_000) for n in range(1, 2049)}
+    assert len(buckets) <= 24
+    assert all(page_bucket(n, 10_000) >= n for n in range(1, 2049))
+    assert all(page_bucket(n, 10_000) <= max(2, n * 3 // 2) for n in range(1, 2049))
+    assert page_bucket(500, 37) == 37
