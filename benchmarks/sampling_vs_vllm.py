@@ -58,7 +58,7 @@ def ours(ckpt: str, prompts: list[list[int]], k: int, max_tokens: int, slots: in
     return {"slots": engine.num_slots, "k": k, "generated_tokens": tokens, "generate_s": round(seconds, 1),
             "tokens_per_s": round(tokens / seconds, 1), "startup_s": round(startup, 1),
             "wall_s": round(startup + seconds, 1), "finish_reasons": finish, "prefills": engine.stats.prompt_prefills,
-            "preemptions": engine.stats.preemptions, "compiled_shapes": len(engine.programs.shapes)}
+            "preemptions": engine.stats.preemptions, "compiled_shapes": len(engine.shapes)}
 
 
 def vllm(python: str, hf_dir: str, prompts: list[list[int]], k: int, max_tokens: int, env: dict) -> dict:

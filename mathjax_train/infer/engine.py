@@ -99,6 +99,7 @@ class Engine:
         self.cache = jax.device_put(init_pages(mc, self.num_pages, self.page_size), jax.devices()[0])
         self.programs = Programs.of(mc, self.eos_ids, self.cfg.decode_steps)
         self.stats = EngineStats()
+        self.shapes: set[tuple] = set()  # program shapes this engine ran (each compiled once per model)
         self.waiting: deque[SeqState] = deque()
         self.running: list[SeqState] = []
         self._inbox: list[SeqState] = []
@@ -252,7 +253,8 @@ class Engine:
         start = target.cached
         table = self._table(target.pages, page_bucket(math.ceil((start + n) / self.page_size), self.max_pages_per_seq))
         self.cache = self.programs.prefill(self.model.params, self.cache,
-                                           np.asarray(target.tokens[start:start + n], np.int32), start, table)
+                                           np.asarray(target.tokens[start:start + n], np.int32), start, table,
+                                           record=self.shapes)
         target.cached += n
         self.stats.prefill_calls += 1
         self.stats.prefill_tokens += n
@@ -370,7 +372,7 @@ class Engine:
             batch["ignore_eos"][i] = sp.ignore_eos
             table[i] = self._table(r.pages, width)
         # a row with no token yet in its round feeds its context's last token, whose KV is not cached
-        self.cache, out = self.programs.decode(self.model.params, self.cache, batch, table)
+        self.cache, out = self.programs.decode(self.model.params, self.cache, batch, table, record=self.shapes)
         self.stats.decode_chunks += 1
         for i, r in enumerate(rows):
             got = out["tokens"][i]

@@ -78,12 +78,15 @@ class Programs:
                                    last=jnp.maximum(valid - 1, 0))
         return flush_side(cache, side, page_table, start, valid)
 
-    def prefill(self, params, cache, tokens: np.ndarray, start: int, page_table: np.ndarray):
-        """tokens (n,), written at cache indices start..start+n-1 through `page_table` (pages,)."""
+    def prefill(self, params, cache, tokens: np.ndarray, start: int, page_table: np.ndarray, record=None):
+        """tokens (n,), written at cache indices start..start+n-1 through `page_table` (pages,).
+        `record` (a set) also collects the shape, for a caller that counts its own compilations."""
         t = tokens.shape[0]
         padded = np.zeros((1, bucket(t, 1 << 30, 16)), np.int32)
         padded[0, :t] = tokens
         self.shapes.add(("prefill", padded.shape[1], page_table.shape[0]))
+        if record is not None:
+            record.add(("prefill", padded.shape[1], page_table.shape[0]))
         with self.lock:
             return self._prefill(params, cache, padded, np.asarray([start], np.int32), np.asarray([t], np.int32),
                                  page_table[None].astype(np.int32))
@@ -121,8 +124,10 @@ class Programs:
         _, side, rows, out = jax.lax.while_loop(cond, body, carry)
         return flush_side(cache, side, page_table, start, rows["emitted"]), out
 
-    def decode(self, params, cache, rows: dict, page_table: np.ndarray):
+    def decode(self, params, cache, rows: dict, page_table: np.ndarray, record=None):
         self.shapes.add(("decode", page_table.shape[0], page_table.shape[1]))
+        if record is not None:
+            record.add(("decode", page_table.shape[0], page_table.shape[1]))
         with self.lock:
             cache, out = self._decode(params, cache, rows, page_table)
             return cache, {k: np.asarray(v) for k, v in out.items()}
