@@ -72,7 +72,6 @@ class SeqState:
     hold_on_stop: bool = False
     on_tokens: Callable[["SeqState", list[int]], None] | None = None
     on_finish: Callable[["SeqState", Completion], None] | None = None
-    cancelled: bool = False
     completion: Completion | None = None
     admitted_at: int = 0
 
@@ -160,7 +159,6 @@ class Engine:
     def cancel(self, row: SeqState) -> None:
         """Stop a row (e.g. its client went away); it finishes as `aborted` at the next step."""
         with self._lock:
-            row.cancelled = True
             self._cancels.append(row)
 
     def extend(self, row: SeqState, keep: int, tokens: Sequence[int], params: SamplingParams, seed: int) -> None:
@@ -391,7 +389,7 @@ class Engine:
             hits = [text.find(s) for s in row.params.stop if s in text]
             if hits:
                 cut = min(hits)
-                keep = self._tokens_reaching(gen, row.params.stop)
+                keep = self._tokens_reaching(gen, len(gen) - len(new), row.params.stop)
                 dropped = len(gen) - keep
                 if dropped:
                     del row.tokens[len(row.tokens) - dropped:]
@@ -409,9 +407,10 @@ class Engine:
         elif len(gen) >= row.params.max_tokens:
             self._finish(row, "length")
 
-    def _tokens_reaching(self, gen: list[int], stops: tuple[str, ...]) -> int:
-        """The fewest leading tokens whose text contains a stop string."""
-        for k in range(1, len(gen) + 1):
+    def _tokens_reaching(self, gen: list[int], checked: int, stops: tuple[str, ...]) -> int:
+        """The fewest leading tokens whose text contains a stop string; the first `checked` tokens
+        were checked after the previous chunk and contain none, so the search starts after them."""
+        for k in range(checked + 1, len(gen) + 1):
             t = self._text(gen[:k])
             if any(s in t for s in stops):
                 return k
