@@ -136,8 +136,9 @@ def test_tool_output_is_prefilled_into_the_rows_own_pages(forced, monkeypatch):
         eng = tg.engine
         prefills, at_extend = [], []
         prefill, extend = eng.programs.prefill, eng.extend
-        monkeypatch.setattr(eng.programs, "prefill", lambda params, cache, tokens, start, table: (
-            prefills.append((tokens.tolist(), start, table.tolist())), prefill(params, cache, tokens, start, table))[1])
+        monkeypatch.setattr(eng.programs, "prefill", lambda params, cache, tokens, start, table, **kw: (
+            prefills.append((tokens.tolist(), start, table.tolist())), prefill(params, cache, tokens, start, table,
+                                                                              **kw))[1])
         monkeypatch.setattr(eng, "extend", lambda row, *a: (at_extend.append(list(row.pages)), extend(row, *a))[1])
         (gen,) = tg.generate([Q5], SamplingParams(max_tokens=12), [0])
 
