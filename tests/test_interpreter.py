@@ -12,6 +12,7 @@ import uuid
 
 import pytest
 
+import mathjax_train.tools.interpreter as interpreter_module
 from mathjax_train.tools.interpreter import (ExecutionResult, InterpreterPool, Limits, execute,
                                              isolation_report)
 
@@ -152,10 +153,12 @@ def test_fork_bomb_leaves_no_process(pool):
 
 
 @needs_root
-@pytest.mark.parametrize("target", ["/tmp", "/var/tmp", "/dev/shm", "/work", "/root", "cwd_abs"])
+@pytest.mark.parametrize("target", ["/tmp", "/var/tmp", "/dev/shm", "/work", "/root", "package"])
 def test_writes_outside_sandbox_do_not_reach_host(pool, target):
     name = f"pwned-{uuid.uuid4().hex}"
-    directory = os.path.dirname(os.path.abspath(__file__)) if target == "cwd_abs" else target
+    # the package stays visible (read-only) wherever the checkout is, /tmp included
+    directory = os.path.dirname(os.path.abspath(interpreter_module.__file__)) \
+        if target == "package" else target
     host_path = os.path.join(directory, name)
     r = pool.execute(f"open({host_path!r}, 'w').write('x')\nprint('wrote')")
     assert not os.path.exists(host_path)

@@ -2,8 +2,9 @@
 
 Standard library only, and run as a script (`python -I _sandbox_worker.py`), so it imports nothing
 of the package. It talks length-prefixed JSON with the host over its stdin/stdout, sets up the
-isolation once (network + mount namespaces), then forks one sandboxed child per snippet (or one
-long-lived child per session) and supervises it: wall-clock deadline, output cap, crash reports.
+isolation once (network + mount namespaces; for a non-root caller inside a new user namespace),
+then forks one sandboxed child per snippet (or one long-lived child per session) and supervises
+it: wall-clock deadline, output cap, crash reports.
 """
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ import ctypes
 import fcntl
 import json
 import os
+import pwd
 import random
 import resource
 import select
@@ -26,12 +28,18 @@ import time
 import traceback
 
 CLONE_NEWNS, CLONE_NEWIPC, CLONE_NEWPID, CLONE_NEWNET = 0x20000, 0x08000000, 0x20000000, 0x40000000
+CLONE_NEWUSER = 0x10000000
 MS_RDONLY, MS_NOSUID, MS_NODEV, MS_NOEXEC, MS_REMOUNT = 1, 2, 4, 8, 32
 MS_NOATIME, MS_NODIRATIME, MS_BIND, MS_REC, MS_PRIVATE = 1024, 2048, 4096, 16384, 1 << 18
 MS_RELATIME, MS_STRICTATIME, MNT_DETACH = 1 << 21, 1 << 24, 2
 PR_SET_PDEATHSIG, PR_SET_DUMPABLE, PR_SET_NO_NEW_PRIVS = 1, 4, 38
+PR_CAPBSET_DROP, PR_CAP_AMBIENT, PR_CAP_AMBIENT_CLEAR_ALL = 24, 47, 4
+CAPABILITY_VERSION_3 = 0x20080522
 # Directories that are world-writable on a stock Linux; each gets a private tmpfs per snippet.
 WRITABLE_DIRS = ("/tmp", "/var/tmp", "/dev/shm", "/run/lock")
+# Hidden from every snippet (besides the caller's home): per-user runtime dirs hold the sockets of
+# agents and session buses, which a read-only mount does not stop a same-uid process connecting to.
+PRIVATE_DIRS = ("/run/user",)
 # Child fds: 0 stdin (/dev/null), 1+2 output pipe, 3 control (results), 4 commands (code blocks).
 CTL_FD, CMD_FD = 3, 4
 _HDR = struct.Struct(">I")
@@ -54,6 +62,75 @@ def _mount(src, target, fstype, flags, data=None) -> None:
 def _prctl(option: int, arg: int) -> None:
     _check(_libc.prctl(option, ctypes.c_ulong(arg), ctypes.c_ulong(0), ctypes.c_ulong(0),
                        ctypes.c_ulong(0)), f"prctl {option}")
+
+
+def _enter_user_namespace() -> None:
+    """For a non-root caller: new user (our uid and gid mapped to themselves), mount, network and
+    pid namespaces, then fork, so that this supervisor runs as pid 1 of a pid namespace that our
+    user namespace owns (setns back into it before each snippet needs that). The original
+    process only waits and exits with it."""
+    uid, gid = os.getuid(), os.getgid()
+    _check(_libc.unshare(CLONE_NEWUSER | CLONE_NEWNS | CLONE_NEWNET | CLONE_NEWPID),
+           "unshare(user, mount, net, pid)")
+    for name, text in (("setgroups", "deny"), ("uid_map", f"{uid} {uid} 1"),
+                       ("gid_map", f"{gid} {gid} 1")):
+        with open(f"/proc/self/{name}", "w") as fh:
+            fh.write(text)
+    pid = os.fork()
+    if pid:
+        os.closerange(0, 1 << 16)
+        status = os.waitpid(pid, 0)[1]
+        code = os.waitstatus_to_exitcode(status)
+        os._exit(code if code >= 0 else 128 - code)
+    _prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+
+
+def _drop_capabilities() -> None:
+    """Give up every capability (the user namespace grants them all to a non-root supervisor)."""
+    for cap in range(64):
+        if _libc.prctl(PR_CAPBSET_DROP, ctypes.c_ulong(cap), ctypes.c_ulong(0),
+                       ctypes.c_ulong(0), ctypes.c_ulong(0)) != 0:
+            break  # EINVAL: past the last capability this kernel knows
+    _prctl(PR_CAP_AMBIENT, PR_CAP_AMBIENT_CLEAR_ALL)
+    header = (ctypes.c_uint32 * 2)(CAPABILITY_VERSION_3, 0)
+    data = (ctypes.c_uint32 * 6)()  # effective, permitted, inheritable x 2: all empty
+    _check(_libc.capset(header, data), "capset")
+
+
+def _interpreter_paths() -> list[str]:
+    """The directories this Python needs (prefixes, its binary's dir, sys.path, this package),
+    outermost only, with symlinks resolved."""
+    paths = {sys.prefix, sys.base_prefix, sys.exec_prefix, sys.base_exec_prefix,
+             os.path.dirname(os.path.realpath(sys.executable)),
+             os.path.dirname(os.path.dirname(os.path.abspath(__file__)))}
+    paths |= {p for p in sys.path if p}
+    real = {os.path.realpath(p) for p in paths if os.path.isdir(p)}
+    return sorted(p for p in real if not any(o != p and _within(p, o) for o in real))
+
+
+def _within(path: str, top: str) -> bool:
+    return path == top or path.startswith(top.rstrip("/") + "/")
+
+
+def _cover(dirs, keep, options: str) -> list[str]:
+    """Mount a fresh tmpfs (`options`) on each of `dirs`, then bind the `keep` paths that were
+    under one of them back in place: what a snippet needs stays, the rest is hidden. Binds copy
+    the flags of their source (read-only once the supervisor has remounted the tree)."""
+    dirs = [d for d in dirs if not any(o != d and _within(d, o) for o in dirs)]
+    targets = [k for k in keep if any(_within(k, d) and k != d for d in dirs)]
+    fds = {t: os.open(t, os.O_PATH) for t in targets}  # hold them before the tmpfs hides them
+    old = os.umask(0o022)
+    try:
+        for d in dirs:
+            _mount("tmpfs", d, "tmpfs", MS_NOSUID | MS_NODEV, options)
+        for target, fd in fds.items():
+            os.makedirs(target, exist_ok=True)
+            _mount(f"/proc/self/fd/{fd}", target, None, MS_BIND | MS_REC)
+    finally:
+        os.umask(old)
+        for fd in fds.values():
+            os.close(fd)
+    return targets
 
 
 # ----------------------------------------------------------------------------- framing
@@ -257,8 +334,12 @@ class Zygote:
     # --- one-time isolation -------------------------------------------------------------
     def _setup(self) -> None:
         want = self.cfg.get("isolation", "auto")
-        if want != "basic" and os.geteuid() == 0:
+        self.userns = False
+        if want != "basic":
             try:
+                if os.geteuid() != 0:
+                    _enter_user_namespace()
+                    self.userns = True
                 self._setup_namespaces()
                 self.report["mode"] = "namespaces"
                 return
@@ -266,63 +347,67 @@ class Zygote:
                 if want == "namespaces":
                     raise
                 self.report["warnings"].append(f"namespaces unavailable: {exc}")
+        network = ("empty network namespace (no interfaces up)" if self.userns
+                   else "python-level socket block (bypassable)")
         self.report.update(
-            mode="basic", uid=os.getuid(), network="python-level socket block (bypassable)",
+            mode="basic", uid=os.getuid(), network=network,
             filesystem="fresh temp working dir; rest of the filesystem as writable as for "
-                       "the calling user", processes="process group kill only")
+                       "the calling user", processes="process group kill only",
+            missing=["user namespace" if os.geteuid() else "mount namespace",
+                     "read-only filesystem", "private /tmp", "pid namespace"]
+                    + ([] if self.userns else ["network namespace"]))
 
     def _setup_namespaces(self) -> None:
-        _check(_libc.unshare(CLONE_NEWNET | CLONE_NEWNS), "unshare(net, mount)")
+        if not self.userns:
+            _check(_libc.unshare(CLONE_NEWNET | CLONE_NEWNS), "unshare(net, mount)")
         _mount(None, "/", None, MS_REC | MS_PRIVATE)
-        exposed = self._expose_interpreter()
+        self.keep = _interpreter_paths()
+        exposed = self._hide_private_dirs()
         rw_left = self._remount_readonly()
+        # the pid namespace snippets' namespaces nest in: the host's for root, else our own
         self.pidns_fd = os.open("/proc/self/ns/pid", os.O_RDONLY)
+        self.writable = [d for d in WRITABLE_DIRS if os.path.isdir(d) and not os.path.islink(d)]
+        common = dict(exposed_paths=exposed, rw_mounts_left=rw_left,
+                      network="empty network namespace (no interfaces up)")
+        tmpfs = (f"whole tree read-only; private tmpfs on {', '.join(self.writable)} (the Python "
+                 f"install bound back read-only); cwd /tmp")
+        if self.userns:  # one uid is all an unprivileged user namespace can map: our own
+            self.report.update(
+                uid=os.getuid(), uids=[os.getuid()], user_namespace=True, **common,
+                filesystem=f"{tmpfs}; your home and {', '.join(PRIVATE_DIRS)} hidden; other "
+                           f"files your account can read stay readable",
+                processes="own pid namespace per snippet, your uid with no capabilities")
+            return
         # consecutive snippets alternate between uid and uid + 1, so processes of a dying
         # sandbox never count against the RLIMIT_NPROC of the next one
         self.uid = self.cfg.get("uid") or 2 * random.randrange(1_000_000, 1_500_000)
-        self.writable = [d for d in WRITABLE_DIRS if os.path.isdir(d) and not os.path.islink(d)]
         self.report.update(
-            uid=self.uid, uids=[self.uid, self.uid + 1], exposed_paths=exposed, rw_mounts_left=rw_left,
-            network="empty network namespace (no interfaces up)",
-            filesystem=f"whole tree read-only; private tmpfs on {', '.join(self.writable)}; "
-                       f"cwd /tmp", processes="own pid namespace per snippet, unprivileged uid")
+            uid=self.uid, uids=[self.uid, self.uid + 1], user_namespace=False, **common,
+            filesystem=f"{tmpfs}; closed directories and {', '.join(PRIVATE_DIRS)} hidden",
+            processes="own pid namespace per snippet, unprivileged uid")
 
-    def _expose_interpreter(self) -> list[str]:
-        """Make the Python install readable for the sandbox uid when it lives under a closed
-        directory (e.g. /root/.pyenv): mask the closed ancestor with a tmpfs and bind the
-        needed trees back in. The rest of that directory stays hidden."""
-        paths = {sys.prefix, sys.base_prefix, sys.exec_prefix, sys.base_exec_prefix,
-                 os.path.dirname(os.path.realpath(sys.executable))}
-        paths |= {p for p in sys.path if p and os.path.isdir(p)}
-        masks: dict[str, set[str]] = {}
-        for path in sorted({os.path.realpath(p) for p in paths if os.path.isdir(p)}):
+    def _hide_private_dirs(self) -> list[str]:
+        """Cover the caller's home, PRIVATE_DIRS and any closed ancestor of the Python install
+        (e.g. /root of /root/.pyenv) with empty tmpfs mounts; the install stays visible."""
+        hide = {d for d in PRIVATE_DIRS if os.path.isdir(d)}
+        try:
+            home = os.path.realpath(pwd.getpwuid(os.getuid()).pw_dir)
+            if home != "/" and os.path.isdir(home):
+                hide.add(home)
+        except KeyError:  # a uid with no passwd entry has no home
+            pass
+        for path in self.keep:
             cur = "/"
             for part in path.strip("/").split("/"):
                 cur = os.path.join(cur, part)
                 if not os.stat(cur).st_mode & stat.S_IXOTH:
                     if cur != path:
-                        masks.setdefault(cur, set()).add(path)
+                        hide.add(cur)
                     else:
                         self.report["warnings"].append(f"{path} is closed to other users")
                     break
-        # keep only outermost targets per mask
-        targets = [(m, t) for m, ts in masks.items() for t in sorted(ts)
-                   if not any(o != t and t.startswith(o + "/") for o in ts)]
-        if not targets:
-            return []
-        os.umask(0o022)
-        _mount("tmpfs", "/tmp", "tmpfs", MS_NOSUID | MS_NODEV, "size=1m,mode=700")
-        for i, (_, target) in enumerate(targets):
-            os.mkdir(f"/tmp/s{i}")
-            _mount(target, f"/tmp/s{i}", None, MS_BIND | MS_REC)
-        for mask in masks:
-            _mount("tmpfs", mask, "tmpfs", MS_NOSUID | MS_NODEV, "size=1m,mode=755")
-        for i, (_, target) in enumerate(targets):
-            os.makedirs(target, mode=0o755, exist_ok=True)
-            _mount(f"/tmp/s{i}", target, None, MS_BIND | MS_REC)
-            _check(_libc.umount2(f"/tmp/s{i}".encode(), MNT_DETACH), "umount stage")
-        _check(_libc.umount2(b"/tmp", MNT_DETACH), "umount /tmp stage")
-        return [t for _, t in targets]
+        hide = {d for d in hide if not any(_within(d, k) for k in self.keep)}
+        return _cover(sorted(hide), self.keep, "size=1m,mode=755")
 
     @staticmethod
     def _remount_readonly() -> list[str]:
@@ -373,6 +458,13 @@ class Zygote:
     def _child_setup(self, out_w, ctl_w, cmd_r, tmpdir, persistent, cpu_s, uid) -> None:
         lim = self.limits
         os.setsid()
+        # measured before /proc is replaced by the snippet's own
+        with open("/proc/self/status") as fh:  # address-space budget on top of the baseline
+            vm_kb = next(int(l.split()[1]) for l in fh if l.startswith("VmSize:"))
+        mem = vm_kb * 1024 + lim["memory_mb"] * 2**20
+        nproc = lim["nproc"]
+        if uid is None:  # NPROC counts every process of the caller's own uid
+            nproc += _count_uid_processes(os.getuid())
         devnull = os.open(os.devnull, os.O_RDWR)
         # move the sources above the target range first so no dup2 clobbers a later source
         high = [fcntl.fcntl(fd, fcntl.F_DUPFD, 64) for fd in (devnull, out_w, out_w, ctl_w, cmd_r)]
@@ -381,14 +473,18 @@ class Zygote:
         os.closerange(CMD_FD + 1, 1 << 16)
         if self.report["mode"] == "namespaces":
             _check(_libc.unshare(CLONE_NEWNS | CLONE_NEWIPC), "unshare(mount, ipc)")
-            for d in self.writable:
-                _mount("tmpfs", d, "tmpfs", MS_NOSUID | MS_NODEV,
-                       f"size={lim['tmpfs_mb']}m,mode=1777")
-            _mount("proc", "/proc", "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC)
+            _cover(self.writable, self.keep, f"size={lim['tmpfs_mb']}m,mode=1777")
+            try:
+                _mount("proc", "/proc", "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC)
+            except OSError:  # a kernel that refuses (masked host /proc): show no processes at all
+                _cover(["/proc"], (), "size=1m,mode=555")
             os.chdir("/tmp")
-            os.setgroups([])
-            os.setresgid(uid, uid, uid)
-            os.setresuid(uid, uid, uid)
+            if uid is None:
+                _drop_capabilities()
+            else:
+                os.setgroups([])
+                os.setresgid(uid, uid, uid)
+                os.setresuid(uid, uid, uid)
             _prctl(PR_SET_NO_NEW_PRIVS, 1)
             _prctl(PR_SET_DUMPABLE, 0)
         else:
@@ -396,20 +492,17 @@ class Zygote:
             os.environ.update(HOME=tmpdir, TMPDIR=tmpdir)
             _block_sockets()
         os.umask(0o077)
-        with open("/proc/self/status") as fh:  # address-space budget on top of the baseline
-            vm_kb = next(int(l.split()[1]) for l in fh if l.startswith("VmSize:"))
-        mem = vm_kb * 1024 + lim["memory_mb"] * 2**20
-        nproc = lim["nproc"]
-        if self.report["mode"] != "namespaces":  # NPROC counts all processes of our own uid
-            nproc += _count_uid_processes(os.getuid())
         cpu_hard = lim["session_cpu_s"] if persistent else cpu_s + 1
-        for res, val in ((resource.RLIMIT_CPU, (cpu_s, cpu_hard)),
-                         (resource.RLIMIT_AS, (mem, mem)),
-                         (resource.RLIMIT_FSIZE, (lim["file_mb"] * 2**20,) * 2),
-                         (resource.RLIMIT_NPROC, (nproc, nproc)),
-                         (resource.RLIMIT_NOFILE, (lim["nofile"],) * 2),
-                         (resource.RLIMIT_CORE, (0, 0))):
-            resource.setrlimit(res, val)
+        for res, (soft, hard) in ((resource.RLIMIT_CPU, (cpu_s, cpu_hard)),
+                                  (resource.RLIMIT_AS, (mem, mem)),
+                                  (resource.RLIMIT_FSIZE, (lim["file_mb"] * 2**20,) * 2),
+                                  (resource.RLIMIT_NPROC, (nproc, nproc)),
+                                  (resource.RLIMIT_NOFILE, (lim["nofile"],) * 2),
+                                  (resource.RLIMIT_CORE, (0, 0))):
+            cap = resource.getrlimit(res)[1]  # an ordinary user cannot raise a hard limit
+            if cap != resource.RLIM_INFINITY:
+                soft, hard = min(soft, cap), min(hard, cap)
+            resource.setrlimit(res, (soft, hard))
 
     def _kill(self, pid: int, tmpdir: str | None):
         """SIGKILL the child (pid-namespace init: takes every process of the snippet along)."""

@@ -10,20 +10,25 @@ sandboxed interpreter:
 Output semantics (like a notebook cell): what the code prints to stdout/stderr, then, if the
 last statement is an expression whose value is not None, its `repr` on a line of its own.
 
-Isolation when the caller is root (`isolation_report()["mode"] == "namespaces"`): empty network
-namespace, private mount namespace with the whole tree read-only except fresh size-capped tmpfs
-mounts on /tmp, /var/tmp, /dev/shm, /run/lock (cwd is /tmp), a fresh pid and IPC namespace per
-snippet, an unprivileged uid unique to each supervisor (no supplementary groups, no_new_privs,
-not dumpable), rlimits on CPU, address space, file size, process count, open files and core
-size, a wall-clock deadline that SIGKILLs the pid namespace, a scrubbed environment and capped
-output. Not guaranteed: reads of world-readable files (e.g. the source tree under /work), CPU
-and memory contention with the host beyond the rlimits (no cgroups), kernel exploits. Without
-root the "basic" mode keeps only rlimits, a temporary cwd, the scrubbed environment, process
-group kill and a Python-level socket block; the report says which mode is active.
+Isolation (`isolation_report()["mode"] == "namespaces"`): empty network namespace, private
+mount namespace with the whole tree read-only except fresh size-capped tmpfs mounts on /tmp,
+/var/tmp, /dev/shm, /run/lock (cwd is /tmp) into which the Python install is bound back read-only
+wherever it lives, the caller's home and /run/user hidden, a fresh pid and IPC namespace per
+snippet (nothing a snippet starts outlives it), rlimits on CPU, address space, file size, process
+count, open files and core size, a wall-clock deadline that SIGKILLs the pid namespace, a
+scrubbed environment and capped output. As root each supervisor runs snippets as an unprivileged
+uid of its own (no supplementary groups, no_new_privs, not dumpable). As an ordinary user the
+supervisor first enters an unprivileged user namespace (`user_namespace` in the report) and
+snippets run as the caller's uid with every capability dropped, so files that account can read
+outside its home (e.g. the checkout) stay readable. Not guaranteed: CPU and memory contention with
+the host beyond the rlimits (no cgroups), kernel exploits. Where the kernel refuses namespaces the
+"basic" mode keeps only rlimits, a temporary cwd, the scrubbed environment, process group kill and
+a Python-level socket block; the report lists what is `missing`, and a warning is logged once.
 """
 from __future__ import annotations
 
 import json
+import logging
 import os
 import queue
 import select
@@ -46,6 +51,8 @@ DEFAULT_PRELOAD = ("math", "fractions", "itertools", "functools", "collections",
                    "numpy")
 _STARTUP_S = 60.0  # generous: preloading sympy on a loaded 2-core machine takes seconds
 _GRACE_S = 10.0  # host-side backstop beyond the supervisor's own deadline
+log = logging.getLogger(__name__)
+_warned_basic = threading.Event()  # the fallback warning is logged once per process
 
 
 @dataclass(frozen=True)
@@ -108,6 +115,12 @@ class _Worker:
             self.kill()
             raise SandboxError(f"sandbox supervisor failed to start: {reply}")
         self.report = reply["isolation"]
+        if self.report["mode"] == "basic" and self.isolation == "auto" \
+                and not _warned_basic.is_set():
+            _warned_basic.set()
+            log.warning("python sandbox: namespaces unavailable (%s); running snippets without %s",
+                        "; ".join(self.report["warnings"]) or "unknown reason",
+                        ", ".join(self.report["missing"]))
 
     def _call(self, msg: dict, timeout: float):
         """Send one request and wait for its reply; None if the supervisor died or hung."""
