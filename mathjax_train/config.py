@@ -35,7 +35,7 @@ class ModelConfig:
     """One decoder family: LLaMA-2/3, Mistral (sliding window), Qwen2 (qkv bias), tied embeddings."""
 
     architecture: str = "llama"  # llama | mistral | qwen2: the HF class written by export-hf
-    vocab_size: int = 32000
+    vocab_size: int = 0  # 0 = the tokenizer's size (data.tokenizer), taken when training starts
     hidden_size: int = 4096
     intermediate_size: int = 11008
     num_layers: int = 32
@@ -67,6 +67,8 @@ class ModelConfig:
     def validate(self, where: str = "model") -> None:
         if self.architecture not in ("llama", "mistral", "qwen2"):
             raise ConfigError(f"{where}.architecture: {self.architecture!r} is not one of llama, mistral, qwen2")
+        if self.vocab_size < 0:
+            raise ConfigError(f"{where}.vocab_size must be >= 0 (0 = the tokenizer's size), got {self.vocab_size}")
         if self.num_heads % self.num_kv_heads:
             raise ConfigError(
                 f"{where}.num_heads ({self.num_heads}) must be a multiple of num_kv_heads ({self.num_kv_heads})")

@@ -72,6 +72,7 @@ def test_missing_tokenizer(hf_dir, tmp_path, capsys):
     (d / "tokenizer.json").unlink()
     code, err = run(["import-hf", str(d), str(tmp_path / "c")], capsys)
     assert code != 0 and str(d) in err and "tokenizer.json" in err and "tokenizer.model" in err
+    assert "--tokenizer DIR" in err
 
 
 def test_prompt_row_without_prompt_and_malformed_line(hf_dir, tmp_path, capsys):

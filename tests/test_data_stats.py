@@ -1,5 +1,6 @@
 """`mathjax-train data stats` / `data build-tokenizer` through the real CLI entry point."""
 import json
+import shutil
 
 import pytest
 
@@ -65,6 +66,34 @@ def test_stats_errors_are_clear(paths, capsys, tmp_path):
     assert code == 2 and f"{bad}:2: field 'solution': missing required field" in err
     code, _, err = _stats(capsys, "--mixture", "gsm8k_sft", *_common(paths), "data.bogus=1")
     assert code == 2 and "unknown key 'bogus'" in err
+
+
+def test_model_vocab_comes_from_the_tokenizer_unless_configured(paths, capsys, tmp_path):
+    """A tokenizer larger than the old default vocab (32000, SmolLM2 has 49152): data stats and a
+    from-scratch model take its size; a model.vocab_size that is set and too small is an error."""
+    from tokenizers import Tokenizer
+
+    from mathjax_train.config import ConfigError, load_config
+    from mathjax_train.train.trainer import resolve_model_config
+
+    big = tmp_path / "big_tok"
+    shutil.copytree(paths["tok"], big)
+    tok = Tokenizer.from_file(str(big / "tokenizer.json"))
+    tok.add_tokens([f"<extra_{i}>" for i in range(33000)])
+    tok.save(str(big / "tokenizer.json"))
+    size = tok.get_vocab_size()
+    common = ["--mixture", "gsm8k_sft", f"data.tokenizer={big}", f"data.data_dir={paths['manual']}"]
+    code, s, err = _stats(capsys, *common)
+    assert code == 0 and s["tasks"]["gsm8k_sft"]["examples"] == len(GSM_TRAIN), err
+    code, _, err = _stats(capsys, *common, "model.vocab_size=32000")
+    assert code == 2 and f"model.vocab_size (32000) is smaller than the tokenizer's ({size}, {big})" in err
+
+    cfg = load_config(None, ["data.mixture=gsm8k_sft", f"data.tokenizer={big}"])
+    assert cfg.model.vocab_size == 0 and resolve_model_config(cfg).vocab_size == size
+    cfg = load_config(None, ["data.mixture=gsm8k_sft", f"data.tokenizer={big}", "model.vocab_size=40000"])
+    assert resolve_model_config(cfg).vocab_size == 40000
+    with pytest.raises(ConfigError, match="model.vocab_size: set it for data.mixture=toy_copy"):
+        resolve_model_config(load_config(None, []))
 
 
 def test_build_tokenizer_command(tmp_path, capsys):

@@ -149,6 +149,7 @@ def test_bad_plans_are_named(capsys):
         (["--mfu", "1.5"], "--mfu must be in (0, 1]"),
         (["model.attention_kernel=flash"], "model.attention_kernel: 'flash' is not one of dot, splash"),
         (["--compile", "--compile-layers", "1", "2"], "give two different depths of at least 2"),
+        (["model.vocab_size=0"], "model.vocab_size: plan needs it set"),
     ]
     for extra, msg in cases:
         assert main(["plan", "--config", recipe, *extra]) == 2, extra

@@ -13,7 +13,10 @@ import torch
 import transformers
 
 from hf_fixtures import make_hf_model
-from mathjax_train.cli import main
+from mathjax_train.cli import build_parser, main
+from mathjax_train.config import EvalConfig, RftConfig
+from mathjax_train.data.vocab import load_tokenizer
+from mathjax_train.infer.loading import load_for_inference
 from mathjax_train.model import Decoder
 from mathjax_train.model.checkpoint import load_model_config, load_params
 
@@ -78,3 +81,35 @@ def test_bf16_export(tmp_path):
     w = reloaded.model.layers[0].self_attn.q_proj.bias
     assert w.dtype == torch.bfloat16
     torch.testing.assert_close(w.float(), original.model.layers[0].self_attn.q_proj.bias.bfloat16().float())
+
+
+def test_weights_only_dir_imports_with_tokenizer_and_computes_in_float32_on_cpu(tmp_path, capsys):
+    """`save_pretrained` of a model alone writes no tokenizer: import-hf takes it from --tokenizer.
+    The import's default (bfloat16 compute recorded) still loads for inference in float32 on CPU."""
+    full, weights, ckpt = tmp_path / "full", tmp_path / "weights", tmp_path / "ckpt"
+    original = make_hf_model(full, "llama", 2)
+    original.save_pretrained(weights)
+    assert main(["import-hf", str(weights), str(ckpt)]) == 2
+    assert "--tokenizer DIR" in capsys.readouterr().err
+    assert main(["import-hf", str(weights), str(ckpt), "--tokenizer", str(full)]) == 0
+    assert json.loads(capsys.readouterr().out)["tokenizer"] == str(full)
+    assert (ckpt / "tokenizer" / "generation_config.json").read_text() == (weights / "generation_config.json").read_text()
+
+    model = load_for_inference(ckpt)
+    assert load_model_config(ckpt).dtype == "bfloat16" and model.cfg.dtype == "float32"
+    assert model.tokenizer.encode("x = 5") == load_tokenizer(full).encode("x = 5")
+    ids = np.random.RandomState(2).randint(0, original.config.vocab_size, (1, 64))
+    with torch.no_grad():
+        ref = original(torch.tensor(ids)).logits.numpy()
+    ours, _ = Decoder(model.cfg).apply({"params": model.params}, jnp.asarray(ids))
+    np.testing.assert_allclose(np.asarray(ours), ref, atol=1e-4, rtol=0)  # bfloat16 compute is ~1e-2 off
+
+
+def test_every_inference_command_defaults_to_auto_dtype():
+    """auto = float32 on CPU (infer/loading.resolve_dtype), whatever compute dtype the checkpoint records."""
+    parser = build_parser()
+    for argv in (["generate", "--checkpoint", "c", "--prompts", "p", "--output", "o"],
+                 ["evaluate", "--checkpoint", "c", "--dataset", "d"], ["serve", "c"], ["rft", "--output", "o"],
+                 ["augment", "--seeds", "s", "--output", "o"]):
+        assert parser.parse_args(argv).dtype == "auto", argv[0]
+    assert EvalConfig.dtype == RftConfig.dtype == "auto"

@@ -1,24 +1,24 @@
 """The `mathjax-train` command: parse arguments, then call the modules that do the work.
 
 Each area registers its subcommands from its own module (model, train, data, eval, synth, serve,
-plan); handlers stay thin and import the modules that do the work only when they run.
+plan); handlers stay thin and import the modules that do the work only when they run. Other
+libraries' start-up logs stay off the terminal unless --verbose (cli/quiet.py).
 """
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-
-from mathjax_train.cli import (data_commands, eval_commands, model_commands, plan_commands,  # noqa: E402
-                               serve_commands, synth_commands, train_commands)
+from mathjax_train.cli import (data_commands, eval_commands, model_commands, plan_commands, quiet, serve_commands,
+                               synth_commands, train_commands)
 
 AREAS = (model_commands, train_commands, data_commands, eval_commands, synth_commands, serve_commands, plan_commands)
 
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="mathjax-train", description=__doc__.splitlines()[0])
+    p.add_argument("--verbose", action="store_true",
+                   help=f"show the libraries' own logs (TensorFlow, CUDA, absl/Orbax); also {quiet.VERBOSE_ENV}=1")
     sub = p.add_subparsers(dest="command", required=True)
     for area in AREAS:
         area.register(sub)
@@ -29,6 +29,7 @@ def main(argv: list[str] | None = None) -> int:
     from mathjax_train.config import ConfigError
 
     args = build_parser().parse_args(argv)
+    quiet.configure(quiet.verbose_requested(args.verbose))
     try:
         return args.fn(args)
     except (ConfigError, ValueError, FileNotFoundError) as e:

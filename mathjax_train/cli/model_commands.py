@@ -10,7 +10,7 @@ def _cmd_import_hf(args) -> int:
     from mathjax_train.convert.import_hf import import_hf, report_json
 
     report = import_hf(args.hf_dir, args.ckpt_dir, scan_layers=not args.no_scan, param_dtype=args.param_dtype,
-                       dtype=args.dtype)
+                       dtype=args.dtype, tokenizer_dir=args.tokenizer)
     print(report_json(report))
     return 0
 
@@ -66,6 +66,8 @@ def register(sub) -> None:
     s.add_argument("--no-scan", action="store_true", help="store layers unstacked (layers_0, layers_1, ...)")
     s.add_argument("--param-dtype", default="float32", choices=["float32", "bfloat16", "float16"])
     s.add_argument("--dtype", default="bfloat16", choices=["float32", "bfloat16", "float16"], help="compute dtype")
+    s.add_argument("--tokenizer", default=None, metavar="DIR",
+                   help="directory with the tokenizer files (default: HF_DIR), for a weights-only HF_DIR")
     s.set_defaults(fn=_cmd_import_hf)
 
     s = sub.add_parser("export-hf", help="Orbax checkpoint -> HF directory transformers can load")

@@ -1,5 +1,8 @@
 """HF directory (config.json + safetensors + tokenizer) -> our checkpoint, streamed tensor by tensor.
 
+The tokenizer may come from another directory (`--tokenizer`), for a weights-only directory as
+`model.save_pretrained` alone writes.
+
 Destination arrays are allocated once at the target dtype and filled as each source tensor is read,
 so the host holds about one copy of the model, never two.
 """
@@ -21,6 +24,7 @@ from mathjax_train.model.layers import DTYPES
 
 # Tensors some exporters write that carry no parameters of ours.
 IGNORABLE_SUFFIXES = ("rotary_emb.inv_freq",)
+GENERATION_CONFIG = "generation_config.json"
 
 
 @dataclass
@@ -29,6 +33,7 @@ class ImportReport:
     num_params: int
     files: list[str]
     skipped: list[str] = field(default_factory=list)
+    tokenizer_dir: str = ""
 
 
 def safetensors_files(hf_dir: epath.Path) -> list[epath.Path]:
@@ -49,14 +54,24 @@ def safetensors_files(hf_dir: epath.Path) -> list[epath.Path]:
 
 
 def import_hf(hf_dir, ckpt_dir, *, scan_layers: bool = True, param_dtype: str = "float32",
-              dtype: str = "bfloat16") -> ImportReport:
+              dtype: str = "bfloat16", tokenizer_dir=None) -> ImportReport:
+    """`tokenizer_dir`: where the tokenizer files are (default: `hf_dir`)."""
     hf = epath.Path(hf_dir)
+    tok_dir = epath.Path(tokenizer_dir) if tokenizer_dir else hf
     config_path = hf / "config.json"
-    generation = read_json(hf / "generation_config.json", "generation config") if (
-        hf / "generation_config.json").exists() else None
+    generation = read_json(hf / GENERATION_CONFIG, "generation config") if (hf / GENERATION_CONFIG).exists() else None
     cfg = model_config_from_hf(read_json(config_path, "config.json"), str(config_path), generation)
     cfg.scan_layers, cfg.param_dtype, cfg.dtype = scan_layers, param_dtype, dtype
-    load_tokenizer(hf)  # fails early, naming the directory, when no tokenizer is there
+    try:
+        tokenizer = load_tokenizer(tok_dir)  # fails early, naming the directory, when no tokenizer is there
+    except ConfigError as e:
+        if tokenizer_dir:
+            raise
+        raise ConfigError(f"{e}; for a weights-only directory, pass the tokenizer's directory with "
+                          "--tokenizer DIR") from None
+    if tokenizer.vocab_size > cfg.vocab_size:
+        raise ConfigError(f"{tok_dir}: the tokenizer has {tokenizer.vocab_size} tokens, more than the model's "
+                          f"vocab_size ({cfg.vocab_size}, {config_path}); is it this model's tokenizer?")
     files = safetensors_files(hf)
 
     target = DTYPES[param_dtype]
@@ -99,8 +114,10 @@ def import_hf(hf_dir, ckpt_dir, *, scan_layers: bool = True, param_dtype: str = 
     out = epath.Path(ckpt_dir)
     ckpt.save_params(out, tree)
     ckpt.save_model_config(out, cfg)
-    copy_tokenizer_files(hf, out / ckpt.TOKENIZER_DIR)
-    return ImportReport(cfg, ckpt.param_count(tree), [str(f) for f in files], skipped)
+    copy_tokenizer_files(tok_dir, out / ckpt.TOKENIZER_DIR)
+    if tok_dir != hf and (hf / GENERATION_CONFIG).exists():  # the model's own, not the tokenizer directory's
+        (out / ckpt.TOKENIZER_DIR / GENERATION_CONFIG).write_bytes((hf / GENERATION_CONFIG).read_bytes())
+    return ImportReport(cfg, ckpt.param_count(tree), [str(f) for f in files], skipped, str(tok_dir))
 
 
 def copy_tokenizer_files(src: epath.Path, dst: epath.Path) -> list[str]:
@@ -115,4 +132,4 @@ def copy_tokenizer_files(src: epath.Path, dst: epath.Path) -> list[str]:
 
 def report_json(report: ImportReport) -> str:
     return json.dumps({"num_params": report.num_params, "architecture": report.config.architecture,
-                       "files": report.files, "skipped_tensors": report.skipped})
+                       "files": report.files, "skipped_tensors": report.skipped, "tokenizer": report.tokenizer_dir})

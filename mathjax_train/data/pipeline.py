@@ -231,9 +231,10 @@ def make_iterator(cfg: Config, *, rows: int, shard_index: int = 0, num_shards: i
         raise ValueError(f"shard_index {shard_index} is not in [0, {num_shards})")
     rates = task_lib.mixture_rates(d.mixture, d.rates)  # validates the name and data.rates early
     vocab = TokenizerVocabulary(_tokenizer_dir(cfg))
-    if vocab.vocab_size > cfg.model.vocab_size and not cfg.init_from:
+    if 0 < cfg.model.vocab_size < vocab.vocab_size and not cfg.init_from:
         raise ConfigError(f"model.vocab_size ({cfg.model.vocab_size}) is smaller than the tokenizer's "
-                          f"({vocab.vocab_size}, {vocab.directory})")
+                          f"({vocab.vocab_size}, {vocab.directory}); raise it, or leave it unset to take the "
+                          "tokenizer's")
     task_lib.register(d, vocab)
     rates = task_lib.task_rates(d.mixture)
     shard = seqio.ShardInfo(index=shard_index, num_shards=num_shards)

@@ -28,6 +28,8 @@ def make_plan(cfg: Config, topology: str = "", *, mfu: float = DEFAULT_MFU, comp
         raise ConfigError(f"train.batch_size ({cfg.train.batch_size}) must be a multiple of the {topo.hosts} hosts "
                           f"of {topo.name}")
     model = cfg.model
+    if not model.vocab_size:
+        raise ConfigError("model.vocab_size: plan needs it set (unset, training takes it from the tokenizer)")
     mp = plan_mesh(cfg, topo.chips)
     mem = analytic_memory(cfg, model, mp)
     usable = USABLE_HBM_FRACTION * topo.hbm_bytes

@@ -18,7 +18,7 @@ import jax
 from etils import epath
 
 from mathjax_train.config import Config, ConfigError, ModelConfig, to_dict
-from mathjax_train.data.sources import make_train_iterator
+from mathjax_train.data.sources import TOY_SOURCES, make_train_iterator
 from mathjax_train.model import checkpoint as model_ckpt
 from mathjax_train.parallel.distributed import maybe_initialize
 from mathjax_train.parallel.host_data import global_batch, host_rows
@@ -38,9 +38,19 @@ class TrainingDiverged(RuntimeError):
 
 def resolve_model_config(cfg: Config) -> ModelConfig:
     """The model config: from `init_from`'s checkpoint (architecture) with the run's runtime fields
-    (dtype, param_dtype, scan_layers, remat_policy, attention_kernel), or `model` as given."""
+    (dtype, param_dtype, scan_layers, remat_policy, attention_kernel), or `model` as given, its
+    vocab_size taken from data.tokenizer when unset (0)."""
     if not cfg.init_from:
-        return cfg.model
+        if cfg.model.vocab_size:
+            return cfg.model
+        if cfg.data.mixture in TOY_SOURCES:
+            raise ConfigError(f"model.vocab_size: set it for data.mixture={cfg.data.mixture} (unset, it is taken "
+                              "from the tokenizer, and this toy task has none)")
+        from mathjax_train.data.seqio_vocab import tokenizer_dir
+        from mathjax_train.data.vocab import load_tokenizer
+
+        vocab_size = load_tokenizer(tokenizer_dir(cfg.data.tokenizer, "")).vocab_size
+        return dataclasses.replace(cfg.model, vocab_size=vocab_size)
     stored = model_ckpt.load_model_config(cfg.init_from)
     if stored.scan_layers != cfg.model.scan_layers:
         raise ConfigError(f"init_from: {cfg.init_from} stores layers with scan_layers={stored.scan_layers}, "
