@@ -4,7 +4,7 @@ import time
 
 import pytest
 
-from mathjax_train.grading import is_equivalent, stats
+from mathjax_train.grading import extract_answer, is_equivalent, stats
 
 T, F = True, False
 
@@ -20,7 +20,7 @@ CASES = {
         ("1500", "1.5\\times 10^{3}", T), ("1500", "1.5e3", T), ("0.0015", "1.5 \\cdot 10^{-3}", T),
         ("1500", "1.5\\times10^{4}", F), ("\\$18.90", "18.9", T), ("\\$18.90", "18.09", F),
         ("1/2^{99}", "1/2^{98}", F), ("\\frac{1}{2^{99}}", "2^{-99}", T), ("0", "0.0", T), ("0", "10^{-30}", F),
-        ("1000000", "1000001", F), ("1000000", "1000000.4", T), ("1000000", "1000100.0", F),
+        ("1000000", "1000001", F), ("1000000", "1000000.4", T), ("1000000", "1000101.0", F),
         ("\\frac{2010012}{2010013}", "\\frac{2010013}{2010012}", F), ("\\sqrt{1000000}", "\\sqrt{1000001}", F), ("(5)", "5", T),
     ],
     "percent": [
@@ -65,6 +65,30 @@ CASES = {
         ("70,110", "110, 70", T), ("70,110", "70110", T), ("70,110", "\\{70, 110\\}", T), ("70, 110", "70,110", T),
         ("70,110", "110, 71", F), ("1,000", "1, 0", F), ("15,600", "600, 15", T),
     ],
+    "set_algebra": [
+        ("\\{1,2,3\\}", "\\{1,2\\}\\cup\\{3\\}", T), ("\\{1,2\\}\\cup\\{3\\}", "\\{3,2,1\\}", T),
+        ("\\{1,2,3\\}", "\\{1,2\\}\\cup\\{4\\}", F), ("\\{1,2\\}", "\\{1,2\\}\\cup\\{3\\}", F),
+        ("\\{1,2\\}\\cup\\{3\\}", "\\{1\\}\\cup\\{2,3\\}", T), ("1, 2, 3", "\\{1,2\\}\\cup\\{3\\}", T),
+        ("\\{2,3\\}", "\\{1,2,3\\} \\cap \\{2,3,4\\}", T), ("\\{2,3\\}", "\\{1,2,3\\}\\cap\\{3,4\\}", F),
+        ("\\{1,2,3,4\\}", "\\{1,2,3\\} \\cap \\{2,3,4\\}", F), ("\\{\\frac12\\}", "\\{0.5, 1\\}\\cap\\{\\frac{1}{2}\\}", T),
+        ("\\{1\\}", "\\{1,2,3\\}\\setminus\\{2,3\\}", T), ("\\{1,3\\}", "\\{1,2,3\\}\\setminus\\{2\\}", T),
+        ("\\{2\\}", "\\{1,2,3\\}\\setminus\\{2\\}", F), ("\\{1\\}", "\\{1,2,3\\}\\setminus\\{3\\}\\setminus\\{2\\}", T),
+        ("\\emptyset", "\\{1,2\\}\\cap\\{3\\}", T), ("\\{3\\}", "\\{1,2\\}\\cap\\{3\\}", F),
+        ("\\emptyset", "\\varnothing", T), ("\\emptyset", "\\{0\\}", F),
+        # mixed operators have no standard precedence; a set-builder set is not a list of elements
+        ("\\{1,2\\}", "\\{1\\}\\cup\\{2,3\\}\\cap\\{2\\}", F),
+        ("(0,1)\\cup\\{2\\}", "(0,1)\\cup\\{2,3\\}\\cap\\{2\\}", F),
+        ("\\{x \\mid x > 1\\}", "\\{x \\mid x > 1\\}\\setminus\\{5\\}", F),
+        ("(-\\infty,0)\\cup\\{5\\}", "\\{5\\}\\cup(-\\infty,0)", T),
+    ],
+    "approximations": [
+        # a decimal matches an exact value within relative 1e-4 (numbers.REL_TOL), in both directions
+        ("2\\pi", "6.2832", T), ("6.2832", "2\\pi", T), ("\\pi", "3.1416", T), ("3.1416", "\\pi", T),
+        ("3.14", "\\pi", F), ("2\\pi", "6.2", F), ("6.2", "2\\pi", F), ("6.28", "2\\pi", F),
+        ("\\frac{\\pi}{4}", "0.7854", T), ("\\frac{\\pi}{4}", "0.785", F), ("100\\pi", "314.16", T),
+        ("100\\pi", "314.0", F), ("100\\pi", "314", F), ("\\sqrt{2}", "1.4142", T), ("1.41", "\\sqrt{2}", F),
+        ("\\frac{1}{3}", "0.3333", T), ("\\frac{1}{3}", "0.333", F), ("1000000", "1000099.0", T), ("0", "0.00001", F),
+    ],
     "tuples": [
         ("(1,2)", "(1, 2)", T), ("(1,2)", "(2,1)", F), ("(3,2,4)", "(3,2,4)", T), ("(3,2,4)", "(3,4,2)", F),
         ("\\left( \\frac{5}{3}, \\frac{5}{3}, \\frac{5}{3} \\right)", "(5/3, 5/3, 5/3)", T),
@@ -88,6 +112,14 @@ CASES = {
         ("100\\text{ square units}", "100", T), ("25 \\, \\text{km}", "25", T), ("\\$0.50", "0.5", T),
         ("12 \\text{ gm}", "12", T), ("85\\text{ feet}", "85 feet", T), ("85\\text{ feet}", "58", F),
         ("99\\pi \\text{ square inches}", "99\\pi", T), ("1599 \\text{ dollars}", "\\$1599", T),
+        # any unit word after a plain number, bare or in a text command; never connectives or number words
+        ("332", "332 legs", T), ("332", "333 legs", F), ("332", "332\\textnormal{ legs}", T),
+        ("332", "331\\textnormal{ legs}", F), ("332", "\\text{332 legs}", T), ("\\text{332 legs}", "332", T),
+        ("12", "12 \\mbox{ cm}", T), ("12", "12 dollars", T), ("12", "12 apples", T), ("12", "21 apples", F),
+        ("5", "5 per hour", T), ("5", "\\$5 per hour", T), ("5", "6 per hour", F), ("3", "3 and 4", F),
+        ("3", "3 apples and 4 pears", F), ("3", "3 million", F), ("2", "2 fifths", F), ("5", "5 squared", F),
+        ("2", "x = 2 cm", T), ("2", "x = 2 legs", T), ("2", "x = 3 legs", F), ("2", "2 x", F), ("2", "2 ab", F),
+        ("6", "6 months", T), ("3", "3\\text{ million}", F), ("5:00 PM", "5 am", F),
     ],
     "degrees": [
         ("30^\\circ", "30", T), ("30^{\\circ}", "30^\\circ", T), ("30", "30^\\circ", T), ("30^\\circ", "\\frac{\\pi}{6}", T),
@@ -105,7 +137,7 @@ CASES = {
         ("\\text{(A)}", "A", T), ("\\text{(A)}", "(A)", T), ("\\text{(A)}", "\\textbf{(A)}", T), ("\\text{(A)}", "B", F),
         ("\\text{Monday}", "Monday", T), ("\\text{Monday}", "monday", T), ("\\text{Monday}", "Tuesday", F),
         ("\\text{odd}", "odd", T), ("\\text{odd}", "even", F), ("\\text{June 20}", "June 20", T), ("\\text{June 20}", "June 21", F),
-        ("\\text{Evelyn}", "5", F),
+        ("\\text{Evelyn}", "5", F), ("\\text{Step 3 fails}", "\\text{Step 3 works}", F),
     ],
     "latex_variants": [
         ("\\left(1,\\frac{9}{2}\\right)", "(1, \\dfrac{9}{2})", T), ("30,\\!240", "30240", T), ("98,\\!770", "98770", T),
@@ -123,6 +155,19 @@ CASES = {
 PARAMS = [pytest.param(g, p, e, id=f"{cat}-{i}-{'T' if e else 'F'}:{g!s:.25}|{p!s:.25}")
           for cat, rows in CASES.items() for i, (g, p, e) in enumerate(rows)]
 
+# whole completions: extraction plus grading of answers that carry a unit
+UNIT_COMPLETIONS = [
+    ("332", "Each spider has 8 legs, so the answer is 332 legs.", T),
+    ("332", "The answer is 333 legs.", F),
+    ("332", "So there are $\\boxed{332\\textnormal{ legs}}$ in all.", T),
+    ("332", "So there are $\\boxed{336\\textnormal{ legs}}$ in all.", F),
+    ("12", "The side is $\\boxed{12 \\mbox{ cm}}$.", T),
+    ("12", "In total, the answer is 12 dollars", T),
+    ("5", "The answer is $5 per hour.", T),
+    ("5", "The answer is $6 per hour.", F),
+    ("3", "The answer is 3 and 4.", F),
+]
+
 
 def test_battery_size_and_balance():
     assert len(PARAMS) >= 150
@@ -134,6 +179,11 @@ def test_battery_size_and_balance():
 @pytest.mark.parametrize("gold,pred,expected", PARAMS)
 def test_equivalence(gold, pred, expected):
     assert is_equivalent(gold, pred) is expected
+
+
+@pytest.mark.parametrize("gold,text,expected", UNIT_COMPLETIONS)
+def test_completions_with_units(gold, text, expected):
+    assert is_equivalent(gold, extract_answer(text)) is expected
 
 
 def test_pathological_input_from_a_thread_returns_within_budget():

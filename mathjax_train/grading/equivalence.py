@@ -3,17 +3,21 @@
 Rules (each has tests in tests/test_grading_battery.py):
 - Exact values (integers, fractions, radicals, pi, ...) compare exactly: 1000000 != 1000001.
   When either side is written as a decimal with digits after the point (an approximation), a
-  relative tolerance applies: |a-b| <= 1e-6*max(|a|,|b|).  There is no absolute floor, so 0
-  matches only an exact 0 and 2^-99 != 2^-98; decimals are never rounded to match (0.33 != 1/3).
+  relative tolerance applies: |a-b| <= 1e-4*max(|a|,|b|) (Qwen2.5-Math's; numbers.py states the
+  policy), also against constants: `3.1416` = `\\pi`, `3.14` != `\\pi`.  There is no absolute
+  floor, so 0 matches only an exact 0 and 2^-99 != 2^-98; decimals are never rounded to match
+  (0.33 != 1/3).
 - Percent: a value written with `%` may be read as p (unit dropped, like `5 cm` = 5) or as p/100;
   a value without `%` has one reading.  So `50%` = `50` = `0.5`... only when one side carries `%`:
   `0.5` never equals gold `50`.  Degrees likewise: `30^\\circ` = `30` = `\\pi/6`.
-- Units in `\\text{}` (or a known unit word after a number) and `\\$` are dropped; bare letters
-  inside expressions never are (`a+b+c` != `a+b`).
+- Units in `\\text{}`/`\\textnormal{}`/`\\mbox{}`, unit words after a number (`332 legs`, `5 per
+  hour`; see normalize.py for which words) and `\\$` are dropped; bare letters inside expressions
+  never are (`a+b+c` != `a+b`), nor connectives or number words (`3 and 4`, `3 million`).
 - `x=2` / `f(x)=...` equal their right-hand side; two equations with the same one-symbol left side
   compare their right sides (`y=2x` != `y=3x`); other equations are equal when lhs-rhs of one is
   a nonzero constant times lhs-rhs of the other (`x+1=0` != `x-1=0`, `2x+2=0` = `x+1=0`).
-- Structures (tuples, intervals, sets, unions, root lists, matrices, `\\pm`): see structures.py.
+- Structures (tuples, intervals, sets, unions, root lists, matrices, `\\pm`): see structures.py;
+  `\\cup`/`\\cap`/`\\setminus` of explicit finite sets equal the set they denote.
 - Base subscripts are exact: `204_5` equals `204_{5}` only, never `204`.  Times of day compare on
   a 12-hour dial unless both sides give am/pm (`5:00` = `5:00 PM` = `5 pm`, `5:00 PM` != `5:00 AM`).
 - Words (`Monday`, `\\text{(A)}` = `A`) compare case-insensitively as text.

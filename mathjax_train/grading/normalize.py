@@ -9,6 +9,8 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
+from .numbers import parse_number
+
 # JSON strings written with single backslashes turn "\tfrac" into TAB+"frac", "\frac" into
 # FORMFEED+"rac", etc.  A control character directly followed by a letter is such a casualty.
 _CONTROL_ESCAPES = {"\t": "t", "\x0c": "f", "\x08": "b", "\r": "r", "\x07": "a", "\x0b": "v"}
@@ -20,17 +22,22 @@ _FRAC_VARIANTS_RE = re.compile(r"\\[dtc]frac(?![a-zA-Z])")
 _BINOM_VARIANTS_RE = re.compile(r"\\[dt]binom(?![a-zA-Z])")
 _DEGREE_RE = re.compile(r"\^\s*\{\s*\\circ\s*\}|\^\s*\\circ|°|\\degree|\{\}\^\\circ")
 _PERCENT_RE = re.compile(r"\\%|%|\\text\{\s*percent\s*\}|\bpercent\b")
-_TEXT_CMD_RE = re.compile(r"\\(?:text|textbf|textit|textrm|mbox|mathrm|mathbf|mathit|operatorname|textup|rm|bf)\s*\{")
+_TEXT_CMD_RE = re.compile(r"\\(?:text|textbf|textit|textrm|textnormal|mbox|mathrm|mathbf|mathit|operatorname|textup|rm|bf)\s*\{")
 
-# Unit words accepted after a number even without \text{...}; a bare letter is never a unit.
+# Unit words accepted after any quantity ending in a digit (`x = 2 cm`); a bare letter is never a unit.
 UNIT_WORDS = {
     "cm", "mm", "km", "m", "meter", "meters", "metre", "metres", "centimeter", "centimeters",
     "inch", "inches", "in", "ft", "foot", "feet", "yard", "yards", "mile", "miles", "mph",
     "unit", "units", "square", "sq", "cubic", "degree", "degrees", "dollar", "dollars", "cent",
     "cents", "second", "seconds", "minute", "minutes", "hour", "hours", "day", "days", "week",
     "weeks", "year", "years", "gram", "grams", "g", "kg", "gm", "pound", "pounds", "lb", "lbs",
-    "liter", "liters", "ml", "ways", "way", "people", "students", "times", "points",
+    "liter", "liters", "ml", "ways", "way", "people", "students", "times", "points", "month", "months",
 }
+# After a plain number, any word of 3+ letters is taken as a unit (`332 legs`, `5 per hour`) except
+# connectives, operator words and number words that scale or divide it (`3 million`, `2 fifths`).
+_NOT_UNIT_RE = re.compile(
+    r"and|or|but|not|nor|plus|minus|over|divided|mod|modulo|choose|squared|cubed|factorial|dozens?"
+    r"|hundreds?|thousands?|millions?|billions?|trillions?|halfs?|halves|thirds?|quarters?|[a-z]+ths?", re.I)
 
 
 @dataclass
@@ -98,15 +105,26 @@ def strip_outer_math(s: str) -> str:
     return s
 
 
+def _is_unit_phrase(words: list[str], quantity: str) -> bool:
+    """True when `words` (after `quantity`) name a unit: known unit words after any quantity, or
+    3+-letter words that are not `_NOT_UNIT_RE` after a plain number (optionally `x = `-labelled)."""
+    if all(w.lower() in UNIT_WORDS for w in words):
+        return True
+    plain = parse_number(re.sub(r"^[a-zA-Z]\s*=\s*", "", quantity)) is not None
+    return plain and all(w.lower() in UNIT_WORDS or (len(w) >= 3 and not _NOT_UNIT_RE.fullmatch(w))
+                         for w in words)
+
+
 def _strip_units(s: str) -> str:
-    """Remove a trailing unit: a `\\text{...}` after a quantity, or a known unit word after a number."""
+    """Remove a trailing unit: a `\\text{...}` after a quantity, or unit words after a number."""
     # `\text{ cm}^2`, `\text{ square units}`, `\mbox{ cm}` after something: drop when a quantity precedes.
-    m = re.search(r"^(.*?\S)\s*\\(?:text|mbox|mathrm|textrm)\s*\{\s*[a-zA-Z][a-zA-Z .\n]*\}(\s*\^\s*\{?\d\}?)?\s*\.?$", s, re.S)
-    if m and re.search(r"[\d}]|\\pi", m.group(1)) and not re.search(r"\{\s*[ap]\.?\s*m\.?\s*\}", m.group(0), re.I):
+    m = re.search(r"^(.*?\S)\s*\\(?:text|textnormal|mbox|mathrm|textrm)\s*\{\s*([a-zA-Z][a-zA-Z .\n]*)\}(\s*\^\s*\{?\d\}?)?\s*\.?$", s, re.S)
+    if (m and re.search(r"[\d}]|\\pi", m.group(1)) and not re.search(r"\{\s*[ap]\.?\s*m\.?\s*\}", m.group(0), re.I)
+            and not any(_NOT_UNIT_RE.fullmatch(w) for w in m.group(2).split())):
         s = m.group(1).strip()
-    # bare unit words after a number: "5 cm", "12 square feet", "3 dollars"
-    m = re.match(r"^(.*?\d)\s+([a-zA-Z][a-zA-Z ]*?)(\s*\^\s*\{?\d\}?)?\s*$", s)
-    if m and all(w.lower() in UNIT_WORDS for w in m.group(2).split()):
+    # unit words after a number, bare or in one text command: "5 cm", "12 square feet", "\text{332 legs}"
+    m = re.match(r"^(.*?\d)\s+([a-zA-Z][a-zA-Z ]*?)(\s*\^\s*\{?\d\}?)?\s*$", unwrap_text_commands(s))
+    if m and _is_unit_phrase(m.group(2).split(), m.group(1)):
         s = m.group(1).strip()
     return s
 

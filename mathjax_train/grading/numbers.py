@@ -4,6 +4,14 @@ Accepted forms: integers (with `1,000` thousands groups), decimals, scientific n
 `1.5\\times10^{3}`), fractions (`\\frac{3}{4}`, `\\frac34`, `3/4`) and mixed numbers (`2\\frac{1}{3}`
 = 7/3).  Values are exact `Fraction`s; exponents and digit counts are bounded so that nothing here
 can take long.
+
+Tolerance policy (the one the whole grader uses, sympy path included): exact values compare
+exactly; when either side is written as a decimal with digits after the point (an approximation),
+the two values match when |a-b| <= REL_TOL * max(|a|,|b|) with REL_TOL = 1e-4, the relative
+tolerance of Qwen2.5-Math's `math_equal` (`isclose(rel_tol=1e-4)`).  This holds for decimals
+against exact constants too: `3.1416` = `\\pi` and `6.2832` = `2\\pi` (relative error 2e-6), while
+`3.14` != `\\pi` and `6.28` != `2\\pi` (5e-4).  There is no absolute floor (0 matches only 0) and
+decimals are never rounded to match (`0.33` != 1/3, `0.3333` = 1/3).
 """
 from __future__ import annotations
 
@@ -12,7 +20,7 @@ from fractions import Fraction
 
 MAX_DIGITS = 400
 MAX_EXPONENT = 400
-REL_TOL = Fraction(1, 10**6)
+REL_TOL = Fraction(1, 10**4)  # see the tolerance policy above
 
 _INT = r"(?:\d{1,3}(?:,\d{3})+|\d+)"
 _DEC = rf"(?:{_INT}(?:\.\d*)?|\.\d+)"
@@ -96,7 +104,7 @@ def _scaled(sign: str, mantissa: str, exponent: str) -> Fraction | None:
 
 
 def numbers_close(a: Fraction, b: Fraction) -> bool:
-    """|a-b| <= 1e-6 * max(|a|,|b|): relative only, so 0 matches only 0 and 2^-99 != 2^-98.
+    """|a-b| <= REL_TOL * max(|a|,|b|): relative only, so 0 matches only 0 and 2^-99 != 2^-98.
 
     Used only when a side is a decimal approximation; exact values are compared with ==."""
     return abs(a - b) <= REL_TOL * max(abs(a), abs(b))

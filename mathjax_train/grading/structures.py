@@ -7,7 +7,11 @@ Rules: tuples and intervals are ordered and their brackets must match (`[1,2]` !
 `\\{...\\}` sets are unordered with duplicates dropped; a bare comma list (`1, 2`, roots) is an
 unordered multiset; `a \\pm b` is the bare list `a+b, a-b`; a bare list also equals a
 parenthesized tuple written in the same order; a one-row or one-column matrix equals a
-parenthesized tuple of its entries.
+parenthesized tuple of its entries.  A chain of one set operator (`\\cup`, `\\cap` or
+`\\setminus`, left to right) over explicit finite sets is evaluated to the set it denotes, so
+`\\{1,2\\}\\cup\\{3\\}` = `\\{1,2,3\\}` and `\\{1\\}\\cap\\{2\\}` = `\\emptyset`; membership uses the
+scalar equality.  Chains mixing operators (no standard precedence) and set-builder sets are not
+evaluated.
 """
 from __future__ import annotations
 
@@ -23,7 +27,8 @@ _CLOSE = ")]}"
 
 @dataclass
 class Node:
-    """One parsed answer: kind in {scalar, tuple, set, list, union, matrix}."""
+    """One parsed answer: kind in {scalar, tuple, set, list, union, setop, matrix}; a setop's
+    text is its operator (`\\cap` or `\\setminus`)."""
 
     kind: str
     text: str = ""
@@ -111,14 +116,23 @@ def _expand_pm(s: str) -> list[str] | None:
     return [t.strip() for t in out]
 
 
+_SET_OPS = ("\\cup", "\\cap", "\\setminus")
+_EMPTY_SET_RE = re.compile(r"^(?:\\emptyset|\\varnothing|\\\{\s*\\\})$")
+
+
 def parse_structure(s: str, depth: int = 0) -> Node:
     """Parse normalized answer text into a Node tree."""
     s = s.strip()
     if depth > 6:
         return Node("scalar", s)
-    parts = split_top(s, "\\cup")
-    if len(parts) > 1:
-        return Node("union", items=[parse_structure(p, depth + 1) for p in _items(parts)])
+    ops = [op for op in _SET_OPS if op in s and len(split_top(s, op)) > 1]
+    if len(ops) > 1:  # mixed set operators have no standard precedence: no structure
+        return Node("scalar", s)
+    if ops:
+        items = [parse_structure(p, depth + 1) for p in _items(split_top(s, ops[0]))]
+        return Node("union", items=items) if ops[0] == "\\cup" else Node("setop", ops[0], items=items)
+    if _EMPTY_SET_RE.match(s):
+        return Node("set")
     m = _MATRIX_RE.match(s)
     if m:
         rows = [r for r in (split_top(r, "&") for r in m.group(2).split("\\cr")) if "".join(r).strip()]
@@ -186,11 +200,32 @@ def _as_vector(n: Node) -> list[Node] | None:
     return None
 
 
+_SET_BUILDER_RE = re.compile(r"\\mid|\||:|\\[lc]?dots|\\in(?![a-zA-Z])|<|>|=")
+
+
+def _evaluate_sets(n: Node, eq) -> Node:
+    """The set a union/setop of explicit finite sets denotes (membership by `eq`), else `n`."""
+    if n.kind not in ("union", "setop") or len(n.items) < 2 or not all(
+            x.kind == "set" and not any(y.kind == "scalar" and _SET_BUILDER_RE.search(y.text) for y in x.items)
+            for x in n.items):
+        return n
+    first, rest = n.items[0].items, n.items[1:]
+    if n.kind == "union":
+        items = [y for x in n.items for y in x.items]
+    elif n.text == "\\cap":
+        items = [y for y in first if all(any(eq(y, z) for z in x.items) for x in rest)]
+    else:
+        items = [y for y in first if not any(eq(y, z) for x in rest for z in x.items)]
+    return Node("set", items=items)
+
+
 def nodes_equal(g: Node, p: Node, scalar_eq: ScalarEq) -> bool:
     """Structural equality of gold `g` and prediction `p` (rules in the module docstring)."""
 
     def eq(x: Node, y: Node) -> bool:
         return nodes_equal(x, y, scalar_eq)
+
+    g, p = _evaluate_sets(g, eq), _evaluate_sets(p, eq)
 
     def ordered(xs: list[Node], ys: list[Node]) -> bool:
         return len(xs) == len(ys) and all(eq(x, y) for x, y in zip(xs, ys))
@@ -214,4 +249,6 @@ def nodes_equal(g: Node, p: Node, scalar_eq: ScalarEq) -> bool:
         return _unordered_match(g.items, p.items, eq)
     if g.kind == "union" and p.kind == "union":
         return _unordered_match(g.items, p.items, eq)
+    if g.kind == "setop" and p.kind == "setop" and g.text == p.text:
+        return _unordered_match(g.items, p.items, eq) if g.text == "\\cap" else ordered(g.items, p.items)
     return False

@@ -14,9 +14,12 @@ import re
 
 import sympy as sp
 
+from . import numbers as nb
+
 MAX_LEN = 1000
 MAX_POW_BITS = 20000
-REL_TOL = sp.Rational(1, 10**6)  # when a side is a decimal approximation
+REL_TOL = sp.Rational(nb.REL_TOL)  # when a side is a decimal approximation (policy: numbers.py)
+SAMPLE_TOL = sp.Rational(1, 10**6)  # numeric noise in the ratios `proportional` samples
 EXACT_TOL = sp.Rational(1, 10**20)  # otherwise: exact up to the 30-digit evaluation
 
 
@@ -255,7 +258,7 @@ def latex_to_sympy(text: str):
     return _Parser(text).parse()
 
 
-def _close(a, b, tol=REL_TOL) -> bool:
+def _close(a, b, tol) -> bool:
     """Relative-tolerance comparison of two numeric sympy values (complex allowed)."""
     if a == b:
         return True
@@ -282,7 +285,8 @@ _SAMPLE_POINTS = [sp.Rational(n, d) for n, d in ((37, 100), (173, 100), (-61, 10
 def expressions_equal(a, b, approximate: bool = False) -> bool:
     """Equality of two sympy expressions: exact or numeric for constants, sampled for symbols.
 
-    `approximate` (a side was written as a decimal) widens the tolerance from ~exact to 1e-6."""
+    `approximate` (a side was written as a decimal) widens the tolerance from ~exact to REL_TOL
+    (numbers.py states the policy)."""
     tol = REL_TOL if approximate else EXACT_TOL
     if a == b:
         return True
@@ -325,7 +329,7 @@ def proportional(a, b) -> bool:
         r = va / vb
         if ratio is None:
             ratio = r
-        elif not _close(ratio, r):
+        elif not _close(ratio, r, SAMPLE_TOL):
             return False
         agreed += 1
     return agreed >= 3
