@@ -249,6 +249,10 @@ class OptimizerConfig:
             raise ConfigError(f"{where}.warmup_ratio must be in [0, 1], got {self.warmup_ratio}")
 
 
+AUTO_VOCAB_CHUNK = 8192  # train.loss_vocab_chunk=-1: Qwen2's 152k and LLaMA-3's 128k vocabularies chunk,
+AUTO_CHUNK_ABOVE = 65536  # LLaMA-2's and Mistral's 32k take the full logits
+
+
 @dataclass
 class TrainConfig:
     """The training loop. `batch_size` is global (sequences per optimizer step, all hosts)."""
@@ -259,6 +263,9 @@ class TrainConfig:
     microbatches: int = 1  # gradient accumulation: batch_size is split into this many parts
     seed: int = 0
     z_loss: float = 0.0  # weight of log(Z)^2, as in PaLM
+    # the loss over vocabulary chunks of this many ids (train/loss.py), never the full logits; 0 = full
+    # logits; -1 = auto: AUTO_VOCAB_CHUNK when the vocabulary is larger than AUTO_CHUNK_ABOVE, else full
+    loss_vocab_chunk: int = -1
     log_every_steps: int = 10
     peak_tflops_per_device: float = 0.0  # 0 = the table by device kind (CPU: measured once)
 
@@ -269,6 +276,16 @@ class TrainConfig:
         if self.batch_size % self.microbatches:
             raise ConfigError(f"{where}.batch_size ({self.batch_size}) must be a multiple of "
                               f"{where}.microbatches ({self.microbatches})")
+        if self.loss_vocab_chunk < -1:
+            raise ConfigError(f"{where}.loss_vocab_chunk must be -1 (auto), 0 (full logits) or a chunk size "
+                              f">= 1, got {self.loss_vocab_chunk}")
+
+    def vocab_chunk(self, vocab_size: int) -> int:
+        """The loss's vocabulary chunk for this vocabulary (0 = full logits); at most the vocabulary."""
+        chunk = self.loss_vocab_chunk
+        if chunk == -1:
+            chunk = AUTO_VOCAB_CHUNK if vocab_size > AUTO_CHUNK_ABOVE else 0
+        return min(chunk, vocab_size)
 
 
 @dataclass

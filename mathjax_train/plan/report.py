@@ -49,7 +49,8 @@ def make_plan(cfg: Config, topology: str = "", *, mfu: float = DEFAULT_MFU, comp
                   "attention_kernel": model.attention_kernel},
         "batch": {"batch_size": cfg.train.batch_size, "seq_len": cfg.train.seq_len,
                   "microbatches": cfg.train.microbatches, "rows_per_device_per_microbatch": mp.rows_per_device,
-                  "rows_per_host": cfg.train.batch_size // topo.hosts, "token_slots_per_step": slots},
+                  "rows_per_host": cfg.train.batch_size // topo.hosts, "token_slots_per_step": slots,
+                  "loss_vocab_chunk": cfg.train.vocab_chunk(model.vocab_size)},
         "flops_per_token": flops,
         "memory_per_device": {
             "hbm": topo.hbm_bytes, "usable": usable, "usable_fraction": USABLE_HBM_FRACTION,
@@ -86,6 +87,8 @@ def format_plan(plan: dict, source: str = "") -> str:
         f"attention {m['attention_kernel']}",
         f"  batch         {b['batch_size']} x {b['seq_len']} tokens, {b['microbatches']} micro-batch(es), "
         f"{b['rows_per_device_per_microbatch']} rows per device per micro-batch, {b['rows_per_host']} rows per host",
+        "  loss          " + (f"over vocabulary chunks of {b['loss_vocab_chunk']}" if b["loss_vocab_chunk"]
+                             else "full logits"),
         f"  FLOPs/token   {plan['flops_per_token'] / 1e9:.2f} GFLOP (6N + attention, training)",
         "  memory per device       analytic" + ("    compiled (XLA:CPU)" if mem["compiled"] else ""),
     ]

@@ -10,14 +10,22 @@ from jax.sharding import NamedSharding, PartitionSpec
 
 from mathjax_train.config import Config
 from mathjax_train.model import Decoder
-from mathjax_train.train.loss import weighted_cross_entropy
+from mathjax_train.model.decoder import head_kernel
+from mathjax_train.train.loss import chunked_cross_entropy, weighted_cross_entropy
 
 SUM_KEYS = ("loss", "z_loss", "correct", "weight", "tokens")
 
 
-def _sums(model, params, mb, z_loss):
-    logits, _ = model.apply({"params": params}, mb["tokens"], mb["positions"], mb["segment_ids"])
-    sums = weighted_cross_entropy(logits, mb["targets"], mb["loss_weights"], z_loss)
+def _sums(model, params, mb, z_loss, vocab_chunk):
+    """(loss + z-loss, the sums) of one micro-batch; `vocab_chunk` > 0 never forms the full logits."""
+    inputs = (mb["tokens"], mb["positions"], mb["segment_ids"])
+    if vocab_chunk:
+        hidden, _ = model.apply({"params": params}, *inputs, return_hidden=True)
+        sums = chunked_cross_entropy(hidden, head_kernel(params, model.config), mb["targets"], mb["loss_weights"],
+                                     z_loss, vocab_chunk)
+    else:
+        logits, _ = model.apply({"params": params}, *inputs)
+        sums = weighted_cross_entropy(logits, mb["targets"], mb["loss_weights"], z_loss)
     sums["tokens"] = jnp.sum(mb["segment_ids"] > 0).astype(jnp.float32)
     return sums["loss"] + sums["z_loss"], sums
 
@@ -27,7 +35,8 @@ def make_train_step(cfg: Config, model_cfg, tx, schedule, layout, mesh, rules, b
     model = Decoder(model_cfg)
     micro = cfg.train.microbatches
     z_loss = cfg.train.z_loss
-    grad_fn = jax.grad(lambda p, mb: _sums(model, p, mb, z_loss), has_aux=True)
+    vocab_chunk = cfg.train.vocab_chunk(model_cfg.vocab_size)
+    grad_fn = jax.grad(lambda p, mb: _sums(model, p, mb, z_loss, vocab_chunk), has_aux=True)
 
     def accumulate(params, batch):
         if micro == 1:
