@@ -38,7 +38,8 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=5)
     ap.add_argument("--no-scan", action="store_true", help="unrolled layers instead of nn.scan")
     ap.add_argument("--dtype", choices=("float32", "bfloat16"), default="float32", help="compute dtype")
-    ap.add_argument("--kernel", default="dot", help="our model.attention_kernel (dot | cudnn on GPUs)")
+    ap.add_argument("--kernel", default=None,
+                    help="our model.attention_kernel (default: the config's; blocked | dot | cudnn on GPUs)")
     ap.add_argument("--remat", default="none", help="our model.remat_policy; torch: gradient checkpointing when full")
     ap.add_argument("--loss-vocab-chunk", type=int, default=-1,
                     help="our train.loss_vocab_chunk: -1 auto (full logits at 32k), 0 full logits, N chunks of N ids")
@@ -58,8 +59,9 @@ def main() -> None:
         f"model.vocab_size={args.vocab}", f"model.hidden_size={args.d_model}", f"model.intermediate_size={args.mlp}",
         f"model.num_layers={args.layers}", f"model.num_heads={args.heads}", f"model.num_kv_heads={kv_heads}",
         f"model.dtype={args.dtype}", f"model.scan_layers={not args.no_scan}", f"model.remat_policy={args.remat}",
-        f"model.attention_kernel={args.kernel}", f"train.batch_size={args.batch}",
-        f"train.seq_len={args.seq}", f"train.loss_vocab_chunk={args.loss_vocab_chunk}", "optimizer.learning_rate=1e-4", "optimizer.warmup_steps=0",
+        *([f"model.attention_kernel={args.kernel}"] if args.kernel else []), f"train.batch_size={args.batch}",
+        f"train.seq_len={args.seq}", f"train.loss_vocab_chunk={args.loss_vocab_chunk}",
+        "optimizer.learning_rate=1e-4", "optimizer.warmup_steps=0",
         "optimizer.schedule=constant", "optimizer.weight_decay=0.0", "optimizer.grad_clip_norm=0",
         "mesh.data=1"])
     rng = np.random.default_rng(0)
@@ -122,7 +124,8 @@ def main() -> None:
     o, h = tokens_per_step / statistics.median(ours_s), tokens_per_step / statistics.median(theirs_s)
     print(json.dumps({
         "model": f"llama {args.layers}L d{args.d_model} mlp{args.mlp} vocab{args.vocab}", "seq": args.seq,
-        "batch": args.batch, "dtype": args.dtype, "remat": args.remat, "loss_vocab_chunk": cfg.train.vocab_chunk(args.vocab), "attention_kernel": args.kernel, "device": jax.devices()[0].device_kind,
+        "batch": args.batch, "dtype": args.dtype, "remat": args.remat, "loss_vocab_chunk": cfg.train.vocab_chunk(args.vocab),
+        "attention_kernel": cfg.model.attention_kernel, "device": jax.devices()[0].device_kind,
         "torch_device": torch.cuda.get_device_name() if dev == "cuda" else "cpu", "torch_threads": torch.get_num_threads(),
         "jax": jax.__version__, "torch": torch.__version__, "transformers": transformers.__version__,
         "ours_tokens_per_s": round(o, 1), "torch_tokens_per_s": round(h, 1), "ratio_ours_over_torch": round(o / h, 2),

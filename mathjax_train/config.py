@@ -19,6 +19,9 @@ class ConfigError(ValueError):
     """A config file or override is wrong; the message names the source and the field."""
 
 
+ATTENTION_KERNELS = ("dot", "splash", "cudnn", "blocked")  # model/attention.py `self_attention` picks one
+
+
 @dataclass
 class RopeScaling:
     """RoPE frequency scaling. `type`: none, linear, llama3 (the LLaMA-3.1 piecewise rule)."""
@@ -58,7 +61,9 @@ class ModelConfig:
     param_dtype: str = "float32"
     scan_layers: bool = True
     remat_policy: str = "none"  # none | full | dots | dots_with_no_batch_dims
-    attention_kernel: str = "dot"  # dot (plain XLA) | splash (Pallas TPU kernel; interpreted off TPU) | cudnn (GPU)
+    # blocked (plain XLA, causal blocks only) | dot (plain XLA, full score matrix) | splash (Pallas TPU kernel;
+    # interpreted off TPU) | cudnn (GPU)
+    attention_kernel: str = "blocked"
 
     @property
     def resolved_head_dim(self) -> int:
@@ -84,10 +89,10 @@ class ModelConfig:
         if self.remat_policy not in ("none", "full", "dots", "dots_with_no_batch_dims"):
             raise ConfigError(f"{where}.remat_policy: {self.remat_policy!r} is not one of "
                               "none, full, dots, dots_with_no_batch_dims")
-        if self.attention_kernel not in ("dot", "splash", "cudnn"):
-            raise ConfigError(f"{where}.attention_kernel: {self.attention_kernel!r} is not one of dot, splash, cudnn "
-                              "(splash: the Pallas TPU kernel; cudnn: cuDNN flash attention on GPUs; "
-                              "model/attention_kernels.py)")
+        if self.attention_kernel not in ATTENTION_KERNELS:
+            raise ConfigError(f"{where}.attention_kernel: {self.attention_kernel!r} is not one of "
+                              f"{', '.join(ATTENTION_KERNELS)} (blocked: causal blocks in plain XLA; splash: the "
+                              "Pallas TPU kernel; cudnn: cuDNN flash attention on GPUs; model/attention_kernels.py)")
 
 
 @dataclass

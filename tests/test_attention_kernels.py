@@ -3,16 +3,15 @@ the decoder, and (splash) sharded under a mesh in the real train step: splash in
 mode, cudnn through jax.nn.dot_product_attention's XLA implementation (its cuDNN one needs a GPU:
 the `gpu`-marked test, run on one with `JAX_PLATFORMS=cuda pytest -m gpu`).
 
-Tolerances, float32 throughout (the kernel's online softmax sums in another order): activations
-elementwise |kernel - dot| <= 2e-5 + 2e-5 |dot| (values are O(1)); gradients, which sum hundreds
-of token contributions, max |kernel - dot| <= 1e-5 * max |dot| over each tensor. The GPU test is
-bf16 (cuDNN has no fp32 kernel) against the dot path in float32 on the same bf16 inputs."""
+Tolerances: attention_helpers (float32). The GPU test is bf16 (cuDNN has no fp32 kernel) against the
+dot path in float32 on the same bf16 inputs."""
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from attention_helpers import TOL, assert_close_to_scale, packed_segments, sharded_step, tiny_model_config
 from mathjax_train.config import ConfigError, load_config
 from mathjax_train.data.batches import ToyCopyIterator
 from mathjax_train.model import Decoder
@@ -20,34 +19,6 @@ from mathjax_train.model.attention import attention_mask, dot_product_attention
 from mathjax_train.model.attention_kernels import block_size, cudnn_attention, splash_attention
 from mathjax_train.parallel.mesh import make_mesh
 from mathjax_train.parallel.rules import axis_rules
-from mathjax_train.train.setup import build_step
-
-TOL = dict(rtol=2e-5, atol=2e-5)
-GRAD_REL = 1e-5
-
-
-def _assert_close_to_scale(actual, ref, what):
-    actual, ref = np.asarray(actual), np.asarray(ref)
-    scale = float(np.max(np.abs(ref)))
-    err = float(np.max(np.abs(actual - ref)))
-    assert scale > 0 and err <= GRAD_REL * scale, f"{what}: max error {err:.3g} > {GRAD_REL} x scale {scale:.3g}"
-
-
-def _packed_segments(b, t, seed=0):
-    """Rows of several examples of random lengths, then padding (segment 0); positions restart per example."""
-    rng = np.random.default_rng(seed)
-    seg = np.zeros((b, t), np.int32)
-    pos = np.zeros((b, t), np.int32)
-    for r in range(b):
-        start, s = 0, 1
-        while True:
-            n = int(rng.integers(20, 120))
-            if start + n > t - 10:
-                break
-            seg[r, start:start + n], pos[r, start:start + n] = s, np.arange(n)
-            start, s = start + n, s + 1
-    return seg, pos
-
 
 def _dot(q, k, v, seg, pos, window):
     slots = jnp.arange(q.shape[1])
@@ -68,7 +39,7 @@ def test_kernel_matches_dot_on_a_packed_batch(kernel, window):
     b, t, h, kv, d = 2, 256, 4, 2, 64  # two 128-blocks per row, grouped-query heads
     rng = np.random.default_rng(1)
     q, k, v = (jnp.asarray(rng.standard_normal((b, t, n, d)), jnp.float32) for n in (h, kv, kv))
-    seg, pos = _packed_segments(b, t)
+    seg, pos = packed_segments(b, t)
     assert (seg[:, :-1] != seg[:, 1:]).sum() >= 4 and (seg == 0).any()  # really packed and padded
     real = jnp.asarray(seg > 0)[:, :, None, None]
     w = jnp.asarray(rng.standard_normal((b, t, h, d)), jnp.float32) * real  # a loss that reads real slots only
@@ -84,7 +55,7 @@ def test_kernel_matches_dot_on_a_packed_batch(kernel, window):
     g_ref = jax.grad(lambda *a: loss(ref_fn, *a), argnums=(0, 1, 2))(q, k, v)
     g = jax.jit(jax.grad(lambda *a: loss(ker_fn, *a), argnums=(0, 1, 2)))(q, k, v)
     for name, a, r in zip("qkv", g, g_ref):
-        _assert_close_to_scale(a, r, f"d{name}")
+        assert_close_to_scale(a, r, f"d{name}")
     # the window matters: without it the same keys give another answer
     if window:
         wide = _kernel_fn(kernel, seg, pos, 0)(q, k, v)
@@ -98,7 +69,7 @@ def test_cudnn_kernel_on_gpu_matches_dot():
     b, t, h, kv, d = 2, 512, 8, 2, 64
     rng = np.random.default_rng(2)
     q, k, v = (jnp.asarray(rng.standard_normal((b, t, n, d)), jnp.bfloat16) for n in (h, kv, kv))
-    seg, pos = _packed_segments(b, t)
+    seg, pos = packed_segments(b, t)
     real = jnp.asarray(seg > 0)[:, :, None, None]
     w = jnp.asarray(rng.standard_normal((b, t, h, d)), jnp.float32) * real
     ker_fn = _kernel_fn("cudnn", seg, pos, 0)
@@ -118,17 +89,10 @@ def test_cudnn_kernel_on_gpu_matches_dot():
         assert err <= 2e-2 * scale, f"d{name}: max error {err:.3g} > 2e-2 x scale {scale:.3g}"
 
 
-def _tiny_model_config(kernel, **kw):
-    overrides = ["model.vocab_size=64", "model.hidden_size=64", "model.intermediate_size=128", "model.num_layers=2",
-                 "model.num_heads=4", "model.num_kv_heads=2", "model.dtype=float32", "train.seq_len=128",
-                 "train.batch_size=4", f"model.attention_kernel={kernel}"]
-    return load_config(None, overrides + [f"{k}={v}" for k, v in kw.items()])
-
-
 @pytest.mark.parametrize("kernel", ["splash", "cudnn"])
 def test_decoder_logits_and_parameter_gradients_match(kernel):
     batch = next(ToyCopyIterator(64, 2, 128, seed=4))
-    dot_cfg, ker_cfg = _tiny_model_config("dot").model, _tiny_model_config(kernel).model
+    dot_cfg, ker_cfg = tiny_model_config("dot").model, tiny_model_config(kernel).model
     params = Decoder(dot_cfg).init(jax.random.PRNGKey(0), batch["tokens"][:, :1])["params"]
     real = batch["segment_ids"] > 0
 
@@ -144,26 +108,18 @@ def test_decoder_logits_and_parameter_gradients_match(kernel):
     np.testing.assert_allclose(l_ker, l_ref, rtol=1e-5)
     flat_ref = jax.tree_util.tree_leaves_with_path(g_ref)
     for (path, a), b in zip(flat_ref, jax.tree_util.tree_leaves(g_ker)):
-        _assert_close_to_scale(b, a, jax.tree_util.keystr(path))
-
-
-def _sharded_step(cfg, host_params, batch):
-    setup = build_step(cfg)
-    state = setup.init_state(0, jax.device_put(host_params, setup.layout.param_shardings))
-    with jax.set_mesh(setup.mesh):
-        new, m = setup.step(state, jax.device_put(batch, setup.batch_sharding))
-    return jax.device_get(m), jax.device_get(new["params"])
+        assert_close_to_scale(b, a, jax.tree_util.keystr(path))
 
 
 def test_sharded_train_step_matches_dot():
     """data=2 x fsdp=2 x tensor=2, sliding window: the kernel runs per shard (shard_map), heads split
     on tensor; one AdamW step gives the same loss, gradient norm and new parameters."""
     mesh_kw = {"mesh.data": 2, "mesh.fsdp": 2, "mesh.tensor": 2, "model.sliding_window": 24}
-    dot_cfg, ker_cfg = _tiny_model_config("dot", **mesh_kw), _tiny_model_config("splash", **mesh_kw)
+    dot_cfg, ker_cfg = tiny_model_config("dot", **mesh_kw), tiny_model_config("splash", **mesh_kw)
     batch = next(ToyCopyIterator(64, 4, 128, seed=5))
     host = jax.device_get(Decoder(dot_cfg.model).init(jax.random.PRNGKey(1), batch["tokens"][:, :1])["params"])
-    m_ref, p_ref = _sharded_step(dot_cfg, host, batch)
-    m_ker, p_ker = _sharded_step(ker_cfg, host, batch)
+    m_ref, p_ref = sharded_step(dot_cfg, host, batch)
+    m_ker, p_ker = sharded_step(ker_cfg, host, batch)
     np.testing.assert_allclose(m_ker["loss"], m_ref["loss"], rtol=1e-5)
     np.testing.assert_allclose(m_ker["grad_norm"], m_ref["grad_norm"], rtol=1e-5)
     for a, b in zip(jax.tree_util.tree_leaves(p_ref), jax.tree_util.tree_leaves(p_ker)):
@@ -173,9 +129,9 @@ def test_sharded_train_step_matches_dot():
 def test_bad_settings_are_named():
     with pytest.raises(ConfigError, match=r"train.seq_len \(100\) must be a multiple of 128 for "
                                           r"model.attention_kernel=splash"):
-        _tiny_model_config("splash", **{"train.seq_len": 100})
+        tiny_model_config("splash", **{"train.seq_len": 100})
     with pytest.raises(ConfigError, match="model.attention_kernel: 'flash3' is not one of dot, splash"):
-        _tiny_model_config("flash3")
+        tiny_model_config("flash3")
     with pytest.raises(ValueError, match="sequence length 200 is not a multiple of 128"):
         block_size(200)
     assert [block_size(n) for n in (128, 384, 512, 4096)] == [128, 128, 512, 512]

@@ -14,6 +14,7 @@ from mathjax_train.model.rope import apply_rope, inverse_frequencies
 
 # Finite, so a row with no visible key (a padding query) gives a uniform softmax, not NaN.
 MASK_VALUE = -0.7 * float(jnp.finfo(jnp.float32).max)
+MAX_QUERY_BLOCKS = 16  # the blocked kernel's unrolled blocks, at most (see query_block)
 
 
 class PagedKV(NamedTuple):
@@ -104,6 +105,61 @@ def dot_product_attention(q, k, v, mask) -> jax.Array:
     return out.reshape(b, t, h, d)
 
 
+def key_start(q_start: int, block: int, sliding_window: int) -> int:
+    """First key slot a query block starting at `q_start` can see: 0, or with a window the block-aligned
+    slot before which every key is at least `sliding_window` slots behind all the block's queries."""
+    if not sliding_window:
+        return 0
+    return max(0, (q_start - sliding_window + 1) // block * block)
+
+
+def blocked_attention(q, k, v, segment_ids, positions, *, sliding_window: int = 0, block: int) -> jax.Array:
+    """`dot_product_attention` with `attention_mask`, one query block at a time over only the keys it can
+    see: its causal prefix, cut further by the window. Skipping keys by slot distance assumes positions
+    rise by one per slot within a segment (as packing makes them); other segments' keys are masked anyway.
+    Each block is rematerialized in the backward pass, so no (t, t) probabilities are kept. A padding
+    query (no visible key) averages its block's keys rather than all keys; nothing reads it.
+    q (b,t,h,d), k/v (b,t,kv,d), segment_ids/positions (b,t), t a multiple of `block` -> (b,t,h,d)."""
+    t = q.shape[1]
+    slots = jnp.arange(t)
+
+    @jax.checkpoint
+    def one_block(q, k, v, q_slots, k_slots, q_pos, k_pos, q_seg, k_seg):
+        mask = attention_mask(q_slots, k_slots, q_pos, k_pos, q_seg, k_seg, sliding_window)
+        return dot_product_attention(q, k, v, mask)
+
+    outs = []
+    for q0 in range(0, t, block):
+        q1, k0 = q0 + block, key_start(q0, block, sliding_window)
+        outs.append(one_block(q[:, q0:q1], k[:, k0:q1], v[:, k0:q1], slots[q0:q1], slots[k0:q1],
+                              positions[:, q0:q1], positions[:, k0:q1], segment_ids[:, q0:q1], segment_ids[:, k0:q1]))
+    return jnp.concatenate(outs, axis=1)
+
+
+def query_block(t: int) -> int:
+    """Query block of the blocked kernel for length t (a multiple of LANES): LANES, doubled while there
+    would be more than MAX_QUERY_BLOCKS blocks (each block is its own unrolled piece of the program)."""
+    block = LANES
+    while t // block > MAX_QUERY_BLOCKS and t % (2 * block) == 0:
+        block *= 2
+    return block
+
+
+def self_attention(cfg: ModelConfig, q, k, v, positions, segment_ids) -> jax.Array:
+    """The training-path attention that `cfg.attention_kernel` names; sequences shorter than (or not a
+    multiple of) one kernel block, e.g. at param init, take the plain dot path."""
+    t, window = q.shape[1], cfg.sliding_window
+    if cfg.attention_kernel == "splash" and t >= LANES:
+        return splash_attention(q, k, v, segment_ids, sliding_window=window)
+    if cfg.attention_kernel == "blocked" and t > LANES and t % LANES == 0:
+        return blocked_attention(q, k, v, segment_ids, positions, sliding_window=window, block=query_block(t))
+    slots = jnp.arange(t)
+    mask = attention_mask(slots, slots, positions, positions, segment_ids, segment_ids, window)
+    if cfg.attention_kernel == "cudnn":
+        return cudnn_attention(q, k, v, mask, sliding_window=window)
+    return dot_product_attention(q, k, v, mask)
+
+
 class Attention(nn.Module):
     config: ModelConfig
 
@@ -140,14 +196,7 @@ class Attention(nn.Module):
             masks = paged_masks(kv, t, pages[0].shape[2], side[0].shape[2], cfg.sliding_window)
             out = paged_attention(q, pages, side, masks)
         else:
-            slots = jnp.arange(t)
-            mask = attention_mask(slots, slots, positions, positions, segment_ids, segment_ids, cfg.sliding_window)
-            if cfg.attention_kernel == "splash" and t >= LANES:
-                out = splash_attention(q, k.astype(dt), v.astype(dt), segment_ids, sliding_window=cfg.sliding_window)
-            elif cfg.attention_kernel == "cudnn":
-                out = cudnn_attention(q, k.astype(dt), v.astype(dt), mask, sliding_window=cfg.sliding_window)
-            else:  # "dot"; sequences under one kernel block (e.g. param init)
-                out = dot_product_attention(q, k.astype(dt), v.astype(dt), mask)
+            out = self_attention(cfg, q, k.astype(dt), v.astype(dt), positions, segment_ids)
         out = DenseGeneral((cfg.hidden_size,), ("heads", "head_dim", "embed"), in_dims=2, use_bias=cfg.o_bias,
                            dtype=dt, param_dtype=pdt, name="o_proj")(out)
         return out, new_cache

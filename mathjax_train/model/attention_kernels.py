@@ -20,7 +20,6 @@ from jax.experimental.pallas.ops.tpu.splash_attention import splash_attention_ke
 from jax.experimental.pallas.ops.tpu.splash_attention import splash_attention_mask as splash_mask
 from jax.sharding import PartitionSpec
 
-KERNELS = ("dot", "splash", "cudnn")
 LANES = 128  # the kernel's block sizes must be multiples of this, so sequence lengths must be too
 BLOCKS = (512, 256, 128)  # the largest that divides the sequence is used
 
