@@ -221,3 +221,4 @@ def test_python_install_under_tmp_stays_visible(tmp_path_factory):
     assert result["ok"], result
     assert result["output"] == f"42 {venv}\nRead-only file system\n"
     assert not (site / "x").exists()
+    assert str(venv) in out["report"]["in_private_tmpfs"]

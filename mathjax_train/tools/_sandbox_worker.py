@@ -112,12 +112,17 @@ def _within(path: str, top: str) -> bool:
     return path == top or path.startswith(top.rstrip("/") + "/")
 
 
+def _kept_under(dirs, keep) -> list[str]:
+    """The `keep` paths strictly inside one of `dirs`."""
+    return [k for k in keep if any(_within(k, d) and k != d for d in dirs)]
+
+
 def _cover(dirs, keep, options: str) -> list[str]:
     """Mount a fresh tmpfs (`options`) on each of `dirs`, then bind the `keep` paths that were
     under one of them back in place: what a snippet needs stays, the rest is hidden. Binds copy
     the flags of their source (read-only once the supervisor has remounted the tree)."""
     dirs = [d for d in dirs if not any(o != d and _within(d, o) for o in dirs)]
-    targets = [k for k in keep if any(_within(k, d) and k != d for d in dirs)]
+    targets = _kept_under(dirs, keep)
     fds = {t: os.open(t, os.O_PATH) for t in targets}  # hold them before the tmpfs hides them
     old = os.umask(0o022)
     try:
@@ -368,6 +373,7 @@ class Zygote:
         self.pidns_fd = os.open("/proc/self/ns/pid", os.O_RDONLY)
         self.writable = [d for d in WRITABLE_DIRS if os.path.isdir(d) and not os.path.islink(d)]
         common = dict(exposed_paths=exposed, rw_mounts_left=rw_left,
+                      in_private_tmpfs=_kept_under(self.writable, self.keep),
                       network="empty network namespace (no interfaces up)")
         tmpfs = (f"whole tree read-only; private tmpfs on {', '.join(self.writable)} (the Python "
                  f"install bound back read-only); cwd /tmp")
