@@ -69,3 +69,13 @@ def make_hf_model(directory: Path, variant: str, kv_heads: int = 2, seed: int = 
     model.save_pretrained(directory)
     write_tokenizer(directory)
     return model
+
+
+def import_random_model(directory: Path, variant: str = "llama", seed: int = 0, kv_heads: int = 2):
+    """`make_hf_model` under directory/hf, imported with `import-hf` as a float32 checkpoint at
+    directory/ckpt. Returns (the HF model, the checkpoint path)."""
+    from mathjax_train.cli import main
+
+    model = make_hf_model(directory / "hf", variant, kv_heads=kv_heads, seed=seed)
+    assert main(["import-hf", str(directory / "hf"), str(directory / "ckpt"), "--dtype", "float32"]) == 0
+    return model, directory / "ckpt"

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from forced_model import EOS, make_forced_checkpoint, write_jsonl
-from hf_fixtures import make_hf_model
+from hf_fixtures import import_random_model
 from mathjax_train.cli import main
 from mathjax_train.data.jsonl_source import JsonlFormatError, read_sft_jsonl
 from mathjax_train.synth.augment import (DROP_REASONS, METHOD_PROMPTS, SOLVE_PROMPT, AugmentConfig, augment,
@@ -160,8 +160,7 @@ def random_server(tmp_path_factory):
     from mathjax_train.serve.server import start_server
 
     d = tmp_path_factory.mktemp("random")
-    make_hf_model(d / "hf", "llama", seed=5)
-    assert main(["import-hf", str(d / "hf"), str(d / "ckpt"), "--dtype", "float32"]) == 0
+    import_random_model(d, seed=5)
     server = start_server(ServeApp(load_for_inference(d / "ckpt"), "rand", EngineConfig(num_slots=8)), "127.0.0.1", 0)
     yield server
     server.close()

@@ -6,8 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from hf_fixtures import make_hf_model
-from mathjax_train.cli import main
+from hf_fixtures import import_random_model
 from mathjax_train.config import EngineConfig
 from mathjax_train.infer.engine import Engine
 from mathjax_train.infer.loading import load_for_inference
@@ -21,9 +20,8 @@ SMALL = dict(page_size=4, decode_steps=4, prefill_budget=16)
 
 def _tiny(tmp_path_factory, variant):
     d = tmp_path_factory.mktemp(variant)
-    hf = make_hf_model(d / "hf", variant, kv_heads=2, seed=3)
-    assert main(["import-hf", str(d / "hf"), str(d / "ckpt"), "--dtype", "float32"]) == 0
-    return hf, load_for_inference(d / "ckpt")
+    hf, ckpt = import_random_model(d, variant, seed=3)
+    return hf, load_for_inference(ckpt)
 
 
 @pytest.fixture(scope="module", params=["llama", "mistral", "qwen2"])

@@ -7,7 +7,7 @@ from math import comb
 
 import pytest
 
-from hf_fixtures import make_hf_model
+from hf_fixtures import import_random_model
 from mathjax_train.cli import main
 from mathjax_train.config import EvalConfig, GenerateConfig
 from mathjax_train.eval import harness
@@ -42,8 +42,7 @@ def run(tmp_path_factory):
     frequent answer (row 4: its least frequent, row 5: one it never gives), so the real run has
     rows where the majority is right, wrong, and where no sample is right."""
     d = tmp_path_factory.mktemp("evaluate")
-    make_hf_model(d / "hf", "llama", seed=0)
-    assert main(["import-hf", str(d / "hf"), str(d / "ckpt"), "--dtype", "float32"]) == 0
+    import_random_model(d, seed=0)
     probe = harness.evaluate(_cfg(d / "ckpt", _write_data(d / "probe.jsonl", ["0"] * 6), d / "probe"), progress=False)
     golds = []
     for i, row in enumerate(probe.report["samples"]):

@@ -6,7 +6,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from hf_fixtures import make_hf_model
+from hf_fixtures import import_random_model
 from mathjax_train.cli import main
 from mathjax_train.infer.sampling import filter_logits, sample
 
@@ -28,9 +28,7 @@ def test_top_k_and_top_p_filters_per_row():
 @pytest.fixture(scope="module")
 def ckpt(tmp_path_factory):
     d = tmp_path_factory.mktemp("gen")
-    make_hf_model(d / "hf", "llama", kv_heads=2, seed=3)
-    assert main(["import-hf", str(d / "hf"), str(d / "ckpt"), "--dtype", "float32"]) == 0
-    return d / "ckpt"
+    return import_random_model(d, seed=3)[1]
 
 
 def run_generate(ckpt, tmp_path, name, rows, *flags):

@@ -4,7 +4,7 @@ import json
 import pytest
 
 from forced_model import EOS, make_forced_checkpoint, write_jsonl
-from hf_fixtures import make_hf_model
+from hf_fixtures import import_random_model
 from mathjax_train.cli import main
 from mathjax_train.data.jsonl_source import JsonlFormatError, read_sft_jsonl
 from mathjax_train.data.procedural import iterate
@@ -19,9 +19,7 @@ COMMON = ["--k", "3", "--temperature", "0.7", "--max-new-tokens", "12", "--batch
 @pytest.fixture(scope="module")
 def random_ckpt(tmp_path_factory):
     d = tmp_path_factory.mktemp("rft_random")
-    make_hf_model(d / "hf", "llama", kv_heads=2, seed=1)
-    assert main(["import-hf", str(d / "hf"), str(d / "ckpt"), "--dtype", "float32"]) == 0
-    return d / "ckpt"
+    return import_random_model(d, seed=1)[1]
 
 
 def run(capsys, *args) -> dict:
