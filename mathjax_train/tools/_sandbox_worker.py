@@ -31,7 +31,7 @@ CLONE_NEWNS, CLONE_NEWIPC, CLONE_NEWPID, CLONE_NEWNET = 0x20000, 0x08000000, 0x2
 CLONE_NEWUSER = 0x10000000
 MS_RDONLY, MS_NOSUID, MS_NODEV, MS_NOEXEC, MS_REMOUNT = 1, 2, 4, 8, 32
 MS_NOATIME, MS_NODIRATIME, MS_BIND, MS_REC, MS_PRIVATE = 1024, 2048, 4096, 16384, 1 << 18
-MS_RELATIME, MS_STRICTATIME, MNT_DETACH = 1 << 21, 1 << 24, 2
+MS_RELATIME, MS_STRICTATIME = 1 << 21, 1 << 24
 PR_SET_PDEATHSIG, PR_SET_DUMPABLE, PR_SET_NO_NEW_PRIVS = 1, 4, 38
 PR_CAPBSET_DROP, PR_CAP_AMBIENT, PR_CAP_AMBIENT_CLEAR_ALL = 24, 47, 4
 CAPABILITY_VERSION_3 = 0x20080522
@@ -105,11 +105,16 @@ def _interpreter_paths() -> list[str]:
              os.path.dirname(os.path.dirname(os.path.abspath(__file__)))}
     paths |= {p for p in sys.path if p}
     real = {os.path.realpath(p) for p in paths if os.path.isdir(p)}
-    return sorted(p for p in real if not any(o != p and _within(p, o) for o in real))
+    return sorted(_outermost(real))
 
 
 def _within(path: str, top: str) -> bool:
     return path == top or path.startswith(top.rstrip("/") + "/")
+
+
+def _outermost(paths) -> list[str]:
+    """`paths` without those inside another of them."""
+    return [p for p in paths if not any(o != p and _within(p, o) for o in paths)]
 
 
 def _kept_under(dirs, keep) -> list[str]:
@@ -121,7 +126,7 @@ def _cover(dirs, keep, options: str) -> list[str]:
     """Mount a fresh tmpfs (`options`) on each of `dirs`, then bind the `keep` paths that were
     under one of them back in place: what a snippet needs stays, the rest is hidden. Binds copy
     the flags of their source (read-only once the supervisor has remounted the tree)."""
-    dirs = [d for d in dirs if not any(o != d and _within(d, o) for o in dirs)]
+    dirs = _outermost(dirs)
     targets = _kept_under(dirs, keep)
     fds = {t: os.open(t, os.O_PATH) for t in targets}  # hold them before the tmpfs hides them
     old = os.umask(0o022)
