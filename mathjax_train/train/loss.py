@@ -14,6 +14,7 @@ import jax.numpy as jnp
 
 from mathjax_train.config import AUTO_VOCAB_CHUNK
 
+
 def token_sums(lse, target_logit, predicted, targets, weights, z_loss: float) -> dict[str, jax.Array]:
     """The weighted sums both losses report, from per-token log-sum-exp, target logit and argmax."""
     return {
