@@ -366,6 +366,70 @@ class DistributedConfig:
             raise ConfigError(f"{where}.process_id: {self.process_id} is not in [0, {self.num_processes})")
 
 
+RL_AGGREGATIONS = ("token", "sequence", "constant")  # rl/loss.py `aggregate`
+
+
+@dataclass
+class RlConfig:
+    """`rl`: online RL with verifiable rewards (GRPO family, rl/). Each step samples `prompts_per_step`
+    prompts x `group_size` completions on the engine, rewards them with the grader and updates the
+    policy `updates_per_batch` times (in `minibatches` parts each) on the clipped surrogate."""
+
+    prompts: dict[str, float] = field(default_factory=lambda: {"procedural": 1.0})  # gsm8k | math | procedural | FILE -> rate
+    prompts_split: str = "train"  # split of gsm8k / math
+    prompts_limit: int = 0  # first N problems of each named/file source (0 = all)
+    prompts_per_step: int = 8  # B: prompts (groups) per rollout batch
+    group_size: int = 8  # G: completions per prompt
+    max_new_tokens: int = 128
+    temperature: float = 1.0
+    top_p: float = 1.0
+    updates_per_batch: int = 1  # passes over each rollout batch (ratio != 1 from the second on)
+    minibatches: int = 1  # optimizer updates per pass: the batch's B*G rows split this many ways
+    normalize_std: bool = True  # advantages (r - mean) / (std + eps) per group; false = Dr. GRPO's r - mean
+    aggregation: str = "token"  # token (DAPO) | sequence (GRPO: mean per row, then over rows) | constant (Dr. GRPO)
+    clip_low: float = 0.2  # ratio clipped to [1 - clip_low, 1 + clip_high]
+    clip_high: float = 0.28  # DAPO's clip-higher; = clip_low for the symmetric PPO clip
+    kl_coef: float = 0.0  # weight of the k3 KL estimate to the frozen reference (init_from); 0 = no reference
+    entropy_coef: float = 0.0  # entropy bonus; the entropy is logged either way
+    format_reward: float = 0.0  # added when an answer can be extracted at all
+    overlong: str = "none"  # none | filter (rows cut at max_new_tokens get no loss) | penalty
+    overlong_penalty: float = 1.0  # subtracted from the reward of a cut row when overlong=penalty
+    dynamic_sampling: bool = False  # DAPO: drop groups whose rewards are all equal, sample more prompts
+    max_refill_rounds: int = 3  # extra rollout rounds a step may take to fill its B groups
+    tools: str = "none"  # none | python: tool-integrated rollouts, interpreter output masked from the loss
+    max_tool_calls: int = 4
+    tool_timeout_s: float = 5.0
+    answer_fallback: str = "none"  # none | last_number: the extraction the reward uses
+    grading_timeout_s: float = 5.0
+    heldout: str = ""  # eval JSONL (question, answer) scored greedily every eval_every_steps; "" = none
+    heldout_limit: int = 0  # first N held-out problems (0 = all)
+    eval_every_steps: int = 0  # 0 = only before the first and after the last step
+    engine: EngineConfig = field(default_factory=EngineConfig)
+
+    def validate(self, where: str = "rl") -> None:
+        for name, valid in (("aggregation", RL_AGGREGATIONS), ("overlong", ("none", "filter", "penalty")),
+                            ("tools", ("none", "python")), ("answer_fallback", ("none", "last_number"))):
+            if getattr(self, name) not in valid:
+                raise ConfigError(f"{where}.{name}: {getattr(self, name)!r} is not one of {', '.join(valid)}")
+        for name, low in (("prompts_per_step", 1), ("group_size", 2), ("max_new_tokens", 1),
+                          ("updates_per_batch", 1), ("minibatches", 1), ("prompts_limit", 0), ("heldout_limit", 0),
+                          ("eval_every_steps", 0), ("max_refill_rounds", 0), ("max_tool_calls", 0)):
+            if getattr(self, name) < low:
+                raise ConfigError(f"{where}.{name} must be >= {low}, got {getattr(self, name)}")
+        if (self.prompts_per_step * self.group_size) % self.minibatches:
+            raise ConfigError(f"{where}.minibatches ({self.minibatches}) must divide prompts_per_step x group_size "
+                              f"({self.prompts_per_step * self.group_size})")
+        if not self.prompts or any(r < 0 for r in self.prompts.values()) or sum(self.prompts.values()) <= 0:
+            raise ConfigError(f"{where}.prompts: a mapping of source -> rate >= 0 with a positive total, "
+                              f"got {self.prompts}")
+        if self.clip_low < 0 or self.clip_low >= 1 or self.clip_high < 0:
+            raise ConfigError(f"{where}: need 0 <= clip_low < 1 and clip_high >= 0, got {self.clip_low}, "
+                              f"{self.clip_high}")
+        if self.kl_coef < 0 or self.temperature <= 0 or not 0 < self.top_p <= 1:
+            raise ConfigError(f"{where}: need kl_coef >= 0, temperature > 0 and top_p in (0, 1]")
+        self.engine.validate(f"{where}.engine")
+
+
 @dataclass
 class Config:
     """The whole run: where outputs go, which model, how it is sharded, trained and sampled."""
@@ -380,6 +444,7 @@ class Config:
     data: DataConfig = field(default_factory=DataConfig)
     distributed: DistributedConfig = field(default_factory=DistributedConfig)
     generate: GenerateConfig = field(default_factory=GenerateConfig)
+    rl: RlConfig = field(default_factory=RlConfig)  # read by `mathjax-train rl` only
 
     def validate(self) -> None:
         self.model.validate("model")
@@ -388,6 +453,7 @@ class Config:
         self.checkpoint.validate("checkpoint")
         self.data.validate("data")
         self.distributed.validate("distributed")
+        self.rl.validate("rl")
         if self.model.attention_kernel == "splash" and self.train.seq_len % 128:
             raise ConfigError(f"train.seq_len ({self.train.seq_len}) must be a multiple of 128 for "
                               "model.attention_kernel=splash (the kernel's block size), or use dot")

@@ -9,10 +9,11 @@ from __future__ import annotations
 import argparse
 import sys
 
-from mathjax_train.cli import (data_commands, eval_commands, model_commands, plan_commands, quiet, serve_commands,
-                               synth_commands, train_commands)
+from mathjax_train.cli import (data_commands, eval_commands, model_commands, plan_commands, quiet, rl_commands,
+                               serve_commands, synth_commands, train_commands)
 
-AREAS = (model_commands, train_commands, data_commands, eval_commands, synth_commands, serve_commands, plan_commands)
+AREAS = (model_commands, train_commands, data_commands, eval_commands, synth_commands, serve_commands, plan_commands,
+         rl_commands)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -18,9 +18,10 @@ __all__ = ["Completion", "CompleteFn", "plain_source", "tool_source"]
 
 
 def plain_source(model: LoadedModel, sp: SamplingParams, all_prompts: Sequence[str], *, batch_size: int = 0,
-                 add_special_tokens: bool = True) -> CompleteFn:
+                 add_special_tokens: bool = True, engine=None) -> CompleteFn:
     """Greedy / sampled decoding; `batch_size` is the engine's slot count (0 = its default). The engine
-    is sized from `all_prompts` (the whole run, resumed rows included)."""
+    is sized from `all_prompts` (the whole run, resumed rows included), or is the given `engine` (one
+    that already serves `model`, e.g. the RL sampler)."""
     tok = model.tokenizer
     lengths = [len(tok.encode(p, add_special_tokens=add_special_tokens)) for p in all_prompts]
     limit = model.cfg.max_position_embeddings
@@ -29,7 +30,11 @@ def plain_source(model: LoadedModel, sp: SamplingParams, all_prompts: Sequence[s
         raise ValueError(f"prompt {longest} has {lengths[longest]} tokens; with --max-new-tokens {sp.max_tokens} "
                          f"that exceeds the model's max_position_embeddings {limit}: use fewer --shots or fewer "
                          "new tokens")
-    engine = engine_for_prompts(model, lengths, sp, batch_size)
+    if engine is None:
+        engine = engine_for_prompts(model, lengths, sp, batch_size)
+    elif lengths and engine.fits(lengths[longest], sp.max_tokens):
+        raise ValueError(f"prompt {longest} has {lengths[longest]} tokens; "
+                         f"{engine.fits(lengths[longest], sp.max_tokens)}")
 
     def complete(prompts: Sequence[str], seeds: Sequence[int]) -> list[Completion]:
         groups: dict[str, list[int]] = {}  # the samples of one prompt go in together: one prefill

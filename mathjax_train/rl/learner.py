@@ -1,0 +1,61 @@
+"""The learner's jitted programs: one policy update on a minibatch (the GRPO loss of rl/loss.py over
+the decoder's per-token log-probabilities, clipping and the non-finite guard of train/step.py's
+kind) and the frozen reference's log-probabilities for the KL term."""
+from __future__ import annotations
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import optax
+from jax.sharding import NamedSharding, PartitionSpec
+
+from mathjax_train.config import RlConfig
+from mathjax_train.model import Decoder
+from mathjax_train.rl.loss import grpo_loss, token_logprobs_and_entropy
+
+MINIBATCH_KEYS = ("tokens", "targets", "positions", "segment_ids", "loss_mask", "old_logp", "advantages", "ref_logp")
+
+
+def _forward(model, params, mb):
+    logits, _ = model.apply({"params": params}, mb["tokens"], mb["positions"], mb["segment_ids"])
+    return token_logprobs_and_entropy(logits, mb["targets"])
+
+
+def make_update(model_cfg, rl: RlConfig, tx, layout, mesh, rules, batch_sharding, constant_len: int):
+    """update(state, minibatch, bump) -> (state, metrics): one optimizer step; `bump` (0/1) advances
+    state["step"], which counts RL steps (the optimizer counts its own updates). State donated."""
+    model = Decoder(model_cfg)
+    use_ref = rl.kl_coef > 0
+
+    def loss_fn(params, mb):
+        logp, entropy = _forward(model, params, mb)
+        return grpo_loss(logp, mb["old_logp"], mb["advantages"], mb["loss_mask"], aggregation=rl.aggregation,
+                         clip_low=rl.clip_low, clip_high=rl.clip_high, ref_logp=mb["ref_logp"] if use_ref else None,
+                         kl_coef=rl.kl_coef, entropy=entropy, entropy_coef=rl.entropy_coef, constant_len=constant_len)
+
+    def update(state, mb, bump):
+        with nn.logical_axis_rules(rules):
+            (loss, m), grads = jax.value_and_grad(loss_fn, has_aux=True)(state["params"], mb)
+        grad_norm = optax.global_norm(grads)
+        finite = jnp.isfinite(loss) & jnp.isfinite(grad_norm)
+        updates, opt_state = tx.update(grads, state["opt_state"], state["params"])
+        params = optax.apply_updates(state["params"], updates)
+        new = {"step": state["step"] + bump, "params": params, "opt_state": opt_state, "rng": state["rng"]}
+        new = jax.tree_util.tree_map(lambda n, o: jnp.where(finite, n, o), new, state)
+        metrics = {"loss": loss, "grad_norm": grad_norm, "finite": finite, **m}
+        return new, metrics
+
+    replicated = NamedSharding(mesh, PartitionSpec())
+    return jax.jit(update, in_shardings=(layout.shardings, batch_sharding, replicated),
+                   out_shardings=(layout.shardings, replicated), donate_argnums=(0,))
+
+
+def make_reference_logprobs(model_cfg, rules):
+    """ref_logp(params, batch) -> (rows, t) log-probabilities of the targets under frozen `params`."""
+    model = Decoder(model_cfg)
+
+    def fn(params, mb):
+        with nn.logical_axis_rules(rules):
+            return _forward(model, params, mb)[0]
+
+    return jax.jit(fn)

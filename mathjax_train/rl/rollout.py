@@ -1,0 +1,106 @@
+"""Rollouts: G completions per prompt on the collocated engine (plain, or tool-integrated with the
+Python sandbox), each rewarded by the grader; with dynamic sampling, groups whose rewards are all
+equal (no learning signal) are dropped and more prompts are drawn, up to rl.max_refill_rounds."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from mathjax_train.config import Config
+from mathjax_train.eval.datasets import Problem
+from mathjax_train.infer.loading import LoadedModel
+from mathjax_train.infer.params import Completion, SamplingParams, sample_seed
+from mathjax_train.rl.prompts import PromptStream
+from mathjax_train.rl.rewards import Score, score
+
+
+@dataclass
+class Group:
+    problem: Problem
+    prompt_ids: list[int]
+    completions: list[Completion]
+    scores: list[Score]
+
+    @property
+    def rewards(self) -> list[float]:
+        return [s.reward for s in self.scores]
+
+
+@dataclass
+class Rollout:
+    groups: list[Group]  # at most rl.prompts_per_step, in draw order
+    sampled: int = 0  # groups sampled, dropped ones included
+    dropped: int = 0  # groups dropped by dynamic sampling (all rewards equal)
+    sampled_tokens: int = 0  # every sampled token, dropped groups' included
+    skipped: dict = field(default_factory=dict)  # prompts not sampled, by reason
+
+
+class Sampler:
+    """Samples on an engine that reads `model.params` at every call: the learner sets them after each
+    update (the same device arrays, no host copy). `tools="python"` runs tool-integrated decoding."""
+
+    def __init__(self, model: LoadedModel, cfg: Config):
+        rl = cfg.rl
+        self.model, self.rl = model, rl
+        self.params = SamplingParams(max_tokens=rl.max_new_tokens, temperature=rl.temperature, top_p=rl.top_p)
+        engine_cfg = rl.engine
+        if not engine_cfg.num_slots:
+            engine_cfg.num_slots = rl.prompts_per_step * rl.group_size
+        self.tools = None
+        if rl.tools == "python":
+            from mathjax_train.infer.tool_generate import ToolGenerator
+
+            self.tools = ToolGenerator(model, max_calls=rl.max_tool_calls, timeout_s=rl.tool_timeout_s,
+                                       batch_size=engine_cfg.num_slots, engine_config=engine_cfg)
+            self.engine = self.tools.engine
+        else:
+            from mathjax_train.infer.engine import Engine
+
+            self.engine = Engine(model, engine_cfg, max_seq_len=cfg.train.seq_len + 1)
+
+    def set_params(self, params) -> None:
+        self.model.params = params
+
+    def sample(self, prompts: list[str], prompt_ids: list[list[int]], seeds: list[list[int]]) -> list[list[Completion]]:
+        if self.tools is None:
+            return self.engine.generate(prompt_ids, self.params, seeds)
+        flat = self.tools.generate([p for p, s in zip(prompts, seeds) for _ in s], self.params,
+                                   [x for s in seeds for x in s])
+        out, i = [], 0
+        for s in seeds:
+            out.append(flat[i:i + len(s)])
+            i += len(s)
+        return out
+
+    def close(self) -> None:
+        if self.tools is not None:
+            self.tools.close()
+
+
+def collect(stream: PromptStream, sampler: Sampler, template, cfg: Config) -> Rollout:
+    """One step's groups: rounds of B prompts x G samples until B groups are kept (see module doc)."""
+    rl, tok = cfg.rl, sampler.model.tokenizer
+    budget = cfg.train.seq_len + 1 - rl.max_new_tokens  # the longest prompt a row can hold
+    out = Rollout([])
+    for _ in range(1 + (rl.max_refill_rounds if rl.dynamic_sampling else 0)):
+        drawn = []
+        while len(drawn) < rl.prompts_per_step:
+            k, problem = stream.next()
+            text = template.format_prompt(problem.question)
+            ids = tok.encode(text)
+            if len(ids) > budget:
+                out.skipped["prompt_too_long"] = out.skipped.get("prompt_too_long", 0) + 1
+                continue
+            drawn.append((k, problem, text, ids))
+        seeds = [[sample_seed(cfg.train.seed, k, j) for j in range(rl.group_size)] for k, *_ in drawn]
+        samples = sampler.sample([d[2] for d in drawn], [d[3] for d in drawn], seeds)
+        for (k, problem, text, ids), comps in zip(drawn, samples):
+            group = Group(problem, ids, comps, [score(problem.gold, c, rl) for c in comps])
+            out.sampled += 1
+            out.sampled_tokens += sum(c.num_tokens for c in comps)
+            if rl.dynamic_sampling and len(set(group.rewards)) == 1:
+                out.dropped += 1
+            elif len(out.groups) < rl.prompts_per_step:
+                out.groups.append(group)
+        if len(out.groups) >= rl.prompts_per_step:
+            break
+    return out

@@ -1,0 +1,253 @@
+"""The RL loop (`mathjax-train rl`): collocated sampler and learner on one set of parameter arrays.
+
+Per step: collect B groups of G completions on the engine (rewards from the grader), turn rewards
+into group advantages, and run rl.updates_per_batch passes of rl.minibatches optimizer updates on
+the clipped surrogate. The engine then reads the updated arrays directly. Checkpoints (train/
+checkpointing.py) hold the parameters, optimizer state, RNG, the prompt stream's position and the
+run's totals, so a stopped or killed run resumes to the same later metrics as an uninterrupted one.
+"""
+from __future__ import annotations
+
+import json
+import math
+import sys
+import time
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from etils import epath
+
+from mathjax_train.config import Config, ConfigError
+from mathjax_train.data.templates import get_template
+from mathjax_train.data.vocab import load_tokenizer
+from mathjax_train.infer.loading import LoadedModel
+from mathjax_train.model import checkpoint as model_ckpt
+from mathjax_train.parallel.mesh import make_mesh
+from mathjax_train.parallel.rules import axis_rules, batch_sharding
+from mathjax_train.rl.batch import build_batch, split_rows
+from mathjax_train.rl.heldout import heldout_accuracy
+from mathjax_train.rl.learner import MINIBATCH_KEYS, make_reference_logprobs, make_update
+from mathjax_train.rl.loss import group_advantages
+from mathjax_train.rl.prompts import PromptStream
+from mathjax_train.rl.rollout import Sampler, collect
+from mathjax_train.train.checkpointing import TrainCheckpointer
+from mathjax_train.train.metrics import MetricsWriter, format_duration
+from mathjax_train.train.optimizer import make_optimizer
+from mathjax_train.train.state import init_state, state_layout
+from mathjax_train.train.trainer import PREEMPTED_EXIT_CODE, _SigtermFlag, _write_run_files, resolve_model_config
+
+SUMMARY_FILE = "rl_summary.json"
+TIMING_KEYS = ("sample_seconds", "learn_seconds", "sampled_tokens_per_second", "step_seconds")
+
+__all__ = ["PREEMPTED_EXIT_CODE", "SUMMARY_FILE", "TIMING_KEYS", "run_rl"]
+
+
+def _log(msg: str) -> None:
+    print(f"[rl] {msg}", file=sys.stderr, flush=True)
+
+
+def updates_per_step(cfg: Config) -> int:
+    return cfg.rl.updates_per_batch * cfg.rl.minibatches
+
+
+def _check(cfg: Config) -> None:
+    if not cfg.init_from:
+        raise ConfigError("init_from: rl starts from a checkpoint (e.g. the demo's train dir); set init_from=DIR")
+    if cfg.rl.max_new_tokens >= cfg.train.seq_len:
+        raise ConfigError(f"rl.max_new_tokens ({cfg.rl.max_new_tokens}) must be below train.seq_len "
+                          f"({cfg.train.seq_len}), which holds prompt + completion")
+    if jax.process_count() > 1:
+        raise ConfigError("rl runs on one host for now (the engine's KV cache lives on one device)")
+
+
+def _learner_devices(cfg: Config):
+    """The engine's KV cache lives on one device, so the collocated learner shares that device."""
+    devices = jax.devices()[:1]
+    make_mesh(cfg.mesh, devices)  # a mesh asking for more devices fails here, naming the axes
+    return devices
+
+
+def _step_metrics(rollout, batch: dict, learn: list[dict]) -> dict:
+    scores = [s for g in rollout.groups for s in g.scores]
+    lengths = [c.num_tokens for g in rollout.groups for c in g.completions]
+    row = {"reward_mean": float(np.mean([s.reward for s in scores])) if scores else 0.0,
+           "pass_rate": float(np.mean([s.correct for s in scores])) if scores else 0.0,
+           "group_pass_rate": float(np.mean([any(s.correct for s in g.scores) for g in rollout.groups]))
+           if rollout.groups else 0.0,
+           "answer_rate": float(np.mean([s.has_answer for s in scores])) if scores else 0.0,
+           "truncated_rate": float(np.mean([s.truncated for s in scores])) if scores else 0.0,
+           "response_length": float(np.mean(lengths)) if lengths else 0.0,
+           "groups": len(rollout.groups), "groups_sampled": rollout.sampled, "groups_dropped": rollout.dropped,
+           "sampled_tokens": rollout.sampled_tokens, "tool_calls": sum(c.tool_calls for g in rollout.groups
+                                                                        for c in g.completions)}
+    for key in ("loss", "grad_norm", "clip_fraction", "ratio_mean", "entropy", "kl"):
+        vals = [float(m[key]) for m in learn if key in m]
+        if vals:
+            row[key] = float(np.mean(vals))
+    row["trained_tokens"] = int(batch["loss_mask"].sum())
+    return row
+
+
+def run_rl(cfg: Config, *, max_steps_this_run: int | None = None, log=_log) -> dict:
+    """Run (or resume) RL as configured; returns the summary (also written to OUTPUT_DIR/rl_summary.json
+    when the run finishes). `status`: finished | stopped (max_steps_this_run) | preempted (SIGTERM)."""
+    _check(cfg)
+    rl = cfg.rl
+    t_run = time.time()
+    model_cfg = resolve_model_config(cfg)
+    devices = _learner_devices(cfg)
+    mesh = make_mesh(cfg.mesh, devices)
+    rules = axis_rules(cfg.mesh.rules)
+    total = cfg.train.steps
+    tx, schedule = make_optimizer(cfg.optimizer, total * updates_per_step(cfg))
+    layout = state_layout(model_cfg, tx, mesh, rules)
+    bsh = batch_sharding(mesh, rules)
+    rows = rl.prompts_per_step * rl.group_size
+    update = make_update(model_cfg, rl, tx, layout, mesh, rules, bsh, constant_len=rl.max_new_tokens)
+
+    out = epath.Path(cfg.output_dir)
+    ckpt = TrainCheckpointer(out, cfg.checkpoint)
+    stream = PromptStream(cfg)
+    start = ckpt.latest_step()
+    load_init = lambda: model_ckpt.load_params(cfg.init_from, model_cfg, layout.param_shardings)  # noqa: E731
+    reference = load_init() if rl.kl_coef > 0 else None  # frozen, sharded like the policy
+    if start is not None:
+        state, meta = ckpt.restore(start, layout.abstract)
+        run = meta["data_state"]
+        stream.set_state(run["prompts"])
+        log(json.dumps({"event": "resumed", "step": start, "checkpoint": str(ckpt.directory / str(start))}))
+    else:
+        start = 0
+        params = jax.tree_util.tree_map(jnp.copy, reference) if reference is not None else load_init()
+        state = init_state(model_cfg, tx, layout, cfg.train.seed, params)  # donates nothing of `reference`
+        _write_run_files(cfg, model_cfg)
+        run = {"prompts": stream.get_state(), "sampled_tokens": 0, "seconds": 0.0, "heldout": {}}
+    ref_logp_fn = make_reference_logprobs(model_cfg, rules) if reference is not None else None
+    tokenizer = load_tokenizer(out / model_ckpt.TOKENIZER_DIR)
+    template = get_template(cfg.data.template)
+    sampler = Sampler(LoadedModel(model_cfg, state["params"], tokenizer), cfg)
+    writer = MetricsWriter(out, resume_step=start)
+
+    def evaluate_now(step: int, checkpoint: str) -> None:
+        if rl.heldout and str(step) not in run["heldout"]:
+            res = heldout_accuracy(cfg, sampler, checkpoint, out / "heldout" / f"step_{step}")
+            run["heldout"][str(step)] = res
+            log(f"step {step}: held-out accuracy {res['accuracy']:.3f} ({res['correct']}/{res['problems']})")
+
+    if start == 0:
+        evaluate_now(0, cfg.init_from)
+    end = total if max_steps_this_run is None else min(total, start + max_steps_this_run)
+    status, step, t0 = "finished", start, time.time()
+    try:
+        with jax.set_mesh(mesh), _SigtermFlag() as sigterm:
+            while step < end:
+                t_step = time.time()
+                rollout = collect(stream, sampler, template, cfg)
+                t_sampled = time.time()
+                adv, comps, prompts, drop = [], [], [], []
+                for g in rollout.groups:
+                    adv += [float(a) for a in np.asarray(group_advantages([g.rewards], rl.normalize_std))[0]]
+                    for c, s in zip(g.completions, g.scores):
+                        comps.append(_fit(c, len(g.prompt_ids), cfg.train.seq_len))
+                        prompts.append(g.prompt_ids)
+                        drop.append(rl.overlong == "filter" and s.truncated)
+                batch = build_batch(prompts, comps, adv, cfg.train.seq_len, rows, drop)
+                if ref_logp_fn is not None:
+                    batch["ref_logp"] = np.asarray(ref_logp_fn(reference, batch))
+                else:
+                    batch["ref_logp"] = np.zeros_like(batch["old_logp"])
+                learn = []
+                parts = split_rows({k: batch[k] for k in MINIBATCH_KEYS}, rl.minibatches)
+                for epoch in range(rl.updates_per_batch):
+                    for j, mb in enumerate(parts):
+                        last = epoch == rl.updates_per_batch - 1 and j == len(parts) - 1
+                        state, m = update(state, mb, jnp.int32(last))
+                        learn.append(jax.device_get(m))
+                sampler.set_params(state["params"])
+                jax.block_until_ready(state["step"])
+                step += 1
+                t_done = time.time()
+                row = {"step": step, **_step_metrics(rollout, batch, learn),
+                       "lr": float(schedule(step * updates_per_step(cfg) - 1)),
+                       "updates_skipped": sum(not bool(m["finite"]) for m in learn)}
+                run["sampled_tokens"] += rollout.sampled_tokens
+                row.update({"sampled_tokens_total": run["sampled_tokens"],
+                            "sample_seconds": t_sampled - t_step, "learn_seconds": t_done - t_sampled,
+                            "step_seconds": t_done - t_step,
+                            "sampled_tokens_per_second": rollout.sampled_tokens / max(t_sampled - t_step, 1e-9)})
+                run["prompts"] = stream.get_state()
+                run["seconds"] += t_done - t_step
+                preempted = sigterm.set
+                eval_due = rl.heldout and ((rl.eval_every_steps and step % rl.eval_every_steps == 0)
+                                           or step == total)
+                if step % cfg.checkpoint.every_steps == 0 or step == end or preempted or eval_due:
+                    ckpt.save(state, run, wait=bool(eval_due or preempted))
+                if eval_due:
+                    evaluate_now(step, str(ckpt.directory / str(step)))
+                    row["heldout_accuracy"] = run["heldout"][str(step)]["accuracy"]
+                    ckpt.manager.delete(step)  # re-save so the checkpoint's totals include this evaluation
+                    ckpt.save(state, run, wait=True)
+                writer.write(row)
+                _progress(row, total, t0, start)
+                if preempted:
+                    status = "preempted"
+                    log(json.dumps({"event": "preempted", "step": step, "checkpoint_saved": True}))
+                    break
+            else:
+                status = "finished" if step >= total else "stopped"
+    finally:
+        ckpt.wait()
+        ckpt.close()
+        writer.close()
+        sampler.close()
+    summary = _summary(cfg, run, step, status, time.time() - t_run)
+    if status == "finished":
+        (out / SUMMARY_FILE).write_text(json.dumps(summary, indent=2))
+    return summary
+
+
+def _fit(c, prompt_len: int, seq_len: int):
+    """A tool-integrated completion can outgrow the row: train on the prefix that fits."""
+    room = seq_len + 1 - prompt_len
+    if c.num_tokens <= room:
+        return c
+    from dataclasses import replace
+
+    return replace(c, token_ids=c.token_ids[:room], logprobs=c.logprobs[:room])
+
+
+def _progress(row: dict, total: int, t0: float, start: int) -> None:
+    done = row["step"] - start
+    eta = (time.time() - t0) / done * (total - row["step"]) if done else 0.0
+    held = f" | held-out {row['heldout_accuracy']:.3f}" if "heldout_accuracy" in row else ""
+    print(f"rl step {row['step']}/{total} | reward {row['reward_mean']:.3f} | pass {row['pass_rate']:.3f} | "
+          f"len {row['response_length']:.0f} | clip {row.get('clip_fraction', 0):.3f} | "
+          f"{row['sampled_tokens_per_second']:.0f} sampled tok/s{held} | ETA {format_duration(eta)}",
+          file=sys.stderr, flush=True)
+
+
+def binomial_interval(correct: int, n: int, z: float = 1.96) -> list[float]:
+    """Wilson 95% interval of an accuracy measured on n problems."""
+    if n == 0:
+        return [0.0, 1.0]
+    p = correct / n
+    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
+    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
+    return [round(centre - half, 4), round(centre + half, 4)]
+
+
+def _summary(cfg: Config, run: dict, step: int, status: str, seconds_this_run: float) -> dict:
+    held = run["heldout"]
+    before = held.get("0")
+    after = held.get(str(step)) if step else before
+    out = {"status": status, "steps": step, "sampled_tokens": run["sampled_tokens"],
+           "seconds": round(run["seconds"], 1), "seconds_this_run": round(seconds_this_run, 1),
+           "heldout_accuracy_before": before["accuracy"] if before else None,
+           "heldout_accuracy_after": after["accuracy"] if after else None,
+           "heldout_problems": before["problems"] if before else 0,
+           "heldout": held, "output_dir": cfg.output_dir}
+    if before and after:
+        out["heldout_interval_before"] = binomial_interval(before["correct"], before["problems"])
+        out["heldout_interval_after"] = binomial_interval(after["correct"], after["problems"])
+    return out

@@ -1,0 +1,101 @@
+"""`mathjax-train rl` end to end on a tiny random checkpoint: metrics, summary, exact resume, batches."""
+import json
+
+import numpy as np
+import pytest
+
+from hf_fixtures import import_random_model
+from mathjax_train.cli import main
+from mathjax_train.config import ConfigError, load_config
+from mathjax_train.infer.params import Completion
+from mathjax_train.model import checkpoint as model_ckpt
+from mathjax_train.rl.batch import build_batch
+from mathjax_train.rl.trainer import TIMING_KEYS, binomial_interval, run_rl
+
+
+@pytest.fixture(scope="module")
+def ckpt(tmp_path_factory):
+    return import_random_model(tmp_path_factory.mktemp("rl_random"), seed=3)[1]
+
+
+def _write(path, rows):
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return str(path)
+
+
+def _config(ckpt, tmp_path, name, *extra):
+    prompts = _write(tmp_path / "prompts.jsonl", [{"question": f"What is {i} + {i}?", "answer": str(2 * i)}
+                                                  for i in range(1, 9)])
+    heldout = _write(tmp_path / "heldout.jsonl", [{"question": f"What is {i} times 2?", "answer": str(2 * i)}
+                                                  for i in range(3)])
+    scan = model_ckpt.load_model_config(ckpt).scan_layers
+    return load_config(None, [
+        f"output_dir={tmp_path / name}", f"init_from={ckpt}", "model.dtype=float32", f"model.scan_layers={scan}",
+        "train.steps=3", "train.seq_len=48", "train.seed=5", "data.template=question_answer",
+        "optimizer.learning_rate=1e-2", "optimizer.warmup_steps=0", "checkpoint.every_steps=1",
+        f"rl.prompts={{{prompts}: 1.0}}", "rl.prompts_per_step=2", "rl.group_size=3", "rl.max_new_tokens=8",
+        "rl.updates_per_batch=2", "rl.minibatches=2", "rl.entropy_coef=0.05", "rl.kl_coef=0.1",
+        "rl.answer_fallback=last_number", f"rl.heldout={heldout}", "rl.eval_every_steps=2",
+        "rl.engine.decode_steps=4", *extra])
+
+
+def _comparable(path):
+    rows = [json.loads(x) for x in path.read_text().splitlines()]
+    return [{k: v for k, v in r.items() if k not in TIMING_KEYS} for r in rows]
+
+
+def test_stopped_run_resumes_to_the_same_metrics(ckpt, tmp_path):
+    full = run_rl(_config(ckpt, tmp_path, "full"), log=lambda m: None)
+    assert full["status"] == "finished" and full["steps"] == 3
+    cfg = _config(ckpt, tmp_path, "split")
+    first = run_rl(cfg, max_steps_this_run=2, log=lambda m: None)
+    assert first["status"] == "stopped" and first["steps"] == 2
+    assert not (tmp_path / "split" / "rl_summary.json").exists()
+    second = run_rl(_config(ckpt, tmp_path, "split"), log=lambda m: None)
+    assert second["status"] == "finished" and second["steps"] == 3
+    a, b = _comparable(tmp_path / "full" / "metrics.jsonl"), _comparable(tmp_path / "split" / "metrics.jsonl")
+    assert [r["step"] for r in a] == [1, 2, 3] and a == b
+    # the entropy bonus and the KL term move the weights even where rewards are all 0: resuming had
+    # to restore parameters, Adam moments and the prompt position for the losses to agree
+    assert a[0]["loss"] != a[2]["loss"] and all(r["kl"] >= 0 for r in a) and a[2]["kl"] > 0
+    assert a[0]["ratio_mean"] != 1.0  # the second pass over a batch sees the ratio move
+    assert "heldout_accuracy" in a[1] and "heldout_accuracy" in a[2] and "heldout_accuracy" not in a[0]
+    summary = json.loads((tmp_path / "split" / "rl_summary.json").read_text())
+    for key in ("heldout_accuracy_before", "heldout_accuracy_after", "steps", "sampled_tokens", "seconds"):
+        assert key in summary
+    assert summary["sampled_tokens"] == full["sampled_tokens"] == sum(r["sampled_tokens"] for r in a) > 0
+    assert summary["heldout_problems"] == 3 and set(summary["heldout"]) == {"0", "2", "3"}
+    assert (tmp_path / "full" / "tensorboard").is_dir()
+    for key in ("reward_mean", "pass_rate", "response_length", "clip_fraction", "entropy",
+                "sampled_tokens_per_second", "sample_seconds", "learn_seconds"):
+        assert key in json.loads((tmp_path / "full" / "metrics.jsonl").read_text().splitlines()[0])
+
+
+def test_batch_masks_prompt_tool_output_and_dropped_rows():
+    tool = Completion([7, 8, 9, 10], "", "eos", [-0.5, float("nan"), float("nan"), -0.25])
+    plain = Completion([11, 12], "", "length", [-1.0, -2.0])
+    b = build_batch([[1, 2, 3], [1, 4]], [tool, plain], [0.5, -1.0], seq_len=8, rows=3, drop=[False, True])
+    # row 0: inputs 1 2 3 7 8 9 | targets 2 3 7 8 9 10; only the sampled 7 and 10 are trained
+    assert b["tokens"][0, :6].tolist() == [1, 2, 3, 7, 8, 9] and b["targets"][0, :6].tolist() == [2, 3, 7, 8, 9, 10]
+    assert b["loss_mask"][0].tolist() == [0, 0, 1, 0, 0, 1, 0, 0]
+    assert b["old_logp"][0, 2] == -0.5 and b["old_logp"][0, 5] == -0.25 and np.all(np.isfinite(b["old_logp"]))
+    assert b["loss_mask"][1].sum() == 0 and b["segment_ids"][1].tolist() == [1, 1, 1, 0, 0, 0, 0, 0]
+    assert b["loss_mask"][2].sum() == 0 and b["advantages"][0, 0] == 0.5 and b["advantages"][1, 3] == -1.0
+    with pytest.raises(ValueError, match="exceed train.seq_len"):
+        build_batch([[1] * 8], [plain], [0.0], seq_len=8, rows=1)
+
+
+def test_config_errors_name_the_field(ckpt, tmp_path, capsys):
+    with pytest.raises(ConfigError, match="rl.aggregation: 'mean' is not one of token, sequence, constant"):
+        load_config(None, ["rl.aggregation=mean"])
+    with pytest.raises(ConfigError, match=r"rl.minibatches \(5\) must divide"):
+        load_config(None, ["rl.minibatches=5"])
+    with pytest.raises(ConfigError, match="unknown key 'groupsize' in rl"):
+        load_config(None, ["rl.groupsize=4"])
+    assert main(["rl", "--config", "configs/grpo_demo.yaml", "init_from=", "train.steps=1"]) == 2
+    assert "init_from" in capsys.readouterr().err
+
+
+def test_binomial_interval():
+    lo, hi = binomial_interval(50, 200)
+    assert lo < 0.25 < hi and abs((hi - lo) - 0.12) < 0.01
