@@ -33,10 +33,10 @@ def _config(ckpt, tmp_path, name, *extra):
         f"output_dir={tmp_path / name}", f"init_from={ckpt}", "model.dtype=float32", f"model.scan_layers={scan}",
         "train.steps=3", "train.seq_len=48", "train.seed=5", "data.template=question_answer",
         "optimizer.learning_rate=1e-2", "optimizer.warmup_steps=0", "checkpoint.every_steps=1",
-        f"rl.prompts={{{prompts}: 1.0}}", "rl.prompts_per_step=2", "rl.group_size=3", "rl.max_new_tokens=8",
+        f"rl.prompts={{{prompts}: 1.0}}", "rl.prompts_per_step=2", "rl.group_size=2", "rl.max_new_tokens=8",
         "rl.updates_per_batch=2", "rl.minibatches=2", "rl.entropy_coef=0.05", "rl.kl_coef=0.1",
         "rl.answer_fallback=last_number", f"rl.heldout={heldout}", "rl.eval_every_steps=2",
-        "rl.engine.decode_steps=4", *extra])
+        "rl.engine.decode_steps=8", *extra])
 
 
 def _comparable(path):
@@ -99,3 +99,45 @@ def test_config_errors_name_the_field(ckpt, tmp_path, capsys):
 def test_binomial_interval():
     lo, hi = binomial_interval(50, 200)
     assert lo < 0.25 < hi and abs((hi - lo) - 0.12) < 0.01
+
+
+def test_tool_rollouts_mask_interpreter_output(tmp_path):
+    from forced_model import ADDED, ANS1, ANS2, CODE1, CODE2, EOS, OUT1, OUT2, Q1, Q2, SCRIPT, make_forced_checkpoint
+    from mathjax_train.data.templates import get_template
+    from mathjax_train.infer.loading import load_for_inference
+    from mathjax_train.rl.prompts import PromptStream
+    from mathjax_train.rl.rollout import Sampler, collect
+
+    ckpt = make_forced_checkpoint(tmp_path, SCRIPT, ADDED)
+    cfg_file = ckpt / "tokenizer" / "tokenizer_config.json"
+    tok_cfg = json.loads(cfg_file.read_text())
+    tok_cfg["chat_template"] = "{{ messages[-1]['content'] }}"  # the prompt ends in the scripted token
+    cfg_file.write_text(json.dumps(tok_cfg))
+    prompts = _write(tmp_path / "p.jsonl", [{"question": "Six times seven, plus one. " + Q1, "answer": "43"},
+                                            {"question": "Say seven. " + Q2, "answer": "7"}])
+    cfg = load_config(None, [f"init_from={ckpt}", "data.template=chat", f"rl.prompts={{{prompts}: 1.0}}",
+                             "rl.prompts_per_step=2", "rl.group_size=2", "rl.max_new_tokens=12", "rl.tools=python",
+                             "train.seq_len=64", "rl.temperature=0.5"])
+    model = load_for_inference(ckpt, dtype="float32")
+    sampler = Sampler(model, cfg)
+    try:
+        stream = PromptStream(cfg)
+        stream.names = [prompts]  # walk the file in order so row 0 is the code question
+        stream._finite[prompts] = sorted(stream._finite[prompts], key=lambda p: p.gold != "43")
+        rollout = collect(stream, sampler, get_template("chat", tokenizer_config=ckpt / "tokenizer"), cfg)
+    finally:
+        sampler.close()
+    code, plain = rollout.groups
+    assert [c.text for c in code.completions] == [CODE1 + OUT1 + CODE2 + OUT2 + ANS1] * 2
+    assert code.rewards == [1.0, 1.0] and plain.rewards == [1.0, 1.0]
+    assert [c.tool_calls for c in code.completions] == [2, 2]
+    tok = model.tokenizer
+    one = lambda s: tok.encode(s, add_special_tokens=False) if s != EOS else [2]  # noqa: E731
+    ids = code.completions[0].token_ids
+    assert ids == one(CODE1) + one(OUT1) + one(CODE2) + one(OUT2) + one(ANS1) + [2]
+    b = build_batch([code.prompt_ids, plain.prompt_ids], [code.completions[0], plain.completions[0]], [1.0, 1.0],
+                    seq_len=64, rows=2)
+    p = len(code.prompt_ids) - 1
+    # sampled: CODE1, CODE2, ANS1, EOS; the interpreter's output blocks are masked like the prompt
+    assert b["loss_mask"][0, p:p + 6].tolist() == [1, 0, 1, 0, 1, 1] and b["loss_mask"][0].sum() == 4
+    assert b["loss_mask"][1].sum() == len(plain.completions[0].token_ids) == len(one(ANS2)) + 1

@@ -10,7 +10,7 @@ def _cmd_plan(args) -> int:
 
     cfg = load_config(args.config, args.overrides)
     plan = make_plan(cfg, args.topology or "", mfu=args.mfu, compile=args.compile,
-                     compile_layers=tuple(args.compile_layers))
+                     compile_layers=tuple(args.compile_layers), rl=args.rl)
     print(json.dumps(plan, indent=2) if args.json else format_plan(plan, args.config))
     return 0 if plan["fits"] else 1
 
@@ -28,5 +28,7 @@ def register(sub) -> None:
                         "memory analysis (minutes for a 7B model)")
     s.add_argument("--compile-layers", type=int, nargs=2, default=[2, 4], metavar=("A", "B"),
                    help="depths to compile, extrapolated linearly to the model's (default 2 4)")
+    s.add_argument("--rl", action="store_true", help="plan the `rl` job of the config: learner on rl minibatches "
+                                                     "+ the sampler's KV pages + the optional reference model")
     s.add_argument("--json", action="store_true", help="print JSON instead of a table")
     s.set_defaults(fn=_cmd_plan)

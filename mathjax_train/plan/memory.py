@@ -129,3 +129,27 @@ def analytic_memory(cfg: Config, model_cfg: ModelConfig, mp: MeshPlan) -> dict:
     act = activation_terms(cfg, model_cfg, mp)
     total = st["params"] + st["optimizer_state"] + grads + act["total"]
     return {**st, "gradients": grads, "activations": act["total"], "activation_terms": act, "total": total}
+
+
+def learner_config(cfg: Config) -> Config:
+    """The `rl` learner as a train config: each update is one minibatch of B x G / rl.minibatches rows of
+    train.seq_len (no accumulation), with full logits (rl/learner.py takes log-probabilities and entropy from the full logits)."""
+    import dataclasses
+
+    rows = cfg.rl.prompts_per_step * cfg.rl.group_size
+    return dataclasses.replace(cfg, train=dataclasses.replace(
+        cfg.train, batch_size=rows // cfg.rl.minibatches, microbatches=1, loss_vocab_chunk=0))
+
+
+def rl_extra_memory(cfg: Config, model_cfg: ModelConfig, params_bytes: int) -> dict:
+    """Per-device bytes `rl` adds to its learner: the sampler's paged KV cache (rl.engine.num_pages, or
+    one sequence of train.seq_len + 1 tokens per slot, slots = B x G by default; the engine keeps it on
+    one device) and, with rl.kl_coef > 0, the frozen reference (sharded like the policy)."""
+    from mathjax_train.model import page_bytes
+
+    eng = cfg.rl.engine
+    slots = eng.num_slots or cfg.rl.prompts_per_step * cfg.rl.group_size
+    pages = eng.num_pages or slots * math.ceil((cfg.train.seq_len + 1) / eng.page_size) + 1
+    kv = pages * page_bytes(model_cfg, eng.page_size)
+    reference = params_bytes if cfg.rl.kl_coef > 0 else 0
+    return {"kv_pages": pages, "kv_slots": slots, "kv_cache": kv, "reference": reference, "total": kv + reference}

@@ -9,15 +9,18 @@ from __future__ import annotations
 from mathjax_train.config import Config, ConfigError
 from mathjax_train.parallel.topology import GIB, parse_topology
 from mathjax_train.plan.aot import DEFAULT_LAYERS, compiled_memory
-from mathjax_train.plan.memory import USABLE_HBM_FRACTION, analytic_memory, plan_mesh
+from mathjax_train.plan.memory import USABLE_HBM_FRACTION, analytic_memory, learner_config, plan_mesh, rl_extra_memory
 from mathjax_train.train.flops import train_flops_per_token
 
 DEFAULT_MFU = 0.4
 
 
 def make_plan(cfg: Config, topology: str = "", *, mfu: float = DEFAULT_MFU, compile: bool = False,
-              compile_layers: tuple[int, ...] = DEFAULT_LAYERS) -> dict:
-    """Everything `mathjax-train plan` reports, as a JSON-ready dict (bytes per device)."""
+              compile_layers: tuple[int, ...] = DEFAULT_LAYERS, rl: bool = False) -> dict:
+    """Everything `mathjax-train plan` reports, as a JSON-ready dict (bytes per device). `rl`: plan the
+    `rl` job instead: the learner on rl minibatches, plus the sampler's KV cache and the reference."""
+    if rl:
+        cfg = learner_config(cfg)
     name = topology or cfg.mesh.topology
     if not name:
         raise ConfigError("plan: no topology; pass --topology (e.g. v5p-32) or set mesh.topology in the config")
@@ -32,6 +35,9 @@ def make_plan(cfg: Config, topology: str = "", *, mfu: float = DEFAULT_MFU, comp
         raise ConfigError("model.vocab_size: plan needs it set (unset, training takes it from the tokenizer)")
     mp = plan_mesh(cfg, topo.chips)
     mem = analytic_memory(cfg, model, mp)
+    extra = rl_extra_memory(cfg, model, mem["params"]) if rl else None
+    if extra:
+        mem["total"] += extra["total"]
     usable = USABLE_HBM_FRACTION * topo.hbm_bytes
     compiled = compiled_memory(cfg, topo.chips, compile_layers) if compile else None
     fits_analytic = mem["total"] <= usable
@@ -55,6 +61,7 @@ def make_plan(cfg: Config, topology: str = "", *, mfu: float = DEFAULT_MFU, comp
         "memory_per_device": {
             "hbm": topo.hbm_bytes, "usable": usable, "usable_fraction": USABLE_HBM_FRACTION,
             "analytic": {k: mem[k] for k in ("params", "optimizer_state", "gradients", "activations", "total")},
+            "rl": extra,
             "activation_terms": mem["activation_terms"],
             "compiled": compiled,
             "fits_analytic": fits_analytic, "fits_compiled": fits_compiled,
@@ -96,8 +103,13 @@ def format_plan(plan: dict, source: str = "") -> str:
     rows = [("params", a["params"], None), ("optimizer state", a["optimizer_state"], None),
             ("  = state", a["params"] + a["optimizer_state"], c and (c["argument"], "arguments: state + batch")),
             ("gradients", a["gradients"], None), ("activations", a["activations"], None),
-            ("  = temporaries", a["gradients"] + a["activations"], c and (c["temp"], "temporaries")),
-            ("total", a["total"], c and (c["peak"], "peak"))]
+            ("  = temporaries", a["gradients"] + a["activations"], c and (c["temp"], "temporaries"))]
+    if mem.get("rl"):
+        r = mem["rl"]
+        rows += [("sampler KV cache", r["kv_cache"], None), ("reference model", r["reference"], None)]
+        lines.insert(-1, f"  rl            sampler: {r['kv_slots']} slots, {r['kv_pages']} KV pages (on one device); "
+                         f"reference {'kept' if r['reference'] else 'off (rl.kl_coef = 0)'}")
+    rows.append(("total", a["total"], c and (c["peak"], "peak")))
     for label, value, comp in rows:
         lines.append(f"    {label:<18} {_gib(value)}" + (f"    {_gib(comp[0])}  ({comp[1]})" if comp else ""))
     lines.append(f"    {'usable HBM':<18} {_gib(mem['usable'])}  ({100 * mem['usable_fraction']:.0f}% of "

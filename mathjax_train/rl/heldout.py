@@ -19,7 +19,8 @@ def heldout_accuracy(cfg: Config, sampler, checkpoint: str, out_dir: epath.Path)
                       generate=GenerateConfig(max_new_tokens=rl.max_new_tokens))
 
     def source(c, prompts):
-        return plain_source(sampler.model, sampling_params(c), prompts, engine=sampler.engine)
+        return plain_source(sampler.model, sampling_params(c), prompts, engine=sampler.engine,
+                            add_special_tokens=sampler.add_special_tokens)
 
     report = evaluate(ecfg, make_source=source, progress=False).report
     n = report["num_problems"]

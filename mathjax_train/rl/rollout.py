@@ -41,6 +41,7 @@ class Sampler:
     def __init__(self, model: LoadedModel, cfg: Config):
         rl = cfg.rl
         self.model, self.rl = model, rl
+        self.add_special_tokens = cfg.data.template != "chat"  # a chat template writes its own BOS
         self.params = SamplingParams(max_tokens=rl.max_new_tokens, temperature=rl.temperature, top_p=rl.top_p)
         engine_cfg = rl.engine
         if not engine_cfg.num_slots:
@@ -50,7 +51,8 @@ class Sampler:
             from mathjax_train.infer.tool_generate import ToolGenerator
 
             self.tools = ToolGenerator(model, max_calls=rl.max_tool_calls, timeout_s=rl.tool_timeout_s,
-                                       batch_size=engine_cfg.num_slots, engine_config=engine_cfg)
+                                       batch_size=engine_cfg.num_slots, engine_config=engine_cfg,
+                                       add_special_tokens=self.add_special_tokens)
             self.engine = self.tools.engine
         else:
             from mathjax_train.infer.engine import Engine
@@ -86,7 +88,7 @@ def collect(stream: PromptStream, sampler: Sampler, template, cfg: Config) -> Ro
         while len(drawn) < rl.prompts_per_step:
             k, problem = stream.next()
             text = template.format_prompt(problem.question)
-            ids = tok.encode(text)
+            ids = tok.encode(text, add_special_tokens=sampler.add_special_tokens)
             if len(ids) > budget:
                 out.skipped["prompt_too_long"] = out.skipped.get("prompt_too_long", 0) + 1
                 continue

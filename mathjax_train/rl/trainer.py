@@ -125,7 +125,8 @@ def run_rl(cfg: Config, *, max_steps_this_run: int | None = None, log=_log) -> d
         run = {"prompts": stream.get_state(), "sampled_tokens": 0, "seconds": 0.0, "heldout": {}}
     ref_logp_fn = make_reference_logprobs(model_cfg, rules) if reference is not None else None
     tokenizer = load_tokenizer(out / model_ckpt.TOKENIZER_DIR)
-    template = get_template(cfg.data.template)
+    template = get_template(cfg.data.template, tokenizer_config=out / model_ckpt.TOKENIZER_DIR
+                            if cfg.data.template == "chat" else None)
     sampler = Sampler(LoadedModel(model_cfg, state["params"], tokenizer), cfg)
     writer = MetricsWriter(out, resume_step=start)
 
