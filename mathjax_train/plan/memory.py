@@ -133,7 +133,8 @@ def analytic_memory(cfg: Config, model_cfg: ModelConfig, mp: MeshPlan) -> dict:
 
 def learner_config(cfg: Config) -> Config:
     """The `rl` learner as a train config: each update is one minibatch of B x G / rl.minibatches rows of
-    train.seq_len (no accumulation), with full logits (rl/learner.py takes log-probabilities and entropy from the full logits)."""
+    train.seq_len (no accumulation), with full logits (rl/learner.py takes log-probabilities and entropy
+    from the full logits)."""
     import dataclasses
 
     rows = cfg.rl.prompts_per_step * cfg.rl.group_size

@@ -1,6 +1,6 @@
 """The learner's jitted programs: one policy update on a minibatch (the GRPO loss of rl/loss.py over
-the decoder's per-token log-probabilities, clipping and the non-finite guard of train/step.py's
-kind) and the frozen reference's log-probabilities for the KL term."""
+the decoder's per-token log-probabilities, clipping, and train/step.py's kind of guard: no update on
+a non-finite loss or gradient) and the frozen reference's log-probabilities for the KL term."""
 from __future__ import annotations
 
 import flax.linen as nn
@@ -40,8 +40,13 @@ def make_update(model_cfg, rl: RlConfig, tx, layout, mesh, rules, batch_sharding
         finite = jnp.isfinite(loss) & jnp.isfinite(grad_norm)
         updates, opt_state = tx.update(grads, state["opt_state"], state["params"])
         params = optax.apply_updates(state["params"], updates)
-        new = {"step": state["step"] + bump, "params": params, "opt_state": opt_state, "rng": state["rng"]}
-        new = jax.tree_util.tree_map(lambda n, o: jnp.where(finite, n, o), new, state)
+        # a minibatch with nothing to train (padding rows of a short dynamic-sampling batch) must not move
+        # the weights on Adam's momentum alone
+        apply = finite & (m["trained_tokens"] > 0)
+        new = {"params": params, "opt_state": opt_state}
+        new = jax.tree_util.tree_map(lambda n, o: jnp.where(apply, n, o), new,
+                                     {"params": state["params"], "opt_state": state["opt_state"]})
+        new.update(step=state["step"] + bump, rng=state["rng"])
         metrics = {"loss": loss, "grad_norm": grad_norm, "finite": finite, **m}
         return new, metrics
 

@@ -171,7 +171,7 @@ def run_rl(cfg: Config, *, max_steps_this_run: int | None = None, log=_log) -> d
                 t_done = time.time()
                 row = {"step": step, **_step_metrics(rollout, batch, learn),
                        "lr": float(schedule(step * updates_per_step(cfg) - 1)),
-                       "updates_skipped": sum(not bool(m["finite"]) for m in learn)}
+                       "nonfinite_updates": sum(not bool(m["finite"]) for m in learn)}
                 run["sampled_tokens"] += rollout.sampled_tokens
                 row.update({"sampled_tokens_total": run["sampled_tokens"],
                             "sample_seconds": t_sampled - t_step, "learn_seconds": t_done - t_sampled,
