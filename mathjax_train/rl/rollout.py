@@ -31,6 +31,7 @@ class Rollout:
     sampled: int = 0  # groups sampled, dropped ones included
     dropped: int = 0  # groups dropped by dynamic sampling (all rewards equal)
     sampled_tokens: int = 0  # every sampled token, dropped groups' included
+    scores: list[Score] = field(default_factory=list)  # every sampled completion's, dropped groups' included
     skipped: dict = field(default_factory=dict)  # prompts not sampled, by reason
 
 
@@ -99,6 +100,7 @@ def collect(stream: PromptStream, sampler: Sampler, template, cfg: Config) -> Ro
             group = Group(problem, ids, comps, [score(problem.gold, c, rl) for c in comps])
             out.sampled += 1
             out.sampled_tokens += sum(c.num_tokens for c in comps)
+            out.scores += group.scores
             if rl.dynamic_sampling and len(set(group.rewards)) == 1:
                 out.dropped += 1
             elif len(out.groups) < rl.prompts_per_step:

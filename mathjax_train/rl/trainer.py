@@ -69,14 +69,14 @@ def _learner_devices(cfg: Config):
 
 
 def _step_metrics(rollout, batch: dict, learn: list[dict]) -> dict:
-    scores = [s for g in rollout.groups for s in g.scores]
+    scores = rollout.scores  # the policy's, over everything sampled (dynamic sampling keeps a biased subset)
+    kept = [s.reward for g in rollout.groups for s in g.scores]
     lengths = [c.num_tokens for g in rollout.groups for c in g.completions]
-    row = {"reward_mean": float(np.mean([s.reward for s in scores])) if scores else 0.0,
-           "pass_rate": float(np.mean([s.correct for s in scores])) if scores else 0.0,
-           "group_pass_rate": float(np.mean([any(s.correct for s in g.scores) for g in rollout.groups]))
-           if rollout.groups else 0.0,
-           "answer_rate": float(np.mean([s.has_answer for s in scores])) if scores else 0.0,
-           "truncated_rate": float(np.mean([s.truncated for s in scores])) if scores else 0.0,
+    row = {"reward_mean": float(np.mean([s.reward for s in scores])),
+           "pass_rate": float(np.mean([s.correct for s in scores])),
+           "answer_rate": float(np.mean([s.has_answer for s in scores])),
+           "truncated_rate": float(np.mean([s.truncated for s in scores])),
+           "trained_reward_mean": float(np.mean(kept)) if kept else 0.0,
            "response_length": float(np.mean(lengths)) if lengths else 0.0,
            "groups": len(rollout.groups), "groups_sampled": rollout.sampled, "groups_dropped": rollout.dropped,
            "sampled_tokens": rollout.sampled_tokens, "tool_calls": sum(c.tool_calls for g in rollout.groups
@@ -204,6 +204,9 @@ def run_rl(cfg: Config, *, max_steps_this_run: int | None = None, log=_log) -> d
         sampler.close()
     summary = _summary(cfg, run, step, status, time.time() - t_run)
     if status == "finished":
+        from mathjax_train.rl.plot import plot_reward_curve
+
+        summary["plot"] = plot_reward_curve(out, summary)
         (out / SUMMARY_FILE).write_text(json.dumps(summary, indent=2))
     return summary
 
