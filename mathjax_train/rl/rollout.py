@@ -3,7 +3,7 @@ Python sandbox), each rewarded by the grader; with dynamic sampling, groups whos
 equal (no learning signal) are dropped and more prompts are drawn, up to rl.max_refill_rounds."""
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from mathjax_train.config import Config
 from mathjax_train.eval.datasets import Problem
@@ -44,9 +44,7 @@ class Sampler:
         self.model, self.rl = model, rl
         self.add_special_tokens = cfg.data.template != "chat"  # a chat template writes its own BOS
         self.params = SamplingParams(max_tokens=rl.max_new_tokens, temperature=rl.temperature, top_p=rl.top_p)
-        engine_cfg = rl.engine
-        if not engine_cfg.num_slots:
-            engine_cfg.num_slots = rl.prompts_per_step * rl.group_size
+        engine_cfg = replace(rl.engine, num_slots=rl.engine.num_slots or rl.prompts_per_step * rl.group_size)
         self.tools = None
         if rl.tools == "python":
             from mathjax_train.infer.tool_generate import ToolGenerator
