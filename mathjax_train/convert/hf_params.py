@@ -25,16 +25,6 @@ def kernel_to_linear(k: np.ndarray, n_in: int) -> np.ndarray:
     return k.reshape(n_in_size, -1).T
 
 
-def stack_layers(per_layer: list[np.ndarray]) -> np.ndarray:
-    """Unscanned per-layer arrays -> the scanned layout with a leading `layers` axis."""
-    return np.stack(per_layer, axis=0)
-
-
-def unstack_layers(stacked: np.ndarray) -> list[np.ndarray]:
-    """Scanned layout -> per-layer arrays."""
-    return [stacked[i] for i in range(stacked.shape[0])]
-
-
 @dataclass(frozen=True)
 class ParamSpec:
     """One HF tensor: where it goes in our tree (layer index or None) and how to transform it."""

@@ -203,7 +203,7 @@ def _finish(cfg: Config, vocab: TokenizerVocabulary, output_dir: str, plans: lis
         read = dataclasses.asdict(records.read_stats) if records.read_stats else None
         left_out = dict(getattr(records, "below_min_level", {}))  # data.min_level, where that exists
         meta = {"task": name, "created_by": "mathjax-train data cache", "layout": LAYOUT, "splits": splits,
-                "example_settings": example_settings(name, cfg.data, vocab._fingerprint), "source_read": read,
+                "example_settings": example_settings(name, cfg.data, vocab.fingerprint), "source_read": read,
                 "below_min_level": left_out,
                 "seqio_version": seqio.__version__}
         with tf.io.gfile.GFile(os.path.join(directory, META_FILE), "w") as f:

@@ -35,7 +35,7 @@ class TaskReader:
         self._perms: dict[int, np.ndarray] = {}
         self._tokens: dict[int, tuple] = {}
         if self.records.unlimited:
-            self.records._check_split(split)
+            self.records.check_split(split)
             self.size = None
         else:
             self.rows = cached if cached is not None else self.records.shard(split, shard.index, shard.num_shards)
@@ -238,7 +238,7 @@ def make_iterator(cfg: Config, *, rows: int, shard_index: int = 0, num_shards: i
     task_lib.register(d, vocab)
     rates = task_lib.task_rates(d.mixture)
     shard = seqio.ShardInfo(index=shard_index, num_shards=num_shards)
-    cached = cache_reader.find_cached(d, vocab._fingerprint, list(rates), split) if d.cache_dir else {}
+    cached = cache_reader.find_cached(d, vocab.fingerprint, list(rates), split) if d.cache_dir else {}
     readers = {}
     for name in rates:
         source = seqio.get_mixture_or_task(name).source

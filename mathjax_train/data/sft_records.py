@@ -59,12 +59,12 @@ class FiniteRecords:
     def splits(self) -> tuple[str, ...]:
         return tuple(self.loaders)
 
-    def _check_split(self, split: str) -> None:
+    def check_split(self, split: str) -> None:
         if split not in self.loaders:
             raise ValueError(f"task {self.name!r} has no split {split!r}; valid: {list(self.loaders)}")
 
     def all(self, split: str) -> list[dict]:
-        self._check_split(split)
+        self.check_split(split)
         if split not in self._cache:
             rows = list(self.loaders[split]())
             kept = [r for r in rows if r["level"] >= self.min_level]
@@ -99,7 +99,7 @@ class ProceduralRecords:
                               f"got {list(levels)}")
         self.levels = tuple(levels)
 
-    def _check_split(self, split: str) -> None:
+    def check_split(self, split: str) -> None:
         if split not in self.splits:
             raise ValueError(f"task {self.name!r} has no split {split!r}; valid: {list(self.splits)}")
 

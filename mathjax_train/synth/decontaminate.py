@@ -206,15 +206,6 @@ def check_row(row: dict, deco: Decontaminator, report: ContaminationReport, wher
     return False
 
 
-def filter_rows(rows: Iterable[dict], deco: Decontaminator, report: ContaminationReport,
-                where=None) -> list[dict]:
-    """The rows that copy no test question; the others go into `report`.
-
-    `where(i)` names row i in the report (e.g. its input line); default: its index.
-    """
-    return [row for i, row in enumerate(rows) if check_row(row, deco, report, where(i) if where else i)]
-
-
 def decontaminate_file(input_path, output_path, *, data_dir=None, benchmarks: Sequence[str] = BENCHMARKS,
                        n: int = DEFAULT_NGRAM, fields: Sequence[str] = ("question",)) -> ContaminationReport:
     """Copy the JSONL rows of `input_path` that copy no test question to `output_path` (streamed;

@@ -13,8 +13,8 @@ import orbax.checkpoint as ocp
 from etils import epath
 
 from mathjax_train.config import CheckpointConfig
+from mathjax_train.model.checkpoint import CHECKPOINTS_DIR
 
-CHECKPOINTS_DIR = "checkpoints"
 ITEMS = ("params", "train_state", "meta")
 
 
