@@ -15,7 +15,12 @@ from typing import Any
 import yaml
 
 
-class ConfigError(ValueError):
+class InputError(ValueError):
+    """Bad input from the user: a config, a flag, a file, a data row. The message names the file, line or
+    field; the CLI prints it as one line. Anything else is a bug and keeps its traceback."""
+
+
+class ConfigError(InputError):
     """A config file or override is wrong; the message names the source and the field."""
 
 

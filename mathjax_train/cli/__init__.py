@@ -26,12 +26,12 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from mathjax_train.config import ConfigError
+    from mathjax_train.config import InputError
 
     args = build_parser().parse_args(argv)
     quiet.configure(quiet.verbose_requested(args.verbose))
     try:
         return args.fn(args)
-    except (ConfigError, ValueError, FileNotFoundError) as e:
+    except (InputError, FileNotFoundError) as e:  # other exceptions are bugs: their traceback is shown
         print(f"mathjax-train {args.command}: error: {e}", file=sys.stderr)
         return 2

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Callable, Iterable, Sequence
 
-from mathjax_train.config import ConfigError
+from mathjax_train.config import ConfigError, InputError
 from mathjax_train.data import manual_dir
 from mathjax_train.data.jsonl_source import ReadStats, read_sft_jsonl
 
@@ -61,7 +61,7 @@ class FiniteRecords:
 
     def check_split(self, split: str) -> None:
         if split not in self.loaders:
-            raise ValueError(f"task {self.name!r} has no split {split!r}; valid: {list(self.loaders)}")
+            raise InputError(f"task {self.name!r} has no split {split!r}; valid: {list(self.loaders)}")
 
     def all(self, split: str) -> list[dict]:
         self.check_split(split)
@@ -101,7 +101,7 @@ class ProceduralRecords:
 
     def check_split(self, split: str) -> None:
         if split not in self.splits:
-            raise ValueError(f"task {self.name!r} has no split {split!r}; valid: {list(self.splits)}")
+            raise InputError(f"task {self.name!r} has no split {split!r}; valid: {list(self.splits)}")
 
     def get(self, split: str, index: int) -> dict:
         from mathjax_train.data import procedural

@@ -24,6 +24,7 @@ from typing import Iterable, Sequence
 
 from etils import epath
 
+from mathjax_train.config import InputError
 from mathjax_train.data import manual_dir
 from mathjax_train.data.jsonl_source import JsonlFormatError, read_jsonl_numbered
 
@@ -108,7 +109,7 @@ class Decontaminator:
                  max_df: int | None = DEFAULT_MAX_DF):
         """`informative=False, max_df=None` counts every n-gram (the plain GPT-3-style rule)."""
         if n < 1:
-            raise ValueError(f"n-gram size must be >= 1, got {n}")
+            raise InputError(f"n-gram size must be >= 1, got {n}")
         self.n, self.size, self.informative = n, len(tests), informative
         self.benchmark_of = {t.id: t.benchmark for t in tests}
         self._exact: dict[str, list[str]] = defaultdict(list)
@@ -211,7 +212,7 @@ def decontaminate_file(input_path, output_path, *, data_dir=None, benchmarks: Se
     """Copy the JSONL rows of `input_path` that copy no test question to `output_path` (streamed;
     rows lacking a string `fields[0]` are errors naming path:line)."""
     if os.path.abspath(os.fspath(input_path)) == os.path.abspath(os.fspath(output_path)):
-        raise ValueError(f"--output must differ from the input file {input_path}")
+        raise InputError(f"--output must differ from the input file {input_path}")
     deco = Decontaminator.from_data_dir(data_dir, benchmarks, n)
     report = new_report(deco, fields)
     out = epath.Path(output_path)

@@ -12,7 +12,7 @@ import time
 import jax
 import jax.numpy as jnp
 
-from mathjax_train.config import ModelConfig
+from mathjax_train.config import InputError, ModelConfig
 from mathjax_train.parallel.topology import FAMILIES
 
 # Dense bf16 peak TFLOP/s per chip by jax device_kind substring: the TPU families' figures come from
@@ -45,7 +45,7 @@ def peak_flops_per_device(device=None, configured_tflops: float = 0.0, dtype: st
         return max(matches, key=lambda m: len(m[0]))[1] * 1e12
     if device.platform == "cpu":
         return _measured_cpu_flops(dtype) / max(len(jax.local_devices()), 1)
-    raise ValueError(f"no peak FLOP/s known for device kind {kind!r}; set train.peak_tflops_per_device")
+    raise InputError(f"no peak FLOP/s known for device kind {kind!r}; set train.peak_tflops_per_device")
 
 
 @functools.lru_cache(maxsize=None)
