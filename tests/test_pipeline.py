@@ -2,6 +2,7 @@
 re-run ends with the same manifest hashes as an uninterrupted one; a changed stage config re-runs
 that stage and the later ones only; changed input or output content is detected; bad files are
 named. One killed + one uninterrupted run are shared by the tests (module fixture)."""
+import contextlib
 import json
 import shutil
 import signal
@@ -9,6 +10,7 @@ import subprocess
 import sys
 import time
 
+import jax
 import pytest
 
 from mathjax_train.cli import main
@@ -16,6 +18,7 @@ from mathjax_train.config import ConfigError
 from mathjax_train.pipeline.hashing import checkpoint_hash
 from mathjax_train.pipeline.runner import run_pipeline
 from mathjax_train.pipeline.spec import KINDS, load_pipeline
+from data_fixtures import write_manual_dir
 from train_helpers import REPO, cli_env
 
 TINY = REPO / "configs" / "pipeline_tiny.yaml"
@@ -33,24 +36,31 @@ def _run(run_dir, *overrides, **kw):
     return run_pipeline(load_pipeline(str(TINY), [f"run_dir={run_dir}", *overrides]), **kw)
 
 
-def _cli(run_dir, cache) -> tuple[list[str], dict]:
-    """The real command, in a subprocess; the runs share a JAX compilation cache (test speed only)."""
-    cmd = [sys.executable, "-m", "mathjax_train.cli", "pipeline", "--config", str(TINY), f"run_dir={run_dir}"]
-    env = cli_env() | {"JAX_COMPILATION_CACHE_DIR": str(cache), "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS": "0",
-                       "JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES": "0"}
-    return cmd, env
+@contextlib.contextmanager
+def _compilation_cache(path):
+    """JAX's persistent compilation cache in this process (test speed only: the runs compile the
+    same programs); reset_cache makes JAX read the settings again, before and after."""
+    from jax._src import compilation_cache
 
-
-def _run_cli(run_dir, cache, *overrides) -> dict:
-    cmd, env = _cli(run_dir, cache)
-    proc = subprocess.run(cmd + list(overrides), env=env, cwd=REPO, capture_output=True, text=True)
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    return json.loads(proc.stdout)["stages"]
+    names = ("jax_compilation_cache_dir", "jax_persistent_cache_min_compile_time_secs",
+             "jax_persistent_cache_min_entry_size_bytes")
+    old = {n: getattr(jax.config, n) for n in names}
+    for n, v in zip(names, (str(path), 0, 0)):
+        jax.config.update(n, v)
+    compilation_cache.reset_cache()
+    try:
+        yield
+    finally:
+        for n, v in old.items():
+            jax.config.update(n, v)
+        compilation_cache.reset_cache()
 
 
 def _kill_during_sft(run_dir, cache) -> list[int]:
     """Start the command, SIGKILL it once the sft stage has a committed checkpoint; the steps saved then."""
-    cmd, env = _cli(run_dir, cache)
+    cmd = [sys.executable, "-m", "mathjax_train.cli", "pipeline", "--config", str(TINY), f"run_dir={run_dir}"]
+    env = cli_env() | {"JAX_COMPILATION_CACHE_DIR": str(cache), "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS": "0",
+                       "JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES": "0"}
     proc = subprocess.Popen(cmd, env=env, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     ckpts = run_dir / "sft" / "checkpoints"
     deadline = time.time() + 300
@@ -69,17 +79,19 @@ def _kill_during_sft(run_dir, cache) -> list[int]:
 
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory):
-    """The same run directory twice: killed mid-sft then re-run (kept as `killed`), then uninterrupted."""
+    """The same run directory twice: killed mid-sft (a subprocess) then re-run here (kept as
+    `killed`), then uninterrupted. The runs share a JAX compilation cache."""
     root = tmp_path_factory.mktemp("pipeline")
     run_dir, cache = root / "run", root / "jax_cache"
     saved = _kill_during_sft(run_dir, cache)
     at_kill = _manifest(run_dir)
-    resumed = _run_cli(run_dir, cache)
-    killed = root / "killed"
-    run_dir.rename(killed)
-    fresh = _run_cli(run_dir, cache)
-    return {"run_dir": run_dir, "killed": killed, "saved_at_kill": saved, "at_kill": at_kill, "resumed": resumed,
-            "fresh": fresh, "cache": cache}
+    with _compilation_cache(cache):
+        resumed = _run(run_dir)
+        killed = root / "killed"
+        run_dir.rename(killed)
+        fresh = _run(run_dir)
+        yield {"run_dir": run_dir, "killed": killed, "saved_at_kill": saved, "at_kill": at_kill,
+               "resumed": resumed, "fresh": fresh}
 
 
 def test_every_stage_kind_runs_and_the_manifest_traces_them(runs):
@@ -117,7 +129,8 @@ def test_killed_run_resumes_to_the_same_hashes(runs):
     saved, at_kill = runs["saved_at_kill"], runs["at_kill"]
     assert saved and max(saved) < 8, saved  # killed mid-training, with a checkpoint to resume from
     assert at_kill["stages"]["sft"]["status"] == "running" and "sample" not in at_kill["stages"]
-    assert [runs["resumed"][s]["action"] for s in ("tokenizer", "heldout")] == ["skip", "skip"]
+    assert [runs["resumed"][s]["action"] for s in ("tokenizer", "heldout", "sft", "sample")] == \
+        ["skip", "skip", "resume", "run"]
     killed = _manifest(runs["killed"])
     assert killed["stages"]["sft"]["resumed"] is True
     assert json.loads((runs["killed"] / "sft" / "metrics.jsonl").read_text().splitlines()[-1])["step"] == 8
@@ -146,7 +159,7 @@ def test_rerun_skips_every_done_stage(runs):
 def test_changed_stage_config_reruns_it_and_later_stages_only(runs):
     run_dir = runs["run_dir"]
     before = _manifest(run_dir)["stages"]
-    summary = _run_cli(run_dir, runs["cache"], "stages.evaluate.eval.limit=2")
+    summary = _run(run_dir, "stages.evaluate.eval.limit=2")
     assert [n for n, s in summary.items() if s["action"] == "run"] == ["evaluate", "export"]
     assert summary["evaluate"]["reason"] == "config changed: eval.limit"
     after = _manifest(run_dir)["stages"]
@@ -184,6 +197,26 @@ def test_changed_input_file_reruns_its_stage(tmp_path):
     assert second["clean"]["action"] == "run" and second["clean"]["reason"] == "input changed: input"
     m = _manifest(tmp_path / "run")["stages"]["clean"]["metrics"]
     assert (m["rows_checked"], m["rows_contaminated"]) == (2, 1)
+
+
+def test_a_named_benchmark_counts_by_its_file(tmp_path):
+    """`benchmarks: [gsm8k]` reads the manual directory's test file: editing it re-runs the stage."""
+    manual = write_manual_dir(tmp_path / "manual")
+    user = tmp_path / "user.jsonl"
+    user.write_text(json.dumps({"question": "What is 2 + 2?", "answer": "4"}) + "\n")
+    spec = tmp_path / "p.yaml"
+    spec.write_text(f"run_dir: {tmp_path / 'run'}\nstages:\n"
+                    f"  clean: {{kind: decontaminate, input: {user}, benchmarks: [gsm8k], data_dir: {manual}}}\n")
+    assert run_pipeline(load_pipeline(str(spec)))["clean"]["action"] == "run"
+    m = _manifest(tmp_path / "run")["stages"]["clean"]
+    assert m["inputs"]["benchmarks[0]"]["path"] == str(manual / "gsm8k" / "test.jsonl")
+    assert m["metrics"]["rows_contaminated"] == 1 and m["metrics"]["by_method"]["exact"] == 1  # a test question
+    assert run_pipeline(load_pipeline(str(spec)))["clean"]["action"] == "skip"
+    test_file = manual / "gsm8k" / "test.jsonl"
+    test_file.write_text(test_file.read_text().replace("2 + 2", "5 + 5"))
+    again = run_pipeline(load_pipeline(str(spec)))["clean"]
+    assert (again["action"], again["reason"]) == ("run", "input changed: benchmarks[0]")
+    assert "exact" not in _manifest(tmp_path / "run")["stages"]["clean"]["metrics"]["by_method"]  # numbers differ now
 
 
 @pytest.mark.parametrize("stages, message", [

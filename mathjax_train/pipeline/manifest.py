@@ -1,5 +1,5 @@
 """RUN_DIR/manifest.json: per stage its resolved config, inputs and outputs with content hashes,
-the code version, metrics, timings and status (running | done | failed), so any result can be
+the code version, metrics, timings and status (running | done | failed | preempted), so any result can be
 traced to the data and checkpoint that made it. Written whole and atomically, by process 0 only."""
 from __future__ import annotations
 

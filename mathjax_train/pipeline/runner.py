@@ -18,7 +18,7 @@ from mathjax_train.config import DistributedConfig
 from mathjax_train.pipeline import manifest as mf
 from mathjax_train.pipeline.hashing import content_hash
 from mathjax_train.pipeline.spec import Pipeline, Stage
-from mathjax_train.pipeline.stages import ON_EVERY_HOST, RUNNERS, _log, barrier
+from mathjax_train.pipeline.stages import ON_EVERY_HOST, RUNNERS, StagePreempted, _log, barrier
 
 # fields that name files or checkpoints a stage reads (lists: every entry); named datasets are not files
 INPUT_FIELDS = {
@@ -48,7 +48,7 @@ def _field(cfg, dotted: str):
 
 def input_paths(stage: Stage, produced: set[str]) -> dict[str, str]:
     """field -> path of every file or checkpoint the stage reads. A path that no earlier stage makes
-    must exist; a named dataset (gsm8k, ...) or benchmark is not a file."""
+    must exist; a named dataset (gsm8k, ...) or benchmark counts by the file behind it."""
     out = {}
     for dotted in INPUT_FIELDS.get(stage.kind, ()):
         value = _field(stage.cfg, dotted)
@@ -60,7 +60,25 @@ def input_paths(stage: Stage, produced: set[str]) -> dict[str, str]:
             if v not in produced and not epath.Path(v).exists():
                 raise FileNotFoundError(f"stages.{stage.name}.{where}: {v} not found")
             out[where] = v
-    return out
+    return out | named_dataset_files(stage)
+
+
+def named_dataset_files(stage: Stage) -> dict[str, str]:
+    """field -> file behind a named dataset or benchmark the stage reads (gsm8k, math, math500), so
+    their content is an input too."""
+    from mathjax_train.data import manual_dir
+    from mathjax_train.eval.datasets import NAMED, dataset_path
+
+    c, out = stage.cfg, {}
+    if stage.kind == "sample" and c.dataset in ("gsm8k", "math"):
+        out["dataset"] = manual_dir.split_file(c.dataset, c.split, c.data_dir or None)
+    if stage.kind == "decontaminate":
+        for i, b in enumerate(c.benchmarks):
+            if b in ("gsm8k", "math"):
+                out[f"benchmarks[{i}]"] = manual_dir.split_file(b, "test", c.data_dir or None)
+    if stage.kind in ("evaluate", "scaling") and c.eval.dataset in NAMED:
+        out["eval.dataset"] = dataset_path(c.eval.dataset, c.eval.split, c.eval.data_dir or None)
+    return {k: str(v) for k, v in out.items()}
 
 
 class Hashes:
@@ -185,7 +203,8 @@ def _run_stage(stage: Stage, manifest: dict, code: dict, inputs: dict, reason: s
         barrier(f"{stage.name}:end")
     except BaseException as e:
         if main:
-            record.update(status="failed" if isinstance(e, Exception) else "running", error=f"{type(e).__name__}: {e}")
+            status = "preempted" if isinstance(e, StagePreempted) else "failed" if isinstance(e, Exception) else "running"
+            record.update(status=status, error=f"{type(e).__name__}: {e}")
             mf.write(manifest["run_dir"], manifest)
         raise
     if main:
@@ -195,4 +214,4 @@ def _run_stage(stage: Stage, manifest: dict, code: dict, inputs: dict, reason: s
                       finished_at=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()))
         mf.write(manifest["run_dir"], manifest)
         _log(f"{stage.name}: done in {record['seconds']:.1f}s: {json.dumps(metrics, default=str)[:300]}")
-    return {"action": "run", "reason": reason, "status": "done"}
+    return {"action": "resume" if resumed else "run", "reason": reason, "status": "done"}

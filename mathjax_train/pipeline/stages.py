@@ -108,8 +108,12 @@ def run_select(stage: Stage, host: int, hosts: int) -> tuple[dict, dict]:
 
 
 def checkpoint_labels(stage: Stage) -> list[str]:
-    """A name per evaluated checkpoint: the stage that made it, else its position."""
-    return [stage.uses.get(f"checkpoints[{i}]", f"checkpoint{i}") for i in range(len(stage.cfg.checkpoints))]
+    """A name per evaluated checkpoint: the stage that made it, else its position (unique)."""
+    labels = []
+    for i in range(len(stage.cfg.checkpoints)):
+        label = stage.uses.get(f"checkpoints[{i}]", f"checkpoint{i}")
+        labels.append(label if label not in labels else f"{label}_{i}")
+    return labels
 
 
 def run_evaluate(stage: Stage, host: int, hosts: int) -> tuple[dict, dict]:
