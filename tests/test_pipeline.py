@@ -4,7 +4,6 @@ that stage and the later ones only; changed input or output content is detected;
 named. One killed + one uninterrupted run are shared by the tests (module fixture)."""
 import contextlib
 import json
-import shutil
 import signal
 import subprocess
 import sys

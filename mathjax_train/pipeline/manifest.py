@@ -8,7 +8,7 @@ from importlib import metadata
 
 from etils import epath
 
-from mathjax_train.pipeline.spec import _join
+from mathjax_train.pipeline.spec import join_path
 
 MANIFEST = "manifest.json"
 
@@ -26,7 +26,7 @@ def code_version() -> dict:
 
 
 def path(run_dir: str) -> str:
-    return _join(run_dir, MANIFEST)
+    return join_path(run_dir, MANIFEST)
 
 
 def read(run_dir: str) -> dict:

@@ -77,7 +77,8 @@ class Pipeline:
         return next(s for s in self.stages if s.name == name)
 
 
-def _join(root: str, *parts: str) -> str:
+def join_path(root: str, *parts: str) -> str:
+    """`root/part/...` as a string, for local paths and gs:// alike (empty parts skipped)."""
     parts = tuple(p for p in parts if p)
     return posixpath.join(root, *parts) if "://" in root else str(epath.Path(root).joinpath(*parts))
 
@@ -203,9 +204,9 @@ def _owned_values(kind: str, stage_dir: str) -> dict[str, Any]:
     if kind == "train":
         return {"output_dir": stage_dir}
     if kind == "sample":
-        return {"output": _join(stage_dir, "samples.jsonl")}
+        return {"output": join_path(stage_dir, KINDS["sample"].outputs["samples"])}
     if kind == "scaling":  # per size, replaced when the stage runs; placeholders keep validation honest
-        return {"train.output_dir": _join(stage_dir, "size"), "train.data.jsonl": [], "eval.checkpoint": "",
+        return {"train.output_dir": join_path(stage_dir, "size"), "train.data.jsonl": [], "eval.checkpoint": "",
                 "eval.output_dir": ""}
     return {"eval.checkpoint": "", "eval.output_dir": ""} if kind == "evaluate" else {}
 
@@ -238,7 +239,7 @@ def load_pipeline(path: str, overrides: list[str] | tuple[str, ...] = ()) -> Pip
     for name, raw in data["stages"].items():
         kind = kind_of(raw, source, name)
         spec = KINDS[kind]
-        stage_dir = _join(run_dir, name)
+        stage_dir = join_path(run_dir, name)
         uses: dict[str, str] = {}
 
         def resolve(ref: str, where: str, _name=name, _uses=uses) -> str:
@@ -271,7 +272,7 @@ def load_pipeline(path: str, overrides: list[str] | tuple[str, ...] = ()) -> Pip
         except ConfigError as e:
             msg = str(e)
             raise ConfigError(f"{source}: {msg if msg.startswith('stages.') else f'stages.{name}: {msg}'}") from None
-        outputs = {k: _join(stage_dir, rel) for k, rel in spec.outputs.items()}
+        outputs = {k: join_path(stage_dir, rel) for k, rel in spec.outputs.items()}
         stage = Stage(name, kind, cfg, stage_dir, outputs, uses)
         stages.append(stage)
         known[name] = stage

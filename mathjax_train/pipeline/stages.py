@@ -14,7 +14,7 @@ from typing import Callable
 from etils import epath
 
 from mathjax_train.config import EvalConfig
-from mathjax_train.pipeline.spec import Stage, _join
+from mathjax_train.pipeline.spec import Stage, join_path
 
 ON_EVERY_HOST = ("train", "sample", "scaling")
 
@@ -42,7 +42,7 @@ def _train(cfg) -> dict:
 def _eval_files(out_dir: str) -> dict[str, str]:
     from mathjax_train.eval.results import SAMPLES_FILE
 
-    return {"samples": _join(out_dir, SAMPLES_FILE)}
+    return {"samples": join_path(out_dir, SAMPLES_FILE)}
 
 
 def _evaluate(cfg: EvalConfig) -> dict:
@@ -50,7 +50,7 @@ def _evaluate(cfg: EvalConfig) -> dict:
 
     r = evaluate(cfg, progress=False).report
     return {"problems": r["num_problems"], "accuracy": r["accuracy"], "pass@k": r["pass@k"], "maj@k": r["maj@k"],
-            "report": _join(cfg.output_dir, "report.json")}
+            "report": join_path(cfg.output_dir, "report.json")}
 
 
 def run_tokenizer(stage: Stage, host: int, hosts: int) -> tuple[dict, dict]:
@@ -125,7 +125,7 @@ def run_evaluate(stage: Stage, host: int, hosts: int) -> tuple[dict, dict]:
             runs.append(("sampled", c.sampled))
         m = metrics[label] = {"checkpoint": ckpt}
         for mode, gen in runs:
-            out = _join(stage.dir, label, mode)
+            out = join_path(stage.dir, label, mode)
             m[mode] = _evaluate(dataclasses.replace(c.eval, checkpoint=ckpt, output_dir=out, generate=gen))
             files[f"{label}.{mode}"] = _eval_files(out)["samples"]
         _log(f"{stage.name}: {label}: greedy accuracy {m['greedy']['accuracy']:.3f}"
@@ -148,8 +148,8 @@ def run_scaling(stage: Stage, host: int, hosts: int) -> tuple[dict, dict]:
     c = stage.cfg
     points, files = [], {}
     for size in sorted(set(c.sizes)):
-        size_dir = _join(stage.dir, f"size-{size}")
-        subset = _join(size_dir, "train.jsonl")
+        size_dir = join_path(stage.dir, f"size-{size}")
+        subset = join_path(size_dir, "train.jsonl")
         rows = _first_rows(c.data, size)
         if host == 0:
             epath.Path(size_dir).mkdir(parents=True, exist_ok=True)
@@ -159,12 +159,12 @@ def run_scaling(stage: Stage, host: int, hosts: int) -> tuple[dict, dict]:
         train = dataclasses.replace(c.train.train)
         if c.epochs:
             train.steps = max(1, math.ceil(c.epochs * size / c.train.train.batch_size))
-        tcfg = dataclasses.replace(c.train, output_dir=_join(size_dir, "train"), data=data, train=train)
+        tcfg = dataclasses.replace(c.train, output_dir=join_path(size_dir, "train"), data=data, train=train)
         _train(tcfg)
         if host == 0:
-            ev = _evaluate(dataclasses.replace(c.eval, checkpoint=tcfg.output_dir, output_dir=_join(size_dir, "eval")))
+            ev = _evaluate(dataclasses.replace(c.eval, checkpoint=tcfg.output_dir, output_dir=join_path(size_dir, "eval")))
             points.append(read_point(f"{ev['report']}:{size}", c.metric))
-            files[f"size-{size}.eval"] = _eval_files(_join(size_dir, "eval"))["samples"]
+            files[f"size-{size}.eval"] = _eval_files(join_path(size_dir, "eval"))["samples"]
             _log(f"{stage.name}: {size} rows, {tcfg.train.steps} steps: {c.metric} {points[-1].value:.3f}")
     if host != 0:
         return {}, {}
