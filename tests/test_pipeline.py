@@ -148,6 +148,7 @@ def test_checkpoint_hash_ignores_orbax_file_layout(runs):
     a, b = runs["killed"] / "sft", runs["run_dir"] / "sft"
     assert files(a) != files(b)
     assert checkpoint_hash(a) == checkpoint_hash(b)
+    assert checkpoint_hash(runs["run_dir"] / "retrain") != checkpoint_hash(b)  # other params, other hash
 
 
 def test_rerun_skips_every_done_stage(runs):
@@ -243,6 +244,8 @@ def test_overrides_are_checked_and_plan_takes_a_pipeline(tmp_path, capsys):
     with pytest.raises(ConfigError, match="no stage 'nope'"):
         load_pipeline(str(TINY), ["stages.nope.k=3"])
     assert load_pipeline(str(TINY), ["stages.sample.k=7"]).stage("sample").cfg.k == 7
+    with pytest.raises(ConfigError, match="--stop-after 'smpl': no such stage"):
+        run_pipeline(load_pipeline(str(TINY), [f"run_dir={tmp_path}"]), stop_after="smpl")
     capsys.readouterr()
     assert main(["plan", "--config", str(REPO / "configs" / "pipeline_llama2_7b_rft_v5p-32.yaml")]) == 0
     out = capsys.readouterr().out

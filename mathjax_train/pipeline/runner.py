@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 from etils import epath
 
-from mathjax_train.config import DistributedConfig
+from mathjax_train.config import ConfigError, DistributedConfig
 from mathjax_train.pipeline import manifest as mf
 from mathjax_train.pipeline.hashing import content_hash
 from mathjax_train.pipeline.spec import Pipeline, Stage
@@ -145,6 +145,8 @@ def run_pipeline(pipe: Pipeline, *, dry_run: bool = False, stop_after: str | Non
 
     from mathjax_train.parallel.distributed import maybe_initialize
 
+    if stop_after is not None and stop_after not in [s.name for s in pipe.stages]:
+        raise ConfigError(f"--stop-after {stop_after!r}: no such stage; stages: {', '.join(s.name for s in pipe.stages)}")
     maybe_initialize(DistributedConfig())
     host, hosts = jax.process_index(), jax.process_count()
     main = host == 0
