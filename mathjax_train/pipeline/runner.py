@@ -18,7 +18,7 @@ from mathjax_train.config import ConfigError, DistributedConfig
 from mathjax_train.pipeline import manifest as mf
 from mathjax_train.pipeline.hashing import content_hash
 from mathjax_train.pipeline.spec import Pipeline, Stage
-from mathjax_train.pipeline.stages import ON_EVERY_HOST, RUNNERS, StagePreempted, _log, barrier
+from mathjax_train.pipeline.stages import ON_EVERY_HOST, RUNNERS, StagePreempted, barrier, log
 
 # fields that name files or checkpoints a stage reads (lists: every entry); named datasets are not files
 INPUT_FIELDS = {
@@ -172,10 +172,10 @@ def run_pipeline(pipe: Pipeline, *, dry_run: bool = False, stop_after: str | Non
         action = _broadcast(action)
         if action == SKIP:
             summary[stage.name] = {"action": "skip", "reason": reason, "status": "done"}
-            _log(f"{stage.name} ({stage.kind}): skipped: {reason}")
+            log(f"{stage.name} ({stage.kind}): skipped: {reason}")
         else:
             earlier_ran = earlier_ran or stage.name
-            _log(f"{stage.name} ({stage.kind}): {'resuming' if action == RESUME else 'running'}: {reason}")
+            log(f"{stage.name} ({stage.kind}): {'resuming' if action == RESUME else 'running'}: {reason}")
             if main and action == FRESH and epath.Path(stage.dir).exists():
                 epath.Path(stage.dir).rmtree()
             hashes.forget_under(stage.dir)
@@ -215,5 +215,5 @@ def _run_stage(stage: Stage, manifest: dict, code: dict, inputs: dict, reason: s
                       outputs={k: {"path": p, "sha256": hashes.get(p)} for k, p in files.items()},
                       finished_at=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()))
         mf.write(manifest["run_dir"], manifest)
-        _log(f"{stage.name}: done in {record['seconds']:.1f}s: {json.dumps(metrics, default=str)[:300]}")
+        log(f"{stage.name}: done in {record['seconds']:.1f}s: {json.dumps(metrics, default=str)[:300]}")
     return {"action": "resume" if resumed else "run", "reason": reason, "status": "done"}

@@ -1,8 +1,9 @@
 """What each stage kind runs: the existing command's function on the stage's typed config.
 
-`run_stage` returns the stage's metrics and the files whose content hashes the manifest records
-(name -> path). Training and sampling run on every host (train shards itself; rft takes the
-questions i % hosts == host, then process 0 merges the shards); the other kinds run on process 0.
+Each runner (RUNNERS, by kind) returns the stage's metrics and the files whose content hashes the
+manifest records (name -> path). Training and sampling run on every host (train shards itself; rft
+takes the questions i % hosts == host, then process 0 merges the shards); the other kinds run on
+process 0.
 """
 from __future__ import annotations
 
@@ -23,7 +24,7 @@ class StagePreempted(RuntimeError):
     """A training stage stopped at a preemption (SIGTERM) with a checkpoint; re-run to resume."""
 
 
-def _log(msg: str) -> None:
+def log(msg: str) -> None:
     import sys
 
     print(f"[pipeline] {msg}", file=sys.stderr, flush=True)
@@ -128,7 +129,7 @@ def run_evaluate(stage: Stage, host: int, hosts: int) -> tuple[dict, dict]:
             out = join_path(stage.dir, label, mode)
             m[mode] = _evaluate(dataclasses.replace(c.eval, checkpoint=ckpt, output_dir=out, generate=gen))
             files[f"{label}.{mode}"] = _eval_files(out)["samples"]
-        _log(f"{stage.name}: {label}: greedy accuracy {m['greedy']['accuracy']:.3f}"
+        log(f"{stage.name}: {label}: greedy accuracy {m['greedy']['accuracy']:.3f}"
              + (f", pass@{c.sampled.num_samples} {m['sampled']['pass@k'].get(str(c.sampled.num_samples))}"
                 if "sampled" in m else ""))
     return metrics, files
@@ -162,10 +163,11 @@ def run_scaling(stage: Stage, host: int, hosts: int) -> tuple[dict, dict]:
         tcfg = dataclasses.replace(c.train, output_dir=join_path(size_dir, "train"), data=data, train=train)
         _train(tcfg)
         if host == 0:
-            ev = _evaluate(dataclasses.replace(c.eval, checkpoint=tcfg.output_dir, output_dir=join_path(size_dir, "eval")))
+            eval_dir = join_path(size_dir, "eval")
+            ev = _evaluate(dataclasses.replace(c.eval, checkpoint=tcfg.output_dir, output_dir=eval_dir))
             points.append(read_point(f"{ev['report']}:{size}", c.metric))
-            files[f"size-{size}.eval"] = _eval_files(join_path(size_dir, "eval"))["samples"]
-            _log(f"{stage.name}: {size} rows, {tcfg.train.steps} steps: {c.metric} {points[-1].value:.3f}")
+            files[f"size-{size}.eval"] = _eval_files(eval_dir)["samples"]
+            log(f"{stage.name}: {size} rows, {tcfg.train.steps} steps: {c.metric} {points[-1].value:.3f}")
     if host != 0:
         return {}, {}
     fit = fit_log_linear(points, c.metric)
