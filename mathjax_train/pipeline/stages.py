@@ -14,7 +14,7 @@ from typing import Callable
 
 from etils import epath
 
-from mathjax_train.config import EvalConfig
+from mathjax_train.config import ConfigError, EvalConfig
 from mathjax_train.pipeline.spec import Stage, join_path
 
 ON_EVERY_HOST = ("train", "sample", "scaling")
@@ -139,7 +139,7 @@ def _first_rows(src: str, n: int) -> list[str]:
     """The first `n` rows (lines) of a JSONL file, or an error when it has fewer."""
     rows = [line for line in epath.Path(src).read_text().splitlines(keepends=True) if line.strip()][:n]
     if len(rows) < n:
-        raise ValueError(f"{src}: {n} rows asked for (scaling sizes), the file has {len(rows)}")
+        raise ConfigError(f"{src}: {n} rows asked for (scaling sizes), the file has {len(rows)}")
     return rows
 
 
