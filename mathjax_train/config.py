@@ -533,3 +533,115 @@ def load_config(path: str | None = None, overrides: list[str] | tuple[str, ...] 
     except ConfigError as e:
         raise ConfigError(f"{source}: {e}") from None
     return cfg
+
+
+# ----------------------------------------------------------------------------- pipeline stages
+# `mathjax-train pipeline` (pipeline/): a YAML of named stages; each stage's mapping is `kind` plus
+# the fields of its config below (training stages: a `Config`, sampling: `RftConfig`). Paths the
+# pipeline owns (a stage's output directory or file) are set by it and must not be given.
+
+
+@dataclass
+class TokenizerStageConfig:
+    """`tokenizer`: a byte-level BPE tokenizer trained on procedural problems (data build-tokenizer)."""
+
+    vocab_size: int = 512
+    examples: int = 20000
+    seed: int = 0
+    template: str = "alpaca_rft"
+    ending: str = "gsm8k"
+    levels: list[int] = field(default_factory=lambda: [1, 2, 3, 4, 5])
+
+
+@dataclass
+class ProblemsStageConfig:
+    """`problems`: procedural problems as JSONL (data procedural), e.g. a held-out set to evaluate on."""
+
+    split: str = "heldout"  # train | heldout (disjoint by construction)
+    count: int = 200
+    seed: int = 0
+    levels: list[int] = field(default_factory=lambda: [1, 2, 3, 4, 5])
+    templates: list[str] = field(default_factory=list)  # [] = all families
+
+    def validate(self, where: str = "problems") -> None:
+        if self.split not in ("train", "heldout") or self.count < 1:
+            raise ConfigError(f"{where}: split must be train or heldout and count >= 1, got {self.split!r}, "
+                              f"{self.count}")
+
+
+@dataclass
+class DecontaminateConfig:
+    """`decontaminate`: drop rows of `input` that copy a test question (synth/decontaminate.py)."""
+
+    input: str = ""
+    data_dir: str = ""  # "" = $MATHJAX_DATA_DIR
+    benchmarks: list[str] = field(default_factory=lambda: ["gsm8k", "math"])  # names or JSONL files (`question`)
+    ngram: int = 13
+    fields: list[str] = field(default_factory=lambda: ["question"])
+
+    def validate(self, where: str = "decontaminate") -> None:
+        if not self.input or not self.benchmarks or not self.fields or self.ngram < 1:
+            raise ConfigError(f"{where}: input, benchmarks and fields must be set and ngram >= 1")
+
+
+@dataclass
+class SelectConfig:
+    """`select`: pool the sampled paths of several rft outputs per question and keep the verified
+    distinct ones again (synth/rft.py `select`), at most `max_paths_per_question` (0 = all)."""
+
+    inputs: list[str] = field(default_factory=list)
+    max_paths_per_question: int = 0
+
+    def validate(self, where: str = "select") -> None:
+        if not self.inputs or self.max_paths_per_question < 0:
+            raise ConfigError(f"{where}: inputs must list rft outputs and max_paths_per_question be >= 0")
+
+
+@dataclass
+class EvaluateStageConfig:
+    """`evaluate`: each checkpoint greedily (`eval`), and, when `sampled.num_samples` > 1, again with
+    that sampling for pass@k and maj@k."""
+
+    checkpoints: list[str] = field(default_factory=list)
+    eval: EvalConfig = field(default_factory=EvalConfig)  # its checkpoint and output_dir are the pipeline's
+    sampled: GenerateConfig = field(default_factory=lambda: GenerateConfig(num_samples=0, temperature=0.7))
+
+    def validate(self, where: str = "evaluate") -> None:
+        if not self.checkpoints:
+            raise ConfigError(f"{where}.checkpoints: at least one checkpoint is needed")
+        self.eval.validate(f"{where}.eval")
+        if self.sampled.num_samples == 1 or self.sampled.num_samples < 0:
+            raise ConfigError(f"{where}.sampled.num_samples: 0 (no sampled run) or >= 2, got "
+                              f"{self.sampled.num_samples}")
+
+
+@dataclass
+class ScalingStageConfig:
+    """`scaling`: the same SFT (`train`) on the first N rows of `data` for each N in `sizes`, each
+    evaluated (`eval`), then metric = a + b ln(N) fitted (synth/scaling.py)."""
+
+    data: str = ""
+    sizes: list[int] = field(default_factory=list)
+    epochs: float = 0.0  # > 0: train.steps = ceil(epochs * N / train.batch_size) per size; 0: train.steps as given
+    metric: str = "accuracy"
+    train: Config = field(default_factory=Config)  # data.jsonl and output_dir are the pipeline's
+    eval: EvalConfig = field(default_factory=EvalConfig)
+
+    def validate(self, where: str = "scaling") -> None:
+        if not self.data or len(set(self.sizes)) < 2 or min(self.sizes) < 1 or self.epochs < 0:
+            raise ConfigError(f"{where}: data must be set, sizes two or more distinct sizes >= 1 and epochs >= 0")
+        self.train.validate()
+        self.eval.validate(f"{where}.eval")
+
+
+@dataclass
+class ExportStageConfig:
+    """`export`: a checkpoint as an HF directory (export-hf)."""
+
+    checkpoint: str = ""
+    dtype: str = ""  # "" = the checkpoint's param dtype
+    max_shard_gb: float = 5.0
+
+    def validate(self, where: str = "export") -> None:
+        if not self.checkpoint or self.dtype not in ("", "float32", "bfloat16", "float16"):
+            raise ConfigError(f"{where}: checkpoint must be set and dtype one of '', float32, bfloat16, float16")

@@ -1,7 +1,7 @@
 """The `mathjax-train` command: parse arguments, then call the modules that do the work.
 
 Each area registers its subcommands from its own module (model, train, data, eval, synth, serve,
-plan); handlers stay thin and import the modules that do the work only when they run. Other
+plan, pipeline); handlers stay thin and import the modules that do the work only when they run. Other
 libraries' start-up logs stay off the terminal unless --verbose (cli/quiet.py).
 """
 from __future__ import annotations
@@ -9,10 +9,11 @@ from __future__ import annotations
 import argparse
 import sys
 
-from mathjax_train.cli import (data_commands, eval_commands, model_commands, plan_commands, quiet, serve_commands,
-                               synth_commands, train_commands)
+from mathjax_train.cli import (data_commands, eval_commands, model_commands, pipeline_commands, plan_commands, quiet,
+                               serve_commands, synth_commands, train_commands)
 
-AREAS = (model_commands, train_commands, data_commands, eval_commands, synth_commands, serve_commands, plan_commands)
+AREAS = (model_commands, train_commands, data_commands, eval_commands, synth_commands, serve_commands, plan_commands,
+         pipeline_commands)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -83,7 +83,8 @@ class Hit:
 
 
 def load_test_questions(benchmarks: Iterable[str] = BENCHMARKS, data_dir=None) -> list[BenchmarkQuestion]:
-    """The test questions of each benchmark from the manual data directory (MATHJAX_DATA_DIR)."""
+    """The test questions of each benchmark from the manual data directory (MATHJAX_DATA_DIR), or of
+    a JSONL file named instead of a benchmark."""
     out: list[BenchmarkQuestion] = []
     for name in benchmarks:
         if name == "gsm8k":
@@ -97,8 +98,11 @@ def load_test_questions(benchmarks: Iterable[str] = BENCHMARKS, data_dir=None) -
                 if not isinstance(uid, str) or not uid:
                     raise JsonlFormatError(path, lineno, "missing or not a non-empty string", "unique_id")
                 out.append(BenchmarkQuestion(uid, rec["problem"], "math"))
+        elif name.endswith(".jsonl"):  # any JSONL with `question` rows, e.g. a held-out evaluation set
+            for lineno, rec in read_jsonl_numbered(name, {"question": str}):
+                out.append(BenchmarkQuestion(f"{name}:{rec.get('id', lineno)}", rec["question"], name))
         else:
-            raise ValueError(f"unknown benchmark {name!r}; known: {list(BENCHMARKS)}")
+            raise ValueError(f"unknown benchmark {name!r}; known: {list(BENCHMARKS)} or a .jsonl file")
     return out
 
 
