@@ -8,6 +8,7 @@ from importlib import metadata
 
 from etils import epath
 
+from mathjax_train.config import InputError
 from mathjax_train.pipeline.spec import join_path
 
 MANIFEST = "manifest.json"
@@ -36,10 +37,10 @@ def read(run_dir: str) -> dict:
     try:
         data = json.loads(p.read_text())
     except json.JSONDecodeError as e:
-        raise ValueError(f"{p}: not valid JSON (line {e.lineno}: {e.msg}); delete it to run every stage again") \
+        raise InputError(f"{p}: not valid JSON (line {e.lineno}: {e.msg}); delete it to run every stage again") \
             from None
     if not isinstance(data, dict) or not isinstance(data.get("stages"), dict):
-        raise ValueError(f"{p}: not a pipeline manifest (no `stages` mapping)")
+        raise InputError(f"{p}: not a pipeline manifest (no `stages` mapping)")
     return data
 
 

@@ -102,7 +102,7 @@ def load_test_questions(benchmarks: Iterable[str] = BENCHMARKS, data_dir=None) -
             for lineno, rec in read_jsonl_numbered(name, {"question": str}):
                 out.append(BenchmarkQuestion(f"{name}:{rec.get('id', lineno)}", rec["question"], name))
         else:
-            raise ValueError(f"unknown benchmark {name!r}; known: {list(BENCHMARKS)} or a .jsonl file")
+            raise InputError(f"unknown benchmark {name!r}; known: {list(BENCHMARKS)} or a .jsonl file")
     return out
 
 

@@ -7,6 +7,7 @@ import json
 
 from etils import epath
 
+from mathjax_train.config import InputError
 from mathjax_train.synth.rft import select
 from mathjax_train.synth.rft_output import output_stats, read_rows
 
@@ -18,7 +19,7 @@ def pool_files(inputs: list[str], output: str, max_paths_per_question: int = 0) 
     for path in inputs:
         rows, _, cut = read_rows(path)
         if cut:
-            raise ValueError(f"{path}: ends with an unfinished question; finish its rft run first")
+            raise InputError(f"{path}: ends with an unfinished question; finish its rft run first")
         for r in rows:
             q = questions.setdefault(r["question_id"], {"original": None, "sampled": []})
             if r["origin"] == "original":
@@ -29,7 +30,7 @@ def pool_files(inputs: list[str], output: str, max_paths_per_question: int = 0) 
     for qid, q in questions.items():
         original = q["original"]
         if original is None:
-            raise ValueError(f"question {qid!r}: no reference row (origin original) in {', '.join(inputs)}")
+            raise InputError(f"question {qid!r}: no reference row (origin original) in {', '.join(inputs)}")
         sel = select(original["answer"], [r["solution"] for r in q["sampled"]], already_kept=[original["solution"]])
         for reason, n in sel.rejected.items():
             rejected[reason] = rejected.get(reason, 0) + n
