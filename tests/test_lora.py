@@ -17,6 +17,7 @@ import pytest
 import torch
 import transformers
 from flax import traverse_util
+from jax.sharding import PartitionSpec
 
 from hf_fixtures import import_random_model
 from mathjax_train.cli import main
@@ -25,8 +26,12 @@ from mathjax_train.infer.loading import load_for_inference
 from mathjax_train.model import Decoder
 from mathjax_train.model import checkpoint as ckpt
 from mathjax_train.model import lora as lora_params
+from mathjax_train.parallel.rules import axis_rules
+from mathjax_train.plan.memory import abstract_mesh
 from mathjax_train.plan.report import make_plan
+from mathjax_train.train.optimizer import make_optimizer
 from mathjax_train.train.setup import build_step
+from mathjax_train.train.state import state_layout
 from mathjax_train.train.trainer import resolve_model_config, train
 from train_helpers import REPO, read_metrics, tiny_config
 
@@ -180,6 +185,17 @@ def test_peft_loads_our_adapter_with_equal_logits(trained, base, tmp_path):
     np.testing.assert_allclose(torch_logits(merged), ours, atol=1e-4, rtol=0)
     assert np.abs(torch_logits(hf_model.eval()) - ours).max() > 0.1  # the adapters change the model
 
+    # `generate` takes the adapter checkpoint (merged on load): greedy tokens equal transformers' on the merge
+    prompt = "Natalia sold 48 clips in April"
+    (tmp_path / "p.jsonl").write_text(json.dumps({"prompt": prompt}) + "\n")
+    assert main(["generate", "--checkpoint", str(trained), "--prompts", str(tmp_path / "p.jsonl"), "--output",
+                 str(tmp_path / "o.jsonl"), "--max-new-tokens", "6", "--dtype", "float32"]) == 0
+    got = json.loads((tmp_path / "o.jsonl").read_text())["token_ids"][0]
+    ids = transformers.AutoTokenizer.from_pretrained(hf_dir)(prompt).input_ids
+    with torch.no_grad():
+        ref = merged.generate(torch.tensor([ids]), max_new_tokens=6, do_sample=False)[0, len(ids):].tolist()
+    assert got == ref and len(ref) >= 1
+
     # PEFT -> ours: the same adapters and logits
     assert main(["import-hf", "--adapter", str(tmp_path / "peft"), str(tmp_path / "back"),
                  "--base", str(hf_dir.parent / "ckpt")]) == 0
@@ -209,6 +225,19 @@ def test_plan_lora_recipes_fit_a_v5e_8_where_full_sft_does_not():
         fa = full["memory_per_device"]["analytic"]
         assert not full["fits"] and fa["frozen_base"] == 0 and fa["optimizer_state"] > 6 * gib
         assert full["model"]["trainable_parameters"] == 6_738_415_616
+    # the adapters follow the rules table: `embed` on fsdp, `lora_rank` whole, `layers` stacked
+    cfg = load_config(str(REPO / "configs" / "llama2_7b_qlora_v5e-8.yaml"))
+    tx, _ = make_optimizer(cfg.optimizer, 10)
+    layout = state_layout(cfg.model, tx, abstract_mesh(plans["qlora"]["mesh"]), axis_rules(), cfg.lora)
+    q = layout.shardings["params"]["layers"]["self_attn"]["q_proj"]
+    assert q["lora_a"].spec == PartitionSpec(None, "fsdp", None)
+    assert q["lora_b"].spec == PartitionSpec(None, None, "tensor", None)  # (layers, rank, heads, head_dim)
+    down = layout.shardings["params"]["layers"]["mlp"]["down_proj"]
+    assert down["lora_b"].spec == PartitionSpec(None, None, "fsdp")
+    base_q = layout.shardings["base"]["layers"]["self_attn"]["q_proj"]
+    assert base_q["kernel"].spec == PartitionSpec(None, "fsdp", "tensor", None)
+    assert base_q["kernel_scale"].spec == PartitionSpec(None, "tensor", None)
+    assert layout.abstract["base"]["layers"]["self_attn"]["q_proj"]["kernel"].dtype == jnp.int8
     bf16, int8 = (plans[n]["memory_per_device"]["analytic"]["frozen_base"] for n in ("lora", "qlora"))
     assert 0.5 * bf16 < int8 < 0.55 * bf16  # int8 projections + bfloat16 embeddings, head and norms
 
