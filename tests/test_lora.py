@@ -6,7 +6,6 @@ does not."""
 import copy
 import json
 import shutil
-from pathlib import Path
 
 import jax
 import jax.numpy as jnp

@@ -71,7 +71,8 @@ def param_specs(cfg: ModelConfig) -> list[ParamSpec]:
     for i in range(cfg.num_layers):
         p = f"model.layers.{i}."
         for name, heads in (("q_proj", h), ("k_proj", kv), ("v_proj", kv)):
-            specs.append(linear_spec(p + f"self_attn.{name}.weight", ("self_attn", name, "kernel"), i, (e,), (heads, d)))
+            specs.append(linear_spec(p + f"self_attn.{name}.weight", ("self_attn", name, "kernel"), i, (e,),
+                                     (heads, d)))
             if cfg.qkv_bias:
                 specs.append(_vector(p + f"self_attn.{name}.bias", ("self_attn", name, "bias"), i, (heads, d)))
         specs.append(linear_spec(p + "self_attn.o_proj.weight", ("self_attn", "o_proj", "kernel"), i, (h, d), (e,)))

@@ -74,7 +74,9 @@ def import_hf(hf_dir, ckpt_dir, *, scan_layers: bool = True, param_dtype: str = 
                           f"vocab_size ({cfg.vocab_size}, {config_path}); is it this model's tokenizer?")
     files = safetensors_files(hf)
 
-    skip = lambda name: name.endswith(IGNORABLE_SUFFIXES) or (name == "lm_head.weight" and cfg.tie_embeddings)  # noqa: E731
+    def skip(name: str) -> bool:
+        return name.endswith(IGNORABLE_SUFFIXES) or (name == "lm_head.weight" and cfg.tie_embeddings)
+
     tree, skipped = tensors_to_tree(param_specs(cfg), files, cfg, DTYPES[param_dtype], skip, hf)
 
     out = epath.Path(ckpt_dir)

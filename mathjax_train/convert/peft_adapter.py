@@ -92,8 +92,8 @@ def lora_from_peft(data: dict, where: str) -> LoraConfig:
     for key in ("r", "lora_alpha"):
         if not isinstance(data.get(key), (int, float)) or isinstance(data.get(key), bool):
             raise ConfigError(f"{where}: field {key!r} must be a number, got {data.get(key)!r}")
-    lora = LoraConfig(rank=int(data["r"]), alpha=float(data["lora_alpha"]), dropout=float(data.get("lora_dropout", 0.0)),
-                      targets=sorted(targets))
+    lora = LoraConfig(rank=int(data["r"]), alpha=float(data["lora_alpha"]),
+                      dropout=float(data.get("lora_dropout", 0.0)), targets=sorted(targets))
     lora.validate(where)
     if not lora.enabled:
         raise ConfigError(f"{where}: r must be >= 1, got {lora.rank}")

@@ -100,7 +100,8 @@ class Decoder(nn.Module):
             stack = nn.scan(block, variable_axes={"params": 0}, split_rngs={"params": True, "dropout": True},
                             in_axes=(0, nn.broadcast, nn.broadcast, nn.broadcast), length=cfg.num_layers,
                             metadata_params={nn.PARTITION_NAME: "layers"})
-            carry, _ = stack(cfg, self.lora, name="layers")(carry, jnp.arange(cfg.num_layers), positions, segment_ids, kv)
+            carry, _ = stack(cfg, self.lora, name="layers")(carry, jnp.arange(cfg.num_layers), positions, segment_ids,
+                                                            kv)
         else:
             for i in range(cfg.num_layers):
                 carry, _ = block(cfg, self.lora, name=f"layers_{i}")(carry, i, positions, segment_ids, kv)
