@@ -224,6 +224,8 @@ def test_plan_lora_recipes_fit_a_v5e_8_where_full_sft_does_not():
         fa = full["memory_per_device"]["analytic"]
         assert not full["fits"] and fa["frozen_base"] == 0 and fa["optimizer_state"] > 6 * gib
         assert full["model"]["trainable_parameters"] == 6_738_415_616
+        if name == "lora":  # full SFT with bfloat16 weights and moments (no float32 master copy) would fit
+            assert make_plan(load_config(path, ["lora.rank=0"]))["fits"]
     # the adapters follow the rules table: `embed` on fsdp, `lora_rank` whole, `layers` stacked
     cfg = load_config(str(REPO / "configs" / "llama2_7b_qlora_v5e-8.yaml"))
     tx, _ = make_optimizer(cfg.optimizer, 10)
