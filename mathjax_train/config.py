@@ -371,6 +371,47 @@ class DistributedConfig:
             raise ConfigError(f"{where}.process_id: {self.process_id} is not in [0, {self.num_processes})")
 
 
+LORA_TARGETS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
+
+
+@dataclass
+class LoraConfig:
+    """LoRA adapters on a frozen base (model/lora.py): W x + (alpha / rank) B A dropout(x) for each
+    targeted projection. `rank` 0 = off (full fine-tuning). `quantize_base: int8` stores the frozen
+    projections as int8 with one float32 scale per output channel (QLoRA-style)."""
+
+    rank: int = 0
+    alpha: float = 16.0
+    dropout: float = 0.0
+    targets: list[str] = field(default_factory=lambda: ["q_proj", "v_proj"])  # HF module names
+    quantize_base: str = "none"  # none | int8
+    param_dtype: str = "float32"  # the adapters' dtype (the base keeps model.param_dtype)
+
+    @property
+    def enabled(self) -> bool:
+        return self.rank > 0
+
+    @property
+    def scaling(self) -> float:
+        return self.alpha / self.rank
+
+    def validate(self, where: str = "lora") -> None:
+        if self.rank < 0:
+            raise ConfigError(f"{where}.rank must be >= 0 (0 = off), got {self.rank}")
+        if not 0 <= self.dropout < 1:
+            raise ConfigError(f"{where}.dropout must be in [0, 1), got {self.dropout}")
+        bad = [t for t in self.targets if t not in LORA_TARGETS]
+        if bad or (self.enabled and not self.targets):
+            raise ConfigError(f"{where}.targets: {bad[0] if bad else '[]'!r} is not a list of "
+                              f"{', '.join(LORA_TARGETS)}")
+        if self.quantize_base not in ("none", "int8"):
+            raise ConfigError(f"{where}.quantize_base: {self.quantize_base!r} is not one of none, int8")
+        if self.quantize_base != "none" and not self.enabled:
+            raise ConfigError(f"{where}.quantize_base={self.quantize_base} needs adapters ({where}.rank > 0)")
+        if self.param_dtype not in ("float32", "bfloat16", "float16"):
+            raise ConfigError(f"{where}.param_dtype: {self.param_dtype!r} is not one of float32, bfloat16, float16")
+
+
 @dataclass
 class Config:
     """The whole run: where outputs go, which model, how it is sharded, trained and sampled."""
@@ -385,9 +426,13 @@ class Config:
     data: DataConfig = field(default_factory=DataConfig)
     distributed: DistributedConfig = field(default_factory=DistributedConfig)
     generate: GenerateConfig = field(default_factory=GenerateConfig)
+    lora: LoraConfig = field(default_factory=LoraConfig)
 
     def validate(self) -> None:
         self.model.validate("model")
+        self.lora.validate("lora")
+        if self.lora.enabled and not self.init_from:
+            raise ConfigError("lora.rank > 0 trains adapters on a frozen base: set init_from to its checkpoint")
         self.train.validate("train")
         self.optimizer.validate("optimizer")
         self.checkpoint.validate("checkpoint")
