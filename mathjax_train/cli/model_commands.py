@@ -4,6 +4,7 @@ from __future__ import annotations
 import json
 
 from mathjax_train.cli.sampling_args import add_dtype_arg, add_sampling_args
+from mathjax_train.config import InputError
 
 
 def _cmd_import_hf(args) -> int:
@@ -13,7 +14,7 @@ def _cmd_import_hf(args) -> int:
         from mathjax_train.convert.peft_adapter import import_adapter
 
         if not args.base:
-            raise ValueError("import-hf --adapter needs --base CKPT_DIR (our checkpoint of the adapter's base model)")
+            raise InputError("import-hf --adapter needs --base CKPT_DIR (our checkpoint of the adapter's base model)")
         print(json.dumps(import_adapter(args.hf_dir, args.ckpt_dir, args.base)))
         return 0
 
