@@ -15,7 +15,12 @@ from typing import Any
 import yaml
 
 
-class ConfigError(ValueError):
+class InputError(ValueError):
+    """Bad input from the user: a config, a flag, a file, a data row. The message names the file, line or
+    field; the CLI prints it as one line. Anything else is a bug and keeps its traceback."""
+
+
+class ConfigError(InputError):
     """A config file or override is wrong; the message names the source and the field."""
 
 
@@ -430,6 +435,47 @@ class RlConfig:
         self.engine.validate(f"{where}.engine")
 
 
+LORA_TARGETS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
+
+
+@dataclass
+class LoraConfig:
+    """LoRA adapters on a frozen base (model/lora.py): W x + (alpha / rank) B A dropout(x) for each
+    targeted projection. `rank` 0 = off (full fine-tuning). `quantize_base: int8` stores the frozen
+    projections as int8 with one float32 scale per output channel (QLoRA-style)."""
+
+    rank: int = 0
+    alpha: float = 16.0
+    dropout: float = 0.0
+    targets: list[str] = field(default_factory=lambda: ["q_proj", "v_proj"])  # HF module names
+    quantize_base: str = "none"  # none | int8
+    param_dtype: str = "float32"  # the adapters' dtype (the base keeps model.param_dtype)
+
+    @property
+    def enabled(self) -> bool:
+        return self.rank > 0
+
+    @property
+    def scaling(self) -> float:
+        return self.alpha / self.rank
+
+    def validate(self, where: str = "lora") -> None:
+        if self.rank < 0:
+            raise ConfigError(f"{where}.rank must be >= 0 (0 = off), got {self.rank}")
+        if not 0 <= self.dropout < 1:
+            raise ConfigError(f"{where}.dropout must be in [0, 1), got {self.dropout}")
+        bad = [t for t in self.targets if t not in LORA_TARGETS]
+        if bad or (self.enabled and not self.targets):
+            raise ConfigError(f"{where}.targets: {bad[0] if bad else '[]'!r} is not a list of "
+                              f"{', '.join(LORA_TARGETS)}")
+        if self.quantize_base not in ("none", "int8"):
+            raise ConfigError(f"{where}.quantize_base: {self.quantize_base!r} is not one of none, int8")
+        if self.quantize_base != "none" and not self.enabled:
+            raise ConfigError(f"{where}.quantize_base={self.quantize_base} needs adapters ({where}.rank > 0)")
+        if self.param_dtype not in ("float32", "bfloat16", "float16"):
+            raise ConfigError(f"{where}.param_dtype: {self.param_dtype!r} is not one of float32, bfloat16, float16")
+
+
 @dataclass
 class Config:
     """The whole run: where outputs go, which model, how it is sharded, trained and sampled."""
@@ -444,10 +490,14 @@ class Config:
     data: DataConfig = field(default_factory=DataConfig)
     distributed: DistributedConfig = field(default_factory=DistributedConfig)
     generate: GenerateConfig = field(default_factory=GenerateConfig)
+    lora: LoraConfig = field(default_factory=LoraConfig)
     rl: RlConfig = field(default_factory=RlConfig)  # read by `mathjax-train rl` only
 
     def validate(self) -> None:
         self.model.validate("model")
+        self.lora.validate("lora")
+        if self.lora.enabled and not self.init_from:
+            raise ConfigError("lora.rank > 0 trains adapters on a frozen base: set init_from to its checkpoint")
         self.train.validate("train")
         self.optimizer.validate("optimizer")
         self.checkpoint.validate("checkpoint")
@@ -594,3 +644,115 @@ def load_config(path: str | None = None, overrides: list[str] | tuple[str, ...] 
     except ConfigError as e:
         raise ConfigError(f"{source}: {e}") from None
     return cfg
+
+
+# ----------------------------------------------------------------------------- pipeline stages
+# `mathjax-train pipeline` (pipeline/): a YAML of named stages; each stage's mapping is `kind` plus
+# the fields of its config below (training stages: a `Config`, sampling: `RftConfig`). Paths the
+# pipeline owns (a stage's output directory or file) are set by it and must not be given.
+
+
+@dataclass
+class TokenizerStageConfig:
+    """`tokenizer`: a byte-level BPE tokenizer trained on procedural problems (data build-tokenizer)."""
+
+    vocab_size: int = 512
+    examples: int = 20000
+    seed: int = 0
+    template: str = "alpaca_rft"
+    ending: str = "gsm8k"
+    levels: list[int] = field(default_factory=lambda: [1, 2, 3, 4, 5])
+
+
+@dataclass
+class ProblemsStageConfig:
+    """`problems`: procedural problems as JSONL (data procedural), e.g. a held-out set to evaluate on."""
+
+    split: str = "heldout"  # train | heldout (disjoint by construction)
+    count: int = 200
+    seed: int = 0
+    levels: list[int] = field(default_factory=lambda: [1, 2, 3, 4, 5])
+    templates: list[str] = field(default_factory=list)  # [] = all families
+
+    def validate(self, where: str = "problems") -> None:
+        if self.split not in ("train", "heldout") or self.count < 1:
+            raise ConfigError(f"{where}: split must be train or heldout and count >= 1, got {self.split!r}, "
+                              f"{self.count}")
+
+
+@dataclass
+class DecontaminateConfig:
+    """`decontaminate`: drop rows of `input` that copy a test question (synth/decontaminate.py)."""
+
+    input: str = ""
+    data_dir: str = ""  # "" = $MATHJAX_DATA_DIR
+    benchmarks: list[str] = field(default_factory=lambda: ["gsm8k", "math"])  # names or JSONL files (`question`)
+    ngram: int = 13
+    fields: list[str] = field(default_factory=lambda: ["question"])
+
+    def validate(self, where: str = "decontaminate") -> None:
+        if not self.input or not self.benchmarks or not self.fields or self.ngram < 1:
+            raise ConfigError(f"{where}: input, benchmarks and fields must be set and ngram >= 1")
+
+
+@dataclass
+class SelectConfig:
+    """`select`: pool the sampled paths of several rft outputs per question and keep the verified
+    distinct ones again (synth/rft.py `select`), at most `max_paths_per_question` (0 = all)."""
+
+    inputs: list[str] = field(default_factory=list)
+    max_paths_per_question: int = 0
+
+    def validate(self, where: str = "select") -> None:
+        if not self.inputs or self.max_paths_per_question < 0:
+            raise ConfigError(f"{where}: inputs must list rft outputs and max_paths_per_question be >= 0")
+
+
+@dataclass
+class EvaluateStageConfig:
+    """`evaluate`: each checkpoint greedily (`eval`), and, when `sampled.num_samples` > 1, again with
+    that sampling for pass@k and maj@k."""
+
+    checkpoints: list[str] = field(default_factory=list)
+    eval: EvalConfig = field(default_factory=EvalConfig)  # its checkpoint and output_dir are the pipeline's
+    sampled: GenerateConfig = field(default_factory=lambda: GenerateConfig(num_samples=0, temperature=0.7))
+
+    def validate(self, where: str = "evaluate") -> None:
+        if not self.checkpoints:
+            raise ConfigError(f"{where}.checkpoints: at least one checkpoint is needed")
+        self.eval.validate(f"{where}.eval")
+        if self.sampled.num_samples == 1 or self.sampled.num_samples < 0:
+            raise ConfigError(f"{where}.sampled.num_samples: 0 (no sampled run) or >= 2, got "
+                              f"{self.sampled.num_samples}")
+
+
+@dataclass
+class ScalingStageConfig:
+    """`scaling`: the same SFT (`train`) on the first N rows of `data` for each N in `sizes`, each
+    evaluated (`eval`), then metric = a + b ln(N) fitted (synth/scaling.py)."""
+
+    data: str = ""
+    sizes: list[int] = field(default_factory=list)
+    epochs: float = 0.0  # > 0: train.steps = ceil(epochs * N / train.batch_size) per size; 0: train.steps as given
+    metric: str = "accuracy"
+    train: Config = field(default_factory=Config)  # data.jsonl and output_dir are the pipeline's
+    eval: EvalConfig = field(default_factory=EvalConfig)
+
+    def validate(self, where: str = "scaling") -> None:
+        if not self.data or len(set(self.sizes)) < 2 or min(self.sizes) < 1 or self.epochs < 0:
+            raise ConfigError(f"{where}: data must be set, sizes two or more distinct sizes >= 1 and epochs >= 0")
+        self.train.validate()
+        self.eval.validate(f"{where}.eval")
+
+
+@dataclass
+class ExportStageConfig:
+    """`export`: a checkpoint as an HF directory (export-hf)."""
+
+    checkpoint: str = ""
+    dtype: str = ""  # "" = the checkpoint's param dtype
+    max_shard_gb: float = 5.0
+
+    def validate(self, where: str = "export") -> None:
+        if not self.checkpoint or self.dtype not in ("", "float32", "bfloat16", "float16"):
+            raise ConfigError(f"{where}: checkpoint must be set and dtype one of '', float32, bfloat16, float16")

@@ -99,3 +99,25 @@ def test_console_script_exit_code(tmp_path):
     proc = subprocess.run([sys.executable, "-m", "mathjax_train.cli", "import-hf", str(tmp_path / "nope"),
                            str(tmp_path / "c")], capture_output=True, text=True)
     assert proc.returncode == 2 and "config.json" in proc.stderr and "not found" in proc.stderr
+
+
+def test_corrupt_safetensors_is_one_line_naming_the_file(hf_dir, tmp_path, capsys):
+    d = edit_config(hf_dir, tmp_path)
+    weights = d / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[:8] + b"{not json" + b" " * 64)
+    code, err = run(["import-hf", str(d), str(tmp_path / "c")], capsys)
+    assert code == 2 and str(weights) in err and "corrupt safetensors header" in err
+    assert "Traceback" not in err and len(err.strip().splitlines()) == 1
+
+
+def test_an_internal_error_keeps_its_traceback(monkeypatch, tmp_path):
+    """Only input errors (InputError and its family) become one-line messages: a ValueError raised by a bug
+    propagates with its traceback, so it cannot pass for a user mistake."""
+    import mathjax_train.convert.import_hf as import_hf
+
+    def broken(*_a, **_k):
+        raise ValueError("an internal invariant failed")
+
+    monkeypatch.setattr(import_hf, "import_hf", broken)
+    with pytest.raises(ValueError, match="an internal invariant failed"):
+        main(["import-hf", str(tmp_path / "hf"), str(tmp_path / "c")])

@@ -4,6 +4,7 @@ from pathlib import Path
 import pytest
 
 from mathjax_train.config import ConfigError, load_config
+from mathjax_train.pipeline.spec import is_pipeline_file, load_pipeline
 
 CONFIGS = sorted((Path(__file__).resolve().parents[1] / "configs").glob("*.yaml"))
 
@@ -14,6 +15,10 @@ def test_there_are_configs():
 
 @pytest.mark.parametrize("path", CONFIGS, ids=[p.name for p in CONFIGS])
 def test_config_loads(path):
+    if is_pipeline_file(str(path)):  # a pipeline: every stage typed, references resolved
+        pipe = load_pipeline(str(path))
+        assert pipe.stages and pipe.run_dir
+        return
     cfg = load_config(str(path))
     assert cfg.train.steps >= 1 and cfg.output_dir
 

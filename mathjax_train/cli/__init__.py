@@ -1,7 +1,7 @@
 """The `mathjax-train` command: parse arguments, then call the modules that do the work.
 
 Each area registers its subcommands from its own module (model, train, data, eval, synth, serve,
-plan); handlers stay thin and import the modules that do the work only when they run. Other
+plan, pipeline); handlers stay thin and import the modules that do the work only when they run. Other
 libraries' start-up logs stay off the terminal unless --verbose (cli/quiet.py).
 """
 from __future__ import annotations
@@ -9,11 +9,11 @@ from __future__ import annotations
 import argparse
 import sys
 
-from mathjax_train.cli import (data_commands, eval_commands, model_commands, plan_commands, quiet, rl_commands,
-                               serve_commands, synth_commands, train_commands)
+from mathjax_train.cli import (data_commands, eval_commands, model_commands, pipeline_commands, plan_commands, quiet,
+                               rl_commands, serve_commands, synth_commands, train_commands)
 
 AREAS = (model_commands, train_commands, data_commands, eval_commands, synth_commands, serve_commands, plan_commands,
-         rl_commands)
+         pipeline_commands, rl_commands)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -27,12 +27,12 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from mathjax_train.config import ConfigError
+    from mathjax_train.config import InputError
 
     args = build_parser().parse_args(argv)
     quiet.configure(quiet.verbose_requested(args.verbose))
     try:
         return args.fn(args)
-    except (ConfigError, ValueError, FileNotFoundError) as e:
+    except (InputError, FileNotFoundError) as e:  # other exceptions are bugs: their traceback is shown
         print(f"mathjax-train {args.command}: error: {e}", file=sys.stderr)
         return 2

@@ -4,6 +4,8 @@ from __future__ import annotations
 import json
 import sys
 
+from mathjax_train.config import InputError
+
 
 def _cmd_data_stats(args) -> int:
     from mathjax_train.config import load_config
@@ -12,7 +14,7 @@ def _cmd_data_stats(args) -> int:
     overrides = list(args.overrides) + ([f"data.mixture={args.mixture}"] if args.mixture else [])
     cfg = load_config(args.config, overrides)
     if cfg.data.mixture == "toy_copy":
-        raise ValueError("--mixture: give a SeqIO mixture or task (toy_copy has no dataset to count)")
+        raise InputError("--mixture: give a SeqIO mixture or task (toy_copy has no dataset to count)")
     print(json.dumps(mixture_stats(cfg, split=args.split, max_examples=args.max_examples, rows=args.rows)))
     return 0
 
@@ -23,11 +25,11 @@ def _cmd_data_cache(args) -> int:
     try:
         from mathjax_train.data.cache import cache_tasks
     except ImportError as e:
-        raise ValueError(f"data cache needs Apache Beam ({e}): pip install 'mathjax-train[cache]'") from None
+        raise InputError(f"data cache needs Apache Beam ({e}): pip install 'mathjax-train[cache]'") from None
     split_at = next((i for i, a in enumerate(args.overrides) if a.startswith("-")), len(args.overrides))
     overrides, beam_args = args.overrides[:split_at], args.overrides[split_at:]
     if any(a == "--runner" or a.startswith("--runner=") for a in beam_args):
-        raise ValueError("give the runner once, as --runner before `--`")
+        raise InputError("give the runner once, as --runner before `--`")
     cfg = load_config(args.config, overrides)
     summary = cache_tasks(cfg, args.task, args.output_dir, splits=args.split or ["train"], num_files=args.num_files,
                           pipeline_args=[f"--runner={args.runner}", *beam_args], overwrite=args.overwrite,
@@ -49,7 +51,7 @@ def _cmd_data_procedural(args) -> int:
     from mathjax_train.data.jsonl_source import write_jsonl
 
     if args.count < 1:
-        raise ValueError(f"--count must be >= 1, got {args.count}")
+        raise InputError(f"--count must be >= 1, got {args.count}")
     rows = procedural.iterate(seed=args.seed, split=args.split, stop=args.count, templates=args.templates,
                               levels=args.levels)
     n = write_jsonl(args.output, rows)

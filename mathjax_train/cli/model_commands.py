@@ -4,10 +4,19 @@ from __future__ import annotations
 import json
 
 from mathjax_train.cli.sampling_args import add_dtype_arg, add_sampling_args
+from mathjax_train.config import InputError
 
 
 def _cmd_import_hf(args) -> int:
     from mathjax_train.convert.import_hf import import_hf, report_json
+
+    if args.adapter:
+        from mathjax_train.convert.peft_adapter import import_adapter
+
+        if not args.base:
+            raise InputError("import-hf --adapter needs --base CKPT_DIR (our checkpoint of the adapter's base model)")
+        print(json.dumps(import_adapter(args.hf_dir, args.ckpt_dir, args.base)))
+        return 0
 
     report = import_hf(args.hf_dir, args.ckpt_dir, scan_layers=not args.no_scan, param_dtype=args.param_dtype,
                        dtype=args.dtype, tokenizer_dir=args.tokenizer)
@@ -18,6 +27,12 @@ def _cmd_import_hf(args) -> int:
 def _cmd_export_hf(args) -> int:
     from mathjax_train.convert.export_hf import export_hf
 
+    if args.adapter:
+        from mathjax_train.convert.peft_adapter import export_adapter
+
+        files = export_adapter(args.ckpt_dir, args.hf_dir, dtype=args.dtype)
+        print(json.dumps({"hf_dir": args.hf_dir, "files": files}))
+        return 0
     files = export_hf(args.ckpt_dir, args.hf_dir, dtype=args.dtype, max_shard_bytes=int(args.max_shard_gb * 2**30))
     print(json.dumps({"hf_dir": args.hf_dir, "files": files}))
     return 0
@@ -68,14 +83,21 @@ def register(sub) -> None:
     s.add_argument("--dtype", default="bfloat16", choices=["float32", "bfloat16", "float16"], help="compute dtype")
     s.add_argument("--tokenizer", default=None, metavar="DIR",
                    help="directory with the tokenizer files (default: HF_DIR), for a weights-only HF_DIR")
+    s.add_argument("--adapter", action="store_true",
+                   help="HF_DIR is a PEFT LoRA adapter (adapter_config.json + adapter_model.safetensors); "
+                        "CKPT_DIR becomes an adapter checkpoint on --base")
+    s.add_argument("--base", default=None, metavar="CKPT_DIR", help="with --adapter: our checkpoint of the base model")
     s.set_defaults(fn=_cmd_import_hf)
 
-    s = sub.add_parser("export-hf", help="Orbax checkpoint -> HF directory transformers can load")
+    s = sub.add_parser("export-hf", help="Orbax checkpoint -> HF directory transformers can load (a LoRA "
+                                         "checkpoint merged; --adapter: a PEFT adapter directory)")
     s.add_argument("ckpt_dir")
     s.add_argument("hf_dir")
     s.add_argument("--dtype", default=None, choices=["float32", "bfloat16", "float16"],
                    help="tensor dtype (default: the checkpoint's param dtype)")
     s.add_argument("--max-shard-gb", type=float, default=5.0)
+    s.add_argument("--adapter", action="store_true",
+                   help="write a LoRA checkpoint's adapters in PEFT's format (default: the merged model)")
     s.set_defaults(fn=_cmd_export_hf)
 
     s = sub.add_parser("gguf-to-hf", help="GGUF file -> plain HF directory (needs the [test] extra)")

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 
+from mathjax_train.config import InputError
 from mathjax_train.cli.sampling_args import SLOTS_HELP, add_dtype_arg
 
 
@@ -63,9 +64,9 @@ def _cmd_augment(args) -> int:
     from mathjax_train.synth.teacher import CheckpointTeacher, HttpTeacher, Sampling
 
     if bool(args.teacher_checkpoint) == bool(args.teacher_url):
-        raise ValueError("give exactly one of --teacher-checkpoint CKPT or --teacher-url URL")
+        raise InputError("give exactly one of --teacher-checkpoint CKPT or --teacher-url URL")
     if args.teacher_url and not args.teacher_model:
-        raise ValueError("--teacher-url needs --teacher-model NAME")
+        raise InputError("--teacher-url needs --teacher-model NAME")
     q_sampling = Sampling(args.question_temperature, args.top_p, args.question_max_tokens, args.seed)
     s_sampling = Sampling(args.temperature, args.top_p, args.max_tokens, args.seed + 1)
     cfg = AugmentConfig(methods=tuple(args.methods), n=args.n, min_agreement=args.min_agreement,

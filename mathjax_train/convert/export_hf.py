@@ -17,19 +17,21 @@ from mathjax_train.convert.import_hf import copy_tokenizer_files
 from mathjax_train.convert.safetensors_io import write_safetensors
 from mathjax_train.model import checkpoint as ckpt
 from mathjax_train.model.layers import DTYPES
+from mathjax_train.model.lora import load_plain_params
 
 TORCH_DTYPE_NAMES = {"float32": "float32", "bfloat16": "bfloat16", "float16": "float16"}
 
 
 def export_hf(ckpt_dir, hf_dir, *, dtype: str | None = None, max_shard_bytes: int = 5 * 2**30) -> list[str]:
-    """Export; `dtype` defaults to the checkpoint's parameter dtype. Returns the files written."""
+    """Export; `dtype` defaults to the checkpoint's parameter dtype. Returns the files written. An
+    adapter checkpoint (LoRA) is written merged onto its base (convert/peft_adapter.py writes the adapters)."""
     src = epath.Path(ckpt_dir)
     cfg = ckpt.load_model_config(src)
     dtype = dtype or cfg.param_dtype
     if dtype not in DTYPES:
         raise ConfigError(f"--dtype {dtype!r} is not one of {', '.join(DTYPES)}")
     np_dtype = np.dtype(DTYPES[dtype])
-    params = ckpt.load_params(src, cfg)
+    params = load_plain_params(src, cfg)
     specs = param_specs(cfg)
 
     shards, current, size = [], [], 0

@@ -10,7 +10,7 @@ import importlib.util
 import os
 from pathlib import Path
 
-from mathjax_train.config import ConfigError
+from mathjax_train.config import InputError
 
 
 def packaged_smollm2() -> Path | None:
@@ -28,10 +28,10 @@ def gguf_to_hf(gguf_path, out_dir) -> Path:
         import torch
         import transformers
     except ImportError as e:
-        raise ConfigError(f"gguf-to-hf needs torch and transformers (pip install -e '.[test]'): {e}") from None
+        raise InputError(f"gguf-to-hf needs torch and transformers (pip install -e '.[test]'): {e}") from None
     path = Path(gguf_path)
     if not path.is_file():
-        raise ConfigError(f"{path}: GGUF file not found")
+        raise InputError(f"{path}: GGUF file not found")
     tok = transformers.AutoTokenizer.from_pretrained(path.parent, gguf_file=path.name)
     loaded = transformers.AutoModelForCausalLM.from_pretrained(path.parent, gguf_file=path.name, dtype=torch.float32)
     cfg = loaded.config.to_dict()

@@ -25,16 +25,6 @@ def kernel_to_linear(k: np.ndarray, n_in: int) -> np.ndarray:
     return k.reshape(n_in_size, -1).T
 
 
-def stack_layers(per_layer: list[np.ndarray]) -> np.ndarray:
-    """Unscanned per-layer arrays -> the scanned layout with a leading `layers` axis."""
-    return np.stack(per_layer, axis=0)
-
-
-def unstack_layers(stacked: np.ndarray) -> list[np.ndarray]:
-    """Scanned layout -> per-layer arrays."""
-    return [stacked[i] for i in range(stacked.shape[0])]
-
-
 @dataclass(frozen=True)
 class ParamSpec:
     """One HF tensor: where it goes in our tree (layer index or None) and how to transform it."""
@@ -48,7 +38,8 @@ class ParamSpec:
     to_hf: Callable[[np.ndarray], np.ndarray]
 
 
-def _linear(hf_name, path, layer, in_shape, out_shape) -> ParamSpec:
+def linear_spec(hf_name, path, layer, in_shape, out_shape) -> ParamSpec:
+    """An HF nn.Linear weight (out, in) <-> our kernel (*in_shape, *out_shape)."""
     hf_shape = (int(np.prod(out_shape)), int(np.prod(in_shape)))
     return ParamSpec(hf_name, path, layer, hf_shape, tuple(in_shape) + tuple(out_shape),
                      lambda w: linear_to_kernel(w, in_shape, out_shape),
@@ -70,21 +61,22 @@ def param_specs(cfg: ModelConfig) -> list[ParamSpec]:
     for i in range(cfg.num_layers):
         p = f"model.layers.{i}."
         for name, heads in (("q_proj", h), ("k_proj", kv), ("v_proj", kv)):
-            specs.append(_linear(p + f"self_attn.{name}.weight", ("self_attn", name, "kernel"), i, (e,), (heads, d)))
+            specs.append(linear_spec(p + f"self_attn.{name}.weight", ("self_attn", name, "kernel"), i, (e,),
+                                     (heads, d)))
             if cfg.qkv_bias:
                 specs.append(_vector(p + f"self_attn.{name}.bias", ("self_attn", name, "bias"), i, (heads, d)))
-        specs.append(_linear(p + "self_attn.o_proj.weight", ("self_attn", "o_proj", "kernel"), i, (h, d), (e,)))
+        specs.append(linear_spec(p + "self_attn.o_proj.weight", ("self_attn", "o_proj", "kernel"), i, (h, d), (e,)))
         if cfg.o_bias:
             specs.append(_vector(p + "self_attn.o_proj.bias", ("self_attn", "o_proj", "bias"), i, (e,)))
         for name, fin, fout in (("gate_proj", e, m), ("up_proj", e, m), ("down_proj", m, e)):
-            specs.append(_linear(p + f"mlp.{name}.weight", ("mlp", name, "kernel"), i, (fin,), (fout,)))
+            specs.append(linear_spec(p + f"mlp.{name}.weight", ("mlp", name, "kernel"), i, (fin,), (fout,)))
             if cfg.mlp_bias:
                 specs.append(_vector(p + f"mlp.{name}.bias", ("mlp", name, "bias"), i, (fout,)))
         for name in ("input_layernorm", "post_attention_layernorm"):
             specs.append(_vector(p + f"{name}.weight", (name, "scale"), i, (e,)))
     specs.append(_vector("model.norm.weight", ("norm", "scale"), None, (e,)))
     if not cfg.tie_embeddings:
-        specs.append(_linear("lm_head.weight", ("lm_head", "kernel"), None, (e,), (v,)))
+        specs.append(linear_spec("lm_head.weight", ("lm_head", "kernel"), None, (e,), (v,)))
     return specs
 
 

@@ -74,11 +74,28 @@ def import_hf(hf_dir, ckpt_dir, *, scan_layers: bool = True, param_dtype: str = 
                           f"vocab_size ({cfg.vocab_size}, {config_path}); is it this model's tokenizer?")
     files = safetensors_files(hf)
 
-    target = DTYPES[param_dtype]
-    specs = {s.hf_name: s for s in param_specs(cfg)}
+    def skip(name: str) -> bool:
+        return name.endswith(IGNORABLE_SUFFIXES) or (name == "lm_head.weight" and cfg.tie_embeddings)
+
+    tree, skipped = tensors_to_tree(param_specs(cfg), files, cfg, DTYPES[param_dtype], skip, hf)
+
+    out = epath.Path(ckpt_dir)
+    ckpt.save_params(out, tree)
+    ckpt.save_model_config(out, cfg)
+    copy_tokenizer_files(tok_dir, out / ckpt.TOKENIZER_DIR)
+    if tok_dir != hf and (hf / GENERATION_CONFIG).exists():  # the model's own, not the tokenizer directory's
+        (out / ckpt.TOKENIZER_DIR / GENERATION_CONFIG).write_bytes((hf / GENERATION_CONFIG).read_bytes())
+    return ImportReport(cfg, ckpt.param_count(tree), [str(f) for f in files], skipped, str(tok_dir))
+
+
+def tensors_to_tree(specs, files, cfg: ModelConfig, target, skip, where) -> tuple[dict, list[str]]:
+    """Our parameter tree from the safetensors `files` holding exactly the tensors of `specs` (each
+    checked for shape, duplicates and absence; `skip(name)` names tensors to pass over). Arrays are
+    allocated once at dtype `target` and filled tensor by tensor. Returns (tree, skipped names)."""
+    specs = {s.hf_name: s for s in specs}
     tree: dict = {}
     for s in specs.values():
-        path, layer = tree_path(s, scan_layers)
+        path, layer = tree_path(s, cfg.scan_layers)
         shape = s.shape if layer is None else (cfg.num_layers,) + s.shape
         try:
             get_path(tree, path)
@@ -89,16 +106,16 @@ def import_hf(hf_dir, ckpt_dir, *, scan_layers: bool = True, param_dtype: str = 
         for name, arr in iter_tensors(f):
             spec = specs.get(name)
             if spec is None:
-                if name.endswith(IGNORABLE_SUFFIXES) or (name == "lm_head.weight" and cfg.tie_embeddings):
+                if skip(name):
                     skipped.append(name)
                     continue
-                raise ConfigError(f"{f}: unexpected tensor {name!r} for a {cfg.architecture} model with this config.json")
+                raise ConfigError(f"{f}: unexpected tensor {name!r} for a {cfg.architecture} model with this config")
             if tuple(arr.shape) != spec.hf_shape:
-                raise ConfigError(f"{f}: tensor {name!r} has shape {tuple(arr.shape)}, but config.json implies "
+                raise ConfigError(f"{f}: tensor {name!r} has shape {tuple(arr.shape)}, but the config implies "
                                   f"{spec.hf_shape}")
             if name in filled:
                 raise ConfigError(f"{f}: tensor {name!r} appears twice")
-            path, layer = tree_path(spec, scan_layers)
+            path, layer = tree_path(spec, cfg.scan_layers)
             dest = get_path(tree, path)
             value = spec.to_ours(arr.astype(target))
             if layer is None:
@@ -108,16 +125,9 @@ def import_hf(hf_dir, ckpt_dir, *, scan_layers: bool = True, param_dtype: str = 
             filled.add(name)
     missing = [n for n in specs if n not in filled]
     if missing:
-        raise ConfigError(f"{hf}: tensor {missing[0]!r} is missing from the safetensors files "
+        raise ConfigError(f"{where}: tensor {missing[0]!r} is missing from the safetensors files "
                           f"({len(missing)} missing in all)")
-
-    out = epath.Path(ckpt_dir)
-    ckpt.save_params(out, tree)
-    ckpt.save_model_config(out, cfg)
-    copy_tokenizer_files(tok_dir, out / ckpt.TOKENIZER_DIR)
-    if tok_dir != hf and (hf / GENERATION_CONFIG).exists():  # the model's own, not the tokenizer directory's
-        (out / ckpt.TOKENIZER_DIR / GENERATION_CONFIG).write_bytes((hf / GENERATION_CONFIG).read_bytes())
-    return ImportReport(cfg, ckpt.param_count(tree), [str(f) for f in files], skipped, str(tok_dir))
+    return tree, skipped
 
 
 def copy_tokenizer_files(src: epath.Path, dst: epath.Path) -> list[str]:

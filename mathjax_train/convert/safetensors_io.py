@@ -13,7 +13,7 @@ from typing import Iterator
 import ml_dtypes
 import numpy as np
 
-from mathjax_train.config import ConfigError
+from mathjax_train.config import InputError
 
 DTYPES = {
     "F64": np.dtype(np.float64), "F32": np.dtype(np.float32), "F16": np.dtype(np.float16),
@@ -26,14 +26,14 @@ CODES = {v: k for k, v in DTYPES.items()}
 def read_header(f, path) -> tuple[dict, int]:
     raw = f.read(8)
     if len(raw) != 8:
-        raise ConfigError(f"{path}: not a safetensors file (too short)")
+        raise InputError(f"{path}: not a safetensors file (too short)")
     (n,) = struct.unpack("<Q", raw)
     if n > 100_000_000:
-        raise ConfigError(f"{path}: not a safetensors file (header of {n} bytes)")
+        raise InputError(f"{path}: not a safetensors file (header of {n} bytes)")
     try:
         header = json.loads(f.read(n))
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise ConfigError(f"{path}: corrupt safetensors header: {e}") from None
+        raise InputError(f"{path}: corrupt safetensors header: {e}") from None
     header.pop("__metadata__", None)
     return header, 8 + n
 
@@ -46,13 +46,13 @@ def iter_tensors(path) -> Iterator[tuple[str, np.ndarray]]:
         for name, info in items:
             dtype = DTYPES.get(info["dtype"])
             if dtype is None:
-                raise ConfigError(f"{path}: tensor {name!r} has unsupported dtype {info['dtype']}")
+                raise InputError(f"{path}: tensor {name!r} has unsupported dtype {info['dtype']}")
             start, end = info["data_offsets"]
             f.seek(base + start)
             data = f.read(end - start)
             shape = tuple(info["shape"])
             if len(data) != int(np.prod(shape, dtype=np.int64)) * dtype.itemsize:
-                raise ConfigError(f"{path}: tensor {name!r} is truncated")
+                raise InputError(f"{path}: tensor {name!r} is truncated")
             yield name, np.frombuffer(data, dtype=dtype).reshape(shape)
 
 

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 from typing import Iterator, Protocol
 
+from mathjax_train.config import InputError
+
 import numpy as np
 
 BATCH_FIELDS = ("tokens", "targets", "positions", "segment_ids", "loss_weights")
@@ -90,7 +92,7 @@ class ToyCopyIterator:
     def __init__(self, vocab_size: int, rows: int, seq_len: int, seed: int = 0, shard_index: int = 0,
                  min_len: int = 2, max_len: int | None = None):
         if vocab_size < 8:
-            raise ValueError(f"toy_copy needs vocab_size >= 8, got {vocab_size}")
+            raise InputError(f"toy_copy needs vocab_size >= 8, got {vocab_size}")
         self.vocab_size, self.rows, self.seq_len = vocab_size, rows, seq_len
         self.seed, self.shard_index = seed, shard_index
         self.min_len = min_len
@@ -122,7 +124,7 @@ class ToyCopyIterator:
 
     def set_state(self, state: dict) -> None:
         if state.get("kind") != "toy_copy":
-            raise ValueError(f"data iterator state {state!r} is not a toy_copy state")
+            raise InputError(f"data iterator state {state!r} is not a toy_copy state")
         self.index = int(state["index"])
 
     def stats(self) -> dict:

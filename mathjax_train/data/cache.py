@@ -23,7 +23,7 @@ from apache_beam.options.pipeline_options import PipelineOptions
 from apache_beam.runners.runner import PipelineState
 from seqio import beam_utils
 
-from mathjax_train.config import Config, ConfigError, DataConfig
+from mathjax_train.config import Config, ConfigError, DataConfig, InputError
 from mathjax_train.data import tasks as task_lib
 from mathjax_train.data.cache_reader import HAS_ANSWER, INDEX, LAYOUT, META_FILE, example_settings, shard_path, task_dir
 from mathjax_train.data.seqio_vocab import TokenizerVocabulary
@@ -102,7 +102,7 @@ class TokenizeShard(beam.DoFn):
 
 def _prepare_dir(directory: str, overwrite: bool) -> None:
     if tf.io.gfile.exists(os.path.join(directory, "COMPLETED")) and not overwrite:
-        raise ValueError(f"{directory}: already cached (COMPLETED exists); pass --overwrite to rebuild it")
+        raise InputError(f"{directory}: already cached (COMPLETED exists); pass --overwrite to rebuild it")
     if tf.io.gfile.exists(directory):  # an old cache, or what a failed run left behind
         tf.io.gfile.rmtree(directory)
     tf.io.gfile.makedirs(directory)
@@ -117,7 +117,7 @@ def _check_remote(cfg: Config, names, output_dir: str, tokenizer_dir: str) -> No
         paths["data.data_dir"] = [cfg.data.data_dir or os.environ.get("MATHJAX_DATA_DIR", "")]
     local = [f"{key}={p!r}" for key, ps in paths.items() for p in ps if "://" not in p]
     if local:
-        raise ValueError("DataflowRunner workers cannot read or write local paths; use gs:// for "
+        raise InputError("DataflowRunner workers cannot read or write local paths; use gs:// for "
                          + ", ".join(local))
 
 
@@ -137,7 +137,7 @@ def _plan(names, splits, num_files: int) -> list[dict]:
                 raise ConfigError(f"--split {split}: task {name!r} has splits {', '.join(task.splits)}")
             size = len(task.source.records.all(split))
             if not size:
-                raise ValueError(f"task {name!r} split {split!r} has no examples to cache")
+                raise InputError(f"task {name!r} split {split!r} has no examples to cache")
             plans.append({"task": name, "split": split, "examples": size, "files": min(num_files, size),
                           "records": task.source.records})
     return plans
@@ -149,9 +149,9 @@ def cache_tasks(cfg: Config, names, output_dir: str, *, splits=("train",), num_f
     from mathjax_train.data.pipeline import _tokenizer_dir  # same tokenizer choice as training
 
     if not output_dir:
-        raise ValueError("--output-dir: required (a local directory or gs://bucket/path)")
+        raise InputError("--output-dir: required (a local directory or gs://bucket/path)")
     if num_files < 1:
-        raise ValueError(f"--num-files must be >= 1, got {num_files}")
+        raise InputError(f"--num-files must be >= 1, got {num_files}")
     tok_dir = _tokenizer_dir(cfg)
     with _WORKER_LOCK:  # an in-process runner must not reuse what an earlier job parsed (files may have changed)
         _WORKER_TASKS.clear()
@@ -203,7 +203,7 @@ def _finish(cfg: Config, vocab: TokenizerVocabulary, output_dir: str, plans: lis
         read = dataclasses.asdict(records.read_stats) if records.read_stats else None
         left_out = dict(getattr(records, "below_min_level", {}))  # data.min_level, where that exists
         meta = {"task": name, "created_by": "mathjax-train data cache", "layout": LAYOUT, "splits": splits,
-                "example_settings": example_settings(name, cfg.data, vocab._fingerprint), "source_read": read,
+                "example_settings": example_settings(name, cfg.data, vocab.fingerprint), "source_read": read,
                 "below_min_level": left_out,
                 "seqio_version": seqio.__version__}
         with tf.io.gfile.GFile(os.path.join(directory, META_FILE), "w") as f:

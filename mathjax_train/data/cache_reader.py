@@ -15,7 +15,7 @@ import numpy as np
 import seqio
 import tensorflow as tf
 
-from mathjax_train.config import ConfigError, DataConfig
+from mathjax_train.config import ConfigError, DataConfig, InputError
 
 META_FILE = "mathjax_cache.json"  # what the cache was built from (checked before training reads it)
 INDEX, HAS_ANSWER = "index", "has_answer"  # features added to SeqIO's: record index, answer present
@@ -114,11 +114,11 @@ class CachedShard:
         try:
             index, self._prompts, self._targets, has_answer = self._load(mine, h, n)
         except tf.errors.OpError as e:  # a truncated or foreign file
-            raise ValueError(f"{directory}: cannot read the cached split {split!r}: {e.message}") from None
+            raise InputError(f"{directory}: cannot read the cached split {split!r}: {e.message}") from None
         order = np.argsort(index, kind="stable")
         expected = np.arange(h, total, n)
         if len(index) != len(expected) or not np.array_equal(index[order], expected):
-            raise ValueError(f"{directory}: split {split!r} shard {h} of {n}: the cache holds {len(index)} of the "
+            raise InputError(f"{directory}: split {split!r} shard {h} of {n}: the cache holds {len(index)} of the "
                              f"{len(expected)} expected records (indices {h}, {h + n}, ... < {total}); it is "
                              "incomplete or corrupt: re-run `mathjax-train data cache ... --overwrite`")
         self._order, self._has_answer = order, has_answer

@@ -15,6 +15,8 @@ from typing import Any, Iterable, Iterator, Mapping, Union
 
 from etils import epath
 
+from mathjax_train.config import InputError
+
 PathLike = Union[str, os.PathLike]
 # field name -> accepted type(s); a plain iterable of names means "present, any type".
 Required = Union[Iterable[str], Mapping[str, Union[type, tuple]]]
@@ -23,7 +25,7 @@ SFT_REQUIRED = ("question", "solution", "answer")
 SFT_OPTIONAL = ("source", "level")
 
 
-class JsonlFormatError(ValueError):
+class JsonlFormatError(InputError):
     """A malformed JSONL record; ``path``, ``line`` (1-based) and ``field`` say where."""
 
     def __init__(self, path: PathLike, line: int, problem: str, field: str | None = None):
@@ -134,13 +136,13 @@ def normalize_level(value: Any) -> int:
     """
     if isinstance(value, int) and not isinstance(value, bool):
         if value < 0:
-            raise ValueError(f"level must be >= 0, got {value}")
+            raise InputError(f"level must be >= 0, got {value}")
         return value
     if isinstance(value, str):
         m = _LEVEL_RE.match(value)
         if m:
             return 0 if m.group(1) == "?" else int(m.group(1))
-    raise ValueError(f"unrecognised level {value!r} (expected an int or 'Level N' / 'Level ?')")
+    raise InputError(f"unrecognised level {value!r} (expected an int or 'Level N' / 'Level ?')")
 
 
 def _answer_text(value: Any) -> str | None:

@@ -10,6 +10,8 @@ from typing import Iterable, Mapping
 
 from etils import epath
 
+from mathjax_train.config import InputError
+
 ENV_VAR = "MATHJAX_DATA_DIR"
 
 # dataset name -> split -> path relative to the manual directory.
@@ -64,12 +66,12 @@ def resolve_root(manual_dir: str | os.PathLike | None = None) -> epath.Path:
 def relative_paths(dataset: str, splits: Iterable[str] | None = None) -> dict[str, str]:
     """Split -> relative path for ``dataset`` ("gsm8k" or "math"); unknown names raise ValueError."""
     if dataset not in LAYOUT:
-        raise ValueError(f"unknown dataset {dataset!r}; known: {sorted(LAYOUT)}")
+        raise InputError(f"unknown dataset {dataset!r}; known: {sorted(LAYOUT)}")
     table = LAYOUT[dataset]
     splits = list(splits) if splits is not None else list(table)
     unknown = [s for s in splits if s not in table]
     if unknown:
-        raise ValueError(f"unknown split(s) {unknown} for {dataset!r}; known: {sorted(table)}")
+        raise InputError(f"unknown split(s) {unknown} for {dataset!r}; known: {sorted(table)}")
     return {s: table[s] for s in splits}
 
 

@@ -11,6 +11,7 @@ from typing import Sequence
 
 import numpy as np
 
+from mathjax_train.config import InputError
 from mathjax_train.data.batches import empty_batch
 
 OK, TRUNCATED, DROPPED = "ok", "truncated", "dropped"
@@ -31,7 +32,7 @@ def fit_example(prompt: list[int], target: list[int], seq_len: int, overflow: st
     if overflow == "drop" or len(prompt) > seq_len:
         return None, None, DROPPED
     if overflow != "truncate":
-        raise ValueError(f"data.overflow: {overflow!r} is not one of truncate, drop")
+        raise InputError(f"data.overflow: {overflow!r} is not one of truncate, drop")
     return prompt, target[:seq_len + 1 - len(prompt)], TRUNCATED
 
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 import numpy as np
 import seqio
 
-from mathjax_train.config import Config, ConfigError
+from mathjax_train.config import Config, ConfigError, InputError
 from mathjax_train.data import cache_reader, tasks as task_lib
 from mathjax_train.data.packing import DROPPED, TRUNCATED, RowPlanner, fit_example, slots
 from mathjax_train.data.seqio_vocab import TokenizerVocabulary, tokenizer_dir
@@ -35,14 +35,14 @@ class TaskReader:
         self._perms: dict[int, np.ndarray] = {}
         self._tokens: dict[int, tuple] = {}
         if self.records.unlimited:
-            self.records._check_split(split)
+            self.records.check_split(split)
             self.size = None
         else:
             self.rows = cached if cached is not None else self.records.shard(split, shard.index, shard.num_shards)
             self.size = len(self.rows)
             if not self.size:
                 total = "" if cached is not None else f" ({len(self.records.all(split))} examples in all)"
-                raise ValueError(f"task {name!r} split {split!r}: shard {shard.index} of {shard.num_shards} is "
+                raise InputError(f"task {name!r} split {split!r}: shard {shard.index} of {shard.num_shards} is "
                                  f"empty{total}")
 
     def _perm(self, epoch: int) -> np.ndarray:
@@ -107,7 +107,7 @@ class SftMixtureIterator:
         self.identity, self.num_epochs, self.max_examples = identity, num_epochs, max_examples
         unlimited = [n for n, r in readers.items() if r.size is None]
         if num_epochs is not None and unlimited and not max_examples:
-            raise ValueError(f"task(s) {', '.join(unlimited)} are unlimited: give a maximum number of examples "
+            raise InputError(f"task(s) {', '.join(unlimited)} are unlimited: give a maximum number of examples "
                              "(--max-examples N)")
         self.sampler = MixtureSampler(rates, seed, shard.index)
         self.slot, self.counts, self.pending = 0, {n: 0 for n in readers}, []
@@ -166,7 +166,7 @@ class SftMixtureIterator:
             if ex is None:
                 dropped += 1
                 if dropped >= MAX_DROPPED_IN_A_ROW and not plan.placed:
-                    raise ValueError(f"data: {dropped} examples in a row were dropped as longer than train.seq_len "
+                    raise InputError(f"data: {dropped} examples in a row were dropped as longer than train.seq_len "
                                      f"({self.seq_len}); raise train.seq_len or use data.overflow=truncate")
                 continue
             if not plan.try_add(*ex, tag=ref[0]):
@@ -194,11 +194,11 @@ class SftMixtureIterator:
 
     def set_state(self, state: dict) -> None:
         if not isinstance(state, dict) or state.get("kind") != STATE_KIND:
-            raise ValueError(f"data iterator state is not a {STATE_KIND} state: {str(state)[:200]}")
+            raise InputError(f"data iterator state is not a {STATE_KIND} state: {str(state)[:200]}")
         saved = state.get("identity", {})
         diff = {k: (saved.get(k), v) for k, v in self.identity.items() if saved.get(k) != v}
         if diff:
-            raise ValueError("the checkpoint's data state belongs to a different data stream; "
+            raise InputError("the checkpoint's data state belongs to a different data stream; "
                              + "; ".join(f"{k}: saved {a!r}, now {b!r}" for k, (a, b) in diff.items()))
         self.slot = int(state["slot"])
         self.counts = {n: int(state["counts"].get(n, 0)) for n in self.readers}
@@ -226,9 +226,9 @@ def make_iterator(cfg: Config, *, rows: int, shard_index: int = 0, num_shards: i
     """An iterator over `cfg.data.mixture` for one host (any split; see make_train_iterator)."""
     d = cfg.data
     if rows < 1:
-        raise ValueError(f"rows must be >= 1, got {rows}")
+        raise InputError(f"rows must be >= 1, got {rows}")
     if not 0 <= shard_index < num_shards:
-        raise ValueError(f"shard_index {shard_index} is not in [0, {num_shards})")
+        raise InputError(f"shard_index {shard_index} is not in [0, {num_shards})")
     rates = task_lib.mixture_rates(d.mixture, d.rates)  # validates the name and data.rates early
     vocab = TokenizerVocabulary(_tokenizer_dir(cfg))
     if 0 < cfg.model.vocab_size < vocab.vocab_size and not cfg.init_from:
@@ -238,7 +238,7 @@ def make_iterator(cfg: Config, *, rows: int, shard_index: int = 0, num_shards: i
     task_lib.register(d, vocab)
     rates = task_lib.task_rates(d.mixture)
     shard = seqio.ShardInfo(index=shard_index, num_shards=num_shards)
-    cached = cache_reader.find_cached(d, vocab._fingerprint, list(rates), split) if d.cache_dir else {}
+    cached = cache_reader.find_cached(d, vocab.fingerprint, list(rates), split) if d.cache_dir else {}
     readers = {}
     for name in rates:
         source = seqio.get_mixture_or_task(name).source
@@ -259,6 +259,6 @@ def make_train_iterator(cfg: Config, *, rows: int, shard_index: int = 0, num_sha
                         split: str = "train") -> SftMixtureIterator:
     """The trainer's entry point (via data/sources.py): an unending stream; never a test split."""
     if split in task_lib.EVAL_ONLY_SPLITS:
-        raise ValueError(f"split {split!r} is a benchmark test set: evaluation only, never trained on")
+        raise InputError(f"split {split!r} is a benchmark test set: evaluation only, never trained on")
     return make_iterator(cfg, rows=rows, shard_index=shard_index, num_shards=num_shards, split=split)
 

@@ -51,7 +51,7 @@ class TokenizerVocabulary(seqio.Vocabulary):
         if self.tokenizer.eos_id is None:
             raise ConfigError(f"{self.directory}: the tokenizer has no eos_token; SFT targets need one to end on")
         self.prefix_ids, self.suffix_ids = _special_wrapping(self.tokenizer, self.directory)
-        self._fingerprint = self._hash_files()
+        self.fingerprint = self._hash_files()  # identifies the tokenizer files (cache keys, equality)
 
     def _hash_files(self) -> str:
         from etils import epath
@@ -137,10 +137,10 @@ class TokenizerVocabulary(seqio.Vocabulary):
         return out
 
     def __eq__(self, other) -> bool:
-        return isinstance(other, TokenizerVocabulary) and other._fingerprint == self._fingerprint
+        return isinstance(other, TokenizerVocabulary) and other.fingerprint == self.fingerprint
 
     def __hash__(self) -> int:
-        return hash(self._fingerprint)
+        return hash(self.fingerprint)
 
     def __repr__(self) -> str:
         return f"TokenizerVocabulary({self.directory!r}, kind={self.kind}, size={self.vocab_size})"

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Callable, Iterable, Sequence
 
-from mathjax_train.config import ConfigError
+from mathjax_train.config import ConfigError, InputError
 from mathjax_train.data import manual_dir
 from mathjax_train.data.jsonl_source import ReadStats, read_sft_jsonl
 
@@ -59,12 +59,12 @@ class FiniteRecords:
     def splits(self) -> tuple[str, ...]:
         return tuple(self.loaders)
 
-    def _check_split(self, split: str) -> None:
+    def check_split(self, split: str) -> None:
         if split not in self.loaders:
-            raise ValueError(f"task {self.name!r} has no split {split!r}; valid: {list(self.loaders)}")
+            raise InputError(f"task {self.name!r} has no split {split!r}; valid: {list(self.loaders)}")
 
     def all(self, split: str) -> list[dict]:
-        self._check_split(split)
+        self.check_split(split)
         if split not in self._cache:
             rows = list(self.loaders[split]())
             kept = [r for r in rows if r["level"] >= self.min_level]
@@ -99,9 +99,9 @@ class ProceduralRecords:
                               f"got {list(levels)}")
         self.levels = tuple(levels)
 
-    def _check_split(self, split: str) -> None:
+    def check_split(self, split: str) -> None:
         if split not in self.splits:
-            raise ValueError(f"task {self.name!r} has no split {split!r}; valid: {list(self.splits)}")
+            raise InputError(f"task {self.name!r} has no split {split!r}; valid: {list(self.splits)}")
 
     def get(self, split: str, index: int) -> dict:
         from mathjax_train.data import procedural

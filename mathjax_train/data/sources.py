@@ -1,7 +1,7 @@
 """Pick the training batch source named by `data.mixture` for this host's shard."""
 from __future__ import annotations
 
-from mathjax_train.config import Config, ConfigError
+from mathjax_train.config import Config
 from mathjax_train.data.batches import BatchIterator, ToyCopyIterator
 
 TOY_SOURCES = ("toy_copy",)
@@ -14,9 +14,7 @@ def make_train_iterator(cfg: Config, *, rows: int, shard_index: int = 0, num_sha
     if name == "toy_copy":
         return ToyCopyIterator(cfg.model.vocab_size, rows, cfg.train.seq_len, seed=cfg.data.seed,
                                shard_index=shard_index)
-    try:
-        from mathjax_train.data import pipeline
-    except ImportError:
-        raise ConfigError(f"data.mixture: {name!r} is not one of {', '.join(TOY_SOURCES)}") from None
+    from mathjax_train.data import pipeline  # SeqIO and TensorFlow: imported only for real mixtures; it checks the name
+
     return pipeline.make_train_iterator(cfg, rows=rows, shard_index=shard_index, num_shards=num_shards,
                                         split=split)

@@ -85,7 +85,7 @@ class SftDataSource(seqio.DataSource):
                     shard_info: seqio.ShardInfo | None = None, *, sequence_length=None, use_cached=False,
                     num_epochs=1) -> tf.data.Dataset:
         index, n = (shard_info.index, shard_info.num_shards) if shard_info else (0, 1)
-        self.records._check_split(split)
+        self.records.check_split(split)
         if self.records.unlimited:  # procedural problems are already in random order
             def gen():
                 i = index

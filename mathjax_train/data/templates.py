@@ -17,6 +17,8 @@ from typing import Any, Mapping, Sequence
 
 from etils import epath
 
+from mathjax_train.config import InputError
+
 ALPACA_RFT_PROMPT = (
     "Below is an instruction that describes a task. "
     "Write a response that appropriately completes the request.\n\n"
@@ -32,7 +34,7 @@ _TRAILING_ANSWER = re.compile(
 )
 
 
-class TemplateError(ValueError):
+class TemplateError(InputError):
     """Unknown template/ending name, or a chat template that cannot be used."""
 
 

@@ -13,6 +13,7 @@ import re
 import numpy as np
 import tensorflow_datasets as tfds
 
+from mathjax_train.config import InputError
 from mathjax_train.data import manual_dir as manual
 from mathjax_train.data.jsonl_source import JsonlFormatError, normalize_level, read_jsonl_numbered
 
@@ -153,7 +154,7 @@ def prepare(name: str, data_dir: str | os.PathLike, manual_dir: str | os.PathLik
     """Build (once; reused if already prepared) and return the builder for ``name`` ("gsm8k",
     "hendrycks_math"/"math") under ``data_dir``, reading files from the manual directory."""
     if name not in BUILDERS:
-        raise ValueError(f"unknown dataset {name!r}; valid: {sorted(BUILDERS)}")
+        raise InputError(f"unknown dataset {name!r}; valid: {sorted(BUILDERS)}")
     root = manual.resolve_root(manual_dir)
     builder = BUILDERS[name](data_dir=os.fspath(data_dir))
     builder.download_and_prepare(

@@ -11,6 +11,8 @@ import os
 
 from etils import epath
 
+from mathjax_train.config import InputError
+
 SPECIAL_TOKENS = ("<pad>", "<s>", "</s>")  # ids 0, 1, 2
 
 
@@ -33,10 +35,10 @@ def build_tokenizer(out_dir: str | os.PathLike, vocab_size: int = 512, num_examp
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
 
     if vocab_size < 256 + len(SPECIAL_TOKENS):
-        raise ValueError(f"--vocab-size must be >= {256 + len(SPECIAL_TOKENS)} (the 256 bytes and "
+        raise InputError(f"--vocab-size must be >= {256 + len(SPECIAL_TOKENS)} (the 256 bytes and "
                          f"{len(SPECIAL_TOKENS)} special tokens), got {vocab_size}")
     if num_examples < 1:
-        raise ValueError(f"--examples must be >= 1, got {num_examples}")
+        raise InputError(f"--examples must be >= 1, got {num_examples}")
     tok = Tokenizer(models.BPE())
     byte_level = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=True)
     # one token per digit: small models learn column arithmetic far better than with merged numbers

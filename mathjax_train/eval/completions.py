@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from typing import Callable, Sequence
 
+from mathjax_train.config import InputError
 from mathjax_train.infer.batch_job import engine_for_prompts
 from mathjax_train.infer.loading import LoadedModel
 from mathjax_train.infer.params import Completion, SamplingParams
@@ -27,7 +28,7 @@ def plain_source(model: LoadedModel, sp: SamplingParams, all_prompts: Sequence[s
     limit = model.cfg.max_position_embeddings
     longest = max(range(len(lengths)), key=lengths.__getitem__) if lengths else 0
     if lengths and lengths[longest] + sp.max_tokens > limit:
-        raise ValueError(f"prompt {longest} has {lengths[longest]} tokens; with --max-new-tokens {sp.max_tokens} "
+        raise InputError(f"prompt {longest} has {lengths[longest]} tokens; with --max-new-tokens {sp.max_tokens} "
                          f"that exceeds the model's max_position_embeddings {limit}: use fewer --shots or fewer "
                          "new tokens")
     if engine is None:

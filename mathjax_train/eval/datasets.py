@@ -10,6 +10,7 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
+from mathjax_train.config import InputError
 from mathjax_train.data import manual_dir
 from mathjax_train.data.jsonl_source import JsonlFormatError, normalize_level, read_jsonl_numbered
 from mathjax_train.data.templates import remove_calculator_annotations, strip_final_answer
@@ -120,7 +121,7 @@ def dataset_path(dataset: str, split: str = "test", data_dir=None):
     """The file behind a named dataset/split (manual directory), or `dataset` itself as a path."""
     if dataset == "math500":
         if split not in ("test", "math500"):
-            raise ValueError(f"math500 is a test set only; --split {split!r} is not available")
+            raise InputError(f"math500 is a test set only; --split {split!r} is not available")
         return manual_dir.split_file("math", "math500", data_dir)
     if dataset in ("gsm8k", "math"):
         return manual_dir.split_file(dataset, split, data_dir)
@@ -146,4 +147,4 @@ def load_exemplars(dataset: str, exemplars: str = "", data_dir=None,
     if dataset in ("gsm8k", "math", "math500"):
         source = "math" if dataset == "math500" else dataset
         return read_problems(manual_dir.split_file(source, "train", data_dir), require_solution=True, skipped=skipped)
-    raise ValueError("--shots with --dataset FILE needs --exemplars FILE (JSONL with question, answer, solution)")
+    raise InputError("--shots with --dataset FILE needs --exemplars FILE (JSONL with question, answer, solution)")

@@ -18,7 +18,7 @@ from typing import Callable, Sequence
 from etils import epath
 from tqdm import tqdm
 
-from mathjax_train.config import EvalConfig
+from mathjax_train.config import EvalConfig, InputError
 from mathjax_train.data.templates import get_template, pick_exemplars
 from mathjax_train.eval import datasets, metrics, report, results
 from mathjax_train.eval.completions import CompleteFn, Completion
@@ -138,7 +138,7 @@ def evaluate(cfg: EvalConfig, *, make_source: SourceFactory = default_source,
     dataset_file = datasets.dataset_path(cfg.dataset, cfg.split, cfg.data_dir or None)
     problems = datasets.load_problems(cfg.dataset, cfg.split, cfg.data_dir or None, cfg.limit)
     if not problems:
-        raise ValueError(f"{dataset_file}: no problems to evaluate")
+        raise InputError(f"{dataset_file}: no problems to evaluate")
     prompts, shots, kept, skipped = build_prompts(cfg, problems)
     index = {p.id: i for i, p in enumerate(problems)}
     out = output_dir(cfg)
@@ -148,7 +148,7 @@ def evaluate(cfg: EvalConfig, *, make_source: SourceFactory = default_source,
     for i, p in enumerate(kept):
         row = resumed.rows.get(p.id)
         if row is not None and row["prompt_sha1"] != sha[i]:
-            raise ValueError(f"{out / results.SAMPLES_FILE}: the row for problem {p.id!r} was made from another "
+            raise InputError(f"{out / results.SAMPLES_FILE}: the row for problem {p.id!r} was made from another "
                              "prompt (the dataset changed?); use another --output-dir")
     todo = [i for i, p in enumerate(kept) if p.id not in resumed.rows]
     n = cfg.generate.num_samples

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 
 from etils import epath
 
+from mathjax_train.config import InputError
 from mathjax_train.data.jsonl_source import JsonlFormatError, decode_line, parse_record, required_checks
 
 RUN_FILE = "run.json"
@@ -32,12 +33,12 @@ def check_settings(out_dir: epath.Path, settings: dict) -> None:
         try:
             old = json.loads(path.read_text())
         except json.JSONDecodeError as e:
-            raise ValueError(f"{path}:{e.lineno}: not valid JSON ({e.msg}); delete the output directory") from None
+            raise InputError(f"{path}:{e.lineno}: not valid JSON ({e.msg}); delete the output directory") from None
         old_settings = old.get("settings", {}) if isinstance(old, dict) else {}
         diff = sorted(k for k in set(old_settings) | set(settings) if old_settings.get(k) != settings.get(k))
         if diff:
             k = diff[0]
-            raise ValueError(f"{path}: this output directory holds a run with other settings ({k}: "
+            raise InputError(f"{path}: this output directory holds a run with other settings ({k}: "
                              f"{old_settings.get(k)!r} there, {settings.get(k)!r} now; {len(diff)} differ); "
                              "use another --output-dir or delete this one")
         return

@@ -21,7 +21,7 @@ from typing import Callable, Sequence
 import jax
 import numpy as np
 
-from mathjax_train.config import EngineConfig
+from mathjax_train.config import EngineConfig, InputError
 from mathjax_train.infer.loading import LoadedModel
 from mathjax_train.infer.pages import PagePool
 from mathjax_train.infer.params import Completion, SamplingParams
@@ -114,7 +114,7 @@ class Engine:
         free = _free_memory_bytes()
         fit = int(free * self.cfg.kv_memory_fraction // per_page) if free else wanted
         if fit < self.max_pages_per_seq + 1:
-            raise ValueError(f"the KV cache for one {self.max_seq_len}-token sequence needs "
+            raise InputError(f"the KV cache for one {self.max_seq_len}-token sequence needs "
                              f"{(self.max_pages_per_seq + 1) * per_page / 2**30:.2f} GiB but "
                              f"engine.kv_memory_fraction={self.cfg.kv_memory_fraction} of the free "
                              f"{free / 2**30:.2f} GiB leaves less; lower the sequence length or set engine.num_pages")
@@ -126,7 +126,7 @@ class Engine:
         """One row per seed, all from `prompt_ids` (prefilled once for all of them)."""
         prompt = [int(t) for t in prompt_ids]
         if not prompt:
-            raise ValueError("a prompt has no tokens")
+            raise InputError("a prompt has no tokens")
         if not seeds:
             raise ValueError("submit needs at least one seed")
         self._check_fits(len(prompt), params.max_tokens)
@@ -154,7 +154,7 @@ class Engine:
     def _check_fits(self, context: int, max_tokens: int) -> None:
         problem = self.fits(context, max_tokens)
         if problem:
-            raise ValueError(f"a prompt of {context} tokens: {problem}")
+            raise InputError(f"a prompt of {context} tokens: {problem}")
 
     def cancel(self, row: SeqState) -> None:
         """Stop a row (e.g. its client went away); it finishes as `aborted` at the next step."""

@@ -9,6 +9,7 @@ from etils import epath
 from mathjax_train.config import ModelConfig
 from mathjax_train.data.vocab import Tokenizer, load_tokenizer
 from mathjax_train.model import checkpoint as ckpt
+from mathjax_train.model.lora import load_plain_params
 
 INFERENCE_DTYPES = ("auto", "float32", "bfloat16", "float16")
 
@@ -35,7 +36,8 @@ def resolve_dtype(dtype: str | None) -> str | None:
 
 
 def load_for_inference(ckpt_dir, dtype: str | None = "auto") -> LoadedModel:
-    """`dtype` (see resolve_dtype) overrides the compute dtype."""
+    """`dtype` (see resolve_dtype) overrides the compute dtype. An adapter checkpoint (LoRA) is merged
+    onto its base here, so every caller samples from the merged model."""
     d = epath.Path(ckpt_dir)
     cfg = ckpt.load_model_config(d)
     dtype = resolve_dtype(dtype)
@@ -43,5 +45,5 @@ def load_for_inference(ckpt_dir, dtype: str | None = "auto") -> LoadedModel:
         cfg.dtype = dtype
         cfg.validate("--dtype")
     tokenizer = load_tokenizer(ckpt.resolve(d).tokenizer_dir)
-    params = ckpt.load_params(d, cfg)
+    params = load_plain_params(d, cfg)
     return LoadedModel(cfg, params, tokenizer)

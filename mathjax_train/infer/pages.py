@@ -1,6 +1,7 @@
 """The free-page pool of the paged KV cache: allocation, reference counts for shared prompt pages."""
 from __future__ import annotations
 
+from mathjax_train.config import InputError
 from mathjax_train.model.attention import TRASH_PAGE
 
 
@@ -14,7 +15,7 @@ class PagePool:
 
     def __init__(self, num_pages: int):
         if num_pages < 2:
-            raise ValueError(f"the KV cache needs at least 2 pages, got {num_pages}")
+            raise InputError(f"the KV cache needs at least 2 pages, got {num_pages}")
         self.num_pages = num_pages
         self._free = list(range(num_pages - 1, TRASH_PAGE, -1))
         self._refs = [0] * num_pages

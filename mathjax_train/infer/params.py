@@ -4,6 +4,8 @@ from __future__ import annotations
 import hashlib
 from dataclasses import dataclass, field
 
+from mathjax_train.config import InputError
+
 FINISH_REASONS = ("eos", "stop", "length", "max_calls", "aborted")
 
 
@@ -33,7 +35,7 @@ class SamplingParams:
         if any(not isinstance(s, str) or not s for s in self.stop):
             problems.append(f"stop strings must be non-empty strings, got {list(self.stop)!r}")
         if problems:
-            raise ValueError("; ".join(problems))
+            raise InputError("; ".join(problems))
 
 
 @dataclass

@@ -22,7 +22,7 @@ from typing import Callable, Sequence
 from etils import epath
 from tqdm import tqdm
 
-from mathjax_train.config import EngineConfig
+from mathjax_train.config import EngineConfig, InputError
 from mathjax_train.data.jsonl_source import read_jsonl_numbered
 from mathjax_train.infer.engine import PAUSED, Engine, SeqState
 from mathjax_train.infer.loading import LoadedModel
@@ -73,7 +73,7 @@ class ToolGenerator:
                  preload: Sequence[str] = DEFAULT_PRELOAD, sandboxes: int | None = None,
                  add_special_tokens: bool = True, engine_config: EngineConfig | None = None):
         if max_calls < 0 or batch_size < 0 or timeout_s <= 0 or (sandboxes is not None and sandboxes < 1):
-            raise ValueError(f"need max_calls >= 0, batch_size >= 0 (0 = the engine's default), timeout_s > 0 and "
+            raise InputError(f"need max_calls >= 0, batch_size >= 0 (0 = the engine's default), timeout_s > 0 and "
                              f"sandboxes >= 1, got {max_calls}, {batch_size}, {timeout_s}, {sandboxes}")
         self.model, self.max_calls, self.timeout_s = model, max_calls, timeout_s
         cfg = replace(engine_config) if engine_config is not None else EngineConfig()
@@ -163,10 +163,10 @@ class ToolGenerator:
         for i, p in enumerate(prompts):
             ids = self.tokenizer.encode(p, self.add_special)
             if not ids:
-                raise ValueError(f"prompt {i} has no tokens")
+                raise InputError(f"prompt {i} has no tokens")
             problem = self.engine.fits(len(ids), sp.max_tokens)
             if problem:
-                raise ValueError(f"prompt {i} has {len(ids)} tokens; {problem}")
+                raise InputError(f"prompt {i} has {len(ids)} tokens; {problem}")
             rows.append(_Row(i, p, ids, int(seeds[i])))
         results: list[Completion | None] = [None] * len(rows)
         run = _Run(self, round_sp, results, on_result)

@@ -1,7 +1,7 @@
 """Grouped-query self-attention with packing masks, sliding windows and an optional paged KV cache."""
 from __future__ import annotations
 
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -162,6 +162,7 @@ def self_attention(cfg: ModelConfig, q, k, v, positions, segment_ids) -> jax.Arr
 
 class Attention(nn.Module):
     config: ModelConfig
+    lora: Any = None  # LoraConfig or None (model/lora.py)
 
     @nn.compact
     def __call__(self, x, positions, segment_ids, cache=None, kv: PagedKV | None = None, layer=0):
@@ -172,7 +173,8 @@ class Attention(nn.Module):
         dt, pdt = dtype_of(cfg.dtype), dtype_of(cfg.param_dtype)
         hd = cfg.resolved_head_dim
         proj = lambda n, heads, axis, bias: DenseGeneral(  # noqa: E731
-            (heads, hd), ("embed", axis, "head_dim"), use_bias=bias, dtype=dt, param_dtype=pdt, name=n)
+            (heads, hd), ("embed", axis, "head_dim"), use_bias=bias, dtype=dt, param_dtype=pdt, lora=self.lora,
+            name=n)
         q = proj("q_proj", cfg.num_heads, "heads", cfg.qkv_bias)(x)
         k = proj("k_proj", cfg.num_kv_heads, "kv_heads", cfg.qkv_bias)(x)
         v = proj("v_proj", cfg.num_kv_heads, "kv_heads", cfg.qkv_bias)(x)
@@ -198,5 +200,5 @@ class Attention(nn.Module):
         else:
             out = self_attention(cfg, q, k.astype(dt), v.astype(dt), positions, segment_ids)
         out = DenseGeneral((cfg.hidden_size,), ("heads", "head_dim", "embed"), in_dims=2, use_bias=cfg.o_bias,
-                           dtype=dt, param_dtype=pdt, name="o_proj")(out)
+                           dtype=dt, param_dtype=pdt, lora=self.lora, name="o_proj")(out)
         return out, new_cache

@@ -20,6 +20,8 @@ from jax.experimental.pallas.ops.tpu.splash_attention import splash_attention_ke
 from jax.experimental.pallas.ops.tpu.splash_attention import splash_attention_mask as splash_mask
 from jax.sharding import PartitionSpec
 
+from mathjax_train.config import InputError
+
 LANES = 128  # the kernel's block sizes must be multiples of this, so sequence lengths must be too
 BLOCKS = (512, 256, 128)  # the largest that divides the sequence is used
 
@@ -27,7 +29,7 @@ BLOCKS = (512, 256, 128)  # the largest that divides the sequence is used
 def block_size(seq_len: int) -> int:
     """Tile size for a sequence; the length must be a multiple of 128."""
     if seq_len % LANES:
-        raise ValueError(f"attention_kernel=splash: sequence length {seq_len} is not a multiple of {LANES}; "
+        raise InputError(f"attention_kernel=splash: sequence length {seq_len} is not a multiple of {LANES}; "
                          f"set train.seq_len to a multiple of {LANES} or use model.attention_kernel=dot")
     return next(b for b in BLOCKS if seq_len % b == 0)
 
@@ -76,10 +78,10 @@ def splash_attention(q, k, v, segment_ids, *, sliding_window: int = 0, interpret
         q_spec = nn.logical_to_mesh_axes(("batch", "heads", "length", "head_dim"))
         kv_spec = nn.logical_to_mesh_axes(("batch", "kv_heads", "length", "head_dim"))
         if _axes(q_spec[2]) or _axes(q_spec[3]):
-            raise ValueError(f"attention_kernel=splash: mesh.rules shard `length` or `head_dim` ({q_spec}); "
+            raise InputError(f"attention_kernel=splash: mesh.rules shard `length` or `head_dim` ({q_spec}); "
                              "the kernel needs whole sequences and heads per device")
         if _axes(q_spec[1]) != _axes(kv_spec[1]):
-            raise ValueError(f"attention_kernel=splash: `heads` is sharded over {_axes(q_spec[1])} but `kv_heads` "
+            raise InputError(f"attention_kernel=splash: `heads` is sharded over {_axes(q_spec[1])} but `kv_heads` "
                              f"over {_axes(kv_spec[1])}; give both the same mesh.rules")
         seg_spec = PartitionSpec(q_spec[0], None)
         out = jax.shard_map(fn, mesh=mesh, in_specs=(q_spec, kv_spec, kv_spec, seg_spec), out_specs=q_spec,

@@ -92,14 +92,15 @@ def save_params(ckpt_dir, params) -> None:
         ckptr.wait_until_finished()
 
 
-def abstract_params(cfg: ModelConfig, shardings=None):
-    """ShapeDtypeStructs of the parameter tree for `cfg` (no memory), with optional shardings."""
+def abstract_params(cfg: ModelConfig, shardings=None, lora=None):
+    """ShapeDtypeStructs of the parameter tree for `cfg` (no memory), with optional shardings;
+    `lora` (a LoraConfig) for the tree with adapters (model/lora.py)."""
     import flax.linen as nn
     import jax.numpy as jnp
 
     from mathjax_train.model.decoder import Decoder
 
-    shapes = jax.eval_shape(lambda: Decoder(cfg).init(jax.random.PRNGKey(0), jnp.zeros((1, 1), jnp.int32)))
+    shapes = jax.eval_shape(lambda: Decoder(cfg, lora).init(jax.random.PRNGKey(0), jnp.zeros((1, 1), jnp.int32)))
     shapes = nn.meta.unbox(shapes)["params"]
     if shardings is None:
         device = jax.sharding.SingleDeviceSharding(jax.devices()[0])
@@ -108,12 +109,12 @@ def abstract_params(cfg: ModelConfig, shardings=None):
                                   shapes, shardings)
 
 
-def load_params(ckpt_dir, cfg: ModelConfig, shardings=None):
-    """Restore params for `cfg`; shapes are checked against the model, naming any mismatch."""
+def load_params(ckpt_dir, cfg: ModelConfig, shardings=None, target=None):
+    """Restore params for `cfg` (or the abstract tree `target`); shapes are checked, naming any mismatch."""
     path = resolve(ckpt_dir).params_dir
     if not path.exists():
         raise ConfigError(f"{path}: no Orbax params found in checkpoint {ckpt_dir}")
-    target = abstract_params(cfg, shardings)
+    target = abstract_params(cfg, shardings) if target is None else target
     with ocp.StandardCheckpointer() as ckptr:
         meta = ckptr.metadata(path.absolute() if not str(path).startswith("gs://") else path)
         _check_shapes(meta.item_metadata if hasattr(meta, "item_metadata") else meta, target, str(path))

@@ -7,6 +7,8 @@ without it they live under `layers_0`, `layers_1`, ...
 """
 from __future__ import annotations
 
+from typing import Any
+
 import jax
 import jax.numpy as jnp
 import flax.linen as nn
@@ -24,13 +26,14 @@ REMAT_POLICIES = {
 
 class MLP(nn.Module):
     config: ModelConfig
+    lora: Any = None
 
     @nn.compact
     def __call__(self, x):
         cfg = self.config
         dt, pdt = dtype_of(cfg.dtype), dtype_of(cfg.param_dtype)
         dense = lambda n, feats, axes: DenseGeneral(  # noqa: E731
-            (feats,), axes, use_bias=cfg.mlp_bias, dtype=dt, param_dtype=pdt, name=n)
+            (feats,), axes, use_bias=cfg.mlp_bias, dtype=dt, param_dtype=pdt, lora=self.lora, name=n)
         gate = dense("gate_proj", cfg.intermediate_size, ("embed", "mlp"))(x)
         up = dense("up_proj", cfg.intermediate_size, ("embed", "mlp"))(x)
         h = nn.with_logical_constraint(nn.silu(gate) * up, ("batch", "length", "mlp"))
@@ -42,6 +45,7 @@ class DecoderLayer(nn.Module):
     the cache (whole stack, or None) travels in the carry so its updates happen in place."""
 
     config: ModelConfig
+    lora: Any = None
 
     @nn.compact
     def __call__(self, carry, layer, positions, segment_ids, kv):
@@ -49,10 +53,10 @@ class DecoderLayer(nn.Module):
         cfg = self.config
         dt, pdt = dtype_of(cfg.dtype), dtype_of(cfg.param_dtype)
         norm = lambda n: RMSNorm(cfg.rms_norm_eps, dtype=dt, param_dtype=pdt, name=n)  # noqa: E731
-        h, cache = Attention(cfg, name="self_attn")(norm("input_layernorm")(x), positions, segment_ids,
+        h, cache = Attention(cfg, self.lora, name="self_attn")(norm("input_layernorm")(x), positions, segment_ids,
                                                     cache, kv, layer)
         x = x + h
-        x = x + MLP(cfg, name="mlp")(norm("post_attention_layernorm")(x))
+        x = x + MLP(cfg, self.lora, name="mlp")(norm("post_attention_layernorm")(x))
         x = nn.with_logical_constraint(x, ("batch", "length", "embed"))
         return (x, cache), None
 
@@ -67,9 +71,11 @@ class Decoder(nn.Module):
     at those positions (prefill needs only its last token's), giving (batch, 1, vocab).
     `return_hidden` returns the final normed hidden states (batch, length, embed) in the compute dtype
     instead of logits, for a loss that applies the head itself (`head_kernel`, train/loss.py).
+    `lora` (a LoraConfig, or None) gives the projections adapters and optionally an int8 base (model/lora.py).
     """
 
     config: ModelConfig
+    lora: Any = None
 
     @nn.compact
     def __call__(self, tokens, positions=None, segment_ids=None, cache=None, kv: PagedKV | None = None, last=None,
@@ -91,13 +97,14 @@ class Decoder(nn.Module):
             block = nn.remat(DecoderLayer, policy=REMAT_POLICIES[cfg.remat_policy], prevent_cse=not cfg.scan_layers)
         carry = (x, layer_caches)
         if cfg.scan_layers:
-            stack = nn.scan(block, variable_axes={"params": 0}, split_rngs={"params": True},
+            stack = nn.scan(block, variable_axes={"params": 0}, split_rngs={"params": True, "dropout": True},
                             in_axes=(0, nn.broadcast, nn.broadcast, nn.broadcast), length=cfg.num_layers,
                             metadata_params={nn.PARTITION_NAME: "layers"})
-            carry, _ = stack(cfg, name="layers")(carry, jnp.arange(cfg.num_layers), positions, segment_ids, kv)
+            carry, _ = stack(cfg, self.lora, name="layers")(carry, jnp.arange(cfg.num_layers), positions, segment_ids,
+                                                            kv)
         else:
             for i in range(cfg.num_layers):
-                carry, _ = block(cfg, name=f"layers_{i}")(carry, i, positions, segment_ids, kv)
+                carry, _ = block(cfg, self.lora, name=f"layers_{i}")(carry, i, positions, segment_ids, kv)
         x, new_layer_caches = carry
         if last is not None:
             x = jnp.take_along_axis(x, jnp.asarray(last, jnp.int32)[:, None, None], axis=1)

@@ -1,7 +1,7 @@
 """Basic layers that name logical axes on every parameter: a general dense, RMSNorm, embedding."""
 from __future__ import annotations
 
-from typing import Sequence
+from typing import Any, Sequence
 
 import jax
 import jax.numpy as jnp
@@ -18,7 +18,10 @@ class DenseGeneral(nn.Module):
     """y = x . kernel over the last `len(in_shape)` axes of x; kernel is (*in_shape, *features).
 
     Keeping heads/head_dim as separate kernel axes lets the sharding rules split heads without
-    reshapes, and makes HF conversion a transpose plus reshape.
+    reshapes, and makes HF conversion a transpose plus reshape. `lora` (a LoraConfig, or None) adds
+    what model/lora.py describes: adapters `lora_a` (*in_shape, rank) and `lora_b` (rank, *features)
+    when this module's name is a target, and an int8 `kernel` with `kernel_scale` (*features) when
+    the base is quantized.
     """
 
     features: Sequence[int]
@@ -27,26 +30,55 @@ class DenseGeneral(nn.Module):
     use_bias: bool = False
     dtype: jnp.dtype = jnp.float32
     param_dtype: jnp.dtype = jnp.float32
+    lora: Any = None
 
     @nn.compact
     def __call__(self, x: jax.Array) -> jax.Array:
         in_shape = tuple(x.shape[-self.in_dims:])
         features = tuple(self.features)
         n_in = len(in_shape)
+        in_axes, out_axes = tuple(self.kernel_axes[:n_in]), tuple(self.kernel_axes[n_in:])
         init = nn.initializers.variance_scaling(
             1.0, "fan_in", "truncated_normal",
             in_axis=tuple(range(n_in)), out_axis=tuple(range(n_in, n_in + len(features))))
-        kernel = self.param("kernel", nn.with_logical_partitioning(init, tuple(self.kernel_axes)),
-                            in_shape + features, self.param_dtype)
+        lora = self.lora
+        int8 = lora is not None and lora.quantize_base == "int8"
+        kernel = self.param("kernel", nn.with_logical_partitioning(
+            nn.initializers.zeros_init() if int8 else init, tuple(self.kernel_axes)),
+            in_shape + features, jnp.int8 if int8 else self.param_dtype)
         x = x.astype(self.dtype)
         contract = (tuple(range(x.ndim - n_in, x.ndim)), tuple(range(n_in)))
         y = jax.lax.dot_general(x, kernel.astype(self.dtype), (contract, ((), ())))
+        if int8:  # one scale per output channel, so it applies after the matmul
+            scale = self.param("kernel_scale", nn.with_logical_partitioning(nn.initializers.ones_init(), out_axes),
+                               features, jnp.float32)
+            y = y * scale.astype(self.dtype)
+        if lora is not None and lora.enabled and self.name in lora.targets:
+            y = y + self._adapter(x, in_shape, features, in_axes, out_axes)
         if self.use_bias:
-            bias = self.param("bias", nn.with_logical_partitioning(nn.initializers.zeros_init(),
-                                                                   tuple(self.kernel_axes[n_in:])),
+            bias = self.param("bias", nn.with_logical_partitioning(nn.initializers.zeros_init(), out_axes),
                               features, self.param_dtype)
             y = y + bias.astype(self.dtype)
         return y
+
+    def _adapter(self, x, in_shape, features, in_axes, out_axes):
+        """(alpha / rank) B A dropout(x); dropout only when a `dropout` RNG is given (training)."""
+        lora, n_in = self.lora, len(in_shape)
+        pdt = DTYPES[lora.param_dtype]
+        # A like PEFT's default: uniform with bound 1 / sqrt(fan_in); B zero, so training starts at the base
+        a_init = nn.initializers.variance_scaling(1.0 / 3.0, "fan_in", "uniform", in_axis=tuple(range(n_in)),
+                                                  out_axis=n_in)
+        a = self.param("lora_a", nn.with_logical_partitioning(a_init, in_axes + ("lora_rank",)),
+                       in_shape + (lora.rank,), pdt)
+        b = self.param("lora_b", nn.with_logical_partitioning(nn.initializers.zeros_init(), ("lora_rank",) + out_axes),
+                       (lora.rank,) + features, pdt)
+        if lora.dropout > 0 and self.has_rng("dropout"):
+            keep = jax.random.bernoulli(self.make_rng("dropout"), 1.0 - lora.dropout, x.shape)
+            x = jnp.where(keep, x / (1.0 - lora.dropout), 0).astype(self.dtype)
+        contract = (tuple(range(x.ndim - n_in, x.ndim)), tuple(range(n_in)))
+        h = jax.lax.dot_general(x, a.astype(self.dtype), (contract, ((), ())))
+        h = jax.lax.dot_general(h, b.astype(self.dtype), (((h.ndim - 1,), (0,)), ((), ())))
+        return h * jnp.asarray(lora.scaling, self.dtype)
 
 
 class RMSNorm(nn.Module):

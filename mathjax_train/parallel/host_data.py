@@ -2,6 +2,8 @@
 from __future__ import annotations
 
 import jax
+
+from mathjax_train.config import InputError
 import numpy as np
 
 
@@ -9,7 +11,7 @@ def host_rows(global_batch: int) -> int:
     """Rows this host loads per step (the global batch split evenly over processes)."""
     n = jax.process_count()
     if global_batch % n:
-        raise ValueError(f"train.batch_size ({global_batch}) must be a multiple of the number of hosts ({n})")
+        raise InputError(f"train.batch_size ({global_batch}) must be a multiple of the number of hosts ({n})")
     return global_batch // n
 
 

@@ -16,7 +16,7 @@ import jax
 import numpy as np
 from jax.experimental import multihost_utils
 
-from mathjax_train.config import Config, to_dict
+from mathjax_train.config import Config, InputError, to_dict
 from mathjax_train.parallel.topology import matches_device_kind, parse_topology
 
 PACKAGE_DIR = Path(__file__).resolve().parents[1]
@@ -24,7 +24,7 @@ RECORD_BYTES = 2048  # a host's record travels as fixed-size bytes through one a
 CODE_FIELDS = ("package", "source_sha256", "config_sha256", "jax", "jaxlib")
 
 
-class PreflightError(ValueError):
+class PreflightError(InputError):
     """The hosts disagree, or the device/process layout cannot run this config."""
 
 

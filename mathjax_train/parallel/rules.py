@@ -13,7 +13,7 @@ from jax.sharding import NamedSharding, PartitionSpec
 
 from mathjax_train.config import ConfigError
 
-LOGICAL_AXES = ("batch", "length", "embed", "mlp", "heads", "kv_heads", "head_dim", "vocab", "layers")
+LOGICAL_AXES = ("batch", "length", "embed", "mlp", "heads", "kv_heads", "head_dim", "vocab", "layers", "lora_rank")
 
 DEFAULT_RULES: tuple[tuple[str, tuple[str, ...] | str | None], ...] = (
     ("batch", ("data", "fsdp")),
@@ -25,6 +25,7 @@ DEFAULT_RULES: tuple[tuple[str, tuple[str, ...] | str | None], ...] = (
     ("head_dim", None),
     ("vocab", "tensor"),
     ("layers", None),
+    ("lora_rank", None),  # LoRA adapters' inner dimension: small, kept whole
 )
 
 

@@ -9,6 +9,8 @@ an abstract mesh of the slice's shape and each array's shard is summed. The rest
   m mlp, h / kv heads of size d, V vocab, L layers, th / tm / tv the shards of heads / mlp / vocab:
     X  = a e                                   a layer's input (the scan carry), always kept
     MM = a (2e + (2h + 2kv) d/th + 2m/tm)       matmul outputs: q, k, v, attention out, o_proj, gate, up, down
+         + a (r n + I)                         LoRA of rank r on n projections: each adapter's A x, and with
+                                               lora.dropout > 0 its dropped-out input (I: the targets' inputs)
     EW = a (2e + (h + kv) d/th + m/tm) + 8e     norm outputs, rotated q/k, silu(gate)*up, float32 norm inputs
     SC = (h/th) s (4 + a) for `dot` (scores in float32 and probabilities), 4 h/th for `splash` (log-sum-exp)
   kept per layer: none X+MM+EW+SC, dots X+MM (+ a (h/th) s scores for `dot`), dots_with_no_batch_dims
@@ -76,13 +78,22 @@ def _local_bytes(tree) -> int:
     return sum(math.prod(x.sharding.shard_shape(x.shape)) * x.dtype.itemsize for x in jax.tree_util.tree_leaves(tree))
 
 
+def _count(tree, skip=()) -> int:
+    flat = jax.tree_util.tree_leaves_with_path(tree)
+    return sum(math.prod(x.shape) for path, x in flat if getattr(path[-1], "key", None) not in skip)
+
+
 def state_bytes(cfg: Config, model_cfg: ModelConfig, mp: MeshPlan) -> dict:
-    """Exact per-device bytes of parameters and optimizer state (the trainer's layout), and the count."""
+    """Exact per-device bytes of the trained parameters, the frozen base (LoRA) and the optimizer state
+    (the trainer's layout); `param_count` is the model's, `trainable_count` what the optimizer updates."""
     tx, _ = make_optimizer(cfg.optimizer, cfg.train.steps)
-    layout = state_layout(model_cfg, tx, abstract_mesh(mp.shape), mp.rules)
-    params = layout.abstract["params"]
-    count = sum(math.prod(x.shape) for x in jax.tree_util.tree_leaves(params))
-    return {"param_count": count, "params": _local_bytes(params), "optimizer_state": _local_bytes(layout.abstract["opt_state"])}
+    lora = cfg.lora if cfg.lora.enabled else None
+    layout = state_layout(model_cfg, tx, abstract_mesh(mp.shape), mp.rules, lora)
+    params, base = layout.abstract["params"], layout.abstract.get("base", {})
+    trainable = _count(params)
+    count = _count(base, skip=("kernel_scale",)) if lora else trainable
+    return {"param_count": count, "trainable_count": trainable, "params": _local_bytes(params),
+            "frozen_base": _local_bytes(base), "optimizer_state": _local_bytes(layout.abstract["opt_state"])}
 
 
 def layer_param_count(m: ModelConfig) -> int:
@@ -99,7 +110,7 @@ def activation_terms(cfg: Config, m: ModelConfig, mp: MeshPlan) -> dict:
     th, tm, tv = mp.shards("heads"), mp.shards("mlp"), mp.shards("vocab")
     T = mp.rows_per_device * s
     X = a * e
-    MM = a * (2 * e + (2 * h + 2 * kv) * d / th + 2 * mlp / tm)
+    MM = a * (2 * e + (2 * h + 2 * kv) * d / th + 2 * mlp / tm) + lora_terms(cfg, a, e, mlp, h, kv, d, th, tm)
     EW = a * (2 * e + (h + kv) * d / th + mlp / tm) + 8 * e
     SC = (h / th) * s * (4 + a) if m.attention_kernel == "dot" else 4 * h / th
     kept = {"none": X + MM + EW + SC,
@@ -114,6 +125,17 @@ def activation_terms(cfg: Config, m: ModelConfig, mp: MeshPlan) -> dict:
             "total": T * (L * kept + live + head) + head_weights + gathered}
 
 
+def lora_terms(cfg: Config, a, e, mlp, h, kv, d, th, tm) -> float:
+    """Bytes per token per layer the adapters keep for the backward pass (module docstring)."""
+    lora = cfg.lora
+    if not lora.enabled:
+        return 0.0
+    inputs = {"q_proj": e, "k_proj": e, "v_proj": e, "o_proj": h * d / th, "gate_proj": e, "up_proj": e,
+              "down_proj": mlp / tm}
+    dropped = sum(inputs[t] for t in lora.targets) if lora.dropout > 0 else 0
+    return a * (lora.rank * len(lora.targets) + dropped)
+
+
 def head_terms(a: int, e: int, V: int, tv: int, chunk: int) -> tuple[float, float]:
     """The loss head's bytes per token and per device (module docstring); chunk 0 = full logits."""
     if not chunk:
@@ -123,11 +145,12 @@ def head_terms(a: int, e: int, V: int, tv: int, chunk: int) -> tuple[float, floa
 
 
 def analytic_memory(cfg: Config, model_cfg: ModelConfig, mp: MeshPlan) -> dict:
-    """Per-device bytes: params, optimizer_state, gradients, activations, total (+ param_count)."""
+    """Per-device bytes: params (trained), frozen_base (LoRA), optimizer_state, gradients (of the
+    trained params only), activations, total (+ param_count, trainable_count)."""
     st = state_bytes(cfg, model_cfg, mp)
     grads = st["params"] * (2 if cfg.train.microbatches > 1 else 1)
     act = activation_terms(cfg, model_cfg, mp)
-    total = st["params"] + st["optimizer_state"] + grads + act["total"]
+    total = st["params"] + st["frozen_base"] + st["optimizer_state"] + grads + act["total"]
     return {**st, "gradients": grads, "activations": act["total"], "activation_terms": act, "total": total}
 
 

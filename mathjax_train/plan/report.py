@@ -49,7 +49,11 @@ def make_plan(cfg: Config, topology: str = "", *, mfu: float = DEFAULT_MFU, comp
     return {
         "topology": topo.as_dict(),
         "mesh": mp.shape,
-        "model": {"architecture": model.architecture, "parameters": mem["param_count"], "layers": model.num_layers,
+        "model": {"architecture": model.architecture, "parameters": mem["param_count"],
+                  "trainable_parameters": mem["trainable_count"],
+                  "lora": None if not cfg.lora.enabled else {"rank": cfg.lora.rank, "targets": cfg.lora.targets,
+                                                             "quantize_base": cfg.lora.quantize_base},
+                  "layers": model.num_layers,
                   "hidden_size": model.hidden_size, "heads": model.num_heads, "kv_heads": model.num_kv_heads,
                   "dtype": model.dtype, "param_dtype": model.param_dtype, "remat_policy": model.remat_policy,
                   "attention_kernel": model.attention_kernel},
@@ -60,7 +64,8 @@ def make_plan(cfg: Config, topology: str = "", *, mfu: float = DEFAULT_MFU, comp
         "flops_per_token": flops,
         "memory_per_device": {
             "hbm": topo.hbm_bytes, "usable": usable, "usable_fraction": USABLE_HBM_FRACTION,
-            "analytic": {k: mem[k] for k in ("params", "optimizer_state", "gradients", "activations", "total")},
+            "analytic": {k: mem[k] for k in ("params", "frozen_base", "optimizer_state", "gradients", "activations",
+                                             "total")},
             "rl": extra,
             "activation_terms": mem["activation_terms"],
             "compiled": compiled,
@@ -92,6 +97,9 @@ def format_plan(plan: dict, source: str = "") -> str:
         f"  model         {m['architecture']}, {m['parameters']:,} parameters, {m['layers']} layers, "
         f"{m['dtype']} compute / {m['param_dtype']} params, remat {m['remat_policy']}, "
         f"attention {m['attention_kernel']}",
+        *([f"  LoRA          rank {m['lora']['rank']} on {', '.join(m['lora']['targets'])}, "
+           f"{m['trainable_parameters']:,} trainable parameters, frozen base "
+           f"{'int8' if m['lora']['quantize_base'] == 'int8' else m['param_dtype']}"] if m.get("lora") else []),
         f"  batch         {b['batch_size']} x {b['seq_len']} tokens, {b['microbatches']} micro-batch(es), "
         f"{b['rows_per_device_per_microbatch']} rows per device per micro-batch, {b['rows_per_host']} rows per host",
         "  loss          " + (f"over vocabulary chunks of {b['loss_vocab_chunk']}" if b["loss_vocab_chunk"]
@@ -100,8 +108,10 @@ def format_plan(plan: dict, source: str = "") -> str:
         "  memory per device       analytic" + ("    compiled (XLA:CPU)" if mem["compiled"] else ""),
     ]
     c = mem["compiled"]["at_depth"] if mem["compiled"] else None
-    rows = [("params", a["params"], None), ("optimizer state", a["optimizer_state"], None),
-            ("  = state", a["params"] + a["optimizer_state"], c and (c["argument"], "arguments: state + batch")),
+    rows = [("params", a["params"], None), *([("frozen base", a["frozen_base"], None)] if m.get("lora") else []),
+            ("optimizer state", a["optimizer_state"], None),
+            ("  = state", a["params"] + a["frozen_base"] + a["optimizer_state"],
+             c and (c["argument"], "arguments: state + batch")),
             ("gradients", a["gradients"], None), ("activations", a["activations"], None),
             ("  = temporaries", a["gradients"] + a["activations"], c and (c["temp"], "temporaries"))]
     if mem.get("rl"):

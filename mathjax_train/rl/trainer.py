@@ -57,6 +57,8 @@ def _check(cfg: Config) -> None:
     if cfg.rl.max_new_tokens >= cfg.train.seq_len:
         raise ConfigError(f"rl.max_new_tokens ({cfg.rl.max_new_tokens}) must be below train.seq_len "
                           f"({cfg.train.seq_len}), which holds prompt + completion")
+    if cfg.lora.enabled:
+        raise ConfigError("lora.rank: rl trains all parameters for now; set lora.rank=0")
     if jax.process_count() > 1:
         raise ConfigError("rl runs on one host for now (the engine's KV cache lives on one device)")
 

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import unquote
 
+from mathjax_train.config import InputError
 from mathjax_train.serve import protocol as P
 from mathjax_train.serve.app import ClientGone, ServeApp
 
@@ -216,5 +217,5 @@ def api_key_from_env(var: str | None) -> str | None:
         return None
     key = os.environ.get(var)
     if not key:
-        raise ValueError(f"--api-key-env {var}: that environment variable is unset or empty")
+        raise InputError(f"--api-key-env {var}: that environment variable is unset or empty")
     return key

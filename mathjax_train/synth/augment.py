@@ -21,6 +21,7 @@ from typing import Sequence
 
 from etils import epath
 
+from mathjax_train.config import InputError
 from mathjax_train.data import manual_dir
 from mathjax_train.data.jsonl_source import JsonlFormatError, read_jsonl_numbered
 from mathjax_train.grading import extract_answer, is_equivalent
@@ -88,13 +89,13 @@ class AugmentConfig:
     def validate(self) -> None:
         unknown = [m for m in self.methods if m not in METHOD_PROMPTS]
         if unknown or not self.methods:
-            raise ValueError(f"--methods: unknown {unknown}; choose from {list(METHODS)}")
+            raise InputError(f"--methods: unknown {unknown}; choose from {list(METHODS)}")
         if self.n < 1:
-            raise ValueError(f"--n must be >= 1, got {self.n}")
+            raise InputError(f"--n must be >= 1, got {self.n}")
         if not 0 < self.min_agreement <= 1:
-            raise ValueError(f"--min-agreement must be in (0, 1], got {self.min_agreement}")
+            raise InputError(f"--min-agreement must be in (0, 1], got {self.min_agreement}")
         if self.answer_fallback not in (None, "last_number"):
-            raise ValueError(f"answer fallback must be None or 'last_number', not {self.answer_fallback!r}")
+            raise InputError(f"answer fallback must be None or 'last_number', not {self.answer_fallback!r}")
 
 
 # ---- seeds ----------------------------------------------------------------------------------

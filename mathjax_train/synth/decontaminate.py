@@ -24,6 +24,7 @@ from typing import Iterable, Sequence
 
 from etils import epath
 
+from mathjax_train.config import InputError
 from mathjax_train.data import manual_dir
 from mathjax_train.data.jsonl_source import JsonlFormatError, read_jsonl_numbered
 
@@ -82,7 +83,8 @@ class Hit:
 
 
 def load_test_questions(benchmarks: Iterable[str] = BENCHMARKS, data_dir=None) -> list[BenchmarkQuestion]:
-    """The test questions of each benchmark from the manual data directory (MATHJAX_DATA_DIR)."""
+    """The test questions of each benchmark from the manual data directory (MATHJAX_DATA_DIR), or of
+    a JSONL file named instead of a benchmark."""
     out: list[BenchmarkQuestion] = []
     for name in benchmarks:
         if name == "gsm8k":
@@ -96,8 +98,11 @@ def load_test_questions(benchmarks: Iterable[str] = BENCHMARKS, data_dir=None) -
                 if not isinstance(uid, str) or not uid:
                     raise JsonlFormatError(path, lineno, "missing or not a non-empty string", "unique_id")
                 out.append(BenchmarkQuestion(uid, rec["problem"], "math"))
+        elif name.endswith(".jsonl"):  # any JSONL with `question` rows, e.g. a held-out evaluation set
+            for lineno, rec in read_jsonl_numbered(name, {"question": str}):
+                out.append(BenchmarkQuestion(f"{name}:{rec.get('id', lineno)}", rec["question"], name))
         else:
-            raise ValueError(f"unknown benchmark {name!r}; known: {list(BENCHMARKS)}")
+            raise InputError(f"unknown benchmark {name!r}; known: {list(BENCHMARKS)} or a .jsonl file")
     return out
 
 
@@ -108,7 +113,7 @@ class Decontaminator:
                  max_df: int | None = DEFAULT_MAX_DF):
         """`informative=False, max_df=None` counts every n-gram (the plain GPT-3-style rule)."""
         if n < 1:
-            raise ValueError(f"n-gram size must be >= 1, got {n}")
+            raise InputError(f"n-gram size must be >= 1, got {n}")
         self.n, self.size, self.informative = n, len(tests), informative
         self.benchmark_of = {t.id: t.benchmark for t in tests}
         self._exact: dict[str, list[str]] = defaultdict(list)
@@ -206,21 +211,12 @@ def check_row(row: dict, deco: Decontaminator, report: ContaminationReport, wher
     return False
 
 
-def filter_rows(rows: Iterable[dict], deco: Decontaminator, report: ContaminationReport,
-                where=None) -> list[dict]:
-    """The rows that copy no test question; the others go into `report`.
-
-    `where(i)` names row i in the report (e.g. its input line); default: its index.
-    """
-    return [row for i, row in enumerate(rows) if check_row(row, deco, report, where(i) if where else i)]
-
-
 def decontaminate_file(input_path, output_path, *, data_dir=None, benchmarks: Sequence[str] = BENCHMARKS,
                        n: int = DEFAULT_NGRAM, fields: Sequence[str] = ("question",)) -> ContaminationReport:
     """Copy the JSONL rows of `input_path` that copy no test question to `output_path` (streamed;
     rows lacking a string `fields[0]` are errors naming path:line)."""
     if os.path.abspath(os.fspath(input_path)) == os.path.abspath(os.fspath(output_path)):
-        raise ValueError(f"--output must differ from the input file {input_path}")
+        raise InputError(f"--output must differ from the input file {input_path}")
     deco = Decontaminator.from_data_dir(data_dir, benchmarks, n)
     report = new_report(deco, fields)
     out = epath.Path(output_path)

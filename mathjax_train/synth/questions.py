@@ -10,6 +10,7 @@ from dataclasses import dataclass
 
 from etils import epath
 
+from mathjax_train.config import InputError
 from mathjax_train.data import manual_dir
 
 NAMED = ("gsm8k", "math", "procedural")
@@ -77,7 +78,7 @@ def load_questions(dataset: str, split: str = "train", *, data_dir: str | None =
     """Questions of `dataset` (gsm8k | math | procedural | a JSONL path), the first `limit` if > 0."""
     if dataset in ("gsm8k", "math"):
         if split != "train":
-            raise ValueError(f"split {split!r}: synthetic training data is made from the train split only")
+            raise InputError(f"split {split!r}: synthetic training data is made from the train split only")
         questions = _gsm8k(data_dir, split) if dataset == "gsm8k" else _math(data_dir, split)
     elif dataset == "procedural":
         questions = _procedural(limit or procedural_count, procedural_seed)
@@ -86,5 +87,5 @@ def load_questions(dataset: str, split: str = "train", *, data_dir: str | None =
             raise FileNotFoundError(f"{dataset}: no such question file")
         questions = _jsonl(dataset)
     else:
-        raise ValueError(f"unknown dataset {dataset!r}; use one of {list(NAMED)} or a JSONL file path")
+        raise InputError(f"unknown dataset {dataset!r}; use one of {list(NAMED)} or a JSONL file path")
     return questions[:limit] if limit > 0 else questions

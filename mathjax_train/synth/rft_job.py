@@ -17,7 +17,7 @@ from dataclasses import asdict, dataclass, field
 from etils import epath
 from tqdm import tqdm
 
-from mathjax_train.config import DistributedConfig, RftConfig
+from mathjax_train.config import DistributedConfig, InputError, RftConfig
 from mathjax_train.data.templates import ChatTemplate, get_template
 from mathjax_train.infer.batch_job import engine_for_prompts
 from mathjax_train.infer.loading import LoadedModel, load_for_inference
@@ -44,7 +44,7 @@ def resolve_shard(cfg: RftConfig) -> tuple[int, int]:
     index = cfg.shard_index if cfg.shard_index >= 0 else jax.process_index()
     count = cfg.num_shards or jax.process_count()
     if not 0 <= index < count:
-        raise ValueError(f"shard index {index} is not in [0, {count})")
+        raise InputError(f"shard index {index} is not in [0, {count})")
     return index, count
 
 
@@ -63,7 +63,7 @@ def _template(name: str, model: LoadedModel):
         return get_template(name)
     tok = model.tokenizer
     if not tok.chat_template:
-        raise ValueError("template 'chat': the checkpoint's tokenizer has no chat template "
+        raise InputError("template 'chat': the checkpoint's tokenizer has no chat template "
                          "(tokenizer_config.json chat_template or chat_template.jinja)")
     special = {}
     for key in ("bos_token", "eos_token", "unk_token", "pad_token"):
@@ -145,11 +145,11 @@ def _check_settings(path: str, settings: dict) -> None:
         try:
             old = json.loads(side.read_text())
         except json.JSONDecodeError as e:
-            raise ValueError(f"{side}: not valid JSON ({e.msg}, line {e.lineno}); delete it to start over") from None
+            raise InputError(f"{side}: not valid JSON ({e.msg}, line {e.lineno}); delete it to start over") from None
         diff = {k: (old.get(k), v) for k, v in settings.items() if old.get(k) != v}
         if diff:
             changes = ", ".join(f"{k}: {a!r} -> {b!r}" for k, (a, b) in diff.items())
-            raise ValueError(f"{path} was written with other settings; {changes}. Use a new --output, "
+            raise InputError(f"{path} was written with other settings; {changes}. Use a new --output, "
                              "or the same settings to resume")
     else:
         side.parent.mkdir(parents=True, exist_ok=True)

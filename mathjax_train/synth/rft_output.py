@@ -9,6 +9,7 @@ from collections import Counter
 
 from etils import epath
 
+from mathjax_train.config import InputError
 from mathjax_train.data.jsonl_source import JsonlFormatError
 
 
@@ -130,7 +131,7 @@ def output_stats(rows: list[dict]) -> dict:
 def merge_shards(output: str, num_shards: int) -> dict:
     """Join OUTPUT.shard-i-of-n (all complete) into OUTPUT, in question order."""
     if num_shards < 2:
-        raise ValueError(f"--num-shards must be >= 2 to merge, got {num_shards}")
+        raise InputError(f"--num-shards must be >= 2 to merge, got {num_shards}")
     paths = [shard_path(output, i, num_shards) for i in range(num_shards)]
     missing = [p for p in paths if not epath.Path(p + ".done").exists()]
     if missing:
@@ -139,18 +140,18 @@ def merge_shards(output: str, num_shards: int) -> dict:
     for i, s in enumerate(settings):
         diff = [k for k in s if k != "shard_index" and s[k] != settings[0].get(k)]
         if diff:
-            raise ValueError(f"{paths[i]}: settings {diff} differ from shard 0's")
+            raise InputError(f"{paths[i]}: settings {diff} differ from shard 0's")
     groups: dict[int, list[dict]] = {}
     for i, p in enumerate(paths):
         rows, _, cut = read_rows(p)
         if cut:
-            raise ValueError(f"{p}: ends with an unfinished question although marked done")
+            raise InputError(f"{p}: ends with an unfinished question although marked done")
         for r in rows:
             if r["question_index"] % num_shards != i:
-                raise ValueError(f"{p}: question {r['question_id']!r} (index {r['question_index']}) "
+                raise InputError(f"{p}: question {r['question_id']!r} (index {r['question_index']}) "
                                  f"belongs to shard {r['question_index'] % num_shards}")
             if r["path_index"] == 0 and r["question_index"] in groups:
-                raise ValueError(f"{p}: question index {r['question_index']} appears twice")
+                raise InputError(f"{p}: question index {r['question_index']} appears twice")
             groups.setdefault(r["question_index"], []).append(r)
     merged = [r for qi in sorted(groups) for r in groups[qi]]
     tmp = epath.Path(output + ".tmp")

@@ -15,6 +15,8 @@ from dataclasses import dataclass
 import numpy as np
 from etils import epath
 
+from mathjax_train.config import InputError
+
 SIZE_FIELD = "train_examples"
 _SIZE_SUFFIX = re.compile(r"^(?P<path>.+):(?P<size>\d+(?:\.\d+)?(?:[eE]\+?\d+)?)$")
 
@@ -40,7 +42,7 @@ class Fit:
     def size_for(self, value: float) -> float:
         """The data size at which the fitted law reaches `value`."""
         if self.slope == 0:
-            raise ValueError("the fitted slope is 0: no data size changes the metric")
+            raise InputError("the fitted slope is 0: no data size changes the metric")
         return math.exp((value - self.intercept) / self.slope)
 
     def as_dict(self) -> dict:
@@ -54,14 +56,14 @@ def _lookup(report: dict, dotted: str, where: str):
     node = report
     for part in dotted.split("."):
         if not isinstance(node, dict) or part not in node:
-            raise ValueError(f"{where}: field {dotted!r} is missing")
+            raise InputError(f"{where}: field {dotted!r} is missing")
         node = node[part]
     return node
 
 
 def _number(value, where: str, name: str) -> float:
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
-        raise ValueError(f"{where}: field {name!r} must be a finite number, got {value!r:.60}")
+        raise InputError(f"{where}: field {name!r} must be a finite number, got {value!r:.60}")
     return float(value)
 
 
@@ -75,24 +77,24 @@ def read_point(arg: str, metric: str = "accuracy") -> Point:
     try:
         report = json.loads(p.read_text())
     except json.JSONDecodeError as e:
-        raise ValueError(f"{path}:{e.lineno}: not valid JSON ({e.msg})") from None
+        raise InputError(f"{path}:{e.lineno}: not valid JSON ({e.msg})") from None
     if not isinstance(report, dict):
-        raise ValueError(f"{path}: expected a JSON object, got {type(report).__name__}")
+        raise InputError(f"{path}: expected a JSON object, got {type(report).__name__}")
     value = _number(_lookup(report, metric, path), path, metric)
     if size is None:
         if SIZE_FIELD not in report:
-            raise ValueError(f"{path}: no data size: add ':SIZE' to the argument or a {SIZE_FIELD!r} field "
+            raise InputError(f"{path}: no data size: add ':SIZE' to the argument or a {SIZE_FIELD!r} field "
                              "to the report")
         size = _number(report[SIZE_FIELD], path, SIZE_FIELD)
     if size <= 0:
-        raise ValueError(f"{arg}: the data size must be positive, got {size:g}")
+        raise InputError(f"{arg}: the data size must be positive, got {size:g}")
     return Point(path, size, value)
 
 
 def fit_log_linear(points: list[Point], metric: str = "accuracy") -> Fit:
     """Least squares fit of value = a + b ln(size); needs two distinct sizes."""
     if len({p.size for p in points}) < 2:
-        raise ValueError(f"a fit needs reports at two or more distinct data sizes, got {len(points)} report(s) "
+        raise InputError(f"a fit needs reports at two or more distinct data sizes, got {len(points)} report(s) "
                          f"with sizes {sorted({p.size for p in points})}")
     x = np.log(np.array([p.size for p in points]))
     y = np.array([p.value for p in points])

@@ -17,6 +17,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass
 from typing import Sequence
 
+from mathjax_train.config import InputError
 from mathjax_train.infer.params import sample_seed
 
 
@@ -59,7 +60,7 @@ class CheckpointTeacher(Teacher):
         from mathjax_train.infer.loading import load_for_inference
 
         if prompt_format not in ("chat", "plain"):
-            raise ValueError(f"prompt_format must be 'chat' or 'plain', not {prompt_format!r}")
+            raise InputError(f"prompt_format must be 'chat' or 'plain', not {prompt_format!r}")
         self.ckpt_dir, self.batch_size, self.prompt_format = str(ckpt_dir), batch_size, prompt_format
         self.model = load_for_inference(ckpt_dir, dtype=dtype)
         self._engines: dict = {}
@@ -115,7 +116,7 @@ class HttpTeacher(Teacher):
     def __init__(self, base_url: str, model: str, *, api_key_env: str | None = "OPENAI_API_KEY",
                  api: str = "chat", concurrency: int = 8, timeout_s: float = 600.0, max_retries: int = 4):
         if api not in ("chat", "completions"):
-            raise ValueError(f"api must be 'chat' or 'completions', not {api!r}")
+            raise InputError(f"api must be 'chat' or 'completions', not {api!r}")
         self.base_url, self.model, self.api = base_url.rstrip("/"), model, api
         self.api_key_env = api_key_env
         self.api_key = os.environ.get(api_key_env) if api_key_env else None

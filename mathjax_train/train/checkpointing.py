@@ -1,7 +1,8 @@
 """Training checkpoints: Orbax CheckpointManager under OUTPUT_DIR/checkpoints.
 
 Each step directory holds three items: `params` (the same Orbax layout as a model checkpoint,
-so a step directory is itself loadable by generate/evaluate/export-hf), `train_state` (step,
+so a step directory is itself loadable by generate/evaluate/export-hf; in a LoRA run only the
+adapters, with OUTPUT_DIR/adapter.json naming the base), `train_state` (step,
 optimizer state, RNG) and `meta` (JSON: step, data iterator state). Orbax writes a step into a
 temporary directory and renames it only when complete, so a crash mid-save never becomes the
 latest step. The model config and tokenizer are written once at OUTPUT_DIR's top level.
@@ -13,8 +14,8 @@ import orbax.checkpoint as ocp
 from etils import epath
 
 from mathjax_train.config import CheckpointConfig
+from mathjax_train.model.checkpoint import CHECKPOINTS_DIR
 
-CHECKPOINTS_DIR = "checkpoints"
 ITEMS = ("params", "train_state", "meta")
 
 

@@ -12,17 +12,13 @@ import time
 import jax
 import jax.numpy as jnp
 
-from mathjax_train.config import ModelConfig
+from mathjax_train.config import InputError, ModelConfig
+from mathjax_train.parallel.topology import FAMILIES
 
-# Dense bf16 peak TFLOP/s per chip, matched by substring of jax's device_kind, first match wins.
-PEAK_TFLOPS = (
-    ("TPU v6 lite", 918.0), ("TPU v6e", 918.0),
-    ("TPU v5 lite", 197.0), ("TPU v5e", 197.0),
-    ("TPU v5p", 459.0), ("TPU v5", 459.0),
-    ("TPU v4", 275.0),
-    ("H200", 989.0), ("H100", 989.0),
-    ("A100", 312.0),
-)
+# Dense bf16 peak TFLOP/s per chip by jax device_kind substring: the TPU families' figures come from
+# the topology table; the longest matching key wins ("TPU v5" is a prefix of "TPU v5 lite").
+GPU_PEAK_TFLOPS = (("H200", 989.0), ("H100", 989.0), ("A100", 312.0))
+PEAK_TFLOPS = tuple((kind, f.peak_tflops) for f in FAMILIES.values() for kind in f.device_kinds) + GPU_PEAK_TFLOPS
 
 
 def matmul_params(cfg: ModelConfig) -> int:
@@ -44,12 +40,12 @@ def peak_flops_per_device(device=None, configured_tflops: float = 0.0, dtype: st
         return configured_tflops * 1e12
     device = device or jax.devices()[0]
     kind = getattr(device, "device_kind", "")
-    for key, tflops in PEAK_TFLOPS:
-        if key.lower() in kind.lower():
-            return tflops * 1e12
+    matches = [(key, tflops) for key, tflops in PEAK_TFLOPS if key.lower() in kind.lower()]
+    if matches:
+        return max(matches, key=lambda m: len(m[0]))[1] * 1e12
     if device.platform == "cpu":
         return _measured_cpu_flops(dtype) / max(len(jax.local_devices()), 1)
-    raise ValueError(f"no peak FLOP/s known for device kind {kind!r}; set train.peak_tflops_per_device")
+    raise InputError(f"no peak FLOP/s known for device kind {kind!r}; set train.peak_tflops_per_device")
 
 
 @functools.lru_cache(maxsize=None)

@@ -32,9 +32,9 @@ def learning_rate_schedule(opt: OptimizerConfig, total_steps: int) -> optax.Sche
 
 
 def decay_mask(params, decay_all: bool = False):
-    """True for parameters that get weight decay: kernels (not norms, biases or embeddings)."""
+    """True for parameters that get weight decay: kernels and LoRA adapters (not norms, biases or embeddings)."""
     def leaf_mask(path, _):
-        return decay_all or getattr(path[-1], "key", None) == "kernel"
+        return decay_all or getattr(path[-1], "key", None) in ("kernel", "lora_a", "lora_b")
     return jax.tree_util.tree_map_with_path(leaf_mask, params)
 
 

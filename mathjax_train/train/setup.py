@@ -10,7 +10,7 @@ from mathjax_train.config import Config, ModelConfig
 from mathjax_train.parallel.mesh import make_mesh
 from mathjax_train.parallel.rules import axis_rules, batch_sharding
 from mathjax_train.train.optimizer import make_optimizer
-from mathjax_train.train.state import StateLayout, init_state, state_layout
+from mathjax_train.train.state import StateLayout, init_state, load_base, state_layout
 from mathjax_train.train.step import make_train_step
 
 
@@ -24,10 +24,16 @@ class StepSetup:
     layout: StateLayout
     batch_sharding: Any
     step: Callable  # jitted step(state, batch) -> (state, metrics); state donated
+    lora: Any = None  # the enabled LoraConfig of a LoRA run, else None
 
     def init_state(self, seed: int, params=None):
-        """A fresh sharded state: random parameters from `seed`, or the given sharded `params`."""
-        return init_state(self.model_cfg, self.tx, self.layout, seed, params)
+        """A fresh sharded state: random parameters from `seed`, or the given sharded `params` (LoRA:
+        the frozen base from `load_base`)."""
+        return init_state(self.model_cfg, self.tx, self.layout, seed, params, self.lora)
+
+    def load_base(self, init_from):
+        """LoRA: the frozen base from `init_from`, laid out as the state's `base`."""
+        return load_base(init_from, self.model_cfg, self.lora, self.layout, self.mesh, self.rules)
 
 
 def build_step(cfg: Config, model_cfg: ModelConfig | None = None, devices=None) -> StepSetup:
@@ -36,7 +42,8 @@ def build_step(cfg: Config, model_cfg: ModelConfig | None = None, devices=None) 
     mesh = make_mesh(cfg.mesh, devices)
     rules = axis_rules(cfg.mesh.rules)
     tx, schedule = make_optimizer(cfg.optimizer, cfg.train.steps)
-    layout = state_layout(model_cfg, tx, mesh, rules)
+    lora = cfg.lora if cfg.lora.enabled else None
+    layout = state_layout(model_cfg, tx, mesh, rules, lora)
     bsh = batch_sharding(mesh, rules)
     step = make_train_step(cfg, model_cfg, tx, schedule, layout, mesh, rules, bsh)
-    return StepSetup(model_cfg, mesh, rules, tx, schedule, layout, bsh, step)
+    return StepSetup(model_cfg, mesh, rules, tx, schedule, layout, bsh, step, lora)

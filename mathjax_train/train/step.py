@@ -10,54 +10,67 @@ from jax.sharding import NamedSharding, PartitionSpec
 
 from mathjax_train.config import Config
 from mathjax_train.model import Decoder
+from mathjax_train.model import lora as lora_params
 from mathjax_train.model.decoder import head_kernel
 from mathjax_train.train.loss import chunked_cross_entropy, weighted_cross_entropy
 
 SUM_KEYS = ("loss", "z_loss", "correct", "weight", "tokens")
 
 
-def _sums(model, params, mb, z_loss, vocab_chunk):
+def _sums(model, params, mb, z_loss, vocab_chunk, rngs=None):
     """(loss + z-loss, the sums) of one micro-batch; `vocab_chunk` > 0 never forms the full logits."""
     inputs = (mb["tokens"], mb["positions"], mb["segment_ids"])
     if vocab_chunk:
-        hidden, _ = model.apply({"params": params}, *inputs, return_hidden=True)
+        hidden, _ = model.apply({"params": params}, *inputs, return_hidden=True, rngs=rngs)
         sums = chunked_cross_entropy(hidden, head_kernel(params, model.config), mb["targets"], mb["loss_weights"],
                                      z_loss, vocab_chunk)
     else:
-        logits, _ = model.apply({"params": params}, *inputs)
+        logits, _ = model.apply({"params": params}, *inputs, rngs=rngs)
         sums = weighted_cross_entropy(logits, mb["targets"], mb["loss_weights"], z_loss)
     sums["tokens"] = jnp.sum(mb["segment_ids"] > 0).astype(jnp.float32)
     return sums["loss"] + sums["z_loss"], sums
 
 
 def make_train_step(cfg: Config, model_cfg, tx, schedule, layout, mesh, rules, batch_sharding):
-    """Compile-ready step(state, batch) -> (state, metrics); the state buffers are donated."""
-    model = Decoder(model_cfg)
+    """Compile-ready step(state, batch) -> (state, metrics); the state buffers are donated.
+
+    With LoRA (cfg.lora.rank > 0) gradients are taken for `params` (the adapters) only; the frozen
+    `base` goes into the forward pass and comes out untouched."""
+    lora = cfg.lora if cfg.lora.enabled else None
+    model = Decoder(model_cfg, lora)
     micro = cfg.train.microbatches
     z_loss = cfg.train.z_loss
     vocab_chunk = cfg.train.vocab_chunk(model_cfg.vocab_size)
-    grad_fn = jax.grad(lambda p, mb: _sums(model, p, mb, z_loss, vocab_chunk), has_aux=True)
+    dropout = lora is not None and lora.dropout > 0
 
-    def accumulate(params, batch):
+    def loss_fn(trainable, frozen, mb, key):
+        params = trainable if lora is None else lora_params.join(frozen, trainable)
+        return _sums(model, params, mb, z_loss, vocab_chunk, {"dropout": key} if dropout else None)
+
+    grad_fn = jax.grad(loss_fn, has_aux=True)
+
+    def accumulate(params, frozen, batch, key):
         if micro == 1:
-            return grad_fn(params, batch)
+            return grad_fn(params, frozen, batch, key)
         rows = batch["tokens"].shape[0]
         # micro-batch m takes rows m, m + micro, ...: each stays spread over all batch shards
         split = {k: jnp.swapaxes(v.reshape(rows // micro, micro, *v.shape[1:]), 0, 1) for k, v in batch.items()}
         mb_sharding = NamedSharding(mesh, PartitionSpec(None, *batch_sharding.spec))
         split = jax.lax.with_sharding_constraint(split, mb_sharding)
 
-        def body(carry, mb):
-            g, s = grad_fn(params, mb)
+        def body(carry, xs):
+            mb, m = xs
+            g, s = grad_fn(params, frozen, mb, jax.random.fold_in(key, m))
             return jax.tree_util.tree_map(jnp.add, carry, (g, s)), None
 
         zeros = (jax.tree_util.tree_map(jnp.zeros_like, params), {k: jnp.zeros((), jnp.float32) for k in SUM_KEYS})
-        (grads, sums), _ = jax.lax.scan(body, zeros, split)
+        (grads, sums), _ = jax.lax.scan(body, zeros, (split, jnp.arange(micro)))
         return grads, sums
 
     def step(state, batch):
+        key = jax.random.fold_in(state["rng"], state["step"])  # LoRA dropout's masks, reproducible on resume
         with nn.logical_axis_rules(rules):
-            grads, sums = accumulate(state["params"], batch)
+            grads, sums = accumulate(state["params"], state.get("base"), batch, key)
         denom = jnp.maximum(sums["weight"], 1.0)
         grads = jax.tree_util.tree_map(lambda g: g / denom, grads)
         grad_norm = optax.global_norm(grads)
@@ -66,7 +79,9 @@ def make_train_step(cfg: Config, model_cfg, tx, schedule, layout, mesh, rules, b
         updates, opt_state = tx.update(grads, state["opt_state"], state["params"])
         params = optax.apply_updates(state["params"], updates)
         new = {"step": state["step"] + 1, "params": params, "opt_state": opt_state, "rng": state["rng"]}
-        new = jax.tree_util.tree_map(lambda n, o: jnp.where(finite, n, o), new, state)
+        new = jax.tree_util.tree_map(lambda n, o: jnp.where(finite, n, o), new, {k: state[k] for k in new})
+        if "base" in state:
+            new["base"] = state["base"]
         metrics = {"loss": loss, "z_loss": sums["z_loss"] / denom, "accuracy": sums["correct"] / denom,
                    "grad_norm": grad_norm, "lr": schedule(state["step"]), "target_tokens": sums["weight"],
                    "tokens": sums["tokens"], "finite": finite}

@@ -62,9 +62,14 @@ def resolve_model_config(cfg: Config) -> ModelConfig:
 
 
 def _write_run_files(cfg: Config, model_cfg: ModelConfig) -> None:
-    """OUTPUT_DIR/model_config.json, tokenizer/ and config.yaml: what makes each step loadable."""
+    """OUTPUT_DIR/model_config.json, tokenizer/, config.yaml and (LoRA) adapter.json: what makes each
+    step loadable."""
     out = epath.Path(cfg.output_dir)
     model_ckpt.save_model_config(out, model_cfg)
+    if cfg.lora.enabled:
+        from mathjax_train.model.lora import save_adapter_meta
+
+        save_adapter_meta(out, cfg.init_from, cfg.lora)
     (out / "config.json").write_text(json.dumps(to_dict(cfg), indent=2))
     src = None
     if cfg.data.tokenizer:
@@ -148,12 +153,16 @@ def train(cfg: Config, *, max_steps_this_run: int | None = None, log=print) -> d
     start = ckpt.latest_step()
     if start is not None:
         state, meta = ckpt.restore(start, layout.abstract)
+        if setup.lora is not None:  # checkpoints hold the adapters; the frozen base comes from init_from again
+            state["base"] = setup.load_base(cfg.init_from)
         data.set_state(meta["data_state"])
         log(json.dumps({"event": "resumed", "step": start, "checkpoint": str(ckpt.directory / str(start))}))
     else:
         start = 0
         params = None
-        if cfg.init_from:
+        if setup.lora is not None:
+            params = setup.load_base(cfg.init_from)
+        elif cfg.init_from:
             params = model_ckpt.load_params(cfg.init_from, model_cfg, layout.param_shardings)
         state = setup.init_state(cfg.train.seed, params)
         if is_main:

@@ -13,6 +13,7 @@ import json
 import random
 from typing import Iterable, Iterator, Sequence
 
+from mathjax_train.config import InputError
 from mathjax_train.data.procedural import gsm_style, math_style
 from mathjax_train.data.procedural.gsm_style import Resample
 
@@ -52,17 +53,17 @@ def select_templates(templates: Iterable[str] | None = None) -> list[str]:
     for t in templates:
         hits = sorted(n for n in TEMPLATES if n == t or n.startswith(t.rstrip("/") + "/"))
         if not hits:
-            raise ValueError(f"unknown procedural template {t!r}; valid: {sorted(FAMILIES)} or {sorted(TEMPLATES)}")
+            raise InputError(f"unknown procedural template {t!r}; valid: {sorted(FAMILIES)} or {sorted(TEMPLATES)}")
         out.extend(h for h in hits if h not in out)
     return out
 
 
 def _check_args(split: str, levels: Sequence[int]) -> None:
     if split not in SPLITS:
-        raise ValueError(f"unknown split {split!r}; valid: {list(SPLITS)}")
+        raise InputError(f"unknown split {split!r}; valid: {list(SPLITS)}")
     bad = [lv for lv in levels if lv not in LEVELS]
     if bad or not levels:
-        raise ValueError(f"levels must be a non-empty subset of {list(LEVELS)}, got {list(levels)}")
+        raise InputError(f"levels must be a non-empty subset of {list(LEVELS)}, got {list(levels)}")
 
 
 def generate(
@@ -121,7 +122,7 @@ def iterate(
     """Problems ``start, start+1, ...`` (unbounded unless ``stop``); with ``num_shards`` > 1 only
     indices ``i % num_shards == shard_index`` (one host's share of the same global stream)."""
     if not 0 <= shard_index < num_shards:
-        raise ValueError(f"shard_index {shard_index} not in [0, {num_shards})")
+        raise InputError(f"shard_index {shard_index} not in [0, {num_shards})")
     names = select_templates(templates)
     _check_args(split, tuple(levels))
     first = start + (shard_index - start) % num_shards
