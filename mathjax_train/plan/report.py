@@ -46,7 +46,7 @@ def make_plan(cfg: Config, topology: str = "", *, mfu: float = DEFAULT_MFU, comp
     flops = train_flops_per_token(model, cfg.train.seq_len)
     slots = cfg.train.batch_size * cfg.train.seq_len
     step_s = flops * slots / (topo.chips * topo.peak_flops * mfu)
-    return {
+    out = {
         "topology": topo.as_dict(),
         "mesh": mp.shape,
         "model": {"architecture": model.architecture, "parameters": mem["param_count"],
@@ -75,6 +75,10 @@ def make_plan(cfg: Config, topology: str = "", *, mfu: float = DEFAULT_MFU, comp
         "step_time": {"mfu": mfu, "seconds_per_step": step_s, "tokens_per_second": slots / step_s,
                       "steps": cfg.train.steps, "hours_for_steps": cfg.train.steps * step_s / 3600},
     }
+    if rl:  # a "step" above is one learner update; an rl step makes several and also samples (not counted)
+        updates = cfg.train.steps * cfg.rl.updates_per_batch * cfg.rl.minibatches
+        out["step_time"].update(steps=updates, hours_for_steps=updates * step_s / 3600, learner_only=True)
+    return out
 
 
 def _gib(x: float) -> str:
@@ -131,5 +135,6 @@ def format_plan(plan: dict, source: str = "") -> str:
     lines.append(f"  verdict       {verdict}" + ("" if plan["fits"] else " (raise train.microbatches, use "
                                                 "model.remat_policy=full, or shard more: mesh.fsdp / mesh.tensor)"))
     lines.append(f"  step time     {st['seconds_per_step']:.2f} s at {100 * st['mfu']:.0f}% MFU, "
-                 f"{st['tokens_per_second']:,.0f} tokens/s, {st['steps']} steps in {_duration(st['hours_for_steps'] * 3600)}")
+                 f"{st['tokens_per_second']:,.0f} tokens/s, {st['steps']} steps in {_duration(st['hours_for_steps'] * 3600)}"
+                 + (" (learner updates only; sampling is not counted)" if st.get("learner_only") else ""))
     return "\n".join(lines)
