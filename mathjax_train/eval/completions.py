@@ -34,7 +34,7 @@ def plain_source(model: LoadedModel, sp: SamplingParams, all_prompts: Sequence[s
     if engine is None:
         engine = engine_for_prompts(model, lengths, sp, batch_size)
     elif lengths and engine.fits(lengths[longest], sp.max_tokens):
-        raise ValueError(f"prompt {longest} has {lengths[longest]} tokens; "
+        raise InputError(f"prompt {longest} has {lengths[longest]} tokens; "
                          f"{engine.fits(lengths[longest], sp.max_tokens)}")
 
     def complete(prompts: Sequence[str], seeds: Sequence[int]) -> list[Completion]:

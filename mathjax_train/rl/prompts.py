@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import random
 
-from mathjax_train.config import Config
+from mathjax_train.config import Config, InputError
 from mathjax_train.eval import datasets
 from mathjax_train.infer.params import sample_seed
 
@@ -29,7 +29,7 @@ class PromptStream:
             if name != "procedural":
                 problems = datasets.load_problems(name, rl.prompts_split, data.data_dir or None, rl.prompts_limit)
                 if not problems:
-                    raise ValueError(f"rl.prompts: {name} has no problems")
+                    raise InputError(f"rl.prompts: {name} has no problems")
                 self._finite[name] = problems
 
     def _problem(self, name: str, position: int) -> datasets.Problem:
@@ -58,6 +58,6 @@ class PromptStream:
 
     def set_state(self, state: dict) -> None:
         if set(state["positions"]) != set(self.names):
-            raise ValueError(f"the checkpoint's prompt sources {sorted(state['positions'])} are not rl.prompts "
+            raise InputError(f"the checkpoint's prompt sources {sorted(state['positions'])} are not rl.prompts "
                              f"{sorted(self.names)}; resume with the same rl.prompts")
         self.draws, self.positions = int(state["draws"]), {k: int(v) for k, v in state["positions"].items()}
