@@ -35,7 +35,7 @@ from mathjax_train.train.checkpointing import TrainCheckpointer
 from mathjax_train.train.metrics import MetricsWriter, format_duration
 from mathjax_train.train.optimizer import make_optimizer
 from mathjax_train.train.state import init_state, state_layout
-from mathjax_train.train.trainer import PREEMPTED_EXIT_CODE, _SigtermFlag, _write_run_files, resolve_model_config
+from mathjax_train.train.trainer import PREEMPTED_EXIT_CODE, SigtermFlag, write_run_files, resolve_model_config
 
 SUMMARY_FILE = "rl_summary.json"
 TIMING_KEYS = ("sample_seconds", "learn_seconds", "sampled_tokens_per_second", "step_seconds")
@@ -123,7 +123,7 @@ def run_rl(cfg: Config, *, max_steps_this_run: int | None = None, log=_log) -> d
         start = 0
         params = jax.tree_util.tree_map(jnp.copy, reference) if reference is not None else load_init()
         state = init_state(model_cfg, tx, layout, cfg.train.seed, params)  # donates nothing of `reference`
-        _write_run_files(cfg, model_cfg)
+        write_run_files(cfg, model_cfg)
         run = {"prompts": stream.get_state(), "sampled_tokens": 0, "seconds": 0.0, "heldout": {}}
     ref_logp_fn = make_reference_logprobs(model_cfg, rules) if reference is not None else None
     tokenizer = load_tokenizer(out / model_ckpt.TOKENIZER_DIR)
@@ -143,7 +143,7 @@ def run_rl(cfg: Config, *, max_steps_this_run: int | None = None, log=_log) -> d
     end = total if max_steps_this_run is None else min(total, start + max_steps_this_run)
     status, step, t0 = "finished", start, time.time()
     try:
-        with jax.set_mesh(mesh), _SigtermFlag() as sigterm:
+        with jax.set_mesh(mesh), SigtermFlag() as sigterm:
             while step < end:
                 t_step = time.time()
                 rollout = collect(stream, sampler, template, cfg)

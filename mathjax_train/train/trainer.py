@@ -61,7 +61,7 @@ def resolve_model_config(cfg: Config) -> ModelConfig:
     return merged
 
 
-def _write_run_files(cfg: Config, model_cfg: ModelConfig) -> None:
+def write_run_files(cfg: Config, model_cfg: ModelConfig) -> None:
     """OUTPUT_DIR/model_config.json, tokenizer/, config.yaml and (LoRA) adapter.json: what makes each
     step loadable."""
     out = epath.Path(cfg.output_dir)
@@ -116,7 +116,7 @@ class _Prefetcher:
             pass
 
 
-class _SigtermFlag:
+class SigtermFlag:
     def __init__(self):
         self.set = False
         self.previous = None
@@ -166,7 +166,7 @@ def train(cfg: Config, *, max_steps_this_run: int | None = None, log=print) -> d
             params = model_ckpt.load_params(cfg.init_from, model_cfg, layout.param_shardings)
         state = setup.init_state(cfg.train.seed, params)
         if is_main:
-            _write_run_files(cfg, model_cfg)
+            write_run_files(cfg, model_cfg)
     if start >= total:
         ckpt.close()
         return {"status": "finished", "step": start, "resumed_from": start}
@@ -182,7 +182,7 @@ def train(cfg: Config, *, max_steps_this_run: int | None = None, log=print) -> d
     row = None  # the last metrics row; every process computes it, process 0 writes it
     end = total if max_steps_this_run is None else min(total, start + max_steps_this_run)
     try:
-        with jax.set_mesh(mesh), _SigtermFlag() as sigterm:
+        with jax.set_mesh(mesh), SigtermFlag() as sigterm:
             while step < end:
                 local, data_state = prefetch.next()
                 state, m = step_fn(state, global_batch(local, bsharding))
