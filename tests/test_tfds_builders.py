@@ -2,11 +2,9 @@
 
 import pytest
 
-tfds = pytest.importorskip("tensorflow_datasets")
-
-from mathjax_train.data import manual_dir as md  # noqa: E402
-from mathjax_train.data import tfds_builders as B  # noqa: E402
-from mathjax_train.data.jsonl_source import JsonlFormatError  # noqa: E402
+from mathjax_train.data import manual_dir as md
+from mathjax_train.data import tfds_builders as B
+from mathjax_train.data.jsonl_source import JsonlFormatError
 from data_fixtures import write_jsonl
 from real_data import require_data
 
