@@ -271,3 +271,28 @@ def test_bad_lora_input_is_named(base, tmp_path, capsys):
     assert "needs --base" in capsys.readouterr().err
     assert main(["export-hf", "--adapter", ck, str(tmp_path / "x")]) == 2
     assert "not an adapter checkpoint" in capsys.readouterr().err
+
+
+def test_evaluate_and_rft_take_an_adapter_checkpoint(trained, tmp_path, capsys):
+    """Both merge the adapters on load: their samples equal those of the merged model imported as a plain
+    checkpoint (that the adapters change the model is checked above)."""
+    assert main(["export-hf", str(trained), str(tmp_path / "merged_hf")]) == 0
+    assert main(["import-hf", str(tmp_path / "merged_hf"), str(tmp_path / "merged"), "--param-dtype", "float32"]) == 0
+    problems = tmp_path / "problems.jsonl"
+    problems.write_text("".join(json.dumps({"question": q, "answer": a, "solution": f"#### {a}"}) + "\n"
+                                for q, a in [("Natalia sold 48 clips", "72"), ("What is 3 + 4?", "7")]))
+    sampling = ["--max-new-tokens", "5", "--dtype", "float32", "--no-progress"]
+    evaluated, sampled = {}, {}
+    for name in ("trained", "merged"):
+        ck = str(trained if name == "trained" else tmp_path / "merged")
+        assert main(["evaluate", "--checkpoint", ck, "--dataset", str(problems), "--output-dir",
+                     str(tmp_path / f"eval_{name}"), *sampling]) == 0
+        rows = (tmp_path / f"eval_{name}" / "samples.jsonl").read_text().splitlines()
+        evaluated[name] = [json.loads(r)["completions"] for r in rows]
+        capsys.readouterr()
+        assert main(["rft", "--checkpoint", ck, "--dataset", str(problems), "--output", str(tmp_path / f"{name}.jsonl"),
+                     "--k", "3", "--template", "question_answer", *sampling]) == 0
+        summary = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+        sampled[name] = {k: summary[k] for k in ("samples", "sampled_tokens", "finish_reasons", "rejected")}
+    assert evaluated["trained"] == evaluated["merged"] and len(evaluated["trained"]) == 2
+    assert sampled["trained"] == sampled["merged"] and sampled["trained"]["samples"] == 6
