@@ -2,14 +2,12 @@
 re-run ends with the same manifest hashes as an uninterrupted one; a changed stage config re-runs
 that stage and the later ones only; changed input or output content is detected; bad files are
 named. One killed + one uninterrupted run are shared by the tests (module fixture)."""
-import contextlib
 import json
 import signal
 import subprocess
 import sys
 import time
 
-import jax
 import pytest
 
 from mathjax_train.cli import main
@@ -35,32 +33,21 @@ def _run(run_dir, *overrides, **kw):
     return run_pipeline(load_pipeline(str(TINY), [f"run_dir={run_dir}", *overrides]), **kw)
 
 
-@contextlib.contextmanager
-def _compilation_cache(path):
-    """JAX's persistent compilation cache in this process (test speed only: the runs compile the
-    same programs); reset_cache makes JAX read the settings again, before and after."""
-    from jax._src import compilation_cache
+def _cli(run_dir) -> list[str]:
+    return [sys.executable, "-m", "mathjax_train.cli", "pipeline", "--config", str(TINY), f"run_dir={run_dir}"]
 
-    names = ("jax_compilation_cache_dir", "jax_persistent_cache_min_compile_time_secs",
-             "jax_persistent_cache_min_entry_size_bytes")
-    old = {n: getattr(jax.config, n) for n in names}
-    for n, v in zip(names, (str(path), 0, 0)):
-        jax.config.update(n, v)
-    compilation_cache.reset_cache()
-    try:
-        yield
-    finally:
-        for n, v in old.items():
-            jax.config.update(n, v)
-        compilation_cache.reset_cache()
+
+def _cached_env(cache) -> dict:
+    """JAX's persistent compilation cache for the subprocess runs (test speed only: they compile the same
+    programs). Never in this process: once enabled, JAX keeps using it for every later test."""
+    return cli_env() | {"JAX_COMPILATION_CACHE_DIR": str(cache), "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS": "0",
+                        "JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES": "0"}
 
 
 def _kill_during_sft(run_dir, cache) -> list[int]:
     """Start the command, SIGKILL it once the sft stage has a committed checkpoint; the steps saved then."""
-    cmd = [sys.executable, "-m", "mathjax_train.cli", "pipeline", "--config", str(TINY), f"run_dir={run_dir}"]
-    env = cli_env() | {"JAX_COMPILATION_CACHE_DIR": str(cache), "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS": "0",
-                       "JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES": "0"}
-    proc = subprocess.Popen(cmd, env=env, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    proc = subprocess.Popen(_cli(run_dir), env=_cached_env(cache), cwd=REPO, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.PIPE)
     ckpts = run_dir / "sft" / "checkpoints"
     deadline = time.time() + 300
     try:
@@ -79,18 +66,17 @@ def _kill_during_sft(run_dir, cache) -> list[int]:
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory):
     """The same run directory twice: killed mid-sft (a subprocess) then re-run here (kept as
-    `killed`), then uninterrupted. The runs share a JAX compilation cache."""
+    `killed`), then uninterrupted (a second subprocess; the two subprocesses share a JAX compilation cache)."""
     root = tmp_path_factory.mktemp("pipeline")
     run_dir, cache = root / "run", root / "jax_cache"
     saved = _kill_during_sft(run_dir, cache)
     at_kill = _manifest(run_dir)
-    with _compilation_cache(cache):
-        resumed = _run(run_dir)
-        killed = root / "killed"
-        run_dir.rename(killed)
-        fresh = _run(run_dir)
-        yield {"run_dir": run_dir, "killed": killed, "saved_at_kill": saved, "at_kill": at_kill,
-               "resumed": resumed, "fresh": fresh}
+    resumed = _run(run_dir)
+    killed = root / "killed"
+    run_dir.rename(killed)
+    proc = subprocess.run(_cli(run_dir), env=_cached_env(cache), cwd=REPO, capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return {"run_dir": run_dir, "killed": killed, "saved_at_kill": saved, "at_kill": at_kill, "resumed": resumed}
 
 
 def test_every_stage_kind_runs_and_the_manifest_traces_them(runs):
