@@ -520,7 +520,7 @@ def _describe(tp: Any) -> str:
 def _coerce(value: Any, tp: Any, where: str) -> Any:
     """Check `value` against the annotation `tp`, converting only where it is lossless."""
     origin = typing.get_origin(tp)
-    if dataclasses.is_dataclass(tp):
+    if isinstance(tp, type) and dataclasses.is_dataclass(tp):
         if not isinstance(value, dict):
             raise ConfigError(f"{where}: expected a mapping of {tp.__name__} fields, got {value!r}")
         return from_dict(tp, value, where)
@@ -596,7 +596,8 @@ def apply_override(data: dict, cls: type, override: str) -> None:
         raise ConfigError(f"override {override!r}: expected key=value")
     key, raw = override.split("=", 1)
     parts = key.strip().split(".")
-    node, node_cls, path = data, cls, []
+    node, node_cls = data, cls
+    path: list[str] = []
     for i, part in enumerate(parts):
         names = [f.name for f in dataclasses.fields(node_cls)]
         if part not in names:
@@ -609,7 +610,7 @@ def apply_override(data: dict, cls: type, override: str) -> None:
             if tp is str and not isinstance(node[part], str):
                 node[part] = raw  # keep e.g. output_dir=123 as the string the user typed
         else:
-            if not dataclasses.is_dataclass(tp):
+            if not (isinstance(tp, type) and dataclasses.is_dataclass(tp)):
                 raise ConfigError(f"override {override!r}: {'.'.join(path)} is not a section")
             node = node.setdefault(part, {})
             if not isinstance(node, dict):

@@ -207,6 +207,7 @@ def test_a_named_benchmark_counts_by_its_file(tmp_path):
 
 @pytest.mark.parametrize("stages, message", [
     ("  a: {kind: trian}\n", "stages.a.kind: 'trian' is not one of"),
+    ("  a: {kind: [train]}\n", r"stages.a.kind: \['train'\] is not one of"),  # unhashable: not a TypeError
     ("  a: {kind: select, inputs: ['${stages.b.output}']}\n  b: {kind: select, inputs: [x.jsonl]}\n",
      r"stages.a.inputs\[0\]: \$\{stages.b.output\}: no earlier stage 'b' \(a stage can only use earlier"),
     ("  b: {kind: problems}\n  a: {kind: select, inputs: ['${stages.b.output}']}\n",

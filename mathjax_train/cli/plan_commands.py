@@ -3,9 +3,13 @@ pipeline file."""
 from __future__ import annotations
 
 import json
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from mathjax_train.config import Config
 
 
-def _training_configs(args) -> list[tuple[str, object]]:
+def _training_configs(args) -> list[tuple[str, Config]]:
     """(label, Config) to plan: the config file, or every training stage of a pipeline file."""
     from mathjax_train.config import load_config
     from mathjax_train.pipeline.spec import is_pipeline_file, load_pipeline

@@ -61,7 +61,7 @@ def _add_rft_commands(sub) -> None:
 
 def _cmd_augment(args) -> int:
     from mathjax_train.synth.augment import AugmentConfig, augment, load_seeds
-    from mathjax_train.synth.teacher import CheckpointTeacher, HttpTeacher, Sampling
+    from mathjax_train.synth.teacher import CheckpointTeacher, HttpTeacher, Sampling, Teacher
 
     if bool(args.teacher_checkpoint) == bool(args.teacher_url):
         raise InputError("give exactly one of --teacher-checkpoint CKPT or --teacher-url URL")
@@ -75,6 +75,7 @@ def _cmd_augment(args) -> int:
                         benchmarks=tuple(args.benchmarks.split(",")), ngram=args.ngram)
     cfg.validate()
     seeds = load_seeds(args.seeds, args.data_dir, args.max_seeds)
+    teacher: Teacher
     if args.teacher_checkpoint:
         teacher = CheckpointTeacher(args.teacher_checkpoint, dtype=args.dtype, batch_size=args.batch_size,
                                     prompt_format=args.prompt_format)

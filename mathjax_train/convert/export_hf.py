@@ -12,7 +12,7 @@ from etils import epath
 
 from mathjax_train.config import ConfigError
 from mathjax_train.convert.hf_config import model_config_to_hf
-from mathjax_train.convert.hf_params import get_path, param_specs, tree_path
+from mathjax_train.convert.hf_params import ParamSpec, get_path, param_specs, tree_path
 from mathjax_train.convert.import_hf import copy_tokenizer_files
 from mathjax_train.convert.safetensors_io import write_safetensors
 from mathjax_train.model import checkpoint as ckpt
@@ -34,7 +34,9 @@ def export_hf(ckpt_dir, hf_dir, *, dtype: str | None = None, max_shard_bytes: in
     params = load_plain_params(src, cfg)
     specs = param_specs(cfg)
 
-    shards, current, size = [], [], 0
+    shards: list[list[ParamSpec]] = []
+    current: list[ParamSpec] = []
+    size = 0
     for s in specs:
         nbytes = int(np.prod(s.hf_shape)) * np_dtype.itemsize
         if current and size + nbytes > max_shard_bytes:

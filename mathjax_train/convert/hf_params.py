@@ -43,7 +43,7 @@ def linear_spec(hf_name, path, layer, in_shape, out_shape) -> ParamSpec:
     hf_shape = (int(np.prod(out_shape)), int(np.prod(in_shape)))
     return ParamSpec(hf_name, path, layer, hf_shape, tuple(in_shape) + tuple(out_shape),
                      lambda w: linear_to_kernel(w, in_shape, out_shape),
-                     lambda k, n=len(in_shape): kernel_to_linear(k, n))
+                     lambda k: kernel_to_linear(k, len(in_shape)))
 
 
 def _vector(hf_name, path, layer, shape) -> ParamSpec:

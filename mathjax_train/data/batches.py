@@ -103,7 +103,8 @@ class ToyCopyIterator:
         return self
 
     def _examples(self, rng: np.random.Generator):
-        out, room = [], [self.seq_len] * self.rows
+        out: list[tuple[list[int], list[int]]] = []
+        room = [self.seq_len] * self.rows
         while True:
             n = int(rng.integers(self.min_len, self.max_len + 1))
             need = 2 * n + 1  # prompt n + SEP, target n + END, minus the shift

@@ -186,7 +186,8 @@ def cache_tasks(cfg: Config, names, output_dir: str, *, splits=("train",), num_f
 def _finish(cfg: Config, vocab: TokenizerVocabulary, output_dir: str, plans: list[dict], seconds: float,
             log) -> dict:
     """Check every split's stats against its source size, then write mathjax_cache.json and COMPLETED."""
-    summary = {"output_dir": output_dir, "seconds": round(seconds, 2), "tasks": {}}
+    tasks: dict[str, dict] = {}
+    summary: dict[str, object] = {"output_dir": output_dir, "seconds": round(seconds, 2), "tasks": tasks}
     for name in dict.fromkeys(p["task"] for p in plans):
         directory = task_dir(output_dir, name)
         splits = {}
@@ -210,8 +211,7 @@ def _finish(cfg: Config, vocab: TokenizerVocabulary, output_dir: str, plans: lis
             f.write(json.dumps(meta, indent=1))
         with tf.io.gfile.GFile(os.path.join(directory, "COMPLETED"), "w") as f:
             f.write("")
-        summary["tasks"][name] = {"dir": directory, "splits": splits, "source_read": read,
-                                  "below_min_level": left_out}
+        tasks[name] = {"dir": directory, "splits": splits, "source_read": read, "below_min_level": left_out}
         log(json.dumps({"event": "cached", "task": name, "dir": directory, "splits": splits}))
     total = sum(p["examples"] for p in plans)
     summary["examples"] = total

@@ -34,6 +34,7 @@ class TaskReader:
         self._seed = [seed, task_lib.stable_hash(name), shard.index]
         self._perms: dict[int, np.ndarray] = {}
         self._tokens: dict[int, tuple] = {}
+        self.size: int | None
         if self.records.unlimited:
             self.records.check_split(split)
             self.size = None
@@ -46,6 +47,7 @@ class TaskReader:
                                  f"empty{total}")
 
     def _perm(self, epoch: int) -> np.ndarray:
+        assert self.size is not None, "only a task of known size is permuted"
         if epoch not in self._perms:
             if len(self._perms) > 2:
                 self._perms.pop(min(self._perms))
@@ -74,7 +76,9 @@ class MixtureSampler:
         self.names = list(rates)
         total = sum(rates.values())
         self.p = np.asarray([rates[n] / total for n in self.names])
-        self._seed, self._block, self._choices = [seed, shard_index, 0x6D6978], None, None
+        self._seed = [seed, shard_index, 0x6D6978]
+        self._block: int | None = None
+        self._choices: np.ndarray | None = None
 
     def task_at(self, slot: int) -> str:
         if len(self.names) == 1:
@@ -83,6 +87,7 @@ class MixtureSampler:
         if block != self._block:
             rng = np.random.default_rng([*self._seed, block])
             self._choices, self._block = rng.choice(len(self.names), size=_BLOCK, p=self.p), block
+        assert self._choices is not None  # drawn above for the first block
         return self.names[self._choices[slot % _BLOCK]]
 
 
@@ -110,8 +115,10 @@ class SftMixtureIterator:
             raise InputError(f"task(s) {', '.join(unlimited)} are unlimited: give a maximum number of examples "
                              "(--max-examples N)")
         self.sampler = MixtureSampler(rates, seed, shard.index)
-        self.slot, self.counts, self.pending = 0, {n: 0 for n in readers}, []
-        self._cache: dict[tuple[str, int], tuple] = {}  # fitted pending examples, so they are not re-made
+        self.slot, self.counts = 0, {n: 0 for n in readers}
+        self.pending: list[tuple[str, int]] = []  # drawn (task, j) that fitted seq_len but not the last batch
+        # fitted pending examples, so they are not re-made
+        self._cache: dict[tuple[str, int], tuple[list[int], list[int]]] = {}
         self.counters = _zero_counters(readers)
 
     def __iter__(self):
@@ -134,7 +141,7 @@ class SftMixtureIterator:
                 self.counts[name] += 1
                 return name, j
 
-    def _fitted(self, ref: tuple[str, int], count: bool):
+    def _fitted(self, ref: tuple[str, int], count: bool) -> tuple[list[int], list[int]] | None:
         """The example `ref` fitted to seq_len, or None when dropped; counted once, when first drawn."""
         if ref in self._cache:
             return self._cache.pop(ref)
@@ -151,11 +158,12 @@ class SftMixtureIterator:
 
     def __next__(self) -> dict[str, np.ndarray]:
         plan, kept, misses = RowPlanner(self.rows, self.seq_len, self.pack), [], 0
-        for ref in self.pending:
-            ex = self._fitted(ref, count=False)
-            if not plan.try_add(*ex, tag=ref[0]):
-                kept.append(ref)
-                self._cache[ref] = ex
+        for held in self.pending:
+            ex = self._fitted(held, count=False)
+            assert ex is not None, "pending holds only examples that fitted seq_len"
+            if not plan.try_add(ex[0], ex[1], tag=held[0]):
+                kept.append(held)
+                self._cache[held] = ex
                 misses += 1
         dropped = 0
         while misses < MAX_MISSES and not plan.full:
@@ -169,7 +177,7 @@ class SftMixtureIterator:
                     raise InputError(f"data: {dropped} examples in a row were dropped as longer than train.seq_len "
                                      f"({self.seq_len}); raise train.seq_len or use data.overflow=truncate")
                 continue
-            if not plan.try_add(*ex, tag=ref[0]):
+            if not plan.try_add(ex[0], ex[1], tag=ref[0]):
                 kept.append(ref)
                 self._cache[ref] = ex
                 misses += 1

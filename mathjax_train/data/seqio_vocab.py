@@ -73,7 +73,9 @@ class TokenizerVocabulary(seqio.Vocabulary):
 
     @property
     def eos_id(self) -> int:
-        return self.tokenizer.eos_id
+        eos = self.tokenizer.eos_id
+        assert eos is not None, "__init__ refuses a tokenizer without an eos_token"
+        return eos
 
     @property
     def pad_id(self) -> int:

@@ -7,6 +7,7 @@ tokens and packing efficiency, per task and in total.
 from __future__ import annotations
 
 import time
+from typing import Any
 
 from mathjax_train.config import Config
 from mathjax_train.data.pipeline import make_iterator
@@ -20,8 +21,8 @@ def mixture_stats(cfg: Config, split: str = "train", max_examples: int = 0, rows
     for _ in it:
         pass
     seconds = time.perf_counter() - start
-    out = {"mixture": cfg.data.mixture, "split": split, "seq_len": cfg.train.seq_len, "rows": rows,
-           "overflow": cfg.data.overflow, "rates": it.rates}
+    out: dict[str, Any] = {"mixture": cfg.data.mixture, "split": split, "seq_len": cfg.train.seq_len, "rows": rows,
+                           "overflow": cfg.data.overflow, "rates": it.rates}
     out.update(it.stats())
     out["seconds"] = round(seconds, 3)
     out["tokens_per_second"] = round(out["tokens"] / seconds, 1) if seconds > 0 else None

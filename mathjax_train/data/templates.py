@@ -13,7 +13,7 @@ import os
 import random
 import re
 from datetime import datetime
-from typing import Any, Mapping, Sequence
+from typing import Any, Mapping, Sequence, TypeVar
 
 from etils import epath
 
@@ -67,7 +67,10 @@ def format_solution(solution: str, answer: str, ending: str = "gsm8k") -> str:
     return f"{body}{sep}The answer is $\\boxed{{{answer}}}$."
 
 
-def pick_exemplars(pool: Sequence[Mapping[str, Any]], k: int, seed: int | None = None) -> list:
+_T = TypeVar("_T")
+
+
+def pick_exemplars(pool: Sequence[_T], k: int, seed: int | None = None) -> list[_T]:
     """``k`` exemplars from ``pool``: the first k, or a seeded random sample when ``seed`` is set."""
     if k < 0 or k > len(pool):
         raise TemplateError(f"asked for {k} exemplars but the pool has {len(pool)}")

@@ -147,7 +147,8 @@ class MathjaxHendrycksMath(tfds.core.GeneratorBasedBuilder):
         yield from math_examples(path, split)
 
 
-BUILDERS = {"gsm8k": MathjaxGsm8k, "hendrycks_math": MathjaxHendrycksMath, "math": MathjaxHendrycksMath}
+BUILDERS: dict[str, type[tfds.core.GeneratorBasedBuilder]] = {
+    "gsm8k": MathjaxGsm8k, "hendrycks_math": MathjaxHendrycksMath, "math": MathjaxHendrycksMath}
 
 
 def prepare(name: str, data_dir: str | os.PathLike, manual_dir: str | os.PathLike | None = None):

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass, field
+from typing import Any
 
 from etils import epath
 
@@ -27,7 +28,7 @@ def _token_str(value) -> str | None:
 class Tokenizer:
     """A minimal tokenizer interface shared by both backends."""
 
-    backend: object
+    backend: Any  # tokenizers.Tokenizer or sentencepiece.SentencePieceProcessor, by `kind`
     kind: str  # "tokenizers" | "sentencepiece"
     bos_id: int | None
     eos_id: int | None
@@ -69,17 +70,22 @@ def _load_tokenizers(path: epath.Path, config: dict) -> Tokenizer:
         tok = HFTokenizer.from_str(path.read_text())
     except Exception as e:  # tokenizers raises its own Exception type
         raise ConfigError(f"{path}: cannot be read as a tokenizer.json: {e}") from None
-    ids = lambda name: None if _token_str(config.get(name)) is None else tok.token_to_id(_token_str(config[name]))  # noqa: E731
+
+    def ids(name: str) -> int | None:
+        s = _token_str(config.get(name))
+        return None if s is None else tok.token_to_id(s)
+
     bos_id, eos_id, pad_id = ids("bos_token"), ids("eos_token"), ids("pad_token")
     explicit = "add_bos_token" in config or "add_eos_token" in config
     if explicit or tok.post_processor is None:
         add_bos = bool(config.get("add_bos_token", False)) and bos_id is not None
         add_eos = bool(config.get("add_eos_token", False)) and eos_id is not None
-        bos, eos = _token_str(config.get("bos_token")), _token_str(config.get("eos_token"))
+        # both are strings whenever add_bos / add_eos is set ("" stands in for an unused one)
+        bos, eos = _token_str(config.get("bos_token")) or "", _token_str(config.get("eos_token")) or ""
         single = f"{bos + ':0 ' if add_bos else ''}$A:0{' ' + eos + ':0' if add_eos else ''}"
         pair = f"{single}{' ' + bos + ':1' if add_bos else ''} $B:1{' ' + eos + ':1' if add_eos else ''}"
-        special = ([(bos, bos_id)] if add_bos else []) + ([(eos, eos_id)] if add_eos else [])
-        tok.post_processor = processors.TemplateProcessing(single=single, pair=pair, special_tokens=special)
+        special_tokens = ([(bos, bos_id)] if add_bos else []) + ([(eos, eos_id)] if add_eos else [])
+        tok.post_processor = processors.TemplateProcessing(single=single, pair=pair, special_tokens=special_tokens)
     special = {i for i, t in tok.get_added_tokens_decoder().items() if t.special}
     return Tokenizer(tok, "tokenizers", bos_id, eos_id, pad_id, special, config.get("chat_template"), config)
 

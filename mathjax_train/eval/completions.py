@@ -49,7 +49,6 @@ def plain_source(model: LoadedModel, sp: SamplingParams, all_prompts: Sequence[s
         engine.run()
         return [rows[i].completion for i in range(len(prompts))]
 
-    complete.engine = engine
     return complete
 
 

@@ -83,6 +83,7 @@ def read_problems(path, *, require_solution: bool = False, skipped: dict | None 
     name = os.path.basename(os.fspath(path))
     for lineno, rec in read_jsonl_numbered(path):
         question = _str_field(path, lineno, rec, ("question", "problem"), True)
+        assert question is not None  # a required field: _str_field raised otherwise
         if "answer" not in rec:
             raise JsonlFormatError(path, lineno, "missing required field", "answer")
         gold, gsm_solution = _gold(path, lineno, rec["answer"])

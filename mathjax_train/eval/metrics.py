@@ -6,7 +6,7 @@ fields only, so a report can be recomputed from its own graded samples.
 """
 from __future__ import annotations
 
-from typing import Callable, Iterable, Sequence
+from typing import Any, Callable, Iterable, Sequence
 
 from mathjax_train.grading import is_equivalent
 
@@ -81,7 +81,7 @@ def row_metrics(row: dict, ks: Iterable[int]) -> dict:
     """pass@k and maj@k of one graded row, plus the first sample's correctness."""
     correct, clusters = row["correct"], row["clusters"]
     n, c = len(correct), sum(bool(x) for x in correct)
-    out = {"first": float(bool(correct[0])), "pass": {}, "maj": {}}
+    out: dict[str, Any] = {"first": float(bool(correct[0])), "pass": {}, "maj": {}}
     for k in ks:
         out["pass"][k] = pass_at_k(n, c, k)
         m = majority_index(clusters, k)

@@ -26,7 +26,7 @@ def main() -> None:
     for line in sys.stdin:
         try:
             req = json.loads(line)
-            reply = {"equal": bool(compare_answers(req["gold"], req["pred"], symbolic=True))}
+            reply: dict[str, object] = {"equal": bool(compare_answers(req["gold"], req["pred"], symbolic=True))}
         except Exception as exc:  # reported to the parent, which counts it
             reply = {"error": f"{type(exc).__name__}: {exc}"[:300]}
         out.write(json.dumps(reply) + "\n")

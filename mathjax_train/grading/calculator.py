@@ -4,7 +4,7 @@ The left side is evaluated by a small AST walker over exact fractions (numbers, 
 **``, unary signs, parentheses); never ``eval``. Exponents, magnitudes and expression length are
 bounded, so hostile model output cannot hang or exhaust the grader.
 """
-from __future__ import annotations
+# no `from __future__ import annotations` here: type checkers would take that name for the function below
 
 import ast
 import re

@@ -57,8 +57,8 @@ def _clean(ans: str) -> str:
 
 def _after_marker(text: str) -> str | None:
     last = None
-    for m in _MARKER_RE.finditer(text):
-        last = m
+    for found in _MARKER_RE.finditer(text):
+        last = found
     if last is None:
         return None
     rest = text[last.end():]

@@ -73,10 +73,10 @@ def parse_number(s: str) -> Fraction | None:
         return _scaled(m.group(1), m.group(2) or "1", m.group(3))
     m = _MIXED_RE.match(s)
     if m:
-        whole, num, den = int(m.group(2)), int(m.group(3) or m.group(4)), int(m.group(5) or m.group(6))
-        if den == 0 or num >= den:  # "2\frac{5}{3}" is a product, not a mixed number
+        whole, top, bottom = int(m.group(2)), int(m.group(3) or m.group(4)), int(m.group(5) or m.group(6))
+        if bottom == 0 or top >= bottom:  # "2\frac{5}{3}" is a product, not a mixed number
             return None
-        return _signed(m.group(1), whole + Fraction(num, den))
+        return _signed(m.group(1), whole + Fraction(top, bottom))
     m = _FRAC_RE.match(s)
     if m:
         num = _signed_decimal(m.group(2) or m.group(3))

@@ -57,7 +57,7 @@ def generate_file(model: LoadedModel, prompts_path, output_path, sp: SamplingPar
             bar.update(engine.stats.finished - bar.n)
             bar.set_postfix(tok_s=f"{engine.stats.generated_tokens / max(time.time() - start, 1e-9):.1f}")
             while written < len(rows) and all(r.completion is not None for r in groups[written]):
-                cs = [r.completion for r in groups[written]]
+                cs = [r.result() for r in groups[written]]
                 f.write(json.dumps(dict(rows[written], completions=[c.text for c in cs],
                                         token_ids=[c.token_ids for c in cs],
                                         finish_reasons=[c.finish_reason for c in cs])) + "\n")
@@ -66,5 +66,5 @@ def generate_file(model: LoadedModel, prompts_path, output_path, sp: SamplingPar
 
         engine.run(progress=flush)
         flush()
-    new_tokens = sum(c.num_tokens for g in groups for c in (r.completion for r in g))
+    new_tokens = sum(r.result().num_tokens for g in groups for r in g)
     return JobStats(len(rows), len(rows) * num_samples, new_tokens, time.time() - start)

@@ -79,6 +79,12 @@ class SeqState:
     def generated(self) -> list[int]:
         return self.tokens[self.round_start:]
 
+    def result(self) -> Completion:
+        """The completion of a row that has finished (or is held after a stop)."""
+        if self.completion is None:
+            raise RuntimeError(f"row {self.id} has not finished")
+        return self.completion
+
 
 class Engine:
     def __init__(self, model: LoadedModel, config: EngineConfig | None = None, *, max_seq_len: int = 0):
@@ -203,7 +209,7 @@ class Engine:
             self.step()
             if progress:
                 progress()
-        return [r.completion for r in rows]
+        return [r.result() for r in rows]
 
     def generate(self, prompts: Sequence[Sequence[int]], params: SamplingParams | Sequence[SamplingParams],
                  seeds: Sequence[Sequence[int]], progress: Callable[[], None] | None = None) -> list[list[Completion]]:
@@ -212,7 +218,7 @@ class Engine:
             params = [params] * len(prompts)
         groups = [self.submit(p, sp, s) for p, sp, s in zip(prompts, params, seeds)]
         self.run(progress=progress)
-        return [[r.completion for r in g] for g in groups]
+        return [[r.result() for r in g] for g in groups]
 
     def _drain(self) -> None:
         with self._lock:
@@ -262,6 +268,7 @@ class Engine:
         """Give a sample of a shared prompt its pages: the full ones shared, the partial one copied.
         False when no page is free for the copy (the row waits)."""
         p = row.shared
+        assert p is not None, "only a row of a shared prompt is forked"
         full, partial = divmod(p.cached, self.page_size)
         copy = partial and p.waiting > 1
         if copy and not self._reserve_free(1, protect=p):

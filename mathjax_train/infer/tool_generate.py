@@ -17,7 +17,7 @@ import time
 from collections import deque
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field, replace
-from typing import Callable, Sequence
+from typing import Callable, Sequence, cast
 
 from etils import epath
 from tqdm import tqdm
@@ -175,7 +175,7 @@ class ToolGenerator:
         except BaseException:
             run.abandon()
             raise
-        return results
+        return cast(list[Completion], results)  # loop() returns once every row has its completion
 
 
 class _Run:
@@ -220,15 +220,15 @@ class _Run:
     def _end_round(self, r: _Row, c: Completion) -> None:
         r.rounds += 1
         r.text += c.text
-        tool = c.finish_reason == "stop" and self.tg._stopped_for_tool(c) and pending_code(r.text) is not None
-        if not tool or r.calls >= self.tg.max_calls:
-            self._finish(r, c.token_ids, c.logprobs, "max_calls" if tool else c.finish_reason)
+        code = pending_code(r.text) if c.finish_reason == "stop" and self.tg._stopped_for_tool(c) else None
+        if code is None or r.calls >= self.tg.max_calls:
+            self._finish(r, c.token_ids, c.logprobs, "max_calls" if code is not None else c.finish_reason)
             return
         r.keep, kept_text = self.tg._kept(c)
         r.ids += c.token_ids[:r.keep]
         r.logprobs += c.logprobs[:r.keep]
         r.rest = c.text[len(kept_text):]
-        self.futures[self.tg._threads.submit(self.tg._execute, r, pending_code(r.text))] = r
+        self.futures[self.tg._threads.submit(self.tg._execute, r, code)] = r
 
     def _resume(self, r: _Row, result: ExecutionResult) -> None:
         """Append the output block to the row's pages and start its next round (or end it: no room)."""
@@ -240,11 +240,13 @@ class _Run:
         if self.tg.engine.fits(len(r.prompt_ids) + len(r.ids) + len(appended), self.sp.max_tokens):
             self._finish(r, appended, [math.nan] * len(appended), "length")
             return
+        assert r.seq is not None  # rows in flight are admitted
         self.eng.extend(r.seq, r.keep, appended, self.sp, round_seed(r.seed, r.rounds))
         r.ids += appended
         r.logprobs += [math.nan] * len(appended)
 
     def _finish(self, r: _Row, ids: list[int], logprobs: list[float], reason: str) -> None:
+        assert r.seq is not None  # rows in flight are admitted
         if r.seq.state == PAUSED:
             self.eng.release(r.seq)
         if r.session is not None:
@@ -260,6 +262,7 @@ class _Run:
         """After an error: let running code end, free every page and session, leave the engine idle."""
         wait(list(self.futures))
         for r in self.live.values():
+            assert r.seq is not None  # rows in `live` are admitted
             if r.seq.state == PAUSED:
                 self.eng.release(r.seq)
             elif r.seq.state != "finished":

@@ -75,12 +75,13 @@ def paged_attention(q, pages, side, masks) -> jax.Array:
         sc = sc.reshape(kvh, b, t, g, -1) / jnp.sqrt(jnp.float32(d))
         blocks.append(jnp.where(mask[None, :, :, None, :], sc, MASK_VALUE))
     probs = jax.nn.softmax(jnp.concatenate(blocks, axis=-1), axis=-1).astype(q.dtype)
-    out, offset = 0.0, 0
+    parts, offset = [], 0
     for _, v in (pages, side):
         n = v.shape[2]
         p = probs[..., offset:offset + n].reshape(kvh, b, t * g, n)
-        out = out + jax.lax.dot_general(p, v, (((3,), (2,)), ((0, 1), (0, 1))))
+        parts.append(jax.lax.dot_general(p, v, (((3,), (2,)), ((0, 1), (0, 1)))))
         offset += n
+    out = parts[0] + parts[1]
     return out.reshape(kvh, b, t, g, d).transpose(1, 2, 0, 3, 4).reshape(b, t, h, d)
 
 
@@ -186,6 +187,8 @@ class Attention(nn.Module):
         t = x.shape[1]
         new_cache = None
         if cache is not None:
+            if kv is None:
+                raise ValueError("a side-buffer `cache` needs its PagedKV `kv`")
             sk, sv = cache
             start = (layer, 0, 0, kv.side_pos, 0)
             sk = jax.lax.dynamic_update_slice(sk, k.astype(sk.dtype).transpose(2, 0, 1, 3)[None], start)

@@ -35,6 +35,7 @@ def block_size(seq_len: int) -> int:
 
 
 def _make_kernel(num_heads: int, seq_len: int, sliding_window: int, interpret: bool):
+    one: splash_mask.Mask
     if sliding_window:
         # key j is visible from query i when 0 <= i - j < window (slots; in a segment, positions)
         one = splash_mask.LocalMask((seq_len, seq_len), window_size=(sliding_window - 1, 0), offset=0)
@@ -69,7 +70,7 @@ def splash_attention(q, k, v, segment_ids, *, sliding_window: int = 0, interpret
     q = (q.astype(jnp.float32) / math.sqrt(d)).astype(q.dtype)  # the kernel does not scale
     qt, kt, vt = (jnp.swapaxes(x, 1, 2) for x in (q, k, v))
     segment_ids = segment_ids.astype(jnp.int32)
-    fn = lambda *a: _local_attention(*a, sliding_window, interpret)  # noqa: E731
+    fn = lambda q1, k1, v1, s1: _local_attention(q1, k1, v1, s1, sliding_window, interpret)  # noqa: E731
 
     mesh = jax.sharding.get_abstract_mesh()
     if mesh.empty or mesh.size == 1:
@@ -77,6 +78,7 @@ def splash_attention(q, k, v, segment_ids, *, sliding_window: int = 0, interpret
     else:
         q_spec = nn.logical_to_mesh_axes(("batch", "heads", "length", "head_dim"))
         kv_spec = nn.logical_to_mesh_axes(("batch", "kv_heads", "length", "head_dim"))
+        assert q_spec is not None and kv_spec is not None  # flax gives None only for names=None
         if _axes(q_spec[2]) or _axes(q_spec[3]):
             raise InputError(f"attention_kernel=splash: mesh.rules shard `length` or `head_dim` ({q_spec}); "
                              "the kernel needs whole sequences and heads per device")

@@ -64,6 +64,7 @@ def resolve(ckpt_dir) -> CheckpointPaths:
         if latest is None:
             raise ConfigError(f"{steps_dir}: no complete checkpoint step found")
         step, step_dir = latest
+    assert step_dir is not None  # each layout above names a step directory
     return CheckpointPaths(root / CONFIG_FILE, step_dir / PARAMS_DIR, root / TOKENIZER_DIR, step)
 
 

@@ -110,7 +110,7 @@ class Decoder(nn.Module):
             x = jnp.take_along_axis(x, jnp.asarray(last, jnp.int32)[:, None, None], axis=1)
 
         x = RMSNorm(cfg.rms_norm_eps, dtype=dt, param_dtype=pdt, name="norm")(x)
-        new_cache = None if cache is None else {"k": new_layer_caches[0], "v": new_layer_caches[1]}
+        new_cache = None if new_layer_caches is None else {"k": new_layer_caches[0], "v": new_layer_caches[1]}
         if return_hidden:
             return nn.with_logical_constraint(x, ("batch", "length", "embed")), new_cache
         if cfg.tie_embeddings:

@@ -43,22 +43,23 @@ class DenseGeneral(nn.Module):
             in_axis=tuple(range(n_in)), out_axis=tuple(range(n_in, n_in + len(features))))
         lora = self.lora
         int8 = lora is not None and lora.quantize_base == "int8"
+        # self.param hands back the unboxed array; flax annotates it as LogicallyPartitioned (the ignores below)
         kernel = self.param("kernel", nn.with_logical_partitioning(
             nn.initializers.zeros_init() if int8 else init, tuple(self.kernel_axes)),
             in_shape + features, jnp.int8 if int8 else self.param_dtype)
         x = x.astype(self.dtype)
         contract = (tuple(range(x.ndim - n_in, x.ndim)), tuple(range(n_in)))
-        y = jax.lax.dot_general(x, kernel.astype(self.dtype), (contract, ((), ())))
+        y = jax.lax.dot_general(x, kernel.astype(self.dtype), (contract, ((), ())))  # type: ignore[attr-defined]
         if int8:  # one scale per output channel, so it applies after the matmul
             scale = self.param("kernel_scale", nn.with_logical_partitioning(nn.initializers.ones_init(), out_axes),
                                features, jnp.float32)
-            y = y * scale.astype(self.dtype)
+            y = y * scale.astype(self.dtype)  # type: ignore[attr-defined]
         if lora is not None and lora.enabled and self.name in lora.targets:
             y = y + self._adapter(x, in_shape, features, in_axes, out_axes)
         if self.use_bias:
             bias = self.param("bias", nn.with_logical_partitioning(nn.initializers.zeros_init(), out_axes),
                               features, self.param_dtype)
-            y = y + bias.astype(self.dtype)
+            y = y + bias.astype(self.dtype)  # type: ignore[attr-defined]
         return y
 
     def _adapter(self, x, in_shape, features, in_axes, out_axes):
@@ -90,11 +91,12 @@ class RMSNorm(nn.Module):
 
     @nn.compact
     def __call__(self, x: jax.Array) -> jax.Array:
+        # self.param hands back the unboxed array; flax annotates it as LogicallyPartitioned
         scale = self.param("scale", nn.with_logical_partitioning(nn.initializers.ones_init(), ("embed",)),
                            (x.shape[-1],), self.param_dtype)
         x32 = x.astype(jnp.float32)
         y = x32 * jax.lax.rsqrt(jnp.mean(x32 * x32, axis=-1, keepdims=True) + self.eps)
-        return (scale.astype(jnp.float32) * y).astype(self.dtype)
+        return (scale.astype(jnp.float32) * y).astype(self.dtype)  # type: ignore[attr-defined]
 
 
 class Embed(nn.Module):

@@ -201,7 +201,8 @@ def maybe_initialize(cfg: DistributedConfig) -> dict | None:
     args = resolve_init_args(cfg, tpu)
     if args is None:
         return None
-    if jax.config.jax_cpu_collectives_implementation in (None, "", "none"):
+    # jax defines its flags as config attributes at run time, out of the type checker's sight
+    if jax.config.jax_cpu_collectives_implementation in (None, "", "none"):  # type: ignore[attr-defined]
         jax.config.update("jax_cpu_collectives_implementation", "gloo")  # cross-process CPU collectives
     jax.distributed.initialize(**args)
     _initialized = dict(args, source=tpu.source if tpu and not cfg.coordinator_address else "config")

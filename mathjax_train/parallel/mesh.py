@@ -30,7 +30,7 @@ def resolve_shape(cfg: MeshConfig, num_devices: int) -> tuple[int, int, int]:
     if math.prod(sizes) != num_devices:
         raise ConfigError(f"mesh: data={sizes[0]} x fsdp={sizes[1]} x tensor={sizes[2]} = {math.prod(sizes)} "
                           f"devices, but {num_devices} are available")
-    return tuple(sizes)
+    return sizes[0], sizes[1], sizes[2]
 
 
 def make_mesh(cfg: MeshConfig, devices=None) -> Mesh:

@@ -56,6 +56,7 @@ def logical_shardings(abstract_tree, mesh, rules):
 def batch_sharding(mesh, rules) -> NamedSharding:
     """(batch, length) arrays: rows split over the axes the `batch` rule names."""
     spec = nn.logical_to_mesh_axes(("batch", "length"), rules)
+    assert spec is not None  # flax gives None only for names=None
     return NamedSharding(mesh, spec)
 
 

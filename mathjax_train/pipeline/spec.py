@@ -147,8 +147,9 @@ def is_pipeline_file(path: str) -> bool:
 
 def kind_of(raw: dict, source: str, name: str) -> str:
     kind = raw.get("kind")
-    kind = ALIASES.get(kind, kind)
-    if kind not in KINDS:
+    if isinstance(kind, str):
+        kind = ALIASES.get(kind, kind)
+    if not isinstance(kind, str) or kind not in KINDS:  # a list or mapping is unhashable: check the type first
         raise ConfigError(f"{source}: stages.{name}.kind: {raw.get('kind')!r} is not one of "
                           f"{', '.join(list(KINDS) + list(ALIASES))}")
     return kind

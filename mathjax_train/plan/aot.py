@@ -39,6 +39,8 @@ def compile_step(cfg, num_layers: int) -> dict:
     with jax.set_mesh(setup.mesh):
         compiled = setup.step.lower(setup.layout.abstract, batch).compile()
     ma = compiled.memory_analysis()
+    if ma is None:
+        raise RuntimeError(f"XLA on {jax.default_backend()} gives no memory analysis of the compiled step")
     return {"layers": num_layers, "compile_seconds": round(time.perf_counter() - t, 1),
             "argument": ma.argument_size_in_bytes, "output": ma.output_size_in_bytes,
             "alias": ma.alias_size_in_bytes, "temp": ma.temp_size_in_bytes,

@@ -51,7 +51,9 @@ class MeshPlan:
 
     def shards(self, logical: str) -> int:
         """How many ways the rules split a dimension named `logical`."""
-        spec = nn.logical_to_mesh_axes((logical,), self.rules)[0]
+        names = nn.logical_to_mesh_axes((logical,), self.rules)
+        assert names is not None  # flax gives None only for names=None
+        spec = names[0]
         axes = () if spec is None else ((spec,) if isinstance(spec, str) else tuple(spec))
         return math.prod(self.shape[a] for a in axes)
 

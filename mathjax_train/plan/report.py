@@ -6,6 +6,8 @@ recomputation and padding both show up as a lower MFU, not as more FLOPs.
 """
 from __future__ import annotations
 
+from typing import Any
+
 from mathjax_train.config import Config, ConfigError
 from mathjax_train.parallel.topology import GIB, parse_topology
 from mathjax_train.plan.aot import DEFAULT_LAYERS, compiled_memory
@@ -46,7 +48,7 @@ def make_plan(cfg: Config, topology: str = "", *, mfu: float = DEFAULT_MFU, comp
     flops = train_flops_per_token(model, cfg.train.seq_len)
     slots = cfg.train.batch_size * cfg.train.seq_len
     step_s = flops * slots / (topo.chips * topo.peak_flops * mfu)
-    out = {
+    out: dict[str, Any] = {
         "topology": topo.as_dict(),
         "mesh": mp.shape,
         "model": {"architecture": model.architecture, "parameters": mem["param_count"],

@@ -8,6 +8,7 @@ state is the draw count and each source's position: the next problem depends on 
 from __future__ import annotations
 
 import random
+from typing import Any
 
 from mathjax_train.config import Config, InputError
 from mathjax_train.eval import datasets
@@ -23,8 +24,9 @@ class PromptStream:
         self.draws = 0
         self.positions = {n: 0 for n in self.names}
         self._finite: dict[str, list[datasets.Problem]] = {}
-        self._procedural = dict(seed=data.seed, split="train", templates=data.procedural_templates or None,
-                                levels=data.procedural_levels)
+        self._procedural: dict[str, Any] = dict(seed=data.seed, split="train",
+                                                templates=data.procedural_templates or None,
+                                                levels=data.procedural_levels)
         for name in self.names:
             if name != "procedural":
                 problems = datasets.load_problems(name, rl.prompts_split, data.data_dir or None, rl.prompts_limit)

@@ -83,7 +83,7 @@ def collect(stream: PromptStream, sampler: Sampler, template, cfg: Config) -> Ro
     budget = cfg.train.seq_len + 1 - rl.max_new_tokens  # the longest prompt a row can hold
     out = Rollout([])
     for _ in range(1 + (rl.max_refill_rounds if rl.dynamic_sampling else 0)):
-        drawn = []
+        drawn: list[tuple[int, Problem, str, list[int]]] = []  # (stream index, problem, prompt, prompt ids)
         while len(drawn) < rl.prompts_per_step:
             k, problem = stream.next()
             text = template.format_prompt(problem.question)

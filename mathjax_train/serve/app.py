@@ -298,6 +298,7 @@ class ServeApp:
 
     def _final(self, r: _Request, ch: _Choice, chat: bool) -> tuple[str, str, dict | None]:
         c = ch.completion
+        assert c is not None  # called once every row has finished
         lp = None
         if r.options.logprobs:
             toks = self._token_strings(c.token_ids)
@@ -332,7 +333,8 @@ class ServeApp:
                         lp = self._stream_logprobs(ch, ids, lps, chat) if r.options.logprobs else None
                         if piece or lp:
                             yield chunk(ch.index, piece, None, lp)
-                    else:
+                    else:  # a finish: _handle recorded the completion
+                        assert ch.completion is not None
                         rest_text = ch.text.finish(ch.completion.text)
                         self.stats.add("stream_text_mismatches", int(ch.text.mismatch))
                         if rest_text:

@@ -19,7 +19,7 @@ MAX_STOP = 4
 ROLES = ("system", "developer", "user", "assistant")
 
 # Fields accepted for compatibility only when they carry their no-op value.
-_NOOP_FIELDS = {
+_NOOP_FIELDS: dict[str, tuple | None] = {
     "frequency_penalty": (0, 0.0), "presence_penalty": (0, 0.0), "logit_bias": ({},), "user": None,
     "echo": (False,), "best_of": (1,), "suffix": ("",),
     "parallel_tool_calls": None, "store": (False,), "metadata": None, "service_tier": None,

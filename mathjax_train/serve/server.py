@@ -77,6 +77,7 @@ class _Handler(BaseHTTPRequestHandler):
             if path in ("/v1/completions", "/v1/chat/completions"):
                 self._need(method, "POST")
                 handler = app.completions if path == "/v1/completions" else app.chat
+                assert body is not None  # read for every POST
                 result = handler(self._parse_json(body), disconnected=self._client_gone)
                 if isinstance(result, dict):
                     return self._json(200, result)
@@ -193,6 +194,7 @@ class RunningServer:
     @property
     def url(self) -> str:
         host, port = self.httpd.server_address[:2]
+        host = host.decode() if isinstance(host, bytes) else host
         return f"http://{host}:{port}/v1"
 
     def close(self) -> None:

@@ -76,7 +76,7 @@ class Hit:
     shared_ngrams: int = 0  # for the n-gram methods: how many distinct n-grams are shared
 
     def as_dict(self) -> dict:
-        d = {"test_id": self.test_id, "method": self.method}
+        d: dict[str, object] = {"test_id": self.test_id, "method": self.method}
         if self.method.startswith("ngram"):
             d["shared_ngrams"] = self.shared_ngrams
         return d

@@ -17,7 +17,7 @@ from typing import Sequence
 import editdistance
 
 from mathjax_train.grading import extract_answer, is_equivalent
-from mathjax_train.grading.calculator import annotations, first_bad_annotation
+from mathjax_train.grading.calculator import annotations as calculator_annotations, first_bad_annotation
 
 REJECT_REASONS = ("empty", "no_answer", "wrong_answer", "bad_annotation", "duplicate")
 
@@ -35,7 +35,7 @@ def normalize_text(text: str) -> str:
 
 def path_key(text: str) -> tuple:
     """What a path computes: its equations, else its code blocks, else its normalized text."""
-    eqs = annotations(text)
+    eqs = calculator_annotations(text)
     if eqs:
         return ("equations",) + tuple(_WS.sub("", e) for e in eqs)
     code = _CODE_BLOCK.findall(text)

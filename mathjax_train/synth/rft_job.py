@@ -13,6 +13,7 @@ import sys
 import time
 from collections import Counter
 from dataclasses import asdict, dataclass, field
+from typing import TYPE_CHECKING
 
 from etils import epath
 from tqdm import tqdm
@@ -25,6 +26,10 @@ from mathjax_train.infer.params import SamplingParams, sample_seed
 from mathjax_train.synth.questions import Question, load_questions
 from mathjax_train.synth.rft import REJECT_REASONS, select
 from mathjax_train.synth.rft_output import RowSink, output_stats, repair, shard_path
+
+if TYPE_CHECKING:
+    from mathjax_train.infer.engine import Engine
+    from mathjax_train.infer.tool_generate import ToolGenerator
 
 # settings that must match for a re-run to continue an existing output (batch size, dtype and
 # data_dir may change between runs without changing what a row means)
@@ -83,7 +88,8 @@ class Sampler:
         self.template = _template(cfg.template, self.model)
         self.add_special = cfg.template != "chat"  # a chat template writes its own BOS
         self.sp = SamplingParams(max_tokens=cfg.max_new_tokens, temperature=cfg.temperature, top_p=cfg.top_p)
-        self.tools = self.engine = None
+        self.tools: ToolGenerator | None = None
+        self.engine: Engine | None = None  # sized by prepare() when there are no tools
         if cfg.tools == "python":
             from mathjax_train.infer.tool_generate import ToolGenerator
 
@@ -113,10 +119,12 @@ class Sampler:
             per_question = [flat[n * k:(n + 1) * k] for n in range(len(questions))]
         else:
             tok = self.model.tokenizer
-            groups = [self.engine.submit(tok.encode(self.prompt(q), self.add_special), self.sp, seeds[q.index])
+            engine = self.engine
+            assert engine is not None, "prepare() sizes the engine first"
+            groups = [engine.submit(tok.encode(self.prompt(q), self.add_special), self.sp, seeds[q.index])
                       for q in questions]  # k samples of a question share one prefill
-            self.engine.run()
-            per_question = [[r.completion for r in g] for g in groups]
+            engine.run()
+            per_question = [[r.result() for r in g] for g in groups]
         out, tokens = {}, 0
         for q, completions in zip(questions, per_question):
             r = out[q.index] = QuestionSamples()

@@ -26,7 +26,8 @@ def pool_files(inputs: list[str], output: str, max_paths_per_question: int = 0) 
                 q["original"] = q["original"] or r
             else:
                 q["sampled"].append(r)
-    lines, rejected = [], {}
+    lines: list[str] = []
+    rejected: dict[str, int] = {}
     for qid, q in questions.items():
         original = q["original"]
         if original is None:

@@ -187,8 +187,10 @@ def run_block(code: str, namespace: dict, owner_pid: int) -> dict:
     try:
         tree = ast.parse(code, "<cell>", "exec")
         last = None
-        if tree.body and isinstance(tree.body[-1], ast.Expr):
-            last = ast.Expression(tree.body.pop().value)
+        tail = tree.body[-1] if tree.body else None
+        if isinstance(tail, ast.Expr):
+            tree.body.pop()
+            last = ast.Expression(tail.value)
         exec(compile(tree, "<cell>", "exec"), namespace)
         if last is not None:
             value = eval(compile(last, "<cell>", "eval"), namespace)
@@ -282,7 +284,7 @@ def _block_sockets() -> None:
     def refuse(*args, **kwargs):
         raise PermissionError("network access is disabled in the sandbox")
 
-    socket.socket = refuse  # type: ignore[assignment]
+    socket.socket = refuse  # type: ignore[misc,assignment]
     socket.create_connection = refuse  # type: ignore[assignment]
     socket.socketpair = refuse  # type: ignore[assignment]
 
@@ -318,8 +320,9 @@ def _signal_error(sig: int) -> str:
         name = signal.Signals(sig).name
     except ValueError:
         name = str(sig)
-    hint = {signal.SIGSEGV: " (segmentation fault, e.g. recursion too deep for the C stack)",
-            signal.SIGKILL: " (killed)", signal.SIGABRT: " (aborted)"}.get(sig, "")
+    hints: dict[int, str] = {signal.SIGSEGV: " (segmentation fault, e.g. recursion too deep for the C stack)",
+                             signal.SIGKILL: " (killed)", signal.SIGABRT: " (aborted)"}
+    hint = hints.get(sig, "")
     return f"ProcessCrashed: the interpreter was killed by {name}{hint}"
 
 
@@ -329,9 +332,9 @@ class Zygote:
         self.limits = cfg["limits"]
         self.report: dict = {"warnings": []}
         self.session = None  # (pid, out_r, ctl_r, cmd_w, tmpdir) of the live session child
-        self.pidns_fd = None
-        self.uid = None
-        self.pending = None  # killed sandbox not yet reaped (teardown overlaps the next one)
+        self.pidns_fd: int | None = None
+        self.uid: int | None = None
+        self.pending: int | None = None  # killed sandbox not yet reaped (teardown overlaps the next one)
         self.spawned = 0
         self._setup()
         for name in cfg.get("preload", []):
@@ -605,6 +608,7 @@ class Zygote:
             error, tb, timed_out = msg.get("error"), msg.get("traceback"), msg.get("timed_out")
         else:
             tb = None
+            assert status is not None and ru is not None  # reaped above: msg is None
             if error is None:  # the child died on its own
                 if os.WIFSIGNALED(status):
                     sig = os.WTERMSIG(status)

@@ -125,12 +125,15 @@ class _Worker:
     def _call(self, msg: dict, timeout: float):
         """Send one request and wait for its reply; None if the supervisor died or hung."""
         data = json.dumps(msg).encode()
+        proc = self.proc
+        if proc is None or proc.stdin is None or proc.stdout is None:
+            raise RuntimeError("the sandbox supervisor is closed")
         try:
-            self.proc.stdin.write(_HDR.pack(len(data)) + data)
+            proc.stdin.write(_HDR.pack(len(data)) + data)
         except (BrokenPipeError, OSError):
             return None
         deadline = time.monotonic() + timeout
-        fd = self.proc.stdout.fileno()
+        fd = proc.stdout.fileno()
         buf = bytearray()
         need = _HDR.size
         while len(buf) < need:
@@ -174,14 +177,16 @@ class _Worker:
         if self.proc is not None:
             self.proc.wait()
             for stream in (self.proc.stdin, self.proc.stdout):
-                stream.close()
+                if stream is not None:
+                    stream.close()
 
     def close(self) -> None:
         """Ask the supervisor to stop (it kills its sandboxes), then reap it."""
         if self.proc is None:
             return
         try:
-            self.proc.stdin.close()  # EOF: the supervisor ends its session child and exits
+            if self.proc.stdin is not None:
+                self.proc.stdin.close()  # EOF: the supervisor ends its session child and exits
             self.proc.wait(timeout=5)
         except (OSError, subprocess.TimeoutExpired):
             pass
@@ -221,12 +226,14 @@ class Session:
     def __init__(self, timeout_s: float = 5.0, limits: Limits | None = None, preload=(),
                  isolation: str = "auto", _worker: _Worker | None = None, _on_close=None):
         self.timeout_s = timeout_s
-        self._worker = _worker or _Worker(limits, preload, isolation)
+        self._worker: _Worker | None = _worker or _Worker(limits, preload, isolation)
         self._owned = _worker is None
         self._on_close = _on_close
 
     @property
     def report(self) -> dict:
+        if self._worker is None:
+            raise RuntimeError("session is closed")
         return self._worker.report
 
     def run(self, code: str, timeout_s: float | None = None,
@@ -240,6 +247,8 @@ class Session:
 
     def reset(self) -> None:
         """Drop all state (the next block runs in a fresh interpreter)."""
+        if self._worker is None:
+            raise RuntimeError("session is closed")
         self._worker.reset_session()
 
     def close(self) -> None:

@@ -53,9 +53,12 @@ def pending_code(text: str) -> str | None:
 
 
 class _Result(Protocol):
-    ok: bool
-    output: str
-    error: str | None
+    @property
+    def ok(self) -> bool: ...
+    @property
+    def output(self) -> str: ...
+    @property
+    def error(self) -> str | None: ...
 
 
 def format_output(result: _Result, max_chars: int = MAX_OUTPUT_CHARS) -> str:
@@ -101,7 +104,8 @@ def run_tool_loop(generate_fn: Callable[..., str], prompt: str, max_calls: int =
 
         executor = Session(timeout_s=timeout_s)
     run = executor.run if hasattr(executor, "run") else executor
-    text, calls, hit_max = prompt, [], False
+    text, hit_max = prompt, False
+    calls: list[ToolCall] = []
     try:
         while True:
             piece = generate_fn(text, stop=list(STOP_STRINGS))

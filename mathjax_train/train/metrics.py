@@ -55,6 +55,7 @@ class MetricsWriter:
         else:
             with self.path.open("a") as f:
                 f.write(line + "\n")
+        assert self._tb is not None  # made in __init__ when enabled
         with self._tb.as_default():
             for k, v in row.items():
                 if k != "step" and isinstance(v, (int, float)) and not isinstance(v, bool):

@@ -6,6 +6,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Callable
 
+import jax
+
 from mathjax_train.config import Config, ModelConfig
 from mathjax_train.parallel.mesh import make_mesh
 from mathjax_train.parallel.rules import axis_rules, batch_sharding
@@ -23,7 +25,7 @@ class StepSetup:
     schedule: Callable
     layout: StateLayout
     batch_sharding: Any
-    step: Callable  # jitted step(state, batch) -> (state, metrics); state donated
+    step: jax.stages.Wrapped  # jitted step(state, batch) -> (state, metrics); state donated
     lora: Any = None  # the enabled LoraConfig of a LoRA run, else None
 
     def init_state(self, seed: int, params=None):

@@ -86,7 +86,8 @@ class _Prefetcher:
     """Loads the next host batches in a thread; each item carries the iterator state after it."""
 
     def __init__(self, iterator, depth: int = 2):
-        self.iterator, self.queue = iterator, queue.Queue(maxsize=depth)
+        self.iterator = iterator
+        self.queue: queue.Queue[tuple] = queue.Queue(maxsize=depth)  # (batch, state after it, error)
         self.thread = threading.Thread(target=self._run, daemon=True)
         self.stop = False
         self.thread.start()

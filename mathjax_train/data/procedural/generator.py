@@ -11,13 +11,15 @@ import hashlib
 import itertools
 import json
 import random
-from typing import Iterable, Iterator, Sequence
+from typing import Callable, Iterable, Iterator, Mapping, Sequence
 
 from mathjax_train.config import InputError
 from mathjax_train.data.procedural import gsm_style, math_style
 from mathjax_train.data.procedural.gsm_style import Resample
 
-FAMILIES = {"gsm_style": gsm_style.TEMPLATES, "math_style": math_style.TEMPLATES}
+# a template: (rng, level) -> (question, solution, answer[, verification])
+FAMILIES: Mapping[str, Mapping[str, Callable[[random.Random, int], tuple]]] = {
+    "gsm_style": gsm_style.TEMPLATES, "math_style": math_style.TEMPLATES}
 TEMPLATES = {f"{fam}/{name}": fn for fam, table in FAMILIES.items() for name, fn in table.items()}
 SPLITS = ("train", "heldout")
 LEVELS = (1, 2, 3, 4, 5)

@@ -55,10 +55,10 @@ def linear_equation(rng: random.Random, level: int):
             answer = F(_nz(rng, -15, 15), rng.randint(2, 7))
             if answer.denominator == 1 or (a - c) * answer.numerator % answer.denominator:
                 raise Resample  # keep the constant integral: (a-c)*x must be an integer
-        d = a * (answer + b) - c * answer
-        if d.denominator != 1:
+        d_exact = a * (answer + b) - c * answer
+        if d_exact.denominator != 1:
             raise Resample
-        d = int(d)
+        d = int(d_exact)
         lhs, rhs = f"{a}\\left({tex.linear(1, b)}\\right)", tex.linear(c, d)
         steps = [f"Expand the left side: ${tex.linear(a, a * b)} = {rhs}$.",
                  f"Collect terms: ${tex.poly([a - c, 0])} = {d - a * b}$.",
@@ -229,7 +229,8 @@ def expand_product(rng: random.Random, level: int):
 
 
 def _factor(n: int) -> dict[int, int]:
-    out, p = {}, 2
+    out: dict[int, int] = {}
+    p = 2
     while p * p <= n:
         while n % p == 0:
             out[p] = out.get(p, 0) + 1
@@ -269,7 +270,8 @@ def gcd_lcm(rng: random.Random, level: int):
 
 
 def linear_system(rng: random.Random, level: int):
-    x, y = rng.randint(-20, 20), rng.randint(-20, 20)
+    x: int | F = rng.randint(-20, 20)
+    y: int | F = rng.randint(-20, 20)
     if level == 1:
         a, b, c, d = 1, 1, 1, -1
     else:
