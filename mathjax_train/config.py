@@ -618,24 +618,30 @@ def apply_override(data: dict, cls: type, override: str) -> None:
             node_cls = tp
 
 
+def read_yaml_mapping(path, where: str, missing: str = "not found") -> dict:
+    """A YAML file (local or gs://) whose top level is a mapping; errors start with `where`."""
+    from etils import epath
+
+    try:
+        text = epath.Path(path).read_text()
+    except FileNotFoundError:
+        raise ConfigError(f"{where}: {missing}") from None
+    try:
+        data = yaml.safe_load(text) or {}
+    except yaml.YAMLError as e:
+        raise ConfigError(f"{where}: not valid YAML: {e}") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"{where}: the top level must be a mapping")
+    return data
+
+
 def load_config(path: str | None = None, overrides: list[str] | tuple[str, ...] = (), cls: type = Config) -> Any:
     """Read a YAML config (or defaults when `path` is None), apply overrides, validate."""
     data: dict = {}
     source = "defaults"
     if path:
         source = str(path)
-        from etils import epath
-
-        try:
-            text = epath.Path(path).read_text()
-        except FileNotFoundError:
-            raise ConfigError(f"{path}: config file not found") from None
-        try:
-            data = yaml.safe_load(text) or {}
-        except yaml.YAMLError as e:
-            raise ConfigError(f"{path}: not valid YAML: {e}") from None
-        if not isinstance(data, dict):
-            raise ConfigError(f"{path}: the top level must be a mapping")
+        data = read_yaml_mapping(path, source, missing="config file not found")
     for ov in overrides:
         apply_override(data, cls, ov)
     try:

@@ -22,7 +22,7 @@ from etils import epath
 
 from mathjax_train.config import (Config, ConfigError, DecontaminateConfig, EvaluateStageConfig, ExportStageConfig,
                                   ProblemsStageConfig, RftConfig, ScalingStageConfig, SelectConfig,
-                                  TokenizerStageConfig, apply_override, from_dict, to_dict)
+                                  TokenizerStageConfig, apply_override, from_dict, read_yaml_mapping, to_dict)
 
 
 @dataclass(frozen=True)
@@ -100,7 +100,7 @@ def _with_base(section: dict, source: str, where: str) -> dict:
     path = epath.Path(base)
     if not path.is_absolute() and "://" not in base:
         path = epath.Path(source).parent / base
-    data = _yaml_mapping(path, f"{source}: {where}.base: {path}")
+    data = read_yaml_mapping(path, f"{source}: {where}.base: {path}")
     data.pop("output_dir", None)  # the stage's own directory replaces the base run's
     return _merge(data, section)
 
@@ -113,21 +113,8 @@ def _unshared(node: Any) -> Any:
     return [_unshared(v) for v in node] if isinstance(node, list) else node
 
 
-def _yaml_mapping(path, where: str) -> dict:
-    """A YAML file whose top level is a mapping; errors start with `where`."""
-    try:
-        data = yaml.safe_load(epath.Path(path).read_text()) or {}
-    except FileNotFoundError:
-        raise ConfigError(f"{where}: not found") from None
-    except yaml.YAMLError as e:
-        raise ConfigError(f"{where}: not valid YAML: {e}") from None
-    if not isinstance(data, dict):
-        raise ConfigError(f"{where}: the top level must be a mapping")
-    return data
-
-
 def _read(path: str) -> dict:
-    data = _yaml_mapping(path, f"{path}")
+    data = read_yaml_mapping(path, f"{path}")
     if not isinstance(data.get("stages"), dict) or not data["stages"]:
         raise ConfigError(f"{path}: a pipeline file needs a `stages` mapping (name -> stage); see configs/pipeline_*.yaml")
     unknown = [k for k in data if k not in ("run_dir", "stages")]
