@@ -209,6 +209,9 @@ class RftConfig:
     tool_timeout_s: float = 5.0
     shard_index: int = -1  # -1 = jax.process_index()
     num_shards: int = 0  # 0 = jax.process_count()
+    # false: a sample that computes what the reference does is kept (for questions whose reference
+    # solution is not trained on: pool them with `select.include_references: false`)
+    dedup_with_reference: bool = True
 
     def validate(self, where: str = "rft") -> None:
         if not self.checkpoints:
@@ -267,7 +270,7 @@ AUTO_CHUNK_ABOVE = 65536  # LLaMA-2's and Mistral's 32k take the full logits
 class TrainConfig:
     """The training loop. `batch_size` is global (sequences per optimizer step, all hosts)."""
 
-    steps: int = 1000
+    steps: int = 1000  # 0: save the initialised model (step 0) and stop
     batch_size: int = 8
     seq_len: int = 512
     microbatches: int = 1  # gradient accumulation: batch_size is split into this many parts
@@ -280,7 +283,9 @@ class TrainConfig:
     peak_tflops_per_device: float = 0.0  # 0 = the table by device kind (CPU: measured once)
 
     def validate(self, where: str = "train") -> None:
-        for name in ("steps", "batch_size", "seq_len", "microbatches", "log_every_steps"):
+        if self.steps < 0:
+            raise ConfigError(f"{where}.steps must be >= 0 (0 saves the initialised model), got {self.steps}")
+        for name in ("batch_size", "seq_len", "microbatches", "log_every_steps"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"{where}.{name} must be >= 1, got {getattr(self, name)}")
         if self.batch_size % self.microbatches:
@@ -709,6 +714,7 @@ class SelectConfig:
 
     inputs: list[str] = field(default_factory=list)
     max_paths_per_question: int = 0
+    include_references: bool = True  # false: only the sampled paths (questions whose solutions stay unseen)
 
     def validate(self, where: str = "select") -> None:
         if not self.inputs or self.max_paths_per_question < 0:

@@ -214,7 +214,7 @@ def test_a_named_benchmark_counts_by_its_file(tmp_path):
      r"a problems stage's outputs are problems"),
     ("  a: {kind: train, output_dir: /tmp/x}\n", "stages.a.output_dir: set by the pipeline"),
     ("  a: {kind: evaluate, checkpoints: [c], eval: {limt: 3}}\n", "stages.a.eval: unknown key 'limt'"),
-    ("  a: {kind: train, train: {steps: 0}}\n", "stages.a: train.steps must be >= 1"),
+    ("  a: {kind: train, train: {steps: -1}}\n", "stages.a: train.steps must be >= 0"),
     ("  a: {kind: train, base: missing.yaml}\n", "stages.a.base: .*missing.yaml: not found"),
 ])
 def test_bad_pipeline_files_name_the_file_stage_and_field(tmp_path, stages, message):

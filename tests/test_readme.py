@@ -56,13 +56,36 @@ def test_smoke_command_trains_and_loss_falls(tmp_path):
     assert rows[-1]["step"] == 150 and rows[-1]["loss"] < 0.9 * rows[0]["loss"]
 
 
+# configs/pipeline_demo.yaml itself, shrunk: every stage runs, the summary and report are written
+TINY_DEMO = ("stages.heldout.count=8", "stages.seed.count=64", "stages.questions.count=8", "stages.sft.sizes=[32,64]",
+             "stages.rft.max_new_tokens=24", "stages.retrain.train.steps=2", "stages.evaluate.sampled.num_samples=4",
+             "stages.evaluate.sampled.max_new_tokens=24",
+             *(f"stages.{s}.eval.generate.max_new_tokens=24" for s in ("evaluate_init", "sft", "evaluate")))
+
+
 @pytest.mark.slow
 def test_demo_pipeline_runs_end_to_end(tmp_path):
     """The main job's code path, shortened (the full run's figures are in the README)."""
+    import json
+
     from mathjax_train.demo import run_demo
 
-    result = run_demo(str(tmp_path), ("train.steps=6", "generate.max_new_tokens=16", "checkpoint.every_steps=3"),
-                      heldout_n=6)
-    assert result["train_steps"] == 6 and result["accuracy_before"] == 0.0
+    result = run_demo(str(tmp_path), TINY_DEMO)
+    assert result["accuracy_before"] == 0.0 and result["heldout_problems"] == 8
     assert result["hf_reload"]["greedy_identical"] == "4/4" and result["hf_reload"]["max_abs_logit_diff"] < 1e-4
-    assert (tmp_path / "eval_after" / "report.json").exists() and (tmp_path / "hf" / "config.json").exists()
+    assert result["scaling_fit"]["sizes"] == [32, 64] and len(result["scaling_fit"]["accuracies"]) == 2
+    assert set(result["pass_at_k"]) == {"1", "2", "4"} and result["rft"]["questions"] == 8
+    assert result["rft"]["samples"] == 8 * 4  # k paths per question
+    d = result["rft_minus_sft"]
+    assert d["problems"] == 8 and d["interval"][0] <= d["difference"] <= d["interval"][1]
+    manifest = json.loads((tmp_path / "manifest.json").read_text())
+    assert all(rec["status"] == "done" for rec in manifest["stages"].values()) and len(manifest["stages"]) == 12
+    report = (tmp_path / "report.md").read_text()
+    assert f"| SFT + RFT (retrained on seed + kept paths) | {100 * result['accuracy_rft']:.1f}%" in report
+    for png in ("accuracy_per_stage.png", "pass_at_k.png", "sft/scaling.png"):
+        assert (tmp_path / png).stat().st_size > 1000, png
+    assert json.loads((tmp_path / "demo_summary.json").read_text())["accuracy_sft"] == result["accuracy_sft"]
+    again = run_demo(str(tmp_path), TINY_DEMO)  # every stage is done: nothing re-runs, the figures stay
+    assert {k: again[k] for k in ("accuracy_sft", "accuracy_rft", "scaling_fit")} == \
+        {k: result[k] for k in ("accuracy_sft", "accuracy_rft", "scaling_fit")}
+    assert json.loads((tmp_path / "manifest.json").read_text())["stages"] == manifest["stages"]  # none re-ran

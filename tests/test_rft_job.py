@@ -127,6 +127,28 @@ def test_pooled_checkpoints_keep_verified_distinct_paths_with_provenance(forced_
     assert rows[1]["temperature"] == 0.7 and isinstance(rows[1]["seed"], int) and rows[1]["answer"] == "72"
 
 
+def test_unseen_references_neither_dedup_nor_train(forced_pair, tmp_path, capsys):
+    """--no-dedup-with-reference keeps a path that repeats the reference's equations; pooling with
+    include_references=False then writes the sampled paths only, numbered from 0."""
+    from mathjax_train.synth.rft_pool import pool_files
+
+    a, _ = forced_pair
+    out = tmp_path / "unseen.jsonl"
+    run(capsys, "--checkpoint", str(a), "--dataset", str(questions(tmp_path)), "--template", "question_answer",
+        "--output", str(out), "--no-dedup-with-reference", *COMMON)
+    got = [(r["question_id"], r["origin"], r["solution"]) for r in lines(out)]
+    assert ("same", "sampled", SOL_A) in got and ("other", "sampled", SOL_A) in got
+    pooled = tmp_path / "pooled.jsonl"
+    stats = pool_files([str(out)], str(pooled), include_references=False)
+    rows = lines(pooled)
+    assert [(r["question_id"], r["solution"], r["path_index"], r["paths_total"]) for r in rows] == \
+        [("same", SOL_A, 0, 1), ("other", SOL_A, 0, 1)]
+    assert stats["questions"] == 2 and read_rows(pooled)[2] is False
+    pool_files([str(out)], str(tmp_path / "refs.jsonl"))  # with references: they are written and seed dedup
+    assert [(r["question_id"], r["origin"]) for r in lines(tmp_path / "refs.jsonl")] == \
+        [("same", "original"), ("other", "original"), ("other", "sampled"), ("ten", "original")]
+
+
 def test_rft_with_tools_keeps_executed_code_paths(tmp_path_factory, tmp_path, capsys):
     stop = "```output"
     ckpt = make_forced_checkpoint(tmp_path_factory.mktemp("tools"), {":": CODE, CODE: stop, OUT: ANS, ANS: EOS},

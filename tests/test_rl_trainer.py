@@ -10,7 +10,8 @@ from mathjax_train.config import ConfigError, load_config
 from mathjax_train.infer.params import Completion
 from mathjax_train.model import checkpoint as model_ckpt
 from mathjax_train.rl.batch import build_batch
-from mathjax_train.rl.trainer import TIMING_KEYS, binomial_interval, run_rl
+from mathjax_train.eval.metrics import binomial_interval
+from mathjax_train.rl.trainer import TIMING_KEYS, run_rl
 
 
 @pytest.fixture(scope="module")

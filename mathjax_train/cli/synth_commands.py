@@ -16,7 +16,8 @@ def _cmd_rft(args) -> int:
                     template=args.template, k=args.k, temperature=args.temperature, top_p=args.top_p,
                     max_new_tokens=args.max_new_tokens, seed=args.seed, batch_size=args.batch_size,
                     dtype=args.dtype, tools=args.tools, max_tool_calls=args.max_tool_calls,
-                    tool_timeout_s=args.tool_timeout, shard_index=args.shard_index, num_shards=args.num_shards)
+                    tool_timeout_s=args.tool_timeout, shard_index=args.shard_index, num_shards=args.num_shards,
+                    dedup_with_reference=not args.no_dedup_with_reference)
     print(json.dumps(run_rft(cfg, progress=not args.no_progress)))
     return 0
 
@@ -50,6 +51,9 @@ def _add_rft_commands(sub) -> None:
     s.add_argument("--tool-timeout", type=float, default=5.0, help="seconds per code execution")
     s.add_argument("--shard-index", type=int, default=-1, help="default: jax.process_index()")
     s.add_argument("--num-shards", type=int, default=0, help="default: jax.process_count()")
+    s.add_argument("--no-dedup-with-reference", action="store_true",
+                   help="keep samples that compute what the reference solution does (questions whose "
+                        "references are not trained on)")
     s.add_argument("--no-progress", action="store_true")
     s.set_defaults(fn=_cmd_rft)
 

@@ -36,8 +36,9 @@ def register(sub) -> None:
                    help="stop (with a checkpoint) after this many steps; the next run resumes")
     s.set_defaults(fn=_cmd_train)
 
-    s = sub.add_parser("demo", help="the main job: train a small decoder from scratch on procedural math (CPU), "
-                                    "evaluate before/after, export to HF and reload with transformers")
-    s.add_argument("--output-dir", default="runs/demo")
-    s.add_argument("overrides", nargs="*", help="key=value overrides of configs/demo.yaml")
+    s = sub.add_parser("demo", help="the main job on CPU: the papers' loop in miniature (configs/pipeline_demo.yaml: "
+                                    "SFT from scratch at four data sizes, pass@k, RFT, retrain, HF export); writes "
+                                    "OUTPUT_DIR/report.md and demo_summary.json; re-running resumes")
+    s.add_argument("--output-dir", default="runs/demo", help="the pipeline's run_dir")
+    s.add_argument("overrides", nargs="*", help="pipeline overrides, e.g. stages.rft.k=8 stages.seed.count=2000")
     s.set_defaults(fn=_cmd_demo)

@@ -6,6 +6,7 @@ fields only, so a report can be recomputed from its own graded samples.
 """
 from __future__ import annotations
 
+import math
 from typing import Any, Callable, Iterable, Sequence
 
 from mathjax_train.grading import is_equivalent
@@ -118,3 +119,29 @@ def breakdown(rows: Sequence[dict], key: str, ks: Sequence[int]) -> dict[str, di
         if value is not None:
             groups.setdefault(str(value), []).append(r)
     return {name: aggregate(groups[name], ks) for name in sorted(groups)}
+
+
+def binomial_interval(correct: int, n: int, z: float = 1.96) -> list[float]:
+    """Wilson 95% interval of an accuracy measured on n problems."""
+    if n == 0:
+        return [0.0, 1.0]
+    p = correct / n
+    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
+    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
+    return [round(centre - half, 4), round(centre + half, 4)]
+
+
+def paired_difference(before: Sequence[bool], after: Sequence[bool], z: float = 1.96) -> dict:
+    """Accuracy change of two models graded on the same problems, with a 95% interval from the
+    per-problem differences (paired, so the problems' own difficulty cancels) and the discordant
+    counts (problems only one of them solved)."""
+    if len(before) != len(after) or not before:
+        raise ValueError(f"paired_difference: {len(before)} and {len(after)} results; need the same problems")
+    d = [int(b) - int(a) for a, b in zip(before, after)]
+    n = len(d)
+    mean_d = sum(d) / n
+    var = sum((x - mean_d) ** 2 for x in d) / (n - 1) if n > 1 else 0.0
+    half = z * math.sqrt(var / n)
+    return {"problems": n, "difference": round(mean_d, 4),
+            "interval": [round(mean_d - half, 4), round(mean_d + half, 4)],
+            "gained": sum(x > 0 for x in d), "lost": sum(x < 0 for x in d)}

@@ -42,7 +42,7 @@ KINDS: dict[str, Kind] = {
     "decontaminate": Kind(DecontaminateConfig, {"output": "clean.jsonl", "report": "report.json"}),
     "select": Kind(SelectConfig, {"output": "selected.jsonl"}),
     "evaluate": Kind(EvaluateStageConfig, {"dir": ""}),
-    "scaling": Kind(ScalingStageConfig, {"fit": "fit.json", "plot": "scaling.png"}),
+    "scaling": Kind(ScalingStageConfig, {"fit": "fit.json", "plot": "scaling.png"}),  # + checkpoint (largest size)
     "export": Kind(ExportStageConfig, {"hf_dir": "hf"}),
 }
 ALIASES = {"sft": "train", "rft": "sample"}
@@ -261,6 +261,8 @@ def load_pipeline(path: str, overrides: list[str] | tuple[str, ...] = ()) -> Pip
             msg = str(e)
             raise ConfigError(f"{source}: {msg if msg.startswith('stages.') else f'stages.{name}: {msg}'}") from None
         outputs = {k: join_path(stage_dir, rel) for k, rel in spec.outputs.items()}
+        if kind == "scaling":  # the largest size's model, for later stages to continue from
+            outputs["checkpoint"] = join_path(stage_dir, f"size-{max(cfg.sizes)}", "train")
         stage = Stage(name, kind, cfg, stage_dir, outputs, uses)
         stages.append(stage)
         known[name] = stage

@@ -104,7 +104,8 @@ def run_decontaminate(stage: Stage, host: int, hosts: int) -> tuple[dict, dict]:
 def run_select(stage: Stage, host: int, hosts: int) -> tuple[dict, dict]:
     from mathjax_train.synth.rft_pool import pool_files
 
-    stats = pool_files(stage.cfg.inputs, stage.outputs["output"], stage.cfg.max_paths_per_question)
+    c = stage.cfg
+    stats = pool_files(c.inputs, stage.outputs["output"], c.max_paths_per_question, c.include_references)
     return stats, {"output": stage.outputs["output"]}
 
 
@@ -176,7 +177,7 @@ def run_scaling(stage: Stage, host: int, hosts: int) -> tuple[dict, dict]:
     plot_fit(fit, stage.outputs["plot"])
     return {k: body[k] for k in ("slope", "intercept", "r2", "gain_per_doubling")} | {
         "sizes": [p.size for p in fit.points], c.metric: [p.value for p in fit.points]}, \
-        {"fit": stage.outputs["fit"], **files}
+        {"fit": stage.outputs["fit"], "checkpoint": stage.outputs["checkpoint"], **files}
 
 
 def run_export(stage: Stage, host: int, hosts: int) -> tuple[dict, dict]:

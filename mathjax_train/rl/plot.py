@@ -15,7 +15,7 @@ def plot_reward_curve(out: epath.Path, summary: dict) -> str:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from mathjax_train.rl.trainer import binomial_interval
+    from mathjax_train.eval.metrics import binomial_interval
 
     rows = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines() if x.strip()]
     fig, ax = plt.subplots(figsize=(6, 3.5))

@@ -9,7 +9,6 @@ run's totals, so a stopped or killed run resumes to the same later metrics as an
 from __future__ import annotations
 
 import json
-import math
 import sys
 import time
 
@@ -35,6 +34,7 @@ from mathjax_train.train.checkpointing import TrainCheckpointer
 from mathjax_train.train.metrics import MetricsWriter, format_duration
 from mathjax_train.train.optimizer import make_optimizer
 from mathjax_train.train.state import init_state, state_layout
+from mathjax_train.eval.metrics import binomial_interval
 from mathjax_train.train.trainer import PREEMPTED_EXIT_CODE, SigtermFlag, write_run_files, resolve_model_config
 
 SUMMARY_FILE = "rl_summary.json"
@@ -231,16 +231,6 @@ def _progress(row: dict, total: int, t0: float, start: int) -> None:
           f"len {row['response_length']:.0f} | clip {row.get('clip_fraction', 0):.3f} | "
           f"{row['sampled_tokens_per_second']:.0f} sampled tok/s{held} | ETA {format_duration(eta)}",
           file=sys.stderr, flush=True)
-
-
-def binomial_interval(correct: int, n: int, z: float = 1.96) -> list[float]:
-    """Wilson 95% interval of an accuracy measured on n problems."""
-    if n == 0:
-        return [0.0, 1.0]
-    p = correct / n
-    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
-    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
-    return [round(centre - half, 4), round(centre + half, 4)]
 
 
 def _summary(cfg: Config, run: dict, step: int, status: str, seconds_this_run: float) -> dict:

@@ -34,7 +34,8 @@ if TYPE_CHECKING:
 # settings that must match for a re-run to continue an existing output (batch size, dtype and
 # data_dir may change between runs without changing what a row means)
 RESUME_KEYS = ("checkpoints", "dataset", "split", "limit", "procedural_seed", "template", "k", "temperature",
-               "top_p", "max_new_tokens", "seed", "tools", "max_tool_calls", "num_shards", "shard_index")
+               "top_p", "max_new_tokens", "seed", "tools", "max_tool_calls", "num_shards", "shard_index",
+               "dedup_with_reference")
 
 
 def resolve_shard(cfg: RftConfig) -> tuple[int, int]:
@@ -222,7 +223,7 @@ def select_chunk(per_model: list[dict], chunk: list[Question], cfg: RftConfig, t
             tally.finish.update(r.finish)
             texts += [t.strip() for t in r.texts]
             origin += [(m, j, c) for j, c in enumerate(r.tool_calls)]
-        sel = select(q.answer, texts, already_kept=[q.solution])
+        sel = select(q.answer, texts, already_kept=[q.solution] if cfg.dedup_with_reference else [])
         tally.rejected.update(sel.rejected)
         tally.samples += len(texts)
         kept = [(texts[i],) + origin[i] for i in sel.kept_indices]

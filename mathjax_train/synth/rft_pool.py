@@ -12,9 +12,11 @@ from mathjax_train.synth.rft import select
 from mathjax_train.synth.rft_output import output_stats, read_rows
 
 
-def pool_files(inputs: list[str], output: str, max_paths_per_question: int = 0) -> dict:
+def pool_files(inputs: list[str], output: str, max_paths_per_question: int = 0, include_references: bool = True) -> dict:
     """Write the pooled rows (reference first, then the kept samples with their provenance) to
-    `output`, questions in first-seen order; returns the output stats and what selection dropped."""
+    `output`, questions in first-seen order; returns the output stats and what selection dropped.
+    `include_references=False` leaves the references out (not written, not deduplicated against):
+    for questions whose solutions must not be trained on, only their answers verify the samples."""
     questions: dict[str, dict] = {}
     for path in inputs:
         rows, _, cut = read_rows(path)
@@ -32,16 +34,18 @@ def pool_files(inputs: list[str], output: str, max_paths_per_question: int = 0) 
         original = q["original"]
         if original is None:
             raise InputError(f"question {qid!r}: no reference row (origin original) in {', '.join(inputs)}")
-        sel = select(original["answer"], [r["solution"] for r in q["sampled"]], already_kept=[original["solution"]])
+        seen = [original["solution"]] if include_references else []
+        sel = select(original["answer"], [r["solution"] for r in q["sampled"]], already_kept=seen)
         for reason, n in sel.rejected.items():
             rejected[reason] = rejected.get(reason, 0) + n
         kept = [q["sampled"][i] for i in sel.kept_indices]
         if max_paths_per_question:
             rejected["over_max_paths"] = rejected.get("over_max_paths", 0) + max(0, len(kept) - max_paths_per_question)
             kept = kept[:max_paths_per_question]
-        total = 1 + len(kept)
-        group = [dict(original, paths_total=total)]
-        group += [dict(r, id=f"{qid}#rft{n}", path_index=n, paths_total=total) for n, r in enumerate(kept, start=1)]
+        first = 1 if include_references else 0
+        total = first + len(kept)
+        group = [dict(original, paths_total=total)] if include_references else []
+        group += [dict(r, id=f"{qid}#rft{n}", path_index=n, paths_total=total) for n, r in enumerate(kept, start=first)]
         lines += [json.dumps(r, ensure_ascii=False) + "\n" for r in group]
     out = epath.Path(output)
     out.parent.mkdir(parents=True, exist_ok=True)

@@ -169,8 +169,10 @@ def train(cfg: Config, *, max_steps_this_run: int | None = None, log=print) -> d
         if is_main:
             write_run_files(cfg, model_cfg)
     if start >= total:
+        if ckpt.latest_step() is None:  # train.steps 0: the initialised model, saved restorable
+            ckpt.save(state, data.get_state(), wait=True)
         ckpt.close()
-        return {"status": "finished", "step": start, "resumed_from": start}
+        return {"status": "finished", "step": start, "resumed_from": start, "last_metrics": None}
 
     step_fn = setup.step
     writer = MetricsWriter(cfg.output_dir, resume_step=start, enabled=is_main)
