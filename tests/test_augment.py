@@ -35,7 +35,8 @@ def make_data_dir(root: Path, gsm_test: list[str]) -> Path:
         {"question": "A box holds 3 rows of 3 pens. How many pens?", "answer": "3*3=9\n#### 9"}])
     write("gsm8k/test.jsonl", [{"question": q, "answer": "#### 1"} for q in gsm_test])
     write("math/test.jsonl", [{"problem": "Compute $\\dbinom{8}{4}$.", "solution": "$\\boxed{70}$", "answer": "70",
-                               "level": "Level 1", "type": "Counting", "unique_id": "test/counting/1.json"}])
+                               "level": "Level 1", "type": "Counting", "subject": "counting",
+                               "unique_id": "test/counting/1.json"}])
     return root
 
 

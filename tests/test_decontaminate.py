@@ -5,7 +5,8 @@ import json
 import pytest
 
 from mathjax_train.cli import main
-from mathjax_train.synth.decontaminate import Decontaminator, BenchmarkQuestion, load_test_questions, words
+from mathjax_train.data.problems import Problem
+from mathjax_train.synth.decontaminate import Decontaminator, load_test_questions, words
 from real_data import DATA, require_data
 
 GSM_TEST = [
@@ -55,7 +56,8 @@ def data_dir(tmp_path):
     (d / "gsm8k" / "test.jsonl").write_text("".join(json.dumps({"question": q, "answer": "#### 1"}) + "\n"
                                                     for q in GSM_TEST))
     (d / "math" / "test.jsonl").write_text("".join(json.dumps({"problem": p, "solution": "", "answer": "1",
-                                                               "level": 1, "type": "Algebra", "unique_id": uid}) + "\n"
+                                                               "level": 1, "type": "Algebra", "subject": "algebra",
+                                                               "unique_id": uid}) + "\n"
                                                    for uid, p in MATH_TEST))
     return d
 
@@ -92,7 +94,7 @@ def test_normalization_and_masking():
 
 
 def test_ngram_size_is_configurable():
-    d = Decontaminator([BenchmarkQuestion("t/1", "one two three four five six seven eight nine ten", "gsm8k")], n=5)
+    d = Decontaminator([Problem("t/1", "one two three four five six seven eight nine ten", None, source="gsm8k")], n=5)
     assert [h.test_id for h in d.check("zero one two three four five")] == ["t/1"]
     assert d.check("one two three four") == []  # shorter than one n-gram, not equal: clean
     with pytest.raises(ValueError, match="n-gram size"):
@@ -101,7 +103,7 @@ def test_ngram_size_is_configurable():
 
 def test_boilerplate_shared_by_many_test_questions_identifies_none():
     tail = " Express your answer as a common fraction in lowest terms and simplify every radical you use here."
-    tests = [BenchmarkQuestion(f"t/{i}", f"Question number {w} asks about {w} things.{tail}", "math")
+    tests = [Problem(f"t/{i}", f"Question number {w} asks about {w} things.{tail}", None, source="math")
              for i, w in enumerate(["red", "green", "blue"])]
     row = f"A brand new question about triangles and their angles.{tail}"
     assert Decontaminator(tests).check(row) == []  # that sentence is in 3 > max_df test questions

@@ -1,10 +1,11 @@
-"""Evaluation datasets: JSONL problems with strict errors, few-shot prompts, real benchmark counts."""
+"""Evaluation datasets: JSONL problems (data/problems.read_jsonl) with strict errors, few-shot prompts, real benchmark counts."""
 import json
 from pathlib import Path
 
 import pytest
 
 from mathjax_train.config import ConfigError, EvalConfig
+from mathjax_train.data import problems
 from mathjax_train.data.jsonl_source import JsonlFormatError
 from mathjax_train.eval import datasets
 from mathjax_train.eval.harness import build_prompts
@@ -24,12 +25,15 @@ def test_reads_every_accepted_field(tmp_path):
         {"question": "roots?", "answer": ["3, -3", "\\pm 3"]},
         {"question": "gsm?", "answer": "She has 3*4 = <<3*4=12>>12.\n#### 1,200"},
     ])
-    p = datasets.read_problems(f)
+    p = problems.read_jsonl(f)
     assert [x.id for x in p] == ["a/1", "7", "p.jsonl:3", "p.jsonl:4"]
-    assert (p[0].level, p[0].subject, p[0].gold) == (3, "Algebra", "2")
-    assert (p[1].question, p[1].gold, p[1].level, p[1].subject, p[1].solution) == ("2+2?", "4", 2, "Geometry", "2+2=4")
-    assert p[2].gold == ["3, -3", "\\pm 3"] and p[2].level is None and p[2].subject is None
-    assert p[3].gold == "1200" and p[3].solution == "She has 3*4 = 12.\n#### 1200"
+    assert (p[0].level, p[0].subject, p[0].answer) == (3, "Algebra", "2")
+    assert (p[1].question, p[1].answer, p[1].level, p[1].subject, p[1].solution) == ("2+2?", "4", 2, "Geometry", "2+2=4")
+    assert p[2].answer == ["3, -3", "\\pm 3"] and p[2].level is None and p[2].subject is None
+    assert p[3].answer == "1200" and p[3].solution == "She has 3*4 = <<3*4=12>>12.\n#### 1,200"
+    # an exemplar shows a GSM8K solution without calculator annotations, ending in the cleaned answer
+    assert datasets.exemplar_solution(p[3]) == "She has 3*4 = 12.\n#### 1200"
+    assert datasets.exemplar_solution(p[1]) == "2+2=4"
 
 
 @pytest.mark.parametrize("row,field,problem", [
@@ -48,7 +52,7 @@ def test_reads_every_accepted_field(tmp_path):
 def test_bad_rows_name_path_line_and_field(tmp_path, row, field, problem):
     f = _write(tmp_path / "bad.jsonl", [{"question": "ok", "answer": "1", "id": "x1"}, row])
     with pytest.raises(JsonlFormatError) as e:
-        datasets.read_problems(f)
+        problems.read_jsonl(f)
     assert (e.value.path, e.value.line, e.value.field) == (str(f), 2, field)
     assert f"bad.jsonl:2: field {field!r}" in str(e.value) and problem in str(e.value)
 
@@ -56,7 +60,7 @@ def test_bad_rows_name_path_line_and_field(tmp_path, row, field, problem):
 def test_broken_json_and_unknown_dataset(tmp_path):
     f = _write(tmp_path / "broken.jsonl", [{"question": "ok", "answer": "1"}, '{"question": "q", "answer": '])
     with pytest.raises(JsonlFormatError, match=r"broken.jsonl:2: invalid JSON"):
-        datasets.read_problems(f)
+        problems.read_jsonl(f)
     with pytest.raises(FileNotFoundError, match="gsm9k"):
         datasets.load_problems("gsm9k")
     with pytest.raises(ValueError, match="math500 is a test set only"):
@@ -70,7 +74,7 @@ def test_broken_json_and_unknown_dataset(tmp_path):
 def test_few_shot_prompts_and_exemplar_overlap_is_skipped_and_counted(tmp_path):
     ex = _write(tmp_path / "ex.jsonl", [{"question": f"E{i}?", "answer": str(i), "solution": f"It is {i}. "
                                          f"The answer is {i}."} for i in range(3)])
-    probs = datasets.read_problems(_write(tmp_path / "p.jsonl", [{"question": "E1?", "answer": "1"},
+    probs = problems.read_jsonl(_write(tmp_path / "p.jsonl", [{"question": "E1?", "answer": "1"},
                                                                  {"question": "New?", "answer": "5"}]))
     cfg = EvalConfig(checkpoint=str(tmp_path), dataset="p.jsonl", template="question_answer", shots=3,
                      exemplars=str(ex))
@@ -100,13 +104,13 @@ def test_real_benchmarks_load_with_expected_counts():
     math = datasets.load_problems("math", "test", DATA)
     m500 = datasets.load_problems("math500", "test", DATA)
     assert (len(gsm), len(math), len(m500)) == (1319, 5000, 500)
-    assert gsm[0].gold == "18" and gsm[0].level is None
+    assert gsm[0].answer == "18" and gsm[0].level is None and gsm[0].id == "gsm8k/test/0"
     assert {p.level for p in math} == {1, 2, 3, 4, 5}
     assert {p.subject for p in math} == {p.subject for p in m500} == {
         "Algebra", "Counting & Probability", "Geometry", "Intermediate Algebra", "Number Theory", "Prealgebra",
         "Precalculus"}
     assert {p.id for p in m500} <= {p.id for p in math}
-    assert all(isinstance(p.gold, str) and p.gold for p in math)
+    assert all(isinstance(p.answer, str) and p.answer for p in math)
     skipped = {}
     train = datasets.load_exemplars("math500", "", DATA, skipped)  # exemplars come from MATH *train*
     assert all(p.id.startswith("train/") for p in train)

@@ -124,7 +124,7 @@ def test_tool_rollouts_mask_interpreter_output(tmp_path):
     try:
         stream = PromptStream(cfg)
         stream.names = [prompts]  # walk the file in order so row 0 is the code question
-        stream._finite[prompts] = sorted(stream._finite[prompts], key=lambda p: p.gold != "43")
+        stream._finite[prompts] = sorted(stream._finite[prompts], key=lambda p: p.answer != "43")
         rollout = collect(stream, sampler, get_template("chat", tokenizer_config=ckpt / "tokenizer"), cfg)
     finally:
         sampler.close()

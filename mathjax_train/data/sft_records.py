@@ -9,28 +9,24 @@ from __future__ import annotations
 from typing import Callable, Iterable, Sequence
 
 from mathjax_train.config import ConfigError, InputError
-from mathjax_train.data import manual_dir
+from mathjax_train.data import problems
 from mathjax_train.data.jsonl_source import ReadStats, read_sft_jsonl
+from mathjax_train.data.problems import Problem
+
+
+def _record(p: Problem) -> dict:
+    return {"id": p.id, "question": p.question, "solution": p.solution, "answer": p.answer, "source": p.source,
+            "level": p.level or 0}
 
 
 def gsm8k_records(data_dir: str, split: str) -> Iterable[dict]:
-    """GSM8K rows, via the strict reader the TFDS builder uses."""
-    from mathjax_train.data.tfds_builders import gsm8k_examples
-
-    path = manual_dir.split_file("gsm8k", split, data_dir or None)
-    for key, ex in gsm8k_examples(path, split):
-        yield {"id": key, "question": ex["question"], "solution": ex["answer"],
-               "answer": ex["final_answer"], "source": "gsm8k", "level": 0}
+    """GSM8K rows (data/problems.py, the reader the TFDS builder uses)."""
+    return map(_record, problems.load_named("gsm8k", split, data_dir or None))
 
 
 def math_records(data_dir: str, split: str) -> Iterable[dict]:
-    """Hendrycks MATH rows (train, test or math500), via the strict reader the TFDS builder uses."""
-    from mathjax_train.data.tfds_builders import math_examples
-
-    path = manual_dir.split_file("math", split, data_dir or None)
-    for key, ex in math_examples(path, split):
-        yield {"id": key, "question": ex["problem"], "solution": ex["solution"], "answer": ex["answer"],
-               "source": f"math/{ex['subject']}", "level": ex["level"]}
+    """Hendrycks MATH rows (train, test or math500; data/problems.py, the reader the TFDS builder uses)."""
+    return map(_record, problems.load_named("math", split, data_dir or None))
 
 
 def jsonl_records(paths: Sequence[str], stats: ReadStats) -> Iterable[dict]:

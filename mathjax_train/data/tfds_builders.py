@@ -8,31 +8,19 @@ manual directory is the argument, else ``$MATHJAX_DATA_DIR`` (see manual_dir.py)
 from __future__ import annotations
 
 import os
-import re
 
 import numpy as np
 import tensorflow_datasets as tfds
 
 from mathjax_train.config import InputError
 from mathjax_train.data import manual_dir as manual
-from mathjax_train.data.jsonl_source import JsonlFormatError, normalize_level, read_jsonl_numbered
-
-_GSM_FIELDS = {"question": str, "answer": str}
-_MATH_FIELDS = {"problem": str, "solution": str, "answer": str, "level": (str, int), "unique_id": str}
-_MATH_OPTIONAL = {"type": str, "subject": str}
-_FINAL = re.compile(r"^####\s*(.+?)\s*$", re.MULTILINE)
+from mathjax_train.data import problems
 
 
-def gsm8k_final_answer(answer: str) -> str | None:
-    """The number after the last ``#### `` line of a GSM8K answer, commas removed (None if absent)."""
-    found = _FINAL.findall(answer)
-    return found[-1].replace(",", "").strip() if found else None
-
-
-def _check_no_extra(path, lineno: int, record: dict, allowed) -> None:
-    extra = sorted(set(record) - set(allowed))
-    if extra:
-        raise JsonlFormatError(path, lineno, f"unexpected field(s) {extra}; allowed: {sorted(allowed)}", extra[0])
+def gsm8k_examples(path, split: str):
+    """(key, example) pairs from one GSM8K JSONL file (read by data/problems.py; strict)."""
+    for p in problems.read_gsm8k(path, split):
+        yield p.id, {"id": p.id, "question": p.question, "answer": p.solution, "final_answer": p.answer}
 
 
 def _manual_root(dl_manager) -> str | None:
@@ -43,47 +31,12 @@ def _manual_root(dl_manager) -> str | None:
         return None
 
 
-def gsm8k_examples(path, split: str):
-    """(key, example) pairs from one GSM8K JSONL file; strict (errors name path:line:field)."""
-    for index, (lineno, rec) in enumerate(read_jsonl_numbered(path, _GSM_FIELDS)):
-        _check_no_extra(path, lineno, rec, _GSM_FIELDS)
-        final = gsm8k_final_answer(rec["answer"])
-        if not final:
-            raise JsonlFormatError(path, lineno, "no '#### <answer>' line", "answer")
-        example_id = f"gsm8k/{split}/{index}"
-        yield example_id, {"id": example_id, "question": rec["question"], "answer": rec["answer"],
-                           "final_answer": final}
-
-
 def math_examples(path, split: str):
-    """(key, example) pairs from one MATH JSONL file (train/test or the prm800k MATH500 layout).
-
-    Train/test rows carry ``type`` ("Algebra") and ``subject`` ("algebra"); MATH500 rows carry only
-    ``subject`` with the type name, so there type := subject and subject := the folder in unique_id.
-    """
-    allowed = {**_MATH_FIELDS, **_MATH_OPTIONAL}
-    for lineno, rec in read_jsonl_numbered(path, _MATH_FIELDS):
-        _check_no_extra(path, lineno, rec, allowed)
-        for field, typ in _MATH_OPTIONAL.items():
-            if field in rec and not isinstance(rec[field], typ):
-                raise JsonlFormatError(path, lineno, f"expected {typ.__name__}", field)
-        try:
-            level = normalize_level(rec["level"])
-        except ValueError as e:
-            raise JsonlFormatError(path, lineno, str(e), "level") from None
-        if "type" in rec and "subject" in rec:
-            mtype, subject = rec["type"], rec["subject"]
-        elif "subject" in rec:
-            parts = rec["unique_id"].split("/")
-            if len(parts) != 3:
-                raise JsonlFormatError(path, lineno, "expected '<split>/<subject>/<n>.json'", "unique_id")
-            mtype, subject = rec["subject"], parts[1]
-        else:
-            raise JsonlFormatError(path, lineno, "missing required field (need 'type' or 'subject')", "type")
-        yield rec["unique_id"], {
-            "problem": rec["problem"], "solution": rec["solution"], "answer": rec["answer"],
-            "level": level, "type": mtype, "subject": subject, "unique_id": rec["unique_id"],
-        }
+    """(key, example) pairs from one MATH JSONL file (train/test or the prm800k MATH500 layout;
+    read by data/problems.py; strict)."""
+    for p in problems.read_math(path):
+        yield p.id, {"problem": p.question, "solution": p.solution, "answer": p.answer, "level": p.level,
+                     "type": p.subject, "subject": problems.math_folder(p), "unique_id": p.id}
 
 
 class MathjaxGsm8k(tfds.core.GeneratorBasedBuilder):

@@ -19,6 +19,7 @@ from etils import epath
 from tqdm import tqdm
 
 from mathjax_train.config import EvalConfig, InputError
+from mathjax_train.data.problems import ID_SCHEME
 from mathjax_train.data.templates import get_template, pick_exemplars
 from mathjax_train.eval import datasets, metrics, report, results
 from mathjax_train.eval.completions import CompleteFn, Completion
@@ -82,7 +83,7 @@ def build_prompts(cfg: EvalConfig, problems: Sequence[datasets.Problem]):
         shots = pick_exemplars(pool, cfg.shots, seed=cfg.generate.seed)
     seen = {e.question.strip() for e in shots}
     kept = [p for p in problems if p.question.strip() not in seen]
-    ex = [{"question": e.question, "solution": e.solution} for e in shots]
+    ex = [{"question": e.question, "solution": datasets.exemplar_solution(e)} for e in shots]
     prompts = [template.few_shot(ex, p.question) if ex else template.format_prompt(p.question) for p in kept]
     skipped = {"exemplar_overlap": len(problems) - len(kept)}
     skipped.update({f"exemplar_pool_{k}": v for k, v in pool_skips.items()})
@@ -95,6 +96,7 @@ def run_settings(cfg: EvalConfig, dataset_file, shots: Sequence[datasets.Problem
     return {"checkpoint": os.path.abspath(cfg.checkpoint) if "://" not in cfg.checkpoint else cfg.checkpoint,
             "checkpoint_step": step,
             "dataset": cfg.dataset, "split": cfg.split, "dataset_file": str(dataset_file),
+            "problem_ids": ID_SCHEME,
             "template": cfg.template, "shots": cfg.shots, "exemplar_ids": [e.id for e in shots],
             "max_new_tokens": g.max_new_tokens, "temperature": g.temperature, "top_p": g.top_p, "top_k": g.top_k,
             "num_samples": g.num_samples, "seed": g.seed, "stop": list(sampling_params(cfg).stop),
@@ -120,8 +122,8 @@ def grade(problem: datasets.Problem, index: int, prompt: str, samples: Sequence[
           fallback: str | None, timeout_s: float) -> dict:
     """One result row: the completions, their extracted answers, verdicts and answer clusters."""
     answers = [extract_answer(s.text, fallback=fallback) for s in samples]
-    correct = [a is not None and is_equivalent(problem.gold, a, timeout_s=timeout_s) for a in answers]
-    return {"id": problem.id, "index": index, "question": problem.question, "gold": problem.gold,
+    correct = [a is not None and is_equivalent(problem.answer, a, timeout_s=timeout_s) for a in answers]
+    return {"id": problem.id, "index": index, "question": problem.question, "gold": problem.answer,
             "level": problem.level, "subject": problem.subject,
             "prompt_sha1": hashlib.sha1(prompt.encode()).hexdigest(),
             "completions": [s.text for s in samples], "answers": answers, "correct": correct,

@@ -11,6 +11,7 @@ import random
 from typing import Any
 
 from mathjax_train.config import Config, InputError
+from mathjax_train.data.problems import Problem, from_procedural
 from mathjax_train.eval import datasets
 from mathjax_train.infer.params import sample_seed
 
@@ -23,7 +24,7 @@ class PromptStream:
         self.rates = [rl.prompts[n] for n in self.names]
         self.draws = 0
         self.positions = {n: 0 for n in self.names}
-        self._finite: dict[str, list[datasets.Problem]] = {}
+        self._finite: dict[str, list[Problem]] = {}
         self._procedural: dict[str, Any] = dict(seed=data.seed, split="train",
                                                 templates=data.procedural_templates or None,
                                                 levels=data.procedural_levels)
@@ -34,19 +35,18 @@ class PromptStream:
                     raise InputError(f"rl.prompts: {name} has no problems")
                 self._finite[name] = problems
 
-    def _problem(self, name: str, position: int) -> datasets.Problem:
+    def _problem(self, name: str, position: int) -> Problem:
         if name == "procedural":
             from mathjax_train.data import procedural
 
-            r = procedural.generate(position, **self._procedural)
-            return datasets.Problem(r["id"], r["question"], r["answer"], r["level"], r["source"])
+            return from_procedural(procedural.generate(position, **self._procedural), position)
         problems = self._finite[name]
         epoch, i = divmod(position, len(problems))
         order = list(range(len(problems)))
         random.Random(sample_seed(self.seed, epoch, len(problems))).shuffle(order)
         return problems[order[i]]
 
-    def next(self) -> tuple[int, datasets.Problem]:
+    def next(self) -> tuple[int, Problem]:
         """(draw index, problem); the draw index seeds the problem's samples."""
         k = self.draws
         name = random.Random(sample_seed(self.seed, k)).choices(self.names, weights=self.rates)[0]

@@ -6,7 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field, replace
 
 from mathjax_train.config import Config
-from mathjax_train.eval.datasets import Problem
+from mathjax_train.data.problems import Problem
 from mathjax_train.infer.loading import LoadedModel
 from mathjax_train.infer.params import Completion, SamplingParams, sample_seed
 from mathjax_train.rl.prompts import PromptStream
@@ -95,7 +95,7 @@ def collect(stream: PromptStream, sampler: Sampler, template, cfg: Config) -> Ro
         seeds = [[sample_seed(cfg.train.seed, k, j) for j in range(rl.group_size)] for k, *_ in drawn]
         samples = sampler.sample([d[2] for d in drawn], [d[3] for d in drawn], seeds)
         for (k, problem, text, ids), comps in zip(drawn, samples):
-            group = Group(problem, ids, comps, [score(problem.gold, c, rl) for c in comps])
+            group = Group(problem, ids, comps, [score(problem.answer, c, rl) for c in comps])
             out.sampled += 1
             out.sampled_tokens += sum(c.num_tokens for c in comps)
             out.scores += group.scores

@@ -22,8 +22,8 @@ from typing import Sequence
 from etils import epath
 
 from mathjax_train.config import InputError
-from mathjax_train.data import manual_dir
-from mathjax_train.data.jsonl_source import JsonlFormatError, read_jsonl_numbered
+from mathjax_train.data import problems
+from mathjax_train.data.problems import Problem
 from mathjax_train.grading import extract_answer, is_equivalent
 from mathjax_train.synth import decontaminate as deco_mod
 from mathjax_train.synth.teacher import Sampling, Teacher
@@ -63,14 +63,6 @@ _QUESTION_END = re.compile(r"(?:\A|\n)\s*(?:#+\s*)?(?:\*\*)?(?:Solution|Answer|F
                            re.IGNORECASE)
 
 
-@dataclass(frozen=True)
-class SeedProblem:
-    id: str
-    question: str
-    answer: str | None  # the seed's final answer when known (rephrasings must keep it)
-    source: str
-
-
 @dataclass
 class AugmentConfig:
     """Settings of one augmentation run (all recorded in the report)."""
@@ -100,44 +92,19 @@ class AugmentConfig:
 
 # ---- seeds ----------------------------------------------------------------------------------
 
-_GSM_FINAL = re.compile(r"^####\s*(.+?)\s*$", re.MULTILINE)
-
-
-def load_seeds(spec: str, data_dir=None, limit: int = 0) -> list[SeedProblem]:
+def load_seeds(spec: str, data_dir=None, limit: int = 0) -> list[Problem]:
     """Seeds from `gsm8k` / `math` (their *train* splits, never test) or a JSONL file with
-    `question` (or `problem`), optional `answer` and `id` (default `<file name>:<line>`)."""
-    seeds: list[SeedProblem] = []
-    if spec == "gsm8k":
-        path = manual_dir.split_file("gsm8k", "train", data_dir)
-        for index, (lineno, rec) in enumerate(read_jsonl_numbered(path, {"question": str, "answer": str})):
-            final = _GSM_FINAL.findall(rec["answer"])
-            if not final:
-                raise JsonlFormatError(path, lineno, "no '#### <answer>' line", "answer")
-            seeds.append(SeedProblem(f"gsm8k/train/{index}", rec["question"], final[-1].replace(",", ""), "gsm8k"))
-    elif spec == "math":
-        path = manual_dir.split_file("math", "train", data_dir)
-        for lineno, rec in read_jsonl_numbered(path, {"problem": str, "unique_id": str}):
-            answer = rec.get("answer") if isinstance(rec.get("answer"), str) and rec["answer"].strip() else None
-            seeds.append(SeedProblem(rec["unique_id"], rec["problem"], answer, "math"))
+    `question` (or `problem`), optional `answer`, `source` (default: the file name) and `id` (see
+    data/problems.py). A seed's answer is None when unknown (MATH's empty boxes included)."""
+    if spec in ("gsm8k", "math"):
+        seeds = problems.load_named(spec, "train", data_dir)
     else:
         if not os.path.exists(spec) and "://" not in spec:
             raise FileNotFoundError(f"--seeds {spec!r} is neither gsm8k, math nor an existing JSONL file")
-        name = os.path.basename(spec)
-        for lineno, rec in read_jsonl_numbered(spec):
-            q = rec.get("question", rec.get("problem"))
-            if not isinstance(q, str) or not q.strip():
-                raise JsonlFormatError(spec, lineno, "missing or empty (a seed needs 'question' or 'problem')",
-                                       "question")
-            answer = rec.get("answer")
-            if isinstance(answer, bool) or (answer is not None and not isinstance(answer, (str, int, float))):
-                raise JsonlFormatError(spec, lineno, f"expected a string or number, got {type(answer).__name__}",
-                                       "answer")
-            if isinstance(answer, str):
-                final = _GSM_FINAL.findall(answer)
-                answer = final[-1].replace(",", "") if final else answer
-            rid = rec.get("id", rec.get("unique_id", f"{name}:{lineno}"))
-            seeds.append(SeedProblem(str(rid), q, None if answer is None else str(answer),
-                                     str(rec.get("source", name))))
+        seeds = problems.read_jsonl(spec, require_answer=False)
+    name = os.path.basename(spec)
+    seeds = [dataclasses.replace(s, answer=s.answer if s.answer not in ("", None) else None,
+                                 source=s.source or name) for s in seeds]
     return seeds[:limit] if limit > 0 else seeds
 
 
@@ -239,8 +206,8 @@ class AugmentReport:
                 "contamination": self.contamination}
 
 
-def _candidates(seeds: Sequence[SeedProblem], cfg: AugmentConfig, teacher: Teacher, report: AugmentReport,
-                seen: set[str]) -> list[tuple[SeedProblem, str, str]]:
+def _candidates(seeds: Sequence[Problem], cfg: AugmentConfig, teacher: Teacher, report: AugmentReport,
+                seen: set[str]) -> list[tuple[Problem, str, str]]:
     """(seed, method, new question) for every generated question that survives the checks."""
     pairs = [(s, m) for s in seeds for m in cfg.methods]
     replies = teacher.ask([METHOD_PROMPTS[m].format(question=s.question) for s, m in pairs], 1,
@@ -292,7 +259,7 @@ def _solve(cands, cfg: AugmentConfig, teacher: Teacher, report: AugmentReport) -
     return rows
 
 
-def augment(seeds: Sequence[SeedProblem], teacher: Teacher, cfg: AugmentConfig, output_path, *,
+def augment(seeds: Sequence[Problem], teacher: Teacher, cfg: AugmentConfig, output_path, *,
             data_dir=None, report_path=None, log=sys.stderr) -> AugmentReport:
     """Run the pipeline and write the kept, decontaminated rows to `output_path` (JSONL).
 

@@ -10,10 +10,12 @@ Only distinctive n-grams count: at least half real words (not numbers, LaTeX com
 letters), outside [asy] figure code, and found in at most `max_df` test questions (boilerplate
 such as "Express your answer as a common fraction" recurs across many). Measured on the real
 sets in benchmarks/decontaminate_realdata.py.
-Test ids: GSM8K `gsm8k/test/<record index>`, MATH its `unique_id`.
+Test ids are the problem ids of data/problems.py (GSM8K `gsm8k/test/<record index>`, MATH its
+`unique_id`), the ids `evaluate` gives the same questions.
 """
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import re
@@ -25,8 +27,9 @@ from typing import Iterable, Sequence
 from etils import epath
 
 from mathjax_train.config import InputError
-from mathjax_train.data import manual_dir
-from mathjax_train.data.jsonl_source import JsonlFormatError, read_jsonl_numbered
+from mathjax_train.data import problems
+from mathjax_train.data.jsonl_source import read_jsonl_numbered
+from mathjax_train.data.problems import Problem
 
 BENCHMARKS = ("gsm8k", "math")
 DEFAULT_NGRAM = 13
@@ -62,13 +65,6 @@ def ngram_words(text: str, mask_numbers: bool = False) -> list[str]:
     return words(_ASY.sub(" ", text), mask_numbers)
 
 
-@dataclass(frozen=True)
-class BenchmarkQuestion:
-    id: str
-    question: str
-    benchmark: str
-
-
 @dataclass
 class Hit:
     test_id: str
@@ -82,40 +78,36 @@ class Hit:
         return d
 
 
-def load_test_questions(benchmarks: Iterable[str] = BENCHMARKS, data_dir=None) -> list[BenchmarkQuestion]:
+def load_test_questions(benchmarks: Iterable[str] = BENCHMARKS, data_dir=None) -> list[Problem]:
     """The test questions of each benchmark from the manual data directory (MATHJAX_DATA_DIR), or of
-    a JSONL file named instead of a benchmark."""
-    out: list[BenchmarkQuestion] = []
+    a JSONL file named instead of a benchmark (its rows need `question`; `source` is the file)."""
+    out: list[Problem] = []
     for name in benchmarks:
-        if name == "gsm8k":
-            path = manual_dir.split_file("gsm8k", "test", data_dir)
-            for index, (_, rec) in enumerate(read_jsonl_numbered(path, {"question": str})):
-                out.append(BenchmarkQuestion(f"gsm8k/test/{index}", rec["question"], "gsm8k"))
-        elif name == "math":
-            path = manual_dir.split_file("math", "test", data_dir)
-            for lineno, rec in read_jsonl_numbered(path, {"problem": str}):
-                uid = rec.get("unique_id")
-                if not isinstance(uid, str) or not uid:
-                    raise JsonlFormatError(path, lineno, "missing or not a non-empty string", "unique_id")
-                out.append(BenchmarkQuestion(uid, rec["problem"], "math"))
+        if name in BENCHMARKS:
+            out += problems.load_named(name, "test", data_dir)
         elif name.endswith(".jsonl"):  # any JSONL with `question` rows, e.g. a held-out evaluation set
-            for lineno, rec in read_jsonl_numbered(name, {"question": str}):
-                out.append(BenchmarkQuestion(f"{name}:{rec.get('id', lineno)}", rec["question"], name))
+            out += [dataclasses.replace(p, source=name) for p in problems.read_jsonl(name, require_answer=False)]
         else:
             raise InputError(f"unknown benchmark {name!r}; known: {list(BENCHMARKS)} or a .jsonl file")
     return out
 
 
+def benchmark(p: Problem) -> str:
+    """The benchmark a test question belongs to: gsm8k, math (source math/<subject>) or its file."""
+    head = p.source.split("/", 1)[0]
+    return head if head in BENCHMARKS else p.source
+
+
 class Decontaminator:
     """An index of test questions; `check(text)` lists the ones `text` copies."""
 
-    def __init__(self, tests: Sequence[BenchmarkQuestion], n: int = DEFAULT_NGRAM, informative: bool = True,
+    def __init__(self, tests: Sequence[Problem], n: int = DEFAULT_NGRAM, informative: bool = True,
                  max_df: int | None = DEFAULT_MAX_DF):
         """`informative=False, max_df=None` counts every n-gram (the plain GPT-3-style rule)."""
         if n < 1:
             raise InputError(f"n-gram size must be >= 1, got {n}")
         self.n, self.size, self.informative = n, len(tests), informative
-        self.benchmark_of = {t.id: t.benchmark for t in tests}
+        self.benchmark_of = {t.id: benchmark(t) for t in tests}
         self._exact: dict[str, list[str]] = defaultdict(list)
         self._exact_masked: dict[str, list[str]] = defaultdict(list)
         self._grams: dict[tuple, list[str]] = defaultdict(list)
@@ -204,7 +196,7 @@ def check_row(row: dict, deco: Decontaminator, report: ContaminationReport, wher
         report.by_benchmark[deco.benchmark_of[h.test_id]] += 1
     entry = {"row": where, "question": str(row.get("question", ""))[:200], "test_ids": sorted(hits),
              "hits": [h.as_dict() for h in hits.values()]}
-    for key in ("id", "seed_id", "method"):
+    for key in ("id", "question_id", "seed_id", "method"):
         if key in row:
             entry[key] = row[key]
     report.rows.append(entry)

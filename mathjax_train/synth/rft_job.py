@@ -23,7 +23,8 @@ from mathjax_train.data.templates import ChatTemplate, get_template
 from mathjax_train.infer.batch_job import engine_for_prompts
 from mathjax_train.infer.loading import LoadedModel, load_for_inference
 from mathjax_train.infer.params import SamplingParams, sample_seed
-from mathjax_train.synth.questions import Question, load_questions
+from mathjax_train.data.problems import Problem
+from mathjax_train.synth.questions import load_questions
 from mathjax_train.synth.rft import REJECT_REASONS, select
 from mathjax_train.synth.rft_output import RowSink, output_stats, repair, shard_path
 
@@ -97,7 +98,7 @@ class Sampler:
             self.tools = ToolGenerator(self.model, max_calls=cfg.max_tool_calls, timeout_s=cfg.tool_timeout_s,
                                        batch_size=cfg.batch_size, add_special_tokens=self.add_special)
 
-    def prepare(self, questions: list[Question]) -> set[int]:
+    def prepare(self, questions: list[Problem]) -> set[int]:
         """Size the engine for these prompts; returns indices of prompts too long to sample."""
         lens = {q.index: len(self.model.tokenizer.encode(self.prompt(q), self.add_special)) for q in questions}
         limit = self.model.cfg.max_position_embeddings
@@ -107,10 +108,10 @@ class Sampler:
                                              self.cfg.batch_size)
         return too_long
 
-    def prompt(self, q: Question) -> str:
+    def prompt(self, q: Problem) -> str:
         return self.template.format_prompt(q.question)
 
-    def sample(self, questions: list[Question]) -> tuple[dict[int, QuestionSamples], int]:
+    def sample(self, questions: list[Problem]) -> tuple[dict[int, QuestionSamples], int]:
         """k samples for each question (keyed by question index), and the number of tokens sampled."""
         k = self.cfg.k
         seeds = {q.index: [sample_seed(self.cfg.seed, self.index, q.index, j) for j in range(k)] for q in questions}
@@ -165,10 +166,10 @@ def _check_settings(path: str, settings: dict) -> None:
         side.write_text(json.dumps(settings, indent=1))
 
 
-def _rows_for(q: Question, kept: list[tuple[str, int, int, int]], cfg: RftConfig) -> list[dict]:
+def _rows_for(q: Problem, kept: list[tuple[str, int, int, int]], cfg: RftConfig) -> list[dict]:
     """The reference solution first, then the kept samples (text, checkpoint, sample, tool calls)."""
     total = 1 + len(kept)
-    base = {"question": q.question, "answer": q.answer, "level": q.level, "question_id": q.id,
+    base = {"question": q.question, "answer": q.answer, "level": q.level or 0, "question_id": q.id,
             "question_index": q.index, "paths_total": total}
     rows = [dict(base, id=q.id, solution=q.solution, source=q.source, origin="original", path_index=0,
                  checkpoint=None, sample_index=None, seed=None, temperature=None, top_p=None, k=cfg.k,
@@ -200,7 +201,7 @@ class Tally:
     finish: Counter = field(default_factory=Counter)
 
 
-def sample_chunk(samplers: list[Sampler], chunk: list[Question], tally: Tally) -> list[dict]:
+def sample_chunk(samplers: list[Sampler], chunk: list[Problem], tally: Tally) -> list[dict]:
     """Every checkpoint's k samples for each question of `chunk` (a list per checkpoint)."""
     t0 = time.perf_counter()
     per_model = []
@@ -212,7 +213,7 @@ def sample_chunk(samplers: list[Sampler], chunk: list[Question], tally: Tally) -
     return per_model
 
 
-def select_chunk(per_model: list[dict], chunk: list[Question], cfg: RftConfig, tally: Tally) -> str:
+def select_chunk(per_model: list[dict], chunk: list[Problem], cfg: RftConfig, tally: Tally) -> str:
     """Pool each question's samples over checkpoints, select paths, render its rows as JSONL text."""
     t0 = time.perf_counter()
     lines = []
@@ -223,7 +224,7 @@ def select_chunk(per_model: list[dict], chunk: list[Question], cfg: RftConfig, t
             tally.finish.update(r.finish)
             texts += [t.strip() for t in r.texts]
             origin += [(m, j, c) for j, c in enumerate(r.tool_calls)]
-        sel = select(q.answer, texts, already_kept=[q.solution] if cfg.dedup_with_reference else [])
+        sel = select(q.answer, texts, already_kept=[q.solution or ""] if cfg.dedup_with_reference else [])
         tally.rejected.update(sel.rejected)
         tally.samples += len(texts)
         kept = [(texts[i],) + origin[i] for i in sel.kept_indices]
