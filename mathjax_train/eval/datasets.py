@@ -10,7 +10,7 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
-from mathjax_train.config import InputError
+from mathjax_train.config import InputError, is_remote
 from mathjax_train.data import manual_dir
 from mathjax_train.data.jsonl_source import JsonlFormatError, normalize_level, read_jsonl_numbered
 from mathjax_train.data.templates import remove_calculator_annotations, strip_final_answer
@@ -126,7 +126,7 @@ def dataset_path(dataset: str, split: str = "test", data_dir=None):
         return manual_dir.split_file("math", "math500", data_dir)
     if dataset in ("gsm8k", "math"):
         return manual_dir.split_file(dataset, split, data_dir)
-    if not os.path.exists(dataset) and "://" not in dataset:
+    if not os.path.exists(dataset) and not is_remote(dataset):
         raise FileNotFoundError(f"--dataset {dataset!r} is neither one of {list(NAMED)} nor an existing file")
     return dataset
 

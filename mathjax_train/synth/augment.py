@@ -21,7 +21,7 @@ from typing import Sequence
 
 from etils import epath
 
-from mathjax_train.config import InputError
+from mathjax_train.config import InputError, is_remote
 from mathjax_train.data import manual_dir
 from mathjax_train.data.jsonl_source import JsonlFormatError, read_jsonl_numbered
 from mathjax_train.grading import extract_answer, is_equivalent
@@ -120,7 +120,7 @@ def load_seeds(spec: str, data_dir=None, limit: int = 0) -> list[SeedProblem]:
             answer = rec.get("answer") if isinstance(rec.get("answer"), str) and rec["answer"].strip() else None
             seeds.append(SeedProblem(rec["unique_id"], rec["problem"], answer, "math"))
     else:
-        if not os.path.exists(spec) and "://" not in spec:
+        if not os.path.exists(spec) and not is_remote(spec):
             raise FileNotFoundError(f"--seeds {spec!r} is neither gsm8k, math nor an existing JSONL file")
         name = os.path.basename(spec)
         for lineno, rec in read_jsonl_numbered(spec):
