@@ -139,3 +139,17 @@ def test_rft_output_cuts_an_unfinished_question(tmp_path):
     path.write_text('{"id": 1}\n')
     with pytest.raises(JsonlFormatError, match=r"rft.jsonl:1: field 'question_id': .*is this an rft output file"):
         rft_output.read_rows(path)
+
+
+
+def test_merge_refuses_shards_made_with_other_settings(tmp_path):
+    out = str(tmp_path / "rft.jsonl")
+    for i, temperature in ((0, 0.7), (1, 0.9)):
+        shard = rft_output.shard_path(out, i, 2)
+        (tmp_path / f"rft.jsonl.shard-{i}-of-2").write_text(_rft_row(f"q{i}", i, 0, 1) + "\n")
+        (tmp_path / f"rft.jsonl.shard-{i}-of-2.done").write_text("{}")
+        run_dir.check_settings(rft_output.settings_path(shard), {"temperature": temperature, "shard_index": i},
+                               output=shard, flag="--output")
+    with pytest.raises(run_dir.SettingsMismatchError,
+                       match=r"shard-1-of-2.settings.json: .*\(shard 0 -> this shard: temperature: 0.7 -> 0.9\)"):
+        rft_output.merge_shards(out, 2)

@@ -240,8 +240,8 @@ def run_rft(cfg: RftConfig, *, progress: bool = True) -> dict:
             todo = [q for q in todo if q.index not in too_long]
         slots = samplers[0].engine.num_slots if samplers and samplers[0].engine else cfg.batch_size or 64
         step = _chunk_size(cfg.k, slots)
-        with run_dir.JsonlAppender(out_path) as sink, tqdm(total=len(todo), desc="rft", unit="question", file=sys.stderr,
-                                             disable=not progress) as bar:
+        with run_dir.JsonlAppender(out_path) as sink, tqdm(total=len(todo), desc="rft", unit="question",
+                                                           file=sys.stderr, disable=not progress) as bar:
             for lo in range(0, len(todo), step):
                 chunk = todo[lo:lo + step]
                 sink.write(select_chunk(sample_chunk(samplers, chunk, tally), chunk, cfg, tally))
