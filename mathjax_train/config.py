@@ -623,6 +623,11 @@ def apply_override(data: dict, cls: type, override: str) -> None:
             node_cls = tp
 
 
+def is_remote(path) -> bool:
+    """Whether a path setting names an object store URL (gs://, s3://, ...) rather than a local path."""
+    return "://" in str(path)
+
+
 def read_yaml_mapping(path, where: str, missing: str = "not found") -> dict:
     """A YAML file (local or gs://) whose top level is a mapping; errors start with `where`."""
     from etils import epath

@@ -6,6 +6,8 @@ import os
 
 from etils import epath
 
+from mathjax_train.config import is_remote
+
 
 def _pct(x: float) -> str:
     return f"{100 * x:.1f}%"
@@ -136,7 +138,7 @@ def write_report(summary: dict, manifest: dict, run_dir: str) -> str:
     plot_stages(summary, str(out / plots["stages"]))
     plot_pass_at_k(summary, str(out / plots["pass_at_k"]))
     scaling_png = manifest["stages"]["sft"]["dir"] + "/scaling.png"
-    plots["scaling"] = os.path.relpath(scaling_png, str(out)) if "://" not in run_dir else scaling_png
+    plots["scaling"] = scaling_png if is_remote(run_dir) else os.path.relpath(scaling_png, str(out))
     path = out / "report.md"
     path.write_text(markdown(summary, manifest, plots))
     return str(path)

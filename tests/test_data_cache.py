@@ -155,7 +155,7 @@ def test_train_two_steps_from_the_cache(built, tmp_path):
 
 
 def test_cache_errors_are_clear(built, tmp_path, capsys):
-    with pytest.raises(ConfigError, match=r"data\.template: cached 'alpaca_rft', now 'question_answer'"):
+    with pytest.raises(ConfigError, match=r"mathjax_cache.json: the cache was built .*\(cached -> now: data\.template: 'alpaca_rft' -> 'question_answer'"):
         pipeline.make_iterator(_cfg(built, "data.template=question_answer"), rows=4)
     with pytest.raises(ConfigError, match="none of the tasks synthetic is cached there"):
         pipeline.make_iterator(load_config(None, _overrides(built, f"data.cache_dir={tmp_path}")), rows=4)

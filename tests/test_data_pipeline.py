@@ -67,7 +67,7 @@ def test_state_from_another_stream_is_refused(paths):
         it.set_state({"kind": "toy_copy", "index": 3})
     shard = pipeline.make_iterator(config(paths, "data.mixture=procedural_mix", QA), rows=2, shard_index=1,
                                    num_shards=2)
-    with pytest.raises(ValueError, match="shard_index: saved 0, now 1"):
+    with pytest.raises(ValueError, match=r"\(saved -> now: shard_index: 0 -> 1; num_shards: 1 -> 2\)"):
         shard.set_state(state)
 
 

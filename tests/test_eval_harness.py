@@ -176,7 +176,7 @@ def test_other_settings_in_the_same_output_dir_are_refused(run):
     first = harness.evaluate(_cfg(run["ckpt"], run["data"], out, limit=2), make_source=fixed_source, progress=False)
     golds = [json.loads(line)["answer"] for line in run["data"].read_text().splitlines()[:2]]
     assert first.report["accuracy"] == sum(g == "3" for g in golds) / 2
-    with pytest.raises(ValueError, match=r"run.json: .*other settings \(temperature: 1.0 there, 0.5 now"):
+    with pytest.raises(ValueError, match=r"run.json: .*other settings \(recorded -> now: temperature: 1.0 -> 0.5\); use another --output-dir"):
         harness.evaluate(_cfg(run["ckpt"], run["data"], out, limit=2, gen={"temperature": 0.5}),
                          make_source=fixed_source, progress=False)
 

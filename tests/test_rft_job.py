@@ -178,20 +178,6 @@ def test_real_train_questions_and_annotations():
         load_questions("gsm8k", "test", data_dir=str(REAL_DATA))
 
 
-def test_row_sink_for_object_stores_rewrites_whole_file(tmp_path):
-    from mathjax_train.synth.rft_output import RowSink
-
-    path = tmp_path / "remote.jsonl"
-    path.write_text("a\n")
-    with RowSink(str(path), remote=True, flush_every_s=3600) as sink:
-        sink.write("b\n")
-        assert path.read_text() == "a\n"  # held back until the interval passes or the sink closes
-        sink.flush()
-        assert path.read_text() == "a\nb\n"
-        sink.write("c\n")
-    assert path.read_text() == "a\nb\nc\n"
-
-
 @pytest.mark.slow
 def test_rft_output_trains_through_the_synthetic_mixture(random_ckpt, tmp_path, capsys):
     """tiny checkpoint -> rft on procedural problems -> JSONL -> `synthetic` mixture -> 2 train steps."""

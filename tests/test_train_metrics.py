@@ -83,3 +83,18 @@ def test_flops_and_peaks():
     with pytest.raises(ValueError, match="peak_tflops_per_device"):
         peak_flops_per_device(Dev())
     assert {k for k, _ in PEAK_TFLOPS} >= {"TPU v4", "TPU v5 lite", "TPU v5p", "TPU v6 lite", "H100", "H200"}
+
+
+def test_resume_drops_later_steps_and_a_torn_line(tmp_path):
+    import io
+    import json
+
+    from mathjax_train.train.metrics import METRICS_FILE, MetricsWriter
+
+    path = tmp_path / METRICS_FILE
+    path.write_text('{"step": 1, "loss": 2.0}\n{"step": 2, "loss": 1.5}\n{"step": 3, "loss": 1.2}\n{"step": 4, "lo')
+    writer = MetricsWriter(tmp_path, resume_step=2, stream=io.StringIO())
+    writer.write({"step": 3, "loss": 1.25})
+    assert [json.loads(x) for x in path.read_text().splitlines()] == \
+        [{"step": 1, "loss": 2.0}, {"step": 2, "loss": 1.5}, {"step": 3, "loss": 1.25}]
+    writer.close()

@@ -23,7 +23,7 @@ from apache_beam.options.pipeline_options import PipelineOptions
 from apache_beam.runners.runner import PipelineState
 from seqio import beam_utils
 
-from mathjax_train.config import Config, ConfigError, DataConfig, InputError
+from mathjax_train.config import Config, ConfigError, DataConfig, InputError, is_remote
 from mathjax_train.data import tasks as task_lib
 from mathjax_train.data.cache_reader import HAS_ANSWER, INDEX, LAYOUT, META_FILE, example_settings, shard_path, task_dir
 from mathjax_train.data.seqio_vocab import TokenizerVocabulary
@@ -115,7 +115,7 @@ def _check_remote(cfg: Config, names, output_dir: str, tokenizer_dir: str) -> No
         paths["data.jsonl"] = list(cfg.data.jsonl)
     if {"gsm8k_sft", "math_sft"} & set(names):
         paths["data.data_dir"] = [cfg.data.data_dir or os.environ.get("MATHJAX_DATA_DIR", "")]
-    local = [f"{key}={p!r}" for key, ps in paths.items() for p in ps if "://" not in p]
+    local = [f"{key}={p!r}" for key, ps in paths.items() for p in ps if not is_remote(p)]
     if local:
         raise InputError("DataflowRunner workers cannot read or write local paths; use gs:// for "
                          + ", ".join(local))

@@ -16,6 +16,7 @@ import seqio
 import tensorflow as tf
 
 from mathjax_train.config import ConfigError, DataConfig, InputError
+from mathjax_train.data.run_dir import SettingsMismatchError, diff_settings
 
 META_FILE = "mathjax_cache.json"  # what the cache was built from (checked before training reads it)
 INDEX, HAS_ANSWER = "index", "has_answer"  # features added to SeqIO's: record index, answer present
@@ -64,12 +65,11 @@ def read_meta(directory: str) -> dict | None:
 
 def check_settings(directory: str, meta: dict, expected: dict) -> None:
     """A clear error when the cache was built from other files or settings than this run's."""
-    saved = meta.get("example_settings", {})
-    diff = [k for k in sorted(set(saved) | set(expected)) if saved.get(k) != expected.get(k)]
+    diff = diff_settings(meta.get("example_settings", {}), expected)
     if diff:
-        raise ConfigError(f"data.cache_dir: {directory} was built with other settings than this run's; "
-                          + "; ".join(f"data.{k}: cached {saved.get(k)!r}, now {expected.get(k)!r}" for k in diff)
-                          + " (re-run `mathjax-train data cache ... --overwrite`, or fix the config)")
+        raise SettingsMismatchError(f"data.cache_dir: {os.path.join(directory, META_FILE)}", "the cache was built "
+                                    "with other settings than this run's", diff, "re-run `mathjax-train data cache "
+                                    "... --overwrite`, or fix the config", prefix="data.", sides=("cached", "now"))
 
 
 def find_cached(data: DataConfig, tokenizer_sha256: str, tasks, split: str) -> dict[str, str]:

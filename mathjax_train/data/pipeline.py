@@ -14,6 +14,7 @@ import seqio
 from mathjax_train.config import Config, ConfigError, InputError
 from mathjax_train.data import cache_reader, tasks as task_lib
 from mathjax_train.data.packing import DROPPED, TRUNCATED, RowPlanner, fit_example, slots
+from mathjax_train.data.run_dir import SettingsMismatchError, diff_settings
 from mathjax_train.data.seqio_vocab import TokenizerVocabulary, tokenizer_dir
 
 STATE_KIND = "sft_mixture"
@@ -203,11 +204,11 @@ class SftMixtureIterator:
     def set_state(self, state: dict) -> None:
         if not isinstance(state, dict) or state.get("kind") != STATE_KIND:
             raise InputError(f"data iterator state is not a {STATE_KIND} state: {str(state)[:200]}")
-        saved = state.get("identity", {})
-        diff = {k: (saved.get(k), v) for k, v in self.identity.items() if saved.get(k) != v}
+        diff = diff_settings(state.get("identity", {}), self.identity, self.identity)
         if diff:
-            raise InputError("the checkpoint's data state belongs to a different data stream; "
-                             + "; ".join(f"{k}: saved {a!r}, now {b!r}" for k, (a, b) in diff.items()))
+            raise SettingsMismatchError("the checkpoint's data state", "it belongs to a different data stream", diff,
+                                        "resume with the data settings it was saved with, or use a new output_dir",
+                                        sides=("saved", "now"))
         self.slot = int(state["slot"])
         self.counts = {n: int(state["counts"].get(n, 0)) for n in self.readers}
         self.pending = [(str(t), int(j)) for t, j in state["pending"]]

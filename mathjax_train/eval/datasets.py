@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import os
 
-from mathjax_train.config import InputError
+from mathjax_train.config import InputError, is_remote
 from mathjax_train.data import problems
 from mathjax_train.data.problems import NAMED, Problem, gsm8k_final_answer
 from mathjax_train.data.templates import remove_calculator_annotations, strip_final_answer
@@ -25,7 +25,7 @@ def dataset_path(dataset: str, split: str = "test", data_dir=None):
     """The file behind a named dataset/split (manual directory), or `dataset` itself as a path."""
     if dataset in NAMED:
         return problems.named_file(dataset, split, data_dir)
-    if not os.path.exists(dataset) and "://" not in dataset:
+    if not os.path.exists(dataset) and not is_remote(dataset):
         raise FileNotFoundError(f"--dataset {dataset!r} is neither one of {list(NAMED)} nor an existing file")
     return dataset
 

@@ -18,7 +18,7 @@ from typing import Callable, Sequence
 from etils import epath
 from tqdm import tqdm
 
-from mathjax_train.config import EvalConfig, InputError
+from mathjax_train.config import EvalConfig, InputError, is_remote
 from mathjax_train.data.problems import ID_SCHEME
 from mathjax_train.data.templates import get_template, pick_exemplars
 from mathjax_train.eval import datasets, metrics, report, results
@@ -93,7 +93,7 @@ def build_prompts(cfg: EvalConfig, problems: Sequence[datasets.Problem]):
 def run_settings(cfg: EvalConfig, dataset_file, shots: Sequence[datasets.Problem], step: int | None) -> dict:
     """What must not change between an interrupted run and its resumption."""
     g = cfg.generate
-    return {"checkpoint": os.path.abspath(cfg.checkpoint) if "://" not in cfg.checkpoint else cfg.checkpoint,
+    return {"checkpoint": cfg.checkpoint if is_remote(cfg.checkpoint) else os.path.abspath(cfg.checkpoint),
             "checkpoint_step": step,
             "dataset": cfg.dataset, "split": cfg.split, "dataset_file": str(dataset_file),
             "problem_ids": ID_SCHEME,
@@ -161,7 +161,7 @@ def evaluate(cfg: EvalConfig, *, make_source: SourceFactory = default_source,
         work = [(i, j) for i in todo for j in range(n)]
         pending: dict[int, dict[int, Completion]] = {}
         bs = 4 * (cfg.generate.batch_size or 64)  # samples handed to the engine at once; rows are written after each
-        with results.RowWriter(out) as writer, tqdm(total=len(work), desc=f"evaluate {cfg.dataset}", unit="sample",
+        with results.row_writer(out) as writer, tqdm(total=len(work), desc=f"evaluate {cfg.dataset}", unit="sample",
                                                      file=sys.stderr, disable=not progress) as bar, \
                 contextlib.closing(complete) if hasattr(complete, "close") else contextlib.nullcontext():
             for b in range(0, len(work), bs):
@@ -175,7 +175,7 @@ def evaluate(cfg: EvalConfig, *, make_source: SourceFactory = default_source,
                     samples = pending.pop(i)
                     row = grade(kept[i], index[kept[i].id], prompts[i], [samples[j] for j in range(n)], fallback,
                                 cfg.grading_timeout_s)
-                    writer.write(row)
+                    writer.write_row(row)
                     resumed.rows[row["id"]] = row
                     done_now += 1
                     correct_now += bool(row["correct"][0])

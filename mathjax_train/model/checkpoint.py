@@ -15,7 +15,7 @@ import numpy as np
 import orbax.checkpoint as ocp
 from etils import epath
 
-from mathjax_train.config import ConfigError, ModelConfig, from_dict, to_dict
+from mathjax_train.config import ConfigError, ModelConfig, from_dict, is_remote, to_dict
 
 CONFIG_FILE = "model_config.json"
 PARAMS_DIR = "params"
@@ -85,11 +85,16 @@ def load_model_config(ckpt_dir) -> ModelConfig:
     return cfg
 
 
+def absolute(path: epath.Path) -> epath.Path:
+    """The path as Orbax wants it: local paths made absolute, object store URLs as they are."""
+    return path if is_remote(path) else path.absolute()
+
+
 def save_params(ckpt_dir, params) -> None:
     """Write params (numpy or jax arrays, possibly sharded) as an Orbax checkpoint."""
     path = epath.Path(ckpt_dir) / PARAMS_DIR
     with ocp.StandardCheckpointer() as ckptr:
-        ckptr.save(path.absolute() if not str(path).startswith("gs://") else path, params, force=True)
+        ckptr.save(absolute(path), params, force=True)
         ckptr.wait_until_finished()
 
 
@@ -117,9 +122,9 @@ def load_params(ckpt_dir, cfg: ModelConfig, shardings=None, target=None):
         raise ConfigError(f"{path}: no Orbax params found in checkpoint {ckpt_dir}")
     target = abstract_params(cfg, shardings) if target is None else target
     with ocp.StandardCheckpointer() as ckptr:
-        meta = ckptr.metadata(path.absolute() if not str(path).startswith("gs://") else path)
+        meta = ckptr.metadata(absolute(path))
         _check_shapes(meta.item_metadata if hasattr(meta, "item_metadata") else meta, target, str(path))
-        return ckptr.restore(path.absolute() if not str(path).startswith("gs://") else path, target)
+        return ckptr.restore(absolute(path), target)
 
 
 def _check_shapes(meta, target, where: str) -> None:

@@ -19,7 +19,7 @@ import jax.numpy as jnp
 from etils import epath
 from flax import traverse_util
 
-from mathjax_train.config import ConfigError, LoraConfig, ModelConfig, from_dict, to_dict
+from mathjax_train.config import ConfigError, LoraConfig, ModelConfig, from_dict, is_remote, to_dict
 from mathjax_train.model import checkpoint as ckpt
 
 ADAPTER_KEYS = ("lora_a", "lora_b")
@@ -108,7 +108,7 @@ def abstract_trees(cfg: ModelConfig, lora: LoraConfig) -> tuple[dict, dict]:
 
 def save_adapter_meta(directory, base: str, lora: LoraConfig) -> None:
     """`adapter.json`: the LoRA settings and the base checkpoint (a local path is made absolute)."""
-    base = base if "://" in base else os.path.abspath(base)
+    base = base if is_remote(base) else os.path.abspath(base)
     path = epath.Path(directory)
     path.mkdir(parents=True, exist_ok=True)
     (path / ADAPTER_FILE).write_text(json.dumps({"base": base, "lora": to_dict(lora)}, indent=2))

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from etils import epath
 
 from mathjax_train.config import ConfigError, DistributedConfig
+from mathjax_train.data.run_dir import diff_settings
 from mathjax_train.pipeline import manifest as mf
 from mathjax_train.pipeline.hashing import content_hash
 from mathjax_train.pipeline.spec import Pipeline, Stage
@@ -116,9 +117,7 @@ def decide(stage: Stage, record: dict | None, inputs: dict, hashes: Hashes, earl
         changed = _diff_keys(record.get("config", {}), stage.config_dict())
         return Decision(FRESH, f"config changed: {', '.join(changed[:5]) or 'config_hash'}")
     if record.get("inputs") != inputs:
-        old = record.get("inputs", {})
-        changed = [f for f in sorted(set(old) | set(inputs)) if old.get(f) != inputs.get(f)]
-        return Decision(FRESH, f"input changed: {', '.join(changed)}")
+        return Decision(FRESH, f"input changed: {', '.join(diff_settings(record.get('inputs', {}), inputs))}")
     if record.get("status") != "done":
         return Decision(RESUME, f"unfinished ({record.get('status')})")
     for name, out in record.get("outputs", {}).items():

@@ -22,7 +22,8 @@ from etils import epath
 
 from mathjax_train.config import (Config, ConfigError, DecontaminateConfig, EvaluateStageConfig, ExportStageConfig,
                                   ProblemsStageConfig, RftConfig, ScalingStageConfig, SelectConfig,
-                                  TokenizerStageConfig, apply_override, from_dict, read_yaml_mapping, to_dict)
+                                  TokenizerStageConfig, apply_override, from_dict, is_remote, read_yaml_mapping,
+                                  to_dict)
 
 
 @dataclass(frozen=True)
@@ -80,7 +81,7 @@ class Pipeline:
 def join_path(root: str, *parts: str) -> str:
     """`root/part/...` as a string, for local paths and gs:// alike (empty parts skipped)."""
     parts = tuple(p for p in parts if p)
-    return posixpath.join(root, *parts) if "://" in root else str(epath.Path(root).joinpath(*parts))
+    return posixpath.join(root, *parts) if is_remote(root) else str(epath.Path(root).joinpath(*parts))
 
 
 def _merge(base: dict, over: dict) -> dict:
@@ -98,7 +99,7 @@ def _with_base(section: dict, source: str, where: str) -> dict:
     if base is None:
         return section
     path = epath.Path(base)
-    if not path.is_absolute() and "://" not in base:
+    if not path.is_absolute() and not is_remote(base):
         path = epath.Path(source).parent / base
     data = read_yaml_mapping(path, f"{source}: {where}.base: {path}")
     data.pop("output_dir", None)  # the stage's own directory replaces the base run's

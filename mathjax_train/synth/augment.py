@@ -21,7 +21,7 @@ from typing import Sequence
 
 from etils import epath
 
-from mathjax_train.config import InputError
+from mathjax_train.config import InputError, is_remote
 from mathjax_train.data import problems
 from mathjax_train.data.problems import Problem
 from mathjax_train.grading import extract_answer, is_equivalent
@@ -99,7 +99,7 @@ def load_seeds(spec: str, data_dir=None, limit: int = 0) -> list[Problem]:
     if spec in ("gsm8k", "math"):
         seeds = problems.load_named(spec, "train", data_dir)
     else:
-        if not os.path.exists(spec) and "://" not in spec:
+        if not os.path.exists(spec) and not is_remote(spec):
             raise FileNotFoundError(f"--seeds {spec!r} is neither gsm8k, math nor an existing JSONL file")
         seeds = problems.read_jsonl(spec, require_answer=False)
     name = os.path.basename(spec)

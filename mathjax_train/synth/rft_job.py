@@ -19,6 +19,7 @@ from etils import epath
 from tqdm import tqdm
 
 from mathjax_train.config import DistributedConfig, InputError, RftConfig
+from mathjax_train.data import run_dir
 from mathjax_train.data.templates import ChatTemplate, get_template
 from mathjax_train.infer.batch_job import engine_for_prompts
 from mathjax_train.infer.loading import LoadedModel, load_for_inference
@@ -26,7 +27,7 @@ from mathjax_train.infer.params import SamplingParams, sample_seed
 from mathjax_train.data.problems import Problem
 from mathjax_train.synth.questions import load_questions
 from mathjax_train.synth.rft import REJECT_REASONS, select
-from mathjax_train.synth.rft_output import RowSink, output_stats, repair, shard_path
+from mathjax_train.synth.rft_output import output_stats, repair, settings_path, shard_path
 
 if TYPE_CHECKING:
     from mathjax_train.infer.engine import Engine
@@ -149,23 +150,6 @@ def _settings(cfg: RftConfig, index: int, count: int) -> dict:
     return {k: d[k] for k in RESUME_KEYS}
 
 
-def _check_settings(path: str, settings: dict) -> None:
-    side = epath.Path(path + ".settings.json")
-    if side.exists():
-        try:
-            old = json.loads(side.read_text())
-        except json.JSONDecodeError as e:
-            raise InputError(f"{side}: not valid JSON ({e.msg}, line {e.lineno}); delete it to start over") from None
-        diff = {k: (old.get(k), v) for k, v in settings.items() if old.get(k) != v}
-        if diff:
-            changes = ", ".join(f"{k}: {a!r} -> {b!r}" for k, (a, b) in diff.items())
-            raise InputError(f"{path} was written with other settings; {changes}. Use a new --output, "
-                             "or the same settings to resume")
-    else:
-        side.parent.mkdir(parents=True, exist_ok=True)
-        side.write_text(json.dumps(settings, indent=1))
-
-
 def _rows_for(q: Problem, kept: list[tuple[str, int, int, int]], cfg: RftConfig) -> list[dict]:
     """The reference solution first, then the kept samples (text, checkpoint, sample, tool calls)."""
     total = 1 + len(kept)
@@ -242,7 +226,8 @@ def run_rft(cfg: RftConfig, *, progress: bool = True) -> dict:
     questions = load_questions(cfg.dataset, cfg.split, data_dir=cfg.data_dir or None, limit=cfg.limit,
                                procedural_seed=cfg.procedural_seed)
     mine = [q for q in questions if q.index % count == index]
-    _check_settings(out_path, _settings(cfg, index, count))
+    run_dir.check_settings(settings_path(out_path), _settings(cfg, index, count), keys=RESUME_KEYS,
+                           output=out_path, flag="--output")
     done = {r["question_id"] for r in repair(out_path)}
     skipped: dict[str, set] = {"no_gold_answer": {q.id for q in mine if not q.answer.strip()},
                                "prompt_too_long": set()}
@@ -257,8 +242,8 @@ def run_rft(cfg: RftConfig, *, progress: bool = True) -> dict:
             todo = [q for q in todo if q.index not in too_long]
         slots = samplers[0].engine.num_slots if samplers and samplers[0].engine else cfg.batch_size or 64
         step = _chunk_size(cfg.k, slots)
-        with RowSink(out_path) as sink, tqdm(total=len(todo), desc="rft", unit="question", file=sys.stderr,
-                                             disable=not progress) as bar:
+        with run_dir.JsonlAppender(out_path) as sink, tqdm(total=len(todo), desc="rft", unit="question",
+                                                           file=sys.stderr, disable=not progress) as bar:
             for lo in range(0, len(todo), step):
                 chunk = todo[lo:lo + step]
                 sink.write(select_chunk(sample_chunk(samplers, chunk, tally), chunk, cfg, tally))

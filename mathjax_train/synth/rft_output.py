@@ -1,15 +1,15 @@
 """The `rft` output file: JSONL rows grouped by question (path_index 0..paths_total-1, contiguous),
-read back with a torn or unfinished last question detected, appended chunk by chunk (locally or on
-gs://), summarised, and per-host shards merged in question order."""
+read back with a torn or unfinished last question detected and cut (data/run_dir.py appends and
+repairs), summarised, and per-host shards merged in question order."""
 from __future__ import annotations
 
 import json
-import time
 from collections import Counter
 
 from etils import epath
 
 from mathjax_train.config import InputError
+from mathjax_train.data import run_dir
 from mathjax_train.data.jsonl_source import JsonlFormatError
 
 
@@ -17,97 +17,48 @@ def shard_path(output: str, index: int, count: int) -> str:
     return output if count == 1 else f"{output}.shard-{index}-of-{count}"
 
 
+def settings_path(output: str) -> str:
+    """The settings an output was made with (checked when a run resumes it, and by merge_shards)."""
+    return output + ".settings.json"
 
-def read_rows(path) -> tuple[list[dict], int, bool]:
-    """Rows of an RFT output file, the byte length of its complete questions, and whether the
-    end had to be cut (a torn line or an unfinished question from an interrupted run)."""
-    data = epath.Path(path).read_bytes()
-    rows: list[dict] = []
-    good_end, group_start, group_rows = 0, 0, 0
-    offset, lineno = 0, 0
-    while offset < len(data):
-        lineno += 1
-        nl = data.find(b"\n", offset)
-        if nl < 0:  # torn last line
-            return rows[:len(rows) - group_rows], group_start if group_rows else good_end, True
-        line = data[offset:nl]
-        try:
-            row = json.loads(line)
-        except (json.JSONDecodeError, UnicodeDecodeError) as e:
-            raise JsonlFormatError(path, lineno, f"not an RFT output row: {e}") from None
-        for name in ("question_id", "question_index", "path_index", "paths_total"):
-            if name not in row:
-                raise JsonlFormatError(path, lineno, "missing field (is this an rft output file?)", name)
+
+RFT_FIELDS = ("question_id", "question_index", "path_index", "paths_total")
+
+
+def _scan(path) -> tuple[run_dir.JsonlScan, int]:
+    """The file's rows and how many of them belong to complete questions."""
+    try:
+        scan = run_dir.scan_jsonl(path, RFT_FIELDS)
+    except JsonlFormatError as e:
+        raise JsonlFormatError(e.path, e.line, f"{e.problem} (is this an rft output file?)", e.field) from None
+    rows, done, group = scan.rows, 0, 0
+    for i, (row, lineno) in enumerate(zip(rows, scan.lines)):
         if row["path_index"] == 0:
-            if group_rows:
-                raise JsonlFormatError(path, lineno, f"question {rows[-1]['question_id']!r} has "
-                                       f"{group_rows} of {rows[-1]['paths_total']} rows", "path_index")
-            group_start = offset
-        elif not rows or row["question_id"] != rows[-1]["question_id"] or row["path_index"] != group_rows:
+            if group:
+                raise JsonlFormatError(path, lineno, f"question {rows[i - 1]['question_id']!r} has "
+                                       f"{group} of {rows[i - 1]['paths_total']} rows", "path_index")
+        elif not group or row["question_id"] != rows[i - 1]["question_id"] or row["path_index"] != group:
             raise JsonlFormatError(path, lineno, "rows of a question must be contiguous and in order", "path_index")
-        rows.append(row)
-        group_rows += 1
-        offset = nl + 1
-        if group_rows == row["paths_total"]:
-            group_rows, good_end = 0, offset
-    if group_rows:  # the last question stopped part-way
-        return rows[:len(rows) - group_rows], group_start, True
-    return rows, good_end, False
+        group += 1
+        if group == row["paths_total"]:
+            group, done = 0, i + 1
+    return scan, done
+
+
+def read_rows(path) -> tuple[list[dict], bool]:
+    """Rows of the complete questions of an RFT output file, and whether its end had to be cut (a
+    torn line or an unfinished question from an interrupted run)."""
+    scan, done = _scan(path)
+    return scan.rows[:done], scan.torn or done < len(scan.rows)
 
 
 def repair(path) -> list[dict]:
     """Rows of the complete questions in `path`; an incomplete tail is removed from the file."""
-    p = epath.Path(path)
-    if not p.exists():
+    if not epath.Path(path).exists():
         return []
-    rows, end, cut = read_rows(p)
-    if cut:
-        p.write_bytes(p.read_bytes()[:end])
-    return rows
-
-
-class RowSink:
-    """Appends each chunk's rows to the output. Local files: one write + flush per chunk. Object
-    stores (gs://) cannot append, so the object is rewritten whole at most every `flush_every_s`
-    and on close; a preempted run then redoes at most that much work."""
-
-    def __init__(self, path: str, *, remote: bool | None = None, flush_every_s: float = 60.0):
-        self.path = epath.Path(path)
-        self.remote = "://" in str(path) if remote is None else remote
-        self.flush_every_s = flush_every_s
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        if self.remote:
-            self._data = bytearray(self.path.read_bytes() if self.path.exists() else b"")
-            self._dirty, self._last = False, time.monotonic()
-        else:
-            self._f = self.path.open("a")
-
-    def write(self, text: str) -> None:
-        if not self.remote:
-            self._f.write(text)  # a question's rows land in one write
-            self._f.flush()
-            return
-        self._data += text.encode()
-        self._dirty = True
-        if time.monotonic() - self._last >= self.flush_every_s:
-            self.flush()
-
-    def flush(self) -> None:
-        if self.remote and self._dirty:
-            self.path.write_bytes(bytes(self._data))
-            self._dirty, self._last = False, time.monotonic()
-
-    def close(self) -> None:
-        if self.remote:
-            self.flush()
-        else:
-            self._f.close()
-
-    def __enter__(self) -> "RowSink":
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.close()
+    scan, done = _scan(path)
+    run_dir.keep_rows(scan, done)
+    return scan.rows[:done]
 
 
 def output_stats(rows: list[dict]) -> dict:
@@ -136,14 +87,16 @@ def merge_shards(output: str, num_shards: int) -> dict:
     missing = [p for p in paths if not epath.Path(p + ".done").exists()]
     if missing:
         raise FileNotFoundError(f"shard(s) not finished (no .done marker): {', '.join(missing)}; run rft for them")
-    settings = [json.loads(epath.Path(p + ".settings.json").read_text()) for p in paths]
+    settings = [json.loads(epath.Path(settings_path(p)).read_text()) for p in paths]
     for i, s in enumerate(settings):
-        diff = [k for k in s if k != "shard_index" and s[k] != settings[0].get(k)]
+        diff = run_dir.diff_settings(settings[0], s, [k for k in s if k != "shard_index"])
         if diff:
-            raise InputError(f"{paths[i]}: settings {diff} differ from shard 0's")
+            raise run_dir.SettingsMismatchError(settings_path(paths[i]), "this shard was made with other settings "
+                                                "than shard 0", diff, "rerun it with shard 0's settings",
+                                                sides=("shard 0", "this shard"))
     groups: dict[int, list[dict]] = {}
     for i, p in enumerate(paths):
-        rows, _, cut = read_rows(p)
+        rows, cut = read_rows(p)
         if cut:
             raise InputError(f"{p}: ends with an unfinished question although marked done")
         for r in rows:

@@ -19,7 +19,7 @@ def pool_files(inputs: list[str], output: str, max_paths_per_question: int = 0, 
     for questions whose solutions must not be trained on, only their answers verify the samples."""
     questions: dict[str, dict] = {}
     for path in inputs:
-        rows, _, cut = read_rows(path)
+        rows, cut = read_rows(path)
         if cut:
             raise InputError(f"{path}: ends with an unfinished question; finish its rft run first")
         for r in rows:

@@ -14,20 +14,16 @@ import orbax.checkpoint as ocp
 from etils import epath
 
 from mathjax_train.config import CheckpointConfig
-from mathjax_train.model.checkpoint import CHECKPOINTS_DIR
+from mathjax_train.model.checkpoint import CHECKPOINTS_DIR, absolute
 
 ITEMS = ("params", "train_state", "meta")
-
-
-def _abs(path: epath.Path) -> epath.Path:
-    return path if str(path).startswith("gs://") else path.absolute()
 
 
 class TrainCheckpointer:
     """Save/restore the train state and data iterator position, async by default."""
 
     def __init__(self, output_dir, cfg: CheckpointConfig):
-        self.directory = _abs(epath.Path(output_dir) / CHECKPOINTS_DIR)
+        self.directory = absolute(epath.Path(output_dir) / CHECKPOINTS_DIR)
         options = ocp.CheckpointManagerOptions(
             max_to_keep=cfg.keep, save_interval_steps=1, create=True, cleanup_tmp_directories=True,
             enable_async_checkpointing=cfg.async_save)

@@ -1,7 +1,7 @@
 """Training metrics: OUTPUT_DIR/metrics.jsonl, TensorBoard event files, and a progress line.
 
 Only process 0 writes. On resume, rows for steps after the restored checkpoint (written before a
-crash) are dropped so the file keeps one row per step.
+crash) and a line torn by the crash are dropped, so the file keeps one row per step.
 """
 from __future__ import annotations
 
@@ -10,6 +10,8 @@ import sys
 import time
 
 from etils import epath
+
+from mathjax_train.data.run_dir import JsonlAppender, read_jsonl_repairing
 
 METRICS_FILE = "metrics.jsonl"
 TENSORBOARD_DIR = "tensorboard"
@@ -27,34 +29,22 @@ class MetricsWriter:
         self.enabled = enabled
         self.stream = stream or sys.stderr
         self.path = epath.Path(output_dir) / METRICS_FILE
-        self.rows: list[str] = []
         self._tb = None
         if not enabled:
             return
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        if self.path.exists():
-            for line in self.path.read_text().splitlines():
-                if line.strip() and json.loads(line).get("step", 0) <= resume_step:
-                    self.rows.append(line)
-        self._rewrite()
+        kept = [r for r in read_jsonl_repairing(self.path).rows if r.get("step", 0) <= resume_step]
+        self.path.write_text("".join(json.dumps(r) + "\n" for r in kept))
+        self._out = JsonlAppender(self.path, flush_every_s=0)  # object stores: the file is rewritten each row
         import tensorflow as tf  # TensorBoard's own event format; gs:// paths work through tf.io.gfile
 
         self._tf = tf
         self._tb = tf.summary.create_file_writer(str(epath.Path(output_dir) / TENSORBOARD_DIR))
 
-    def _rewrite(self) -> None:
-        self.path.write_text("".join(r + "\n" for r in self.rows))
-
     def write(self, row: dict) -> None:
         if not self.enabled:
             return
-        line = json.dumps(row)
-        self.rows.append(line)
-        if str(self.path).startswith("gs://"):
-            self._rewrite()  # object stores cannot append
-        else:
-            with self.path.open("a") as f:
-                f.write(line + "\n")
+        self._out.write(json.dumps(row) + "\n")
         assert self._tb is not None  # made in __init__ when enabled
         with self._tb.as_default():
             for k, v in row.items():
@@ -74,5 +64,7 @@ class MetricsWriter:
               file=self.stream, flush=True)
 
     def close(self) -> None:
+        if self.enabled:
+            self._out.close()
         if self._tb is not None:
             self._tb.close()
