@@ -74,20 +74,23 @@ def summarize(pipe, manifest: dict) -> dict:
         a = m["accuracy"]
         return {"accuracy": a, "interval": binomial_interval(round(a * m["problems"]), m["problems"])}
 
-    greedy = {label: _first_correct(st["evaluate"]["outputs"][f"{label}.greedy"]["path"]) for label in ("sft", "retrain")}
+    labels = [label for label in ("sft", "retrain", "continued") if label in ev]
+    greedy = {label: _first_correct(st["evaluate"]["outputs"][f"{label}.greedy"]["path"]) for label in labels}
     ids = sorted(greedy["sft"])
-    paired = paired_difference([greedy["sft"][i] for i in ids], [greedy["retrain"][i] for i in ids])
+
+    def paired(a: str, b: str) -> dict:
+        return paired_difference([greedy[a][i] for i in ids], [greedy[b][i] for i in ids])
     before = st["evaluate_init"]["metrics"]["init"]["greedy"]
     sample, select = st["rft"]["metrics"], st["select"]["metrics"]
     scaling = st["sft"]["metrics"]
     kept = select["sampled_paths_per_question"] or {"mean": 0.0}
-    return {
+    out = {
         "heldout_problems": n,
         "accuracy_before": before["accuracy"], "accuracy_sft": sft["greedy"]["accuracy"],
         "accuracy_rft": rft["greedy"]["accuracy"],
         "intervals": {"before": acc(before)["interval"], "sft": acc(sft["greedy"])["interval"],
                       "rft": acc(rft["greedy"])["interval"]},
-        "rft_minus_sft": paired,
+        "rft_minus_sft": paired("sft", "retrain"),
         "pass_at_k": sft["sampled"]["pass@k"], "maj_at_k": sft["sampled"]["maj@k"],
         "pass_at_k_rft": rft["sampled"]["pass@k"], "maj_at_k_rft": rft["sampled"]["maj@k"],
         "rft": {"questions": sample["questions_in_shard"], "samples": sample["samples"],
@@ -100,6 +103,11 @@ def summarize(pipe, manifest: dict) -> dict:
                         "r2": scaling["r2"], "gain_per_doubling": scaling["gain_per_doubling"]},
         "stage_seconds": {name: rec.get("seconds") for name, rec in st.items()},
     }
+    if "continued" in ev:  # the control: SFT continued on the seed set alone for the retraining's steps
+        out["accuracy_continued_sft"] = ev["continued"]["greedy"]["accuracy"]
+        out["intervals"]["continued_sft"] = acc(ev["continued"]["greedy"])["interval"]
+        out["rft_minus_continued_sft"] = paired("continued", "retrain")
+    return out
 
 
 def run_demo(output_dir: str = "runs/demo", overrides: tuple[str, ...] = (), config: str | None = None) -> dict:

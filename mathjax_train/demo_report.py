@@ -66,6 +66,21 @@ def plot_pass_at_k(summary: dict, path: str) -> None:
     plt.close(fig)
 
 
+def _control(summary: dict) -> str:
+    """What the control says about the RFT gain: the kept paths, or only the extra steps."""
+    if "rft_minus_continued_sft" not in summary:
+        return ("The retrained model also took more optimizer steps than the SFT model (as in the RFT paper, where "
+                "the augmented set is trained for the same number of epochs); without a control stage (`continued`) "
+                "this run does not separate the two.")
+    c = summary["rft_minus_continued_sft"]
+    verdict = ("so the kept paths, not only the extra steps, made the difference." if c["interval"][0] > 0 else
+               "an interval that includes zero: in this run the extra steps, not the kept paths, explain the gain.")
+    return (f"Control: the SFT model continued on the seed set alone for the same steps reached "
+            f"{_pct(summary['accuracy_continued_sft'])}; RFT minus control {c['difference'] * 100:+.1f} points, 95% "
+            f"interval [{c['interval'][0] * 100:+.1f}, {c['interval'][1] * 100:+.1f}] ({c['gained']} newly solved, "
+            f"{c['lost']} lost), {verdict}")
+
+
 def markdown(summary: dict, manifest: dict, links: dict[str, str]) -> str:
     iv, d, fit, rft = summary["intervals"], summary["rft_minus_sft"], summary["scaling_fit"], summary["rft"]
     n = summary["heldout_problems"]
@@ -84,6 +99,9 @@ def markdown(summary: dict, manifest: dict, links: dict[str, str]) -> str:
         f"| untrained | {_pct(summary['accuracy_before'])} | {_interval(iv['before'])} |",
         f"| SFT ({fit['sizes'][-1]} seed problems) | {_pct(summary['accuracy_sft'])} | {_interval(iv['sft'])} |",
         f"| SFT + RFT (retrained on seed + kept paths) | {_pct(summary['accuracy_rft'])} | {_interval(iv['rft'])} |",
+        *([f"| SFT continued on the seed set alone, same steps (control) | "
+           f"{_pct(summary['accuracy_continued_sft'])} | {_interval(iv['continued_sft'])} |"]
+          if "accuracy_continued_sft" in summary else []),
         "",
         f"![accuracy per stage]({links['stages']})",
         "",
@@ -97,8 +115,7 @@ def markdown(summary: dict, manifest: dict, links: dict[str, str]) -> str:
         f"{d['gained']} newly solved, {d['lost']} lost). "
         + ("The interval excludes zero: the gain is larger than the evaluation noise."
            if above else "The interval includes zero: this run does not show a gain beyond the evaluation noise."),
-        "The retrained model also took more optimizer steps than the SFT model (as in the RFT paper, where the "
-        "augmented set is trained for the same number of epochs); the comparison does not separate the two.",
+        _control(summary),
         "",
         "## pass@k vs first answer (Xwin-Math)",
         f"SFT: first answer {_pct(summary['accuracy_sft'])}, pass@{kmax} {_pct(summary['pass_at_k'][kmax])}, "

@@ -114,8 +114,8 @@ def test_named_dataset_ids_join_and_old_evaluate_runs_are_refused(ckpt, tmp_path
     out.mkdir()
     (out / "run.json").write_text(json.dumps({"settings": old}))
     write_jsonl(out / "samples.jsonl", [{"id": f"test.jsonl:{i + 1}"} for i in range(len(ROWS))])
-    with pytest.raises(InputError, match=r"run.json: this output directory holds a run with other settings "
-                                         r"\(problem_ids: None there, .* now; 1 differ\)"):
+    with pytest.raises(InputError, match=r"run.json: the output directory .* holds results made with other settings "
+                                         r"\(recorded -> now: problem_ids: None -> '[^)]*'\); use another"):
         harness.evaluate(cfg, progress=False)
     assert not (out / "report.json").exists()
 

@@ -143,7 +143,7 @@ def test_unseen_references_neither_dedup_nor_train(forced_pair, tmp_path, capsys
     rows = lines(pooled)
     assert [(r["question_id"], r["solution"], r["path_index"], r["paths_total"]) for r in rows] == \
         [("same", SOL_A, 0, 1), ("other", SOL_A, 0, 1)]
-    assert stats["questions"] == 2 and read_rows(pooled)[2] is False
+    assert stats["questions"] == 2 and read_rows(pooled)[1] is False  # a valid rft file, nothing cut
     pool_files([str(out)], str(tmp_path / "refs.jsonl"))  # with references: they are written and seed dedup
     assert [(r["question_id"], r["origin"]) for r in lines(tmp_path / "refs.jsonl")] == \
         [("same", "original"), ("other", "original"), ("other", "sampled"), ("ten", "original")]
