@@ -37,16 +37,9 @@ def _cli(run_dir) -> list[str]:
     return [sys.executable, "-m", "mathjax_train.cli", "pipeline", "--config", str(TINY), f"run_dir={run_dir}"]
 
 
-def _cached_env(cache) -> dict:
-    """JAX's persistent compilation cache for the subprocess runs (test speed only: they compile the same
-    programs). Never in this process: once enabled, JAX keeps using it for every later test."""
-    return cli_env() | {"JAX_COMPILATION_CACHE_DIR": str(cache), "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS": "0",
-                        "JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES": "0"}
-
-
-def _kill_during_sft(run_dir, cache) -> list[int]:
+def _kill_during_sft(run_dir) -> list[int]:
     """Start the command, SIGKILL it once the sft stage has a committed checkpoint; the steps saved then."""
-    proc = subprocess.Popen(_cli(run_dir), env=_cached_env(cache), cwd=REPO, stdout=subprocess.DEVNULL,
+    proc = subprocess.Popen(_cli(run_dir), env=cli_env(), cwd=REPO, stdout=subprocess.DEVNULL,
                             stderr=subprocess.PIPE)
     ckpts = run_dir / "sft" / "checkpoints"
     deadline = time.time() + 300
@@ -66,15 +59,15 @@ def _kill_during_sft(run_dir, cache) -> list[int]:
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory):
     """The same run directory twice: killed mid-sft (a subprocess) then re-run here (kept as
-    `killed`), then uninterrupted (a second subprocess; the two subprocesses share a JAX compilation cache)."""
+    `killed`), then uninterrupted (a second subprocess; all three share the session's JAX compilation cache, conftest)."""
     root = tmp_path_factory.mktemp("pipeline")
-    run_dir, cache = root / "run", root / "jax_cache"
-    saved = _kill_during_sft(run_dir, cache)
+    run_dir = root / "run"
+    saved = _kill_during_sft(run_dir)
     at_kill = _manifest(run_dir)
     resumed = _run(run_dir)
     killed = root / "killed"
     run_dir.rename(killed)
-    proc = subprocess.run(_cli(run_dir), env=_cached_env(cache), cwd=REPO, capture_output=True, text=True)
+    proc = subprocess.run(_cli(run_dir), env=cli_env(), cwd=REPO, capture_output=True, text=True)
     assert proc.returncode == 0, proc.stderr[-3000:]
     return {"run_dir": run_dir, "killed": killed, "saved_at_kill": saved, "at_kill": at_kill, "resumed": resumed}
 
