@@ -61,38 +61,38 @@ def _first_correct(samples_file: str) -> dict[str, bool]:
     return out
 
 
-def summarize(pipe, manifest: dict) -> dict:
-    """The figures the issue asks for, from the manifest's stage metrics and the evaluation files."""
+def summarize(manifest: dict) -> dict:
+    """The figures the issue asks for, from the manifest's stage metrics and the evaluation files.
+    Models by their evaluate label (the stage that made them): sft, retrain (RFT), continued (the
+    control, when the pipeline has it), init."""
     from mathjax_train.eval.metrics import binomial_interval, paired_difference
 
     st = manifest["stages"]
-    ev = st["evaluate"]["metrics"]
-    sft, rft = ev["sft"], ev["retrain"]
-    n = sft["greedy"]["problems"]
-
-    def acc(m: dict) -> dict:
-        a = m["accuracy"]
-        return {"accuracy": a, "interval": binomial_interval(round(a * m["problems"]), m["problems"])}
-
-    labels = [label for label in ("sft", "retrain", "continued") if label in ev]
-    greedy = {label: _first_correct(st["evaluate"]["outputs"][f"{label}.greedy"]["path"]) for label in labels}
+    evaluated: dict[str, dict] = {}
+    greedy: dict[str, dict[str, bool]] = {}
+    for name in ("evaluate_init", "evaluate", "evaluate_after"):
+        for label, m in st[name]["metrics"].items():
+            evaluated[label] = m
+            greedy[label] = _first_correct(st[name]["outputs"][f"{label}.greedy"]["path"])
     ids = sorted(greedy["sft"])
 
     def paired(a: str, b: str) -> dict:
         return paired_difference([greedy[a][i] for i in ids], [greedy[b][i] for i in ids])
-    before = st["evaluate_init"]["metrics"]["init"]["greedy"]
-    sample, select = st["rft"]["metrics"], st["select"]["metrics"]
-    scaling = st["sft"]["metrics"]
+
+    def interval(label: str) -> list[float]:
+        m = evaluated[label]["greedy"]
+        return binomial_interval(round(m["accuracy"] * m["problems"]), m["problems"])
+
+    sft = evaluated["sft"]
+    sample, select, scaling = st["rft"]["metrics"], st["select"]["metrics"], st["sft"]["metrics"]
     kept = select["sampled_paths_per_question"] or {"mean": 0.0}
     out = {
-        "heldout_problems": n,
-        "accuracy_before": before["accuracy"], "accuracy_sft": sft["greedy"]["accuracy"],
-        "accuracy_rft": rft["greedy"]["accuracy"],
-        "intervals": {"before": acc(before)["interval"], "sft": acc(sft["greedy"])["interval"],
-                      "rft": acc(rft["greedy"])["interval"]},
+        "heldout_problems": sft["greedy"]["problems"],
+        "accuracy_before": evaluated["init"]["greedy"]["accuracy"], "accuracy_sft": sft["greedy"]["accuracy"],
+        "accuracy_rft": evaluated["retrain"]["greedy"]["accuracy"],
+        "intervals": {"before": interval("init"), "sft": interval("sft"), "rft": interval("retrain")},
         "rft_minus_sft": paired("sft", "retrain"),
         "pass_at_k": sft["sampled"]["pass@k"], "maj_at_k": sft["sampled"]["maj@k"],
-        "pass_at_k_rft": rft["sampled"]["pass@k"], "maj_at_k_rft": rft["sampled"]["maj@k"],
         "rft": {"questions": sample["questions_in_shard"], "samples": sample["samples"],
                 "verified_distinct_kept": sample["kept_samples"],
                 "questions_with_a_kept_path": select["questions"],
@@ -103,11 +103,22 @@ def summarize(pipe, manifest: dict) -> dict:
                         "r2": scaling["r2"], "gain_per_doubling": scaling["gain_per_doubling"]},
         "stage_seconds": {name: rec.get("seconds") for name, rec in st.items()},
     }
-    if "continued" in ev:  # the control: SFT continued on the seed set alone for the retraining's steps
-        out["accuracy_continued_sft"] = ev["continued"]["greedy"]["accuracy"]
-        out["intervals"]["continued_sft"] = acc(ev["continued"]["greedy"])["interval"]
+    if "continued" in evaluated:  # the control: SFT continued on the seed set alone for the retraining's steps
+        out["accuracy_continued_sft"] = evaluated["continued"]["greedy"]["accuracy"]
+        out["intervals"]["continued_sft"] = interval("continued")
         out["rft_minus_continued_sft"] = paired("continued", "retrain")
     return out
+
+
+def _compilation_cache(run_dir: str) -> None:
+    """JAX's persistent compilation cache under RUN_DIR/jax_cache unless one is configured: the loop
+    compiles the same training and sampling programs for each model it makes."""
+    import jax
+
+    from mathjax_train.config import is_remote
+
+    if not getattr(jax.config, "jax_compilation_cache_dir") and not is_remote(run_dir):
+        jax.config.update("jax_compilation_cache_dir", str(epath.Path(run_dir).absolute() / "jax_cache"))
 
 
 def run_demo(output_dir: str = "runs/demo", overrides: tuple[str, ...] = (), config: str | None = None) -> dict:
@@ -118,10 +129,11 @@ def run_demo(output_dir: str = "runs/demo", overrides: tuple[str, ...] = (), con
     from mathjax_train.pipeline.spec import load_pipeline
 
     t0 = time.time()
+    _compilation_cache(output_dir)
     pipe = load_pipeline(str(config or DEMO_PIPELINE), [f"run_dir={output_dir}", *overrides])
     run_pipeline(pipe)
     manifest = mf.read(pipe.run_dir)
-    summary = summarize(pipe, manifest)
+    summary = summarize(manifest)
 
     from mathjax_train.data.templates import get_template
 

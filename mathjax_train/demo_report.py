@@ -18,44 +18,50 @@ def _interval(lo_hi: list[float]) -> str:
 
 
 def plot_stages(summary: dict, path: str) -> None:
-    """Greedy accuracy of each model the loop made, with 95% intervals."""
+    """Greedy accuracy of each model the loop made, with 95% intervals where the summary has them."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fit = summary["scaling_fit"]
-    labels = ["untrained"] + [f"SFT {s}" for s in fit["sizes"]] + ["SFT + RFT"]
-    values = [summary["accuracy_before"], *fit["accuracies"], summary["accuracy_rft"]]
-    fig, ax = plt.subplots(figsize=(7, 3.5))
-    ax.bar(labels, values, color=["#999"] + ["#4c72b0"] * len(fit["sizes"]) + ["#dd8452"])
-    iv = summary["intervals"]
-    for x, key in ((len(labels) - 2, "sft"), (len(labels) - 1, "rft")):
-        lo, hi = iv[key]
-        ax.errorbar(x, values[x], yerr=[[values[x] - lo], [hi - values[x]]], color="k", capsize=4)
+    fit, iv = summary["scaling_fit"], summary["intervals"]
+    bars: list[tuple[str, float, str | None, str]] = [("untrained", summary["accuracy_before"], "before", "#999")]
+    bars += [(f"SFT {s:g}", a, "sft" if i == len(fit["sizes"]) - 1 else None, "#4c72b0")
+             for i, (s, a) in enumerate(zip(fit["sizes"], fit["accuracies"]))]
+    bars.append(("SFT + RFT", summary["accuracy_rft"], "rft", "#dd8452"))
+    if "accuracy_continued_sft" in summary:
+        bars.append(("SFT continued\n(control)", summary["accuracy_continued_sft"], "continued_sft", "#55a868"))
+    fig, ax = plt.subplots(figsize=(8, 3.6))
+    ax.bar([b[0] for b in bars], [b[1] for b in bars], color=[b[3] for b in bars])
+    for x, (_, value, key, _) in enumerate(bars):
+        if key:
+            lo, hi = iv[key]
+            ax.errorbar(x, value, yerr=[[value - lo], [hi - value]], color="k", capsize=4)
     ax.set_ylabel(f"greedy accuracy ({summary['heldout_problems']} held-out)")
     ax.set_title("Accuracy per stage")
+    ax.tick_params(axis="x", labelsize=8)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
 
 
 def plot_pass_at_k(summary: dict, path: str) -> None:
-    """pass@k and maj@k against k for the SFT and RFT models, first-answer accuracy as lines."""
+    """pass@k and maj@k of the SFT model against k, first-answer accuracies as lines."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(6, 3.5))
-    for name, suffix, color in (("SFT", "", "#4c72b0"), ("SFT + RFT", "_rft", "#dd8452")):
-        for metric, style in (("pass_at_k", "-o"), ("maj_at_k", "--s")):
-            curve = summary[metric + suffix]
-            ks = sorted(curve, key=int)
-            ax.plot([int(k) for k in ks], [curve[k] for k in ks], style, color=color,
-                    label=f"{name} {metric.replace('_at_', '@')}", markersize=4)
-        first = summary["accuracy_sft" if not suffix else "accuracy_rft"]
-        ax.axhline(first, color=color, linestyle=":", linewidth=1, label=f"{name} first answer (greedy)")
+    for metric, style in (("pass_at_k", "-o"), ("maj_at_k", "--s")):
+        curve = summary[metric]
+        ks = sorted(curve, key=int)
+        ax.plot([int(k) for k in ks], [curve[k] for k in ks], style, color="#4c72b0",
+                label=f"SFT {metric.replace('_at_', '@')}", markersize=4)
+    for key, name, color in (("accuracy_sft", "SFT", "#4c72b0"), ("accuracy_rft", "SFT + RFT", "#dd8452"),
+                             ("accuracy_continued_sft", "SFT continued", "#55a868")):
+        if key in summary:
+            ax.axhline(summary[key], color=color, linestyle=":", linewidth=1.2, label=f"{name} first answer (greedy)")
     ax.set_xscale("log", base=2)
     ax.set_xlabel("k (samples per problem)")
     ax.set_ylabel("accuracy")
@@ -119,8 +125,8 @@ def markdown(summary: dict, manifest: dict, links: dict[str, str]) -> str:
         "",
         "## pass@k vs first answer (Xwin-Math)",
         f"SFT: first answer {_pct(summary['accuracy_sft'])}, pass@{kmax} {_pct(summary['pass_at_k'][kmax])}, "
-        f"maj@{kmax} {_pct(summary['maj_at_k'][kmax])}. After RFT: first answer {_pct(summary['accuracy_rft'])}, "
-        f"pass@{kmax} {_pct(summary['pass_at_k_rft'][kmax])}.",
+        f"maj@{kmax} {_pct(summary['maj_at_k'][kmax])}: the model can solve far more problems than its first "
+        "answer shows.",
         "",
         f"![pass@k]({links['pass_at_k']})",
         "",

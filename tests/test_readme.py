@@ -58,9 +58,10 @@ def test_smoke_command_trains_and_loss_falls(tmp_path):
 
 # configs/pipeline_demo.yaml itself, shrunk: every stage runs, the summary and report are written
 TINY_DEMO = ("stages.heldout.count=8", "stages.seed.count=64", "stages.questions.count=8", "stages.sft.sizes=[32,64]",
-             "stages.rft.max_new_tokens=24", "stages.retrain.train.steps=2", "stages.evaluate.sampled.num_samples=4",
-             "stages.evaluate.sampled.max_new_tokens=24",
-             *(f"stages.{s}.eval.generate.max_new_tokens=24" for s in ("evaluate_init", "sft", "evaluate")))
+             "stages.rft.max_new_tokens=24", "stages.retrain.train.steps=2", "stages.continued.train.steps=2",
+             "stages.evaluate.sampled.num_samples=4", "stages.evaluate.sampled.max_new_tokens=24",
+             *(f"stages.{s}.eval.generate.max_new_tokens=24" for s in ("evaluate_init", "sft", "evaluate",
+                                                                       "evaluate_after")))
 
 
 @pytest.mark.slow
@@ -79,9 +80,12 @@ def test_demo_pipeline_runs_end_to_end(tmp_path):
     d = result["rft_minus_sft"]
     assert d["problems"] == 8 and d["interval"][0] <= d["difference"] <= d["interval"][1]
     manifest = json.loads((tmp_path / "manifest.json").read_text())
-    assert all(rec["status"] == "done" for rec in manifest["stages"].values()) and len(manifest["stages"]) == 12
+    assert all(rec["status"] == "done" for rec in manifest["stages"].values()) and len(manifest["stages"]) == 14
     report = (tmp_path / "report.md").read_text()
     assert f"| SFT + RFT (retrained on seed + kept paths) | {100 * result['accuracy_rft']:.1f}%" in report
+    assert f"same steps (control) | {100 * result['accuracy_continued_sft']:.1f}%" in report
+    c = result["rft_minus_continued_sft"]
+    assert c["gained"] - c["lost"] == round(c["difference"] * 8)  # paired over the same 8 problems
     for png in ("accuracy_per_stage.png", "pass_at_k.png", "sft/scaling.png"):
         assert (tmp_path / png).stat().st_size > 1000, png
     assert json.loads((tmp_path / "demo_summary.json").read_text())["accuracy_sft"] == result["accuracy_sft"]
