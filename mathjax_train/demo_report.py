@@ -96,14 +96,14 @@ def markdown(summary: dict, manifest: dict, links: dict[str, str]) -> str:
         "# The loop in miniature",
         "",
         f"Every figure is greedy or sampled accuracy on the same {n} held-out procedural problems (never trained "
-        "on). Intervals are 95%: Wilson for one accuracy, the paired per-problem difference for SFT vs RFT. "
+        "on). Intervals are 95%: Wilson for one accuracy, the paired per-problem difference for two models. "
         f"Pipeline: `{manifest.get('pipeline')}`; per-stage configs, input/output hashes and code version: "
         "`manifest.json`.",
         "",
         "| model | greedy accuracy | 95% interval |",
         "|---|---|---|",
         f"| untrained | {_pct(summary['accuracy_before'])} | {_interval(iv['before'])} |",
-        f"| SFT ({fit['sizes'][-1]} seed problems) | {_pct(summary['accuracy_sft'])} | {_interval(iv['sft'])} |",
+        f"| SFT ({fit['sizes'][-1]:g} seed problems) | {_pct(summary['accuracy_sft'])} | {_interval(iv['sft'])} |",
         f"| SFT + RFT (retrained on seed + kept paths) | {_pct(summary['accuracy_rft'])} | {_interval(iv['rft'])} |",
         *([f"| SFT continued on the seed set alone, same steps (control) | "
            f"{_pct(summary['accuracy_continued_sft'])} | {_interval(iv['continued_sft'])} |"]
@@ -132,7 +132,7 @@ def markdown(summary: dict, manifest: dict, links: dict[str, str]) -> str:
         "",
         "## Data scaling (RFT paper, Skywork-Math)",
         "The same SFT (same epochs) on the first N seed problems: "
-        + ", ".join(f"{s}: {_pct(a)}" for s, a in zip(fit["sizes"], fit["accuracies"]))
+        + ", ".join(f"{s:g}: {_pct(a)}" for s, a in zip(fit["sizes"], fit["accuracies"]))
         + f". Fit accuracy = a + b ln N: slope {fit['slope']:.4f} "
         f"({fit['gain_per_doubling'] * 100:+.1f} points per doubling), R² {fit['r2']:.3f}. Each point has the "
         f"noise of {n} problems (±{(iv['sft'][1] - iv['sft'][0]) * 50:.1f} points at the largest size).",
