@@ -10,7 +10,7 @@ import dataclasses
 import types
 import typing
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 
 import yaml
 
@@ -25,6 +25,35 @@ class ConfigError(InputError):
 
 
 ATTENTION_KERNELS = ("dot", "splash", "cudnn", "blocked")  # model/attention.py `self_attention` picks one
+
+Template = Literal["alpaca_rft", "question_answer", "chat"]
+ComputeDtype = Literal["auto", "float32", "bfloat16", "float16", ""]  # auto: float32 on CPU, bfloat16 on TPU/GPU
+Tools = Literal["none", "python"]
+SLOTS_HELP = "engine slots: rows decoded together (0 = 64 on CPU, 256 on TPU/GPU)"
+DTYPE_HELP = "compute dtype: auto = float32 on CPU, bfloat16 on TPU/GPU; \"\" = the checkpoint's"
+
+
+def setting(default: Any = dataclasses.MISSING, *, help: str = "", flag: str = "", commas: bool = False,
+            default_factory: Any = dataclasses.MISSING) -> Any:
+    """A dataclass field with the help text the command line derives from it (cli/config_flags.py), and
+    where needed its flag (`--name`; no dashes: positional) and, for lists, whether a value may be
+    comma-separated; the default is written only here."""
+    meta = {"help": help, "flag": flag, "commas": commas}
+    if default_factory is not dataclasses.MISSING:
+        return field(default_factory=default_factory, metadata=meta)
+    return field(default=default, metadata=meta)
+
+
+def check_choices(cfg: Any, where: str) -> None:
+    """Every `Literal` field of dataclass `cfg` holds one of its values (nested sections too)."""
+    hints = typing.get_type_hints(type(cfg))
+    for f in dataclasses.fields(cfg):
+        value, tp = getattr(cfg, f.name), hints[f.name]
+        if typing.get_origin(tp) is Literal and value not in typing.get_args(tp):
+            raise ConfigError(f"{where}.{f.name}: {value!r} is not one of "
+                              f"{', '.join(map(repr, typing.get_args(tp)))}")
+        if dataclasses.is_dataclass(value) and not isinstance(value, type):
+            check_choices(value, f"{where}.{f.name}")
 
 
 @dataclass
@@ -135,43 +164,58 @@ class EngineConfig:
 class GenerateConfig:
     """Sampling settings shared by `generate`, `evaluate` and the synthesis commands."""
 
-    max_new_tokens: int = 256
-    temperature: float = 0.0
-    top_p: float = 1.0
-    top_k: int = 0
-    num_samples: int = 1
-    seed: int = 0
-    batch_size: int = 0  # engine slots (rows decoded together); 0 = the engine's default
-    stop: list[str] = field(default_factory=list)
+    max_new_tokens: int = setting(256, help="most new tokens per completion")
+    temperature: float = setting(0.0, help="0 = greedy")
+    top_p: float = setting(1.0, help="nucleus sampling mass")
+    top_k: int = setting(0, help="sample among the k most likely tokens (0 = all)")
+    num_samples: int = setting(1, help="completions per prompt (pass@k, maj@k)")
+    seed: int = setting(0, help="per-row seeds derive from it: a completion does not depend on its batch")
+    batch_size: int = setting(0, help=SLOTS_HELP)
+    stop: list[str] = setting(default_factory=list, help="extra stop string (repeatable; added to EOS)")
+
+
+@dataclass
+class GenerateJobConfig:
+    """`generate`: completions for each `prompt` of a JSONL file, optionally tool-integrated."""
+
+    checkpoint: str = setting("", help="checkpoint directory (import-hf or train)")
+    prompts: str = setting("", help="JSONL with a `prompt` field per row")
+    output: str = setting("", help="JSONL of completions")
+    dtype: ComputeDtype = setting("auto", help=DTYPE_HELP)
+    tools: Tools = setting("none", help="python: run each ```python block the model closes and feed its output back")
+    max_tool_calls: int = setting(4, help="code executions per completion (tools python)")
+    tool_timeout_s: float = setting(5.0, flag="--tool-timeout", help="seconds per code execution (tools python)")
+    generate: GenerateConfig = setting(default_factory=GenerateConfig)
+
+    def validate(self, where: str = "generate") -> None:
+        check_choices(self, where)
+        if self.max_tool_calls < 0 or self.tool_timeout_s <= 0:
+            raise ConfigError(f"{where}: max_tool_calls must be >= 0 and tool_timeout_s > 0")
 
 
 @dataclass
 class EvalConfig:
     """`evaluate`: checkpoint and benchmark, prompt construction, decoding, grading, outputs."""
 
-    checkpoint: str = ""
-    dataset: str = "gsm8k"  # gsm8k | math | math500 | path to a JSONL file
-    split: str = "test"
-    data_dir: str = ""  # "" = $MATHJAX_DATA_DIR
-    limit: int = 0  # 0 = every problem
-    template: str = "question_answer"  # alpaca_rft | question_answer | chat
-    shots: int = 0
-    exemplars: str = ""  # JSONL of solved examples; "" = the named dataset's train split
-    output_dir: str = ""  # "" = runs/eval/<dataset>
-    dtype: str = "auto"  # auto (float32 on CPU, bfloat16 on TPU/GPU) | float32 | bfloat16 | float16 | "" (checkpoint's)
-    tools: str = "none"  # none | python (tool-integrated reasoning)
-    answer_fallback: str = "auto"  # auto (gsm8k: last_number, else none) | none | last_number
-    grading_timeout_s: float = 5.0
-    generate: GenerateConfig = field(default_factory=GenerateConfig)
+    checkpoint: str = setting("", help="checkpoint directory (import-hf or train)")
+    dataset: str = setting("gsm8k", help="gsm8k | math | math500 | a JSONL file (question/problem, answer, optional "
+                                         "level, subject/type, id/unique_id, solution)")
+    split: str = setting("test", help="split of a named dataset")
+    data_dir: str = setting("", help="manual data directory (\"\" = $MATHJAX_DATA_DIR)")
+    limit: int = setting(0, help="evaluate the first N problems (0 = all)")
+    template: Template = setting("question_answer", help="prompt template")
+    shots: int = setting(0, help="few-shot exemplars (from the train split or --exemplars)")
+    exemplars: str = setting("", help="JSONL of solved exemplars (question, answer, solution); \"\" = the train split")
+    output_dir: str = setting("", help="\"\" = runs/eval/<dataset>; re-running resumes")
+    dtype: ComputeDtype = setting("auto", help=DTYPE_HELP)
+    tools: Tools = setting("none", help="python: tool-integrated reasoning")
+    answer_fallback: Literal["auto", "none", "last_number"] = setting(
+        "auto", help="when no boxed/'The answer is' answer: auto = the last number for gsm8k only")
+    grading_timeout_s: float = setting(5.0, flag="--grading-timeout", help="seconds per symbolic comparison")
+    generate: GenerateConfig = setting(default_factory=lambda: GenerateConfig(max_new_tokens=512))
 
     def validate(self, where: str = "eval") -> None:
-        checks = [("tools", ("none", "python")), ("answer_fallback", ("auto", "none", "last_number")),
-                  ("template", ("alpaca_rft", "question_answer", "chat")),
-                  ("dtype", ("", "auto", "float32", "bfloat16", "float16"))]
-        for name, valid in checks:
-            if getattr(self, name) not in valid:
-                raise ConfigError(f"{where}.{name}: {getattr(self, name)!r} is not one of "
-                                  f"{', '.join(map(repr, valid))}")
+        check_choices(self, where)
         for name, value, low in (("limit", self.limit, 0), ("shots", self.shots, 0),
                                  ("generate.num_samples", self.generate.num_samples, 1),
                                  ("generate.batch_size", self.generate.batch_size, 0),
@@ -189,39 +233,37 @@ class RftConfig:
     """`rft`: sample k paths per training question from one or more checkpoints, keep verified
     distinct ones (synth/rft.py), write SFT JSONL with provenance; resumable and sharded per host."""
 
-    checkpoints: list[str] = field(default_factory=list)
-    output: str = ""
-    dataset: str = "gsm8k"  # gsm8k | math | procedural | path to a JSONL file (question, solution, answer)
-    split: str = "train"  # named datasets: train only
-    data_dir: str = ""  # "" = $MATHJAX_DATA_DIR
-    limit: int = 0  # first N questions (0 = all; procedural: the number of problems, default 100)
-    procedural_seed: int = 0
-    template: str = "alpaca_rft"  # alpaca_rft | question_answer | chat
-    k: int = 100  # samples per question per checkpoint
-    temperature: float = 0.7
-    top_p: float = 1.0
-    max_new_tokens: int = 512
-    seed: int = 0
-    batch_size: int = 0  # engine slots (rows decoded together); 0 = the engine's default
-    dtype: str = "auto"  # auto (float32 on CPU, bfloat16 on TPU/GPU) | float32 | bfloat16 | float16 | "" (checkpoint's)
-    tools: str = "none"  # none | python (tool-integrated paths, verified the same way)
-    max_tool_calls: int = 4
-    tool_timeout_s: float = 5.0
-    shard_index: int = -1  # -1 = jax.process_index()
-    num_shards: int = 0  # 0 = jax.process_count()
-    # false: a sample that computes what the reference does is kept (for questions whose reference
-    # solution is not trained on: pool them with `select.include_references: false`)
-    dedup_with_reference: bool = True
+    checkpoints: list[str] = setting(default_factory=list, flag="--checkpoint",
+                                     help="checkpoint to sample from (repeat to pool several)")
+    output: str = setting("", help="JSONL of SFT rows; re-running resumes; pods: OUTPUT.shard-i-of-n")
+    dataset: str = setting("gsm8k", help="gsm8k | math | procedural | a JSONL file (question, solution, answer)")
+    split: str = setting("train", help="train only (synthetic data never comes from test questions)")
+    data_dir: str = setting("", help="manual data directory (\"\" = $MATHJAX_DATA_DIR)")
+    limit: int = setting(0, help="first N questions (0 = all; procedural: N problems, default 100)")
+    procedural_seed: int = setting(0, help="seed of the procedural problems")
+    template: Template = setting("alpaca_rft", help="prompt template")
+    k: int = setting(100, help="samples per question per checkpoint")
+    temperature: float = setting(0.7, help="sampling temperature")
+    top_p: float = setting(1.0, help="nucleus sampling mass")
+    max_new_tokens: int = setting(512, help="most new tokens per path")
+    seed: int = setting(0, help="per-row seeds derive from it")
+    batch_size: int = setting(0, help=SLOTS_HELP)
+    dtype: ComputeDtype = setting("auto", help=DTYPE_HELP)
+    tools: Tools = setting("none", help="python: tool-integrated paths, verified the same way")
+    max_tool_calls: int = setting(4, help="code executions per path")
+    tool_timeout_s: float = setting(5.0, flag="--tool-timeout", help="seconds per code execution")
+    shard_index: int = setting(-1, help="this host's shard (-1 = jax.process_index())")
+    num_shards: int = setting(0, help="shards (0 = jax.process_count())")
+    dedup_with_reference: bool = setting(
+        True, help="drop samples that compute what the reference solution does; off for questions whose "
+                   "references are not trained on (pool them with select include_references: false)")
 
     def validate(self, where: str = "rft") -> None:
         if not self.checkpoints:
             raise ConfigError(f"{where}.checkpoints: at least one checkpoint is needed")
         if not self.output:
             raise ConfigError(f"{where}.output: an output JSONL path is needed")
-        for name, valid in (("tools", ("none", "python")), ("template", ("alpaca_rft", "question_answer", "chat")),
-                            ("dtype", ("", "auto", "float32", "bfloat16", "float16"))):
-            if getattr(self, name) not in valid:
-                raise ConfigError(f"{where}.{name}: {getattr(self, name)!r} is not one of {', '.join(map(repr, valid))}")
+        check_choices(self, where)
         for name, low in (("k", 1), ("batch_size", 0), ("max_new_tokens", 1)):
             if getattr(self, name) < low:
                 raise ConfigError(f"{where}.{name}: must be >= {low}, got {getattr(self, name)}")
@@ -324,7 +366,7 @@ class DataConfig:
     mixture: str = "toy_copy"
     data_dir: str = ""  # manual directory with gsm8k/ and math/; "" = $MATHJAX_DATA_DIR
     tokenizer: str = ""  # directory with tokenizer files; "" = init_from's tokenizer/
-    template: str = "alpaca_rft"  # prompt template (data/templates.py)
+    template: Template = "alpaca_rft"  # prompt template (data/templates.py)
     ending: str = "gsm8k"  # answer ending written after solutions: gsm8k | the_answer_is | boxed
     pack: bool = True
     overflow: str = "truncate"  # examples longer than seq_len: truncate | drop (always counted)
@@ -342,8 +384,7 @@ class DataConfig:
             raise ConfigError(f"{where}.overflow: {self.overflow!r} is not one of truncate, drop")
         if self.ending not in ("gsm8k", "the_answer_is", "boxed"):
             raise ConfigError(f"{where}.ending: {self.ending!r} is not one of gsm8k, the_answer_is, boxed")
-        if self.template not in ("alpaca_rft", "question_answer", "chat"):
-            raise ConfigError(f"{where}.template: {self.template!r} is not one of alpaca_rft, question_answer, chat")
+        check_choices(self, where)
         bad = [lv for lv in self.procedural_levels if lv not in (1, 2, 3, 4, 5)]
         if bad or not self.procedural_levels:
             raise ConfigError(f"{where}.procedural_levels: must be a non-empty subset of [1, 2, 3, 4, 5], "
@@ -409,7 +450,7 @@ class RlConfig:
     tools: str = "none"  # none | python: tool-integrated rollouts, interpreter output masked from the loss
     max_tool_calls: int = 4
     tool_timeout_s: float = 5.0
-    answer_fallback: str = "none"  # none | last_number: the extraction the reward uses
+    answer_fallback: Literal["none", "last_number"] = "none"  # the extraction the reward uses
     grading_timeout_s: float = 5.0
     heldout: str = ""  # eval JSONL (question, answer) scored greedily every eval_every_steps; "" = none
     heldout_limit: int = 0  # first N held-out problems (0 = all)
@@ -417,8 +458,9 @@ class RlConfig:
     engine: EngineConfig = field(default_factory=EngineConfig)
 
     def validate(self, where: str = "rl") -> None:
+        check_choices(self, where)
         for name, valid in (("aggregation", RL_AGGREGATIONS), ("overlong", ("none", "filter", "penalty")),
-                            ("tools", ("none", "python")), ("answer_fallback", ("none", "last_number"))):
+                            ("tools", ("none", "python"))):
             if getattr(self, name) not in valid:
                 raise ConfigError(f"{where}.{name}: {getattr(self, name)!r} is not one of {', '.join(valid)}")
         for name, low in (("prompts_per_step", 1), ("group_size", 2), ("max_new_tokens", 1),
@@ -542,6 +584,10 @@ def _coerce(value: Any, tp: Any, where: str) -> Any:
             except ConfigError as e:
                 errors.append(str(e))
         raise ConfigError(errors[0] if errors else f"{where}: bad value {value!r}")
+    if origin is Literal:
+        if value not in typing.get_args(tp):
+            raise ConfigError(f"{where}: {value!r} is not one of {', '.join(map(repr, typing.get_args(tp)))}")
+        return value
     if origin is list:
         (item_tp,) = typing.get_args(tp)
         if not isinstance(value, list):
@@ -580,15 +626,24 @@ def _coerce(value: Any, tp: Any, where: str) -> Any:
     raise ConfigError(f"{where}: unsupported annotation {_describe(tp)}")
 
 
-def from_dict(cls: type, data: dict, where: str = "config") -> Any:
-    """Build dataclass `cls` from a mapping; unknown keys are an error listing the valid ones."""
+def from_dict(cls: type, data: dict, where: str = "config", base: Any = None) -> Any:
+    """Build dataclass `cls` from a mapping; unknown keys are an error listing the valid ones. Fields
+    not given keep `base`'s values (or the defaults); a section given in part keeps the rest of its
+    field's own default (e.g. `GenerateConfig(max_new_tokens=512)`), not its class's."""
     hints = _field_types(cls)
-    names = [f.name for f in dataclasses.fields(cls)]
-    unknown = [k for k in data if k not in names]
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    unknown = [k for k in data if k not in fields]
     if unknown:
-        raise ConfigError(f"{where}: unknown key {unknown[0]!r}; valid keys: {', '.join(names)}")
-    kwargs = {k: _coerce(v, hints[k], f"{where}.{k}") for k, v in data.items()}
-    return cls(**kwargs)
+        raise ConfigError(f"{where}: unknown key {unknown[0]!r}; valid keys: {', '.join(fields)}")
+    kwargs = {}
+    for k, v in data.items():
+        tp, factory = hints[k], fields[k].default_factory
+        if isinstance(v, dict) and isinstance(tp, type) and dataclasses.is_dataclass(tp):
+            default = getattr(base, k) if base is not None else None if factory is dataclasses.MISSING else factory()
+            kwargs[k] = from_dict(tp, v, f"{where}.{k}", default)
+        else:
+            kwargs[k] = _coerce(v, tp, f"{where}.{k}")
+    return cls(**kwargs) if base is None else dataclasses.replace(base, **kwargs)
 
 
 def to_dict(cfg: Any) -> dict:
@@ -645,13 +700,56 @@ def read_yaml_mapping(path, where: str, missing: str = "not found") -> dict:
     return data
 
 
+def merge_mappings(base: dict, over: dict) -> dict:
+    """`over` on top of `base`, mapping by mapping; lists and scalars are replaced whole."""
+    out = dict(base)
+    for k, v in over.items():
+        out[k] = merge_mappings(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
+    return out
+
+
+def relative_to(path: str, source) -> str:
+    """`path` as written in the file `source`: relative paths are taken from that file's directory."""
+    from etils import epath
+
+    if is_remote(path) or epath.Path(path).is_absolute():
+        return path
+    return str(epath.Path(source).parent / path)
+
+
+def read_config_file(path, where: str | None = None, _chain: tuple[str, ...] = ()) -> dict:
+    """A YAML config as a mapping, composed: its `base:` files merged in (`read_bases`), then the file
+    itself on top. So a recipe states only what differs from its model, topology and recipe bases."""
+    where = where or str(path)
+    data = read_yaml_mapping(path, where, missing="config file not found")
+    bases = data.pop("base", None)
+    return data if bases is None else merge_mappings(read_bases(bases, path, where, _chain), data)
+
+
+def read_bases(bases: Any, source, where: str, _chain: tuple[str, ...] = ()) -> dict:
+    """The `base:` value written in the file `source`, a file or a list of files relative to it, each
+    read with its own bases, merged in order (a later base wins)."""
+    if isinstance(bases, str):
+        bases = [bases]
+    if not isinstance(bases, list) or not bases or not all(isinstance(b, str) and b for b in bases):
+        raise ConfigError(f"{where}: base: expected a file or a list of files, got {bases!r}")
+    merged: dict = {}
+    chain = (*_chain, str(source))
+    for b in bases:
+        target = relative_to(b, source)
+        if target in chain:
+            raise ConfigError(f"{where}: base: {b} includes itself ({' -> '.join((*chain, target))})")
+        merged = merge_mappings(merged, read_config_file(target, f"{where}: base {target}", chain))
+    return merged
+
+
 def load_config(path: str | None = None, overrides: list[str] | tuple[str, ...] = (), cls: type = Config) -> Any:
-    """Read a YAML config (or defaults when `path` is None), apply overrides, validate."""
+    """Read a YAML config (with its `base:` files; defaults when `path` is None), apply overrides, validate."""
     data: dict = {}
     source = "defaults"
     if path:
         source = str(path)
-        data = read_yaml_mapping(path, source, missing="config file not found")
+        data = read_config_file(path)
     for ov in overrides:
         apply_override(data, cls, ov)
     try:
@@ -701,11 +799,12 @@ class ProblemsStageConfig:
 class DecontaminateConfig:
     """`decontaminate`: drop rows of `input` that copy a test question (synth/decontaminate.py)."""
 
-    input: str = ""
-    data_dir: str = ""  # "" = $MATHJAX_DATA_DIR
-    benchmarks: list[str] = field(default_factory=lambda: ["gsm8k", "math"])  # names or JSONL files (`question`)
-    ngram: int = 13
-    fields: list[str] = field(default_factory=lambda: ["question"])
+    input: str = setting("", flag="input", help="JSONL of training rows")
+    data_dir: str = setting("", help="manual data directory (\"\" = $MATHJAX_DATA_DIR)")
+    benchmarks: list[str] = setting(default_factory=lambda: ["gsm8k", "math"], commas=True,
+                                    help="test sets: gsm8k, math, math500 or JSONL files with `question`")
+    ngram: int = setting(13, help="word n-gram length of the overlap check")
+    fields: list[str] = setting(default_factory=lambda: ["question"], commas=True, help="row fields to check")
 
     def validate(self, where: str = "decontaminate") -> None:
         if not self.input or not self.benchmarks or not self.fields or self.ngram < 1:

@@ -208,7 +208,7 @@ def test_a_named_benchmark_counts_by_its_file(tmp_path):
     ("  a: {kind: train, output_dir: /tmp/x}\n", "stages.a.output_dir: set by the pipeline"),
     ("  a: {kind: evaluate, checkpoints: [c], eval: {limt: 3}}\n", "stages.a.eval: unknown key 'limt'"),
     ("  a: {kind: train, train: {steps: -1}}\n", "stages.a: train.steps must be >= 0"),
-    ("  a: {kind: train, base: missing.yaml}\n", "stages.a.base: .*missing.yaml: not found"),
+    ("  a: {kind: train, base: missing.yaml}\n", "stages.a: base .*missing.yaml: config file not found"),
 ])
 def test_bad_pipeline_files_name_the_file_stage_and_field(tmp_path, stages, message):
     spec = tmp_path / "bad.yaml"

@@ -107,9 +107,12 @@ def test_weights_only_dir_imports_with_tokenizer_and_computes_in_float32_on_cpu(
 
 def test_every_inference_command_defaults_to_auto_dtype():
     """auto = float32 on CPU (infer/loading.resolve_dtype), whatever compute dtype the checkpoint records."""
+    from mathjax_train.cli.config_flags import config_from_args
+
     parser = build_parser()
     for argv in (["generate", "--checkpoint", "c", "--prompts", "p", "--output", "o"],
-                 ["evaluate", "--checkpoint", "c", "--dataset", "d"], ["serve", "c"], ["rft", "--output", "o"],
-                 ["augment", "--seeds", "s", "--output", "o"]):
+                 ["evaluate", "--checkpoint", "c", "--dataset", "d"], ["rft", "--checkpoint", "c", "--output", "o"]):
+        assert config_from_args(parser.parse_args(argv)).dtype == "auto", argv[0]  # flags from the dataclass
+    for argv in (["serve", "c"], ["augment", "--seeds", "s", "--output", "o"]):
         assert parser.parse_args(argv).dtype == "auto", argv[0]
     assert EvalConfig.dtype == RftConfig.dtype == "auto"

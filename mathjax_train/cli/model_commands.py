@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import json
 
-from mathjax_train.cli.sampling_args import add_dtype_arg, add_sampling_args
+from mathjax_train.cli.config_flags import add_config_flags, config_from_args
 from mathjax_train.config import InputError
 
 
@@ -55,19 +55,21 @@ def _cmd_generate(args) -> int:
     from mathjax_train.infer.loading import load_for_inference
     from mathjax_train.infer.params import SamplingParams
 
-    model = load_for_inference(args.checkpoint, dtype=args.dtype)
-    sp = SamplingParams(max_tokens=args.max_new_tokens, temperature=args.temperature, top_p=args.top_p,
-                        top_k=args.top_k, stop=tuple(args.stop))
-    if args.tools == "python":
+    cfg = config_from_args(args)
+    g = cfg.generate
+    model = load_for_inference(cfg.checkpoint, dtype=cfg.dtype)
+    sp = SamplingParams(max_tokens=g.max_new_tokens, temperature=g.temperature, top_p=g.top_p, top_k=g.top_k,
+                        stop=tuple(g.stop))
+    if cfg.tools == "python":
         from mathjax_train.infer.tool_generate import generate_file_with_tools
 
-        stats = generate_file_with_tools(model, args.prompts, args.output, sp, num_samples=args.num_samples,
-                                         seed=args.seed, batch_size=args.batch_size, max_calls=args.max_tool_calls,
-                                         timeout_s=args.tool_timeout)
+        stats = generate_file_with_tools(model, cfg.prompts, cfg.output, sp, num_samples=g.num_samples,
+                                         seed=g.seed, batch_size=g.batch_size, max_calls=cfg.max_tool_calls,
+                                         timeout_s=cfg.tool_timeout_s)
     else:
-        stats = generate_file(model, args.prompts, args.output, sp, num_samples=args.num_samples, seed=args.seed,
-                              batch_size=args.batch_size)
-    print(json.dumps({"output": args.output, "prompts": stats.prompts, "completions": stats.completions,
+        stats = generate_file(model, cfg.prompts, cfg.output, sp, num_samples=g.num_samples, seed=g.seed,
+                              batch_size=g.batch_size)
+    print(json.dumps({"output": cfg.output, "prompts": stats.prompts, "completions": stats.completions,
                       "new_tokens": stats.new_tokens, "seconds": round(stats.seconds, 2),
                       "tokens_per_second": round(stats.tokens_per_second, 2)}))
     return 0
@@ -105,14 +107,8 @@ def register(sub) -> None:
     s.add_argument("hf_dir")
     s.set_defaults(fn=_cmd_gguf_to_hf)
 
+    from mathjax_train.config import GenerateJobConfig
+
     s = sub.add_parser("generate", help="sample completions for each `prompt` of a JSONL file")
-    s.add_argument("--checkpoint", required=True)
-    s.add_argument("--prompts", required=True, help="JSONL with a `prompt` field per row")
-    s.add_argument("--output", required=True)
-    add_sampling_args(s, stop_help="stop string (repeatable)")
-    add_dtype_arg(s)
-    s.add_argument("--tools", default="none", choices=["none", "python"],
-                   help="python: run each ```python block the model closes and feed its output back")
-    s.add_argument("--max-tool-calls", type=int, default=4, help="code executions per completion (--tools python)")
-    s.add_argument("--tool-timeout", type=float, default=5.0, help="seconds per code execution (--tools python)")
+    add_config_flags(s, GenerateJobConfig, required=("checkpoint", "prompts", "output"))
     s.set_defaults(fn=_cmd_generate)

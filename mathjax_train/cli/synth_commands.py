@@ -2,22 +2,16 @@
 from __future__ import annotations
 
 import json
+import typing
 
-from mathjax_train.config import InputError
-from mathjax_train.cli.sampling_args import SLOTS_HELP, add_dtype_arg
+from mathjax_train.config import DTYPE_HELP, SLOTS_HELP, ComputeDtype, InputError
+from mathjax_train.cli.config_flags import add_config_flags, config_from_args
 
 
 def _cmd_rft(args) -> int:
-    from mathjax_train.config import RftConfig
     from mathjax_train.synth.rft_job import run_rft
 
-    cfg = RftConfig(checkpoints=args.checkpoint or [], output=args.output, dataset=args.dataset, split=args.split,
-                    data_dir=args.data_dir or "", limit=args.limit, procedural_seed=args.procedural_seed,
-                    template=args.template, k=args.k, temperature=args.temperature, top_p=args.top_p,
-                    max_new_tokens=args.max_new_tokens, seed=args.seed, batch_size=args.batch_size,
-                    dtype=args.dtype, tools=args.tools, max_tool_calls=args.max_tool_calls,
-                    tool_timeout_s=args.tool_timeout, shard_index=args.shard_index, num_shards=args.num_shards,
-                    dedup_with_reference=not args.no_dedup_with_reference)
+    cfg = config_from_args(args)
     print(json.dumps(run_rft(cfg, progress=not args.no_progress)))
     return 0
 
@@ -30,30 +24,10 @@ def _cmd_rft_merge(args) -> int:
 
 
 def _add_rft_commands(sub) -> None:
+    from mathjax_train.config import RftConfig
+
     s = sub.add_parser("rft", help="rejection sampling: k paths per training question, keep verified distinct ones")
-    s.add_argument("--checkpoint", action="append", help="checkpoint to sample from (repeat to pool several)")
-    s.add_argument("--output", required=True, help="JSONL of SFT rows; re-running resumes; pods: OUTPUT.shard-i-of-n")
-    s.add_argument("--dataset", default="gsm8k", help="gsm8k | math | procedural | a JSONL (question, solution, answer)")
-    s.add_argument("--split", default="train", help="train only (synthetic data never comes from test questions)")
-    s.add_argument("--data-dir", default=None, help="manual data directory (default $MATHJAX_DATA_DIR)")
-    s.add_argument("--limit", type=int, default=0, help="first N questions (procedural: N problems, default 100)")
-    s.add_argument("--procedural-seed", type=int, default=0)
-    s.add_argument("--template", default="alpaca_rft", choices=["alpaca_rft", "question_answer", "chat"])
-    s.add_argument("--k", type=int, default=100, help="samples per question per checkpoint")
-    s.add_argument("--temperature", type=float, default=0.7)
-    s.add_argument("--top-p", type=float, default=1.0)
-    s.add_argument("--max-new-tokens", type=int, default=512)
-    s.add_argument("--seed", type=int, default=0)
-    s.add_argument("--batch-size", type=int, default=0, help=SLOTS_HELP)
-    add_dtype_arg(s)
-    s.add_argument("--tools", default="none", choices=["none", "python"], help="python: tool-integrated paths")
-    s.add_argument("--max-tool-calls", type=int, default=4)
-    s.add_argument("--tool-timeout", type=float, default=5.0, help="seconds per code execution")
-    s.add_argument("--shard-index", type=int, default=-1, help="default: jax.process_index()")
-    s.add_argument("--num-shards", type=int, default=0, help="default: jax.process_count()")
-    s.add_argument("--no-dedup-with-reference", action="store_true",
-                   help="keep samples that compute what the reference solution does (questions whose "
-                        "references are not trained on)")
+    add_config_flags(s, RftConfig, required=("output",))
     s.add_argument("--no-progress", action="store_true")
     s.set_defaults(fn=_cmd_rft)
 
@@ -96,8 +70,9 @@ def _cmd_augment(args) -> int:
 def _cmd_decontaminate(args) -> int:
     from mathjax_train.synth.decontaminate import decontaminate_file
 
-    report = decontaminate_file(args.input, args.output, data_dir=args.data_dir,
-                                benchmarks=args.benchmarks.split(","), n=args.ngram, fields=args.fields.split(","))
+    cfg = config_from_args(args)
+    report = decontaminate_file(cfg.input, args.output, data_dir=cfg.data_dir or None, benchmarks=cfg.benchmarks,
+                                n=cfg.ngram, fields=cfg.fields)
     body = report.as_dict()
     if args.report:
         from etils import epath
@@ -150,20 +125,18 @@ def _add_augment_commands(sub) -> None:
     s.add_argument("--data-dir", default=None, help="benchmark directory (default: $MATHJAX_DATA_DIR)")
     s.add_argument("--benchmarks", default="gsm8k,math", help="test sets to decontaminate against")
     s.add_argument("--ngram", type=int, default=13)
-    add_dtype_arg(s)
+    s.add_argument("--dtype", default="auto", choices=typing.get_args(ComputeDtype), help=DTYPE_HELP)
     s.add_argument("--batch-size", type=int, default=0, help="checkpoint teacher: " + SLOTS_HELP)
     s.add_argument("--prompt-format", default="chat", choices=["chat", "plain"],
                    help="checkpoint teacher: chat template (fallback format without one) or raw text")
     s.set_defaults(fn=_cmd_augment)
 
+    from mathjax_train.config import DecontaminateConfig
+
     s = sub.add_parser("decontaminate", help="drop JSONL rows that copy GSM8K / MATH test questions")
-    s.add_argument("input")
+    add_config_flags(s, DecontaminateConfig, required=("input",))
     s.add_argument("--output", required=True)
     s.add_argument("--report", default=None, help="JSON report: each dropped row with the test ids it hits")
-    s.add_argument("--data-dir", default=None, help="benchmark directory (default: $MATHJAX_DATA_DIR)")
-    s.add_argument("--benchmarks", default="gsm8k,math")
-    s.add_argument("--ngram", type=int, default=13)
-    s.add_argument("--fields", default="question", help="comma-separated row fields to check")
     s.set_defaults(fn=_cmd_decontaminate)
 
     s = sub.add_parser("scaling-fit", help="fit metric = a + b ln(data size) across evaluation reports")

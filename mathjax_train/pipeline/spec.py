@@ -3,7 +3,7 @@
 A stage names its inputs as outputs of earlier stages with `${stages.NAME.OUTPUT}` (and may use
 `${run_dir}`); references, kinds and every field are checked when the file is loaded, and errors
 name the file, the stage and the field. A training mapping (a `train` stage, `scaling.train`) may
-start from `base: FILE` (a training config YAML, relative to the pipeline file; its output_dir is
+start from `base: FILE` or a list of files (training config YAMLs, relative to the pipeline file; their output_dir is
 replaced by the stage's directory) and override it.
 Overrides: `run_dir=DIR`, `stages.NAME.FIELD.SUB=VALUE`.
 """
@@ -22,8 +22,8 @@ from etils import epath
 
 from mathjax_train.config import (Config, ConfigError, DecontaminateConfig, EvaluateStageConfig, ExportStageConfig,
                                   ProblemsStageConfig, RftConfig, ScalingStageConfig, SelectConfig,
-                                  TokenizerStageConfig, apply_override, from_dict, is_remote, read_yaml_mapping,
-                                  to_dict)
+                                  TokenizerStageConfig, apply_override, from_dict, is_remote, merge_mappings,
+                                  read_bases, read_yaml_mapping, to_dict)
 
 
 @dataclass(frozen=True)
@@ -84,26 +84,15 @@ def join_path(root: str, *parts: str) -> str:
     return posixpath.join(root, *parts) if is_remote(root) else str(epath.Path(root).joinpath(*parts))
 
 
-def _merge(base: dict, over: dict) -> dict:
-    """`over` on top of `base`, mapping by mapping."""
-    out = dict(base)
-    for k, v in over.items():
-        out[k] = _merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
-    return out
-
-
 def _with_base(section: dict, source: str, where: str) -> dict:
-    """A training mapping on top of its `base: FILE` (relative to the pipeline file)."""
+    """A training mapping on top of its `base:` files (relative to the pipeline file)."""
     section = dict(section)
     base = section.pop("base", None)
     if base is None:
         return section
-    path = epath.Path(base)
-    if not path.is_absolute() and not is_remote(base):
-        path = epath.Path(source).parent / base
-    data = read_yaml_mapping(path, f"{source}: {where}.base: {path}")
+    data = read_bases(base, source, f"{source}: {where}")
     data.pop("output_dir", None)  # the stage's own directory replaces the base run's
-    return _merge(data, section)
+    return merge_mappings(data, section)
 
 
 def _unshared(node: Any) -> Any:

@@ -23,8 +23,9 @@ DEFAULT_LAYERS = (2, 4)
 TIMEOUT_S = 900
 
 
-def compile_step(cfg, num_layers: int) -> dict:
-    """In this process (its devices are the slice): compile one train step, return XLA's byte counts."""
+def lower_step(cfg, num_layers: int):
+    """In this process (its devices are the slice): the train step at `num_layers`, traced and lowered
+    with the recipe's mesh and shardings on abstract arguments (nothing is allocated)."""
     import jax
     import jax.numpy as jnp
 
@@ -35,9 +36,17 @@ def compile_step(cfg, num_layers: int) -> dict:
     shape = (cfg.train.batch_size, cfg.train.seq_len)
     batch = {k: jax.ShapeDtypeStruct(shape, jnp.dtype(dt), sharding=setup.batch_sharding)
              for k, dt in BATCH_DTYPES.items()}
-    t = time.perf_counter()
     with jax.set_mesh(setup.mesh):
-        compiled = setup.step.lower(setup.layout.abstract, batch).compile()
+        return setup.step.lower(setup.layout.abstract, batch)
+
+
+def compile_step(cfg, num_layers: int) -> dict:
+    """In this process: compile one train step, return XLA's byte counts."""
+    import jax
+
+    lowered = lower_step(cfg, num_layers)
+    t = time.perf_counter()
+    compiled = lowered.compile()
     ma = compiled.memory_analysis()
     if ma is None:
         raise RuntimeError(f"XLA on {jax.default_backend()} gives no memory analysis of the compiled step")
