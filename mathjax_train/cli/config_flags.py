@@ -37,14 +37,13 @@ def _split_commas(value: str) -> list[str]:
     return [v for v in value.split(",") if v]
 
 
-def add_config_flags(parser: argparse.ArgumentParser, cls: type, *, required: tuple[str, ...] = (),
-                     skip: tuple[str, ...] = ()) -> None:
-    """One flag per field of `cls` (dotted paths in `skip` left out), plus `--config` and overrides;
-    `required` fields must be set by a flag, the file or an override."""
+def add_config_flags(parser: argparse.ArgumentParser, cls: type, *, required: tuple[str, ...] = ()) -> None:
+    """One flag per field of `cls`, plus `--config` and overrides; `required` fields must be set by a
+    flag, the file or an override."""
     parser.set_defaults(config_cls=cls, config_required=required)
     names: dict[str, str] = {}
     for path, f, tp, default in _fields(cls, cls()):
-        if path in skip or typing.get_origin(tp) is dict:
+        if typing.get_origin(tp) is dict:
             continue  # mappings (e.g. rules) are set in the file or as key=value
         flag = _flag(f)
         if flag in names:
