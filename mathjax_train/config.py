@@ -44,14 +44,19 @@ def setting(default: Any = dataclasses.MISSING, *, help: str = "", flag: str = "
     return field(default=default, metadata=meta)
 
 
+def _check_literal(value: Any, tp: Any, where: str) -> None:
+    if value not in typing.get_args(tp):
+        raise ConfigError(f"{where}: {value!r} is not one of {', '.join(map(repr, typing.get_args(tp)))}")
+
+
 def check_choices(cfg: Any, where: str) -> None:
-    """Every `Literal` field of dataclass `cfg` holds one of its values (nested sections too)."""
+    """Every `Literal` field of dataclass `cfg` holds one of its values (nested sections too): for a
+    config built in code; one read from YAML or flags was checked as it was read (`_coerce`)."""
     hints = typing.get_type_hints(type(cfg))
     for f in dataclasses.fields(cfg):
         value, tp = getattr(cfg, f.name), hints[f.name]
-        if typing.get_origin(tp) is Literal and value not in typing.get_args(tp):
-            raise ConfigError(f"{where}.{f.name}: {value!r} is not one of "
-                              f"{', '.join(map(repr, typing.get_args(tp)))}")
+        if typing.get_origin(tp) is Literal:
+            _check_literal(value, tp, f"{where}.{f.name}")
         if dataclasses.is_dataclass(value) and not isinstance(value, type):
             check_choices(value, f"{where}.{f.name}")
 
@@ -447,7 +452,7 @@ class RlConfig:
     overlong_penalty: float = 1.0  # subtracted from the reward of a cut row when overlong=penalty
     dynamic_sampling: bool = False  # DAPO: drop groups whose rewards are all equal, sample more prompts
     max_refill_rounds: int = 3  # extra rollout rounds a step may take to fill its B groups
-    tools: str = "none"  # none | python: tool-integrated rollouts, interpreter output masked from the loss
+    tools: Tools = "none"  # python: tool-integrated rollouts, interpreter output masked from the loss
     max_tool_calls: int = 4
     tool_timeout_s: float = 5.0
     answer_fallback: Literal["none", "last_number"] = "none"  # the extraction the reward uses
@@ -459,8 +464,7 @@ class RlConfig:
 
     def validate(self, where: str = "rl") -> None:
         check_choices(self, where)
-        for name, valid in (("aggregation", RL_AGGREGATIONS), ("overlong", ("none", "filter", "penalty")),
-                            ("tools", ("none", "python"))):
+        for name, valid in (("aggregation", RL_AGGREGATIONS), ("overlong", ("none", "filter", "penalty"))):
             if getattr(self, name) not in valid:
                 raise ConfigError(f"{where}.{name}: {getattr(self, name)!r} is not one of {', '.join(valid)}")
         for name, low in (("prompts_per_step", 1), ("group_size", 2), ("max_new_tokens", 1),
@@ -585,8 +589,7 @@ def _coerce(value: Any, tp: Any, where: str) -> Any:
                 errors.append(str(e))
         raise ConfigError(errors[0] if errors else f"{where}: bad value {value!r}")
     if origin is Literal:
-        if value not in typing.get_args(tp):
-            raise ConfigError(f"{where}: {value!r} is not one of {', '.join(map(repr, typing.get_args(tp)))}")
+        _check_literal(value, tp, where)
         return value
     if origin is list:
         (item_tp,) = typing.get_args(tp)

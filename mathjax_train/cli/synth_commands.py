@@ -68,18 +68,10 @@ def _cmd_augment(args) -> int:
 
 
 def _cmd_decontaminate(args) -> int:
-    from mathjax_train.synth.decontaminate import decontaminate_file
+    from mathjax_train.synth.decontaminate import decontaminate_with
 
-    cfg = config_from_args(args)
-    report = decontaminate_file(cfg.input, args.output, data_dir=cfg.data_dir or None, benchmarks=cfg.benchmarks,
-                                n=cfg.ngram, fields=cfg.fields)
-    body = report.as_dict()
-    if args.report:
-        from etils import epath
-
-        epath.Path(args.report).write_text(json.dumps(body, indent=1))
-    print(json.dumps({k: body[k] for k in ("rows_checked", "rows_contaminated", "rows_kept", "by_method",
-                                           "by_benchmark")} | {"output": args.output, "report": args.report}))
+    summary = decontaminate_with(config_from_args(args), args.output, args.report)
+    print(json.dumps(summary | {"output": args.output, "report": args.report}))
     return 0
 
 

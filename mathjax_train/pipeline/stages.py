@@ -90,15 +90,9 @@ def run_sample(stage: Stage, host: int, hosts: int) -> tuple[dict, dict]:
 
 
 def run_decontaminate(stage: Stage, host: int, hosts: int) -> tuple[dict, dict]:
-    from mathjax_train.synth.decontaminate import decontaminate_file
+    from mathjax_train.synth.decontaminate import decontaminate_with
 
-    c = stage.cfg
-    report = decontaminate_file(c.input, stage.outputs["output"], data_dir=c.data_dir or None,
-                                benchmarks=c.benchmarks, n=c.ngram, fields=c.fields)
-    body = report.as_dict()
-    epath.Path(stage.outputs["report"]).write_text(json.dumps(body, indent=1))
-    return ({k: body[k] for k in ("rows_checked", "rows_contaminated", "rows_kept", "by_method", "by_benchmark")},
-            dict(stage.outputs))
+    return decontaminate_with(stage.cfg, stage.outputs["output"], stage.outputs["report"]), dict(stage.outputs)
 
 
 def run_select(stage: Stage, host: int, hosts: int) -> tuple[dict, dict]:

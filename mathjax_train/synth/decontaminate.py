@@ -26,7 +26,7 @@ from typing import Iterable, Sequence
 
 from etils import epath
 
-from mathjax_train.config import InputError
+from mathjax_train.config import DecontaminateConfig, InputError
 from mathjax_train.data import problems
 from mathjax_train.data.jsonl_source import read_jsonl_numbered
 from mathjax_train.data.problems import Problem
@@ -222,3 +222,17 @@ def decontaminate_file(input_path, output_path, *, data_dir=None, benchmarks: Se
         out.unlink()
     tmp.rename(out)  # the output appears only once every row has been checked
     return report
+
+
+SUMMARY_KEYS = ("rows_checked", "rows_contaminated", "rows_kept", "by_method", "by_benchmark")
+
+
+def decontaminate_with(cfg: DecontaminateConfig, output_path, report_path=None) -> dict:
+    """`decontaminate_file` as `cfg` says (the `decontaminate` command and pipeline stage); the full
+    report goes to `report_path` when given, and the summary counts are returned."""
+    report = decontaminate_file(cfg.input, output_path, data_dir=cfg.data_dir or None, benchmarks=cfg.benchmarks,
+                                n=cfg.ngram, fields=cfg.fields)
+    body = report.as_dict()
+    if report_path:
+        epath.Path(report_path).write_text(json.dumps(body, indent=1))
+    return {k: body[k] for k in SUMMARY_KEYS}
