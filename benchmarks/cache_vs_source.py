@@ -8,6 +8,7 @@ the trainer's iterator (packed batches of 8 x 512) from the source (tokenizing o
 the cache, for host 0 of each host count. Every phase runs in its own process: wall seconds, seconds
 to the first batch and peak RSS. Prints JSON, with cache/source ratios.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -25,9 +26,13 @@ SEQ, ROWS_PER_BATCH = 512, 8
 
 
 def _overrides(work: str, cached: bool) -> list[str]:
-    return [f"data.tokenizer={work}/tok", f"data.jsonl=[{work}/synthetic.jsonl]", "data.mixture=synthetic",
-            f"train.seq_len={SEQ}", f"train.batch_size={ROWS_PER_BATCH}"] + ([f"data.cache_dir={work}/cache"]
-                                                                               if cached else [])
+    return [
+        f"data.tokenizer={work}/tok",
+        f"data.jsonl=[{work}/synthetic.jsonl]",
+        "data.mixture=synthetic",
+        f"train.seq_len={SEQ}",
+        f"train.batch_size={ROWS_PER_BATCH}",
+    ] + ([f"data.cache_dir={work}/cache"] if cached else [])
 
 
 def _phase(args) -> dict:
@@ -39,8 +44,9 @@ def _phase(args) -> dict:
         from mathjax_train.data.jsonl_source import write_jsonl
         from mathjax_train.data.tokenizer_training import build_tokenizer
 
-        build_tokenizer(f"{args.work}/tok", vocab_size=512, num_examples=5000, seed=0, template="alpaca_rft",
-                        ending="gsm8k")
+        build_tokenizer(
+            f"{args.work}/tok", vocab_size=512, num_examples=5000, seed=0, template="alpaca_rft", ending="gsm8k"
+        )
         n = write_jsonl(f"{args.work}/synthetic.jsonl", procedural.iterate(seed=1, split="train", stop=args.rows))
         return {"rows": n, "jsonl_mb": round(os.path.getsize(f"{args.work}/synthetic.jsonl") / 2**20, 2)}
     if args.phase == "cache":
@@ -50,8 +56,15 @@ def _phase(args) -> dict:
         beam = ["--runner=DirectRunner", f"--direct_num_workers={args.workers}"]
         if args.workers > 1:
             beam.append("--direct_running_mode=multi_processing")
-        s = cache_tasks(cfg, ["synthetic"], f"{args.work}/cache", num_files=args.num_files, pipeline_args=beam,
-                        overwrite=True, log=lambda *_: None)
+        s = cache_tasks(
+            cfg,
+            ["synthetic"],
+            f"{args.work}/cache",
+            num_files=args.num_files,
+            pipeline_args=beam,
+            overwrite=True,
+            log=lambda *_: None,
+        )
         return {"seconds": s["seconds"], "examples_per_second": s["examples_per_second"]}
     from mathjax_train.data.pipeline import make_iterator
 
@@ -63,14 +76,21 @@ def _phase(args) -> dict:
         first = first if first is not None else time.perf_counter() - t0
     seconds = time.perf_counter() - t0
     s = it.stats()
-    return {"seconds": round(seconds, 3), "first_batch_s": round(first, 3), "examples": s["examples"],
-            "batches": s["batches"], "tokens": s["tokens"], "tokens_per_second": round(s["tokens"] / seconds, 1),
-            "read_from": s["tasks"]["synthetic"]["read_from"].split(":")[0]}
+    return {
+        "seconds": round(seconds, 3),
+        "first_batch_s": round(first, 3),
+        "examples": s["examples"],
+        "batches": s["batches"],
+        "tokens": s["tokens"],
+        "tokens_per_second": round(s["tokens"] / seconds, 1),
+        "read_from": s["tasks"]["synthetic"]["read_from"].split(":")[0],
+    }
 
 
 def _run_child(argv: list[str]) -> dict:
-    proc = subprocess.Popen([sys.executable, os.path.abspath(__file__), *argv], stdout=subprocess.PIPE,
-                            stderr=subprocess.DEVNULL, text=True)
+    proc = subprocess.Popen(
+        [sys.executable, os.path.abspath(__file__), *argv], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True
+    )
     out = proc.stdout.read()
     _, status, usage = os.wait4(proc.pid, 0)
     if os.waitstatus_to_exitcode(status) != 0:
@@ -95,20 +115,38 @@ def main() -> None:
         print(json.dumps(_phase(args)))
         return
     work = args.work or tempfile.mkdtemp(prefix="cache_bench_")
-    common = ["--work", work, "--rows", str(args.rows), "--num-files", str(args.num_files),
-              "--workers", str(args.workers)]
-    out = {"command": "python benchmarks/cache_vs_source.py " + " ".join(sys.argv[1:]), "rows": args.rows,
-           "num_files": args.num_files, "seq_len": SEQ, "rows_per_batch": ROWS_PER_BATCH,
-           "prepare": _run_child(["--phase", "prepare", *common]),
-           "cache_job": _run_child(["--phase", "cache", *common]), "read": {}}
+    common = [
+        "--work",
+        work,
+        "--rows",
+        str(args.rows),
+        "--num-files",
+        str(args.num_files),
+        "--workers",
+        str(args.workers),
+    ]
+    out = {
+        "command": "python benchmarks/cache_vs_source.py " + " ".join(sys.argv[1:]),
+        "rows": args.rows,
+        "num_files": args.num_files,
+        "seq_len": SEQ,
+        "rows_per_batch": ROWS_PER_BATCH,
+        "prepare": _run_child(["--phase", "prepare", *common]),
+        "cache_job": _run_child(["--phase", "cache", *common]),
+        "read": {},
+    }
     for hosts in [int(h) for h in args.hosts.split(",")]:
         src = _run_child(["--phase", "read-source", "--host-count", str(hosts), *common])
         cached = _run_child(["--phase", "read-cache", "--host-count", str(hosts), *common])
         assert (src["examples"], src["tokens"]) == (cached["examples"], cached["tokens"]), (src, cached)
         out["read"][f"host 0 of {hosts}"] = {
-            "source": src, "cache": cached,
-            "cache_over_source": {k: round(cached[k] / src[k], 3)
-                                  for k in ("seconds", "first_batch_s", "tokens_per_second", "peak_rss_mb")}}
+            "source": src,
+            "cache": cached,
+            "cache_over_source": {
+                k: round(cached[k] / src[k], 3)
+                for k in ("seconds", "first_batch_s", "tokens_per_second", "peak_rss_mb")
+            },
+        }
     print(json.dumps(out, indent=1))
 
 

@@ -9,6 +9,7 @@ question with one number replaced by x and a sentence appended) caught with the 
 Train flags: GSM8K / MATH train questions flagged against the test sets (near-duplicates that
 really exist, plus false positives: lower is not automatically better). Prints JSON.
 """
+
 from __future__ import annotations
 
 import json
@@ -36,18 +37,24 @@ def main() -> None:
         deco = Decontaminator(tests, n, informative=informative, max_df=max_df)
         build = time.perf_counter() - t0
         t0 = time.perf_counter()
-        caught = sum(id_of[r["original_question"]] in [h.test_id for h in deco.check(r["question"])]
-                     for r in backward)
+        caught = sum(id_of[r["original_question"]] in [h.test_id for h in deco.check(r["question"])] for r in backward)
         gsm_flags = sum(bool(deco.check(q)) for q in gsm_train)
         math_flags = sum(bool(deco.check(q)) for q in math_train)
         checked = len(backward) + len(gsm_train) + len(math_train)
         rate = checked / (time.perf_counter() - t0)
-        results.append({"ngram": n, "informative_filter": informative, "max_df": max_df,
-                        "metamath_backward_caught": f"{caught}/{len(backward)}",
-                        "metamath_backward_rate": round(caught / len(backward), 4),
-                        "gsm8k_train_flagged": f"{gsm_flags}/{len(gsm_train)}",
-                        "math_train_flagged": f"{math_flags}/{len(math_train)}",
-                        "index_seconds": round(build, 2), "rows_per_second": round(rate)})
+        results.append(
+            {
+                "ngram": n,
+                "informative_filter": informative,
+                "max_df": max_df,
+                "metamath_backward_caught": f"{caught}/{len(backward)}",
+                "metamath_backward_rate": round(caught / len(backward), 4),
+                "gsm8k_train_flagged": f"{gsm_flags}/{len(gsm_train)}",
+                "math_train_flagged": f"{math_flags}/{len(math_train)}",
+                "index_seconds": round(build, 2),
+                "rows_per_second": round(rate),
+            }
+        )
     print(json.dumps({"test_questions": len(tests), "results": results}, indent=1))
 
 

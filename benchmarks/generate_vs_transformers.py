@@ -9,6 +9,7 @@ rounds alternate (ours, theirs, ours, ...) so machine noise hits both. Prints JS
 for each and the ratio ours/theirs, and how many greedy rows equal transformers' batched
 (left-padded) and unbatched outputs.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -54,7 +55,7 @@ def main() -> None:
     hf_dir, ckpt = smollm2_dirs(args.workdir, "genbench-")
 
     tok = transformers.AutoTokenizer.from_pretrained(hf_dir)
-    prompts = [tok(p).input_ids for p in (PROMPTS * ((args.batch + 7) // 8))[:args.batch]]
+    prompts = [tok(p).input_ids for p in (PROMPTS * ((args.batch + 7) // 8))[: args.batch]]
     n = args.new_tokens
 
     model = load_for_inference(ckpt, dtype="float32")
@@ -77,8 +78,14 @@ def main() -> None:
 
     def theirs():
         with torch.no_grad():
-            return hf.generate(input_ids=ids, attention_mask=mask, max_new_tokens=n, min_new_tokens=n,
-                               do_sample=False, pad_token_id=pad)
+            return hf.generate(
+                input_ids=ids,
+                attention_mask=mask,
+                max_new_tokens=n,
+                min_new_tokens=n,
+                do_sample=False,
+                pad_token_id=pad,
+            )
 
     ref = theirs()  # warm-up
 
@@ -94,17 +101,34 @@ def main() -> None:
     total = n * len(prompts)
     agree = sum(o.token_ids == ref[i, width:].tolist() for i, o in enumerate(ours_tokens))
     with torch.no_grad():  # each prompt alone: no padding, the reference our tests use
-        alone = [hf.generate(torch.tensor([p]), max_new_tokens=n, min_new_tokens=n, do_sample=False,
-                             pad_token_id=pad)[0, len(p):].tolist() for p in prompts]
+        alone = [
+            hf.generate(torch.tensor([p]), max_new_tokens=n, min_new_tokens=n, do_sample=False, pad_token_id=pad)[
+                0, len(p) :
+            ].tolist()
+            for p in prompts
+        ]
     agree_alone = sum(o.token_ids == a for o, a in zip(ours_tokens, alone))
     ours_tps, theirs_tps = total / statistics.median(ours_s), total / statistics.median(theirs_s)
-    print(json.dumps({
-        "model": "SmolLM2-135M-Instruct", "batch": len(prompts), "new_tokens": n, "dtype": "float32",
-        "threads": torch.get_num_threads(), "ours_tokens_per_s": round(ours_tps, 1),
-        "transformers_tokens_per_s": round(theirs_tps, 1), "ratio_ours_over_transformers": round(ours_tps / theirs_tps, 2),
-        "ours_first_call_s_incl_compile": round(first_call, 1), "greedy_rows_identical_to_batched": f"{agree}/{len(prompts)}",
-        "greedy_rows_identical_to_unbatched": f"{agree_alone}/{len(prompts)}",
-        "ours_s": [round(x, 2) for x in ours_s], "transformers_s": [round(x, 2) for x in theirs_s]}, indent=1))
+    print(
+        json.dumps(
+            {
+                "model": "SmolLM2-135M-Instruct",
+                "batch": len(prompts),
+                "new_tokens": n,
+                "dtype": "float32",
+                "threads": torch.get_num_threads(),
+                "ours_tokens_per_s": round(ours_tps, 1),
+                "transformers_tokens_per_s": round(theirs_tps, 1),
+                "ratio_ours_over_transformers": round(ours_tps / theirs_tps, 2),
+                "ours_first_call_s_incl_compile": round(first_call, 1),
+                "greedy_rows_identical_to_batched": f"{agree}/{len(prompts)}",
+                "greedy_rows_identical_to_unbatched": f"{agree_alone}/{len(prompts)}",
+                "ours_s": [round(x, 2) for x in ours_s],
+                "transformers_s": [round(x, 2) for x in theirs_s],
+            },
+            indent=1,
+        )
+    )
 
 
 if __name__ == "__main__":

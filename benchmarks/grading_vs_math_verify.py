@@ -15,6 +15,7 @@ disagreements to --out (JSON).  Run:
     .venv/bin/python benchmarks/grading_vs_math_verify.py [--data DIR] [--out FILE]
 Needs `pip install math-verify` (benchmark only).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -100,10 +101,15 @@ def multi_answer_check(data: Path, rows: list[dict], theirs) -> dict:
             pairs.append((ann["unique_id"], gold, row["solution"]))
     out = {"pairs": len(pairs), "rows": []}
     for uid, gold, sol in pairs:
-        out["rows"].append({"unique_id": uid, "gold": gold,
-                            "ours_last": is_equivalent(gold, extract_answer(sol)),
-                            "ours_all": is_equivalent(gold, extract_answer(sol, boxed="all")),
-                            "math_verify": theirs(gold, sol)})
+        out["rows"].append(
+            {
+                "unique_id": uid,
+                "gold": gold,
+                "ours_last": is_equivalent(gold, extract_answer(sol)),
+                "ours_all": is_equivalent(gold, extract_answer(sol, boxed="all")),
+                "math_verify": theirs(gold, sol),
+            }
+        )
     for key in ("ours_last", "ours_all", "math_verify"):
         out[key] = sum(r[key] for r in out["rows"])
     return out
@@ -122,10 +128,14 @@ def main() -> int:
 
     rows = [json.loads(line) for line in open(Path(args.data) / "math" / "test.jsonl", encoding="utf-8")]
     identity = [(r["answer"], r["solution"], True, "identity", r["unique_id"]) for r in rows]
-    labelled = [(r["answer"], f"So the answer is $\\boxed{{{p}}}$.", e, name, r["unique_id"])
-                for r in rows for p, e, name in rewrites(r["answer"])]
-    cross = [(a["answer"], b["solution"], None, "next-solution", a["unique_id"])
-             for a, b in zip(rows, rows[1:] + rows[:1])]
+    labelled = [
+        (r["answer"], f"So the answer is $\\boxed{{{p}}}$.", e, name, r["unique_id"])
+        for r in rows
+        for p, e, name in rewrites(r["answer"])
+    ]
+    cross = [
+        (a["answer"], b["solution"], None, "next-solution", a["unique_id"]) for a, b in zip(rows, rows[1:] + rows[:1])
+    ]
 
     def ours(gold, text):
         return is_equivalent(gold, extract_answer(text))
@@ -149,14 +159,27 @@ def main() -> int:
             labelled_pairs = [(x, e) for x, (_, _, e, _, _) in zip(v, pairs) if e is not None]
             correct = sum(x == e for x, e in labelled_pairs)
             report["sets"].setdefault(set_name, {})[grader_name] = {
-                "pairs": len(pairs), "seconds": round(dt, 3), "pairs_per_s": round(len(pairs) / dt, 1),
-                "accepted": sum(v), "correct": correct,
-                "accuracy": round(correct / len(labelled_pairs), 4) if labelled_pairs else None}
+                "pairs": len(pairs),
+                "seconds": round(dt, 3),
+                "pairs_per_s": round(len(pairs) / dt, 1),
+                "accepted": sum(v),
+                "correct": correct,
+                "accuracy": round(correct / len(labelled_pairs), 4) if labelled_pairs else None,
+            }
         for (g, t, e, name, uid), a, b in zip(pairs, verdicts["mathjax_train"], verdicts["math_verify"]):
             if a != b:
-                report["disagreements"].append({"set": set_name, "unique_id": uid, "rewrite": name, "gold": g,
-                                                "prediction": extract_answer(t), "expected": e,
-                                                "mathjax_train": a, "math_verify": b})
+                report["disagreements"].append(
+                    {
+                        "set": set_name,
+                        "unique_id": uid,
+                        "rewrite": name,
+                        "gold": g,
+                        "prediction": extract_answer(t),
+                        "expected": e,
+                        "mathjax_train": a,
+                        "math_verify": b,
+                    }
+                )
     report["multi_answer"] = multi_answer_check(Path(args.data), rows, theirs)
     report["grading_stats"] = stats()
 
@@ -165,8 +188,10 @@ def main() -> int:
     for set_name, by in report["sets"].items():
         for grader_name, r in by.items():
             acc = "-" if r["accuracy"] is None else f"{r['accuracy']:.4f}"
-            print(f"{set_name:10s} {grader_name:14s} {r['pairs']:6d} {r['seconds']:8.2f} {r['pairs_per_s']:9.1f} "
-                  f"{r['accepted']:9d} {acc:>9s}")
+            print(
+                f"{set_name:10s} {grader_name:14s} {r['pairs']:6d} {r['seconds']:8.2f} {r['pairs_per_s']:9.1f} "
+                f"{r['accepted']:9d} {acc:>9s}"
+            )
         speedup = by["mathjax_train"]["pairs_per_s"] / by["math_verify"]["pairs_per_s"]
         print(f"{set_name:10s} speed-up mathjax_train / math_verify: {speedup:.1f}x")
     dis = report["disagreements"]
@@ -174,17 +199,23 @@ def main() -> int:
     for d in dis:
         s = by_rewrite.setdefault(f"{d['set']}/{d['rewrite']}", [0, 0, 0])
         s[2 if d["expected"] is None else 0 if d["mathjax_train"] == d["expected"] else 1] += 1
-    print(f"\n{len(dis)} disagreements (set/rewrite: [mathjax_train right, math_verify right, unlabelled]): "
-          f"{by_rewrite}")
+    print(
+        f"\n{len(dis)} disagreements (set/rewrite: [mathjax_train right, math_verify right, unlabelled]): {by_rewrite}"
+    )
     for d in dis[:: max(1, len(dis) // 20)][:20]:
-        right = ("?" if d["expected"] is None else
-                 "mathjax_train" if d["mathjax_train"] == d["expected"] else "math_verify")
-        print(f"  {d['unique_id']:38s} {d['rewrite']:24s} gold={d['gold'][:40]!r:44s} pred={str(d['prediction'])[:30]!r:34s} "
-              f"ours={d['mathjax_train']!s:5s} expected={d['expected']!s:5s} -> {right} is right")
+        right = (
+            "?" if d["expected"] is None else "mathjax_train" if d["mathjax_train"] == d["expected"] else "math_verify"
+        )
+        print(
+            f"  {d['unique_id']:38s} {d['rewrite']:24s} gold={d['gold'][:40]!r:44s} pred={str(d['prediction'])[:30]!r:34s} "
+            f"ours={d['mathjax_train']!s:5s} expected={d['expected']!s:5s} -> {right} is right"
+        )
     mult = report["multi_answer"]
     if mult:
-        print(f"multi-answer MATH problems (MARIO gold, {mult['pairs']} pairs) accepted: ours boxed=last "
-              f"{mult['ours_last']}, ours boxed=all {mult['ours_all']}, math_verify {mult['math_verify']}")
+        print(
+            f"multi-answer MATH problems (MARIO gold, {mult['pairs']} pairs) accepted: ours boxed=last "
+            f"{mult['ours_last']}, ours boxed=all {mult['ours_all']}, math_verify {mult['math_verify']}"
+        )
     print(f"grading counters: {report['grading_stats']}")
     Path(args.out).write_text(json.dumps(report, indent=1))
     print(f"full report: {args.out}")

@@ -4,6 +4,7 @@ It sends what that backend sends to an OpenAI-compatible server: one prompt per 
 `{base_url}/completions`, from a pool of `concurrency` threads, and it renders GSM8K five-shot
 prompts the way lm-eval's `gsm8k` task does. Used to time servers (ours, vLLM) on the same load.
 """
+
 from __future__ import annotations
 
 import json
@@ -17,15 +18,24 @@ GSM8K_STOP = ["Question:", "</s>", "<|im_end|>"]  # lm-eval gsm8k's `until`
 
 
 def _post_json(url: str, body: dict, timeout_s: float) -> dict:
-    req = urllib.request.Request(url, data=json.dumps(body).encode(), method="POST",
-                                 headers={"Content-Type": "application/json"})
+    req = urllib.request.Request(
+        url, data=json.dumps(body).encode(), method="POST", headers={"Content-Type": "application/json"}
+    )
     with urllib.request.urlopen(req, timeout=timeout_s) as resp:
         return json.load(resp)
 
 
-def run_completions(base_url: str, model: str, prompts: list[str], *, stop: list[str],
-                    max_tokens: int, concurrency: int = 4, temperature: float = 0.0,
-                    timeout_s: float = 600) -> dict:
+def run_completions(
+    base_url: str,
+    model: str,
+    prompts: list[str],
+    *,
+    stop: list[str],
+    max_tokens: int,
+    concurrency: int = 4,
+    temperature: float = 0.0,
+    timeout_s: float = 600,
+) -> dict:
     """POST every prompt to `{base_url}/completions`, `concurrency` at a time.
 
     Returns {"wall_s", "texts" (in prompt order), "completion_tokens" (sum of usage counts)}.
@@ -33,8 +43,18 @@ def run_completions(base_url: str, model: str, prompts: list[str], *, stop: list
     url = base_url.rstrip("/") + "/completions"
 
     def one(prompt: str) -> dict:
-        return _post_json(url, {"model": model, "prompt": prompt, "max_tokens": max_tokens,
-                                "temperature": temperature, "stop": stop, "seed": 1234}, timeout_s)
+        return _post_json(
+            url,
+            {
+                "model": model,
+                "prompt": prompt,
+                "max_tokens": max_tokens,
+                "temperature": temperature,
+                "stop": stop,
+                "seed": 1234,
+            },
+            timeout_s,
+        )
 
     start = time.perf_counter()
     with ThreadPoolExecutor(max_workers=concurrency) as pool:

@@ -10,6 +10,7 @@ Finite mixtures are timed from a cold start, so their first-epoch tokenization i
 With the train step on, it times the jitted step of a demo-sized decoder on the same batches,
 alternating with the pipeline so machine noise hits both, and prints pipeline/step headroom ratios.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -42,9 +43,14 @@ def _pipeline_rates(it, batches: int, rows: int, seq: int) -> dict:
         times.append(time.perf_counter() - t)
         tokens += int((b["segment_ids"] > 0).sum())
     total = time.perf_counter() - t0
-    return {"batches": batches, "seconds": round(total, 3), "packed_tokens_per_s": round(tokens / total, 1),
-            "batches_per_s": round(batches / total, 2), "median_batch_ms": round(1e3 * statistics.median(times), 2),
-            "packing_efficiency": round(tokens / (batches * rows * seq), 4)}
+    return {
+        "batches": batches,
+        "seconds": round(total, 3),
+        "packed_tokens_per_s": round(tokens / total, 1),
+        "batches_per_s": round(batches / total, 2),
+        "median_batch_ms": round(1e3 * statistics.median(times), 2),
+        "packing_efficiency": round(tokens / (batches * rows * seq), 4),
+    }
 
 
 def _train_step(tok_vocab: int, args):
@@ -53,12 +59,22 @@ def _train_step(tok_vocab: int, args):
     from mathjax_train.config import load_config
     from mathjax_train.train.setup import build_step
 
-    cfg = load_config(None, [
-        f"model.vocab_size={tok_vocab}", f"model.hidden_size={args.d_model}",
-        f"model.intermediate_size={4 * args.d_model}",
-        f"model.num_layers={args.layers}", f"model.num_heads={args.heads}", f"model.num_kv_heads={args.heads}",
-        f"model.max_position_embeddings={args.seq}", "model.dtype=float32", f"train.batch_size={args.rows}",
-        f"train.seq_len={args.seq}", "mesh.data=1"])
+    cfg = load_config(
+        None,
+        [
+            f"model.vocab_size={tok_vocab}",
+            f"model.hidden_size={args.d_model}",
+            f"model.intermediate_size={4 * args.d_model}",
+            f"model.num_layers={args.layers}",
+            f"model.num_heads={args.heads}",
+            f"model.num_kv_heads={args.heads}",
+            f"model.max_position_embeddings={args.seq}",
+            "model.dtype=float32",
+            f"train.batch_size={args.rows}",
+            f"train.seq_len={args.seq}",
+            "mesh.data=1",
+        ],
+    )
     setup = build_step(cfg, devices=jax.devices()[:1])
     mesh, bsh, step = setup.mesh, setup.batch_sharding, setup.step
     state = setup.init_state(0)
@@ -75,8 +91,11 @@ def _train_step(tok_vocab: int, args):
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--mixtures", default=None, help="comma-separated (default: procedural_mix, and gsm8k_math "
-                                                     "when the benchmark data directory exists)")
+    ap.add_argument(
+        "--mixtures",
+        default=None,
+        help="comma-separated (default: procedural_mix, and gsm8k_math when the benchmark data directory exists)",
+    )
     ap.add_argument("--tokenizer", default=None, help="tokenizer dir (default: build the demo one)")
     ap.add_argument("--template", default="alpaca_rft")
     ap.add_argument("--seq", type=int, default=512)
@@ -103,14 +122,28 @@ def main() -> None:
     data_dir = _data_dir()
     mixtures = args.mixtures.split(",") if args.mixtures else ["procedural_mix"] + (["gsm8k_math"] if data_dir else [])
     step = None if args.no_train_step else _train_step(vocab_size, args)
-    out = {"host_cpus": os.cpu_count(), "seq_len": args.seq, "rows": args.rows, "tokenizer_vocab": vocab_size,
-           "template": args.template, "results": []}
+    out = {
+        "host_cpus": os.cpu_count(),
+        "seq_len": args.seq,
+        "rows": args.rows,
+        "tokenizer_vocab": vocab_size,
+        "template": args.template,
+        "results": [],
+    }
     if step:
         out["train_step_model"] = step[1]
     for mixture in mixtures:
-        cfg = load_config(None, [f"data.mixture={mixture}", f"data.tokenizer={tok}", f"data.template={args.template}",
-                                 f"train.seq_len={args.seq}", f"model.vocab_size={vocab_size}"]
-                          + ([f"data.data_dir={data_dir}"] if data_dir else []))
+        cfg = load_config(
+            None,
+            [
+                f"data.mixture={mixture}",
+                f"data.tokenizer={tok}",
+                f"data.template={args.template}",
+                f"train.seq_len={args.seq}",
+                f"model.vocab_size={vocab_size}",
+            ]
+            + ([f"data.data_dir={data_dir}"] if data_dir else []),
+        )
         t = time.perf_counter()
         it = make_train_iterator(cfg, rows=args.rows)
         res = {"mixture": mixture, "setup_s": round(time.perf_counter() - t, 2)}
@@ -127,11 +160,15 @@ def main() -> None:
                 run(b)
                 step_s.append(time.perf_counter() - t)
             step_tps = args.rows * args.seq / statistics.median(step_s)
-            res.update({"train_step_median_s": round(statistics.median(step_s), 3),
-                        "train_step_slots_per_s": round(step_tps, 1),
-                        "pipeline_median_batch_s_alternating": round(statistics.median(pipe_s), 4),
-                        "headroom_batches": round(statistics.median(step_s) / statistics.median(pipe_s), 1),
-                        "headroom_cold_pass": round(res["batches_per_s"] * statistics.median(step_s), 1)})
+            res.update(
+                {
+                    "train_step_median_s": round(statistics.median(step_s), 3),
+                    "train_step_slots_per_s": round(step_tps, 1),
+                    "pipeline_median_batch_s_alternating": round(statistics.median(pipe_s), 4),
+                    "headroom_batches": round(statistics.median(step_s) / statistics.median(pipe_s), 1),
+                    "headroom_cold_pass": round(res["batches_per_s"] * statistics.median(step_s), 1),
+                }
+            )
         out["results"].append(res)
         print(json.dumps(res), file=sys.stderr, flush=True)
     print(json.dumps(out, indent=1))

@@ -7,6 +7,7 @@ Per chunk size (0 = full logits): XLA's temporary bytes of the compiled program 
 memory besides inputs and outputs) and the median of --repeats timed calls, the settings interleaved
 so machine noise hits all of them. Prints JSON.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -39,7 +40,7 @@ def main() -> None:
     k = jax.random.split(jax.random.PRNGKey(0), 3)
     dt = jnp.dtype(args.dtype)
     hidden = jax.random.normal(k[0], (args.batch, args.seq, args.d_model)).astype(dt)
-    kernel = jax.random.normal(k[1], (args.d_model, args.vocab)) * args.d_model ** -0.5
+    kernel = jax.random.normal(k[1], (args.d_model, args.vocab)) * args.d_model**-0.5
     targets = jax.random.randint(k[2], (args.batch, args.seq), 0, args.vocab)
     weights = jnp.ones((args.batch, args.seq))
 
@@ -50,6 +51,7 @@ def main() -> None:
             else:
                 s = weighted_cross_entropy(jnp.einsum("bte,ev->btv", h, w.astype(h.dtype)), targets, weights, 1e-4)
             return s["loss"] + s["z_loss"]
+
         return jax.jit(jax.value_and_grad(f, argnums=(0, 1)))
 
     runs = {}
@@ -58,22 +60,46 @@ def main() -> None:
         compiled = fn.lower(hidden, kernel).compile()
         t = time.perf_counter()
         jax.block_until_ready(compiled(hidden, kernel))
-        runs[chunk] = {"compiled": compiled, "first_s": time.perf_counter() - t, "times": [],
-                       "temp_bytes": compiled.memory_analysis().temp_size_in_bytes,
-                       "loss": float(compiled(hidden, kernel)[0])}
+        runs[chunk] = {
+            "compiled": compiled,
+            "first_s": time.perf_counter() - t,
+            "times": [],
+            "temp_bytes": compiled.memory_analysis().temp_size_in_bytes,
+            "loss": float(compiled(hidden, kernel)[0]),
+        }
     for _ in range(args.repeats):
         for chunk, r in runs.items():
             t = time.perf_counter()
             jax.block_until_ready(r["compiled"](hidden, kernel))
             r["times"].append(time.perf_counter() - t)
     logits_bytes = args.batch * args.seq * args.vocab * 4
-    print(json.dumps({
-        "shape": {"batch": args.batch, "seq": args.seq, "d_model": args.d_model, "vocab": args.vocab,
-                  "dtype": args.dtype}, "device": jax.devices()[0].device_kind, "jax": jax.__version__,
-        "float32_logits_mib": round(logits_bytes / 2 ** 20, 1),
-        "runs": [{"loss_vocab_chunk": chunk, "median_s": round(statistics.median(r["times"]), 4),
-                  "times_s": [round(x, 4) for x in r["times"]], "xla_temp_mib": round(r["temp_bytes"] / 2 ** 20, 1),
-                  "loss": r["loss"]} for chunk, r in runs.items()]}, indent=1))
+    print(
+        json.dumps(
+            {
+                "shape": {
+                    "batch": args.batch,
+                    "seq": args.seq,
+                    "d_model": args.d_model,
+                    "vocab": args.vocab,
+                    "dtype": args.dtype,
+                },
+                "device": jax.devices()[0].device_kind,
+                "jax": jax.__version__,
+                "float32_logits_mib": round(logits_bytes / 2**20, 1),
+                "runs": [
+                    {
+                        "loss_vocab_chunk": chunk,
+                        "median_s": round(statistics.median(r["times"]), 4),
+                        "times_s": [round(x, 4) for x in r["times"]],
+                        "xla_temp_mib": round(r["temp_bytes"] / 2**20, 1),
+                        "loss": r["loss"],
+                    }
+                    for chunk, r in runs.items()
+                ],
+            },
+            indent=1,
+        )
+    )
 
 
 if __name__ == "__main__":

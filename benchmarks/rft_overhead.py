@@ -10,6 +10,7 @@ A second table times `select` alone in a worst case: k=100 paths per question, a
 of them computing something new (grading, annotation checks and edit distances all run), against
 the sampling time those 100 paths would take at the rate measured above.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -69,20 +70,29 @@ def main() -> None:
     workdir.mkdir(parents=True, exist_ok=True)
     ckpt = args.checkpoint or smollm2_dirs(str(workdir / "smollm2"))[1]
     dataset = "gsm8k" if os.environ.get("MATHJAX_DATA_DIR") else "procedural"
-    cfg = RftConfig(checkpoints=[ckpt], output=str(workdir / "bench.jsonl"), dataset=dataset,
-                    limit=args.questions, k=args.k, temperature=0.7, max_new_tokens=args.max_new_tokens,
-                    batch_size=args.batch_size, template=args.template, dtype=args.dtype)
+    cfg = RftConfig(
+        checkpoints=[ckpt],
+        output=str(workdir / "bench.jsonl"),
+        dataset=dataset,
+        limit=args.questions,
+        k=args.k,
+        temperature=0.7,
+        max_new_tokens=args.max_new_tokens,
+        batch_size=args.batch_size,
+        template=args.template,
+        dtype=args.dtype,
+    )
     questions = load_questions(cfg.dataset, cfg.split, limit=cfg.limit)
     sampler = Sampler(0, ckpt, cfg)
     sampler.prepare(questions)
     step = _chunk_size(cfg.k, cfg.batch_size)
-    chunks = [questions[i:i + step] for i in range(0, len(questions), step)]
+    chunks = [questions[i : i + step] for i in range(0, len(questions), step)]
     sample_chunk([sampler], chunks[0], Tally())  # warm-up: compile
     alone, full = Tally(), Tally()
     write_s = 0.0
     with open(cfg.output, "w") as f:
         for n, chunk in enumerate(chunks):
-            for phase in ((0, 1) if n % 2 == 0 else (1, 0)):
+            for phase in (0, 1) if n % 2 == 0 else (1, 0):
                 if phase == 0:
                     sample_chunk([sampler], chunk, alone)
                 else:
@@ -94,17 +104,21 @@ def main() -> None:
     assert alone.tokens == full.tokens, "both phases must sample the same tokens"
     t_alone = alone.sample_s
     t_full = full.sample_s + full.select_s + write_s
-    print(f"\nmodel={ckpt} dataset={dataset} questions={len(questions)} k={cfg.k} "
-          f"max_new_tokens={cfg.max_new_tokens} batch={cfg.batch_size} dtype={cfg.dtype} cores={os.cpu_count()}")
+    print(
+        f"\nmodel={ckpt} dataset={dataset} questions={len(questions)} k={cfg.k} "
+        f"max_new_tokens={cfg.max_new_tokens} batch={cfg.batch_size} dtype={cfg.dtype} cores={os.cpu_count()}"
+    )
     print(f"sampled tokens: {alone.tokens} per phase; kept paths: {full.kept}; rejected: {dict(full.rejected)}")
     print()
     print("| phase | seconds | sampled tokens/s |")
     print("|-------|--------:|-----------------:|")
     print(f"| sampling alone | {t_alone:.2f} | {alone.tokens / t_alone:.1f} |")
     print(f"| sampling + grading + dedupe + write | {t_full:.2f} | {full.tokens / t_full:.1f} |")
-    print(f"\nend-to-end / sampling-alone throughput: {t_alone / t_full:.3f} "
-          f"(grading+dedupe+write measured inside the full phase: {full.select_s + write_s:.3f} s = "
-          f"{100 * (full.select_s + write_s) / full.sample_s:.2f}% of its sampling time)")
+    print(
+        f"\nend-to-end / sampling-alone throughput: {t_alone / t_full:.3f} "
+        f"(grading+dedupe+write measured inside the full phase: {full.select_s + write_s:.3f} s = "
+        f"{100 * (full.select_s + write_s) / full.sample_s:.2f}% of its sampling time)"
+    )
 
     # worst case for selection: 100 correct paths per question
     rng = random.Random(0)
@@ -125,12 +139,22 @@ def main() -> None:
     print("|---|---:|")
     print(f"| questions | {len(refs)} |")
     print(f"| paths kept per question (mean) | {statistics.mean(kept):.1f} |")
-    print(f"| select() ms per question (mean / median / max) | {1e3 * statistics.mean(per_q):.1f} / "
-          f"{1e3 * statistics.median(per_q):.1f} / {1e3 * max(per_q):.1f} |")
+    print(
+        f"| select() ms per question (mean / median / max) | {1e3 * statistics.mean(per_q):.1f} / "
+        f"{1e3 * statistics.median(per_q):.1f} / {1e3 * max(per_q):.1f} |"
+    )
     print(f"| sampling 100 paths of {tokens_per_sample:.0f} tokens at the rate above, s | {sample_100:.1f} |")
     print(f"| select / sampling | {100 * statistics.mean(per_q) / sample_100:.3f}% |")
-    print(json.dumps({"alone_tok_s": alone.tokens / t_alone, "full_tok_s": full.tokens / t_full,
-                      "ratio": t_alone / t_full, "worst_select_ms": 1e3 * statistics.mean(per_q)}))
+    print(
+        json.dumps(
+            {
+                "alone_tok_s": alone.tokens / t_alone,
+                "full_tok_s": full.tokens / t_full,
+                "ratio": t_alone / t_full,
+                "worst_select_ms": 1e3 * statistics.mean(per_q),
+            }
+        )
+    )
 
 
 if __name__ == "__main__":

@@ -11,6 +11,7 @@ separately and in the wall time. vLLM runs in its own venv (benchmarks/vllm_side
 README says). --sweep also runs ours at 8, 32 and 128 slots and at k = 1, 8, 32.
 Prints one JSON object; ratio > 1 means we are faster.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -55,21 +56,44 @@ def ours(ckpt: str, prompts: list[list[int]], k: int, max_tokens: int, slots: in
     for g in out:
         for c in g:
             finish[c.finish_reason] = finish.get(c.finish_reason, 0) + 1
-    return {"slots": engine.num_slots, "k": k, "generated_tokens": tokens, "generate_s": round(seconds, 1),
-            "tokens_per_s": round(tokens / seconds, 1), "startup_s": round(startup, 1),
-            "wall_s": round(startup + seconds, 1), "finish_reasons": finish, "prefills": engine.stats.prompt_prefills,
-            "preemptions": engine.stats.preemptions, "compiled_shapes": len(engine.shapes)}
+    return {
+        "slots": engine.num_slots,
+        "k": k,
+        "generated_tokens": tokens,
+        "generate_s": round(seconds, 1),
+        "tokens_per_s": round(tokens / seconds, 1),
+        "startup_s": round(startup, 1),
+        "wall_s": round(startup + seconds, 1),
+        "finish_reasons": finish,
+        "prefills": engine.stats.prompt_prefills,
+        "preemptions": engine.stats.preemptions,
+        "compiled_shapes": len(engine.shapes),
+    }
 
 
 def vllm(python: str, hf_dir: str, prompts: list[list[int]], k: int, max_tokens: int, env: dict) -> dict:
     with tempfile.TemporaryDirectory() as d:
         job, out = os.path.join(d, "job.json"), os.path.join(d, "out.json")
         with open(job, "w") as f:
-            json.dump({"model": hf_dir, "prompt_token_ids": prompts, "n": k, "temperature": 0.7, "top_p": 1.0,
-                       "max_tokens": max_tokens, "seed": 0}, f)
+            json.dump(
+                {
+                    "model": hf_dir,
+                    "prompt_token_ids": prompts,
+                    "n": k,
+                    "temperature": 0.7,
+                    "top_p": 1.0,
+                    "max_tokens": max_tokens,
+                    "seed": 0,
+                },
+                f,
+            )
         t = time.perf_counter()
-        subprocess.run([python, os.path.join(HERE, "vllm_side.py"), "offline", job, out], check=True,
-                       env={**os.environ, **env}, stdout=subprocess.DEVNULL)
+        subprocess.run(
+            [python, os.path.join(HERE, "vllm_side.py"), "offline", job, out],
+            check=True,
+            env={**os.environ, **env},
+            stdout=subprocess.DEVNULL,
+        )
         wall = time.perf_counter() - t
         with open(out) as f:
             r = json.load(f)
@@ -77,9 +101,14 @@ def vllm(python: str, hf_dir: str, prompts: list[list[int]], k: int, max_tokens:
     for row in r["finish_reasons"]:
         for x in row:
             finish[x] = finish.get(x, 0) + 1
-    return {"generated_tokens": r["generated_tokens"], "generate_s": round(r["generate_s"], 1),
-            "tokens_per_s": round(r["generated_tokens"] / r["generate_s"], 1), "startup_s": round(r["startup_s"], 1),
-            "wall_s_incl_process_start": round(wall, 1), "finish_reasons": finish}
+    return {
+        "generated_tokens": r["generated_tokens"],
+        "generate_s": round(r["generate_s"], 1),
+        "tokens_per_s": round(r["generated_tokens"] / r["generate_s"], 1),
+        "startup_s": round(r["startup_s"], 1),
+        "wall_s_incl_process_start": round(wall, 1),
+        "finish_reasons": finish,
+    }
 
 
 def main() -> None:
@@ -100,19 +129,32 @@ def main() -> None:
 
     hf_dir, ckpt = smollm2_dirs(args.workdir, "vllmbench-")
     tok = transformers.AutoTokenizer.from_pretrained(hf_dir)
-    prompts = [tok.apply_chat_template([{"role": "user", "content": q}], add_generation_prompt=True, tokenize=True,
-                                       return_dict=False) for q in gsm8k_train_questions(args.questions)]
-    result = {"model": "SmolLM2-135M-Instruct", "dtype": "float32", "questions": len(prompts), "k": args.k,
-              "max_tokens": args.max_tokens, "temperature": 0.7, "cores": os.cpu_count(),
-              "ours": ours(ckpt, prompts, args.k, args.max_tokens, args.slots)}
+    prompts = [
+        tok.apply_chat_template(
+            [{"role": "user", "content": q}], add_generation_prompt=True, tokenize=True, return_dict=False
+        )
+        for q in gsm8k_train_questions(args.questions)
+    ]
+    result = {
+        "model": "SmolLM2-135M-Instruct",
+        "dtype": "float32",
+        "questions": len(prompts),
+        "k": args.k,
+        "max_tokens": args.max_tokens,
+        "temperature": 0.7,
+        "cores": os.cpu_count(),
+        "ours": ours(ckpt, prompts, args.k, args.max_tokens, args.slots),
+    }
     if args.vllm_python:
         env = dict(kv.split("=", 1) for kv in args.vllm_env)
         result["vllm"] = vllm(args.vllm_python, hf_dir, prompts, args.k, args.max_tokens, env)
         result["vllm"]["env"] = env
-        result["ratio_tokens_per_s_ours_over_vllm"] = round(result["ours"]["tokens_per_s"]
-                                                            / result["vllm"]["tokens_per_s"], 2)
-        result["ratio_wall_vllm_over_ours"] = round(result["vllm"]["wall_s_incl_process_start"]
-                                                    / result["ours"]["wall_s"], 2)
+        result["ratio_tokens_per_s_ours_over_vllm"] = round(
+            result["ours"]["tokens_per_s"] / result["vllm"]["tokens_per_s"], 2
+        )
+        result["ratio_wall_vllm_over_ours"] = round(
+            result["vllm"]["wall_s_incl_process_start"] / result["ours"]["wall_s"], 2
+        )
     if args.sweep:
         result["slots_sweep"] = [ours(ckpt, prompts, args.k, args.max_tokens, s) for s in (8, 32, 128)]
         result["k_sweep"] = [ours(ckpt, prompts, k, args.max_tokens, args.slots) for k in (1, 8, 32)]

@@ -5,6 +5,7 @@
 Overhead = mean latency of one sandboxed call (pool of 1, calls made one after another) minus
 the mean time of `exec` of the same snippet in this process (stdout captured).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -47,8 +48,7 @@ def main() -> None:
     names = [n for n in SNIPPETS if n != "sympy" or args.preload]
 
     print(f"$ python {' '.join(sys.argv)}")
-    print(f"cores={os.cpu_count()} workers={args.workers} snippets={args.snippets} "
-          f"preload={list(preload)}")
+    print(f"cores={os.cpu_count()} workers={args.workers} snippets={args.snippets} preload={list(preload)}")
     with InterpreterPool(workers=args.workers, preload=preload) as pool:
         print(f"isolation={pool.report['mode']}")
         rows = []
@@ -83,8 +83,10 @@ def main() -> None:
     for name, rate, lat, base, over in rows:
         print(f"| {name} | {rate:.0f} | {lat:.2f} | {base:.3f} | {over:.2f} |")
     print(f"\none-shot execute() (fresh supervisor per call): {statistics.mean(one_shot) * 1e3:.0f} ms")
-    print("(sympy: exec in-process runs with sympy already imported and its caches warm; a "
-          "sandboxed call forks from the preloaded supervisor, so caches start cold)")
+    print(
+        "(sympy: exec in-process runs with sympy already imported and its caches warm; a "
+        "sandboxed call forks from the preloaded supervisor, so caches start cold)"
+    )
 
 
 if __name__ == "__main__":

@@ -11,6 +11,7 @@ alternate a, b, c, a, b, c so machine noise hits all. Prints JSON: tokens/s (fro
 counts) and the ratios a/b and a/c; checks that all three produce the same texts. `--checkpoint`
 uses another checkpoint instead of SmolLM2 (e.g. a tiny one for a smoke run).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -28,8 +29,11 @@ TOPICS = ["apples", "marbles", "books", "pencils", "coins", "cookies", "stamps",
 
 
 def prompts(n: int) -> list[str]:
-    return [f"Question {i}: Sam has {3 + i} {TOPICS[i % len(TOPICS)]} and buys {2 * i + 1} more. "
-            f"How many {TOPICS[i % len(TOPICS)]} does Sam have now? Answer step by step." for i in range(n)]
+    return [
+        f"Question {i}: Sam has {3 + i} {TOPICS[i % len(TOPICS)]} and buys {2 * i + 1} more. "
+        f"How many {TOPICS[i % len(TOPICS)]} does Sam have now? Answer step by step."
+        for i in range(n)
+    ]
 
 
 async def via_http(url: str, texts: list[str], new_tokens: int) -> tuple[float, int, list[str]]:
@@ -38,8 +42,9 @@ async def via_http(url: str, texts: list[str], new_tokens: int) -> tuple[float, 
     client = openai.AsyncOpenAI(base_url=url, api_key="unused", max_retries=0, timeout=3600)
     try:
         start = time.perf_counter()
-        rs = await asyncio.gather(*(client.completions.create(model="m", prompt=p, max_tokens=new_tokens,
-                                                              temperature=0) for p in texts))
+        rs = await asyncio.gather(
+            *(client.completions.create(model="m", prompt=p, max_tokens=new_tokens, temperature=0) for p in texts)
+        )
         seconds = time.perf_counter() - start
     finally:
         await client.close()
@@ -102,14 +107,23 @@ def main() -> None:
     batched.close()
     single.close()
     tps = {k: statistics.median(v) for k, v in rates.items()}
-    print(json.dumps({
-        "model": f"{label} (float32, CPU)", "clients": args.clients, "new_tokens": args.new_tokens,
-        "num_slots": args.num_slots, "rounds": args.rounds, "load_average_1m_at_end": os.getloadavg()[0],
-        "tokens_per_second": {k: round(v, 1) for k, v in tps.items()},
-        "ratio_batched_over_one_slot": round(tps["serve_batched"] / tps["serve_one_slot"], 2),
-        "ratio_batched_over_direct_engine": round(tps["serve_batched"] / tps["direct_engine"], 2),
-        "same_texts": outputs["serve_batched"] == outputs["serve_one_slot"] == outputs["direct_engine"],
-    }, indent=1))
+    print(
+        json.dumps(
+            {
+                "model": f"{label} (float32, CPU)",
+                "clients": args.clients,
+                "new_tokens": args.new_tokens,
+                "num_slots": args.num_slots,
+                "rounds": args.rounds,
+                "load_average_1m_at_end": os.getloadavg()[0],
+                "tokens_per_second": {k: round(v, 1) for k, v in tps.items()},
+                "ratio_batched_over_one_slot": round(tps["serve_batched"] / tps["serve_one_slot"], 2),
+                "ratio_batched_over_direct_engine": round(tps["serve_batched"] / tps["direct_engine"], 2),
+                "same_texts": outputs["serve_batched"] == outputs["serve_one_slot"] == outputs["direct_engine"],
+            },
+            indent=1,
+        )
+    )
 
 
 if __name__ == "__main__":

@@ -9,6 +9,7 @@ greedy, lm-eval's gsm8k stop strings. Each server is started, waited for, sent o
 then timed over the same prompts; then it is stopped and the next one starts (one run, same
 machine). Prints JSON: wall seconds each, the ratio, and how many answers are identical.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -36,22 +37,28 @@ def timed_server(cmd: list[str], port: int, env: dict, prompts: list[str], args)
 
     base = f"http://127.0.0.1:{port}/v1"
     t0 = time.perf_counter()
-    proc = subprocess.Popen(cmd, env={**os.environ, **env}, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                            start_new_session=True)
+    proc = subprocess.Popen(
+        cmd, env={**os.environ, **env}, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True
+    )
     try:
         wait_ready(base, 900)
         startup = time.perf_counter() - t0
         run_completions(base, "smol", prompts[:1], stop=GSM8K_STOP, max_tokens=8, concurrency=1)  # warm-up
-        r = run_completions(base, "smol", prompts, stop=GSM8K_STOP, max_tokens=args.max_tokens,
-                            concurrency=args.concurrency)
+        r = run_completions(
+            base, "smol", prompts, stop=GSM8K_STOP, max_tokens=args.max_tokens, concurrency=args.concurrency
+        )
     finally:
         os.killpg(proc.pid, signal.SIGTERM)
         try:
             proc.wait(60)
         except subprocess.TimeoutExpired:
             os.killpg(proc.pid, signal.SIGKILL)
-    return {"wall_s": round(r["wall_s"], 1), "startup_s": round(startup, 1),
-            "completion_tokens": r["completion_tokens"], "texts": r["texts"]}
+    return {
+        "wall_s": round(r["wall_s"], 1),
+        "startup_s": round(startup, 1),
+        "completion_tokens": r["completion_tokens"],
+        "texts": r["texts"],
+    }
 
 
 def main() -> None:
@@ -72,11 +79,31 @@ def main() -> None:
     data = os.environ.get("MATHJAX_DATA_DIR") or os.path.join(HERE, "..", "..", "shared", "data")
     prompts = gsm8k_fewshot_prompts(data, args.questions, args.shots)
     port = free_port()
-    ours_cmd = [sys.executable, "-m", "mathjax_train.cli", "serve", ckpt, "--dtype", "float32", "--model-name", "smol", "--num-slots", str(args.num_slots),
-                "--quiet", "--port", str(port)]
-    result = {"model": "SmolLM2-135M-Instruct", "questions": len(prompts), "shots": args.shots,
-              "concurrency": args.concurrency, "max_tokens": args.max_tokens, "cores": os.cpu_count(),
-              "ours": timed_server(ours_cmd, port, {"TF_CPP_MIN_LOG_LEVEL": "3"}, prompts, args)}
+    ours_cmd = [
+        sys.executable,
+        "-m",
+        "mathjax_train.cli",
+        "serve",
+        ckpt,
+        "--dtype",
+        "float32",
+        "--model-name",
+        "smol",
+        "--num-slots",
+        str(args.num_slots),
+        "--quiet",
+        "--port",
+        str(port),
+    ]
+    result = {
+        "model": "SmolLM2-135M-Instruct",
+        "questions": len(prompts),
+        "shots": args.shots,
+        "concurrency": args.concurrency,
+        "max_tokens": args.max_tokens,
+        "cores": os.cpu_count(),
+        "ours": timed_server(ours_cmd, port, {"TF_CPP_MIN_LOG_LEVEL": "3"}, prompts, args),
+    }
     if args.vllm_python:
         port = free_port()
         vllm_cmd = [args.vllm_python, os.path.join(HERE, "vllm_side.py"), "serve", hf_dir, str(port)]

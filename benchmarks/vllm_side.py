@@ -11,6 +11,7 @@ JOB.json: {"model", "prompt_token_ids": [[...], ...], "n", "temperature", "top_p
 "completions": [[ids of each of n samples] per prompt], "finish_reasons": [[...] per prompt]}.
 Start-up is the LLM construction; one short warm-up generate runs before the timed one.
 """
+
 from __future__ import annotations
 
 import json
@@ -37,8 +38,9 @@ def offline(job_path: str, out_path: str) -> None:
     prompts = [TokensPrompt(prompt_token_ids=ids) for ids in job["prompt_token_ids"]]
     llm.generate(prompts[:1], SamplingParams(max_tokens=8), use_tqdm=False)  # warm-up, not timed
 
-    params = SamplingParams(n=job["n"], temperature=job["temperature"], top_p=job["top_p"],
-                            max_tokens=job["max_tokens"])
+    params = SamplingParams(
+        n=job["n"], temperature=job["temperature"], top_p=job["top_p"], max_tokens=job["max_tokens"]
+    )
     start = time.perf_counter()
     outputs = llm.generate(prompts, params, use_tqdm=False)
     generate_s = time.perf_counter() - start
@@ -57,9 +59,21 @@ def offline(job_path: str, out_path: str) -> None:
 
 def serve(hf_dir: str, port: str) -> None:
     # `python -m` rather than the `vllm` CLI, which cannot find its own package metadata here.
-    argv = [sys.executable, "-m", "vllm.entrypoints.openai.api_server", "--model", hf_dir,
-            "--dtype", "float32", "--port", str(port), "--host", "127.0.0.1",
-            "--served-model-name", "smol"]
+    argv = [
+        sys.executable,
+        "-m",
+        "vllm.entrypoints.openai.api_server",
+        "--model",
+        hf_dir,
+        "--dtype",
+        "float32",
+        "--port",
+        str(port),
+        "--host",
+        "127.0.0.1",
+        "--served-model-name",
+        "smol",
+    ]
     os.execv(sys.executable, argv)
 
 

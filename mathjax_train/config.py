@@ -4,6 +4,7 @@ A config is a tree of frozen-free dataclasses. `load_config(path, overrides)` re
 dotted overrides (`train.steps=10`), checks every key and type, and names the file and field of
 any mistake. Unknown keys are rejected with the list of valid ones.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -30,11 +31,17 @@ Template = Literal["alpaca_rft", "question_answer", "chat"]
 ComputeDtype = Literal["auto", "float32", "bfloat16", "float16", ""]  # auto: float32 on CPU, bfloat16 on TPU/GPU
 Tools = Literal["none", "python"]
 SLOTS_HELP = "engine slots: rows decoded together (0 = 64 on CPU, 256 on TPU/GPU)"
-DTYPE_HELP = "compute dtype: auto = float32 on CPU, bfloat16 on TPU/GPU; \"\" = the checkpoint's"
+DTYPE_HELP = 'compute dtype: auto = float32 on CPU, bfloat16 on TPU/GPU; "" = the checkpoint\'s'
 
 
-def setting(default: Any = dataclasses.MISSING, *, help: str = "", flag: str = "", commas: bool = False,
-            default_factory: Any = dataclasses.MISSING) -> Any:
+def setting(
+    default: Any = dataclasses.MISSING,
+    *,
+    help: str = "",
+    flag: str = "",
+    commas: bool = False,
+    default_factory: Any = dataclasses.MISSING,
+) -> Any:
     """A dataclass field with the help text the command line derives from it (cli/config_flags.py), and
     where needed its flag (`--name`; no dashes: positional) and, for lists, whether a value may be
     comma-separated; the default is written only here."""
@@ -115,23 +122,31 @@ class ModelConfig:
             raise ConfigError(f"{where}.vocab_size must be >= 0 (0 = the tokenizer's size), got {self.vocab_size}")
         if self.num_heads % self.num_kv_heads:
             raise ConfigError(
-                f"{where}.num_heads ({self.num_heads}) must be a multiple of num_kv_heads ({self.num_kv_heads})")
+                f"{where}.num_heads ({self.num_heads}) must be a multiple of num_kv_heads ({self.num_kv_heads})"
+            )
         if not self.head_dim and self.hidden_size % self.num_heads:
-            raise ConfigError(f"{where}.hidden_size ({self.hidden_size}) is not divisible by num_heads ({self.num_heads})")
+            raise ConfigError(
+                f"{where}.hidden_size ({self.hidden_size}) is not divisible by num_heads ({self.num_heads})"
+            )
         if self.resolved_head_dim % 2:
             raise ConfigError(f"{where}.head_dim must be even for RoPE, got {self.resolved_head_dim}")
         if self.rope_scaling.type not in ("none", "linear", "llama3"):
-            raise ConfigError(f"{where}.rope_scaling.type: {self.rope_scaling.type!r} is not one of none, linear, llama3")
+            raise ConfigError(
+                f"{where}.rope_scaling.type: {self.rope_scaling.type!r} is not one of none, linear, llama3"
+            )
         for name in ("dtype", "param_dtype"):
             if getattr(self, name) not in ("float32", "bfloat16", "float16"):
                 raise ConfigError(f"{where}.{name}: {getattr(self, name)!r} is not one of float32, bfloat16, float16")
         if self.remat_policy not in ("none", "full", "dots", "dots_with_no_batch_dims"):
-            raise ConfigError(f"{where}.remat_policy: {self.remat_policy!r} is not one of "
-                              "none, full, dots, dots_with_no_batch_dims")
+            raise ConfigError(
+                f"{where}.remat_policy: {self.remat_policy!r} is not one of none, full, dots, dots_with_no_batch_dims"
+            )
         if self.attention_kernel not in ATTENTION_KERNELS:
-            raise ConfigError(f"{where}.attention_kernel: {self.attention_kernel!r} is not one of "
-                              f"{', '.join(ATTENTION_KERNELS)} (blocked: causal blocks in plain XLA; splash: the "
-                              "Pallas TPU kernel; cudnn: cuDNN flash attention on GPUs; model/attention_kernels.py)")
+            raise ConfigError(
+                f"{where}.attention_kernel: {self.attention_kernel!r} is not one of "
+                f"{', '.join(ATTENTION_KERNELS)} (blocked: causal blocks in plain XLA; splash: the "
+                "Pallas TPU kernel; cudnn: cuDNN flash attention on GPUs; model/attention_kernels.py)"
+            )
 
 
 @dataclass
@@ -157,8 +172,13 @@ class EngineConfig:
     prefill_budget: int = 512  # prompt tokens prefilled per chunk while other rows are decoding
 
     def validate(self, where: str = "engine") -> None:
-        for name, low in (("num_slots", 0), ("page_size", 1), ("num_pages", 0), ("decode_steps", 1),
-                          ("prefill_budget", 16)):
+        for name, low in (
+            ("num_slots", 0),
+            ("page_size", 1),
+            ("num_pages", 0),
+            ("decode_steps", 1),
+            ("prefill_budget", 16),
+        ):
             if getattr(self, name) < low:
                 raise ConfigError(f"{where}.{name} must be >= {low}, got {getattr(self, name)}")
         if not 0 < self.kv_memory_fraction <= 1:
@@ -203,28 +223,35 @@ class EvalConfig:
     """`evaluate`: checkpoint and benchmark, prompt construction, decoding, grading, outputs."""
 
     checkpoint: str = setting("", help="checkpoint directory (import-hf or train)")
-    dataset: str = setting("gsm8k", help="gsm8k | math | math500 | a JSONL file (question/problem, answer, optional "
-                                         "level, subject/type, id/unique_id, solution)")
+    dataset: str = setting(
+        "gsm8k",
+        help="gsm8k | math | math500 | a JSONL file (question/problem, answer, optional "
+        "level, subject/type, id/unique_id, solution)",
+    )
     split: str = setting("test", help="split of a named dataset")
-    data_dir: str = setting("", help="manual data directory (\"\" = $MATHJAX_DATA_DIR)")
+    data_dir: str = setting("", help='manual data directory ("" = $MATHJAX_DATA_DIR)')
     limit: int = setting(0, help="evaluate the first N problems (0 = all)")
     template: Template = setting("question_answer", help="prompt template")
     shots: int = setting(0, help="few-shot exemplars (from the train split or --exemplars)")
-    exemplars: str = setting("", help="JSONL of solved exemplars (question, answer, solution); \"\" = the train split")
-    output_dir: str = setting("", help="\"\" = runs/eval/<dataset>; re-running resumes")
+    exemplars: str = setting("", help='JSONL of solved exemplars (question, answer, solution); "" = the train split')
+    output_dir: str = setting("", help='"" = runs/eval/<dataset>; re-running resumes')
     dtype: ComputeDtype = setting("auto", help=DTYPE_HELP)
     tools: Tools = setting("none", help="python: tool-integrated reasoning")
     answer_fallback: Literal["auto", "none", "last_number"] = setting(
-        "auto", help="when no boxed/'The answer is' answer: auto = the last number for gsm8k only")
+        "auto", help="when no boxed/'The answer is' answer: auto = the last number for gsm8k only"
+    )
     grading_timeout_s: float = setting(5.0, flag="--grading-timeout", help="seconds per symbolic comparison")
     generate: GenerateConfig = setting(default_factory=lambda: GenerateConfig(max_new_tokens=512))
 
     def validate(self, where: str = "eval") -> None:
         check_choices(self, where)
-        for name, value, low in (("limit", self.limit, 0), ("shots", self.shots, 0),
-                                 ("generate.num_samples", self.generate.num_samples, 1),
-                                 ("generate.batch_size", self.generate.batch_size, 0),
-                                 ("generate.max_new_tokens", self.generate.max_new_tokens, 1)):
+        for name, value, low in (
+            ("limit", self.limit, 0),
+            ("shots", self.shots, 0),
+            ("generate.num_samples", self.generate.num_samples, 1),
+            ("generate.batch_size", self.generate.batch_size, 0),
+            ("generate.max_new_tokens", self.generate.max_new_tokens, 1),
+        ):
             if value < low:
                 raise ConfigError(f"{where}.{name}: must be >= {low}, got {value}")
         if self.generate.temperature < 0 or not 0 < self.generate.top_p <= 1:
@@ -238,12 +265,13 @@ class RftConfig:
     """`rft`: sample k paths per training question from one or more checkpoints, keep verified
     distinct ones (synth/rft.py), write SFT JSONL with provenance; resumable and sharded per host."""
 
-    checkpoints: list[str] = setting(default_factory=list, flag="--checkpoint",
-                                     help="checkpoint to sample from (repeat to pool several)")
+    checkpoints: list[str] = setting(
+        default_factory=list, flag="--checkpoint", help="checkpoint to sample from (repeat to pool several)"
+    )
     output: str = setting("", help="JSONL of SFT rows; re-running resumes; pods: OUTPUT.shard-i-of-n")
     dataset: str = setting("gsm8k", help="gsm8k | math | procedural | a JSONL file (question, solution, answer)")
     split: str = setting("train", help="train only (synthetic data never comes from test questions)")
-    data_dir: str = setting("", help="manual data directory (\"\" = $MATHJAX_DATA_DIR)")
+    data_dir: str = setting("", help='manual data directory ("" = $MATHJAX_DATA_DIR)')
     limit: int = setting(0, help="first N questions (0 = all; procedural: N problems, default 100)")
     procedural_seed: int = setting(0, help="seed of the procedural problems")
     template: Template = setting("alpaca_rft", help="prompt template")
@@ -260,8 +288,10 @@ class RftConfig:
     shard_index: int = setting(-1, help="this host's shard (-1 = jax.process_index())")
     num_shards: int = setting(0, help="shards (0 = jax.process_count())")
     dedup_with_reference: bool = setting(
-        True, help="drop samples that compute what the reference solution does; off for questions whose "
-                   "references are not trained on (pool them with select include_references: false)")
+        True,
+        help="drop samples that compute what the reference solution does; off for questions whose "
+        "references are not trained on (pool them with select include_references: false)",
+    )
 
     def validate(self, where: str = "rft") -> None:
         if not self.checkpoints:
@@ -275,8 +305,9 @@ class RftConfig:
         if self.limit < 0 or self.max_tool_calls < 0 or self.tool_timeout_s <= 0:
             raise ConfigError(f"{where}: limit and max_tool_calls must be >= 0 and tool_timeout_s > 0")
         if self.temperature < 0 or not 0 < self.top_p <= 1:
-            raise ConfigError(f"{where}: temperature must be >= 0 and top_p in (0, 1], got {self.temperature}, "
-                              f"{self.top_p}")
+            raise ConfigError(
+                f"{where}: temperature must be >= 0 and top_p in (0, 1], got {self.temperature}, {self.top_p}"
+            )
         if self.num_shards < 0 or (self.num_shards and not -1 <= self.shard_index < self.num_shards):
             raise ConfigError(f"{where}.shard_index: {self.shard_index} is not in [0, {self.num_shards})")
 
@@ -336,11 +367,15 @@ class TrainConfig:
             if getattr(self, name) < 1:
                 raise ConfigError(f"{where}.{name} must be >= 1, got {getattr(self, name)}")
         if self.batch_size % self.microbatches:
-            raise ConfigError(f"{where}.batch_size ({self.batch_size}) must be a multiple of "
-                              f"{where}.microbatches ({self.microbatches})")
+            raise ConfigError(
+                f"{where}.batch_size ({self.batch_size}) must be a multiple of "
+                f"{where}.microbatches ({self.microbatches})"
+            )
         if self.loss_vocab_chunk < -1:
-            raise ConfigError(f"{where}.loss_vocab_chunk must be -1 (auto), 0 (full logits) or a chunk size "
-                              f">= 1, got {self.loss_vocab_chunk}")
+            raise ConfigError(
+                f"{where}.loss_vocab_chunk must be -1 (auto), 0 (full logits) or a chunk size "
+                f">= 1, got {self.loss_vocab_chunk}"
+            )
 
     def vocab_chunk(self, vocab_size: int) -> int:
         """The loss's vocabulary chunk for this vocabulary (0 = full logits); at most the vocabulary."""
@@ -392,8 +427,10 @@ class DataConfig:
         check_choices(self, where)
         bad = [lv for lv in self.procedural_levels if lv not in (1, 2, 3, 4, 5)]
         if bad or not self.procedural_levels:
-            raise ConfigError(f"{where}.procedural_levels: must be a non-empty subset of [1, 2, 3, 4, 5], "
-                              f"got {self.procedural_levels}")
+            raise ConfigError(
+                f"{where}.procedural_levels: must be a non-empty subset of [1, 2, 3, 4, 5], "
+                f"got {self.procedural_levels}"
+            )
         for task, rate in self.rates.items():
             if rate < 0:
                 raise ConfigError(f"{where}.rates.{task}: must be >= 0, got {rate}")
@@ -414,10 +451,13 @@ class DistributedConfig:
         if self.initialize not in ("auto", "always", "never"):
             raise ConfigError(f"{where}.initialize: {self.initialize!r} is not one of auto, always, never")
         if not 0 <= self.coordinator_port <= 65535:
-            raise ConfigError(f"{where}.coordinator_port: {self.coordinator_port} is not a TCP port (1-65535, 0 = default)")
+            raise ConfigError(
+                f"{where}.coordinator_port: {self.coordinator_port} is not a TCP port (1-65535, 0 = default)"
+            )
         if self.num_processes < 0 or self.process_id < -1 or self.initialization_timeout_s < 1:
-            raise ConfigError(f"{where}: num_processes must be >= 0, process_id >= -1 and "
-                              f"initialization_timeout_s >= 1")
+            raise ConfigError(
+                f"{where}: num_processes must be >= 0, process_id >= -1 and initialization_timeout_s >= 1"
+            )
         if self.num_processes and self.process_id >= self.num_processes:
             raise ConfigError(f"{where}.process_id: {self.process_id} is not in [0, {self.num_processes})")
 
@@ -431,7 +471,9 @@ class RlConfig:
     prompts x `group_size` completions on the engine, rewards them with the grader and updates the
     policy `updates_per_batch` times (in `minibatches` parts each) on the clipped surrogate."""
 
-    prompts: dict[str, float] = field(default_factory=lambda: {"procedural": 1.0})  # gsm8k | math | procedural | FILE -> rate
+    prompts: dict[str, float] = field(
+        default_factory=lambda: {"procedural": 1.0}
+    )  # gsm8k | math | procedural | FILE -> rate
     prompts_split: str = "train"  # split of gsm8k / math
     prompts_limit: int = 0  # first N problems of each named/file source (0 = all)
     prompts_per_step: int = 8  # B: prompts (groups) per rollout batch
@@ -467,20 +509,33 @@ class RlConfig:
         for name, valid in (("aggregation", RL_AGGREGATIONS), ("overlong", ("none", "filter", "penalty"))):
             if getattr(self, name) not in valid:
                 raise ConfigError(f"{where}.{name}: {getattr(self, name)!r} is not one of {', '.join(valid)}")
-        for name, low in (("prompts_per_step", 1), ("group_size", 2), ("max_new_tokens", 1),
-                          ("updates_per_batch", 1), ("minibatches", 1), ("prompts_limit", 0), ("heldout_limit", 0),
-                          ("eval_every_steps", 0), ("max_refill_rounds", 0), ("max_tool_calls", 0)):
+        for name, low in (
+            ("prompts_per_step", 1),
+            ("group_size", 2),
+            ("max_new_tokens", 1),
+            ("updates_per_batch", 1),
+            ("minibatches", 1),
+            ("prompts_limit", 0),
+            ("heldout_limit", 0),
+            ("eval_every_steps", 0),
+            ("max_refill_rounds", 0),
+            ("max_tool_calls", 0),
+        ):
             if getattr(self, name) < low:
                 raise ConfigError(f"{where}.{name} must be >= {low}, got {getattr(self, name)}")
         if (self.prompts_per_step * self.group_size) % self.minibatches:
-            raise ConfigError(f"{where}.minibatches ({self.minibatches}) must divide prompts_per_step x group_size "
-                              f"({self.prompts_per_step * self.group_size})")
+            raise ConfigError(
+                f"{where}.minibatches ({self.minibatches}) must divide prompts_per_step x group_size "
+                f"({self.prompts_per_step * self.group_size})"
+            )
         if not self.prompts or any(r < 0 for r in self.prompts.values()) or sum(self.prompts.values()) <= 0:
-            raise ConfigError(f"{where}.prompts: a mapping of source -> rate >= 0 with a positive total, "
-                              f"got {self.prompts}")
+            raise ConfigError(
+                f"{where}.prompts: a mapping of source -> rate >= 0 with a positive total, got {self.prompts}"
+            )
         if self.clip_low < 0 or self.clip_low >= 1 or self.clip_high < 0:
-            raise ConfigError(f"{where}: need 0 <= clip_low < 1 and clip_high >= 0, got {self.clip_low}, "
-                              f"{self.clip_high}")
+            raise ConfigError(
+                f"{where}: need 0 <= clip_low < 1 and clip_high >= 0, got {self.clip_low}, {self.clip_high}"
+            )
         if self.kl_coef < 0 or self.temperature <= 0 or not 0 < self.top_p <= 1:
             raise ConfigError(f"{where}: need kl_coef >= 0, temperature > 0 and top_p in (0, 1]")
         self.engine.validate(f"{where}.engine")
@@ -517,8 +572,9 @@ class LoraConfig:
             raise ConfigError(f"{where}.dropout must be in [0, 1), got {self.dropout}")
         bad = [t for t in self.targets if t not in LORA_TARGETS]
         if bad or (self.enabled and not self.targets):
-            raise ConfigError(f"{where}.targets: {bad[0] if bad else '[]'!r} is not a list of "
-                              f"{', '.join(LORA_TARGETS)}")
+            raise ConfigError(
+                f"{where}.targets: {bad[0] if bad else '[]'!r} is not a list of {', '.join(LORA_TARGETS)}"
+            )
         if self.quantize_base not in ("none", "int8"):
             raise ConfigError(f"{where}.quantize_base: {self.quantize_base!r} is not one of none, int8")
         if self.quantize_base != "none" and not self.enabled:
@@ -556,8 +612,10 @@ class Config:
         self.distributed.validate("distributed")
         self.rl.validate("rl")
         if self.model.attention_kernel == "splash" and self.train.seq_len % 128:
-            raise ConfigError(f"train.seq_len ({self.train.seq_len}) must be a multiple of 128 for "
-                              "model.attention_kernel=splash (the kernel's block size), or use dot")
+            raise ConfigError(
+                f"train.seq_len ({self.train.seq_len}) must be a multiple of 128 for "
+                "model.attention_kernel=splash (the kernel's block size), or use dot"
+            )
 
 
 def _field_types(cls: type) -> dict[str, Any]:
@@ -794,8 +852,9 @@ class ProblemsStageConfig:
 
     def validate(self, where: str = "problems") -> None:
         if self.split not in ("train", "heldout") or self.count < 1:
-            raise ConfigError(f"{where}: split must be train or heldout and count >= 1, got {self.split!r}, "
-                              f"{self.count}")
+            raise ConfigError(
+                f"{where}: split must be train or heldout and count >= 1, got {self.split!r}, {self.count}"
+            )
 
 
 @dataclass
@@ -803,9 +862,12 @@ class DecontaminateConfig:
     """`decontaminate`: drop rows of `input` that copy a test question (synth/decontaminate.py)."""
 
     input: str = setting("", flag="input", help="JSONL of training rows")
-    data_dir: str = setting("", help="manual data directory (\"\" = $MATHJAX_DATA_DIR)")
-    benchmarks: list[str] = setting(default_factory=lambda: ["gsm8k", "math"], commas=True,
-                                    help="test sets: gsm8k, math, math500 or JSONL files with `question`")
+    data_dir: str = setting("", help='manual data directory ("" = $MATHJAX_DATA_DIR)')
+    benchmarks: list[str] = setting(
+        default_factory=lambda: ["gsm8k", "math"],
+        commas=True,
+        help="test sets: gsm8k, math, math500 or JSONL files with `question`",
+    )
     ngram: int = setting(13, help="word n-gram length of the overlap check")
     fields: list[str] = setting(default_factory=lambda: ["question"], commas=True, help="row fields to check")
 
@@ -842,8 +904,9 @@ class EvaluateStageConfig:
             raise ConfigError(f"{where}.checkpoints: at least one checkpoint is needed")
         self.eval.validate(f"{where}.eval")
         if self.sampled.num_samples == 1 or self.sampled.num_samples < 0:
-            raise ConfigError(f"{where}.sampled.num_samples: 0 (no sampled run) or >= 2, got "
-                              f"{self.sampled.num_samples}")
+            raise ConfigError(
+                f"{where}.sampled.num_samples: 0 (no sampled run) or >= 2, got {self.sampled.num_samples}"
+            )
 
 
 @dataclass

@@ -7,6 +7,7 @@ gives the log-linear data-scaling fit; the final model is exported to HF and rel
 `transformers`. Writes RUN_DIR/demo_summary.json and RUN_DIR/report.md (demo_report.py); re-running
 resumes at the first unfinished stage (pipeline/runner.py).
 """
+
 from __future__ import annotations
 
 import json
@@ -45,8 +46,13 @@ def check_hf_reload(train_dir: str, hf_dir: str, prompts: list[str], new_tokens:
     same = 0
     for p, (c,) in zip(ids, greedy):
         with torch.no_grad():
-            b = hf.generate(torch.tensor([p]), max_new_tokens=new_tokens, min_new_tokens=new_tokens,
-                            do_sample=False, pad_token_id=tok.pad_token_id)[0, len(p):].tolist()
+            b = hf.generate(
+                torch.tensor([p]),
+                max_new_tokens=new_tokens,
+                min_new_tokens=new_tokens,
+                do_sample=False,
+                pad_token_id=tok.pad_token_id,
+            )[0, len(p) :].tolist()
         same += c.token_ids == b
     return {"hf_dir": str(hf_dir), "max_abs_logit_diff": max_diff, "greedy_identical": f"{same}/{len(ids)}"}
 
@@ -88,19 +94,30 @@ def summarize(manifest: dict) -> dict:
     kept = select["sampled_paths_per_question"] or {"mean": 0.0}
     out = {
         "heldout_problems": sft["greedy"]["problems"],
-        "accuracy_before": evaluated["init"]["greedy"]["accuracy"], "accuracy_sft": sft["greedy"]["accuracy"],
+        "accuracy_before": evaluated["init"]["greedy"]["accuracy"],
+        "accuracy_sft": sft["greedy"]["accuracy"],
         "accuracy_rft": evaluated["retrain"]["greedy"]["accuracy"],
         "intervals": {"before": interval("init"), "sft": interval("sft"), "rft": interval("retrain")},
         "rft_minus_sft": paired("sft", "retrain"),
-        "pass_at_k": sft["sampled"]["pass@k"], "maj_at_k": sft["sampled"]["maj@k"],
-        "rft": {"questions": sample["questions_in_shard"], "samples": sample["samples"],
-                "verified_distinct_kept": sample["kept_samples"],
-                "questions_with_a_kept_path": select["questions"],
-                "paths_kept_per_question": round(select["rows"] / sample["questions_in_shard"], 3),
-                "paths_per_question_with_one": kept["mean"], "rejected": select["rejected"],
-                "sampler_rejected": sample["rejected"]},
-        "scaling_fit": {"sizes": scaling["sizes"], "accuracies": scaling["accuracy"], "slope": scaling["slope"],
-                        "r2": scaling["r2"], "gain_per_doubling": scaling["gain_per_doubling"]},
+        "pass_at_k": sft["sampled"]["pass@k"],
+        "maj_at_k": sft["sampled"]["maj@k"],
+        "rft": {
+            "questions": sample["questions_in_shard"],
+            "samples": sample["samples"],
+            "verified_distinct_kept": sample["kept_samples"],
+            "questions_with_a_kept_path": select["questions"],
+            "paths_kept_per_question": round(select["rows"] / sample["questions_in_shard"], 3),
+            "paths_per_question_with_one": kept["mean"],
+            "rejected": select["rejected"],
+            "sampler_rejected": sample["rejected"],
+        },
+        "scaling_fit": {
+            "sizes": scaling["sizes"],
+            "accuracies": scaling["accuracy"],
+            "slope": scaling["slope"],
+            "r2": scaling["r2"],
+            "gain_per_doubling": scaling["gain_per_doubling"],
+        },
         "stage_seconds": {name: rec.get("seconds") for name, rec in st.items()},
     }
     if "continued" in evaluated:  # the control: SFT continued on the seed set alone for the retraining's steps

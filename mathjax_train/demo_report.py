@@ -1,5 +1,6 @@
 """RUN_DIR/report.md for the demo: what each claim showed, how much of it is noise, and the plots
 it links (accuracy per stage, pass@k and maj@k against first-answer accuracy; the scaling stage's fit)."""
+
 from __future__ import annotations
 
 import os
@@ -26,8 +27,10 @@ def plot_stages(summary: dict, path: str) -> None:
 
     fit, iv = summary["scaling_fit"], summary["intervals"]
     bars: list[tuple[str, float, str | None, str]] = [("untrained", summary["accuracy_before"], "before", "#999")]
-    bars += [(f"SFT {s:g}", a, "sft" if i == len(fit["sizes"]) - 1 else None, "#4c72b0")
-             for i, (s, a) in enumerate(zip(fit["sizes"], fit["accuracies"]))]
+    bars += [
+        (f"SFT {s:g}", a, "sft" if i == len(fit["sizes"]) - 1 else None, "#4c72b0")
+        for i, (s, a) in enumerate(zip(fit["sizes"], fit["accuracies"]))
+    ]
     bars.append(("SFT + RFT", summary["accuracy_rft"], "rft", "#dd8452"))
     if "accuracy_continued_sft" in summary:
         bars.append(("SFT continued\n(control)", summary["accuracy_continued_sft"], "continued_sft", "#55a868"))
@@ -56,10 +59,19 @@ def plot_pass_at_k(summary: dict, path: str) -> None:
     for metric, style in (("pass_at_k", "-o"), ("maj_at_k", "--s")):
         curve = summary[metric]
         ks = sorted(curve, key=int)
-        ax.plot([int(k) for k in ks], [curve[k] for k in ks], style, color="#4c72b0",
-                label=f"SFT {metric.replace('_at_', '@')}", markersize=4)
-    for key, name, color in (("accuracy_sft", "SFT", "#4c72b0"), ("accuracy_rft", "SFT + RFT", "#dd8452"),
-                             ("accuracy_continued_sft", "SFT continued", "#55a868")):
+        ax.plot(
+            [int(k) for k in ks],
+            [curve[k] for k in ks],
+            style,
+            color="#4c72b0",
+            label=f"SFT {metric.replace('_at_', '@')}",
+            markersize=4,
+        )
+    for key, name, color in (
+        ("accuracy_sft", "SFT", "#4c72b0"),
+        ("accuracy_rft", "SFT + RFT", "#dd8452"),
+        ("accuracy_continued_sft", "SFT continued", "#55a868"),
+    ):
         if key in summary:
             ax.axhline(summary[key], color=color, linestyle=":", linewidth=1.2, label=f"{name} first answer (greedy)")
     ax.set_xscale("log", base=2)
@@ -75,16 +87,23 @@ def plot_pass_at_k(summary: dict, path: str) -> None:
 def _control(summary: dict) -> str:
     """What the control says about the RFT gain: the kept paths, or only the extra steps."""
     if "rft_minus_continued_sft" not in summary:
-        return ("The retrained model also took more optimizer steps than the SFT model (as in the RFT paper, where "
-                "the augmented set is trained for the same number of epochs); without a control stage (`continued`) "
-                "this run does not separate the two.")
+        return (
+            "The retrained model also took more optimizer steps than the SFT model (as in the RFT paper, where "
+            "the augmented set is trained for the same number of epochs); without a control stage (`continued`) "
+            "this run does not separate the two."
+        )
     c = summary["rft_minus_continued_sft"]
-    verdict = ("so the kept paths, not only the extra steps, made the difference." if c["interval"][0] > 0 else
-               "an interval that includes zero: in this run the extra steps, not the kept paths, explain the gain.")
-    return (f"Control: the SFT model continued on the seed set alone for the same steps reached "
-            f"{_pct(summary['accuracy_continued_sft'])}; RFT minus control {c['difference'] * 100:+.1f} points, 95% "
-            f"interval [{c['interval'][0] * 100:+.1f}, {c['interval'][1] * 100:+.1f}] ({c['gained']} newly solved, "
-            f"{c['lost']} lost), {verdict}")
+    verdict = (
+        "so the kept paths, not only the extra steps, made the difference."
+        if c["interval"][0] > 0
+        else "an interval that includes zero: in this run the extra steps, not the kept paths, explain the gain."
+    )
+    return (
+        f"Control: the SFT model continued on the seed set alone for the same steps reached "
+        f"{_pct(summary['accuracy_continued_sft'])}; RFT minus control {c['difference'] * 100:+.1f} points, 95% "
+        f"interval [{c['interval'][0] * 100:+.1f}, {c['interval'][1] * 100:+.1f}] ({c['gained']} newly solved, "
+        f"{c['lost']} lost), {verdict}"
+    )
 
 
 def markdown(summary: dict, manifest: dict, links: dict[str, str]) -> str:
@@ -105,9 +124,14 @@ def markdown(summary: dict, manifest: dict, links: dict[str, str]) -> str:
         f"| untrained | {_pct(summary['accuracy_before'])} | {_interval(iv['before'])} |",
         f"| SFT ({fit['sizes'][-1]:g} seed problems) | {_pct(summary['accuracy_sft'])} | {_interval(iv['sft'])} |",
         f"| SFT + RFT (retrained on seed + kept paths) | {_pct(summary['accuracy_rft'])} | {_interval(iv['rft'])} |",
-        *([f"| SFT continued on the seed set alone, same steps (control) | "
-           f"{_pct(summary['accuracy_continued_sft'])} | {_interval(iv['continued_sft'])} |"]
-          if "accuracy_continued_sft" in summary else []),
+        *(
+            [
+                f"| SFT continued on the seed set alone, same steps (control) | "
+                f"{_pct(summary['accuracy_continued_sft'])} | {_interval(iv['continued_sft'])} |"
+            ]
+            if "accuracy_continued_sft" in summary
+            else []
+        ),
         "",
         f"![accuracy per stage]({links['stages']})",
         "",
@@ -119,8 +143,11 @@ def markdown(summary: dict, manifest: dict, links: dict[str, str]) -> str:
         f"RFT minus SFT: {d['difference'] * 100:+.1f} points, 95% interval "
         f"[{d['interval'][0] * 100:+.1f}, {d['interval'][1] * 100:+.1f}] (paired over {d['problems']} problems: "
         f"{d['gained']} newly solved, {d['lost']} lost). "
-        + ("The interval excludes zero: the gain is larger than the evaluation noise."
-           if above else "The interval includes zero: this run does not show a gain beyond the evaluation noise."),
+        + (
+            "The interval excludes zero: the gain is larger than the evaluation noise."
+            if above
+            else "The interval includes zero: this run does not show a gain beyond the evaluation noise."
+        ),
         _control(summary),
         "",
         "## pass@k vs first answer (Xwin-Math)",

@@ -3,6 +3,7 @@
 Tolerances, float32 throughout (another kernel sums the softmax in another order): activations
 elementwise |kernel - dot| <= 2e-5 + 2e-5 |dot| (values are O(1)); gradients, which sum hundreds
 of token contributions, max |kernel - dot| <= 1e-5 * max |dot| over each tensor."""
+
 import jax
 import numpy as np
 
@@ -32,15 +33,24 @@ def packed_segments(b, t, seed=0, lengths=(20, 120)):
             n = int(rng.integers(*lengths))
             if start + n > t - 10:
                 break
-            seg[r, start:start + n], pos[r, start:start + n] = s, np.arange(n)
+            seg[r, start : start + n], pos[r, start : start + n] = s, np.arange(n)
             start, s = start + n, s + 1
     return seg, pos
 
 
 def tiny_model_config(kernel, **kw):
-    overrides = ["model.vocab_size=64", "model.hidden_size=64", "model.intermediate_size=128", "model.num_layers=2",
-                 "model.num_heads=4", "model.num_kv_heads=2", "model.dtype=float32", "train.seq_len=128",
-                 "train.batch_size=4", f"model.attention_kernel={kernel}"]
+    overrides = [
+        "model.vocab_size=64",
+        "model.hidden_size=64",
+        "model.intermediate_size=128",
+        "model.num_layers=2",
+        "model.num_heads=4",
+        "model.num_kv_heads=2",
+        "model.dtype=float32",
+        "train.seq_len=128",
+        "train.batch_size=4",
+        f"model.attention_kernel={kernel}",
+    ]
     return load_config(None, overrides + [f"{k}={v}" for k, v in kw.items()])
 
 

@@ -1,4 +1,5 @@
 """Test setup: 8 fake CPU devices for sharding tests, set before JAX is imported anywhere."""
+
 import atexit
 import gc
 import os
@@ -27,9 +28,14 @@ def _share_compiled_programs() -> None:
         return  # the caller chose one
     cache = tempfile.mkdtemp(prefix="mathjax-tests-jax-cache-")
     atexit.register(shutil.rmtree, cache, ignore_errors=True)
-    os.environ.update({"JAX_COMPILATION_CACHE_DIR": cache, "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS": "0",
-                       "JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES": "0",
-                       "JAX_COMPILATION_CACHE_MAX_SIZE": str(8 << 30)})
+    os.environ.update(
+        {
+            "JAX_COMPILATION_CACHE_DIR": cache,
+            "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS": "0",
+            "JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES": "0",
+            "JAX_COMPILATION_CACHE_MAX_SIZE": str(8 << 30),
+        }
+    )
 
 
 _share_compiled_programs()

@@ -1,4 +1,5 @@
 """Small data the data-pipeline tests write themselves: a manual directory, SFT JSONL, a tokenizer."""
+
 from __future__ import annotations
 
 import json
@@ -8,20 +9,57 @@ from hf_fixtures import write_tokenizer
 from mathjax_train.config import load_config
 
 GSM_TRAIN = [
-    {"question": f"Ann has {n} bags of 4 apples. How many apples does she have?",
-     "answer": f"She has {n}*4 = <<{n}*4={4 * n}>>{4 * n} apples.\n#### {4 * n}"} for n in range(2, 9)
+    {
+        "question": f"Ann has {n} bags of 4 apples. How many apples does she have?",
+        "answer": f"She has {n}*4 = <<{n}*4={4 * n}>>{4 * n} apples.\n#### {4 * n}",
+    }
+    for n in range(2, 9)
 ]
-GSM_TEST = [{"question": "What is 2 + 2?", "answer": "2+2=<<2+2=4>>4\n#### 4"},
-            {"question": "What is 3 + 3?", "answer": "3+3=<<3+3=6>>6\n#### 6"}]
-MATH_ROW = {"problem": "Find $1+1$.", "solution": "We have $1+1=\\boxed{2}$.", "answer": "2", "level": "Level 1",
-            "type": "Algebra", "subject": "algebra", "unique_id": "train/algebra/0.json"}
-MATH_TRAIN = [dict(MATH_ROW, problem=f"Find ${k}+{k}$.", solution=f"We have ${k}+{k}=\\boxed{{{2 * k}}}$.",
-                   answer=str(2 * k), unique_id=f"train/algebra/{k}.json") for k in range(1, 6)]
-MATH_TRAIN.append(dict(MATH_ROW, solution="No box here: $\\boxed{}$.", answer="", level="Level ?",
-                       unique_id="train/number_theory/7115.json", type="Number Theory", subject="number_theory"))
+GSM_TEST = [
+    {"question": "What is 2 + 2?", "answer": "2+2=<<2+2=4>>4\n#### 4"},
+    {"question": "What is 3 + 3?", "answer": "3+3=<<3+3=6>>6\n#### 6"},
+]
+MATH_ROW = {
+    "problem": "Find $1+1$.",
+    "solution": "We have $1+1=\\boxed{2}$.",
+    "answer": "2",
+    "level": "Level 1",
+    "type": "Algebra",
+    "subject": "algebra",
+    "unique_id": "train/algebra/0.json",
+}
+MATH_TRAIN = [
+    dict(
+        MATH_ROW,
+        problem=f"Find ${k}+{k}$.",
+        solution=f"We have ${k}+{k}=\\boxed{{{2 * k}}}$.",
+        answer=str(2 * k),
+        unique_id=f"train/algebra/{k}.json",
+    )
+    for k in range(1, 6)
+]
+MATH_TRAIN.append(
+    dict(
+        MATH_ROW,
+        solution="No box here: $\\boxed{}$.",
+        answer="",
+        level="Level ?",
+        unique_id="train/number_theory/7115.json",
+        type="Number Theory",
+        subject="number_theory",
+    )
+)
 MATH_TEST = [dict(MATH_ROW, unique_id="test/algebra/3.json", level="Level 2")]
-MATH500 = [{"problem": "Find $2+2$.", "solution": "$\\boxed{4}$", "answer": "4", "subject": "Precalculus",
-            "level": 3, "unique_id": "test/precalculus/807.json"}]
+MATH500 = [
+    {
+        "problem": "Find $2+2$.",
+        "solution": "$\\boxed{4}$",
+        "answer": "4",
+        "subject": "Precalculus",
+        "level": 3,
+        "unique_id": "test/precalculus/807.json",
+    }
+]
 
 
 def write_jsonl(path: Path, rows) -> Path:
@@ -41,9 +79,16 @@ def write_manual_dir(root: Path) -> Path:
 
 def synthetic_rows(n: int, start: int = 0) -> list[dict]:
     """Distinct SFT rows of varied length (so packing has misfits to deal with)."""
-    return [{"question": f"Question {i}: what is {i} times {i % 7 + 2}?" + " Think." * (i % 5),
-             "solution": f"{i} times {i % 7 + 2} is {i * (i % 7 + 2)}." + " Check it again." * (i % 4),
-             "answer": str(i * (i % 7 + 2)), "source": "unit", "level": 1 + i % 5} for i in range(start, start + n)]
+    return [
+        {
+            "question": f"Question {i}: what is {i} times {i % 7 + 2}?" + " Think." * (i % 5),
+            "solution": f"{i} times {i % 7 + 2} is {i * (i % 7 + 2)}." + " Check it again." * (i % 4),
+            "answer": str(i * (i % 7 + 2)),
+            "source": "unit",
+            "level": 1 + i % 5,
+        }
+        for i in range(start, start + n)
+    ]
 
 
 def setup_data(root: Path) -> dict:
@@ -55,6 +100,14 @@ def setup_data(root: Path) -> dict:
 
 
 def config(paths: dict, *overrides: str, seq_len: int = 128, batch: int = 4):
-    return load_config(None, [f"data.tokenizer={paths['tok']}", f"data.data_dir={paths['manual']}",
-                              f"data.jsonl=[{paths['synth']}]", f"train.seq_len={seq_len}",
-                              f"train.batch_size={batch}", *overrides])
+    return load_config(
+        None,
+        [
+            f"data.tokenizer={paths['tok']}",
+            f"data.data_dir={paths['manual']}",
+            f"data.jsonl=[{paths['synth']}]",
+            f"train.seq_len={seq_len}",
+            f"train.batch_size={batch}",
+            *overrides,
+        ],
+    )

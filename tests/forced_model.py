@@ -7,6 +7,7 @@ model is still a normal LLaMA checkpoint: import-hf, prefill, KV cache and sampl
 An output block is one token only if the executed output is exactly the scripted one, so the
 script can only continue past a code run when the code really ran and printed what it should.
 """
+
 from __future__ import annotations
 
 import json
@@ -75,5 +76,17 @@ OUT1, OUT2 = "```output\n42\n```\n", "```output\n43\n```\n"
 OUT3 = "```output\nNameError: name 'undefined_name' is not defined\n```\n"
 ANS1, ANS2, ANS3 = "The answer is \\boxed{43}.", "No code needed: \\boxed{7}.", "The variable was missing."
 ADDED = [Q1, Q2, Q3, CODE1, CODE2, CODE3, STOP_TOKEN, OUT1, OUT2, OUT3, ANS1, ANS2, ANS3]
-SCRIPT = {Q1: CODE1, CODE1: STOP_TOKEN, OUT1: CODE2, CODE2: STOP_TOKEN, OUT2: ANS1, ANS1: EOS,
-          Q2: ANS2, ANS2: EOS, Q3: CODE3, CODE3: STOP_TOKEN, OUT3: ANS3, ANS3: EOS}
+SCRIPT = {
+    Q1: CODE1,
+    CODE1: STOP_TOKEN,
+    OUT1: CODE2,
+    CODE2: STOP_TOKEN,
+    OUT2: ANS1,
+    ANS1: EOS,
+    Q2: ANS2,
+    ANS2: EOS,
+    Q3: CODE3,
+    CODE3: STOP_TOKEN,
+    OUT3: ANS3,
+    ANS3: EOS,
+}

@@ -1,4 +1,5 @@
 """Tiny random HF checkpoints and tokenizers written by the tests themselves (no downloads)."""
+
 from __future__ import annotations
 
 import json
@@ -14,9 +15,19 @@ CORPUS = [
 VARIANTS = {
     # name: (model_type, extra HF config fields)
     "llama": ("llama", {}),
-    "llama3": ("llama", {"rope_parameters": {"rope_type": "llama3", "rope_theta": 500000.0, "factor": 8.0,
-                                             "low_freq_factor": 1.0, "high_freq_factor": 4.0,
-                                             "original_max_position_embeddings": 64}}),
+    "llama3": (
+        "llama",
+        {
+            "rope_parameters": {
+                "rope_type": "llama3",
+                "rope_theta": 500000.0,
+                "factor": 8.0,
+                "low_freq_factor": 1.0,
+                "high_freq_factor": 4.0,
+                "original_max_position_embeddings": 64,
+            }
+        },
+    ),
     "mistral": ("mistral", {"sliding_window": 48, "head_dim": 24}),
     "qwen2": ("qwen2", {}),
     "tied": ("llama", {"tie_word_embeddings": True, "attention_bias": True}),
@@ -30,27 +41,43 @@ def write_tokenizer(directory: Path, bos: bool = True) -> None:
     tok = Tokenizer(models.BPE())
     tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     tok.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(vocab_size=300, special_tokens=["<unk>", "<s>", "</s>"],
-                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
+    trainer = trainers.BpeTrainer(
+        vocab_size=300, special_tokens=["<unk>", "<s>", "</s>"], initial_alphabet=pre_tokenizers.ByteLevel.alphabet()
+    )
     tok.train_from_iterator(CORPUS, trainer)
     if bos:
-        tok.post_processor = processors.TemplateProcessing(single="<s> $A", pair="<s> $A <s> $B",
-                                                           special_tokens=[("<s>", 1)])
+        tok.post_processor = processors.TemplateProcessing(
+            single="<s> $A", pair="<s> $A <s> $B", special_tokens=[("<s>", 1)]
+        )
     directory.mkdir(parents=True, exist_ok=True)
     tok.save(str(directory / "tokenizer.json"))
-    (directory / "tokenizer_config.json").write_text(json.dumps(
-        {"bos_token": "<s>", "eos_token": "</s>", "unk_token": "<unk>", "tokenizer_class": "TokenizersBackend"}))
+    (directory / "tokenizer_config.json").write_text(
+        json.dumps(
+            {"bos_token": "<s>", "eos_token": "</s>", "unk_token": "<unk>", "tokenizer_class": "TokenizersBackend"}
+        )
+    )
 
 
 def hf_config(variant: str, kv_heads: int = 2, vocab_size: int = 320):
     import transformers
 
     model_type, extra = VARIANTS[variant]
-    cls = {"llama": transformers.LlamaConfig, "mistral": transformers.MistralConfig,
-           "qwen2": transformers.Qwen2Config}[model_type]
-    fields = dict(vocab_size=vocab_size, hidden_size=96, intermediate_size=160, num_hidden_layers=2,
-                  num_attention_heads=4, num_key_value_heads=kv_heads, max_position_embeddings=1024,
-                  rms_norm_eps=1e-5, bos_token_id=1, eos_token_id=2, pad_token_id=None)
+    cls = {"llama": transformers.LlamaConfig, "mistral": transformers.MistralConfig, "qwen2": transformers.Qwen2Config}[
+        model_type
+    ]
+    fields = dict(
+        vocab_size=vocab_size,
+        hidden_size=96,
+        intermediate_size=160,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=kv_heads,
+        max_position_embeddings=1024,
+        rms_norm_eps=1e-5,
+        bos_token_id=1,
+        eos_token_id=2,
+        pad_token_id=None,
+    )
     fields.update(extra)
     return cls(**fields)
 

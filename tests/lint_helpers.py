@@ -1,5 +1,6 @@
 """The lint tools of tests/test_lint.py, and its package-wide mypy run, which tests/conftest.py starts at
 collection so that it runs on a spare core beside the other tests (it needs no JAX and takes about a minute)."""
+
 from __future__ import annotations
 
 import atexit
@@ -27,8 +28,9 @@ def mypy_command(cache_dir) -> list[str]:
 
 
 def _start(cache_dir) -> subprocess.Popen:
-    return subprocess.Popen(mypy_command(cache_dir), cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                            text=True)
+    return subprocess.Popen(
+        mypy_command(cache_dir), cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+    )
 
 
 def start_early(nodeids) -> None:

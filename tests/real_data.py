@@ -2,6 +2,7 @@
 
 Tests that read them carry the `realdata` marker and skip only when the directory is absent.
 """
+
 import os
 from pathlib import Path
 

@@ -5,6 +5,7 @@ Usage: python sandbox_caller.py CODE [REPEAT]. Runs the snippet CODE through
 report and the results. Imports only the standard library and the interpreter module, so any
 Python 3.11 the user can run will do.
 """
+
 import dataclasses
 import json
 import os
@@ -17,8 +18,7 @@ from mathjax_train.tools.interpreter import Limits, execute, isolation_report  #
 def main() -> None:
     code = sys.argv[1]
     repeat = int(sys.argv[2]) if len(sys.argv) > 2 else 1
-    results = [dataclasses.asdict(execute(code, timeout_s=2.0, limits=Limits(memory_mb=256)))
-               for _ in range(repeat)]
+    results = [dataclasses.asdict(execute(code, timeout_s=2.0, limits=Limits(memory_mb=256))) for _ in range(repeat)]
     print(json.dumps({"report": isolation_report(), "results": results}))
 
 

@@ -2,6 +2,7 @@
 full mask: outputs and gradients, alone (causal, packed with padding, sliding windows below and above
 the block, grouped-query heads, bf16, sharded inputs) and inside the decoder. Its static key
 skipping drops only keys the full mask hides. Float32 tolerances: attention_helpers."""
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -12,11 +13,17 @@ from attention_helpers import TOL, assert_close_to_scale, packed_segments, tiny_
 from mathjax_train.config import load_config
 from mathjax_train.data.batches import ToyCopyIterator
 from mathjax_train.model import Decoder
-from mathjax_train.model.attention import (attention_mask, blocked_attention, dot_product_attention, key_start,
-                                           query_block, self_attention)
+from mathjax_train.model.attention import (
+    attention_mask,
+    blocked_attention,
+    dot_product_attention,
+    key_start,
+    query_block,
+    self_attention,
+)
 from mathjax_train.parallel.mesh import make_mesh
 
-BF16_ULP = 2.0 ** -8  # spacing of bfloat16 numbers in [1, 2)
+BF16_ULP = 2.0**-8  # spacing of bfloat16 numbers in [1, 2)
 
 
 def _inputs(b, t, h, kv, d, dtype=jnp.float32, seed=1):
@@ -38,9 +45,11 @@ def _blocked(seg, pos, window, block):
 def _outputs_and_grads(fn, q, k, v, w):
     """Output and d(sum(out * w))/d(q, k, v), one compiled program; w is zero at padding queries,
     whose output nothing reads."""
+
     def run(q, k, v):
         out, pull = jax.vjp(fn, q, k, v)
         return out, pull((w * jnp.ones_like(out)).astype(out.dtype))
+
     return jax.jit(run)(q, k, v)
 
 
@@ -109,8 +118,8 @@ def test_window_skip_drops_only_hidden_keys():
             for block in (64, 128):
                 for q0 in range(0, t, block):
                     k0 = key_start(q0, block, window)
-                    assert k0 % block == 0 and not mask[:, q0:q0 + block, :k0].any(), (window, block, q0)
-                    assert k0 == 0 or mask[:, q0:q0 + block, k0:q0 + block].any()  # and no more than that
+                    assert k0 % block == 0 and not mask[:, q0 : q0 + block, :k0].any(), (window, block, q0)
+                    assert k0 == 0 or mask[:, q0 : q0 + block, k0 : q0 + block].any()  # and no more than that
 
 
 def test_short_or_odd_lengths_take_the_dot_path():
@@ -154,7 +163,10 @@ def test_sharded_inputs_give_the_same_outputs_and_gradients():
     w = w * (seg > 0)[:, :, None, None]
     out_ref, g_ref = _outputs_and_grads(_dot(seg, pos, window), q, k, v, w)
     mesh = make_mesh(load_config(None, ["mesh.data=2", "mesh.fsdp=2", "mesh.tensor=2"]).mesh)
-    heads, rows = NamedSharding(mesh, P(("data", "fsdp"), None, "tensor", None)), NamedSharding(mesh, P(("data", "fsdp")))
+    heads, rows = (
+        NamedSharding(mesh, P(("data", "fsdp"), None, "tensor", None)),
+        NamedSharding(mesh, P(("data", "fsdp"))),
+    )
     q, k, v, w = (jax.device_put(x, heads) for x in (q, k, v, w))
     seg, pos = (jax.device_put(x, rows) for x in (seg, pos))
     with jax.set_mesh(mesh):

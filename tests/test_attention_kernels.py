@@ -5,6 +5,7 @@ the `gpu`-marked test, run on one with `JAX_PLATFORMS=cuda pytest -m gpu`).
 
 Tolerances: attention_helpers (float32). The GPU test is bf16 (cuDNN has no fp32 kernel) against the
 dot path in float32 on the same bf16 inputs."""
+
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
@@ -19,6 +20,7 @@ from mathjax_train.model.attention import attention_mask, dot_product_attention
 from mathjax_train.model.attention_kernels import block_size, cudnn_attention, splash_attention
 from mathjax_train.parallel.mesh import make_mesh
 from mathjax_train.parallel.rules import axis_rules
+
 
 def _dot(q, k, v, seg, pos, window):
     slots = jnp.arange(q.shape[1])
@@ -127,8 +129,11 @@ def test_sharded_train_step_matches_dot():
 
 
 def test_bad_settings_are_named():
-    with pytest.raises(ConfigError, match=r"train.seq_len \(100\) must be a multiple of 128 for "
-                                          r"model.attention_kernel=splash"):
+    with pytest.raises(
+        ConfigError,
+        match=r"train.seq_len \(100\) must be a multiple of 128 for "
+        r"model.attention_kernel=splash",
+    ):
         tiny_model_config("splash", **{"train.seq_len": 100})
     with pytest.raises(ConfigError, match="model.attention_kernel: 'flash3' is not one of dot, splash"):
         tiny_model_config("flash3")

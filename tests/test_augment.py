@@ -6,6 +6,7 @@ question after "New problem:" and one solution after "Solution:"), so agreement 
 rows are kept; and a random tiny checkpoint, whose real outputs must all be accounted for by the
 filters. The self-consistency vote itself is tested on hand-written completions.
 """
+
 import json
 import subprocess
 import sys
@@ -18,8 +19,17 @@ from forced_model import EOS, make_forced_checkpoint, write_jsonl
 from hf_fixtures import import_random_model
 from mathjax_train.cli import main
 from mathjax_train.data.jsonl_source import JsonlFormatError, read_sft_jsonl
-from mathjax_train.synth.augment import (DROP_REASONS, METHOD_PROMPTS, SOLVE_PROMPT, AugmentConfig, augment,
-                                         difficulty, load_seeds, majority_vote, parse_question)
+from mathjax_train.synth.augment import (
+    DROP_REASONS,
+    METHOD_PROMPTS,
+    SOLVE_PROMPT,
+    AugmentConfig,
+    augment,
+    difficulty,
+    load_seeds,
+    majority_vote,
+    parse_question,
+)
 from mathjax_train.synth.teacher import CheckpointTeacher, HttpTeacher, Sampling, TeacherError
 
 QUESTION = " Tom has 36 apples and buys 36 more. How many apples does he have now?"
@@ -30,13 +40,31 @@ REPO = Path(__file__).resolve().parents[1]
 def make_data_dir(root: Path, gsm_test: list[str]) -> Path:
     """A manual data directory: GSM8K train seeds and small GSM8K / MATH test sets."""
     write = lambda rel, rows: write_jsonl((root / rel).parent.mkdir(parents=True, exist_ok=True) or root / rel, rows)  # noqa: E731
-    write("gsm8k/train.jsonl", [
-        {"question": "Ann has 20 apples and buys 52 more. How many apples does she have?", "answer": "20+52=72\n#### 72"},
-        {"question": "A box holds 3 rows of 3 pens. How many pens?", "answer": "3*3=9\n#### 9"}])
+    write(
+        "gsm8k/train.jsonl",
+        [
+            {
+                "question": "Ann has 20 apples and buys 52 more. How many apples does she have?",
+                "answer": "20+52=72\n#### 72",
+            },
+            {"question": "A box holds 3 rows of 3 pens. How many pens?", "answer": "3*3=9\n#### 9"},
+        ],
+    )
     write("gsm8k/test.jsonl", [{"question": q, "answer": "#### 1"} for q in gsm_test])
-    write("math/test.jsonl", [{"problem": "Compute $\\dbinom{8}{4}$.", "solution": "$\\boxed{70}$", "answer": "70",
-                               "level": "Level 1", "type": "Counting", "subject": "counting",
-                               "unique_id": "test/counting/1.json"}])
+    write(
+        "math/test.jsonl",
+        [
+            {
+                "problem": "Compute $\\dbinom{8}{4}$.",
+                "solution": "$\\boxed{70}$",
+                "answer": "70",
+                "level": "Level 1",
+                "type": "Counting",
+                "subject": "counting",
+                "unique_id": "test/counting/1.json",
+            }
+        ],
+    )
     return root
 
 
@@ -55,8 +83,23 @@ def local_teacher(forced_ckpt):
 @pytest.fixture(scope="module")
 def forced_server(forced_ckpt):
     """`mathjax-train serve` in a subprocess; yields its base URL."""
-    proc = subprocess.Popen([sys.executable, "-m", "mathjax_train.cli", "serve", str(forced_ckpt), "--port", "0",
-                             "--quiet", "--max-batch", "4"], cwd=REPO, stdout=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "mathjax_train.cli",
+            "serve",
+            str(forced_ckpt),
+            "--port",
+            "0",
+            "--quiet",
+            "--max-batch",
+            "4",
+        ],
+        cwd=REPO,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
     ready = {}
 
     def read_ready():
@@ -77,10 +120,34 @@ def forced_server(forced_ckpt):
 
 
 def run_augment(url, data_dir, out, *extra):
-    return main(["augment", "--seeds", "gsm8k", "--teacher-url", url, "--teacher-model", "ckpt",
-                 "--teacher-api", "completions", "--api-key-env", "", "--n", "3", "--temperature", "0.8",
-                 "--max-tokens", "8", "--question-max-tokens", "8", "--output", str(out), "--data-dir",
-                 str(data_dir), *extra])
+    return main(
+        [
+            "augment",
+            "--seeds",
+            "gsm8k",
+            "--teacher-url",
+            url,
+            "--teacher-model",
+            "ckpt",
+            "--teacher-api",
+            "completions",
+            "--api-key-env",
+            "",
+            "--n",
+            "3",
+            "--temperature",
+            "0.8",
+            "--max-tokens",
+            "8",
+            "--question-max-tokens",
+            "8",
+            "--output",
+            str(out),
+            "--data-dir",
+            str(data_dir),
+            *extra,
+        ]
+    )
 
 
 def test_augment_against_serve_keeps_agreeing_rows_with_provenance(forced_server, forced_ckpt, tmp_path):
@@ -112,8 +179,16 @@ def test_augment_against_serve_keeps_agreeing_rows_with_provenance(forced_server
     from mathjax_train.data.sources import make_train_iterator
     from mathjax_train.data.vocab import load_tokenizer
 
-    cfg = load_config(None, [f"data.tokenizer={forced_ckpt / 'tokenizer'}", f"data.jsonl=[{out}]",
-                             "data.mixture=synthetic", "train.seq_len=512", "train.batch_size=2"])
+    cfg = load_config(
+        None,
+        [
+            f"data.tokenizer={forced_ckpt / 'tokenizer'}",
+            f"data.jsonl=[{out}]",
+            "data.mixture=synthetic",
+            "train.seq_len=512",
+            "train.batch_size=2",
+        ],
+    )
     batch = next(iter(make_train_iterator(cfg, rows=2)))
     check_batch(batch, 2, 512)
     targets = batch["targets"][0][batch["loss_weights"][0] > 0]
@@ -134,8 +209,12 @@ def test_contaminated_rows_never_reach_the_file(local_teacher, tmp_path):
     planted = "Tom has 12 apples and buys 12 more.  How many apples does he have now"  # numbers, spaces, '?'
     data_dir = make_data_dir(tmp_path / "data", ["Janet has 16 ducks.", planted])
     teacher = local_teacher
-    cfg = AugmentConfig(methods=("change_numbers",), n=2, question_sampling=Sampling(0.7, 1.0, 8, 0),
-                        solution_sampling=Sampling(0.7, 1.0, 8, 1))
+    cfg = AugmentConfig(
+        methods=("change_numbers",),
+        n=2,
+        question_sampling=Sampling(0.7, 1.0, 8, 0),
+        solution_sampling=Sampling(0.7, 1.0, 8, 1),
+    )
     out = tmp_path / "aug.jsonl"
     report = augment(load_seeds("gsm8k", data_dir), teacher, cfg, out, data_dir=data_dir)
     assert report.kept == 0 and report.dropped["contaminated"] == 1 and report.dropped["duplicate_question"] == 1
@@ -171,8 +250,12 @@ def test_real_random_teacher_outputs_are_all_accounted_for(random_server, tmp_pa
     data_dir = make_data_dir(tmp_path / "data", ["Janet has 16 ducks."])
     seeds = [s for s in load_seeds("gsm8k", data_dir)]
     teacher = HttpTeacher(random_server.url, "rand", api_key_env=None, api="chat")
-    cfg = AugmentConfig(n=4, answer_fallback="last_number", question_sampling=Sampling(1.0, 1.0, 24, 0),
-                        solution_sampling=Sampling(1.0, 1.0, 24, 1))
+    cfg = AugmentConfig(
+        n=4,
+        answer_fallback="last_number",
+        question_sampling=Sampling(1.0, 1.0, 24, 0),
+        solution_sampling=Sampling(1.0, 1.0, 24, 1),
+    )
     out = tmp_path / "aug.jsonl"
     report = augment(seeds, teacher, cfg, out, data_dir=data_dir)
     assert report.candidates == 6 and report.teacher_calls >= 6
@@ -192,6 +275,7 @@ def test_http_teacher_errors_name_the_endpoint(random_server):
 
 
 # ---- the vote and the parsers, on hand-written text ------------------------------------------------
+
 
 def test_majority_vote_clusters_equivalent_answers():
     v = majority_vote(["so \\boxed{0.5}", "thus \\boxed{\\frac{1}{2}}", "The answer is 1/2", "\\boxed{3}"])

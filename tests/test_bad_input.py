@@ -1,4 +1,5 @@
 """Bad input gets one clear error naming the file/field/line, and a non-zero exit code."""
+
 import json
 import subprocess
 import sys
@@ -61,8 +62,9 @@ def test_tensor_with_wrong_shape(hf_dir, tmp_path, capsys):
 
     tensors = dict(iter_tensors(epath.Path(d / "model.safetensors")))
     tensors[name] = np.zeros((7, 3), np.float32)
-    write_safetensors(epath.Path(d / "model.safetensors"), [(k, v.shape, v.dtype) for k, v in tensors.items()],
-                      lambda k: tensors[k])
+    write_safetensors(
+        epath.Path(d / "model.safetensors"), [(k, v.shape, v.dtype) for k, v in tensors.items()], lambda k: tensors[k]
+    )
     code, err = run(["import-hf", str(d), str(tmp_path / "c")], capsys)
     assert code != 0 and "model.safetensors" in err and name in err and "(7, 3)" in err
 
@@ -80,12 +82,14 @@ def test_prompt_row_without_prompt_and_malformed_line(hf_dir, tmp_path, capsys):
     assert main(["import-hf", str(hf_dir), str(ckpt), "--dtype", "float32"]) == 0
     bad = tmp_path / "bad.jsonl"
     bad.write_text('{"prompt": "1+1="}\n{"question": "2+2="}\n')
-    code, err = run(["generate", "--checkpoint", str(ckpt), "--prompts", str(bad), "--output", str(tmp_path / "o")],
-                    capsys)
+    code, err = run(
+        ["generate", "--checkpoint", str(ckpt), "--prompts", str(bad), "--output", str(tmp_path / "o")], capsys
+    )
     assert code != 0 and f"{bad}:2" in err and "'prompt'" in err
     bad.write_text('{"prompt": "1+1="}\n{"prompt": "2+2=}\n')
-    code, err = run(["generate", "--checkpoint", str(ckpt), "--prompts", str(bad), "--output", str(tmp_path / "o")],
-                    capsys)
+    code, err = run(
+        ["generate", "--checkpoint", str(ckpt), "--prompts", str(bad), "--output", str(tmp_path / "o")], capsys
+    )
     assert code != 0 and f"{bad}:2" in err
 
 
@@ -96,8 +100,11 @@ def test_not_a_checkpoint(tmp_path, capsys):
 
 def test_console_script_exit_code(tmp_path):
     """The installed entry point really exits non-zero with the message on stderr."""
-    proc = subprocess.run([sys.executable, "-m", "mathjax_train.cli", "import-hf", str(tmp_path / "nope"),
-                           str(tmp_path / "c")], capture_output=True, text=True)
+    proc = subprocess.run(
+        [sys.executable, "-m", "mathjax_train.cli", "import-hf", str(tmp_path / "nope"), str(tmp_path / "c")],
+        capture_output=True,
+        text=True,
+    )
     assert proc.returncode == 2 and "config.json" in proc.stderr and "not found" in proc.stderr
 
 

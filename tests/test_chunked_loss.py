@@ -1,6 +1,7 @@
 """The vocabulary-chunked loss equals the plain one on full logits (values, gradients wrt the hidden
 states and the head, z-loss, masked prompts, ragged last chunk, tied and untied heads, bf16), never
 holds the full logits, and one train step with it equals one step without it, sharded or not."""
+
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
@@ -31,6 +32,7 @@ def _objective(loss_fn):
     def f(hidden, kernel, targets, weights):
         s = loss_fn(hidden, kernel, targets, weights)
         return s["loss"] + s["z_loss"], s
+
     return jax.grad(f, argnums=(0, 1), has_aux=True)
 
 
@@ -65,7 +67,9 @@ def test_bfloat16_hidden_states_give_the_plain_bfloat16_head():
     """The head casts the kernel to the hidden states' dtype, as the decoder's head does."""
     hidden, kernel, targets, weights = _inputs(2)
     hb = hidden.astype(jnp.bfloat16)
-    (gh, gw), want = _objective(lambda h, w, t, m: _plain(h, w.astype(jnp.bfloat16), t, m))(hb, kernel, targets, weights)
+    (gh, gw), want = _objective(lambda h, w, t, m: _plain(h, w.astype(jnp.bfloat16), t, m))(
+        hb, kernel, targets, weights
+    )
     (ch, cw), got = _objective(lambda *a: chunked_cross_entropy(*a, 1e-2, 32))(hb, kernel, targets, weights)
     assert ch.dtype == jnp.bfloat16 and cw.dtype == jnp.float32
     for k in KEYS:
@@ -76,8 +80,12 @@ def test_bfloat16_hidden_states_give_the_plain_bfloat16_head():
 
 def test_the_backward_pass_never_holds_the_full_logits():
     b, t, e, v = 4, 64, 32, 8192
-    shapes = (jax.ShapeDtypeStruct((b, t, e), jnp.float32), jax.ShapeDtypeStruct((e, v), jnp.float32),
-              jax.ShapeDtypeStruct((b, t), jnp.int32), jax.ShapeDtypeStruct((b, t), jnp.float32))
+    shapes = (
+        jax.ShapeDtypeStruct((b, t, e), jnp.float32),
+        jax.ShapeDtypeStruct((e, v), jnp.float32),
+        jax.ShapeDtypeStruct((b, t), jnp.int32),
+        jax.ShapeDtypeStruct((b, t), jnp.float32),
+    )
 
     def temp_bytes(fn):
         return jax.jit(_objective(fn)).lower(*shapes).compile().memory_analysis().temp_size_in_bytes
@@ -89,9 +97,19 @@ def test_the_backward_pass_never_holds_the_full_logits():
 
 @pytest.mark.parametrize("tied", [False, True], ids=["lm_head", "tied"])
 def test_decoder_hidden_states_times_the_head_kernel_are_its_logits(tied):
-    cfg = load_config(None, ["model.vocab_size=64", "model.hidden_size=32", "model.intermediate_size=64",
-                             "model.num_layers=1", "model.num_heads=4", "model.num_kv_heads=2", "model.dtype=float32",
-                             f"model.tie_embeddings={str(tied).lower()}"]).model
+    cfg = load_config(
+        None,
+        [
+            "model.vocab_size=64",
+            "model.hidden_size=32",
+            "model.intermediate_size=64",
+            "model.num_layers=1",
+            "model.num_heads=4",
+            "model.num_kv_heads=2",
+            "model.dtype=float32",
+            f"model.tie_embeddings={str(tied).lower()}",
+        ],
+    ).model
     model, tokens = Decoder(cfg), jnp.arange(24).reshape(2, 12)
     params = nn.unbox(jax.jit(model.init)(jax.random.PRNGKey(0), tokens)["params"])
     assert ("lm_head" in params) != tied
@@ -103,13 +121,28 @@ def test_decoder_hidden_states_times_the_head_kernel_are_its_logits(tied):
 
 
 def _setup(chunk, *extra, mesh=(1, 1, 1)):
-    cfg = load_config(None, [
-        "model.vocab_size=64", "model.hidden_size=64", "model.intermediate_size=128", "model.num_layers=2",
-        "model.num_heads=8", "model.num_kv_heads=4", "model.dtype=float32", "train.batch_size=8",
-        "train.seq_len=32", "train.z_loss=1e-3", "optimizer.learning_rate=1.0", "optimizer.eps=1.0", "optimizer.warmup_steps=0",
-        f"train.loss_vocab_chunk={chunk}", *extra,
-        *(f"mesh.{a}={n}" for a, n in zip(("data", "fsdp", "tensor"), mesh))])
-    return build_step(cfg, devices=jax.devices()[:int(np.prod(mesh))])
+    cfg = load_config(
+        None,
+        [
+            "model.vocab_size=64",
+            "model.hidden_size=64",
+            "model.intermediate_size=128",
+            "model.num_layers=2",
+            "model.num_heads=8",
+            "model.num_kv_heads=4",
+            "model.dtype=float32",
+            "train.batch_size=8",
+            "train.seq_len=32",
+            "train.z_loss=1e-3",
+            "optimizer.learning_rate=1.0",
+            "optimizer.eps=1.0",
+            "optimizer.warmup_steps=0",
+            f"train.loss_vocab_chunk={chunk}",
+            *extra,
+            *(f"mesh.{a}={n}" for a, n in zip(("data", "fsdp", "tensor"), mesh)),
+        ],
+    )
+    return build_step(cfg, devices=jax.devices()[: int(np.prod(mesh))])
 
 
 def _steps(setup, params, batches):
@@ -172,8 +205,11 @@ def test_the_chunk_setting_resolves_and_is_checked():
     assert (train.vocab_chunk(152064), train.vocab_chunk(128256), train.vocab_chunk(32000)) == (8192, 8192, 0)
     assert load_config(None, ["train.loss_vocab_chunk=0"]).train.vocab_chunk(152064) == 0
     assert load_config(None, ["train.loss_vocab_chunk=50000"]).train.vocab_chunk(32000) == 32000
-    with pytest.raises(ConfigError, match=r"train.loss_vocab_chunk must be -1 \(auto\), 0 \(full logits\) or a chunk "
-                                          r"size >= 1, got -2"):
+    with pytest.raises(
+        ConfigError,
+        match=r"train.loss_vocab_chunk must be -1 \(auto\), 0 \(full logits\) or a chunk "
+        r"size >= 1, got -2",
+    ):
         load_config(None, ["train.loss_vocab_chunk=-2"])
     with pytest.raises(ConfigError, match="train.loss_vocab_chunk: expected an integer"):
         load_config(None, ["train.loss_vocab_chunk=big"])

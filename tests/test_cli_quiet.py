@@ -1,5 +1,6 @@
 """A first run prints our progress, results and errors, not TensorFlow/CUDA/absl start-up lines;
 `--verbose` (or MATHJAX_VERBOSE=1) brings the libraries' logs back."""
+
 import json
 import logging
 import os
@@ -14,8 +15,20 @@ from mathjax_train.cli import main, quiet
 from train_helpers import REPO, SMOKE
 
 # Everything seen on a CPU machine with TensorFlow's CUDA build, and what GPU machines add.
-NOISE = ("oneDNN", "cuInit", "cudart_stub", "Could not find cuda drivers", "Metadata file does not exist",
-         "TF-TRT", "Unable to register cu", "absl::InitializeLog", "E0000 ", "W0000 ", "I0000 ", "WARNING:absl")
+NOISE = (
+    "oneDNN",
+    "cuInit",
+    "cudart_stub",
+    "Could not find cuda drivers",
+    "Metadata file does not exist",
+    "TF-TRT",
+    "Unable to register cu",
+    "absl::InitializeLog",
+    "E0000 ",
+    "W0000 ",
+    "I0000 ",
+    "WARNING:absl",
+)
 
 
 @pytest.fixture(scope="module")
@@ -32,8 +45,14 @@ def cli(*args, env_extra=()):
     """The real console entry point in a fresh process, with the user's default environment."""
     env = {k: v for k, v in os.environ.items() if k not in ("TF_CPP_MIN_LOG_LEVEL", quiet.VERBOSE_ENV)}
     env.update(env_extra)
-    proc = subprocess.run([sys.executable, "-m", "mathjax_train.cli", *args], capture_output=True, text=True,
-                          env=env, cwd=REPO, timeout=300)
+    proc = subprocess.run(
+        [sys.executable, "-m", "mathjax_train.cli", *args],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=REPO,
+        timeout=300,
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     return proc
 
@@ -44,15 +63,49 @@ def test_train_generate_data_stats_and_evaluate_print_no_library_noise(setup):
     d, paths = setup
     train = d / "train"
     runs = {
-        "train": ["train", "--config", str(SMOKE), f"output_dir={train}", f"init_from={d / 'base'}",
-                  "model.dtype=float32", "data.mixture=synthetic", f"data.jsonl=[{paths['synth']}]", "train.steps=1",
-                  "train.seq_len=256", "checkpoint.every_steps=1"],
-        "generate": ["generate", "--checkpoint", str(train), "--prompts", str(d / "prompts.jsonl"),
-                     "--output", str(d / "out.jsonl"), "--max-new-tokens", "2"],
-        "data stats": ["data", "stats", "--mixture", "gsm8k_sft", f"data.tokenizer={paths['tok']}",
-                       f"data.data_dir={paths['manual']}"],
-        "evaluate": ["evaluate", "--checkpoint", str(train), "--dataset", str(d / "problems.jsonl"),
-                     "--max-new-tokens", "2", "--output-dir", str(d / "eval")],
+        "train": [
+            "train",
+            "--config",
+            str(SMOKE),
+            f"output_dir={train}",
+            f"init_from={d / 'base'}",
+            "model.dtype=float32",
+            "data.mixture=synthetic",
+            f"data.jsonl=[{paths['synth']}]",
+            "train.steps=1",
+            "train.seq_len=256",
+            "checkpoint.every_steps=1",
+        ],
+        "generate": [
+            "generate",
+            "--checkpoint",
+            str(train),
+            "--prompts",
+            str(d / "prompts.jsonl"),
+            "--output",
+            str(d / "out.jsonl"),
+            "--max-new-tokens",
+            "2",
+        ],
+        "data stats": [
+            "data",
+            "stats",
+            "--mixture",
+            "gsm8k_sft",
+            f"data.tokenizer={paths['tok']}",
+            f"data.data_dir={paths['manual']}",
+        ],
+        "evaluate": [
+            "evaluate",
+            "--checkpoint",
+            str(train),
+            "--dataset",
+            str(d / "problems.jsonl"),
+            "--max-new-tokens",
+            "2",
+            "--output-dir",
+            str(d / "eval"),
+        ],
     }
     ours = {"train": "step 1/1 | loss", "generate": "100%", "evaluate": "100%"}  # our progress lines
     for name, args in runs.items():
@@ -67,12 +120,15 @@ def test_train_generate_data_stats_and_evaluate_print_no_library_noise(setup):
 
 def test_noise_written_to_the_file_descriptor_is_dropped_and_the_rest_kept(capfd):
     with quiet.filtered_stderr():
-        os.write(2, b"WARNING: All log messages before absl::InitializeLog() is called are written to STDERR\n"
-                    b"I0000 00:00:1796127903.517098   19054 cudart_stub.cc:31] Could not find cuda drivers on your "
-                    b"machine, GPU will not be used.\n"
-                    b"E0000 00:00:1796127960.355052   19308 cuda_platform.cc:52] failed call to cuInit: INTERNAL\n"
-                    b"E0000 00:00:1796127960.355052   19308 data.cc:1] a real error\n"
-                    b"Traceback (most recent call last):\n")
+        os.write(
+            2,
+            b"WARNING: All log messages before absl::InitializeLog() is called are written to STDERR\n"
+            b"I0000 00:00:1796127903.517098   19054 cudart_stub.cc:31] Could not find cuda drivers on your "
+            b"machine, GPU will not be used.\n"
+            b"E0000 00:00:1796127960.355052   19308 cuda_platform.cc:52] failed call to cuInit: INTERNAL\n"
+            b"E0000 00:00:1796127960.355052   19308 data.cc:1] a real error\n"
+            b"Traceback (most recent call last):\n",
+        )
     err = capfd.readouterr().err
     assert err == "E0000 00:00:1796127960.355052   19308 data.cc:1] a real error\nTraceback (most recent call last):\n"
     with quiet.filtered_stderr(quiet=False):

@@ -1,5 +1,6 @@
 """Command-line flags derived from config dataclasses (cli/config_flags.py): defaults come from the
 dataclass alone; `--config FILE` < flags < key=value; choices, bools, lists and required fields."""
+
 import dataclasses
 import typing
 
@@ -13,8 +14,12 @@ from mathjax_train.config import ConfigError, DecontaminateConfig, EvalConfig, G
 COMMANDS = [
     ("evaluate", EvalConfig, ["--checkpoint", "ck"], {"checkpoint": "ck"}),
     ("rft", RftConfig, ["--checkpoint", "ck", "--output", "o.jsonl"], {"checkpoints": ["ck"], "output": "o.jsonl"}),
-    ("generate", GenerateJobConfig, ["--checkpoint", "ck", "--prompts", "p.jsonl", "--output", "o.jsonl"],
-     {"checkpoint": "ck", "prompts": "p.jsonl", "output": "o.jsonl"}),
+    (
+        "generate",
+        GenerateJobConfig,
+        ["--checkpoint", "ck", "--prompts", "p.jsonl", "--output", "o.jsonl"],
+        {"checkpoint": "ck", "prompts": "p.jsonl", "output": "o.jsonl"},
+    ),
     ("decontaminate", DecontaminateConfig, ["rows.jsonl", "--output", "clean.jsonl"], {"input": "rows.jsonl"}),
 ]
 
@@ -49,19 +54,42 @@ def test_every_field_has_a_flag(command, cls, argv, given):
 def test_file_then_flags_then_overrides(tmp_path):
     f = tmp_path / "eval.yaml"
     f.write_text("checkpoint: from_file\nlimit: 7\nshots: 2\ngenerate: {temperature: 0.5, num_samples: 4}\n")
-    cfg = _build(["evaluate", "--config", str(f), "--limit", "9", "--num-samples", "8", "shots=3",
-                  "generate.top_k=5"])
+    cfg = _build(["evaluate", "--config", str(f), "--limit", "9", "--num-samples", "8", "shots=3", "generate.top_k=5"])
     assert (cfg.checkpoint, cfg.limit, cfg.shots) == ("from_file", 9, 3)
     assert (cfg.generate.temperature, cfg.generate.num_samples, cfg.generate.top_k) == (0.5, 8, 5)
     assert cfg.generate.max_new_tokens == EvalConfig().generate.max_new_tokens
 
 
 def test_bools_lists_and_commas():
-    cfg = _build(["rft", "--checkpoint", "a", "--checkpoint", "b,c", "--output", "o", "--no-dedup-with-reference",
-                  "--tool-timeout", "2.5"])
+    cfg = _build(
+        [
+            "rft",
+            "--checkpoint",
+            "a",
+            "--checkpoint",
+            "b,c",
+            "--output",
+            "o",
+            "--no-dedup-with-reference",
+            "--tool-timeout",
+            "2.5",
+        ]
+    )
     assert cfg.checkpoints == ["a", "b,c"] and cfg.dedup_with_reference is False and cfg.tool_timeout_s == 2.5
-    cfg = _build(["decontaminate", "in.jsonl", "--output", "x", "--benchmarks", "gsm8k,math500", "--benchmarks",
-                  "mine.jsonl", "--fields", "question,solution"])
+    cfg = _build(
+        [
+            "decontaminate",
+            "in.jsonl",
+            "--output",
+            "x",
+            "--benchmarks",
+            "gsm8k,math500",
+            "--benchmarks",
+            "mine.jsonl",
+            "--fields",
+            "question,solution",
+        ]
+    )
     assert cfg.benchmarks == ["gsm8k", "math500", "mine.jsonl"] and cfg.fields == ["question", "solution"]
 
 

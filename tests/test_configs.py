@@ -1,4 +1,5 @@
 """Every file in configs/ loads and validates; config errors name the file and field."""
+
 from pathlib import Path
 
 import pytest
@@ -72,8 +73,16 @@ def test_wrong_type_and_bad_values_are_named(tmp_path):
 
 
 def test_overrides_apply_with_types():
-    cfg = load_config(None, ["mesh.tensor=-1", "train.steps=7", "data.rates={gsm8k_sft: 1, synthetic: 3}",
-                             "optimizer.learning_rate=2e-5", "output_dir=123"])
+    cfg = load_config(
+        None,
+        [
+            "mesh.tensor=-1",
+            "train.steps=7",
+            "data.rates={gsm8k_sft: 1, synthetic: 3}",
+            "optimizer.learning_rate=2e-5",
+            "output_dir=123",
+        ],
+    )
     assert cfg.mesh.tensor == -1 and cfg.train.steps == 7 and cfg.data.rates == {"gsm8k_sft": 1.0, "synthetic": 3.0}
     assert cfg.optimizer.learning_rate == 2e-5 and cfg.output_dir == "123"
 
@@ -81,8 +90,10 @@ def test_overrides_apply_with_types():
 def test_a_section_given_in_part_keeps_its_fields_own_defaults():
     from mathjax_train.config import EvaluateStageConfig, from_dict
 
-    stage = from_dict(EvaluateStageConfig, {"checkpoints": ["c"], "sampled": {"num_samples": 16},
-                                            "eval": {"generate": {"batch_size": 8}}})
+    stage = from_dict(
+        EvaluateStageConfig,
+        {"checkpoints": ["c"], "sampled": {"num_samples": 16}, "eval": {"generate": {"batch_size": 8}}},
+    )
     assert (stage.sampled.num_samples, stage.sampled.temperature) == (16, 0.7)  # the field's factory, not the class
     assert (stage.eval.generate.batch_size, stage.eval.generate.max_new_tokens) == (8, 512)
     # a mapping-valued field is replaced whole, not merged with its default ({procedural: 1.0})

@@ -1,6 +1,7 @@
 """The SeqIO cache job (Apache Beam, DirectRunner) on a small synthetic JSONL task: SeqIO's cache files,
 the same ids as the uncached path (through SeqIO and through the trainer's iterator, per host), and
 2 training steps from the cache through the real trainer."""
+
 import json
 import math
 import shutil
@@ -23,8 +24,15 @@ SMOKE = Path(__file__).resolve().parents[1] / "configs" / "smoke.yaml"
 
 
 def _overrides(paths, *extra):
-    return [f"data.tokenizer={paths['tok']}", f"data.jsonl=[{paths['synth']}]", f"data.data_dir={paths['manual']}",
-            "data.mixture=synthetic", "train.seq_len=256", "train.batch_size=4", *extra]
+    return [
+        f"data.tokenizer={paths['tok']}",
+        f"data.jsonl=[{paths['synth']}]",
+        f"data.data_dir={paths['manual']}",
+        "data.mixture=synthetic",
+        "train.seq_len=256",
+        "train.batch_size=4",
+        *extra,
+    ]
 
 
 @pytest.fixture(scope="module")
@@ -33,10 +41,29 @@ def built(tmp_path_factory):
     write_tokenizer(root / "tok")
     write_jsonl(root / "synth.jsonl", synthetic_rows(ROWS))
     write_manual_dir(root / "manual")  # MATH train has a row without an answer: has_answer must survive
-    paths = {"tok": str(root / "tok"), "synth": str(root / "synth.jsonl"), "cache": str(root / "cache"),
-             "manual": str(root / "manual")}
-    code = main(["data", "cache", "--task", "synthetic", "--task", "math_sft", "--output-dir", paths["cache"],
-                 "--num-files", str(FILES), *_overrides(paths), "--", "--direct_num_workers=1"])
+    paths = {
+        "tok": str(root / "tok"),
+        "synth": str(root / "synth.jsonl"),
+        "cache": str(root / "cache"),
+        "manual": str(root / "manual"),
+    }
+    code = main(
+        [
+            "data",
+            "cache",
+            "--task",
+            "synthetic",
+            "--task",
+            "math_sft",
+            "--output-dir",
+            paths["cache"],
+            "--num-files",
+            str(FILES),
+            *_overrides(paths),
+            "--",
+            "--direct_num_workers=1",
+        ]
+    )
     assert code == 0
     return paths
 
@@ -62,8 +89,10 @@ def test_cache_job_writes_seqio_cache_files(built):
 
 
 def _ids(ds):
-    return sorted((e["inputs"].tolist(), e["targets"].tolist(), e["inputs_pretokenized"], e["targets_pretokenized"],
-                   e["id"]) for e in ds.as_numpy_iterator())
+    return sorted(
+        (e["inputs"].tolist(), e["targets"].tolist(), e["inputs_pretokenized"], e["targets_pretokenized"], e["id"])
+        for e in ds.as_numpy_iterator()
+    )
 
 
 def test_seqio_reads_the_cache_with_the_uncached_ids(built):
@@ -124,11 +153,13 @@ def test_iterator_from_cache_equals_uncached_and_resumes(built):
         assert sa["tasks"]["synthetic"].pop("read_from") == "source"
         assert sa == sb and sa["dropped"] > 0  # same packing and overflow counts
     state = it_b.get_state()
-    resumed = pipeline.make_iterator(_cfg(built, "data.overflow=drop", "train.seq_len=224"), rows=4, shard_index=1,
-                                     num_shards=2)
+    resumed = pipeline.make_iterator(
+        _cfg(built, "data.overflow=drop", "train.seq_len=224"), rows=4, shard_index=1, num_shards=2
+    )
     resumed.set_state(state)
-    later, _ = _batches(_cfg(built, "data.overflow=drop", "train.seq_len=224", cached=False), 15, shard_index=1,
-                        num_shards=2)
+    later, _ = _batches(
+        _cfg(built, "data.overflow=drop", "train.seq_len=224", cached=False), 15, shard_index=1, num_shards=2
+    )
     for x, y in zip([next(resumed) for _ in range(3)], later[12:]):
         assert all(np.array_equal(x[k], y[k]) for k in x)
 
@@ -140,10 +171,21 @@ def test_train_two_steps_from_the_cache(built, tmp_path):
     hidden = jsonl.with_suffix(".away")
     jsonl.rename(hidden)  # proves training reads the cache: the source file is not there
     try:
-        cfg = load_config(str(SMOKE), [
-            f"output_dir={tmp_path / 'run'}", "model.vocab_size=320", "model.bos_token_id=1", "model.eos_token_id=[2]",
-            "train.steps=2", "train.log_every_steps=1", "checkpoint.every_steps=2", *_overrides(built),
-            f"data.cache_dir={built['cache']}", "train.batch_size=8"])
+        cfg = load_config(
+            str(SMOKE),
+            [
+                f"output_dir={tmp_path / 'run'}",
+                "model.vocab_size=320",
+                "model.bos_token_id=1",
+                "model.eos_token_id=[2]",
+                "train.steps=2",
+                "train.log_every_steps=1",
+                "checkpoint.every_steps=2",
+                *_overrides(built),
+                f"data.cache_dir={built['cache']}",
+                "train.batch_size=8",
+            ],
+        )
         summary = train(cfg, log=lambda *_: None)
     finally:
         hidden.rename(jsonl)
@@ -155,7 +197,10 @@ def test_train_two_steps_from_the_cache(built, tmp_path):
 
 
 def test_cache_errors_are_clear(built, tmp_path, capsys):
-    with pytest.raises(ConfigError, match=r"mathjax_cache.json: the cache was built .*\(cached -> now: data\.template: 'alpaca_rft' -> 'question_answer'"):
+    with pytest.raises(
+        ConfigError,
+        match=r"mathjax_cache.json: the cache was built .*\(cached -> now: data\.template: 'alpaca_rft' -> 'question_answer'",
+    ):
         pipeline.make_iterator(_cfg(built, "data.template=question_answer"), rows=4)
     with pytest.raises(ConfigError, match="none of the tasks synthetic is cached there"):
         pipeline.make_iterator(load_config(None, _overrides(built, f"data.cache_dir={tmp_path}")), rows=4)
@@ -170,17 +215,28 @@ def test_cache_errors_are_clear(built, tmp_path, capsys):
     damaged.write_bytes(damaged.read_bytes()[:-100])  # cut inside the last record
     with pytest.raises(ValueError, match="cannot read the cached split 'train'"):
         pipeline.make_iterator(load_config(None, _overrides(built, f"data.cache_dir={broken}")), rows=4)
-    for task, out, message in (("synthetic", built["cache"], "already cached (COMPLETED exists); pass --overwrite"),
-                               ("procedural", tmp_path / "p", "only finite tasks can be cached"),
-                               ("gsm8k_math", tmp_path / "m", "'gsm8k_math' is not a task"),
-                               ("synthetic --split test", tmp_path / "t", "task 'synthetic' has splits train")):
+    for task, out, message in (
+        ("synthetic", built["cache"], "already cached (COMPLETED exists); pass --overwrite"),
+        ("procedural", tmp_path / "p", "only finite tasks can be cached"),
+        ("gsm8k_math", tmp_path / "m", "'gsm8k_math' is not a task"),
+        ("synthetic --split test", tmp_path / "t", "task 'synthetic' has splits train"),
+    ):
         argv = ["data", "cache", "--task", *task.split(), "--output-dir", str(out), *_overrides(built)]
         assert main(argv) == 2
         assert message in capsys.readouterr().err
     argv = ["data", "cache", "--task", "synthetic", "--output-dir", str(tmp_path / "r"), "--", "--runner=Flink"]
     assert main(argv) == 2 and "give the runner once, as --runner before `--`" in capsys.readouterr().err
-    argv = ["data", "cache", "--task", "synthetic", "--output-dir", "gs://bucket/cache", "--runner", "DataflowRunner",
-            *_overrides(built)]  # refused before anything reaches GCP: workers cannot see this machine's files
+    argv = [
+        "data",
+        "cache",
+        "--task",
+        "synthetic",
+        "--output-dir",
+        "gs://bucket/cache",
+        "--runner",
+        "DataflowRunner",
+        *_overrides(built),
+    ]  # refused before anything reaches GCP: workers cannot see this machine's files
     assert main(argv) == 2
     err = capsys.readouterr().err
     assert "DataflowRunner workers cannot read or write local paths" in err and f"data.jsonl={built['synth']!r}" in err

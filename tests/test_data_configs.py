@@ -1,5 +1,6 @@
 """configs/demo.yaml's data section works with the tokenizer `data build-tokenizer` writes, and the
 held-out problems `data procedural` writes load in the evaluation reader."""
+
 import json
 from pathlib import Path
 
@@ -20,7 +21,10 @@ def test_demo_config_draws_batches_with_the_demo_tokenizer(tmp_path):
     vocab = TokenizerVocabulary(tok)
     assert vocab.vocab_size <= cfg.model.vocab_size
     assert (cfg.model.bos_token_id, cfg.model.eos_token_id, cfg.model.pad_token_id) == (
-        vocab.bos_id, [vocab.eos_id], vocab.tokenizer.pad_id)
+        vocab.bos_id,
+        [vocab.eos_id],
+        vocab.tokenizer.pad_id,
+    )
     it = make_train_iterator(cfg, rows=4)
     for _ in range(3):
         b = next(it)

@@ -1,5 +1,6 @@
 """Packing: segments and positions restart per example, loss only on targets, no example split across
 rows unless truncated, and every overlong example counted (truncate and drop modes)."""
+
 import numpy as np
 import pytest
 
@@ -30,8 +31,10 @@ def test_fit_example_truncates_targets_or_drops():
 
 def test_row_planner_packs_like_the_batch_contract():
     rng = np.random.default_rng(0)
-    examples = [(rng.integers(3, 50, rng.integers(1, 6)).tolist(), rng.integers(3, 50, rng.integers(1, 8)).tolist())
-                for _ in range(40)]
+    examples = [
+        (rng.integers(3, 50, rng.integers(1, 6)).tolist(), rng.integers(3, 50, rng.integers(1, 8)).tolist())
+        for _ in range(40)
+    ]
     plan = RowPlanner(4, 24)
     placed = [ex for ex in examples if plan.try_add(*ex)]
     assert len(placed) < len(examples)  # some did not fit
@@ -70,16 +73,16 @@ def test_batches_segment_position_and_loss_layout(paths, seq_len):
             seg = b["segment_ids"][r]
             used = seg[seg > 0]
             assert (np.diff(used) >= 0).all() and (np.unique(used) == np.arange(1, used.max() + 1)).all()
-            assert not seg[len(used):].any()
+            assert not seg[len(used) :].any()
         for r, sl in _segments(b):
             assert (b["positions"][r, sl] == np.arange(sl.stop - sl.start)).all()
             seq = tuple(b["tokens"][r, sl].tolist() + [int(b["targets"][r, sl.stop - 1])])
             assert b["tokens"][r, sl.start] == it.readers["synthetic"].vocab.bos_id  # starts with its prompt
             whole = examples.get(seq)
             if whole is None:  # truncated: a prefix of exactly one example, filling seq_len
-                matches = [pt for full, pt in examples.items() if full[:len(seq)] == seq]
+                matches = [pt for full, pt in examples.items() if full[: len(seq)] == seq]
                 assert len(matches) == 1 and len(seq) - 1 == seq_len
-                prompt, target = matches[0][0], seq[len(matches[0][0]):]
+                prompt, target = matches[0][0], seq[len(matches[0][0]) :]
                 seen_truncated += 1
             else:
                 prompt, target = whole

@@ -1,5 +1,6 @@
 """The train iterator: deterministic, exactly resumable from JSON state, rates held, host shards
 disjoint and covering."""
+
 import json
 
 import numpy as np
@@ -32,8 +33,9 @@ def test_same_config_and_seed_give_the_same_batches(paths, mixture, extra):
     cfg = config(paths, f"data.mixture={mixture}", QA, *extra)
     a, b = _take(pipeline.make_iterator(cfg, rows=3), 6), _take(pipeline.make_iterator(cfg, rows=3), 6)
     assert _same(a, b)
-    other = _take(pipeline.make_iterator(config(paths, f"data.mixture={mixture}", QA, "data.seed=1", *extra),
-                                         rows=3), 6)
+    other = _take(
+        pipeline.make_iterator(config(paths, f"data.mixture={mixture}", QA, "data.seed=1", *extra), rows=3), 6
+    )
     assert not _same(a, other)
 
 
@@ -65,8 +67,9 @@ def test_state_from_another_stream_is_refused(paths):
             other.set_state(state)
     with pytest.raises(ValueError, match="not a sft_mixture state"):
         it.set_state({"kind": "toy_copy", "index": 3})
-    shard = pipeline.make_iterator(config(paths, "data.mixture=procedural_mix", QA), rows=2, shard_index=1,
-                                   num_shards=2)
+    shard = pipeline.make_iterator(
+        config(paths, "data.mixture=procedural_mix", QA), rows=2, shard_index=1, num_shards=2
+    )
     with pytest.raises(ValueError, match=r"\(saved -> now: shard_index: 0 -> 1; num_shards: 1 -> 2\)"):
         shard.set_state(state)
 
@@ -108,15 +111,18 @@ def test_host_shards_are_disjoint_and_cover_the_data(paths):
     cfg = config(paths, "data.mixture=synthetic", QA, seq_len=256)
     whole = _ids_seen(pipeline.make_iterator(cfg, rows=4, num_epochs=1))
     assert len(whole) == len(set(whole)) == 40
-    parts = [_ids_seen(pipeline.make_iterator(cfg, rows=2, shard_index=k, num_shards=3, num_epochs=1))
-             for k in range(3)]
+    parts = [
+        _ids_seen(pipeline.make_iterator(cfg, rows=2, shard_index=k, num_shards=3, num_epochs=1)) for k in range(3)
+    ]
     assert sorted(len(p) for p in parts) == [13, 13, 14]
     assert sorted(sum(parts, [])) == sorted(whole)  # disjoint (no repeats) and covering
     # unlimited procedural stream: host k of n gets problems k, k+n, ... of the same global stream
     cfg = config(paths, "data.mixture=procedural", QA, seq_len=256)
     one = _ids_seen(pipeline.make_iterator(cfg, rows=2, max_examples=24, num_epochs=1))
-    two = [_ids_seen(pipeline.make_iterator(cfg, rows=2, shard_index=k, num_shards=2, max_examples=12, num_epochs=1))
-           for k in range(2)]
+    two = [
+        _ids_seen(pipeline.make_iterator(cfg, rows=2, shard_index=k, num_shards=2, max_examples=12, num_epochs=1))
+        for k in range(2)
+    ]
     assert not set(two[0]) & set(two[1])
     assert sorted(two[0] + two[1]) == sorted(one)
 

@@ -1,4 +1,5 @@
 """`mathjax-train data stats` / `data build-tokenizer` through the real CLI entry point."""
+
 import json
 import shutil
 
@@ -26,12 +27,13 @@ def _common(paths):
 
 
 def test_stats_counts_each_split(paths, capsys):
-    for mixture, split, want in (("gsm8k_sft", "train", {"gsm8k_sft": len(GSM_TRAIN)}),
-                                 ("gsm8k_sft", "test", {"gsm8k_sft": len(GSM_TEST)}),
-                                 ("math_sft", "math500", {"math_sft": len(MATH500)}),
-                                 ("gsm8k_math", "train", {"gsm8k_sft": len(GSM_TRAIN), "math_sft": len(MATH_TRAIN)}),
-                                 ("gsm8k_math_synthetic", "train",
-                                  {"gsm8k_sft": len(GSM_TRAIN), "math_sft": len(MATH_TRAIN), "synthetic": 40})):
+    for mixture, split, want in (
+        ("gsm8k_sft", "train", {"gsm8k_sft": len(GSM_TRAIN)}),
+        ("gsm8k_sft", "test", {"gsm8k_sft": len(GSM_TEST)}),
+        ("math_sft", "math500", {"math_sft": len(MATH500)}),
+        ("gsm8k_math", "train", {"gsm8k_sft": len(GSM_TRAIN), "math_sft": len(MATH_TRAIN)}),
+        ("gsm8k_math_synthetic", "train", {"gsm8k_sft": len(GSM_TRAIN), "math_sft": len(MATH_TRAIN), "synthetic": 40}),
+    ):
         code, s, err = _stats(capsys, "--mixture", mixture, "--split", split, *_common(paths))
         assert code == 0, err
         assert {t: v["examples"] for t, v in s["tasks"].items()} == want
@@ -45,13 +47,15 @@ def test_stats_counts_each_split(paths, capsys):
 
 
 def test_stats_overflow_and_procedural_cap(paths, capsys):
-    code, s, _ = _stats(capsys, "--mixture", "synthetic", "--rows", "2", *_common(paths), "train.seq_len=180",
-                        "data.overflow=drop")
+    code, s, _ = _stats(
+        capsys, "--mixture", "synthetic", "--rows", "2", *_common(paths), "train.seq_len=180", "data.overflow=drop"
+    )
     assert code == 0 and s["dropped"] > 0 and s["truncated"] == 0 and s["rows"] == 2
     code, _, err = _stats(capsys, "--mixture", "procedural_mix", *_common(paths))
     assert code == 2 and "--max-examples" in err
-    code, s, _ = _stats(capsys, "--mixture", "procedural_mix", "--max-examples", "60", "--split", "heldout",
-                        *_common(paths))
+    code, s, _ = _stats(
+        capsys, "--mixture", "procedural_mix", "--max-examples", "60", "--split", "heldout", *_common(paths)
+    )
     assert code == 0 and s["examples"] == 60 and set(s["tasks"]) == {"procedural_gsm", "procedural_math"}
 
 
@@ -108,14 +112,24 @@ def test_real_benchmark_counts(tmp_path, capsys):
     write_tokenizer(tmp_path / "tok")
     common = [f"data.tokenizer={tmp_path / 'tok'}", f"data.data_dir={root}"]
     got, no_answer = {}, {}
-    for mixture, split in (("gsm8k_sft", "train"), ("gsm8k_sft", "test"), ("math_sft", "train"),
-                           ("math_sft", "test"), ("math_sft", "math500")):
+    for mixture, split in (
+        ("gsm8k_sft", "train"),
+        ("gsm8k_sft", "test"),
+        ("math_sft", "train"),
+        ("math_sft", "test"),
+        ("math_sft", "math500"),
+    ):
         code, s, err = _stats(capsys, "--mixture", mixture, "--split", split, *common)
         assert code == 0, err
         got[(mixture, split)] = s["tasks"][mixture]["examples"]
         no_answer[(mixture, split)] = s["no_answer"]
         assert s["examples"] == s["packed_examples"] + s["dropped"]
-    assert got == {("gsm8k_sft", "train"): 7473, ("gsm8k_sft", "test"): 1319, ("math_sft", "train"): 7500,
-                   ("math_sft", "test"): 5000, ("math_sft", "math500"): 500}
+    assert got == {
+        ("gsm8k_sft", "train"): 7473,
+        ("gsm8k_sft", "test"): 1319,
+        ("math_sft", "train"): 7500,
+        ("math_sft", "test"): 5000,
+        ("math_sft", "math500"): 500,
+    }
     # only the two MATH train rows with an empty \boxed{} lack an answer line
     assert no_answer == {k: 2 if k == ("math_sft", "train") else 0 for k in got}

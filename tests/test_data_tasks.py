@@ -1,5 +1,6 @@
 """SeqIO tasks and mixtures: well-formed examples, the same ids through tf.data and the trainer's path,
 rates from config, strict JSONL errors, and no training on test splits."""
+
 import itertools
 import json
 
@@ -29,15 +30,23 @@ def _examples(name, split, n=None):
     return list(itertools.islice(ds.as_numpy_iterator(), n))
 
 
-SIZES = [("gsm8k_sft", "train", len(GSM_TRAIN)), ("gsm8k_sft", "test", len(GSM_TEST)),
-         ("math_sft", "train", len(MATH_TRAIN)), ("math_sft", "test", len(MATH_TEST)),
-         ("math_sft", "math500", len(MATH500)), ("synthetic", "train", 40)]
+SIZES = [
+    ("gsm8k_sft", "train", len(GSM_TRAIN)),
+    ("gsm8k_sft", "test", len(GSM_TEST)),
+    ("math_sft", "train", len(MATH_TRAIN)),
+    ("math_sft", "test", len(MATH_TEST)),
+    ("math_sft", "math500", len(MATH500)),
+    ("synthetic", "train", 40),
+]
 
 
 def test_every_task_yields_well_formed_examples(paths, vocab):
     tasks.register(config(paths).data, vocab)
-    for name, split, size in SIZES + [("procedural_gsm", "train", None), ("procedural_math", "heldout", None),
-                                      ("procedural", "train", None)]:
+    for name, split, size in SIZES + [
+        ("procedural_gsm", "train", None),
+        ("procedural_math", "heldout", None),
+        ("procedural", "train", None),
+    ]:
         rows = _examples(name, split, 6 if size is None else None)
         if size is not None:
             assert len(rows) == size, (name, split)
@@ -144,9 +153,11 @@ def test_chat_template_targets_end_with_one_eos(paths, tmp_path):
     shutil.copytree(paths["tok"], tok)
     cfg_file = tok / "tokenizer_config.json"
     cfg = json.loads(cfg_file.read_text())
-    cfg["chat_template"] = ("{% for m in messages %}<|{{ m.role }}|>{{ m.content }}"
-                            "{% if m.role == 'assistant' %}{{ eos_token }}{% endif %}{{ '\\n' }}{% endfor %}"
-                            "{% if add_generation_prompt %}<|assistant|>{% endif %}")
+    cfg["chat_template"] = (
+        "{% for m in messages %}<|{{ m.role }}|>{{ m.content }}"
+        "{% if m.role == 'assistant' %}{{ eos_token }}{% endif %}{{ '\\n' }}{% endfor %}"
+        "{% if add_generation_prompt %}<|assistant|>{% endif %}"
+    )
     cfg_file.write_text(json.dumps(cfg))
     vocab = TokenizerVocabulary(tok)
     tasks.register(config(dict(paths, tok=str(tok)), "data.template=chat").data, vocab)

@@ -1,5 +1,6 @@
 """Through the real trainer: the SeqIO mixture's iterator state rides in the checkpoint and a resumed
 run sees the same batches (bitwise-equal losses) as an uninterrupted one."""
+
 import json
 import shutil
 from pathlib import Path
@@ -14,12 +15,27 @@ SMOKE = Path(__file__).resolve().parents[1] / "configs" / "smoke.yaml"
 
 
 def _cfg(out, paths, *extra):
-    return load_config(str(SMOKE), [
-        f"output_dir={out}", "model.dtype=float32", "model.vocab_size=320", "model.bos_token_id=1",
-        "model.eos_token_id=[2]", "model.max_position_embeddings=256", "train.seq_len=160", "train.steps=6",
-        "train.log_every_steps=1", "checkpoint.every_steps=3", "data.mixture=gsm8k_math_synthetic",
-        "data.template=question_answer", f"data.tokenizer={paths['tok']}", f"data.data_dir={paths['manual']}",
-        f"data.jsonl=[{paths['synth']}]", *extra])
+    return load_config(
+        str(SMOKE),
+        [
+            f"output_dir={out}",
+            "model.dtype=float32",
+            "model.vocab_size=320",
+            "model.bos_token_id=1",
+            "model.eos_token_id=[2]",
+            "model.max_position_embeddings=256",
+            "train.seq_len=160",
+            "train.steps=6",
+            "train.log_every_steps=1",
+            "checkpoint.every_steps=3",
+            "data.mixture=gsm8k_math_synthetic",
+            "data.template=question_answer",
+            f"data.tokenizer={paths['tok']}",
+            f"data.data_dir={paths['manual']}",
+            f"data.jsonl=[{paths['synth']}]",
+            *extra,
+        ],
+    )
 
 
 def _metrics(out):

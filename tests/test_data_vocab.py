@@ -1,4 +1,5 @@
 """seqio vocabularies over tokenizer.json / tokenizer.model give the ids transformers gives."""
+
 import io
 import json
 
@@ -53,14 +54,35 @@ def test_sentencepiece_model_matches_transformers(tmp_path):
     spm = pytest.importorskip("sentencepiece")
     buf = io.BytesIO()
     # LLaMA-style settings: identity normalisation, whitespace kept, byte fallback
-    spm.SentencePieceTrainer.train(sentence_iterator=iter(CORPUS + TEXTS), model_writer=buf, vocab_size=400,
-                                   model_type="bpe", bos_id=1, eos_id=2, unk_id=0, pad_id=-1, byte_fallback=True,
-                                   character_coverage=1.0, normalization_rule_name="identity",
-                                   remove_extra_whitespaces=False, split_digits=True, minloglevel=2)
+    spm.SentencePieceTrainer.train(
+        sentence_iterator=iter(CORPUS + TEXTS),
+        model_writer=buf,
+        vocab_size=400,
+        model_type="bpe",
+        bos_id=1,
+        eos_id=2,
+        unk_id=0,
+        pad_id=-1,
+        byte_fallback=True,
+        character_coverage=1.0,
+        normalization_rule_name="identity",
+        remove_extra_whitespaces=False,
+        split_digits=True,
+        minloglevel=2,
+    )
     (tmp_path / "tokenizer.model").write_bytes(buf.getvalue())
-    (tmp_path / "tokenizer_config.json").write_text(json.dumps(
-        {"bos_token": "<s>", "eos_token": "</s>", "unk_token": "<unk>", "tokenizer_class": "LlamaTokenizer",
-         "add_bos_token": True, "add_eos_token": False}))
+    (tmp_path / "tokenizer_config.json").write_text(
+        json.dumps(
+            {
+                "bos_token": "<s>",
+                "eos_token": "</s>",
+                "unk_token": "<unk>",
+                "tokenizer_class": "LlamaTokenizer",
+                "add_bos_token": True,
+                "add_eos_token": False,
+            }
+        )
+    )
     v, _ = _check_against_transformers(tmp_path)
     assert v.kind == "sentencepiece" and (v.bos_id, v.eos_id, v.unk_id) == (1, 2, 0)
 

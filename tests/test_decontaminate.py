@@ -1,5 +1,6 @@
 """Decontamination: test questions planted in a synthetic file (exact and lightly edited) are all
 caught and reported by test id; clean rows pass through unchanged; real-data checks at the end."""
+
 import json
 
 import pytest
@@ -17,7 +18,7 @@ GSM_TEST = [
     "Josh decides to try flipping a house. He buys a house for $80,000 and then puts in $50,000 in repairs. "
     "This increased the value of the house by 150%. How much profit did he make?",
 ]
-ASY = "[asy] draw((0,0)--(10,0)--(10,10)--(0,10)--cycle); label(\"$A$\",(0,0),SW); [/asy]"
+ASY = '[asy] draw((0,0)--(10,0)--(10,10)--(0,10)--cycle); label("$A$",(0,0),SW); [/asy]'
 MATH_TEST = [
     ("test/algebra/7.json", "If $x^2+3x=10$ and $x>0$, what is the value of $x$?"),
     ("test/geometry/3.json", f"The square below has side length 10. What is its area? {ASY}"),
@@ -25,17 +26,41 @@ MATH_TEST = [
 
 PLANTED = [  # (row, expected test id, expected method)
     ({"question": GSM_TEST[0]}, "gsm8k/test/0", "exact"),
-    ({"question": "  janet’s ducks lay 16 eggs per day; she eats THREE for breakfast every morning, and bakes "
-                  "muffins for her friends every day with four. she sells the remainder at the farmers market "
-                  "daily for $2 per fresh duck egg - how much in dollars does she make every day at the "
-                  "farmers market"}, "gsm8k/test/0", "exact"),
-    ({"question": "A robe takes 7 bolts of blue fiber and half that much white fiber.\nHow many bolts in total "
-                  "does it take??"}, "gsm8k/test/1", "exact_masked"),
-    ({"question": "Josh decides to try flipping a house. He buys a house for $90,000 and then puts in $20,000 "
-                  "in repairs. This increased the value of the house by 100%. How much money did he make? "
-                  "Give your answer in dollars."}, "gsm8k/test/2", "ngram_masked"),
-    ({"question": "Mia wants to flip a home. Josh decides to try flipping a house. He buys a house for $80,000 "
-                  "and then puts in $50,000 in repairs. What did it cost?"}, "gsm8k/test/2", "ngram"),
+    (
+        {
+            "question": "  janet’s ducks lay 16 eggs per day; she eats THREE for breakfast every morning, and bakes "
+            "muffins for her friends every day with four. she sells the remainder at the farmers market "
+            "daily for $2 per fresh duck egg - how much in dollars does she make every day at the "
+            "farmers market"
+        },
+        "gsm8k/test/0",
+        "exact",
+    ),
+    (
+        {
+            "question": "A robe takes 7 bolts of blue fiber and half that much white fiber.\nHow many bolts in total "
+            "does it take??"
+        },
+        "gsm8k/test/1",
+        "exact_masked",
+    ),
+    (
+        {
+            "question": "Josh decides to try flipping a house. He buys a house for $90,000 and then puts in $20,000 "
+            "in repairs. This increased the value of the house by 100%. How much money did he make? "
+            "Give your answer in dollars."
+        },
+        "gsm8k/test/2",
+        "ngram_masked",
+    ),
+    (
+        {
+            "question": "Mia wants to flip a home. Josh decides to try flipping a house. He buys a house for $80,000 "
+            "and then puts in $50,000 in repairs. What did it cost?"
+        },
+        "gsm8k/test/2",
+        "ngram",
+    ),
     ({"question": "If $x^2 + 3x = 10$ and $x > 0$, what is the value of $x$?"}, "test/algebra/7.json", "exact"),
     ({"question": "If $x^2+5x=24$ and $x>0$, what is the value of $x$?"}, "test/algebra/7.json", "exact_masked"),
 ]
@@ -53,12 +78,26 @@ def data_dir(tmp_path):
     d = tmp_path / "data"
     (d / "gsm8k").mkdir(parents=True)
     (d / "math").mkdir()
-    (d / "gsm8k" / "test.jsonl").write_text("".join(json.dumps({"question": q, "answer": "#### 1"}) + "\n"
-                                                    for q in GSM_TEST))
-    (d / "math" / "test.jsonl").write_text("".join(json.dumps({"problem": p, "solution": "", "answer": "1",
-                                                               "level": 1, "type": "Algebra", "subject": "algebra",
-                                                               "unique_id": uid}) + "\n"
-                                                   for uid, p in MATH_TEST))
+    (d / "gsm8k" / "test.jsonl").write_text(
+        "".join(json.dumps({"question": q, "answer": "#### 1"}) + "\n" for q in GSM_TEST)
+    )
+    (d / "math" / "test.jsonl").write_text(
+        "".join(
+            json.dumps(
+                {
+                    "problem": p,
+                    "solution": "",
+                    "answer": "1",
+                    "level": 1,
+                    "type": "Algebra",
+                    "subject": "algebra",
+                    "unique_id": uid,
+                }
+            )
+            + "\n"
+            for uid, p in MATH_TEST
+        )
+    )
     return d
 
 
@@ -69,8 +108,9 @@ def test_planted_test_questions_are_caught_and_reported_by_id(data_dir, tmp_path
     src = tmp_path / "synthetic.jsonl"
     src.write_text("".join(json.dumps(r) + "\n" for r in rows))
     out, rep = tmp_path / "clean.jsonl", tmp_path / "report.json"
-    assert main(["decontaminate", str(src), "--output", str(out), "--report", str(rep),
-                 "--data-dir", str(data_dir)]) == 0
+    assert (
+        main(["decontaminate", str(src), "--output", str(out), "--report", str(rep), "--data-dir", str(data_dir)]) == 0
+    )
 
     kept = [json.loads(line) for line in out.read_text().splitlines()]
     assert kept == [r for r in rows if r["n"] < 100]  # every clean row, unchanged and in order
@@ -81,8 +121,11 @@ def test_planted_test_questions_are_caught_and_reported_by_id(data_dir, tmp_path
         line = 2 * i + 2  # planted rows sit on the even lines
         assert entry["row"] == f"{src}:{line}"
         assert entry["test_ids"] == [test_id], entry
-        assert entry["hits"][0] == {"test_id": test_id, "method": method, **(
-            {"shared_ngrams": entry["hits"][0]["shared_ngrams"]} if method.startswith("ngram") else {})}
+        assert entry["hits"][0] == {
+            "test_id": test_id,
+            "method": method,
+            **({"shared_ngrams": entry["hits"][0]["shared_ngrams"]} if method.startswith("ngram") else {}),
+        }
     assert report["by_benchmark"] == {"gsm8k": 5, "math": 2}
     summary = json.loads(capsys.readouterr().out)
     assert summary["rows_kept"] == len(rows) - len(PLANTED)
@@ -103,8 +146,10 @@ def test_ngram_size_is_configurable():
 
 def test_boilerplate_shared_by_many_test_questions_identifies_none():
     tail = " Express your answer as a common fraction in lowest terms and simplify every radical you use here."
-    tests = [Problem(f"t/{i}", f"Question number {w} asks about {w} things.{tail}", None, source="math")
-             for i, w in enumerate(["red", "green", "blue"])]
+    tests = [
+        Problem(f"t/{i}", f"Question number {w} asks about {w} things.{tail}", None, source="math")
+        for i, w in enumerate(["red", "green", "blue"])
+    ]
     row = f"A brand new question about triangles and their angles.{tail}"
     assert Decontaminator(tests).check(row) == []  # that sentence is in 3 > max_df test questions
     assert len(Decontaminator(tests, max_df=None).check(row)) == 3
@@ -117,13 +162,15 @@ def test_bad_input_names_the_file_and_line(data_dir, tmp_path, capsys):
     assert main(["decontaminate", str(bad), "--output", str(tmp_path / "o.jsonl"), "--data-dir", str(data_dir)]) == 2
     assert f"{bad}:2: field 'question'" in capsys.readouterr().err
     assert not (tmp_path / "o.jsonl").exists()  # nothing half-written
-    assert main(["decontaminate", str(bad), "--output", str(tmp_path / "o.jsonl"),
-                 "--data-dir", str(tmp_path / "nowhere")]) == 2
+    assert (
+        main(
+            ["decontaminate", str(bad), "--output", str(tmp_path / "o.jsonl"), "--data-dir", str(tmp_path / "nowhere")]
+        )
+        == 2
+    )
     assert "gsm8k/test.jsonl" in capsys.readouterr().err
     assert main(["decontaminate", str(bad), "--output", str(bad), "--data-dir", str(data_dir)]) == 2
     assert "must differ" in capsys.readouterr().err
-
-
 
 
 @pytest.mark.realdata

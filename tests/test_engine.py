@@ -1,5 +1,6 @@
 """The sampling engine: greedy equals transformers under continuous batching, seeds ignore batching,
 shared prompts prefill once, pages come back, preemption recomputes exactly, stops, holds, cancels."""
+
 import dataclasses
 
 import numpy as np
@@ -36,7 +37,7 @@ def llama(tmp_path_factory):
 
 def hf_greedy(model, prompt, n, eos=None):
     out = model.generate(torch.tensor([prompt]), max_new_tokens=n, do_sample=False, eos_token_id=eos, pad_token_id=0)
-    return out[0, len(prompt):].tolist()
+    return out[0, len(prompt) :].tolist()
 
 
 def with_eos(m, eos: int):
@@ -77,10 +78,11 @@ def test_eos_ends_rows_at_different_steps(tiny):
 def test_logprobs_are_the_models(llama):
     hf, m = llama
     p = prompts_of((9,), seed=2)[0]
-    (c,), = Engine(m, EngineConfig(num_slots=1, **SMALL)).generate([p], SamplingParams(max_tokens=6, ignore_eos=True),
-                                                                   [[0]])
+    ((c,),) = Engine(m, EngineConfig(num_slots=1, **SMALL)).generate(
+        [p], SamplingParams(max_tokens=6, ignore_eos=True), [[0]]
+    )
     with torch.no_grad():
-        logits = hf(torch.tensor([p + c.token_ids])).logits[0, len(p) - 1:-1]
+        logits = hf(torch.tensor([p + c.token_ids])).logits[0, len(p) - 1 : -1]
     want = torch.log_softmax(logits, -1)[torch.arange(6), torch.tensor(c.token_ids)].numpy()
     np.testing.assert_allclose(c.logprobs, want, atol=1e-4)
 
@@ -93,8 +95,12 @@ def test_a_seed_gives_the_same_completion_whatever_runs_beside_it(tiny):
     eng = Engine(m, EngineConfig(num_slots=8, **SMALL))
     others = prompts_of((3, 30, 12), seed=4)
     greedy = SamplingParams(max_tokens=9, ignore_eos=True)
-    rows = [eng.submit(others[0], greedy, [0]), eng.submit(others[1], sp, [5, 6]), eng.submit(p, sp, [12, 11]),
-            eng.submit(others[2], SamplingParams(max_tokens=3, temperature=0.5, top_k=5), [1])]
+    rows = [
+        eng.submit(others[0], greedy, [0]),
+        eng.submit(others[1], sp, [5, 6]),
+        eng.submit(p, sp, [12, 11]),
+        eng.submit(others[2], SamplingParams(max_tokens=3, temperature=0.5, top_k=5), [1]),
+    ]
     eng.run()
     assert rows[2][1].completion.token_ids == alone.token_ids  # another slot, other rows, other settings
     assert rows[2][0].completion.token_ids != alone.token_ids  # a different seed samples differently
@@ -119,8 +125,11 @@ def test_a_thousand_requests_give_every_page_back(llama):
     rng = np.random.RandomState(6)
     rows = []
     for i in range(1000):
-        sp = SamplingParams(max_tokens=int(rng.randint(1, 4)), temperature=float(rng.choice([0.0, 0.8])),
-                            stop=("x",) if i % 7 == 0 else ())
+        sp = SamplingParams(
+            max_tokens=int(rng.randint(1, 4)),
+            temperature=float(rng.choice([0.0, 0.8])),
+            stop=("x",) if i % 7 == 0 else (),
+        )
         rows += eng.submit(rng.randint(3, 300, int(rng.randint(1, 12))).tolist(), sp, [i, i + 1] if i % 5 == 0 else [i])
         if i % 100 == 99:
             eng.step()
@@ -150,10 +159,10 @@ def test_stop_strings_cut_text_and_tokens(llama):
     _, m = llama
     eng = Engine(m, EngineConfig(num_slots=2, **SMALL))
     full = eng.generate([[5, 6, 7]], SamplingParams(max_tokens=24, ignore_eos=True), [[0]])[0][0]
-    stop = full.text[len(full.text) // 2:][:3]
+    stop = full.text[len(full.text) // 2 :][:3]
     cut = eng.generate([[5, 6, 7]], SamplingParams(max_tokens=24, stop=(stop,), ignore_eos=True), [[0]])[0][0]
-    assert cut.finish_reason == "stop" and cut.text == full.text[:full.text.find(stop)]
-    assert cut.token_ids == full.token_ids[:len(cut.token_ids)] and len(cut.token_ids) < len(full.token_ids)
+    assert cut.finish_reason == "stop" and cut.text == full.text[: full.text.find(stop)]
+    assert cut.token_ids == full.token_ids[: len(cut.token_ids)] and len(cut.token_ids) < len(full.token_ids)
     assert stop in m.tokenizer.decode(cut.token_ids) and stop not in m.tokenizer.decode(cut.token_ids[:-1])
 
 

@@ -1,5 +1,6 @@
 """`evaluate` end to end on a tiny random checkpoint: the report's numbers recomputed by hand from
 its own graded samples; resume after an interruption; settings guard; bad input through the CLI."""
+
 import json
 from collections import Counter
 from fractions import Fraction
@@ -19,8 +20,10 @@ QUESTIONS = [f"What is {a} + {b}? Give the answer." for a, b in [(1, 2), (3, 4),
 
 
 def _write_data(path, golds):
-    rows = [{"question": q, "answer": g, "level": 1 + i % 3, "type": ["Algebra", "Geometry"][i % 2], "id": f"q{i}"}
-            for i, (q, g) in enumerate(zip(QUESTIONS, golds))]
+    rows = [
+        {"question": q, "answer": g, "level": 1 + i % 3, "type": ["Algebra", "Geometry"][i % 2], "id": f"q{i}"}
+        for i, (q, g) in enumerate(zip(QUESTIONS, golds))
+    ]
     path.write_text("".join(json.dumps(r) + "\n" for r in rows))
     return path
 
@@ -28,8 +31,14 @@ def _write_data(path, golds):
 def _cfg(ckpt, data, out, **kw):
     gen = dict(num_samples=N_SAMPLES, temperature=1.0, max_new_tokens=16, batch_size=8, seed=3)
     gen.update(kw.pop("gen", {}))
-    return EvalConfig(checkpoint=str(ckpt), dataset=str(data), output_dir=str(out), answer_fallback="last_number",
-                      generate=GenerateConfig(**gen), **kw)
+    return EvalConfig(
+        checkpoint=str(ckpt),
+        dataset=str(data),
+        output_dir=str(out),
+        answer_fallback="last_number",
+        generate=GenerateConfig(**gen),
+        **kw,
+    )
 
 
 def _value(answer):
@@ -54,9 +63,26 @@ def run(tmp_path_factory):
 
 def test_evaluate_report_matches_hand_computation(run, capsys):
     out = run["dir"] / "full"
-    argv = ["evaluate", "--checkpoint", str(run["ckpt"]), "--dataset", str(run["data"]), "--num-samples", "4",
-            "--temperature", "1.0", "--max-new-tokens", "16", "--seed", "3", "--output-dir", str(out),
-            "--answer-fallback", "last_number", "--no-progress"]
+    argv = [
+        "evaluate",
+        "--checkpoint",
+        str(run["ckpt"]),
+        "--dataset",
+        str(run["data"]),
+        "--num-samples",
+        "4",
+        "--temperature",
+        "1.0",
+        "--max-new-tokens",
+        "16",
+        "--seed",
+        "3",
+        "--output-dir",
+        str(out),
+        "--answer-fallback",
+        "last_number",
+        "--no-progress",
+    ]
     assert main(argv) == 0
     summary = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     rep = json.loads((out / "report.json").read_text())
@@ -86,9 +112,11 @@ def test_evaluate_report_matches_hand_computation(run, capsys):
         return float(winner == _value(row["gold"]))
 
     def table(sel):
-        return {"accuracy": sum(r["correct"][0] for r in sel) / len(sel),
-                "pass@k": {str(k): sum(pass_k(sum(r["correct"]), k) for r in sel) / len(sel) for k in ks},
-                "maj@k": {str(k): sum(maj_k(r, k) for r in sel) / len(sel) for k in ks}}
+        return {
+            "accuracy": sum(r["correct"][0] for r in sel) / len(sel),
+            "pass@k": {str(k): sum(pass_k(sum(r["correct"]), k) for r in sel) / len(sel) for k in ks},
+            "maj@k": {str(k): sum(maj_k(r, k) for r in sel) / len(sel) for k in ks},
+        }
 
     def close(got, want):
         assert got["accuracy"] == pytest.approx(want["accuracy"])
@@ -150,6 +178,7 @@ def test_interrupted_run_resumes_without_regenerating(run):
         def counted(batch, seeds):
             asked.extend(seeds)
             return complete(batch, seeds)
+
         return counted
 
     res = harness.evaluate(cfg, make_source=counting_source, progress=False)
@@ -176,16 +205,23 @@ def test_other_settings_in_the_same_output_dir_are_refused(run):
     first = harness.evaluate(_cfg(run["ckpt"], run["data"], out, limit=2), make_source=fixed_source, progress=False)
     golds = [json.loads(line)["answer"] for line in run["data"].read_text().splitlines()[:2]]
     assert first.report["accuracy"] == sum(g == "3" for g in golds) / 2
-    with pytest.raises(ValueError, match=r"run.json: .*other settings \(recorded -> now: temperature: 1.0 -> 0.5\); use another --output-dir"):
-        harness.evaluate(_cfg(run["ckpt"], run["data"], out, limit=2, gen={"temperature": 0.5}),
-                         make_source=fixed_source, progress=False)
+    with pytest.raises(
+        ValueError,
+        match=r"run.json: .*other settings \(recorded -> now: temperature: 1.0 -> 0.5\); use another --output-dir",
+    ):
+        harness.evaluate(
+            _cfg(run["ckpt"], run["data"], out, limit=2, gen={"temperature": 0.5}),
+            make_source=fixed_source,
+            progress=False,
+        )
 
 
 def test_cli_bad_input_names_file_line_and_field(run, tmp_path, capsys):
     bad = tmp_path / "bad.jsonl"
     bad.write_text(json.dumps({"question": "q", "answer": "1"}) + "\n" + json.dumps({"problem": "p"}) + "\n")
-    code = main(["evaluate", "--checkpoint", str(run["ckpt"]), "--dataset", str(bad), "--output-dir",
-                 str(tmp_path / "o")])
+    code = main(
+        ["evaluate", "--checkpoint", str(run["ckpt"]), "--dataset", str(bad), "--output-dir", str(tmp_path / "o")]
+    )
     err = capsys.readouterr().err
     assert code == 2 and f"mathjax-train evaluate: error: {bad}:2: field 'answer': missing required field" in err
     code = main(["evaluate", "--checkpoint", str(run["ckpt"]), "--dataset", "gsm9k", "--no-progress"])

@@ -1,4 +1,5 @@
 """Metrics against hand computation: pass@k vs the binomial formula, maj@k vs counts, ties, tables."""
+
 from fractions import Fraction
 from math import comb
 
@@ -65,14 +66,19 @@ def test_majority_vote_counts_and_ties():
 
 
 def _row(correct, clusters, level=None, subject=None):
-    return {"correct": correct, "clusters": clusters, "answers": ["a"] * len(correct), "level": level,
-            "subject": subject}
+    return {
+        "correct": correct,
+        "clusters": clusters,
+        "answers": ["a"] * len(correct),
+        "level": level,
+        "subject": subject,
+    }
 
 
 def test_aggregate_by_hand():
     rows = [
-        _row([True, False, False, True], [0, 1, 1, 0], level=1, subject="Algebra"),   # c=2; maj@4 tie -> 0 (right)
-        _row([False, True, True, True], [0, 1, 1, 1], level=2, subject="Algebra"),    # c=3; maj@4 -> 1 (right)
+        _row([True, False, False, True], [0, 1, 1, 0], level=1, subject="Algebra"),  # c=2; maj@4 tie -> 0 (right)
+        _row([False, True, True, True], [0, 1, 1, 1], level=2, subject="Algebra"),  # c=3; maj@4 -> 1 (right)
         _row([False, False, False, False], [None, 0, None, 1], level=2, subject=None),  # c=0
     ]
     agg = metrics.aggregate(rows, [1, 2, 4])

@@ -1,13 +1,26 @@
 """`evaluate --tools python` on a forced checkpoint: the answer is only reachable by running the code
 the model writes (see forced_model.py), so a right answer proves the tool loop ran inside evaluate."""
+
 import json
 
 import pytest
 
-from forced_model import (ADDED, ANS1, CODE1, CODE2, OUT1, OUT2, Q1, Q2, Q3, SCRIPT, STOP_TOKEN,
-                          make_forced_checkpoint, write_jsonl)
+from forced_model import (
+    ADDED,
+    ANS1,
+    CODE1,
+    CODE2,
+    OUT1,
+    OUT2,
+    Q1,
+    Q2,
+    Q3,
+    SCRIPT,
+    STOP_TOKEN,
+    make_forced_checkpoint,
+    write_jsonl,
+)
 from mathjax_train.cli import main
-
 
 
 @pytest.fixture(scope="module")
@@ -20,18 +33,41 @@ def forced(tmp_path_factory):
     cfg = json.loads(cfg_file.read_text())
     cfg["chat_template"] = "{{ messages[-1]['content'] }}"
     cfg_file.write_text(json.dumps(cfg))
-    data = write_jsonl(d / "q.jsonl", [
-        {"question": "Compute 6 times 7, plus one. " + Q1, "answer": "43", "id": "code"},
-        {"question": "Say seven. " + Q2, "answer": "7", "id": "plain"},
-        {"question": "Use a missing name. " + Q3, "answer": "5", "id": "error"}])
+    data = write_jsonl(
+        d / "q.jsonl",
+        [
+            {"question": "Compute 6 times 7, plus one. " + Q1, "answer": "43", "id": "code"},
+            {"question": "Say seven. " + Q2, "answer": "7", "id": "plain"},
+            {"question": "Use a missing name. " + Q3, "answer": "5", "id": "error"},
+        ],
+    )
     return d, ckpt, data
 
 
 def _evaluate(d, ckpt, data, name, *extra):
     out = d / name
-    assert main(["evaluate", "--checkpoint", str(ckpt), "--dataset", str(data), "--template", "chat",
-                 "--max-new-tokens", "12", "--batch-size", "2", "--output-dir", str(out), "--no-progress",
-                 *extra]) == 0
+    assert (
+        main(
+            [
+                "evaluate",
+                "--checkpoint",
+                str(ckpt),
+                "--dataset",
+                str(data),
+                "--template",
+                "chat",
+                "--max-new-tokens",
+                "12",
+                "--batch-size",
+                "2",
+                "--output-dir",
+                str(out),
+                "--no-progress",
+                *extra,
+            ]
+        )
+        == 0
+    )
     return json.loads((out / "report.json").read_text())
 
 

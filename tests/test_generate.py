@@ -1,4 +1,5 @@
 """Sampling filters with per-row settings, and the `generate` command on the engine (rows, seeds, order)."""
+
 import json
 
 import jax
@@ -14,8 +15,12 @@ from mathjax_train.infer.sampling import filter_logits, sample
 def test_top_k_and_top_p_filters_per_row():
     logits = jnp.log(jnp.array([[0.5, 0.3, 0.15, 0.05]] * 4))
     kept = np.isfinite(np.asarray(filter_logits(logits, jnp.array([1.0, 0.7, 0.1, 0.9]), jnp.array([2, 0, 0, 0]))))
-    assert kept.tolist() == [[True, True, False, False], [True, True, False, False], [True, False, False, False],
-                             [True, True, True, False]]
+    assert kept.tolist() == [
+        [True, True, False, False],
+        [True, True, False, False],
+        [True, False, False, False],
+        [True, True, True, False],
+    ]
     keys = jax.vmap(jax.random.PRNGKey)(jnp.arange(2000))
     ones = jnp.ones(2000)
     draws = np.asarray(sample(jnp.repeat(logits[:1], 2000, 0), keys, ones, 0.7 * ones, jnp.zeros(2000, jnp.int32)))

@@ -1,5 +1,6 @@
 """5000 gradings in a row, none over its time budget: mixed battery answers paired at random, and
 (real data) every MATH test gold against another problem's solution."""
+
 import json
 import random
 import time
@@ -58,8 +59,10 @@ def test_5000_math_golds_against_other_solutions_stay_within_budget():
     # neighbouring problems rarely share an answer; every acceptance here must be a true match
     assert len(accepted) < 100
     assert all(g.strip() == p.strip() or _numeric_equal(g, p) for g, p in accepted), accepted
-    print(f"\n5000 MATH shifted pairs: {sum(times):.1f}s, max {max(times) * 1000:.0f} ms, {symbolic} symbolic, "
-          f"{len(accepted)} accepted")
+    print(
+        f"\n5000 MATH shifted pairs: {sum(times):.1f}s, max {max(times) * 1000:.0f} ms, {symbolic} symbolic, "
+        f"{len(accepted)} accepted"
+    )
 
 
 def _numeric_equal(a: str, b: str) -> bool:

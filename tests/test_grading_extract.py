@@ -1,4 +1,5 @@
 """Extraction of final answers from completions and reference solutions."""
+
 import pytest
 
 from mathjax_train.grading import extract_answer

@@ -1,5 +1,6 @@
 """Fuzz: random text and LaTeX-ish junk never makes the grader raise or overrun its time budget;
 random renderings of numbers, units, set algebra and decimal approximations grade as they should."""
+
 import time
 from fractions import Fraction
 
@@ -10,11 +11,69 @@ from hypothesis import strategies as st
 from mathjax_train.grading import extract_answer, is_equivalent
 from mathjax_train.grading.numbers import REL_TOL
 
-TOKENS = ["\\frac", "\\dfrac", "\\sqrt", "\\boxed", "\\fbox", "\\text", "\\left(", "\\right)", "\\pi",
-          "\\infty", "\\cup", "\\pm", "\\cdot", "\\times", "\\begin{pmatrix}", "\\end{pmatrix}", "\\\\",
-          "&", "^", "_", "{", "}", "(", ")", "[", "]", "\\{", "\\}", ",", "=", "<", "%", "\\%", "$", "x",
-          "y", "i", "e", "10", "0", "9", "1,000", ".5", "!", "|", "/", "-", "+", " ", "####",
-          "The answer is ", "**", "\\circ", "_5", ":", "PM", "\\sin", "\\log_2", "\\binom", "\n", "\t"]
+TOKENS = [
+    "\\frac",
+    "\\dfrac",
+    "\\sqrt",
+    "\\boxed",
+    "\\fbox",
+    "\\text",
+    "\\left(",
+    "\\right)",
+    "\\pi",
+    "\\infty",
+    "\\cup",
+    "\\pm",
+    "\\cdot",
+    "\\times",
+    "\\begin{pmatrix}",
+    "\\end{pmatrix}",
+    "\\\\",
+    "&",
+    "^",
+    "_",
+    "{",
+    "}",
+    "(",
+    ")",
+    "[",
+    "]",
+    "\\{",
+    "\\}",
+    ",",
+    "=",
+    "<",
+    "%",
+    "\\%",
+    "$",
+    "x",
+    "y",
+    "i",
+    "e",
+    "10",
+    "0",
+    "9",
+    "1,000",
+    ".5",
+    "!",
+    "|",
+    "/",
+    "-",
+    "+",
+    " ",
+    "####",
+    "The answer is ",
+    "**",
+    "\\circ",
+    "_5",
+    ":",
+    "PM",
+    "\\sin",
+    "\\log_2",
+    "\\binom",
+    "\n",
+    "\t",
+]
 
 junk = st.one_of(
     st.lists(st.sampled_from(TOKENS), max_size=30).map("".join),
@@ -52,7 +111,7 @@ def test_exact_fractions_compare_exactly(a, b):
 
 
 @settings(max_examples=100, deadline=None)
-@given(a=st.integers(-10**9, 10**9), b=st.integers(-10**9, 10**9), k=st.integers(1, 6))
+@given(a=st.integers(-(10**9), 10**9), b=st.integers(-(10**9), 10**9), k=st.integers(1, 6))
 def test_decimals_follow_the_relative_tolerance_rule(a, b, k):
     # a / 10^k and b / 10^k written with k decimals: an approximation, so the REL_TOL rule applies
     da, db = Fraction(a, 10**k), Fraction(b, 10**k)
@@ -66,8 +125,15 @@ UNIT_FORMS = ["{n} {u}", "{n}\\text{ {u}}", "{n}\\textnormal{ {u}}", "{n} \\mbox
 
 
 @settings(max_examples=150, deadline=None)
-@given(n=st.integers(0, 10**6), other=st.integers(0, 10**6), same=st.booleans(), unit=st.sampled_from(UNITS),
-       form=st.sampled_from(UNIT_FORMS), commas=st.booleans(), boxed=st.booleans())
+@given(
+    n=st.integers(0, 10**6),
+    other=st.integers(0, 10**6),
+    same=st.booleans(),
+    unit=st.sampled_from(UNITS),
+    form=st.sampled_from(UNIT_FORMS),
+    commas=st.booleans(),
+    boxed=st.booleans(),
+)
 def test_numbers_with_units_grade_by_the_number(n, other, same, unit, form, commas, boxed):
     m = n if same else other
     answer = form.replace("{n}", f"{m:,}" if commas else str(m)).replace("{u}", unit)
@@ -83,8 +149,13 @@ elements = st.lists(st.integers(-20, 20), max_size=6)  # repeats allowed: a set 
 
 
 @settings(max_examples=150, deadline=None)
-@given(a=elements, b=elements, other=elements, op=st.sampled_from(["\\cup", "\\cap", "\\setminus"]),
-       rng=st.randoms(use_true_random=False))
+@given(
+    a=elements,
+    b=elements,
+    other=elements,
+    op=st.sampled_from(["\\cup", "\\cap", "\\setminus"]),
+    rng=st.randoms(use_true_random=False),
+)
 def test_set_algebra_grades_as_the_resulting_set(a, b, other, op, rng):
     result = {"\\cup": set(a) | set(b), "\\cap": set(a) & set(b), "\\setminus": set(a) - set(b)}[op]
     expression = f"{_set_tex(a)} {op} {_set_tex(b)}"

@@ -1,4 +1,5 @@
 """Grading against the real GSM8K and MATH test sets (skipped when the data directory is absent)."""
+
 import json
 import time
 
@@ -51,8 +52,10 @@ def test_math_solutions_grade_against_their_answers_within_budget():
         worst = max(worst, (dt, row["unique_id"]), key=lambda w: w[0])
         if not ok:
             failures.append(row["unique_id"])
-    print(f"\nMATH: {5000 - len(failures)}/5000 equivalent in {time.monotonic() - t_all:.1f}s; "
-          f"max per pair {worst[0] * 1000:.1f} ms ({worst[1]}); failures {failures[:20]}")
+    print(
+        f"\nMATH: {5000 - len(failures)}/5000 equivalent in {time.monotonic() - t_all:.1f}s; "
+        f"max per pair {worst[0] * 1000:.1f} ms ({worst[1]}); failures {failures[:20]}"
+    )
     assert len(failures) <= 5, failures  # >= 99.9%
     # the per-pair budget plus one worker start-up at most
     assert worst[0] < PER_PAIR_BUDGET_S + 20
@@ -61,8 +64,11 @@ def test_math_solutions_grade_against_their_answers_within_budget():
 def test_math_predictions_that_differ_from_gold_are_rejected():
     """The identity check above cannot fail by accepting everything: shifted golds must mostly fail."""
     rows = _rows("math/test.jsonl")[:500]
-    accepted = sum(is_equivalent(a["answer"], extract_answer(b["solution"]))
-                   for a, b in zip(rows, rows[1:]) if a["answer"].strip() != b["answer"].strip())
+    accepted = sum(
+        is_equivalent(a["answer"], extract_answer(b["solution"]))
+        for a, b in zip(rows, rows[1:])
+        if a["answer"].strip() != b["answer"].strip()
+    )
     assert accepted < 25, accepted
 
 

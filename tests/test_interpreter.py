@@ -3,6 +3,7 @@
 Model output is hostile input: every case below must come back with an error within its time
 bound, leave the host untouched, and leave the sandbox usable for the next snippet.
 """
+
 import os
 import re
 import socket
@@ -13,8 +14,7 @@ import uuid
 import pytest
 
 import mathjax_train.tools.interpreter as interpreter_module
-from mathjax_train.tools.interpreter import (ExecutionResult, InterpreterPool, Limits, execute,
-                                             isolation_report)
+from mathjax_train.tools.interpreter import ExecutionResult, InterpreterPool, Limits, execute, isolation_report
 
 IS_ROOT = os.geteuid() == 0
 needs_root = pytest.mark.skipif(not IS_ROOT, reason="namespace isolation needs root")
@@ -24,8 +24,7 @@ SLACK = 3.0  # supervisor overhead on a loaded 2-core machine
 
 @pytest.fixture(scope="module")
 def pool():
-    with InterpreterPool(workers=2, timeout_s=TIMEOUT, limits=Limits(memory_mb=256),
-                         preload=()) as p:
+    with InterpreterPool(workers=2, timeout_s=TIMEOUT, limits=Limits(memory_mb=256), preload=()) as p:
         yield p
 
 
@@ -99,11 +98,15 @@ HOSTILE = {
     "huge_output": ("print('x' * 10**8)", r"^(OutputLimitError|MemoryError)"),
     "print_loop": ("while True:\n    print('spam' * 100)", r"^(OutputLimitError|TimeoutError)"),
     "recursion": ("def f():\n    return f()\nf()", r"^RecursionError"),
-    "recursion_unbounded": ("import sys\nsys.setrecursionlimit(10**6)\ndef f():\n    return f()\nf()",
-                            r"^(RecursionError|MemoryError|ProcessCrashed|TimeoutError)"),
-    "c_stack_overflow": ("import sys\nsys.setrecursionlimit(10**7)\na, b = [], []\n"
-                         "for _ in range(3 * 10**5):\n    a, b = [a], [b]\na == b",
-                         r"^ProcessCrashed: .*SIGSEGV"),
+    "recursion_unbounded": (
+        "import sys\nsys.setrecursionlimit(10**6)\ndef f():\n    return f()\nf()",
+        r"^(RecursionError|MemoryError|ProcessCrashed|TimeoutError)",
+    ),
+    "c_stack_overflow": (
+        "import sys\nsys.setrecursionlimit(10**7)\na, b = [], []\n"
+        "for _ in range(3 * 10**5):\n    a, b = [a], [b]\na == b",
+        r"^ProcessCrashed: .*SIGSEGV",
+    ),
     "big_file": ("open('big', 'wb').write(b'0' * (64 * 2**20))", r"File too large|No space left"),
     "cpu_in_c": ("x = 10 ** (10 ** 9)", r"^(TimeoutError|MemoryError)"),
 }
@@ -157,8 +160,7 @@ def test_fork_bomb_leaves_no_process(pool):
 def test_writes_outside_sandbox_do_not_reach_host(pool, target):
     name = f"pwned-{uuid.uuid4().hex}"
     # the package stays visible (read-only) wherever the checkout is, /tmp included
-    directory = os.path.dirname(os.path.abspath(interpreter_module.__file__)) \
-        if target == "package" else target
+    directory = os.path.dirname(os.path.abspath(interpreter_module.__file__)) if target == "package" else target
     host_path = os.path.join(directory, name)
     r = pool.execute(f"open({host_path!r}, 'w').write('x')\nprint('wrote')")
     assert not os.path.exists(host_path)
@@ -195,17 +197,19 @@ def test_cannot_read_root_home_or_escalate(pool):
 
 def test_environment_is_scrubbed(monkeypatch):
     monkeypatch.setenv("MY_SECRET", "s3cr3t")
-    code = ("import os, glob\n"
-            "print('MY_SECRET' in os.environ)\n"
-            "leaks = []\n"
-            "for p in glob.glob('/proc/*/environ'):\n"
-            "    try:\n"
-            "        leaks.append(b's3cr3t' in open(p, 'rb').read())\n"
-            "    except OSError:\n"
-            "        pass\n"
-            "print(any(leaks))\n"
-            f"try:\n    open('/proc/{os.getpid()}/environ', 'rb').read(); print('read')\n"
-            "except OSError:\n    print('denied')")
+    code = (
+        "import os, glob\n"
+        "print('MY_SECRET' in os.environ)\n"
+        "leaks = []\n"
+        "for p in glob.glob('/proc/*/environ'):\n"
+        "    try:\n"
+        "        leaks.append(b's3cr3t' in open(p, 'rb').read())\n"
+        "    except OSError:\n"
+        "        pass\n"
+        "print(any(leaks))\n"
+        f"try:\n    open('/proc/{os.getpid()}/environ', 'rb').read(); print('read')\n"
+        "except OSError:\n    print('denied')"
+    )
     r = execute(code, timeout_s=5)
     assert r.ok and r.output == "False\nFalse\ndenied\n", r
     assert "s3cr3t" not in r.output
@@ -228,8 +232,7 @@ def test_no_network_even_to_localhost(pool):
 
     t = threading.Thread(target=accept)
     t.start()
-    code = (f"import socket\ns = socket.create_connection(('127.0.0.1', {port}), timeout=1)\n"
-            "s.sendall(b'hi')")
+    code = f"import socket\ns = socket.create_connection(('127.0.0.1', {port}), timeout=1)\ns.sendall(b'hi')"
     r = pool.execute(code)
     t.join()
     server.close()
@@ -240,14 +243,17 @@ def test_no_network_even_to_localhost(pool):
     assert not r2.ok
 
 
-@pytest.mark.parametrize("code", [
-    "import os\nos.kill(os.getppid(), 9)\nprint('alive')",
-    "import os\nos.killpg(os.getpgid(0), 9)",
-    "import os\nos.kill(-1, 9)",
-    "import os, signal\nos.kill({test_pid}, signal.SIGKILL)",
-    "import os, signal\nfor p in {zygotes}:\n    try:\n        os.kill(p, signal.SIGKILL)\n"
-    "    except OSError as e:\n        print(type(e).__name__)",
-])
+@pytest.mark.parametrize(
+    "code",
+    [
+        "import os\nos.kill(os.getppid(), 9)\nprint('alive')",
+        "import os\nos.killpg(os.getpgid(0), 9)",
+        "import os\nos.kill(-1, 9)",
+        "import os, signal\nos.kill({test_pid}, signal.SIGKILL)",
+        "import os, signal\nfor p in {zygotes}:\n    try:\n        os.kill(p, signal.SIGKILL)\n"
+        "    except OSError as e:\n        print(type(e).__name__)",
+    ],
+)
 def test_cannot_kill_the_caller(pool, code):
     zygotes = [w.proc.pid for w in pool._workers]
     code = code.format(test_pid=os.getpid(), zygotes=zygotes)
@@ -263,13 +269,16 @@ def test_basic_mode_fallback_scrubs_env_and_cleans_tmp(monkeypatch, tmp_path):
     monkeypatch.setenv("MY_SECRET", "s3cr3t")
     monkeypatch.setenv("TMPDIR", str(tmp_path))
     import tempfile
+
     monkeypatch.setattr(tempfile, "tempdir", None)
-    r = execute("import os\nopen('f', 'w').write('x')\nprint(os.environ.get('MY_SECRET'))\n"
-                "os.getcwd()", timeout_s=5, isolation="basic")
+    r = execute(
+        "import os\nopen('f', 'w').write('x')\nprint(os.environ.get('MY_SECRET'))\nos.getcwd()",
+        timeout_s=5,
+        isolation="basic",
+    )
     assert r.ok and r.output.startswith("None\n'" + str(tmp_path)), r
     assert list(tmp_path.iterdir()) == []
     r = execute("while True: pass", timeout_s=1, isolation="basic")
     assert r.timed_out and r.error.startswith("TimeoutError")
     r = execute("import socket\nsocket.socket()", timeout_s=5, isolation="basic")
     assert r.error.startswith("PermissionError")
-

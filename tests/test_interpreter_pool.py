@@ -1,4 +1,5 @@
 """Session state, pool isolation between snippets, supervisor recovery and leak checks."""
+
 import os
 import signal
 import tempfile
@@ -53,12 +54,18 @@ def test_session_keeps_state_across_blocks():
         assert s.run("x").output == "41\n"  # an ordinary error does not lose state
 
 
-@pytest.mark.parametrize("killer,expect", [
-    ("while True:\n    pass", "TimeoutError"),
-    ("import os\nos._exit(3)", "ProcessExited"),
-    ("import sys\nsys.setrecursionlimit(10**7)\na, b = [], []\n"
-     "for _ in range(3 * 10**5):\n    a, b = [a], [b]\na == b", "ProcessCrashed"),
-])
+@pytest.mark.parametrize(
+    "killer,expect",
+    [
+        ("while True:\n    pass", "TimeoutError"),
+        ("import os\nos._exit(3)", "ProcessExited"),
+        (
+            "import sys\nsys.setrecursionlimit(10**7)\na, b = [], []\n"
+            "for _ in range(3 * 10**5):\n    a, b = [a], [b]\na == b",
+            "ProcessCrashed",
+        ),
+    ],
+)
 def test_session_restarts_after_timeout_or_crash(killer, expect):
     with Session(timeout_s=2) as s:
         assert s.run("x = 1").ok
@@ -92,8 +99,7 @@ def test_fresh_snippet_cpu_limit():
 def test_pool_snippets_share_no_state():
     with InterpreterPool(workers=1, preload=()) as pool:
         assert pool.execute("secret = 123\nimport json\nopen('left', 'w').write('x')").ok
-        r = pool.execute("import os\nprint('secret' in globals(), 'json' in globals(), "
-                         "os.path.exists('left'))")
+        r = pool.execute("import os\nprint('secret' in globals(), 'json' in globals(), os.path.exists('left'))")
         assert r.output == "False False False\n"
 
 
@@ -130,8 +136,7 @@ def test_supervisor_death_is_recovered_and_takes_sandboxes_along():
         worker = pool._workers[0]
         zygote = worker.proc.pid
         box = []
-        t = threading.Thread(target=lambda: box.append(pool.execute("import time\ntime.sleep(30)",
-                                                                    timeout_s=30)))
+        t = threading.Thread(target=lambda: box.append(pool.execute("import time\ntime.sleep(30)", timeout_s=30)))
         t.start()
         deadline = time.monotonic() + 3
         while len(_descendants(zygote)) < 1 and time.monotonic() < deadline:
@@ -171,8 +176,7 @@ def test_thousand_snippets_no_leaks():
     before_tmp = set(os.listdir(tmp_root))
     before = _descendants(os.getpid())
     codes = [f"v = {i}\nopen('scratch', 'w').write(str(v))\nprint(v * v)" for i in range(1000)]
-    with InterpreterPool(workers=2, timeout_s=5, limits=Limits(memory_mb=256),
-                         preload=()) as pool:
+    with InterpreterPool(workers=2, timeout_s=5, limits=Limits(memory_mb=256), preload=()) as pool:
         t0 = time.monotonic()
         results = pool.map(codes)
         elapsed = time.monotonic() - t0

@@ -1,4 +1,5 @@
 """Strict JSONL reading (path:line:field errors, counted blanks), SFT reader, manual-dir lookup."""
+
 import json
 
 import pytest

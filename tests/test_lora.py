@@ -3,6 +3,7 @@ checkpoint space; training lowers the loss and resumes exactly; the adapters loa
 of ours) with logits equal to our model's and to the merged export's; PEFT adapters import back; an
 int8 base computes what its merge gives; `plan` shows the 7B LoRA recipes fit a v5e-8 where full SFT
 does not."""
+
 import copy
 import json
 import shutil
@@ -39,9 +40,20 @@ IDS = np.array([[1, 5, 77, 200, 13, 9, 250, 31, 64, 3, 120, 7]], np.int32)
 
 
 def lora_config(out, base, *extra):
-    return tiny_config(out, f"init_from={base}", "lora.rank=4", "lora.alpha=8", "lora.dropout=0.1", ALL,
-                       "train.steps=8", "train.log_every_steps=1", "checkpoint.every_steps=4",
-                       "optimizer.learning_rate=1e-2", "optimizer.warmup_steps=0", *extra)
+    return tiny_config(
+        out,
+        f"init_from={base}",
+        "lora.rank=4",
+        "lora.alpha=8",
+        "lora.dropout=0.1",
+        ALL,
+        "train.steps=8",
+        "train.log_every_steps=1",
+        "checkpoint.every_steps=4",
+        "optimizer.learning_rate=1e-2",
+        "optimizer.warmup_steps=0",
+        *extra,
+    )
 
 
 def quiet(*_):
@@ -91,8 +103,12 @@ def test_the_step_updates_only_the_adapters_on_an_int8_base(base, tmp_path):
     assert {x.shape for x in jax.tree_util.tree_leaves(state["opt_state"])} - {()} == shapes  # AdamW: adapters only
     rng = np.random.default_rng(0)
     tokens = rng.integers(3, 300, (8, 64))
-    batch = {"tokens": tokens, "positions": np.tile(np.arange(64), (8, 1)), "segment_ids": np.ones((8, 64)),
-             "targets": np.roll(tokens, -1, axis=1)}
+    batch = {
+        "tokens": tokens,
+        "positions": np.tile(np.arange(64), (8, 1)),
+        "segment_ids": np.ones((8, 64)),
+        "targets": np.roll(tokens, -1, axis=1),
+    }
     batch = {k: jax.device_put(v.astype(np.int32), setup.batch_sharding) for k, v in batch.items()}
     batch["loss_weights"] = jax.device_put(np.ones((8, 64), np.float32), setup.batch_sharding)
     losses = []
@@ -187,29 +203,71 @@ def test_peft_loads_our_adapter_with_equal_logits(trained, base, tmp_path):
     # `generate` takes the adapter checkpoint (merged on load): greedy tokens equal transformers' on the merge
     prompt = "Natalia sold 48 clips in April"
     (tmp_path / "p.jsonl").write_text(json.dumps({"prompt": prompt}) + "\n")
-    assert main(["generate", "--checkpoint", str(trained), "--prompts", str(tmp_path / "p.jsonl"), "--output",
-                 str(tmp_path / "o.jsonl"), "--max-new-tokens", "6", "--dtype", "float32"]) == 0
+    assert (
+        main(
+            [
+                "generate",
+                "--checkpoint",
+                str(trained),
+                "--prompts",
+                str(tmp_path / "p.jsonl"),
+                "--output",
+                str(tmp_path / "o.jsonl"),
+                "--max-new-tokens",
+                "6",
+                "--dtype",
+                "float32",
+            ]
+        )
+        == 0
+    )
     got = json.loads((tmp_path / "o.jsonl").read_text())["token_ids"][0]
     ids = transformers.AutoTokenizer.from_pretrained(hf_dir)(prompt).input_ids
     with torch.no_grad():
-        ref = merged.generate(torch.tensor([ids]), max_new_tokens=6, do_sample=False)[0, len(ids):].tolist()
+        ref = merged.generate(torch.tensor([ids]), max_new_tokens=6, do_sample=False)[0, len(ids) :].tolist()
     assert got == ref and len(ref) >= 1
 
     # PEFT -> ours: the same adapters and logits
-    assert main(["import-hf", "--adapter", str(tmp_path / "peft"), str(tmp_path / "back"),
-                 "--base", str(hf_dir.parent / "ckpt")]) == 0
+    assert (
+        main(
+            [
+                "import-hf",
+                "--adapter",
+                str(tmp_path / "peft"),
+                str(tmp_path / "back"),
+                "--base",
+                str(hf_dir.parent / "ckpt"),
+            ]
+        )
+        == 0
+    )
     np.testing.assert_array_equal(our_logits(tmp_path / "back"), ours)
     # a PEFT adapter made by peft itself (random B, 3 targets) imports too
-    own = peft.get_peft_model(copy.deepcopy(hf_model), peft.LoraConfig(
-        r=2, lora_alpha=5, target_modules=["q_proj", "down_proj", "gate_proj"], init_lora_weights=False))
+    own = peft.get_peft_model(
+        copy.deepcopy(hf_model),
+        peft.LoraConfig(
+            r=2, lora_alpha=5, target_modules=["q_proj", "down_proj", "gate_proj"], init_lora_weights=False
+        ),
+    )
     own.save_pretrained(tmp_path / "own")
-    assert main(["import-hf", "--adapter", str(tmp_path / "own"), str(tmp_path / "own_ckpt"),
-                 "--base", str(hf_dir.parent / "ckpt")]) == 0
+    assert (
+        main(
+            [
+                "import-hf",
+                "--adapter",
+                str(tmp_path / "own"),
+                str(tmp_path / "own_ckpt"),
+                "--base",
+                str(hf_dir.parent / "ckpt"),
+            ]
+        )
+        == 0
+    )
     np.testing.assert_allclose(our_logits(tmp_path / "own_ckpt"), torch_logits(own.eval()), atol=1e-4, rtol=0)
 
 
 def test_plan_lora_recipes_fit_a_v5e_8_where_full_sft_does_not():
-    gib = 2 ** 30
+    gib = 2**30
     plans = {}
     for name in ("lora", "qlora"):
         path = str(REPO / "configs" / f"llama2_7b_{name}_v5e-8.yaml")
@@ -255,11 +313,13 @@ def test_bad_lora_input_is_named(base, tmp_path, capsys):
     model.save_pretrained(peft_dir)
     conf = json.loads((peft_dir / "adapter_config.json").read_text())
     ck = str(base[0] / "ckpt")
-    cases = [({"use_dora": True}, "use_dora=True is not supported"),
-             ({"target_modules": "q_proj"}, "target_modules must be a list"),
-             ({"peft_type": "IA3"}, "only LORA adapters"),
-             ({"r": 3}, "has shape (2, 96), but the config implies (3, 96)"),
-             ({"target_modules": ["q_proj", "v_proj"]}, "v_proj.lora_A.weight' is missing")]
+    cases = [
+        ({"use_dora": True}, "use_dora=True is not supported"),
+        ({"target_modules": "q_proj"}, "target_modules must be a list"),
+        ({"peft_type": "IA3"}, "only LORA adapters"),
+        ({"r": 3}, "has shape (2, 96), but the config implies (3, 96)"),
+        ({"target_modules": ["q_proj", "v_proj"]}, "v_proj.lora_A.weight' is missing"),
+    ]
     for change, msg in cases:
         bad = tmp_path / f"bad{len(msg)}"
         shutil.copytree(peft_dir, bad)
@@ -279,19 +339,53 @@ def test_evaluate_and_rft_take_an_adapter_checkpoint(trained, tmp_path, capsys):
     assert main(["export-hf", str(trained), str(tmp_path / "merged_hf")]) == 0
     assert main(["import-hf", str(tmp_path / "merged_hf"), str(tmp_path / "merged"), "--param-dtype", "float32"]) == 0
     problems = tmp_path / "problems.jsonl"
-    problems.write_text("".join(json.dumps({"question": q, "answer": a, "solution": f"#### {a}"}) + "\n"
-                                for q, a in [("Natalia sold 48 clips", "72"), ("What is 3 + 4?", "7")]))
+    problems.write_text(
+        "".join(
+            json.dumps({"question": q, "answer": a, "solution": f"#### {a}"}) + "\n"
+            for q, a in [("Natalia sold 48 clips", "72"), ("What is 3 + 4?", "7")]
+        )
+    )
     sampling = ["--max-new-tokens", "5", "--dtype", "float32", "--no-progress"]
     evaluated, sampled = {}, {}
     for name in ("trained", "merged"):
         ck = str(trained if name == "trained" else tmp_path / "merged")
-        assert main(["evaluate", "--checkpoint", ck, "--dataset", str(problems), "--output-dir",
-                     str(tmp_path / f"eval_{name}"), *sampling]) == 0
+        assert (
+            main(
+                [
+                    "evaluate",
+                    "--checkpoint",
+                    ck,
+                    "--dataset",
+                    str(problems),
+                    "--output-dir",
+                    str(tmp_path / f"eval_{name}"),
+                    *sampling,
+                ]
+            )
+            == 0
+        )
         rows = (tmp_path / f"eval_{name}" / "samples.jsonl").read_text().splitlines()
         evaluated[name] = [json.loads(r)["completions"] for r in rows]
         capsys.readouterr()
-        assert main(["rft", "--checkpoint", ck, "--dataset", str(problems), "--output", str(tmp_path / f"{name}.jsonl"),
-                     "--k", "3", "--template", "question_answer", *sampling]) == 0
+        assert (
+            main(
+                [
+                    "rft",
+                    "--checkpoint",
+                    ck,
+                    "--dataset",
+                    str(problems),
+                    "--output",
+                    str(tmp_path / f"{name}.jsonl"),
+                    "--k",
+                    "3",
+                    "--template",
+                    "question_answer",
+                    *sampling,
+                ]
+            )
+            == 0
+        )
         summary = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
         sampled[name] = {k: summary[k] for k in ("samples", "sampled_tokens", "finish_reasons", "rejected")}
     assert evaluated["trained"] == evaluated["merged"] and len(evaluated["trained"]) == 2

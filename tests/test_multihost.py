@@ -1,6 +1,7 @@
 """Two real processes on localhost train together through jax.distributed (gloo CPU collectives):
 they agree on every loss, match a one-process run over the same global batches, write one
 checkpoint per saved step and one metrics stream; a host with different code is named and stopped."""
+
 import http.server
 import json
 import os
@@ -38,17 +39,42 @@ def _free_port() -> int:
 def _launch(out_dir, extra=(), cwd=REPO, overrides_by_process=None):
     """Start processes 0 and 1 of one run; returns [(returncode, stdout, stderr)] in process order."""
     port = _free_port()
-    env = dict(os.environ, JAX_PLATFORMS="cpu", TF_CPP_MIN_LOG_LEVEL="3",
-               XLA_FLAGS=f"--xla_force_host_platform_device_count={LOCAL_DEVICES}")
+    env = dict(
+        os.environ,
+        JAX_PLATFORMS="cpu",
+        TF_CPP_MIN_LOG_LEVEL="3",
+        XLA_FLAGS=f"--xla_force_host_platform_device_count={LOCAL_DEVICES}",
+    )
     procs = []
     for i in range(2):
-        args = [sys.executable, "-m", "mathjax_train.cli", "train", "--config", str(SMOKE), f"output_dir={out_dir}",
-                "model.dtype=float32", f"train.steps={STEPS}", f"checkpoint.every_steps={EVERY}",
-                "train.log_every_steps=1", f"distributed.coordinator_address=127.0.0.1:{port}",
-                "distributed.num_processes=2", f"distributed.process_id={i}", *extra,
-                *((overrides_by_process or {}).get(i, ()))]
-        procs.append(subprocess.Popen(args, cwd=(cwd[i] if isinstance(cwd, tuple) else cwd), env=env, text=True,
-                                      stdout=subprocess.PIPE, stderr=subprocess.PIPE))
+        args = [
+            sys.executable,
+            "-m",
+            "mathjax_train.cli",
+            "train",
+            "--config",
+            str(SMOKE),
+            f"output_dir={out_dir}",
+            "model.dtype=float32",
+            f"train.steps={STEPS}",
+            f"checkpoint.every_steps={EVERY}",
+            "train.log_every_steps=1",
+            f"distributed.coordinator_address=127.0.0.1:{port}",
+            "distributed.num_processes=2",
+            f"distributed.process_id={i}",
+            *extra,
+            *((overrides_by_process or {}).get(i, ())),
+        ]
+        procs.append(
+            subprocess.Popen(
+                args,
+                cwd=(cwd[i] if isinstance(cwd, tuple) else cwd),
+                env=env,
+                text=True,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+            )
+        )
     results = []
     try:
         for p in procs:
@@ -70,7 +96,7 @@ def _reference_losses(tmp_path) -> list[float]:
     """The same run in this process on 8 devices: each step's global batch is host 0's rows and host
     1's rows (ToyCopyIterator shard 0 and 1), the same initial parameters (seed) and optimizer."""
     cfg = tiny_config(tmp_path / "ref", f"train.steps={STEPS}")
-    mesh = make_mesh(cfg.mesh, devices=jax.devices()[:2 * LOCAL_DEVICES])
+    mesh = make_mesh(cfg.mesh, devices=jax.devices()[: 2 * LOCAL_DEVICES])
     rules = axis_rules(cfg.mesh.rules)
     tx, schedule = make_optimizer(cfg.optimizer, cfg.train.steps)
     layout = state_layout(cfg.model, tx, mesh, rules)
@@ -78,8 +104,10 @@ def _reference_losses(tmp_path) -> list[float]:
     bsh = batch_sharding(mesh, rules)
     step = make_train_step(cfg, cfg.model, tx, schedule, layout, mesh, rules, bsh)
     rows = cfg.train.batch_size // 2
-    hosts = [ToyCopyIterator(cfg.model.vocab_size, rows, cfg.train.seq_len, seed=cfg.data.seed, shard_index=i)
-             for i in range(2)]
+    hosts = [
+        ToyCopyIterator(cfg.model.vocab_size, rows, cfg.train.seq_len, seed=cfg.data.seed, shard_index=i)
+        for i in range(2)
+    ]
     losses = []
     with jax.set_mesh(mesh):
         for _ in range(STEPS):
@@ -134,7 +162,7 @@ def test_a_host_with_different_code_and_config_is_named(tmp_path):
     results = _launch(tmp_path / "run", cwd=(REPO, alt), overrides_by_process={1: ["optimizer.learning_rate=1e-3"]})
     for i, (rc, _, stderr) in enumerate(results):
         assert rc == 2, f"process {i} exited {rc}:\n{stderr[-3000:]}"
-        msg = stderr[stderr.index("mathjax-train train: error: preflight"):]
+        msg = stderr[stderr.index("mathjax-train train: error: preflight") :]
         assert "source_sha256: process 0 (" in msg and ", but process 1 (" in msg
         assert "config_sha256: process 0" in msg
         assert "jax:" not in msg and "package:" not in msg  # only what differs is named
@@ -150,15 +178,29 @@ def test_coordinator_address_and_port_resolution(monkeypatch):
     assert resolve(DistributedConfig(), None) is None  # one process: nothing to start
     assert resolve(DistributedConfig(initialize="never", coordinator_address="h:1", num_processes=2), None) is None
     args = resolve(DistributedConfig(coordinator_address="10.0.0.2", num_processes=4, process_id=3), None)
-    assert args == {"coordinator_address": f"10.0.0.2:{distributed.DEFAULT_COORDINATOR_PORT}", "num_processes": 4,
-                    "process_id": 3, "initialization_timeout": 300}
+    assert args == {
+        "coordinator_address": f"10.0.0.2:{distributed.DEFAULT_COORDINATOR_PORT}",
+        "num_processes": 4,
+        "process_id": 3,
+        "initialization_timeout": 300,
+    }
     monkeypatch.setenv("JAX_COORDINATOR_PORT", "9999")
-    assert resolve(DistributedConfig(coordinator_address="h", num_processes=2, process_id=0),
-                   None)["coordinator_address"] == "h:9999"
-    assert resolve(DistributedConfig(coordinator_address="h", coordinator_port=7000, num_processes=2, process_id=0),
-                   None)["coordinator_address"] == "h:7000"
-    assert resolve(DistributedConfig(coordinator_address="h:1234", coordinator_port=7000, num_processes=2,
-                                     process_id=1), None)["coordinator_address"] == "h:1234"
+    assert (
+        resolve(DistributedConfig(coordinator_address="h", num_processes=2, process_id=0), None)["coordinator_address"]
+        == "h:9999"
+    )
+    assert (
+        resolve(DistributedConfig(coordinator_address="h", coordinator_port=7000, num_processes=2, process_id=0), None)[
+            "coordinator_address"
+        ]
+        == "h:7000"
+    )
+    assert (
+        resolve(
+            DistributedConfig(coordinator_address="h:1234", coordinator_port=7000, num_processes=2, process_id=1), None
+        )["coordinator_address"]
+        == "h:1234"
+    )
     with pytest.raises(ConfigError, match="distributed.process_id must be set"):
         resolve(DistributedConfig(coordinator_address="h:1", num_processes=2), None)
     with pytest.raises(ConfigError, match="no valid port"):
@@ -208,8 +250,15 @@ class _Metadata(http.server.BaseHTTPRequestHandler):
 
 @pytest.fixture
 def metadata_server(monkeypatch):
-    for var in ("TPU_WORKER_HOSTNAMES", "TPU_PROCESS_ADDRESSES", "TPU_WORKER_ID", "MEGASCALE_NUM_SLICES",
-                "MEGASCALE_SLICE_ID", "MEGASCALE_COORDINATOR_ADDRESS", "TPU_ACCELERATOR_TYPE"):
+    for var in (
+        "TPU_WORKER_HOSTNAMES",
+        "TPU_PROCESS_ADDRESSES",
+        "TPU_WORKER_ID",
+        "MEGASCALE_NUM_SLICES",
+        "MEGASCALE_SLICE_ID",
+        "MEGASCALE_COORDINATOR_ADDRESS",
+        "TPU_ACCELERATOR_TYPE",
+    ):
         monkeypatch.delenv(var, raising=False)
     server = http.server.HTTPServer(("127.0.0.1", 0), _Metadata)
     threading.Thread(target=server.serve_forever, daemon=True).start()
@@ -221,9 +270,12 @@ def metadata_server(monkeypatch):
 
 def test_tpu_environment_from_the_metadata_server(metadata_server):
     """A TPU VM learns its slice from the GCE metadata server (here a real one on localhost)."""
-    metadata_server.attributes = {"agent-worker-number": "1", "accelerator-type": "v5p-32",
-                                  "worker-network-endpoints": "n0:a:10.0.0.5,n1:b:10.0.0.6,n2:c:10.0.0.7,n3:d:10.0.0.8",
-                                  "tpu-env": "ZONE: 'us-east5-a'\nMEGASCALE_NUM_SLICES: '1'\n"}
+    metadata_server.attributes = {
+        "agent-worker-number": "1",
+        "accelerator-type": "v5p-32",
+        "worker-network-endpoints": "n0:a:10.0.0.5,n1:b:10.0.0.6,n2:c:10.0.0.7,n3:d:10.0.0.8",
+        "tpu-env": "ZONE: 'us-east5-a'\nMEGASCALE_NUM_SLICES: '1'\n",
+    }
     tpu = distributed.detect_tpu_environment(query_metadata=True)
     assert tpu.worker_hostnames == ["10.0.0.5", "10.0.0.6", "10.0.0.7", "10.0.0.8"]
     assert (tpu.process_id, tpu.num_processes, tpu.accelerator_type, tpu.source) == (1, 4, "v5p-32", "metadata")
@@ -240,8 +292,18 @@ def test_no_tpu_means_no_network(metadata_server, monkeypatch):
 
 
 def _records(**changes):
-    base = {"process": 0, "host": "w-0", "local_devices": 4, "device_kind": "TPU v5", "package": "0.1.0",
-            "source_sha256": "a" * 64, "git": "abc", "config_sha256": "c" * 64, "jax": "0.10.2", "jaxlib": "0.10.2"}
+    base = {
+        "process": 0,
+        "host": "w-0",
+        "local_devices": 4,
+        "device_kind": "TPU v5",
+        "package": "0.1.0",
+        "source_sha256": "a" * 64,
+        "git": "abc",
+        "config_sha256": "c" * 64,
+        "jax": "0.10.2",
+        "jaxlib": "0.10.2",
+    }
     out = [dict(base, process=i, host=f"w-{i}") for i in range(4)]
     for i, fields in changes.items():
         out[int(i[1:])].update(fields)
@@ -279,14 +341,23 @@ def test_layout_checks_in_one_process(tmp_path):
     report = preflight.run_preflight(cfg, mesh, bsh)
     assert report["devices"] == 8 and report["batch_shards"] == 8 and report["processes"] == 1
     with pytest.raises(preflight.PreflightError, match="distributed.num_processes is 2 but 1 processes joined"):
-        preflight.check_layout(tiny_config(tmp_path, "distributed.num_processes=2", "distributed.process_id=0",
-                                           "distributed.initialize=never"), mesh, bsh, records)
+        preflight.check_layout(
+            tiny_config(
+                tmp_path, "distributed.num_processes=2", "distributed.process_id=0", "distributed.initialize=never"
+            ),
+            mesh,
+            bsh,
+            records,
+        )
     with pytest.raises(preflight.PreflightError, match="12 rows per micro-batch cannot be split over the 8 batch"):
         preflight.check_layout(tiny_config(tmp_path, "train.batch_size=12"), mesh, bsh, records)
     # a recipe for a TPU slice refuses other hardware (CPU runs are exempt)
     preflight.check_topology("v5p-32", 8, 1, "cpu")
-    with pytest.raises(preflight.PreflightError, match=r"mesh.topology is v5p-32 but the devices are 'TPU v4', "
-                                                       r"not v5p; 32 chips on 8 hosts joined, v5p-32 has 16 on 4"):
+    with pytest.raises(
+        preflight.PreflightError,
+        match=r"mesh.topology is v5p-32 but the devices are 'TPU v4', "
+        r"not v5p; 32 chips on 8 hosts joined, v5p-32 has 16 on 4",
+    ):
         preflight.check_topology("v5p-32", 32, 8, "TPU v4")
 
 

@@ -2,6 +2,7 @@
 re-run ends with the same manifest hashes as an uninterrupted one; a changed stage config re-runs
 that stage and the later ones only; changed input or output content is detected; bad files are
 named. One killed + one uninterrupted run are shared by the tests (module fixture)."""
+
 import json
 import signal
 import subprocess
@@ -39,8 +40,7 @@ def _cli(run_dir) -> list[str]:
 
 def _kill_during_sft(run_dir) -> list[int]:
     """Start the command, SIGKILL it once the sft stage has a committed checkpoint; the steps saved then."""
-    proc = subprocess.Popen(_cli(run_dir), env=cli_env(), cwd=REPO, stdout=subprocess.DEVNULL,
-                            stderr=subprocess.PIPE)
+    proc = subprocess.Popen(_cli(run_dir), env=cli_env(), cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     ckpts = run_dir / "sft" / "checkpoints"
     deadline = time.time() + 300
     try:
@@ -107,20 +107,26 @@ def test_killed_run_resumes_to_the_same_hashes(runs):
     saved, at_kill = runs["saved_at_kill"], runs["at_kill"]
     assert saved and max(saved) < 8, saved  # killed mid-training, with a checkpoint to resume from
     assert at_kill["stages"]["sft"]["status"] == "running" and "sample" not in at_kill["stages"]
-    assert [runs["resumed"][s]["action"] for s in ("tokenizer", "heldout", "sft", "sample")] == \
-        ["skip", "skip", "resume", "run"]
+    assert [runs["resumed"][s]["action"] for s in ("tokenizer", "heldout", "sft", "sample")] == [
+        "skip",
+        "skip",
+        "resume",
+        "run",
+    ]
     killed = _manifest(runs["killed"])
     assert killed["stages"]["sft"]["resumed"] is True
     assert json.loads((runs["killed"] / "sft" / "metrics.jsonl").read_text().splitlines()[-1])["step"] == 8
     fresh = _manifest(runs["run_dir"])
     assert fresh["stages"]["sft"]["resumed"] is False
     assert _hashes(killed) == _hashes(fresh)
-    assert {n: r["config_hash"] for n, r in killed["stages"].items()} == \
-        {n: r["config_hash"] for n, r in fresh["stages"].items()}
+    assert {n: r["config_hash"] for n, r in killed["stages"].items()} == {
+        n: r["config_hash"] for n, r in fresh["stages"].items()
+    }
 
 
 def test_checkpoint_hash_ignores_orbax_file_layout(runs):
     """Identical params saved twice get different OCDBT file names and bytes, the same hash."""
+
     def files(d):
         return {p.relative_to(d).as_posix(): p.read_bytes() for p in (d / "checkpoints").rglob("*") if p.is_file()}
 
@@ -164,9 +170,11 @@ def test_changed_input_file_reruns_its_stage(tmp_path):
     user = tmp_path / "user.jsonl"
     user.write_text(json.dumps({"question": "What is 1 + 1?", "answer": "2"}) + "\n")
     spec = tmp_path / "p.yaml"
-    spec.write_text(f"run_dir: {tmp_path / 'run'}\nstages:\n"
-                    "  heldout: {kind: problems, count: 3, levels: [1]}\n"
-                    f"  clean: {{kind: decontaminate, input: {user}, benchmarks: ['${{stages.heldout.problems}}']}}\n")
+    spec.write_text(
+        f"run_dir: {tmp_path / 'run'}\nstages:\n"
+        "  heldout: {kind: problems, count: 3, levels: [1]}\n"
+        f"  clean: {{kind: decontaminate, input: {user}, benchmarks: ['${{stages.heldout.problems}}']}}\n"
+    )
     first = run_pipeline(load_pipeline(str(spec)))
     assert [s["action"] for s in first.values()] == ["run", "run"]
     heldout = json.loads((tmp_path / "run" / "heldout" / "problems.jsonl").read_text().splitlines()[0])
@@ -184,8 +192,10 @@ def test_a_named_benchmark_counts_by_its_file(tmp_path):
     user = tmp_path / "user.jsonl"
     user.write_text(json.dumps({"question": "What is 2 + 2?", "answer": "4"}) + "\n")
     spec = tmp_path / "p.yaml"
-    spec.write_text(f"run_dir: {tmp_path / 'run'}\nstages:\n"
-                    f"  clean: {{kind: decontaminate, input: {user}, benchmarks: [gsm8k], data_dir: {manual}}}\n")
+    spec.write_text(
+        f"run_dir: {tmp_path / 'run'}\nstages:\n"
+        f"  clean: {{kind: decontaminate, input: {user}, benchmarks: [gsm8k], data_dir: {manual}}}\n"
+    )
     assert run_pipeline(load_pipeline(str(spec)))["clean"]["action"] == "run"
     m = _manifest(tmp_path / "run")["stages"]["clean"]
     assert m["inputs"]["benchmarks[0]"]["path"] == str(manual / "gsm8k" / "test.jsonl")
@@ -198,18 +208,25 @@ def test_a_named_benchmark_counts_by_its_file(tmp_path):
     assert "exact" not in _manifest(tmp_path / "run")["stages"]["clean"]["metrics"]["by_method"]  # numbers differ now
 
 
-@pytest.mark.parametrize("stages, message", [
-    ("  a: {kind: trian}\n", "stages.a.kind: 'trian' is not one of"),
-    ("  a: {kind: [train]}\n", r"stages.a.kind: \['train'\] is not one of"),  # unhashable: not a TypeError
-    ("  a: {kind: select, inputs: ['${stages.b.output}']}\n  b: {kind: select, inputs: [x.jsonl]}\n",
-     r"stages.a.inputs\[0\]: \$\{stages.b.output\}: no earlier stage 'b' \(a stage can only use earlier"),
-    ("  b: {kind: problems}\n  a: {kind: select, inputs: ['${stages.b.output}']}\n",
-     r"a problems stage's outputs are problems"),
-    ("  a: {kind: train, output_dir: /tmp/x}\n", "stages.a.output_dir: set by the pipeline"),
-    ("  a: {kind: evaluate, checkpoints: [c], eval: {limt: 3}}\n", "stages.a.eval: unknown key 'limt'"),
-    ("  a: {kind: train, train: {steps: -1}}\n", "stages.a: train.steps must be >= 0"),
-    ("  a: {kind: train, base: missing.yaml}\n", "stages.a: base .*missing.yaml: config file not found"),
-])
+@pytest.mark.parametrize(
+    "stages, message",
+    [
+        ("  a: {kind: trian}\n", "stages.a.kind: 'trian' is not one of"),
+        ("  a: {kind: [train]}\n", r"stages.a.kind: \['train'\] is not one of"),  # unhashable: not a TypeError
+        (
+            "  a: {kind: select, inputs: ['${stages.b.output}']}\n  b: {kind: select, inputs: [x.jsonl]}\n",
+            r"stages.a.inputs\[0\]: \$\{stages.b.output\}: no earlier stage 'b' \(a stage can only use earlier",
+        ),
+        (
+            "  b: {kind: problems}\n  a: {kind: select, inputs: ['${stages.b.output}']}\n",
+            r"a problems stage's outputs are problems",
+        ),
+        ("  a: {kind: train, output_dir: /tmp/x}\n", "stages.a.output_dir: set by the pipeline"),
+        ("  a: {kind: evaluate, checkpoints: [c], eval: {limt: 3}}\n", "stages.a.eval: unknown key 'limt'"),
+        ("  a: {kind: train, train: {steps: -1}}\n", "stages.a: train.steps must be >= 0"),
+        ("  a: {kind: train, base: missing.yaml}\n", "stages.a: base .*missing.yaml: config file not found"),
+    ],
+)
 def test_bad_pipeline_files_name_the_file_stage_and_field(tmp_path, stages, message):
     spec = tmp_path / "bad.yaml"
     spec.write_text("stages:\n" + stages)

@@ -1,6 +1,7 @@
 """`mathjax-train plan`: every 7B recipe in configs/ loads, is planned and fits its slice; the model
 sections equal the real models; an impossible setup is reported as not fitting; the analytic state
 bytes equal XLA's from an ahead-of-time compile on fake devices."""
+
 import json
 import math
 from pathlib import Path
@@ -14,32 +15,89 @@ from mathjax_train.parallel.topology import matches_device_kind, parse_topology
 from mathjax_train.plan.report import make_plan
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
-RECIPES = sorted(p for p in CONFIGS.glob("*7b*.yaml") if not p.name.startswith("pipeline_"))  # pipelines: test_pipeline.py
-GIB = 2 ** 30
+RECIPES = sorted(
+    p for p in CONFIGS.glob("*7b*.yaml") if not p.name.startswith("pipeline_")
+)  # pipelines: test_pipeline.py
+GIB = 2**30
 
 # config.json of the released checkpoints (meta-llama/Llama-2-7b-hf, mistralai/Mistral-7B-v0.1, Qwen/Qwen2-7B)
 HF_CONFIGS = {
-    "llama2_7b": {"model_type": "llama", "vocab_size": 32000, "hidden_size": 4096, "intermediate_size": 11008,
-                  "num_hidden_layers": 32, "num_attention_heads": 32, "num_key_value_heads": 32,
-                  "max_position_embeddings": 4096, "rms_norm_eps": 1e-05, "rope_scaling": None, "hidden_act": "silu",
-                  "tie_word_embeddings": False, "bos_token_id": 1, "eos_token_id": 2},
-    "mistral_7b": {"model_type": "mistral", "vocab_size": 32000, "hidden_size": 4096, "intermediate_size": 14336,
-                   "num_hidden_layers": 32, "num_attention_heads": 32, "num_key_value_heads": 8,
-                   "max_position_embeddings": 32768, "rms_norm_eps": 1e-05, "rope_theta": 10000.0,
-                   "sliding_window": 4096, "hidden_act": "silu", "tie_word_embeddings": False, "bos_token_id": 1,
-                   "eos_token_id": 2},
-    "qwen2_7b": {"model_type": "qwen2", "vocab_size": 152064, "hidden_size": 3584, "intermediate_size": 18944,
-                 "num_hidden_layers": 28, "num_attention_heads": 28, "num_key_value_heads": 4,
-                 "max_position_embeddings": 131072, "rms_norm_eps": 1e-06, "rope_theta": 1000000.0,
-                 "sliding_window": 131072, "use_sliding_window": False, "max_window_layers": 28,
-                 "hidden_act": "silu", "tie_word_embeddings": False, "bos_token_id": 151643,
-                 "eos_token_id": 151643},
+    "llama2_7b": {
+        "model_type": "llama",
+        "vocab_size": 32000,
+        "hidden_size": 4096,
+        "intermediate_size": 11008,
+        "num_hidden_layers": 32,
+        "num_attention_heads": 32,
+        "num_key_value_heads": 32,
+        "max_position_embeddings": 4096,
+        "rms_norm_eps": 1e-05,
+        "rope_scaling": None,
+        "hidden_act": "silu",
+        "tie_word_embeddings": False,
+        "bos_token_id": 1,
+        "eos_token_id": 2,
+    },
+    "mistral_7b": {
+        "model_type": "mistral",
+        "vocab_size": 32000,
+        "hidden_size": 4096,
+        "intermediate_size": 14336,
+        "num_hidden_layers": 32,
+        "num_attention_heads": 32,
+        "num_key_value_heads": 8,
+        "max_position_embeddings": 32768,
+        "rms_norm_eps": 1e-05,
+        "rope_theta": 10000.0,
+        "sliding_window": 4096,
+        "hidden_act": "silu",
+        "tie_word_embeddings": False,
+        "bos_token_id": 1,
+        "eos_token_id": 2,
+    },
+    "qwen2_7b": {
+        "model_type": "qwen2",
+        "vocab_size": 152064,
+        "hidden_size": 3584,
+        "intermediate_size": 18944,
+        "num_hidden_layers": 28,
+        "num_attention_heads": 28,
+        "num_key_value_heads": 4,
+        "max_position_embeddings": 131072,
+        "rms_norm_eps": 1e-06,
+        "rope_theta": 1000000.0,
+        "sliding_window": 131072,
+        "use_sliding_window": False,
+        "max_window_layers": 28,
+        "hidden_act": "silu",
+        "tie_word_embeddings": False,
+        "bos_token_id": 151643,
+        "eos_token_id": 151643,
+    },
 }
 PARAMETERS = {"llama2_7b": 6_738_415_616, "mistral_7b": 7_241_732_096, "qwen2_7b": 7_615_616_512}  # published
-ARCH_FIELDS = ("architecture", "vocab_size", "hidden_size", "intermediate_size", "num_layers", "num_heads",
-               "num_kv_heads", "head_dim", "max_position_embeddings", "rope_theta", "rope_scaling", "rms_norm_eps",
-               "tie_embeddings", "qkv_bias", "o_bias", "mlp_bias", "sliding_window", "bos_token_id",
-               "eos_token_id", "pad_token_id")
+ARCH_FIELDS = (
+    "architecture",
+    "vocab_size",
+    "hidden_size",
+    "intermediate_size",
+    "num_layers",
+    "num_heads",
+    "num_kv_heads",
+    "head_dim",
+    "max_position_embeddings",
+    "rope_theta",
+    "rope_scaling",
+    "rms_norm_eps",
+    "tie_embeddings",
+    "qkv_bias",
+    "o_bias",
+    "mlp_bias",
+    "sliding_window",
+    "bos_token_id",
+    "eos_token_id",
+    "pad_token_id",
+)
 EXAMPLES = 7473 + 7500  # GSM8K train + MATH train
 
 
@@ -48,12 +106,21 @@ def _model_key(path: Path) -> str:
 
 
 def test_topology_table():
-    got = {n: (t.chips, t.hosts, t.family.hbm_gib) for n in ("v4-32", "v5e-64", "v5litepod-16", "v5p-32", "v6e-8",
-                                                             "v6e-16", "v5e-1", "v4-8")
-           for t in [parse_topology(n)]}
-    assert got == {"v4-32": (16, 4, 32.0), "v5e-64": (64, 16, 16.0), "v5litepod-16": (16, 4, 16.0),
-                   "v5p-32": (16, 4, 95.0), "v6e-8": (8, 1, 32.0), "v6e-16": (16, 4, 32.0), "v5e-1": (1, 1, 16.0),
-                   "v4-8": (4, 1, 32.0)}
+    got = {
+        n: (t.chips, t.hosts, t.family.hbm_gib)
+        for n in ("v4-32", "v5e-64", "v5litepod-16", "v5p-32", "v6e-8", "v6e-16", "v5e-1", "v4-8")
+        for t in [parse_topology(n)]
+    }
+    assert got == {
+        "v4-32": (16, 4, 32.0),
+        "v5e-64": (64, 16, 16.0),
+        "v5litepod-16": (16, 4, 16.0),
+        "v5p-32": (16, 4, 95.0),
+        "v6e-8": (8, 1, 32.0),
+        "v6e-16": (16, 4, 32.0),
+        "v5e-1": (1, 1, 16.0),
+        "v4-8": (4, 1, 32.0),
+    }
     for bad in ("v5p-12", "v7-8", "tpu", "v4-1"):
         with pytest.raises(ConfigError, match="topology"):
             parse_topology(bad)
@@ -105,7 +172,8 @@ def test_recipe_is_planned_and_fits_its_slice(path):
     st = plan["step_time"]
     peak = parse_topology(topo).chips * parse_topology(topo).family.peak_tflops * 1e12
     assert st["seconds_per_step"] == pytest.approx(
-        plan["flops_per_token"] * cfg.train.batch_size * cfg.train.seq_len / (peak * 0.4))
+        plan["flops_per_token"] * cfg.train.batch_size * cfg.train.seq_len / (peak * 0.4)
+    )
     assert st["hours_for_steps"] == pytest.approx(cfg.train.steps * st["seconds_per_step"] / 3600)
 
 
@@ -124,8 +192,12 @@ def test_the_qwen2_recipe_fits_only_with_the_chunked_loss():
     log-softmax, gradient), the chunked one holds one 8192-id chunk; without it the recipe does not fit."""
     path = str(CONFIGS / "qwen2_7b_sft_2k_v5p-32.yaml")
     chunked, full = make_plan(load_config(path)), make_plan(load_config(path, ["train.loss_vocab_chunk=0"]))
-    assert load_config(path).train.vocab_chunk(152064) == 8192 and chunked["batch"]["rows_per_device_per_microbatch"] == 8
-    head = {name: p["memory_per_device"]["activation_terms"]["head"] for name, p in (("chunked", chunked), ("full", full))}
+    assert (
+        load_config(path).train.vocab_chunk(152064) == 8192 and chunked["batch"]["rows_per_device_per_microbatch"] == 8
+    )
+    head = {
+        name: p["memory_per_device"]["activation_terms"]["head"] for name, p in (("chunked", chunked), ("full", full))
+    }
     assert head["full"] == 16384 * (12 * 152064 + 4 * 3584)
     assert head["chunked"] < 5 * GIB and head["full"] - head["chunked"] > 20 * GIB
     assert chunked["fits"] and not full["fits"]
@@ -140,12 +212,33 @@ def test_flops_per_token_is_6n_plus_attention():
 
 def test_an_impossible_setup_does_not_fit(capsys):
     """7B on one v5e chip without FSDP: the float32 parameters alone (27 GB) exceed its 16 GiB."""
-    rc = main(["plan", "--config", str(CONFIGS / "llama2_7b_sft_v5e-64.yaml"), "--topology", "v5e-1",
-               "mesh.fsdp=1", "mesh.tensor=1", "mesh.data=1", "train.batch_size=8"])
+    rc = main(
+        [
+            "plan",
+            "--config",
+            str(CONFIGS / "llama2_7b_sft_v5e-64.yaml"),
+            "--topology",
+            "v5e-1",
+            "mesh.fsdp=1",
+            "mesh.tensor=1",
+            "mesh.data=1",
+            "train.batch_size=8",
+        ]
+    )
     out = capsys.readouterr().out
     assert rc == 1 and "DOES NOT FIT" in out and "v5e-1: 1 chips on 1 hosts" in out
-    rc = main(["plan", "--config", str(CONFIGS / "llama2_7b_sft_v5e-64.yaml"), "--topology", "v5e-1",
-               "mesh.fsdp=1", "train.batch_size=8", "--json"])
+    rc = main(
+        [
+            "plan",
+            "--config",
+            str(CONFIGS / "llama2_7b_sft_v5e-64.yaml"),
+            "--topology",
+            "v5e-1",
+            "mesh.fsdp=1",
+            "train.batch_size=8",
+            "--json",
+        ]
+    )
     plan = json.loads(capsys.readouterr().out)
     assert rc == 1 and plan["fits"] is False
     assert plan["memory_per_device"]["analytic"]["params"] == PARAMETERS["llama2_7b"] * 4

@@ -1,6 +1,7 @@
 """One problem id across commands (data/problems.py): `evaluate`'s rows, `rft`'s provenance,
 `augment`'s seeds and `decontaminate`'s reports name the same problem by the same id, so their
 outputs join on it; the loaders themselves; an evaluate run written under the old ids is refused."""
+
 import json
 
 import pytest
@@ -22,8 +23,10 @@ NEW_QUESTION = " Tom has 36 apples and buys 36 more. How many apples does he hav
 NEW_SOLUTION = " Tom has 36 + 36 = 72 apples. The answer is \\boxed{72}."
 ROWS = [  # GSM8K-shaped: question, and an answer ending in `#### x`
     {"question": "Ann has 3 bags of 4 pens. How many pens does she have?", "answer": "3*4=<<3*4=12>>12\n#### 12"},
-    {"question": "A train goes 60 miles in 2 hours. What is its speed in miles per hour?",
-     "answer": "60/2=<<60/2=30>>30 miles per hour.\n#### 30"},
+    {
+        "question": "A train goes 60 miles in 2 hours. What is its speed in miles per hour?",
+        "answer": "60/2=<<60/2=30>>30 miles per hour.\n#### 30",
+    },
     {"question": NEW_QUESTION.strip(), "answer": "36 + 36 = <<36+36=72>>72\n#### 72"},
 ]
 SAMPLING = ["--temperature", "0.7", "--max-new-tokens", "6", "--no-progress"]
@@ -34,8 +37,9 @@ def ckpt(tmp_path_factory):
     """One checkpoint for every command: it writes NEW_QUESTION / NEW_SOLUTION after the augment
     prompts' cues, anything (a uniform sample) elsewhere."""
     transitions = {"New problem:": NEW_QUESTION, NEW_QUESTION: EOS, "Solution:": NEW_SOLUTION, NEW_SOLUTION: EOS}
-    return make_forced_checkpoint(tmp_path_factory.mktemp("forced"), transitions,
-                                  added=["New problem:", "Solution:", NEW_QUESTION, NEW_SOLUTION])
+    return make_forced_checkpoint(
+        tmp_path_factory.mktemp("forced"), transitions, added=["New problem:", "Solution:", NEW_QUESTION, NEW_SOLUTION]
+    )
 
 
 def _json_out(capsys, argv) -> dict:
@@ -52,38 +56,89 @@ def test_outputs_of_every_command_join_on_problem_id(ckpt, tmp_path, capsys):
     data = write_jsonl(tmp_path / "probs.jsonl", ROWS)
     ids = ["probs.jsonl:1", "probs.jsonl:2", "probs.jsonl:3"]  # a file without ids: <file name>:<line>
 
-    _json_out(capsys, ["evaluate", "--checkpoint", str(ckpt), "--dataset", str(data), "--num-samples", "1",
-                       "--output-dir", str(tmp_path / "eval"), *SAMPLING])
+    _json_out(
+        capsys,
+        [
+            "evaluate",
+            "--checkpoint",
+            str(ckpt),
+            "--dataset",
+            str(data),
+            "--num-samples",
+            "1",
+            "--output-dir",
+            str(tmp_path / "eval"),
+            *SAMPLING,
+        ],
+    )
     report = json.loads((tmp_path / "eval" / "report.json").read_text())
     evaluated = {r["id"]: r["question"] for r in report["samples"]}
     assert list(evaluated) == ids and evaluated == {i: r["question"] for i, r in zip(ids, ROWS)}
 
     rft_out = tmp_path / "rft.jsonl"
-    _json_out(capsys, ["rft", "--checkpoint", str(ckpt), "--dataset", str(data), "--k", "2", "--output",
-                       str(rft_out), *SAMPLING])
+    _json_out(
+        capsys,
+        ["rft", "--checkpoint", str(ckpt), "--dataset", str(data), "--k", "2", "--output", str(rft_out), *SAMPLING],
+    )
     rft_rows = _lines(rft_out)
     originals = [r for r in rft_rows if r["origin"] == "original"]
     assert [r["question_id"] for r in originals] == [r["id"] for r in originals] == ids
     # the GSM8K-shaped answer gives rft its gold and reference solution
-    assert [(r["answer"], r["solution"]) for r in originals] == \
-        [(r["answer"].rsplit("#### ", 1)[1], r["answer"]) for r in ROWS]
+    assert [(r["answer"], r["solution"]) for r in originals] == [
+        (r["answer"].rsplit("#### ", 1)[1], r["answer"]) for r in ROWS
+    ]
     for r in rft_rows:
         assert evaluated[r["question_id"]] == r["question"]
 
     # rft's rows copy the questions: decontaminating them against the file names each row's own problem
-    deco = _json_out(capsys, ["decontaminate", str(rft_out), "--output", str(tmp_path / "clean.jsonl"),
-                              "--benchmarks", str(data), "--report", str(tmp_path / "deco.json")])
+    deco = _json_out(
+        capsys,
+        [
+            "decontaminate",
+            str(rft_out),
+            "--output",
+            str(tmp_path / "clean.jsonl"),
+            "--benchmarks",
+            str(data),
+            "--report",
+            str(tmp_path / "deco.json"),
+        ],
+    )
     assert deco["rows_kept"] == 0 and deco["rows_contaminated"] == len(rft_rows)
     entries = json.loads((tmp_path / "deco.json").read_text())["contaminated"]
-    assert [(e["question_id"], e["test_ids"]) for e in entries] == [(r["question_id"], [r["question_id"]])
-                                                                    for r in rft_rows]
+    assert [(e["question_id"], e["test_ids"]) for e in entries] == [
+        (r["question_id"], [r["question_id"]]) for r in rft_rows
+    ]
 
     # augment from the first two problems of the same file: each new question copies the third, so
     # decontamination (against the file) drops it, naming the seed and the problem it copies by their ids
     aug_out = tmp_path / "aug.jsonl"
-    _json_out(capsys, ["augment", "--seeds", str(data), "--max-seeds", "2", "--teacher-checkpoint", str(ckpt),
-                       "--prompt-format", "plain", "--methods", "change_numbers", "--n", "2", "--max-tokens", "8",
-                       "--question-max-tokens", "8", "--benchmarks", str(data), "--output", str(aug_out)])
+    _json_out(
+        capsys,
+        [
+            "augment",
+            "--seeds",
+            str(data),
+            "--max-seeds",
+            "2",
+            "--teacher-checkpoint",
+            str(ckpt),
+            "--prompt-format",
+            "plain",
+            "--methods",
+            "change_numbers",
+            "--n",
+            "2",
+            "--max-tokens",
+            "8",
+            "--question-max-tokens",
+            "8",
+            "--benchmarks",
+            str(data),
+            "--output",
+            str(aug_out),
+        ],
+    )
     aug = json.loads((tmp_path / "aug.jsonl.report.json").read_text())
     hits = [(e["seed_id"], e["test_ids"]) for e in aug["contamination"]["contaminated"]]
     assert hits == [(ids[0], [ids[2]])]  # the second seed's copy is dropped earlier, as a duplicate question
@@ -107,15 +162,23 @@ def test_named_dataset_ids_join_and_old_evaluate_runs_are_refused(ckpt, tmp_path
     # a run directory written before this id scheme: its run.json has no `problem_ids` setting (and
     # its rows are named `test.jsonl:<line>`); resuming it is refused before any sampling
     out = tmp_path / "eval"
-    cfg = EvalConfig(checkpoint=str(ckpt), dataset="gsm8k", data_dir=str(data_dir), output_dir=str(out),
-                     generate=GenerateConfig(num_samples=1, max_new_tokens=6))
+    cfg = EvalConfig(
+        checkpoint=str(ckpt),
+        dataset="gsm8k",
+        data_dir=str(data_dir),
+        output_dir=str(out),
+        generate=GenerateConfig(num_samples=1, max_new_tokens=6),
+    )
     old = harness.run_settings(cfg, datasets.dataset_path("gsm8k", "test", str(data_dir)), [], None)
     del old["problem_ids"]
     out.mkdir()
     (out / "run.json").write_text(json.dumps({"settings": old}))
     write_jsonl(out / "samples.jsonl", [{"id": f"test.jsonl:{i + 1}"} for i in range(len(ROWS))])
-    with pytest.raises(InputError, match=r"run.json: the output directory .* holds results made with other settings "
-                                         r"\(recorded -> now: problem_ids: None -> '[^)]*'\); use another"):
+    with pytest.raises(
+        InputError,
+        match=r"run.json: the output directory .* holds results made with other settings "
+        r"\(recorded -> now: problem_ids: None -> '[^)]*'\); use another",
+    ):
         harness.evaluate(cfg, progress=False)
     assert not (out / "report.json").exists()
 
@@ -139,7 +202,16 @@ def test_loaders_are_strict_and_share_the_gsm8k_answer_parser(tmp_path):
     lists = write_jsonl(tmp_path / "lists.jsonl", [{"question": "q", "solution": "s", "answer": ["3", "-3"]}])
     with pytest.raises(JsonlFormatError, match=r"lists.jsonl:1: field 'answer'.*string or number"):
         load_questions(str(lists))
-    seeds = load_seeds(str(write_jsonl(tmp_path / "s.jsonl", [{"question": "q"}, {"question": "r", "answer": ""},
-                                                               {"id": 9, "question": "t", "answer": 4}])))
-    assert [(s.id, s.answer, s.source) for s in seeds] == [("s.jsonl:1", None, "s.jsonl"), ("s.jsonl:2", None, "s.jsonl"),
-                                                         ("9", "4", "s.jsonl")]
+    seeds = load_seeds(
+        str(
+            write_jsonl(
+                tmp_path / "s.jsonl",
+                [{"question": "q"}, {"question": "r", "answer": ""}, {"id": 9, "question": "t", "answer": 4}],
+            )
+        )
+    )
+    assert [(s.id, s.answer, s.source) for s in seeds] == [
+        ("s.jsonl:1", None, "s.jsonl"),
+        ("s.jsonl:2", None, "s.jsonl"),
+        ("9", "4", "s.jsonl"),
+    ]

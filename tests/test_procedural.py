@@ -1,4 +1,5 @@
 """Procedural generator: reproducibility, split disjointness, and independently verified answers."""
+
 import itertools
 import json
 
@@ -10,6 +11,7 @@ from mathjax_train.grading import calculator
 
 
 # ---- the strict calculator check used for reference solutions ------------------------------------
+
 
 def test_exact_annotations_catch_wrong_rounded_or_unwritten_results():
     assert calculator.check_exact_annotations("She pays 3*4 = <<3*4=12>>12 dollars, then <<12+1=13>>13.") == 2
@@ -105,7 +107,9 @@ def test_verifier_rejects_tampered_examples():
         P.verify_example(bad)
     alg = P.generate(0, templates=["math_style/linear_equation"], levels=[2])
     wrong = str(int(verify.latex_to_sympy(alg["answer"])[0]) + 1)
-    bad = dict(alg, answer=wrong, solution=alg["solution"].replace(f"\\boxed{{{alg['answer']}}}", f"\\boxed{{{wrong}}}"))
+    bad = dict(
+        alg, answer=wrong, solution=alg["solution"].replace(f"\\boxed{{{alg['answer']}}}", f"\\boxed{{{wrong}}}")
+    )
     with pytest.raises(verify.VerificationError, match="sympy derives"):
         P.verify_example(bad)
     quad = P.generate(2, templates=["math_style/quadratic_roots"], levels=[3])

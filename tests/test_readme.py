@@ -1,5 +1,6 @@
 """The README's commands cannot drift: CI runs its test command, and every `mathjax-train` example parses
 against the real CLI (configs exist and their overrides apply); the smoke and demo commands run."""
+
 import re
 import shlex
 
@@ -22,7 +23,7 @@ def _commands():
         while words and re.fullmatch(r"[A-Z_]+=\S*", words[0]):
             words = words[1:]  # VAR=value prefixes
         if "mathjax-train" in words:
-            out.append(words[words.index("mathjax-train") + 1:])
+            out.append(words[words.index("mathjax-train") + 1 :])
     return out
 
 
@@ -57,11 +58,18 @@ def test_smoke_command_trains_and_loss_falls(tmp_path):
 
 
 # configs/pipeline_demo.yaml itself, shrunk: every stage runs, the summary and report are written
-TINY_DEMO = ("stages.heldout.count=8", "stages.seed.count=64", "stages.questions.count=8", "stages.sft.sizes=[32,64]",
-             "stages.rft.max_new_tokens=24", "stages.retrain.train.steps=2", "stages.continued.train.steps=2",
-             "stages.evaluate.sampled.num_samples=4", "stages.evaluate.sampled.max_new_tokens=24",
-             *(f"stages.{s}.eval.generate.max_new_tokens=24" for s in ("evaluate_init", "sft", "evaluate",
-                                                                       "evaluate_after")))
+TINY_DEMO = (
+    "stages.heldout.count=8",
+    "stages.seed.count=64",
+    "stages.questions.count=8",
+    "stages.sft.sizes=[32,64]",
+    "stages.rft.max_new_tokens=24",
+    "stages.retrain.train.steps=2",
+    "stages.continued.train.steps=2",
+    "stages.evaluate.sampled.num_samples=4",
+    "stages.evaluate.sampled.max_new_tokens=24",
+    *(f"stages.{s}.eval.generate.max_new_tokens=24" for s in ("evaluate_init", "sft", "evaluate", "evaluate_after")),
+)
 
 
 @pytest.mark.slow
@@ -90,6 +98,7 @@ def test_demo_pipeline_runs_end_to_end(tmp_path):
         assert (tmp_path / png).stat().st_size > 1000, png
     assert json.loads((tmp_path / "demo_summary.json").read_text())["accuracy_sft"] == result["accuracy_sft"]
     again = run_demo(str(tmp_path), TINY_DEMO)  # every stage is done: nothing re-runs, the figures stay
-    assert {k: again[k] for k in ("accuracy_sft", "accuracy_rft", "scaling_fit")} == \
-        {k: result[k] for k in ("accuracy_sft", "accuracy_rft", "scaling_fit")}
+    assert {k: again[k] for k in ("accuracy_sft", "accuracy_rft", "scaling_fit")} == {
+        k: result[k] for k in ("accuracy_sft", "accuracy_rft", "scaling_fit")
+    }
     assert json.loads((tmp_path / "manifest.json").read_text())["stages"] == manifest["stages"]  # none re-ran

@@ -1,4 +1,5 @@
 """The rft job end to end on tiny checkpoints: rows, provenance, pooling, resume, shards + merge, tools."""
+
 import json
 
 import pytest
@@ -43,8 +44,9 @@ def test_procedural_rft_resume_shards_and_merge(random_ckpt, tmp_path, capsys):
     rows = lines(out)
     # the reference solution is always kept, first, with the question's own fields
     originals = [r for r in rows if r["origin"] == "original"]
-    assert [(r["question"], r["solution"], r["answer"], r["source"]) for r in originals] == \
-        [(p["question"], p["solution"], p["answer"], p["source"]) for p in problems]
+    assert [(r["question"], r["solution"], r["answer"], r["source"]) for r in originals] == [
+        (p["question"], p["solution"], p["answer"], p["source"]) for p in problems
+    ]
     assert [r["question_index"] for r in rows if r["path_index"] == 0] == [0, 1, 2, 3, 4]
     sft = list(read_sft_jsonl(out))
     assert len(sft) == len(rows) and all(r["k"] == 3 and r["tools"] == "none" for r in sft)
@@ -98,18 +100,33 @@ def forced_pair(tmp_path_factory):
 
 
 def questions(tmp_path):
-    return write_jsonl(tmp_path / "q.jsonl", [
-        {"id": "same", "question": "Clips in April and May?", "solution": ORIGINAL_SAME, "answer": "72"},
-        {"id": "other", "question": "Boxes of twelve?", "solution": ORIGINAL_OTHER, "answer": 72, "level": 2},
-        {"id": "ten", "question": "Ten?", "solution": "#### 10", "answer": "10", "source": "mine"},
-    ])
+    return write_jsonl(
+        tmp_path / "q.jsonl",
+        [
+            {"id": "same", "question": "Clips in April and May?", "solution": ORIGINAL_SAME, "answer": "72"},
+            {"id": "other", "question": "Boxes of twelve?", "solution": ORIGINAL_OTHER, "answer": 72, "level": 2},
+            {"id": "ten", "question": "Ten?", "solution": "#### 10", "answer": "10", "source": "mine"},
+        ],
+    )
 
 
 def test_pooled_checkpoints_keep_verified_distinct_paths_with_provenance(forced_pair, tmp_path, capsys):
     a, b = forced_pair
     out = tmp_path / "pooled.jsonl"
-    stats = run(capsys, "--checkpoint", str(a), "--checkpoint", str(b), "--dataset", str(questions(tmp_path)),
-                "--template", "question_answer", "--output", str(out), *COMMON)
+    stats = run(
+        capsys,
+        "--checkpoint",
+        str(a),
+        "--checkpoint",
+        str(b),
+        "--dataset",
+        str(questions(tmp_path)),
+        "--template",
+        "question_answer",
+        "--output",
+        str(out),
+        *COMMON,
+    )
     got = [(r["question_id"], r["origin"], r["solution"], r["checkpoint"], r["sample_index"]) for r in lines(out)]
     assert got == [
         ("same", "original", ORIGINAL_SAME, None, None),  # checkpoint a's path repeats the original's equations
@@ -119,8 +136,7 @@ def test_pooled_checkpoints_keep_verified_distinct_paths_with_provenance(forced_
         ("other", "sampled", SOL_B, str(b), 0),
         ("ten", "original", "#### 10", None, None),
     ]
-    assert stats["rejected"] == {"empty": 0, "no_answer": 0, "wrong_answer": 6, "bad_annotation": 0,
-                                 "duplicate": 9}
+    assert stats["rejected"] == {"empty": 0, "no_answer": 0, "wrong_answer": 6, "bad_annotation": 0, "duplicate": 9}
     assert stats["output_stats"]["sampled_paths_histogram"] == {"0": 1, "1": 1, "2": 1}
     rows = list(read_sft_jsonl(out))
     assert rows[1]["source"] == "rft/jsonl" and rows[5]["source"] == "mine" and rows[3]["level"] == 2
@@ -134,34 +150,64 @@ def test_unseen_references_neither_dedup_nor_train(forced_pair, tmp_path, capsys
 
     a, _ = forced_pair
     out = tmp_path / "unseen.jsonl"
-    run(capsys, "--checkpoint", str(a), "--dataset", str(questions(tmp_path)), "--template", "question_answer",
-        "--output", str(out), "--no-dedup-with-reference", *COMMON)
+    run(
+        capsys,
+        "--checkpoint",
+        str(a),
+        "--dataset",
+        str(questions(tmp_path)),
+        "--template",
+        "question_answer",
+        "--output",
+        str(out),
+        "--no-dedup-with-reference",
+        *COMMON,
+    )
     got = [(r["question_id"], r["origin"], r["solution"]) for r in lines(out)]
     assert ("same", "sampled", SOL_A) in got and ("other", "sampled", SOL_A) in got
     pooled = tmp_path / "pooled.jsonl"
     stats = pool_files([str(out)], str(pooled), include_references=False)
     rows = lines(pooled)
-    assert [(r["question_id"], r["solution"], r["path_index"], r["paths_total"]) for r in rows] == \
-        [("same", SOL_A, 0, 1), ("other", SOL_A, 0, 1)]
+    assert [(r["question_id"], r["solution"], r["path_index"], r["paths_total"]) for r in rows] == [
+        ("same", SOL_A, 0, 1),
+        ("other", SOL_A, 0, 1),
+    ]
     assert stats["questions"] == 2 and read_rows(pooled)[1] is False  # a valid rft file, nothing cut
     pool_files([str(out)], str(tmp_path / "refs.jsonl"))  # with references: they are written and seed dedup
-    assert [(r["question_id"], r["origin"]) for r in lines(tmp_path / "refs.jsonl")] == \
-        [("same", "original"), ("other", "original"), ("other", "sampled"), ("ten", "original")]
+    assert [(r["question_id"], r["origin"]) for r in lines(tmp_path / "refs.jsonl")] == [
+        ("same", "original"),
+        ("other", "original"),
+        ("other", "sampled"),
+        ("ten", "original"),
+    ]
 
 
 def test_rft_with_tools_keeps_executed_code_paths(tmp_path_factory, tmp_path, capsys):
     stop = "```output"
-    ckpt = make_forced_checkpoint(tmp_path_factory.mktemp("tools"), {":": CODE, CODE: stop, OUT: ANS, ANS: EOS},
-                                  [CODE, stop, OUT, ANS])
+    ckpt = make_forced_checkpoint(
+        tmp_path_factory.mktemp("tools"), {":": CODE, CODE: stop, OUT: ANS, ANS: EOS}, [CODE, stop, OUT, ANS]
+    )
     out = tmp_path / "tools.jsonl"
-    stats = run(capsys, "--checkpoint", str(ckpt), "--dataset", str(questions(tmp_path)), "--template",
-                "question_answer", "--tools", "python", "--output", str(out), *COMMON)
+    stats = run(
+        capsys,
+        "--checkpoint",
+        str(ckpt),
+        "--dataset",
+        str(questions(tmp_path)),
+        "--template",
+        "question_answer",
+        "--tools",
+        "python",
+        "--output",
+        str(out),
+        *COMMON,
+    )
     sampled = [r for r in lines(out) if r["origin"] == "sampled"]
-    assert [(r["question_id"], r["solution"], r["tool_calls"]) for r in sampled] == \
-        [("same", CODE + OUT + ANS, 1), ("other", CODE + OUT + ANS, 1)]
+    assert [(r["question_id"], r["solution"], r["tool_calls"]) for r in sampled] == [
+        ("same", CODE + OUT + ANS, 1),
+        ("other", CODE + OUT + ANS, 1),
+    ]
     assert stats["rejected"]["wrong_answer"] == 3 and stats["rejected"]["duplicate"] == 4
-
-
 
 
 @pytest.mark.realdata
@@ -185,11 +231,30 @@ def test_rft_output_trains_through_the_synthetic_mixture(random_ckpt, tmp_path, 
     from train_helpers import read_metrics, tiny_config
 
     out = tmp_path / "rft.jsonl"
-    run(capsys, "--checkpoint", str(random_ckpt), "--dataset", "procedural", "--limit", "6", *COMMON,
-        "--output", str(out))
-    cfg = tiny_config(tmp_path / "train", f"init_from={random_ckpt}", "data.mixture=synthetic",
-                      f"data.jsonl=[{out}]", "train.steps=2", "train.seq_len=512", "train.batch_size=8",
-                      "train.log_every_steps=1", "checkpoint.every_steps=2", "model.scan_layers=true")
+    run(
+        capsys,
+        "--checkpoint",
+        str(random_ckpt),
+        "--dataset",
+        "procedural",
+        "--limit",
+        "6",
+        *COMMON,
+        "--output",
+        str(out),
+    )
+    cfg = tiny_config(
+        tmp_path / "train",
+        f"init_from={random_ckpt}",
+        "data.mixture=synthetic",
+        f"data.jsonl=[{out}]",
+        "train.steps=2",
+        "train.seq_len=512",
+        "train.batch_size=8",
+        "train.log_every_steps=1",
+        "checkpoint.every_steps=2",
+        "model.scan_layers=true",
+    )
     summary = train(cfg, log=lambda s: None)
     assert summary["status"] == "finished" and summary["step"] == 2
     rows = read_metrics(tmp_path / "train")
@@ -197,8 +262,22 @@ def test_rft_output_trains_through_the_synthetic_mixture(random_ckpt, tmp_path, 
     state = summary["data_state"]
     assert state["kind"] == "sft_mixture" and state["counts"]["synthetic"] > 0
     # the trained step directory is a model checkpoint that generate can load
-    assert main(["generate", "--checkpoint", str(tmp_path / "train"), "--prompts", str(_prompts(tmp_path)),
-                 "--output", str(tmp_path / "gen.jsonl"), "--max-new-tokens", "4"]) == 0
+    assert (
+        main(
+            [
+                "generate",
+                "--checkpoint",
+                str(tmp_path / "train"),
+                "--prompts",
+                str(_prompts(tmp_path)),
+                "--output",
+                str(tmp_path / "gen.jsonl"),
+                "--max-new-tokens",
+                "4",
+            ]
+        )
+        == 0
+    )
 
 
 def _prompts(tmp_path):

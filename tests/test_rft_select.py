@@ -1,4 +1,5 @@
 """RFT path selection on hand-written completions: verification, dedupe keys, the edit-distance rule."""
+
 from collections import Counter
 
 import pytest
@@ -6,14 +7,17 @@ import pytest
 from mathjax_train.grading.calculator import CalculatorError, check_annotation, evaluate, first_bad_annotation
 from mathjax_train.synth.rft import normalize_text, path_key, select, select_paths
 
-ORIGINAL = ("Natalia sold 48/2 = <<48/2=24>>24 clips in May.\n"
-            "Natalia sold 48+24 = <<48+24=72>>72 clips altogether in April and May.\n#### 72")
+ORIGINAL = (
+    "Natalia sold 48/2 = <<48/2=24>>24 clips in May.\n"
+    "Natalia sold 48+24 = <<48+24=72>>72 clips altogether in April and May.\n#### 72"
+)
 WRONG_ANSWER = "Natalia sold 48*2 = <<48*2=96>>96 clips in May.\nIn total 48+96 = <<48+96=144>>144.\n#### 144"
 BAD_ANNOTATION = "In May she sold 48/2 = <<48/2=25>>25 clips.\nTogether 48+24 = <<48+24=72>>72.\n#### 72"
 NO_ANSWER = "She sold some clips in April and some in May."
 # same equations as ORIGINAL, other words and spacing
-SAME_EQS_REWORDED = ("In May, half of 48 is 48 / 2 = <<48 / 2 = 24>>24.\n"
-                     "Both months: 48 + 24 = << 48+24 =72>>72.\n#### 72")
+SAME_EQS_REWORDED = (
+    "In May, half of 48 is 48 / 2 = <<48 / 2 = 24>>24.\nBoth months: 48 + 24 = << 48+24 =72>>72.\n#### 72"
+)
 HALF = "Half of 48 is 48*0.5 = <<48*0.5=24>>24.\nAdding April: 24+48 = <<24+48=72>>72.\n#### 72"
 HALF_SPACED = "Half of 48 is 48 * 0.5 = <<48 * 0.5=24>>24.\nAdding April: 24 + 48 = <<24 + 48=72>>72.\n#### 72"
 ONE_STEP = "April plus May: 48 + 48/2 = <<48+48/2=72>>72 clips.\n#### 72"
@@ -37,8 +41,10 @@ def test_already_kept_original_makes_same_equations_duplicates():
 
 
 def test_among_duplicates_the_one_farthest_from_kept_paths_wins():
-    near = ("Natalia sold 48*0.5 = <<48*0.5=24>>24 clips in May.\n"
-            "Natalia sold 24+48 = <<24+48=72>>72 clips altogether in April and May.\n#### 72")
+    near = (
+        "Natalia sold 48*0.5 = <<48*0.5=24>>24 clips in May.\n"
+        "Natalia sold 24+48 = <<24+48=72>>72 clips altogether in April and May.\n#### 72"
+    )
     far = "Half of forty-eight: <<48*0.5=24>>24; with April's: <<24+48=72>>72.\n#### 72"
     assert path_key(near) == path_key(far) == path_key(HALF)
     # `near` comes first but reads almost like the original: `far` is kept instead
@@ -64,18 +70,45 @@ def test_tool_paths_dedupe_on_code_blocks():
     assert select_paths("72", [a, a_worded, b]) == [a, b]
 
 
-@pytest.mark.parametrize("body", ["48/2=24", "48 / 2 = 24", "10/3=3.33", "10/3=3.333", "2/3=0.66", "2/3=0.67",
-                                  "$1,200*2=2,400", "560//10=56", "17%5=2", "-3+1=-2", "2**10=1024", "1/8=.125"])
+@pytest.mark.parametrize(
+    "body",
+    [
+        "48/2=24",
+        "48 / 2 = 24",
+        "10/3=3.33",
+        "10/3=3.333",
+        "2/3=0.66",
+        "2/3=0.67",
+        "$1,200*2=2,400",
+        "560//10=56",
+        "17%5=2",
+        "-3+1=-2",
+        "2**10=1024",
+        "1/8=.125",
+    ],
+)
 def test_good_annotations(body):
     check_annotation(body)
 
 
-@pytest.mark.parametrize("body, match", [
-    ("48/2=25", "not 25"), ("10/3=3", "not 3"), ("10/3=3.3", None), ("5", "exactly one"), ("1=2=3", "exactly one"),
-    ("x*2=4", "Name"), ("__import__('os')=0", "Call"), ("9**9**9=1", "exponent"), ("10**40*10**40=1", "too large"),
-    ("1/0=1", "division by zero"), ("1e999=1", "out of range"), ("2*3=six", "not a number"),
-    ("(" * 300 + "1=1", "longer"),
-])
+@pytest.mark.parametrize(
+    "body, match",
+    [
+        ("48/2=25", "not 25"),
+        ("10/3=3", "not 3"),
+        ("10/3=3.3", None),
+        ("5", "exactly one"),
+        ("1=2=3", "exactly one"),
+        ("x*2=4", "Name"),
+        ("__import__('os')=0", "Call"),
+        ("9**9**9=1", "exponent"),
+        ("10**40*10**40=1", "too large"),
+        ("1/0=1", "division by zero"),
+        ("1e999=1", "out of range"),
+        ("2*3=six", "not a number"),
+        ("(" * 300 + "1=1", "longer"),
+    ],
+)
 def test_bad_annotations(body, match):
     if match is None:  # 10/3 = 3.333..., written 3.3: within 0.1, accepted
         check_annotation(body)

@@ -1,4 +1,5 @@
 """The GRPO loss and its gradient against a hand-computed example (4 rows in 2 groups, 3 tokens)."""
+
 import math
 
 import jax
@@ -22,15 +23,18 @@ SUM = -1.28 - 1.0 + 0.8 + 1.0 + 1.1 + 0.8 - 0.9  # 0.52 over 7 tokens
 DVALUE = np.array([[0, 0, -1.0], [0, 0, 1.0], [0, 1.1, 0], [0, -0.9, 0]])
 EXPECTED = {
     "token": (SUM / 7, DVALUE / 7),
-    "sequence": (((-1.28 - 1.0) / 2 + (0.8 + 1.0) / 2 + (1.1 + 0.8) / 2 - 0.9) / 4,
-                 DVALUE / np.array([[2.0], [2.0], [2.0], [1.0]]) / 4),
+    "sequence": (
+        ((-1.28 - 1.0) / 2 + (0.8 + 1.0) / 2 + (1.1 + 0.8) / 2 - 0.9) / 4,
+        DVALUE / np.array([[2.0], [2.0], [2.0], [1.0]]) / 4,
+    ),
     "constant": (SUM / (4 * 3), DVALUE / 12),
 }
 
 
 def _inputs():
-    old = jnp.asarray(np.log(np.array([[0.3, 0.2, 0.5], [0.1, 0.4, 0.25], [0.5, 0.5, 0.6], [0.2, 0.3, 0.1]])),
-                      jnp.float32)
+    old = jnp.asarray(
+        np.log(np.array([[0.3, 0.2, 0.5], [0.1, 0.4, 0.25], [0.5, 0.5, 0.6], [0.2, 0.3, 0.1]])), jnp.float32
+    )
     return old + jnp.log(jnp.asarray(RATIOS, jnp.float32)), old
 
 
@@ -49,8 +53,9 @@ def test_loss_and_gradient_match_the_hand_computed_example(aggregation):
 
 def test_symmetric_clip_clips_row_zero_at_1_2():
     logp, old = _inputs()
-    loss, _ = grpo_loss(logp, old, jnp.asarray(ADV), jnp.asarray(MASK), aggregation="token", clip_low=0.2,
-                        clip_high=0.2)
+    loss, _ = grpo_loss(
+        logp, old, jnp.asarray(ADV), jnp.asarray(MASK), aggregation="token", clip_low=0.2, clip_high=0.2
+    )
     np.testing.assert_allclose(float(loss), (SUM + 1.28 - 1.2) / 7, rtol=1e-5)
 
 
@@ -58,7 +63,8 @@ def test_masked_nan_logprobs_of_tool_output_stay_out():
     logp, old = _inputs()
     old = old.at[1, 0].set(jnp.nan)  # the sampler reports NaN for tool-output tokens
     (loss, _), grad = jax.value_and_grad(
-        lambda lp: grpo_loss(lp, old, jnp.asarray(ADV), jnp.asarray(MASK), **CLIP), has_aux=True)(logp)
+        lambda lp: grpo_loss(lp, old, jnp.asarray(ADV), jnp.asarray(MASK), **CLIP), has_aux=True
+    )(logp)
     np.testing.assert_allclose(float(loss), SUM / 7, rtol=1e-5)
     assert np.all(np.isfinite(np.asarray(grad))) and float(grad[1, 0]) == 0
 
@@ -67,8 +73,18 @@ def test_k3_kl_and_entropy_terms():
     logp, old = _inputs()
     ref = logp + jnp.log(2.0)  # ref/policy = 2 on every token: k3 = 2 - log 2 - 1, d/dlogp = 1 - 2 = -1
     ent = jnp.full(logp.shape, 0.5)
-    fn = lambda lp, e: grpo_loss(lp, old, jnp.asarray(ADV), jnp.asarray(MASK), aggregation="token", ref_logp=ref,
-                                 kl_coef=0.1, entropy=e, entropy_coef=0.01, **CLIP)
+    fn = lambda lp, e: grpo_loss(
+        lp,
+        old,
+        jnp.asarray(ADV),
+        jnp.asarray(MASK),
+        aggregation="token",
+        ref_logp=ref,
+        kl_coef=0.1,
+        entropy=e,
+        entropy_coef=0.01,
+        **CLIP,
+    )
     (loss, m), (g_lp, g_ent) = jax.value_and_grad(fn, argnums=(0, 1), has_aux=True)(logp, ent)
     k3 = 2 - math.log(2) - 1
     np.testing.assert_allclose(float(loss), SUM / 7 + 0.1 * k3 - 0.01 * 0.5, rtol=1e-5)
@@ -81,10 +97,10 @@ def test_k3_kl_and_entropy_terms():
 
 def test_group_advantages_with_and_without_std():
     r = [[1.0, 0.0], [0.5, 1.0], [1.0, 1.0]]
-    np.testing.assert_allclose(np.asarray(group_advantages(r, normalize_std=False)),
-                               [[0.5, -0.5], [-0.25, 0.25], [0, 0]])
-    np.testing.assert_allclose(np.asarray(group_advantages(r, eps=0.0 + 1e-9)), [[1, -1], [-1, 1], [0, 0]],
-                               rtol=1e-6)
+    np.testing.assert_allclose(
+        np.asarray(group_advantages(r, normalize_std=False)), [[0.5, -0.5], [-0.25, 0.25], [0, 0]]
+    )
+    np.testing.assert_allclose(np.asarray(group_advantages(r, eps=0.0 + 1e-9)), [[1, -1], [-1, 1], [0, 0]], rtol=1e-6)
 
 
 def test_aggregate_rejects_unknown_and_logprobs_match_log_softmax():

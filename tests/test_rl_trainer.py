@@ -1,4 +1,5 @@
 """`mathjax-train rl` end to end on a tiny random checkpoint: metrics, summary, exact resume, batches."""
+
 import json
 
 import numpy as np
@@ -25,19 +26,42 @@ def _write(path, rows):
 
 
 def _config(ckpt, tmp_path, name, *extra):
-    prompts = _write(tmp_path / "prompts.jsonl", [{"question": f"What is {i} + {i}?", "answer": str(2 * i)}
-                                                  for i in range(1, 9)])
-    heldout = _write(tmp_path / "heldout.jsonl", [{"question": f"What is {i} times 2?", "answer": str(2 * i)}
-                                                  for i in range(3)])
+    prompts = _write(
+        tmp_path / "prompts.jsonl", [{"question": f"What is {i} + {i}?", "answer": str(2 * i)} for i in range(1, 9)]
+    )
+    heldout = _write(
+        tmp_path / "heldout.jsonl", [{"question": f"What is {i} times 2?", "answer": str(2 * i)} for i in range(3)]
+    )
     scan = model_ckpt.load_model_config(ckpt).scan_layers
-    return load_config(None, [
-        f"output_dir={tmp_path / name}", f"init_from={ckpt}", "model.dtype=float32", f"model.scan_layers={scan}",
-        "train.steps=2", "train.seq_len=48", "train.seed=5", "data.template=question_answer",
-        "optimizer.learning_rate=1e-2", "optimizer.warmup_steps=0", "checkpoint.every_steps=1",
-        f"rl.prompts={{{prompts}: 1.0}}", "rl.prompts_per_step=2", "rl.group_size=2", "rl.max_new_tokens=8",
-        "rl.updates_per_batch=2", "rl.minibatches=2", "rl.entropy_coef=0.05", "rl.kl_coef=0.1",
-        "rl.answer_fallback=last_number", f"rl.heldout={heldout}",
-        "rl.engine.decode_steps=8", "rl.engine.page_size=64", *extra])
+    return load_config(
+        None,
+        [
+            f"output_dir={tmp_path / name}",
+            f"init_from={ckpt}",
+            "model.dtype=float32",
+            f"model.scan_layers={scan}",
+            "train.steps=2",
+            "train.seq_len=48",
+            "train.seed=5",
+            "data.template=question_answer",
+            "optimizer.learning_rate=1e-2",
+            "optimizer.warmup_steps=0",
+            "checkpoint.every_steps=1",
+            f"rl.prompts={{{prompts}: 1.0}}",
+            "rl.prompts_per_step=2",
+            "rl.group_size=2",
+            "rl.max_new_tokens=8",
+            "rl.updates_per_batch=2",
+            "rl.minibatches=2",
+            "rl.entropy_coef=0.05",
+            "rl.kl_coef=0.1",
+            "rl.answer_fallback=last_number",
+            f"rl.heldout={heldout}",
+            "rl.engine.decode_steps=8",
+            "rl.engine.page_size=64",
+            *extra,
+        ],
+    )
 
 
 def _comparable(path):
@@ -67,8 +91,16 @@ def test_stopped_run_resumes_to_the_same_metrics(ckpt, tmp_path):
     assert summary["sampled_tokens"] == full["sampled_tokens"] == sum(r["sampled_tokens"] for r in a) > 0
     assert summary["heldout_problems"] == 3 and set(summary["heldout"]) == {"0", "2"}
     assert (tmp_path / "full" / "tensorboard").is_dir()
-    for key in ("reward_mean", "pass_rate", "response_length", "clip_fraction", "entropy",
-                "sampled_tokens_per_second", "sample_seconds", "learn_seconds"):
+    for key in (
+        "reward_mean",
+        "pass_rate",
+        "response_length",
+        "clip_fraction",
+        "entropy",
+        "sampled_tokens_per_second",
+        "sample_seconds",
+        "learn_seconds",
+    ):
         assert key in json.loads((tmp_path / "full" / "metrics.jsonl").read_text().splitlines()[0])
 
 
@@ -114,11 +146,27 @@ def test_tool_rollouts_mask_interpreter_output(tmp_path):
     tok_cfg = json.loads(cfg_file.read_text())
     tok_cfg["chat_template"] = "{{ messages[-1]['content'] }}"  # the prompt ends in the scripted token
     cfg_file.write_text(json.dumps(tok_cfg))
-    prompts = _write(tmp_path / "p.jsonl", [{"question": "Six times seven, plus one. " + Q1, "answer": "43"},
-                                            {"question": "Say seven. " + Q2, "answer": "7"}])
-    cfg = load_config(None, [f"init_from={ckpt}", "data.template=chat", f"rl.prompts={{{prompts}: 1.0}}",
-                             "rl.prompts_per_step=2", "rl.group_size=2", "rl.max_new_tokens=12", "rl.tools=python",
-                             "train.seq_len=64", "rl.temperature=0.5"])
+    prompts = _write(
+        tmp_path / "p.jsonl",
+        [
+            {"question": "Six times seven, plus one. " + Q1, "answer": "43"},
+            {"question": "Say seven. " + Q2, "answer": "7"},
+        ],
+    )
+    cfg = load_config(
+        None,
+        [
+            f"init_from={ckpt}",
+            "data.template=chat",
+            f"rl.prompts={{{prompts}: 1.0}}",
+            "rl.prompts_per_step=2",
+            "rl.group_size=2",
+            "rl.max_new_tokens=12",
+            "rl.tools=python",
+            "train.seq_len=64",
+            "rl.temperature=0.5",
+        ],
+    )
     model = load_for_inference(ckpt, dtype="float32")
     sampler = Sampler(model, cfg)
     try:
@@ -136,11 +184,12 @@ def test_tool_rollouts_mask_interpreter_output(tmp_path):
     one = lambda s: tok.encode(s, add_special_tokens=False) if s != EOS else [2]  # noqa: E731
     ids = code.completions[0].token_ids
     assert ids == one(CODE1) + one(OUT1) + one(CODE2) + one(OUT2) + one(ANS1) + [2]
-    b = build_batch([code.prompt_ids, plain.prompt_ids], [code.completions[0], plain.completions[0]], [1.0, 1.0],
-                    seq_len=64, rows=2)
+    b = build_batch(
+        [code.prompt_ids, plain.prompt_ids], [code.completions[0], plain.completions[0]], [1.0, 1.0], seq_len=64, rows=2
+    )
     p = len(code.prompt_ids) - 1
     # sampled: CODE1, CODE2, ANS1, EOS; the interpreter's output blocks are masked like the prompt
-    assert b["loss_mask"][0, p:p + 6].tolist() == [1, 0, 1, 0, 1, 1] and b["loss_mask"][0].sum() == 4
+    assert b["loss_mask"][0, p : p + 6].tolist() == [1, 0, 1, 0, 1, 1] and b["loss_mask"][0].sum() == 4
     assert b["loss_mask"][1].sum() == len(plain.completions[0].token_ids) == len(one(ANS2)) + 1
 
 

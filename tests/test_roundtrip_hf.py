@@ -4,6 +4,7 @@ Covers LLaMA (plain and LLaMA-3 rope scaling), Mistral (sliding window shorter t
 Qwen2 (qkv bias) and a tied-embedding model with attention bias; kv heads 1, 2, 4; each family is
 run with scan on and off.
 """
+
 import json
 
 import jax.numpy as jnp
@@ -21,12 +22,16 @@ from mathjax_train.model import Decoder
 from mathjax_train.model.checkpoint import load_model_config, load_params
 
 PROMPT_LEN = 320
-CASES = [(v, kv, (i + j) % 2 == 0) for i, v in enumerate(["llama", "llama3", "mistral", "qwen2", "tied"])
-         for j, kv in enumerate([1, 2, 4])]
+CASES = [
+    (v, kv, (i + j) % 2 == 0)
+    for i, v in enumerate(["llama", "llama3", "mistral", "qwen2", "tied"])
+    for j, kv in enumerate([1, 2, 4])
+]
 
 
-@pytest.mark.parametrize("variant,kv_heads,scan", CASES, ids=[f"{v}-kv{k}-{'scan' if s else 'noscan'}"
-                                                              for v, k, s in CASES])
+@pytest.mark.parametrize(
+    "variant,kv_heads,scan", CASES, ids=[f"{v}-kv{k}-{'scan' if s else 'noscan'}" for v, k, s in CASES]
+)
 def test_import_logits_and_export_reload(tmp_path, variant, kv_heads, scan):
     hf_dir, ckpt, out = tmp_path / "hf", tmp_path / "ckpt", tmp_path / "exported"
     original = make_hf_model(hf_dir, variant, kv_heads)
@@ -67,8 +72,9 @@ def test_sharded_export_reloads(tmp_path):
     # our importer reads the sharded layout too
     assert main(["import-hf", str(out), str(back), "--dtype", "float32"]) == 0
     p1, p2 = load_params(ckpt, load_model_config(ckpt)), load_params(back, load_model_config(back))
-    np.testing.assert_array_equal(np.asarray(p1["layers"]["mlp"]["up_proj"]["kernel"]),
-                                  np.asarray(p2["layers"]["mlp"]["up_proj"]["kernel"]))
+    np.testing.assert_array_equal(
+        np.asarray(p1["layers"]["mlp"]["up_proj"]["kernel"]), np.asarray(p2["layers"]["mlp"]["up_proj"]["kernel"])
+    )
 
 
 def test_bf16_export(tmp_path):
@@ -93,7 +99,9 @@ def test_weights_only_dir_imports_with_tokenizer_and_computes_in_float32_on_cpu(
     assert "--tokenizer DIR" in capsys.readouterr().err
     assert main(["import-hf", str(weights), str(ckpt), "--tokenizer", str(full)]) == 0
     assert json.loads(capsys.readouterr().out)["tokenizer"] == str(full)
-    assert (ckpt / "tokenizer" / "generation_config.json").read_text() == (weights / "generation_config.json").read_text()
+    assert (ckpt / "tokenizer" / "generation_config.json").read_text() == (
+        weights / "generation_config.json"
+    ).read_text()
 
     model = load_for_inference(ckpt)
     assert load_model_config(ckpt).dtype == "bfloat16" and model.cfg.dtype == "float32"
@@ -110,8 +118,11 @@ def test_every_inference_command_defaults_to_auto_dtype():
     from mathjax_train.cli.config_flags import config_from_args
 
     parser = build_parser()
-    for argv in (["generate", "--checkpoint", "c", "--prompts", "p", "--output", "o"],
-                 ["evaluate", "--checkpoint", "c", "--dataset", "d"], ["rft", "--checkpoint", "c", "--output", "o"]):
+    for argv in (
+        ["generate", "--checkpoint", "c", "--prompts", "p", "--output", "o"],
+        ["evaluate", "--checkpoint", "c", "--dataset", "d"],
+        ["rft", "--checkpoint", "c", "--output", "o"],
+    ):
         assert config_from_args(parser.parse_args(argv)).dtype == "auto", argv[0]  # flags from the dataclass
     for argv in (["serve", "c"], ["augment", "--seeds", "s", "--output", "o"]):
         assert parser.parse_args(argv).dtype == "auto", argv[0]

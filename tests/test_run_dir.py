@@ -1,5 +1,6 @@
 """data/run_dir.py: the settings check, torn-line repair and appending (object stores through the
 rewrite path, which `remote=True` exercises on a local file) that every resumable command uses."""
+
 import json
 
 import pytest
@@ -28,8 +29,13 @@ def test_check_settings_records_then_refuses_other_settings_naming_file_keys_and
     assert json.loads(side.read_text()) == {"settings": first}
     run_dir.check_settings(side, dict(first), output="out", flag="--output-dir", under="settings")  # same: resumes
     with pytest.raises(run_dir.SettingsMismatchError) as e:
-        run_dir.check_settings(side, {"temperature": 0.9, "k": 8, "seed": 0, "new": True}, output="out",
-                               flag="--output-dir", under="settings")
+        run_dir.check_settings(
+            side,
+            {"temperature": 0.9, "k": 8, "seed": 0, "new": True},
+            output="out",
+            flag="--output-dir",
+            under="settings",
+        )
     msg = str(e.value)
     assert msg.startswith(f"{side}: out holds results made with other settings")
     assert "(recorded -> now: k: 4 -> 8; new: None -> True; temperature: 0.7 -> 0.9)" in msg
@@ -37,8 +43,14 @@ def test_check_settings_records_then_refuses_other_settings_naming_file_keys_and
     assert msg.endswith("or rerun with the recorded settings to resume")
     assert isinstance(e.value, ConfigError) and e.value.diff["k"] == (4, 8)
     # only `keys` count: a recorded key this run does not compare is no mismatch
-    run_dir.check_settings(side, {"temperature": 0.7, "k": 4}, output="out", flag="--output-dir", under="settings",
-                           keys=["temperature", "k"])
+    run_dir.check_settings(
+        side,
+        {"temperature": 0.7, "k": 4},
+        output="out",
+        flag="--output-dir",
+        under="settings",
+        keys=["temperature", "k"],
+    )
 
 
 def test_check_settings_bad_record_names_the_file(tmp_path):
@@ -141,15 +153,20 @@ def test_rft_output_cuts_an_unfinished_question(tmp_path):
         rft_output.read_rows(path)
 
 
-
 def test_merge_refuses_shards_made_with_other_settings(tmp_path):
     out = str(tmp_path / "rft.jsonl")
     for i, temperature in ((0, 0.7), (1, 0.9)):
         shard = rft_output.shard_path(out, i, 2)
         (tmp_path / f"rft.jsonl.shard-{i}-of-2").write_text(_rft_row(f"q{i}", i, 0, 1) + "\n")
         (tmp_path / f"rft.jsonl.shard-{i}-of-2.done").write_text("{}")
-        run_dir.check_settings(rft_output.settings_path(shard), {"temperature": temperature, "shard_index": i},
-                               output=shard, flag="--output")
-    with pytest.raises(run_dir.SettingsMismatchError,
-                       match=r"shard-1-of-2.settings.json: .*\(shard 0 -> this shard: temperature: 0.7 -> 0.9\)"):
+        run_dir.check_settings(
+            rft_output.settings_path(shard),
+            {"temperature": temperature, "shard_index": i},
+            output=shard,
+            flag="--output",
+        )
+    with pytest.raises(
+        run_dir.SettingsMismatchError,
+        match=r"shard-1-of-2.settings.json: .*\(shard 0 -> this shard: temperature: 0.7 -> 0.9\)",
+    ):
         rft_output.merge_shards(out, 2)

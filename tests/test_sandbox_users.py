@@ -6,6 +6,7 @@ ctypes), no secret from the environment, no process left behind, and a truthful 
 the kernel refuses user namespaces (simulated for real: a chrooted caller may not create one),
 the fallback must say what is missing and warn once.
 """
+
 import json
 import os
 import re
@@ -34,8 +35,10 @@ def _runnable_python(uid):
     interpreter lives under /root is not one)."""
     for candidate in (sys.executable, "/usr/bin/python3", shutil.which("python3") or ""):
         probe = "import subprocess, sys; subprocess.run([sys.executable, '-c', ''], check=True)"
-        if candidate and subprocess.run(_as(uid) + [candidate, "-c", probe], cwd="/",
-                                        capture_output=True).returncode == 0:
+        if (
+            candidate
+            and subprocess.run(_as(uid) + [candidate, "-c", probe], cwd="/", capture_output=True).returncode == 0
+        ):
             return candidate
     return None
 
@@ -51,9 +54,15 @@ def _limit_processes():
 
 
 def _call(python, uid, code, env=None, repeat=1, prefix=()):
-    proc = subprocess.run(list(prefix) + _as(uid) + [python, CALLER, code, str(repeat)], cwd="/",
-                          capture_output=True, text=True, timeout=120, env=env,
-                          preexec_fn=_limit_processes if uid is not None else None)
+    proc = subprocess.run(
+        list(prefix) + _as(uid) + [python, CALLER, code, str(repeat)],
+        cwd="/",
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env=env,
+        preexec_fn=_limit_processes if uid is not None else None,
+    )
     assert proc.returncode == 0, (code, proc.stderr[-3000:])
     return json.loads(proc.stdout), proc.stderr
 
@@ -100,43 +109,57 @@ class _Listener:
 
 def _suite(port, marker, secret):
     """(name, code, check of the result) for each hostile snippet, then a normal one."""
-    host_paths = [f"/tmp/{marker}", f"/var/tmp/{marker}", f"/dev/shm/{marker}",
-                  os.path.join(PACKAGE_DIR, marker)]
-    writes = ("import os\nfor p in %r:\n    try:\n        open(p, 'w').write('x')\n"
-              "        print('wrote', p)\n    except OSError as e:\n        print(p, e.strerror)"
-              % host_paths)
+    host_paths = [f"/tmp/{marker}", f"/var/tmp/{marker}", f"/dev/shm/{marker}", os.path.join(PACKAGE_DIR, marker)]
+    writes = (
+        "import os\nfor p in %r:\n    try:\n        open(p, 'w').write('x')\n"
+        "        print('wrote', p)\n    except OSError as e:\n        print(p, e.strerror)" % host_paths
+    )
     raw_connect = (  # what a Python-level socket block cannot stop
         "import ctypes, struct\nlibc = ctypes.CDLL(None, use_errno=True)\n"
         "fd = libc.socket(2, 1, 0)\n"
         f"addr = struct.pack('=H', 2) + struct.pack('!H', {port}) + bytes([127, 0, 0, 1]) + bytes(8)\n"
-        "print('connect', libc.connect(fd, addr, 16))")
-    environ = ("import os, glob\nprint('MY_SECRET' in os.environ)\nfound = False\n"
-               "for p in glob.glob('/proc/*/environ'):\n    try:\n"
-               "        found |= b'%s' in open(p, 'rb').read()\n    except OSError:\n        pass\n"
-               "print(found)" % secret)
-    daemon = ("import os, time\nif os.fork() == 0:\n    os.setsid()\n    if os.fork() == 0:\n"
-              "        time.sleep(60)\n    os._exit(0)\nos.wait()\nprint('left a daemon')")
+        "print('connect', libc.connect(fd, addr, 16))"
+    )
+    environ = (
+        "import os, glob\nprint('MY_SECRET' in os.environ)\nfound = False\n"
+        "for p in glob.glob('/proc/*/environ'):\n    try:\n"
+        "        found |= b'%s' in open(p, 'rb').read()\n    except OSError:\n        pass\n"
+        "print(found)" % secret
+    )
+    daemon = (
+        "import os, time\nif os.fork() == 0:\n    os.setsid()\n    if os.fork() == 0:\n"
+        "        time.sleep(60)\n    os._exit(0)\nos.wait()\nprint('left a daemon')"
+    )
     # the supervisor, the caller, this test: none is visible from the snippet's pid namespace
-    kill = ("import os, signal\nfor pid in (os.getppid() or None, %d, -1):\n    try:\n"
-            "        pid and os.kill(pid, signal.SIGKILL)\n    except OSError as e:\n"
-            "        print(type(e).__name__)\nprint('alive')" % os.getpid())
-    error = lambda pattern: (lambda r: not r["ok"] and re.search(pattern, r["error"]))  # noqa: E731
+    kill = (
+        "import os, signal\nfor pid in (os.getppid() or None, %d, -1):\n    try:\n"
+        "        pid and os.kill(pid, signal.SIGKILL)\n    except OSError as e:\n"
+        "        print(type(e).__name__)\nprint('alive')" % os.getpid()
+    )
+    error = lambda pattern: lambda r: not r["ok"] and re.search(pattern, r["error"])  # noqa: E731
     return host_paths, [
         ("infinite_loop", "while True:\n    pass", error(r"^TimeoutError")),
         ("fork_bomb", "import os\nwhile True:\n    os.fork()", error(r"^(BlockingIOError|TimeoutError)")),
         ("memory_bomb", "x = []\nwhile True:\n    x.append(bytearray(10**6))", error(r"^MemoryError")),
         ("huge_output", "print('x' * 10**8)", error(r"^(OutputLimitError|MemoryError)")),
-        ("writes_to_host_paths", writes,
-         lambda r: r["ok"] and "wrote " + PACKAGE_DIR not in r["output"]
-         and "Read-only file system" in r["output"]),
+        (
+            "writes_to_host_paths",
+            writes,
+            lambda r: r["ok"] and "wrote " + PACKAGE_DIR not in r["output"] and "Read-only file system" in r["output"],
+        ),
         ("environment_secrets", environ, lambda r: r["ok"] and r["output"] == "False\nFalse\n"),
-        ("socket_to_localhost",
-         f"import socket\nsocket.create_connection(('127.0.0.1', {port}), timeout=1)",
-         error(r"Network is unreachable|Connection refused|timed out")),
+        (
+            "socket_to_localhost",
+            f"import socket\nsocket.create_connection(('127.0.0.1', {port}), timeout=1)",
+            error(r"Network is unreachable|Connection refused|timed out"),
+        ),
         ("raw_socket_via_ctypes", raw_connect, lambda r: r["ok"] and r["output"] == "connect -1\n"),
         ("kill_the_parent", kill, lambda r: r["ok"] and r["output"].endswith("alive\n")),
-        ("deep_recursion", "import sys\nsys.setrecursionlimit(10**6)\ndef f():\n    return f()\nf()",
-         error(r"^(RecursionError|MemoryError|ProcessCrashed|TimeoutError)")),
+        (
+            "deep_recursion",
+            "import sys\nsys.setrecursionlimit(10**6)\ndef f():\n    return f()\nf()",
+            error(r"^(RecursionError|MemoryError|ProcessCrashed|TimeoutError)"),
+        ),
         ("segfault", "import ctypes\nctypes.string_at(0)", error(r"^ProcessCrashed: .*SIGSEGV")),
         ("daemon_outliving_the_snippet", daemon, lambda r: r["ok"]),
         ("normal", "print(sum(range(10)))", lambda r: r["ok"] and r["output"] == "45\n"),
@@ -187,17 +210,22 @@ def test_fallback_without_user_namespaces_is_loud(tmp_path):
         pytest.skip(f"no Python on this machine that uid {NOBODY} may execute")
     root = tmp_path / "root"
     root.mkdir()
-    script = (f"mount --rbind / {root} && exec chroot {root} " + " ".join(_as(NOBODY)) +
-              f" {python} {CALLER} 'print(1)' 2")
-    proc = subprocess.run(["unshare", "--mount", "--propagation", "private", "sh", "-c", script],
-                          cwd="/", capture_output=True, text=True, timeout=120)
+    script = (
+        f"mount --rbind / {root} && exec chroot {root} " + " ".join(_as(NOBODY)) + f" {python} {CALLER} 'print(1)' 2"
+    )
+    proc = subprocess.run(
+        ["unshare", "--mount", "--propagation", "private", "sh", "-c", script],
+        cwd="/",
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     out = json.loads(proc.stdout)
     report = out["report"]
     assert report["mode"] == "basic"
     assert any("unshare(user" in w and "not permitted" in w for w in report["warnings"]), report
-    assert {"user namespace", "network namespace", "pid namespace",
-            "read-only filesystem"} <= set(report["missing"])
+    assert {"user namespace", "network namespace", "pid namespace", "read-only filesystem"} <= set(report["missing"])
     assert "bypassable" in report["network"]
     assert [r["output"] for r in out["results"]] == ["1\n", "1\n"]
     warnings = [l for l in proc.stderr.splitlines() if "namespaces unavailable" in l]
@@ -214,8 +242,10 @@ def test_python_install_under_tmp_stays_visible(tmp_path_factory):
     (site / "lazy_probe").mkdir()
     (site / "lazy_probe" / "__init__.py").write_text("")
     (site / "lazy_probe" / "tensor.py").write_text("VALUE = 42\n")  # imported lazily, in the sandbox
-    code = (f"import lazy_probe.tensor, sys\nprint(lazy_probe.tensor.VALUE, sys.prefix)\n"
-            f"try:\n    open({str(site / 'x')!r}, 'w')\nexcept OSError as e:\n    print(e.strerror)")
+    code = (
+        f"import lazy_probe.tensor, sys\nprint(lazy_probe.tensor.VALUE, sys.prefix)\n"
+        f"try:\n    open({str(site / 'x')!r}, 'w')\nexcept OSError as e:\n    print(e.strerror)"
+    )
     out, _ = _call(str(venv / "bin" / "python"), None, code)
     result = out["results"][0]
     assert result["ok"], result

@@ -1,5 +1,6 @@
 """scaling-fit: reports generated from a known log-linear law give back its slope and intercept;
 the plot is a real PNG; bad reports name the file and field."""
+
 import json
 import math
 

@@ -6,6 +6,7 @@ and hold back what may be a stop string; a client that disconnects frees its slo
 concurrent mixed requests all answer in shared batches; a soak of bad and abandoned requests
 leaves the server answering with nothing leaked.
 """
+
 import asyncio
 import http.client
 import json
@@ -26,8 +27,10 @@ from mathjax_train.infer.params import SamplingParams, sample_seed
 from mathjax_train.serve.app import ServeApp, TextStream
 from mathjax_train.serve.server import start_server
 
-CHAT_TEMPLATE = ("{{ bos_token }}{% for m in messages %}<|{{ m['role'] }}|>\n{{ m['content'] }}\n{% endfor %}"
-                 "{% if add_generation_prompt %}<|assistant|>\n{% endif %}")
+CHAT_TEMPLATE = (
+    "{{ bos_token }}{% for m in messages %}<|{{ m['role'] }}|>\n{{ m['content'] }}\n{% endfor %}"
+    "{% if add_generation_prompt %}<|assistant|>\n{% endif %}"
+)
 PROMPTS = ["Natalia sold 48 clips in April", "Compute 3x + 5 = 20", "def add(a, b):", "The answer is"]
 CONTEXT = 256  # the served max_seq_len: long generations and over-long prompts stay cheap
 ENGINE = EngineConfig(num_slots=8, page_size=64, decode_steps=8, prefill_budget=64)
@@ -71,8 +74,10 @@ def wait_idle(app, timeout_s=30.0):
         if not e.running and not e.waiting and app.loop.live_rows == 0 and e.pool.free == e.pool.usable:
             return
         time.sleep(0.01)
-    pytest.fail(f"server not idle after {timeout_s}s: running={len(e.running)} waiting={len(e.waiting)} "
-                f"live={app.loop.live_rows} pages free {e.pool.free}/{e.pool.usable}")
+    pytest.fail(
+        f"server not idle after {timeout_s}s: running={len(e.running)} waiting={len(e.waiting)} "
+        f"live={app.loop.live_rows} pages free {e.pool.free}/{e.pool.usable}"
+    )
 
 
 def oa_reason(engine_reason):
@@ -109,8 +114,14 @@ def test_default_max_tokens_fills_the_context(served):
 def test_completion_stream_joins_to_the_same_text(served):
     _, client, _, _ = served
     plain = client.completions.create(model="tiny", prompt=PROMPTS[2], max_tokens=40, temperature=0)
-    stream = client.completions.create(model="tiny", prompt=PROMPTS[2], max_tokens=40, temperature=0,
-                                       stream=True, stream_options={"include_usage": True})
+    stream = client.completions.create(
+        model="tiny",
+        prompt=PROMPTS[2],
+        max_tokens=40,
+        temperature=0,
+        stream=True,
+        stream_options={"include_usage": True},
+    )
     chunks = list(stream)
     text = "".join(c.choices[0].text for c in chunks if c.choices)
     assert text == plain.choices[0].text
@@ -125,8 +136,9 @@ def test_stream_sends_tokens_while_the_row_runs_and_a_disconnect_frees_it(served
     app = server.app
     wait_idle(app)
     aborted = app.loop.stats.finish_reasons["aborted"]
-    stream = client.completions.create(model="tiny", prompt=PROMPTS[0], max_tokens=200, temperature=0,
-                                       stream=True, extra_body={"ignore_eos": True})
+    stream = client.completions.create(
+        model="tiny", prompt=PROMPTS[0], max_tokens=200, temperature=0, stream=True, extra_body={"ignore_eos": True}
+    )
     first = next(iter(stream))
     # the first text arrived after one decode chunk of 8 tokens, while the row still has ~190 to go
     assert first.choices[0].text and first.choices[0].finish_reason is None
@@ -151,8 +163,7 @@ def test_chat_uses_the_checkpoint_template_and_matches_the_engine(served):
     assert r.choices[0].message.content == want.text
     assert r.usage.prompt_tokens == len(ids)
 
-    stream = client.chat.completions.create(model="tiny", messages=messages, max_tokens=12, temperature=0,
-                                            stream=True)
+    stream = client.chat.completions.create(model="tiny", messages=messages, max_tokens=12, temperature=0, stream=True)
     chunks = list(stream)
     assert chunks[0].choices[0].delta.role == "assistant"
     assert "".join(c.choices[0].delta.content or "" for c in chunks) == want.text
@@ -166,8 +177,15 @@ def test_fallback_chat_format_without_a_template(tmp_path):
 
     write_tokenizer(tmp_path)
     tok = load_tokenizer(tmp_path)
-    r = render_chat(tok, [{"role": "system", "content": "S"}, {"role": "user", "content": "Q"},
-                          {"role": "assistant", "content": "A"}, {"role": "user", "content": "Q2"}])
+    r = render_chat(
+        tok,
+        [
+            {"role": "system", "content": "S"},
+            {"role": "user", "content": "Q"},
+            {"role": "assistant", "content": "A"},
+            {"role": "user", "content": "Q2"},
+        ],
+    )
     assert r.text == "System: S\nUser: Q\nAssistant: A\nUser: Q2\nAssistant:"
     assert r.prompt_ids == tok.encode(r.text) and r.prompt_ids[0] == tok.bos_id
     assert r.implicit_stop == (FALLBACK_STOP,)
@@ -177,10 +195,10 @@ def test_stop_string_cuts_and_is_never_streamed(served):
     _, client, _, _ = served
     kw = dict(model="tiny", prompt=PROMPTS[0], max_tokens=40, temperature=0)
     full = client.completions.create(**kw).choices[0]
-    stop = full.text[len(full.text) // 2:][:2]
+    stop = full.text[len(full.text) // 2 :][:2]
     assert stop.strip()
     cut = client.completions.create(**kw, stop=[stop]).choices[0]
-    assert cut.text == full.text[:full.text.find(stop)] and cut.finish_reason == "stop"
+    assert cut.text == full.text[: full.text.find(stop)] and cut.finish_reason == "stop"
     chunks = list(client.completions.create(**kw, stop=[stop], stream=True))
     pieces = [c.choices[0].text for c in chunks]
     assert "".join(pieces) == cut.text and chunks[-1].choices[0].finish_reason == "stop"
@@ -195,8 +213,9 @@ def test_n_samples_are_seeded_like_the_engine(served):
     assert a == b and len(set(a)) == 3
     assert [c.text for c in client.completions.create(**dict(kw, seed=8)).choices] != a
     ids = model.tokenizer.encode(PROMPTS[3])
-    want = reference(model).generate([ids], SamplingParams(max_tokens=12, temperature=1.0, top_p=0.9),
-                                     [[sample_seed(7, 0, j) for j in range(3)]])[0]
+    want = reference(model).generate(
+        [ids], SamplingParams(max_tokens=12, temperature=1.0, top_p=0.9), [[sample_seed(7, 0, j) for j in range(3)]]
+    )[0]
     assert a == [c.text for c in want]
 
 
@@ -205,18 +224,29 @@ def test_logprobs_are_the_engines(served):
     ids = model.tokenizer.encode(PROMPTS[1])
     want = greedy(model, ids, 10, ignore_eos=True)
     extra = {"ignore_eos": True}
-    r = client.completions.create(model="tiny", prompt=PROMPTS[1], max_tokens=10, temperature=0, logprobs=1,
-                                  extra_body=extra)
+    r = client.completions.create(
+        model="tiny", prompt=PROMPTS[1], max_tokens=10, temperature=0, logprobs=1, extra_body=extra
+    )
     lp = r.choices[0].logprobs
     assert lp.token_logprobs == pytest.approx(want.logprobs, abs=1e-5) and len(lp.tokens) == 10
     assert lp.text_offset[0] == 0 and lp.top_logprobs == [{}] * 10
-    streamed = [c.choices[0].logprobs for c in client.completions.create(
-        model="tiny", prompt=PROMPTS[1], max_tokens=10, temperature=0, logprobs=1, stream=True, extra_body=extra)
-        if c.choices[0].logprobs]
+    streamed = [
+        c.choices[0].logprobs
+        for c in client.completions.create(
+            model="tiny", prompt=PROMPTS[1], max_tokens=10, temperature=0, logprobs=1, stream=True, extra_body=extra
+        )
+        if c.choices[0].logprobs
+    ]
     assert [x for s in streamed for x in s.token_logprobs] == pytest.approx(want.logprobs, abs=1e-5)
     assert [o for s in streamed for o in s.text_offset] == lp.text_offset
-    chat = client.chat.completions.create(model="tiny", messages=[{"role": "user", "content": "2+2?"}],
-                                          max_tokens=6, temperature=0, logprobs=True, extra_body=extra)
+    chat = client.chat.completions.create(
+        model="tiny",
+        messages=[{"role": "user", "content": "2+2?"}],
+        max_tokens=6,
+        temperature=0,
+        logprobs=True,
+        extra_body=extra,
+    )
     content = chat.choices[0].logprobs.content
     assert len(content) == 6 == chat.usage.completion_tokens and all(t.logprob <= 0 for t in content)
 
@@ -249,22 +279,61 @@ BAD = [
     ("POST", "/completions", {"model": "tiny", "prompt": "x", "ignore_eos": "yes"}, 400, "ignore_eos", None),
     ("POST", "/completions", {"model": "tiny", "prompt": "x", "seed": "7"}, 400, "seed", None),
     ("POST", "/completions", {"model": "tiny", "prompt": [[5, 99999]]}, 400, "prompt", None),
-    ("POST", "/completions", {"model": "tiny", "prompt": "x", "max_tokens": 5000}, 400, "prompt",
-     "context_length_exceeded"),
+    (
+        "POST",
+        "/completions",
+        {"model": "tiny", "prompt": "x", "max_tokens": 5000},
+        400,
+        "prompt",
+        "context_length_exceeded",
+    ),
     ("POST", "/completions", {"model": "tiny", "prompt": LONG}, 400, "prompt", "context_length_exceeded"),
     ("POST", "/completions", b"{not json", 400, None, None),
     ("POST", "/completions", [1, 2], 400, None, None),
     ("POST", "/chat/completions", {"model": "tiny", "messages": []}, 400, "messages", None),
-    ("POST", "/chat/completions", {"model": "tiny", "messages": [{"role": "wizard", "content": "x"}]}, 400,
-     "messages.[0].role", None),
-    ("POST", "/chat/completions", {"model": "tiny", "messages": [{"role": "user", "content": "x"}],
-                                   "top_logprobs": 2}, 400, "top_logprobs", None),
-    ("POST", "/chat/completions", {"model": "tiny", "messages": [{"role": "user", "content": "x"}],
-                                   "tools": [{"type": "function"}]}, 400, "tools", None),
-    ("POST", "/chat/completions", {"model": "tiny", "messages": [{"role": "user", "content": [
-        {"type": "image_url", "image_url": {"url": "x"}}]}]}, 400, "messages.[0].content", None),
-    ("POST", "/chat/completions", {"model": "tiny", "messages": [{"role": "user", "content": "x " * CONTEXT}]},
-     400, "messages", "context_length_exceeded"),
+    (
+        "POST",
+        "/chat/completions",
+        {"model": "tiny", "messages": [{"role": "wizard", "content": "x"}]},
+        400,
+        "messages.[0].role",
+        None,
+    ),
+    (
+        "POST",
+        "/chat/completions",
+        {"model": "tiny", "messages": [{"role": "user", "content": "x"}], "top_logprobs": 2},
+        400,
+        "top_logprobs",
+        None,
+    ),
+    (
+        "POST",
+        "/chat/completions",
+        {"model": "tiny", "messages": [{"role": "user", "content": "x"}], "tools": [{"type": "function"}]},
+        400,
+        "tools",
+        None,
+    ),
+    (
+        "POST",
+        "/chat/completions",
+        {
+            "model": "tiny",
+            "messages": [{"role": "user", "content": [{"type": "image_url", "image_url": {"url": "x"}}]}],
+        },
+        400,
+        "messages.[0].content",
+        None,
+    ),
+    (
+        "POST",
+        "/chat/completions",
+        {"model": "tiny", "messages": [{"role": "user", "content": "x " * CONTEXT}]},
+        400,
+        "messages",
+        "context_length_exceeded",
+    ),
     ("GET", "/completions", None, 405, None, "method_not_allowed"),
     ("POST", "/embeddings", {"model": "tiny", "input": "x"}, 404, None, "unknown_url"),
 ]
@@ -357,9 +426,18 @@ def test_200_concurrent_mixed_requests_are_all_answered_in_shared_batches(served
     reqs = []
     for i in range(200):
         greedy_row = i % 3 == 0
-        reqs.append(dict(prompt=prompts[i % 10], max_tokens=4 + i % 9, temperature=0.0 if greedy_row else 0.7 + (i % 2) * 0.3,
-                         top_p=1.0 if i % 4 else 0.9, stop=stops[i % 3], n=1 + i % 3, seed=None if greedy_row else i,
-                         stream=i % 4 == 1))
+        reqs.append(
+            dict(
+                prompt=prompts[i % 10],
+                max_tokens=4 + i % 9,
+                temperature=0.0 if greedy_row else 0.7 + (i % 2) * 0.3,
+                top_p=1.0 if i % 4 else 0.9,
+                stop=stops[i % 3],
+                n=1 + i % 3,
+                seed=None if greedy_row else i,
+                stream=i % 4 == 1,
+            )
+        )
     wait_idle(app)
     chunks_before = app.engine.stats.decode_chunks
 
@@ -387,10 +465,19 @@ def test_200_concurrent_mixed_requests_are_all_answered_in_shared_batches(served
     rows = sum(rq["n"] for rq in reqs)
     # the same requests through the Engine alone, one submit per request as the server does
     ref = reference(model)
-    want = ref.generate([model.tokenizer.encode(rq["prompt"]) for rq in reqs],
-                        [SamplingParams(max_tokens=rq["max_tokens"], temperature=rq["temperature"], top_p=rq["top_p"],
-                                        stop=tuple(rq["stop"] or ())) for rq in reqs],
-                        [[sample_seed(rq["seed"] or 0, 0, j) for j in range(rq["n"])] for rq in reqs])
+    want = ref.generate(
+        [model.tokenizer.encode(rq["prompt"]) for rq in reqs],
+        [
+            SamplingParams(
+                max_tokens=rq["max_tokens"],
+                temperature=rq["temperature"],
+                top_p=rq["top_p"],
+                stop=tuple(rq["stop"] or ()),
+            )
+            for rq in reqs
+        ],
+        [[sample_seed(rq["seed"] or 0, 0, j) for j in range(rq["n"])] for rq in reqs],
+    )
     assert len(results) == 200
     for rq, got, exp in zip(reqs, results, want):
         assert got == [c.text for c in exp], rq
@@ -401,10 +488,20 @@ def test_200_concurrent_mixed_requests_are_all_answered_in_shared_batches(served
 def _abandon(server, how: str) -> None:
     """Send (part of) a request on a raw socket, then drop the connection."""
     u = urllib.parse.urlsplit(server.url)
-    body = json.dumps({"model": "tiny", "prompt": "Natalia sold", "max_tokens": 200, "ignore_eos": True,
-                       "temperature": 0, "stream": how == "mid_stream"}).encode()
-    head = (f"POST /v1/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
-            f"Content-Length: {len(body)}\r\n\r\n").encode()
+    body = json.dumps(
+        {
+            "model": "tiny",
+            "prompt": "Natalia sold",
+            "max_tokens": 200,
+            "ignore_eos": True,
+            "temperature": 0,
+            "stream": how == "mid_stream",
+        }
+    ).encode()
+    head = (
+        f"POST /v1/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+        f"Content-Length: {len(body)}\r\n\r\n"
+    ).encode()
     with socket.create_connection((u.hostname, u.port), timeout=30) as s:
         if how == "half_headers":
             s.sendall(head[:20])
@@ -424,15 +521,22 @@ def test_soak_of_bad_and_abandoned_requests_leaves_nothing_behind(served):
     app = server.app
     wait_idle(app)
     start = time.monotonic()
-    bodies = [b"{", b"[1, 2", b"\xff\xfe", b"null", json.dumps({"model": "tiny", "prompt": 7}).encode(),
-              json.dumps({"model": "tiny", "prompt": "x", "n": "2"}).encode(),
-              json.dumps({"model": "tiny", "prompt": LONG}).encode(),
-              json.dumps({"model": "nope", "prompt": "x"}).encode(),
-              json.dumps({"model": "tiny", "messages": "hi"}).encode()]
+    bodies = [
+        b"{",
+        b"[1, 2",
+        b"\xff\xfe",
+        b"null",
+        json.dumps({"model": "tiny", "prompt": 7}).encode(),
+        json.dumps({"model": "tiny", "prompt": "x", "n": "2"}).encode(),
+        json.dumps({"model": "tiny", "prompt": LONG}).encode(),
+        json.dumps({"model": "nope", "prompt": "x"}).encode(),
+        json.dumps({"model": "tiny", "messages": "hi"}).encode(),
+    ]
     statuses = []
     for i in range(30):
-        statuses.append(raw(server, "POST", "/chat/completions" if i % 9 == 8 else "/completions",
-                            bodies[i % len(bodies)])[0])
+        statuses.append(
+            raw(server, "POST", "/chat/completions" if i % 9 == 8 else "/completions", bodies[i % len(bodies)])[0]
+        )
     assert all(s in (400, 404) for s in statuses), statuses
     ways = ["half_headers", "short_body", "before_answer", "mid_stream"]
     for i in range(20):

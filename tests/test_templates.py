@@ -1,4 +1,5 @@
 """Prompt templates, answer endings, few-shot assembly, and chat templates vs transformers."""
+
 import json
 
 import pytest
@@ -76,9 +77,20 @@ def test_few_shot_assembly_and_exemplar_choice():
 
 
 def _write_config(d, **extra):
-    cfg = {"chat_template": CHAT, "bos_token": "<s>", "eos_token": {"__type": "AddedToken", "content": "</s>", "lstrip": False,
-                                                   "normalized": False, "rstrip": False, "single_word": False},
-           "unk_token": "<unk>", **extra}
+    cfg = {
+        "chat_template": CHAT,
+        "bos_token": "<s>",
+        "eos_token": {
+            "__type": "AddedToken",
+            "content": "</s>",
+            "lstrip": False,
+            "normalized": False,
+            "rstrip": False,
+            "single_word": False,
+        },
+        "unk_token": "<unk>",
+        **extra,
+    }
     (d / "tokenizer_config.json").write_text(json.dumps(cfg))
     return d
 
@@ -122,9 +134,10 @@ def test_chat_template_matches_transformers_apply_chat_template(tmp_path):
     _write_config(tmp_path, chat_template=template, tokenizer_class="PreTrainedTokenizerFast")
     hf = transformers.AutoTokenizer.from_pretrained(str(tmp_path))
     ours = T.get_template("chat", tokenizer_config=tmp_path)
-    for question in ["hello", "Natalia sold 48 clips \"in\" April; how many?\nTwo lines & <tags>"]:
-        expected = hf.apply_chat_template([{"role": "user", "content": question}], tokenize=False,
-                                          add_generation_prompt=True)
+    for question in ["hello", 'Natalia sold 48 clips "in" April; how many?\nTwo lines & <tags>']:
+        expected = hf.apply_chat_template(
+            [{"role": "user", "content": question}], tokenize=False, add_generation_prompt=True
+        )
         assert ours.format_prompt(question) == expected
     convo = [{"role": "user", "content": "1+1?"}, {"role": "assistant", "content": "2"}]
     assert ours.render(convo, add_generation_prompt=False) == hf.apply_chat_template(convo, tokenize=False)

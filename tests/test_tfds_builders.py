@@ -14,14 +14,33 @@ GSM_TRAIN = [
     {"question": "Half of 10?", "answer": "10/2=<<10/2=5>>5\n#### 5"},
 ]
 GSM_TEST = [{"question": "2 + 2?", "answer": "2+2=<<2+2=4>>4\n#### 4"}]
-MATH_ROW = {"problem": "Find $1+1$.", "solution": "$1+1=\\boxed{2}$.", "answer": "2", "level": "Level 1",
-            "type": "Algebra", "subject": "algebra", "unique_id": "train/algebra/0.json"}
-MATH_TRAIN = [MATH_ROW, dict(MATH_ROW, level="Level ?", unique_id="train/algebra/1.json", answer=""),
-              dict(MATH_ROW, level="Level 5", type="Number Theory", subject="number_theory",
-                   unique_id="train/number_theory/7.json")]
+MATH_ROW = {
+    "problem": "Find $1+1$.",
+    "solution": "$1+1=\\boxed{2}$.",
+    "answer": "2",
+    "level": "Level 1",
+    "type": "Algebra",
+    "subject": "algebra",
+    "unique_id": "train/algebra/0.json",
+}
+MATH_TRAIN = [
+    MATH_ROW,
+    dict(MATH_ROW, level="Level ?", unique_id="train/algebra/1.json", answer=""),
+    dict(
+        MATH_ROW, level="Level 5", type="Number Theory", subject="number_theory", unique_id="train/number_theory/7.json"
+    ),
+]
 MATH_TEST = [dict(MATH_ROW, unique_id="test/algebra/3.json", level="Level 2")]
-MATH500 = [{"problem": "Find $2+2$.", "solution": "$\\boxed{4}$", "answer": "4", "subject": "Precalculus",
-            "level": 3, "unique_id": "test/precalculus/807.json"}]
+MATH500 = [
+    {
+        "problem": "Find $2+2$.",
+        "solution": "$\\boxed{4}$",
+        "answer": "4",
+        "subject": "Precalculus",
+        "level": 3,
+        "unique_id": "test/precalculus/807.json",
+    }
+]
 
 
 @pytest.fixture(scope="module")

@@ -1,13 +1,13 @@
 """Tool-integrated reasoning format: parsing, rendering, and the generate/execute loop."""
+
 import re
 
 from mathjax_train.tools.interpreter import ExecutionResult, Session
-from mathjax_train.tools.tir import (STOP, STOP_STRINGS, format_output, last_code_block,
-                                     pending_code, run_tool_loop)
+from mathjax_train.tools.tir import STOP, STOP_STRINGS, format_output, last_code_block, pending_code, run_tool_loop
 
 
 def test_last_code_block_and_pending_code():
-    text = ("a\n```python\nx = 1\n```\n```output\n\n```\nb\n```python\ny = x + 1\nprint(y)\n```\n")
+    text = "a\n```python\nx = 1\n```\n```output\n\n```\nb\n```python\ny = x + 1\nprint(y)\n```\n"
     assert last_code_block(text) == "y = x + 1\nprint(y)\n"
     assert pending_code(text) == "y = x + 1\nprint(y)\n"
     done = text + "```output\n2\n```\nThe answer is 2."
@@ -22,8 +22,7 @@ def test_format_output_renders_output_then_error():
     assert format_output(ok) == "```output\n42\n```\n"
     bad = ExecutionResult(False, "partial\n", "ZeroDivisionError: division by zero", False)
     assert format_output(bad) == "```output\npartial\nZeroDivisionError: division by zero\n```\n"
-    silent = ExecutionResult(False, "", "TimeoutError: execution exceeded the 5 s wall-clock "
-                             "limit", True)
+    silent = ExecutionResult(False, "", "TimeoutError: execution exceeded the 5 s wall-clock limit", True)
     assert format_output(silent).startswith("```output\nTimeoutError")
     long = ExecutionResult(True, "\n".join(map(str, range(5000))), None, False)
     rendered = format_output(long, max_chars=200)
@@ -49,19 +48,21 @@ def _last_output(text):
 
 
 def test_tool_loop_executes_blocks_in_one_session():
-    model = ScriptedModel([
-        "We need 2^100 mod 97.\n```python\nbase = 2 ** 100\nr = base % 97\nprint(r)\n```\n",
-        # the second block uses a variable from the first: only works in a session
-        "Check with pow:\n```python\nassert pow(2, 100, 97) == r\nr * 2\n```\n" + STOP,
-        # the "model" reads the real output back, as a real model would
-        lambda text: f"So the answer is \\boxed{{{_last_output(text)}}}.",
-    ])
+    model = ScriptedModel(
+        [
+            "We need 2^100 mod 97.\n```python\nbase = 2 ** 100\nr = base % 97\nprint(r)\n```\n",
+            # the second block uses a variable from the first: only works in a session
+            "Check with pow:\n```python\nassert pow(2, 100, 97) == r\nr * 2\n```\n" + STOP,
+            # the "model" reads the real output back, as a real model would
+            lambda text: f"So the answer is \\boxed{{{_last_output(text)}}}.",
+        ]
+    )
     res = run_tool_loop(model, "Q: 2^100 mod 97?\n", max_calls=4)
-    expected = 2 ** 100 % 97
+    expected = 2**100 % 97
     assert [c.result.output for c in res.calls] == [f"{expected}\n", f"{expected * 2}\n"]
     assert all(c.result.ok for c in res.calls)
     assert res.transcript.startswith("Q: 2^100 mod 97?\n")
-    assert res.completion == res.transcript[len("Q: 2^100 mod 97?\n"):]
+    assert res.completion == res.transcript[len("Q: 2^100 mod 97?\n") :]
     assert f"```output\n{expected}\n```\n" in res.transcript
     assert res.transcript.endswith(f"\\boxed{{{expected * 2}}}.")
     assert STOP + STOP not in res.transcript and res.transcript.count("```output") == 2
@@ -77,8 +78,7 @@ def test_tool_loop_reports_errors_and_respects_max_calls():
         res = run_tool_loop(model, "P\n", max_calls=2, executor=session)
         assert session.run("1 + 1").output == "2\n"  # caller's session still usable
     assert len(res.calls) == 2 and res.hit_max_calls
-    assert all(c.result.error == "NameError: name 'undefined_thing' is not defined"
-               for c in res.calls)
+    assert all(c.result.error == "NameError: name 'undefined_thing' is not defined" for c in res.calls)
     assert res.transcript.count("```output\nNameError") == 2
     assert res.transcript.endswith("once more\n" + block)  # third block left unexecuted
 

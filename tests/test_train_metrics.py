@@ -52,9 +52,16 @@ def test_checkpoints_kept_and_step_dirs_are_model_checkpoints(run):
 
 
 def test_divergence_stops_and_keeps_last_good_checkpoint(tmp_path):
-    cfg = tiny_config(tmp_path, "train.steps=50", "checkpoint.every_steps=1", "optimizer.learning_rate=1e30",
-                      "optimizer.warmup_steps=0", "optimizer.grad_clip_norm=0", "optimizer.schedule=constant",
-                      "train.log_every_steps=1")
+    cfg = tiny_config(
+        tmp_path,
+        "train.steps=50",
+        "checkpoint.every_steps=1",
+        "optimizer.learning_rate=1e30",
+        "optimizer.warmup_steps=0",
+        "optimizer.grad_clip_norm=0",
+        "optimizer.schedule=constant",
+        "train.log_every_steps=1",
+    )
     with pytest.raises(TrainingDiverged, match=r"step (\d+): loss=.* is not finite") as err:
         train(cfg, log=lambda s: None)
     bad = int(str(err.value).split()[1].rstrip(":"))
@@ -73,6 +80,7 @@ def test_flops_and_peaks():
 
     class Dev:
         platform, device_kind = "tpu", "TPU v5 lite"
+
     assert peak_flops_per_device(Dev()) == 197e12
     Dev.device_kind = "TPU v5p"
     assert peak_flops_per_device(Dev()) == 459e12
@@ -95,6 +103,9 @@ def test_resume_drops_later_steps_and_a_torn_line(tmp_path):
     path.write_text('{"step": 1, "loss": 2.0}\n{"step": 2, "loss": 1.5}\n{"step": 3, "loss": 1.2}\n{"step": 4, "lo')
     writer = MetricsWriter(tmp_path, resume_step=2, stream=io.StringIO())
     writer.write({"step": 3, "loss": 1.25})
-    assert [json.loads(x) for x in path.read_text().splitlines()] == \
-        [{"step": 1, "loss": 2.0}, {"step": 2, "loss": 1.5}, {"step": 3, "loss": 1.25}]
+    assert [json.loads(x) for x in path.read_text().splitlines()] == [
+        {"step": 1, "loss": 2.0},
+        {"step": 2, "loss": 1.5},
+        {"step": 3, "loss": 1.25},
+    ]
     writer.close()

@@ -1,4 +1,5 @@
 """Packed batches: attention never crosses segments, and the loss covers target tokens only."""
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -13,8 +14,9 @@ def _model_and_params():
     cfg = tiny_config("/tmp/unused").model
     model = Decoder(cfg)
     params = model.init(jax.random.PRNGKey(0), jnp.zeros((1, 1), jnp.int32))["params"]
-    return model, jax.tree_util.tree_map(lambda x: getattr(x, "value", x), params,
-                                         is_leaf=lambda x: hasattr(x, "value"))
+    return model, jax.tree_util.tree_map(
+        lambda x: getattr(x, "value", x), params, is_leaf=lambda x: hasattr(x, "value")
+    )
 
 
 def test_no_attention_across_segments():
@@ -27,7 +29,7 @@ def test_no_attention_across_segments():
         alone = pack_examples([ex], rows=1, seq_len=16)
         ref, _ = model.apply({"params": params}, alone["tokens"], alone["positions"], alone["segment_ids"])
         n = len(ex[0]) + len(ex[1]) - 1
-        np.testing.assert_allclose(np.asarray(logits[0, start:start + n]), np.asarray(ref[0, :n]), atol=1e-5)
+        np.testing.assert_allclose(np.asarray(logits[0, start : start + n]), np.asarray(ref[0, :n]), atol=1e-5)
     # and a change inside segment 1 leaves segment 2's logits untouched
     changed = dict(packed, tokens=packed["tokens"].copy())
     changed["tokens"][0, 1] = 40

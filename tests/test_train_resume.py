@@ -2,6 +2,7 @@
 
 Each run is the real `mathjax-train train` command in its own process.
 """
+
 import signal
 import subprocess
 import time
@@ -15,8 +16,13 @@ from train_helpers import SMOKE, cli_env, read_metrics, run_train, train_cmd, RE
 
 pytestmark = pytest.mark.slow
 # 3 warmup steps: the run resumes (after step 6) inside the cosine decay
-COMMON = ["train.steps=8", "optimizer.warmup_steps=3", "train.log_every_steps=1", "checkpoint.every_steps=4",
-          "model.dtype=float32"]
+COMMON = [
+    "train.steps=8",
+    "optimizer.warmup_steps=3",
+    "train.log_every_steps=1",
+    "checkpoint.every_steps=4",
+    "model.dtype=float32",
+]
 
 
 def test_resume_is_bitwise_exact(tmp_path):
@@ -56,8 +62,9 @@ def _latest_restorable(out_dir):
 def test_sigterm_saves_and_resumes(tmp_path):
     out = tmp_path / "run"
     args = [f"output_dir={out}", "train.steps=100000", "train.log_every_steps=1", "checkpoint.every_steps=100000"]
-    proc = subprocess.Popen(train_cmd(SMOKE, *args), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            env=cli_env(), cwd=REPO)
+    proc = subprocess.Popen(
+        train_cmd(SMOKE, *args), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=cli_env(), cwd=REPO
+    )
     metrics = out / "metrics.jsonl"
     assert _wait_for(lambda: metrics.exists() and len(metrics.read_text().splitlines()) >= 3, proc)
     proc.send_signal(signal.SIGTERM)
@@ -71,12 +78,20 @@ def test_sigterm_saves_and_resumes(tmp_path):
 
 def test_kill_9_during_async_save_keeps_previous_checkpoint(tmp_path):
     out = tmp_path / "run"
-    args = [f"output_dir={out}", "train.steps=100000", "checkpoint.every_steps=1", "checkpoint.keep=2",
-            "model.num_layers=6", "model.hidden_size=128", "model.intermediate_size=512"]
+    args = [
+        f"output_dir={out}",
+        "train.steps=100000",
+        "checkpoint.every_steps=1",
+        "checkpoint.keep=2",
+        "model.num_layers=6",
+        "model.hidden_size=128",
+        "model.intermediate_size=512",
+    ]
     ckpts = out / "checkpoints"
     for attempt in range(5):
-        proc = subprocess.Popen(train_cmd(SMOKE, *args), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                                text=True, env=cli_env(), cwd=REPO)
+        proc = subprocess.Popen(
+            train_cmd(SMOKE, *args), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=cli_env(), cwd=REPO
+        )
 
         def saving_after_first():
             if not ckpts.exists():
@@ -84,6 +99,7 @@ def test_kill_9_during_async_save_keeps_previous_checkpoint(tmp_path):
             names = [p.name for p in ckpts.iterdir()]
             done = [n for n in names if n.isdigit()]
             return bool(done) and any("tmp" in n for n in names)
+
         caught = _wait_for(saving_after_first, proc)
         proc.send_signal(signal.SIGKILL)
         proc.wait()
@@ -96,7 +112,6 @@ def test_kill_9_during_async_save_keeps_previous_checkpoint(tmp_path):
     assert leftovers, "the kill should have interrupted a save"
     step, meta = _latest_restorable(out)
     assert meta["step"] == step and str(step) not in leftovers
-    again = run_train(SMOKE, *args[:1], f"train.steps={step + 1}", "checkpoint.every_steps=1",
-                      *args[4:])
+    again = run_train(SMOKE, *args[:1], f"train.steps={step + 1}", "checkpoint.every_steps=1", *args[4:])
     assert f'"resumed_from": {step}' in again.stdout
     assert not [p for p in ckpts.iterdir() if "tmp" in p.name]  # restart cleaned the partial save

@@ -1,4 +1,5 @@
 """The same batch gives the same loss and grad norm on every mesh; parameters carry the rules' specs."""
+
 import jax
 import numpy as np
 import pytest
@@ -17,11 +18,24 @@ MESHES = [(1, 1, 1), (8, 1, 1), (2, 2, 2), (1, 2, 4)]
 
 
 def _config(data, fsdp, tensor, microbatches=1):
-    return load_config(None, [
-        "model.vocab_size=64", "model.hidden_size=64", "model.intermediate_size=128", "model.num_layers=2",
-        "model.num_heads=8", "model.num_kv_heads=4", "model.dtype=float32", "train.batch_size=8",
-        "train.seq_len=32", f"train.microbatches={microbatches}",
-        f"mesh.data={data}", f"mesh.fsdp={fsdp}", f"mesh.tensor={tensor}"])
+    return load_config(
+        None,
+        [
+            "model.vocab_size=64",
+            "model.hidden_size=64",
+            "model.intermediate_size=128",
+            "model.num_layers=2",
+            "model.num_heads=8",
+            "model.num_kv_heads=4",
+            "model.dtype=float32",
+            "train.batch_size=8",
+            "train.seq_len=32",
+            f"train.microbatches={microbatches}",
+            f"mesh.data={data}",
+            f"mesh.fsdp={fsdp}",
+            f"mesh.tensor={tensor}",
+        ],
+    )
 
 
 def _one_step(cfg, host_params, batch):

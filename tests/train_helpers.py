@@ -1,4 +1,5 @@
 """Shared helpers for trainer tests: a tiny config and subprocess runs of the real CLI."""
+
 from __future__ import annotations
 
 import json

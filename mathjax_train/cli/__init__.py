@@ -4,22 +4,45 @@ Each area registers its subcommands from its own module (model, train, data, eva
 plan, pipeline); handlers stay thin and import the modules that do the work only when they run. Other
 libraries' start-up logs stay off the terminal unless --verbose (cli/quiet.py).
 """
+
 from __future__ import annotations
 
 import argparse
 import sys
 
-from mathjax_train.cli import (data_commands, eval_commands, model_commands, pipeline_commands, plan_commands, quiet,
-                               rl_commands, serve_commands, synth_commands, train_commands)
+from mathjax_train.cli import (
+    data_commands,
+    eval_commands,
+    model_commands,
+    pipeline_commands,
+    plan_commands,
+    quiet,
+    rl_commands,
+    serve_commands,
+    synth_commands,
+    train_commands,
+)
 
-AREAS = (model_commands, train_commands, data_commands, eval_commands, synth_commands, serve_commands, plan_commands,
-         pipeline_commands, rl_commands)
+AREAS = (
+    model_commands,
+    train_commands,
+    data_commands,
+    eval_commands,
+    synth_commands,
+    serve_commands,
+    plan_commands,
+    pipeline_commands,
+    rl_commands,
+)
 
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="mathjax-train", description=__doc__.splitlines()[0])
-    p.add_argument("--verbose", action="store_true",
-                   help=f"show the libraries' own logs (TensorFlow, CUDA, absl/Orbax); also {quiet.VERBOSE_ENV}=1")
+    p.add_argument(
+        "--verbose",
+        action="store_true",
+        help=f"show the libraries' own logs (TensorFlow, CUDA, absl/Orbax); also {quiet.VERBOSE_ENV}=1",
+    )
     sub = p.add_subparsers(dest="command", required=True)
     for area in AREAS:
         area.register(sub)

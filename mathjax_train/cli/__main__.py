@@ -1,4 +1,5 @@
 """`python -m mathjax_train.cli ...` runs the command line."""
+
 import sys
 
 from mathjax_train.cli import main

@@ -6,6 +6,7 @@ field (or its `setting(flag=...)`), help and default from the field, choices fro
 `--config FILE` (YAML of the same dataclass, `base:` files allowed) and `key=value` overrides; a flag
 given on the command line wins over the file, an override over both. No default is written here.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -74,8 +75,13 @@ def add_config_flags(parser: argparse.ArgumentParser, cls: type, *, required: tu
             kw.pop("dest")
             parser.add_argument(_PREFIX + path, nargs="?", **kw)
     parser.add_argument("--config", default=None, help=f"YAML file of {cls.__name__} settings (flags override it)")
-    parser.add_argument("overrides", nargs="*", default=[], metavar="key=value",
-                        help=f"{cls.__name__} fields as dotted key=value, applied last")
+    parser.add_argument(
+        "overrides",
+        nargs="*",
+        default=[],
+        metavar="key=value",
+        help=f"{cls.__name__} fields as dotted key=value, applied last",
+    )
 
 
 def config_from_args(args: argparse.Namespace) -> Any:
@@ -87,7 +93,7 @@ def config_from_args(args: argparse.Namespace) -> Any:
     for dest, value in vars(args).items():
         if not dest.startswith(_PREFIX):
             continue
-        *sections, leaf = dest[len(_PREFIX):].split(".")
+        *sections, leaf = dest[len(_PREFIX) :].split(".")
         node = data
         for name in sections:
             node = node.setdefault(name, {})

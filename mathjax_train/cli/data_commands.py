@@ -1,4 +1,5 @@
 """`mathjax-train` data stats, cache, build-tokenizer, procedural."""
+
 from __future__ import annotations
 
 import json
@@ -31,9 +32,16 @@ def _cmd_data_cache(args) -> int:
     if any(a == "--runner" or a.startswith("--runner=") for a in beam_args):
         raise InputError("give the runner once, as --runner before `--`")
     cfg = load_config(args.config, overrides)
-    summary = cache_tasks(cfg, args.task, args.output_dir, splits=args.split or ["train"], num_files=args.num_files,
-                          pipeline_args=[f"--runner={args.runner}", *beam_args], overwrite=args.overwrite,
-                          log=lambda line: print(line, file=sys.stderr))
+    summary = cache_tasks(
+        cfg,
+        args.task,
+        args.output_dir,
+        splits=args.split or ["train"],
+        num_files=args.num_files,
+        pipeline_args=[f"--runner={args.runner}", *beam_args],
+        overwrite=args.overwrite,
+        log=lambda line: print(line, file=sys.stderr),
+    )
     print(json.dumps(summary))
     return 0
 
@@ -41,8 +49,18 @@ def _cmd_data_cache(args) -> int:
 def _cmd_data_build_tokenizer(args) -> int:
     from mathjax_train.data.tokenizer_training import build_tokenizer
 
-    print(json.dumps(build_tokenizer(args.out_dir, vocab_size=args.vocab_size, num_examples=args.examples,
-                                     seed=args.seed, template=args.template, ending=args.ending)))
+    print(
+        json.dumps(
+            build_tokenizer(
+                args.out_dir,
+                vocab_size=args.vocab_size,
+                num_examples=args.examples,
+                seed=args.seed,
+                template=args.template,
+                ending=args.ending,
+            )
+        )
+    )
     return 0
 
 
@@ -52,8 +70,9 @@ def _cmd_data_procedural(args) -> int:
 
     if args.count < 1:
         raise InputError(f"--count must be >= 1, got {args.count}")
-    rows = procedural.iterate(seed=args.seed, split=args.split, stop=args.count, templates=args.templates,
-                              levels=args.levels)
+    rows = procedural.iterate(
+        seed=args.seed, split=args.split, stop=args.count, templates=args.templates, levels=args.levels
+    )
     n = write_jsonl(args.output, rows)
     print(json.dumps({"output": args.output, "split": args.split, "problems": n}))
     return 0
@@ -71,21 +90,32 @@ def register(sub) -> None:
     s.add_argument("--rows", type=int, default=0, help="rows per packed batch (default: train.batch_size)")
     s.add_argument("overrides", nargs="*", help="key=value overrides, e.g. data.tokenizer=DIR train.seq_len=1024")
     s.set_defaults(fn=_cmd_data_stats)
-    s = dsub.add_parser("cache", help="pre-tokenize finite tasks once into a SeqIO cache with Apache Beam "
-                                      "(train from it with data.cache_dir=DIR)",
-                        usage="mathjax-train data cache --task TASK --output-dir DIR [--config FILE] [key=value ...] "
-                              "[--runner DirectRunner|DataflowRunner] [-- BEAM_OPTION ...]")
+    s = dsub.add_parser(
+        "cache",
+        help="pre-tokenize finite tasks once into a SeqIO cache with Apache Beam "
+        "(train from it with data.cache_dir=DIR)",
+        usage="mathjax-train data cache --task TASK --output-dir DIR [--config FILE] [key=value ...] "
+        "[--runner DirectRunner|DataflowRunner] [-- BEAM_OPTION ...]",
+    )
     s.add_argument("--task", action="append", required=True, help="a finite task, e.g. synthetic (repeatable)")
     s.add_argument("--output-dir", required=True, help="cache root (local or gs://); writes DIR/<task>/")
     s.add_argument("--config", default=None, help="YAML config (its data section builds the tasks)")
     s.add_argument("--split", action="append", default=None, help="split to cache (repeatable; default: train)")
-    s.add_argument("--num-files", type=int, default=64,
-                   help="TFRecord files per split; a training host count that divides it reads only its own files")
+    s.add_argument(
+        "--num-files",
+        type=int,
+        default=64,
+        help="TFRecord files per split; a training host count that divides it reads only its own files",
+    )
     s.add_argument("--runner", default="DirectRunner", choices=["DirectRunner", "DataflowRunner"])
     s.add_argument("--overwrite", action="store_true", help="rebuild a task that is already cached")
-    s.add_argument("overrides", nargs="*", help="key=value overrides, then `--` and Beam pipeline options, e.g. "
-                                                "data.jsonl=[gs://b/s.jsonl] -- --project=P --region=R "
-                                                "--temp_location=gs://b/tmp")
+    s.add_argument(
+        "overrides",
+        nargs="*",
+        help="key=value overrides, then `--` and Beam pipeline options, e.g. "
+        "data.jsonl=[gs://b/s.jsonl] -- --project=P --region=R "
+        "--temp_location=gs://b/tmp",
+    )
     s.set_defaults(fn=_cmd_data_cache)
     s = dsub.add_parser("build-tokenizer", help="train a byte-level BPE tokenizer.json on procedural problems")
     s.add_argument("out_dir")

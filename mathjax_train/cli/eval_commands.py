@@ -1,4 +1,5 @@
 """`mathjax-train` evaluate."""
+
 from __future__ import annotations
 
 import json
@@ -12,9 +13,21 @@ def _cmd_evaluate(args) -> int:
     cfg = config_from_args(args)
     res = evaluate(cfg, progress=not args.no_progress)
     r = res.report
-    print(json.dumps({"report": res.paths["report"], "dataset": cfg.dataset, "problems": r["num_problems"],
-                      "accuracy": r["accuracy"], "pass@k": r["pass@k"], "maj@k": r["maj@k"],
-                      "generated": res.generated, "resumed": res.resumed, "seconds": r["run"]["seconds"]}))
+    print(
+        json.dumps(
+            {
+                "report": res.paths["report"],
+                "dataset": cfg.dataset,
+                "problems": r["num_problems"],
+                "accuracy": r["accuracy"],
+                "pass@k": r["pass@k"],
+                "maj@k": r["maj@k"],
+                "generated": res.generated,
+                "resumed": res.resumed,
+                "seconds": r["run"]["seconds"],
+            }
+        )
+    )
     return 0
 
 

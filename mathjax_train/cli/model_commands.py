@@ -1,4 +1,5 @@
 """`mathjax-train` import-hf, export-hf, gguf-to-hf, generate: checkpoints in and out, and sampling."""
+
 from __future__ import annotations
 
 import json
@@ -18,8 +19,14 @@ def _cmd_import_hf(args) -> int:
         print(json.dumps(import_adapter(args.hf_dir, args.ckpt_dir, args.base)))
         return 0
 
-    report = import_hf(args.hf_dir, args.ckpt_dir, scan_layers=not args.no_scan, param_dtype=args.param_dtype,
-                       dtype=args.dtype, tokenizer_dir=args.tokenizer)
+    report = import_hf(
+        args.hf_dir,
+        args.ckpt_dir,
+        scan_layers=not args.no_scan,
+        param_dtype=args.param_dtype,
+        dtype=args.dtype,
+        tokenizer_dir=args.tokenizer,
+    )
     print(report_json(report))
     return 0
 
@@ -58,20 +65,39 @@ def _cmd_generate(args) -> int:
     cfg = config_from_args(args)
     g = cfg.generate
     model = load_for_inference(cfg.checkpoint, dtype=cfg.dtype)
-    sp = SamplingParams(max_tokens=g.max_new_tokens, temperature=g.temperature, top_p=g.top_p, top_k=g.top_k,
-                        stop=tuple(g.stop))
+    sp = SamplingParams(
+        max_tokens=g.max_new_tokens, temperature=g.temperature, top_p=g.top_p, top_k=g.top_k, stop=tuple(g.stop)
+    )
     if cfg.tools == "python":
         from mathjax_train.infer.tool_generate import generate_file_with_tools
 
-        stats = generate_file_with_tools(model, cfg.prompts, cfg.output, sp, num_samples=g.num_samples,
-                                         seed=g.seed, batch_size=g.batch_size, max_calls=cfg.max_tool_calls,
-                                         timeout_s=cfg.tool_timeout_s)
+        stats = generate_file_with_tools(
+            model,
+            cfg.prompts,
+            cfg.output,
+            sp,
+            num_samples=g.num_samples,
+            seed=g.seed,
+            batch_size=g.batch_size,
+            max_calls=cfg.max_tool_calls,
+            timeout_s=cfg.tool_timeout_s,
+        )
     else:
-        stats = generate_file(model, cfg.prompts, cfg.output, sp, num_samples=g.num_samples, seed=g.seed,
-                              batch_size=g.batch_size)
-    print(json.dumps({"output": cfg.output, "prompts": stats.prompts, "completions": stats.completions,
-                      "new_tokens": stats.new_tokens, "seconds": round(stats.seconds, 2),
-                      "tokens_per_second": round(stats.tokens_per_second, 2)}))
+        stats = generate_file(
+            model, cfg.prompts, cfg.output, sp, num_samples=g.num_samples, seed=g.seed, batch_size=g.batch_size
+        )
+    print(
+        json.dumps(
+            {
+                "output": cfg.output,
+                "prompts": stats.prompts,
+                "completions": stats.completions,
+                "new_tokens": stats.new_tokens,
+                "seconds": round(stats.seconds, 2),
+                "tokens_per_second": round(stats.tokens_per_second, 2),
+            }
+        )
+    )
     return 0
 
 
@@ -83,23 +109,40 @@ def register(sub) -> None:
     s.add_argument("--no-scan", action="store_true", help="store layers unstacked (layers_0, layers_1, ...)")
     s.add_argument("--param-dtype", default="float32", choices=["float32", "bfloat16", "float16"])
     s.add_argument("--dtype", default="bfloat16", choices=["float32", "bfloat16", "float16"], help="compute dtype")
-    s.add_argument("--tokenizer", default=None, metavar="DIR",
-                   help="directory with the tokenizer files (default: HF_DIR), for a weights-only HF_DIR")
-    s.add_argument("--adapter", action="store_true",
-                   help="HF_DIR is a PEFT LoRA adapter (adapter_config.json + adapter_model.safetensors); "
-                        "CKPT_DIR becomes an adapter checkpoint on --base")
+    s.add_argument(
+        "--tokenizer",
+        default=None,
+        metavar="DIR",
+        help="directory with the tokenizer files (default: HF_DIR), for a weights-only HF_DIR",
+    )
+    s.add_argument(
+        "--adapter",
+        action="store_true",
+        help="HF_DIR is a PEFT LoRA adapter (adapter_config.json + adapter_model.safetensors); "
+        "CKPT_DIR becomes an adapter checkpoint on --base",
+    )
     s.add_argument("--base", default=None, metavar="CKPT_DIR", help="with --adapter: our checkpoint of the base model")
     s.set_defaults(fn=_cmd_import_hf)
 
-    s = sub.add_parser("export-hf", help="Orbax checkpoint -> HF directory transformers can load (a LoRA "
-                                         "checkpoint merged; --adapter: a PEFT adapter directory)")
+    s = sub.add_parser(
+        "export-hf",
+        help="Orbax checkpoint -> HF directory transformers can load (a LoRA "
+        "checkpoint merged; --adapter: a PEFT adapter directory)",
+    )
     s.add_argument("ckpt_dir")
     s.add_argument("hf_dir")
-    s.add_argument("--dtype", default=None, choices=["float32", "bfloat16", "float16"],
-                   help="tensor dtype (default: the checkpoint's param dtype)")
+    s.add_argument(
+        "--dtype",
+        default=None,
+        choices=["float32", "bfloat16", "float16"],
+        help="tensor dtype (default: the checkpoint's param dtype)",
+    )
     s.add_argument("--max-shard-gb", type=float, default=5.0)
-    s.add_argument("--adapter", action="store_true",
-                   help="write a LoRA checkpoint's adapters in PEFT's format (default: the merged model)")
+    s.add_argument(
+        "--adapter",
+        action="store_true",
+        help="write a LoRA checkpoint's adapters in PEFT's format (default: the merged model)",
+    )
     s.set_defaults(fn=_cmd_export_hf)
 
     s = sub.add_parser("gguf-to-hf", help="GGUF file -> plain HF directory (needs the [test] extra)")

@@ -5,6 +5,7 @@ absl warnings (Orbax's "Metadata file does not exist" for every checkpoint it re
 Either way TensorFlow, which only runs input pipelines, is kept off the GPUs: they are JAX's
 (CUDA_VISIBLE_DEVICES is not touched).
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -18,14 +19,18 @@ import tempfile
 VERBOSE_ENV = "MATHJAX_VERBOSE"
 
 # What TensorFlow prints while it loads and probes CUDA, whatever TF_CPP_MIN_LOG_LEVEL=2 says.
-NOISE = re.compile("|".join([
-    r"^WARNING: All log messages before absl::InitializeLog\(\) is called",
-    r"^[IW]\d{4} [\d:.]+ +\d+ \S+\] ",  # C++ INFO/WARNING records, e.g. cudart_stub's "Could not find cuda drivers"
-    r"failed call to cuInit",
-    r"Unable to register cu\w+ factory",
-    r"TF-TRT Warning",
-    r"rebuild TensorFlow with the appropriate compiler flags",
-]))
+NOISE = re.compile(
+    "|".join(
+        [
+            r"^WARNING: All log messages before absl::InitializeLog\(\) is called",
+            r"^[IW]\d{4} [\d:.]+ +\d+ \S+\] ",  # C++ INFO/WARNING records, e.g. cudart_stub's "Could not find cuda drivers"
+            r"failed call to cuInit",
+            r"Unable to register cu\w+ factory",
+            r"TF-TRT Warning",
+            r"rebuild TensorFlow with the appropriate compiler flags",
+        ]
+    )
+)
 
 
 def verbose_requested(flag: bool) -> bool:

@@ -1,4 +1,5 @@
 """`mathjax-train` rft, rft-merge, augment, decontaminate, scaling-fit."""
+
 from __future__ import annotations
 
 import json
@@ -47,23 +48,44 @@ def _cmd_augment(args) -> int:
         raise InputError("--teacher-url needs --teacher-model NAME")
     q_sampling = Sampling(args.question_temperature, args.top_p, args.question_max_tokens, args.seed)
     s_sampling = Sampling(args.temperature, args.top_p, args.max_tokens, args.seed + 1)
-    cfg = AugmentConfig(methods=tuple(args.methods), n=args.n, min_agreement=args.min_agreement,
-                        question_sampling=q_sampling, solution_sampling=s_sampling,
-                        answer_fallback="last_number" if args.last_number_fallback else None,
-                        benchmarks=tuple(args.benchmarks.split(",")), ngram=args.ngram)
+    cfg = AugmentConfig(
+        methods=tuple(args.methods),
+        n=args.n,
+        min_agreement=args.min_agreement,
+        question_sampling=q_sampling,
+        solution_sampling=s_sampling,
+        answer_fallback="last_number" if args.last_number_fallback else None,
+        benchmarks=tuple(args.benchmarks.split(",")),
+        ngram=args.ngram,
+    )
     cfg.validate()
     seeds = load_seeds(args.seeds, args.data_dir, args.max_seeds)
     teacher: Teacher
     if args.teacher_checkpoint:
-        teacher = CheckpointTeacher(args.teacher_checkpoint, dtype=args.dtype, batch_size=args.batch_size,
-                                    prompt_format=args.prompt_format)
+        teacher = CheckpointTeacher(
+            args.teacher_checkpoint, dtype=args.dtype, batch_size=args.batch_size, prompt_format=args.prompt_format
+        )
     else:
-        teacher = HttpTeacher(args.teacher_url, args.teacher_model, api_key_env=args.api_key_env,
-                              api=args.teacher_api, concurrency=args.concurrency)
+        teacher = HttpTeacher(
+            args.teacher_url,
+            args.teacher_model,
+            api_key_env=args.api_key_env,
+            api=args.teacher_api,
+            concurrency=args.concurrency,
+        )
     report = augment(seeds, teacher, cfg, args.output, data_dir=args.data_dir, report_path=args.report)
-    print(json.dumps({"output": args.output, "seeds": report.seeds, "candidates": report.candidates,
-                      "kept": report.kept, "dropped": {k: v for k, v in report.dropped.items() if v},
-                      "seconds": round(report.seconds, 2)}))
+    print(
+        json.dumps(
+            {
+                "output": args.output,
+                "seeds": report.seeds,
+                "candidates": report.candidates,
+                "kept": report.kept,
+                "dropped": {k: v for k, v in report.dropped.items() if v},
+                "seconds": round(report.seconds, 2),
+            }
+        )
+    )
     return 0
 
 
@@ -112,15 +134,22 @@ def _add_augment_commands(sub) -> None:
     s.add_argument("--question-max-tokens", type=int, default=384)
     s.add_argument("--seed", type=int, default=0)
     s.add_argument("--max-seeds", type=int, default=0, help="use the first N seeds (0: all)")
-    s.add_argument("--last-number-fallback", action="store_true",
-                   help="accept a solution's last number as its answer when it boxes none (GSM8K style)")
+    s.add_argument(
+        "--last-number-fallback",
+        action="store_true",
+        help="accept a solution's last number as its answer when it boxes none (GSM8K style)",
+    )
     s.add_argument("--data-dir", default=None, help="benchmark directory (default: $MATHJAX_DATA_DIR)")
     s.add_argument("--benchmarks", default="gsm8k,math", help="test sets to decontaminate against")
     s.add_argument("--ngram", type=int, default=13)
     s.add_argument("--dtype", default="auto", choices=typing.get_args(ComputeDtype), help=DTYPE_HELP)
     s.add_argument("--batch-size", type=int, default=0, help="checkpoint teacher: " + SLOTS_HELP)
-    s.add_argument("--prompt-format", default="chat", choices=["chat", "plain"],
-                   help="checkpoint teacher: chat template (fallback format without one) or raw text")
+    s.add_argument(
+        "--prompt-format",
+        default="chat",
+        choices=["chat", "plain"],
+        help="checkpoint teacher: chat template (fallback format without one) or raw text",
+    )
     s.set_defaults(fn=_cmd_augment)
 
     from mathjax_train.config import DecontaminateConfig

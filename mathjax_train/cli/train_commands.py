@@ -1,4 +1,5 @@
 """`mathjax-train` train and demo."""
+
 from __future__ import annotations
 
 import json
@@ -28,17 +29,25 @@ def _cmd_demo(args) -> int:
 
 def register(sub) -> None:
     """`train`: SFT on the configured mixture; re-running the same command resumes."""
-    s = sub.add_parser("train", help="train (or resume) as configured; writes OUTPUT_DIR/{metrics.jsonl,"
-                                     "tensorboard,checkpoints}")
+    s = sub.add_parser(
+        "train", help="train (or resume) as configured; writes OUTPUT_DIR/{metrics.jsonl,tensorboard,checkpoints}"
+    )
     s.add_argument("--config", required=True, help="YAML file (see configs/)")
     s.add_argument("overrides", nargs="*", help="key=value overrides, e.g. train.steps=100 mesh.data=-1")
-    s.add_argument("--max-steps-this-run", type=int, default=None,
-                   help="stop (with a checkpoint) after this many steps; the next run resumes")
+    s.add_argument(
+        "--max-steps-this-run",
+        type=int,
+        default=None,
+        help="stop (with a checkpoint) after this many steps; the next run resumes",
+    )
     s.set_defaults(fn=_cmd_train)
 
-    s = sub.add_parser("demo", help="the main job on CPU: the papers' loop in miniature (configs/pipeline_demo.yaml: "
-                                    "SFT from scratch at four data sizes, pass@k, RFT, retrain, HF export); writes "
-                                    "OUTPUT_DIR/report.md and demo_summary.json; re-running resumes")
+    s = sub.add_parser(
+        "demo",
+        help="the main job on CPU: the papers' loop in miniature (configs/pipeline_demo.yaml: "
+        "SFT from scratch at four data sizes, pass@k, RFT, retrain, HF export); writes "
+        "OUTPUT_DIR/report.md and demo_summary.json; re-running resumes",
+    )
     s.add_argument("--output-dir", default="runs/demo", help="the pipeline's run_dir")
     s.add_argument("overrides", nargs="*", help="pipeline overrides, e.g. stages.rft.k=8 stages.seed.count=2000")
     s.set_defaults(fn=_cmd_demo)

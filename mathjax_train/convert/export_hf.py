@@ -3,6 +3,7 @@
 Writes safetensors shards (one tensor produced at a time), an index when sharded, config.json,
 generation_config.json and the tokenizer files that came in with the import.
 """
+
 from __future__ import annotations
 
 import json

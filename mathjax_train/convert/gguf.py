@@ -4,6 +4,7 @@ transformers loads GGUF but refuses to save a GGUF-loaded model, so the state di
 a fresh model of the same class built from the config minus `quantization_config`.
 Needs the test extra (torch, transformers, gguf, accelerate).
 """
+
 from __future__ import annotations
 
 import importlib.util

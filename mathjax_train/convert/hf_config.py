@@ -1,4 +1,5 @@
 """HF `config.json` <-> ModelConfig. Unsupported or missing fields are errors naming the file."""
+
 from __future__ import annotations
 
 import json
@@ -32,9 +33,12 @@ def _rope(hf: dict, source: str) -> tuple[float, RopeScaling]:
     if kind == "llama3":
         try:
             return theta, RopeScaling(
-                type="llama3", factor=float(params["factor"]), low_freq_factor=float(params["low_freq_factor"]),
+                type="llama3",
+                factor=float(params["factor"]),
+                low_freq_factor=float(params["low_freq_factor"]),
                 high_freq_factor=float(params["high_freq_factor"]),
-                original_max_position_embeddings=int(params["original_max_position_embeddings"]))
+                original_max_position_embeddings=int(params["original_max_position_embeddings"]),
+            )
         except KeyError as e:
             raise ConfigError(f"{source}: field rope_parameters.{e.args[0]} is required for rope_type llama3") from None
     raise ConfigError(f"{source}: field rope_type={kind!r} is not supported; supported: default, linear, llama3")
@@ -44,8 +48,9 @@ def model_config_from_hf(hf: dict, source: str = "config.json", generation: dict
     """Map an HF config dict to ModelConfig; `generation` (generation_config.json) may add EOS ids."""
     model_type = hf.get("model_type")
     if model_type not in SUPPORTED_MODEL_TYPES:
-        raise ConfigError(f"{source}: field model_type={model_type!r} is not supported; "
-                          f"supported: {', '.join(SUPPORTED_MODEL_TYPES)}")
+        raise ConfigError(
+            f"{source}: field model_type={model_type!r} is not supported; supported: {', '.join(SUPPORTED_MODEL_TYPES)}"
+        )
     for key in REQUIRED:
         if hf.get(key) is None:
             raise ConfigError(f"{source}: required field {key!r} is missing")
@@ -56,8 +61,10 @@ def model_config_from_hf(hf: dict, source: str = "config.json", generation: dict
     if model_type == "mistral":
         sliding = int(hf.get("sliding_window") or 0)
     if model_type == "qwen2" and hf.get("use_sliding_window"):
-        raise ConfigError(f"{source}: field use_sliding_window=true is not supported for qwen2 "
-                          "(per-layer windows); only full attention")
+        raise ConfigError(
+            f"{source}: field use_sliding_window=true is not supported for qwen2 "
+            "(per-layer windows); only full attention"
+        )
     layer_types = hf.get("layer_types")
     if layer_types and any(t != "full_attention" for t in layer_types) and model_type != "mistral":
         raise ConfigError(f"{source}: field layer_types has non-full attention layers; not supported")
@@ -112,9 +119,13 @@ def model_config_to_hf(cfg: ModelConfig, torch_dtype: str) -> dict:
     if s.type == "linear":
         rope.update(rope_type="linear", factor=s.factor)
     elif s.type == "llama3":
-        rope.update(rope_type="llama3", factor=s.factor, low_freq_factor=s.low_freq_factor,
-                    high_freq_factor=s.high_freq_factor,
-                    original_max_position_embeddings=s.original_max_position_embeddings)
+        rope.update(
+            rope_type="llama3",
+            factor=s.factor,
+            low_freq_factor=s.low_freq_factor,
+            high_freq_factor=s.high_freq_factor,
+            original_max_position_embeddings=s.original_max_position_embeddings,
+        )
     hf: dict[str, Any] = {
         "architectures": [HF_ARCHITECTURES[a]],
         "model_type": a,

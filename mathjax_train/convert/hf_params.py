@@ -4,6 +4,7 @@ Every transform is a named function with a test: HF linear weights are (out, in)
 (*in, *out) kernels, so conversion is a transpose and a reshape; RoPE uses the same half-split
 layout on both sides, so no permutation of q/k rows is needed.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -41,28 +42,43 @@ class ParamSpec:
 def linear_spec(hf_name, path, layer, in_shape, out_shape) -> ParamSpec:
     """An HF nn.Linear weight (out, in) <-> our kernel (*in_shape, *out_shape)."""
     hf_shape = (int(np.prod(out_shape)), int(np.prod(in_shape)))
-    return ParamSpec(hf_name, path, layer, hf_shape, tuple(in_shape) + tuple(out_shape),
-                     lambda w: linear_to_kernel(w, in_shape, out_shape),
-                     lambda k: kernel_to_linear(k, len(in_shape)))
+    return ParamSpec(
+        hf_name,
+        path,
+        layer,
+        hf_shape,
+        tuple(in_shape) + tuple(out_shape),
+        lambda w: linear_to_kernel(w, in_shape, out_shape),
+        lambda k: kernel_to_linear(k, len(in_shape)),
+    )
 
 
 def _vector(hf_name, path, layer, shape) -> ParamSpec:
     hf_shape = (int(np.prod(shape)),)
-    return ParamSpec(hf_name, path, layer, hf_shape, tuple(shape),
-                     lambda w: w.reshape(shape), lambda b: b.reshape(-1))
+    return ParamSpec(hf_name, path, layer, hf_shape, tuple(shape), lambda w: w.reshape(shape), lambda b: b.reshape(-1))
 
 
 def param_specs(cfg: ModelConfig) -> list[ParamSpec]:
     """All tensors of an HF checkpoint for `cfg`, in a stable order."""
-    e, h, kv, d, m, v = (cfg.hidden_size, cfg.num_heads, cfg.num_kv_heads, cfg.resolved_head_dim,
-                         cfg.intermediate_size, cfg.vocab_size)
-    specs = [ParamSpec("model.embed_tokens.weight", ("embed_tokens", "embedding"), None, (v, e), (v, e),
-                       lambda w: w, lambda w: w)]
+    e, h, kv, d, m, v = (
+        cfg.hidden_size,
+        cfg.num_heads,
+        cfg.num_kv_heads,
+        cfg.resolved_head_dim,
+        cfg.intermediate_size,
+        cfg.vocab_size,
+    )
+    specs = [
+        ParamSpec(
+            "model.embed_tokens.weight", ("embed_tokens", "embedding"), None, (v, e), (v, e), lambda w: w, lambda w: w
+        )
+    ]
     for i in range(cfg.num_layers):
         p = f"model.layers.{i}."
         for name, heads in (("q_proj", h), ("k_proj", kv), ("v_proj", kv)):
-            specs.append(linear_spec(p + f"self_attn.{name}.weight", ("self_attn", name, "kernel"), i, (e,),
-                                     (heads, d)))
+            specs.append(
+                linear_spec(p + f"self_attn.{name}.weight", ("self_attn", name, "kernel"), i, (e,), (heads, d))
+            )
             if cfg.qkv_bias:
                 specs.append(_vector(p + f"self_attn.{name}.bias", ("self_attn", name, "bias"), i, (heads, d)))
         specs.append(linear_spec(p + "self_attn.o_proj.weight", ("self_attn", "o_proj", "kernel"), i, (h, d), (e,)))

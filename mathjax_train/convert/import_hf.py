@@ -6,6 +6,7 @@ The tokenizer may come from another directory (`--tokenizer`), for a weights-onl
 Destination arrays are allocated once at the target dtype and filled as each source tensor is read,
 so the host holds about one copy of the model, never two.
 """
+
 from __future__ import annotations
 
 import json
@@ -48,13 +49,22 @@ def safetensors_files(hf_dir: epath.Path) -> list[epath.Path]:
     if single.exists():
         return [single]
     if any((hf_dir / n).exists() for n in ("pytorch_model.bin", "pytorch_model.bin.index.json")):
-        raise ConfigError(f"{hf_dir}: only PyTorch .bin weights found; save the model with safetensors "
-                          "(model.save_pretrained(dir, safe_serialization=True)) and import that")
+        raise ConfigError(
+            f"{hf_dir}: only PyTorch .bin weights found; save the model with safetensors "
+            "(model.save_pretrained(dir, safe_serialization=True)) and import that"
+        )
     raise ConfigError(f"{hf_dir}: no model.safetensors or model.safetensors.index.json found")
 
 
-def import_hf(hf_dir, ckpt_dir, *, scan_layers: bool = True, param_dtype: str = "float32",
-              dtype: str = "bfloat16", tokenizer_dir=None) -> ImportReport:
+def import_hf(
+    hf_dir,
+    ckpt_dir,
+    *,
+    scan_layers: bool = True,
+    param_dtype: str = "float32",
+    dtype: str = "bfloat16",
+    tokenizer_dir=None,
+) -> ImportReport:
     """`tokenizer_dir`: where the tokenizer files are (default: `hf_dir`)."""
     hf = epath.Path(hf_dir)
     tok_dir = epath.Path(tokenizer_dir) if tokenizer_dir else hf
@@ -67,11 +77,14 @@ def import_hf(hf_dir, ckpt_dir, *, scan_layers: bool = True, param_dtype: str = 
     except ConfigError as e:
         if tokenizer_dir:
             raise
-        raise ConfigError(f"{e}; for a weights-only directory, pass the tokenizer's directory with "
-                          "--tokenizer DIR") from None
+        raise ConfigError(
+            f"{e}; for a weights-only directory, pass the tokenizer's directory with --tokenizer DIR"
+        ) from None
     if tokenizer.vocab_size > cfg.vocab_size:
-        raise ConfigError(f"{tok_dir}: the tokenizer has {tokenizer.vocab_size} tokens, more than the model's "
-                          f"vocab_size ({cfg.vocab_size}, {config_path}); is it this model's tokenizer?")
+        raise ConfigError(
+            f"{tok_dir}: the tokenizer has {tokenizer.vocab_size} tokens, more than the model's "
+            f"vocab_size ({cfg.vocab_size}, {config_path}); is it this model's tokenizer?"
+        )
     files = safetensors_files(hf)
 
     def skip(name: str) -> bool:
@@ -111,8 +124,9 @@ def tensors_to_tree(specs, files, cfg: ModelConfig, target, skip, where) -> tupl
                     continue
                 raise ConfigError(f"{f}: unexpected tensor {name!r} for a {cfg.architecture} model with this config")
             if tuple(arr.shape) != spec.hf_shape:
-                raise ConfigError(f"{f}: tensor {name!r} has shape {tuple(arr.shape)}, but the config implies "
-                                  f"{spec.hf_shape}")
+                raise ConfigError(
+                    f"{f}: tensor {name!r} has shape {tuple(arr.shape)}, but the config implies {spec.hf_shape}"
+                )
             if name in filled:
                 raise ConfigError(f"{f}: tensor {name!r} appears twice")
             path, layer = tree_path(spec, cfg.scan_layers)
@@ -125,8 +139,9 @@ def tensors_to_tree(specs, files, cfg: ModelConfig, target, skip, where) -> tupl
             filled.add(name)
     missing = [n for n in specs if n not in filled]
     if missing:
-        raise ConfigError(f"{where}: tensor {missing[0]!r} is missing from the safetensors files "
-                          f"({len(missing)} missing in all)")
+        raise ConfigError(
+            f"{where}: tensor {missing[0]!r} is missing from the safetensors files ({len(missing)} missing in all)"
+        )
     return tree, skipped
 
 
@@ -141,5 +156,12 @@ def copy_tokenizer_files(src: epath.Path, dst: epath.Path) -> list[str]:
 
 
 def report_json(report: ImportReport) -> str:
-    return json.dumps({"num_params": report.num_params, "architecture": report.config.architecture,
-                       "files": report.files, "skipped_tensors": report.skipped, "tokenizer": report.tokenizer_dir})
+    return json.dumps(
+        {
+            "num_params": report.num_params,
+            "architecture": report.config.architecture,
+            "files": report.files,
+            "skipped_tensors": report.skipped,
+            "tokenizer": report.tokenizer_dir,
+        }
+    )

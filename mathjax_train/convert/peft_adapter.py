@@ -6,6 +6,7 @@ PEFT stores a projection's adapter as `base_model.model.<HF module>.lora_A.weigh
 `lora_b` (rank, *out) next to the kernel, so conversion is the same transpose and reshape as for
 the HF weights (hf_params.linear_spec).
 """
+
 from __future__ import annotations
 
 import json
@@ -26,8 +27,15 @@ ADAPTER_WEIGHTS = "adapter_model.safetensors"
 ADAPTER_CONFIG = "adapter_config.json"
 PEFT_PREFIX = "base_model.model."
 # adapter_config.json fields with the only values we support (PEFT's defaults)
-PLAIN_LORA = {"bias": "none", "fan_in_fan_out": False, "use_rslora": False, "use_dora": False,
-              "modules_to_save": None, "layers_to_transform": None, "layers_pattern": None}
+PLAIN_LORA = {
+    "bias": "none",
+    "fan_in_fan_out": False,
+    "use_rslora": False,
+    "use_dora": False,
+    "modules_to_save": None,
+    "layers_to_transform": None,
+    "layers_pattern": None,
+}
 
 
 def adapter_specs(cfg, lora: LoraConfig) -> list[ParamSpec]:
@@ -46,17 +54,28 @@ def adapter_specs(cfg, lora: LoraConfig) -> list[ParamSpec]:
 
 
 def peft_config(lora: LoraConfig, base: str) -> dict:
-    return {"peft_type": "LORA", "task_type": "CAUSAL_LM", "r": lora.rank, "lora_alpha": lora.alpha,
-            "lora_dropout": lora.dropout, "target_modules": sorted(lora.targets), "base_model_name_or_path": base,
-            "init_lora_weights": True, "inference_mode": True, **PLAIN_LORA}
+    return {
+        "peft_type": "LORA",
+        "task_type": "CAUSAL_LM",
+        "r": lora.rank,
+        "lora_alpha": lora.alpha,
+        "lora_dropout": lora.dropout,
+        "target_modules": sorted(lora.targets),
+        "base_model_name_or_path": base,
+        "init_lora_weights": True,
+        "inference_mode": True,
+        **PLAIN_LORA,
+    }
 
 
 def export_adapter(ckpt_dir, out_dir, *, dtype: str | None = None) -> list[str]:
     """Write the PEFT directory of an adapter checkpoint; `dtype` defaults to the adapters' own."""
     meta = lora_params.load_adapter_meta(ckpt_dir)
     if meta is None:
-        raise ConfigError(f"{ckpt_dir}: not an adapter checkpoint (no {lora_params.ADAPTER_FILE}); "
-                          "export-hf without --adapter writes the full model")
+        raise ConfigError(
+            f"{ckpt_dir}: not an adapter checkpoint (no {lora_params.ADAPTER_FILE}); "
+            "export-hf without --adapter writes the full model"
+        )
     base, lora = meta
     cfg = ckpt.load_model_config(ckpt_dir)
     np_dtype = np.dtype(DTYPES[dtype or lora.param_dtype])
@@ -92,8 +111,12 @@ def lora_from_peft(data: dict, where: str) -> LoraConfig:
     for key in ("r", "lora_alpha"):
         if not isinstance(data.get(key), (int, float)) or isinstance(data.get(key), bool):
             raise ConfigError(f"{where}: field {key!r} must be a number, got {data.get(key)!r}")
-    lora = LoraConfig(rank=int(data["r"]), alpha=float(data["lora_alpha"]),
-                      dropout=float(data.get("lora_dropout", 0.0)), targets=sorted(targets))
+    lora = LoraConfig(
+        rank=int(data["r"]),
+        alpha=float(data["lora_alpha"]),
+        dropout=float(data.get("lora_dropout", 0.0)),
+        targets=sorted(targets),
+    )
     lora.validate(where)
     if not lora.enabled:
         raise ConfigError(f"{where}: r must be >= 1, got {lora.rank}")
@@ -108,14 +131,21 @@ def import_adapter(peft_dir, ckpt_dir, base_ckpt) -> dict:
     cfg = ckpt.load_model_config(base_ckpt)
     weights = src / ADAPTER_WEIGHTS
     if not weights.exists():
-        raise ConfigError(f"{src}: no {ADAPTER_WEIGHTS} found (PEFT's .bin format is not read; save with "
-                          "safe_serialization=True)")
-    tree, _ = tensors_to_tree(adapter_specs(cfg, lora), [weights], cfg, DTYPES[lora.param_dtype],
-                              lambda name: False, weights)
+        raise ConfigError(
+            f"{src}: no {ADAPTER_WEIGHTS} found (PEFT's .bin format is not read; save with safe_serialization=True)"
+        )
+    tree, _ = tensors_to_tree(
+        adapter_specs(cfg, lora), [weights], cfg, DTYPES[lora.param_dtype], lambda name: False, weights
+    )
     out = epath.Path(ckpt_dir)
     ckpt.save_params(out, tree)
     ckpt.save_model_config(out, cfg)
     lora_params.save_adapter_meta(out, str(base_ckpt), lora)
     copy_tokenizer_files(ckpt.resolve(base_ckpt).tokenizer_dir, out / ckpt.TOKENIZER_DIR)
-    return {"adapter_parameters": ckpt.param_count(tree), "rank": lora.rank, "alpha": lora.alpha,
-            "targets": lora.targets, "base": str(base_ckpt)}
+    return {
+        "adapter_parameters": ckpt.param_count(tree),
+        "rank": lora.rank,
+        "alpha": lora.alpha,
+        "targets": lora.targets,
+        "base": str(base_ckpt),
+    }

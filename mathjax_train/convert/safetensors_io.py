@@ -4,6 +4,7 @@ The format is an 8-byte little-endian header size, a JSON header of {name: dtype
 data_offsets}, then raw little-endian bytes. Reading one tensor at a time keeps a 7B import at
 about one copy of the model in host memory.
 """
+
 from __future__ import annotations
 
 import json
@@ -16,9 +17,16 @@ import numpy as np
 from mathjax_train.config import InputError
 
 DTYPES = {
-    "F64": np.dtype(np.float64), "F32": np.dtype(np.float32), "F16": np.dtype(np.float16),
-    "BF16": np.dtype(ml_dtypes.bfloat16), "I64": np.dtype(np.int64), "I32": np.dtype(np.int32),
-    "I16": np.dtype(np.int16), "I8": np.dtype(np.int8), "U8": np.dtype(np.uint8), "BOOL": np.dtype(np.bool_),
+    "F64": np.dtype(np.float64),
+    "F32": np.dtype(np.float32),
+    "F16": np.dtype(np.float16),
+    "BF16": np.dtype(ml_dtypes.bfloat16),
+    "I64": np.dtype(np.int64),
+    "I32": np.dtype(np.int32),
+    "I16": np.dtype(np.int16),
+    "I8": np.dtype(np.int8),
+    "U8": np.dtype(np.uint8),
+    "BOOL": np.dtype(np.bool_),
 }
 CODES = {v: k for k, v in DTYPES.items()}
 

@@ -6,6 +6,7 @@ rows. `tokens[t]` is the input at slot t and `targets[t]` the token to predict t
 rows carry several examples: `segment_ids` numbers them 1, 2, ... (0 = padding) and `positions`
 restarts at 0 for each one.
 """
+
 from __future__ import annotations
 
 from typing import Iterator, Protocol
@@ -15,8 +16,13 @@ from mathjax_train.config import InputError
 import numpy as np
 
 BATCH_FIELDS = ("tokens", "targets", "positions", "segment_ids", "loss_weights")
-BATCH_DTYPES = {"tokens": np.int32, "targets": np.int32, "positions": np.int32, "segment_ids": np.int32,
-                "loss_weights": np.float32}
+BATCH_DTYPES = {
+    "tokens": np.int32,
+    "targets": np.int32,
+    "positions": np.int32,
+    "segment_ids": np.int32,
+    "loss_weights": np.float32,
+}
 
 
 class BatchIterator(Protocol):
@@ -69,12 +75,12 @@ def pack_examples(examples, rows: int, seq_len: int) -> dict[str, np.ndarray]:
         if r is None:
             raise ValueError("the examples do not fit in the batch")
         s, segs[r] = fill[r], segs[r] + 1
-        batch["tokens"][r, s:s + n] = seq[:-1]
-        batch["targets"][r, s:s + n] = seq[1:]
-        batch["positions"][r, s:s + n] = np.arange(n)
-        batch["segment_ids"][r, s:s + n] = segs[r]
+        batch["tokens"][r, s : s + n] = seq[:-1]
+        batch["targets"][r, s : s + n] = seq[1:]
+        batch["positions"][r, s : s + n] = np.arange(n)
+        batch["segment_ids"][r, s : s + n] = segs[r]
         # slot j predicts seq[j+1]; it is a target token when j+1 >= len(prompt)
-        batch["loss_weights"][r, s + max(len(prompt) - 1, 0):s + n] = 1.0
+        batch["loss_weights"][r, s + max(len(prompt) - 1, 0) : s + n] = 1.0
         fill[r] += n
     return batch
 
@@ -89,8 +95,16 @@ class ToyCopyIterator:
 
     SEP, END = 1, 2
 
-    def __init__(self, vocab_size: int, rows: int, seq_len: int, seed: int = 0, shard_index: int = 0,
-                 min_len: int = 2, max_len: int | None = None):
+    def __init__(
+        self,
+        vocab_size: int,
+        rows: int,
+        seq_len: int,
+        seed: int = 0,
+        shard_index: int = 0,
+        min_len: int = 2,
+        max_len: int | None = None,
+    ):
         if vocab_size < 8:
             raise InputError(f"toy_copy needs vocab_size >= 8, got {vocab_size}")
         self.vocab_size, self.rows, self.seq_len = vocab_size, rows, seq_len

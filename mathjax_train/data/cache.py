@@ -6,6 +6,7 @@ stats.{split}.json, COMPLETED), so `get_dataset(use_cached=True)` reads it, plus
 through the task's pre-cache preprocessors and writes file k in index order, each example with its
 record `index`: that layout is what lets training hosts read exactly their share (cache_reader.py).
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -86,17 +87,20 @@ class TokenizeShard(beam.DoFn):
         with tf.io.TFRecordWriter(partial) as writer:
             for ex in ds.as_numpy_iterator():
                 if count >= len(records) or ex["id"].decode() != records[count]["id"]:
-                    raise RuntimeError(f"task {self.task_name!r} split {split!r} file {k}: example {count} does not "
-                                       f"match source record {count} (a preprocessor added, dropped or reordered "
-                                       "examples); such tasks cannot be cached by index")
+                    raise RuntimeError(
+                        f"task {self.task_name!r} split {split!r} file {k}: example {count} does not "
+                        f"match source record {count} (a preprocessor added, dropped or reordered "
+                        "examples); such tasks cannot be cached by index"
+                    )
                 ex[INDEX] = np.int64(k + count * n)
                 ex[HAS_ANSWER] = int(source.formatter(records[count]).has_answer)
                 writer.write(to_tf_example(ex).SerializeToString())
                 count += 1
                 yield ex
         if count != len(records):
-            raise RuntimeError(f"task {self.task_name!r} split {split!r} file {k}: {count} examples for "
-                               f"{len(records)} source records")
+            raise RuntimeError(
+                f"task {self.task_name!r} split {split!r} file {k}: {count} examples for {len(records)} source records"
+            )
         tf.io.gfile.rename(partial, path, overwrite=True)
 
 
@@ -117,8 +121,7 @@ def _check_remote(cfg: Config, names, output_dir: str, tokenizer_dir: str) -> No
         paths["data.data_dir"] = [cfg.data.data_dir or os.environ.get("MATHJAX_DATA_DIR", "")]
     local = [f"{key}={p!r}" for key, ps in paths.items() for p in ps if not is_remote(p)]
     if local:
-        raise InputError("DataflowRunner workers cannot read or write local paths; use gs:// for "
-                         + ", ".join(local))
+        raise InputError("DataflowRunner workers cannot read or write local paths; use gs:// for " + ", ".join(local))
 
 
 def _plan(names, splits, num_files: int) -> list[dict]:
@@ -126,25 +129,45 @@ def _plan(names, splits, num_files: int) -> list[dict]:
     plans = []
     for name in names:
         if name not in task_lib.TASKS:
-            raise ConfigError(f"--task: {name!r} is not a task; tasks: {', '.join(task_lib.TASKS)} (mixtures are "
-                              "read from their tasks' caches: cache each finite task)")
+            raise ConfigError(
+                f"--task: {name!r} is not a task; tasks: {', '.join(task_lib.TASKS)} (mixtures are "
+                "read from their tasks' caches: cache each finite task)"
+            )
         task = seqio.get_mixture_or_task(name)
         if not task.supports_caching:
-            raise ConfigError(f"--task {name}: its examples are generated on the fly without end (procedural); "
-                              "only finite tasks can be cached")
+            raise ConfigError(
+                f"--task {name}: its examples are generated on the fly without end (procedural); "
+                "only finite tasks can be cached"
+            )
         for split in splits:
             if split not in task.splits:
                 raise ConfigError(f"--split {split}: task {name!r} has splits {', '.join(task.splits)}")
             size = len(task.source.records.all(split))
             if not size:
                 raise InputError(f"task {name!r} split {split!r} has no examples to cache")
-            plans.append({"task": name, "split": split, "examples": size, "files": min(num_files, size),
-                          "records": task.source.records})
+            plans.append(
+                {
+                    "task": name,
+                    "split": split,
+                    "examples": size,
+                    "files": min(num_files, size),
+                    "records": task.source.records,
+                }
+            )
     return plans
 
 
-def cache_tasks(cfg: Config, names, output_dir: str, *, splits=("train",), num_files: int = DEFAULT_NUM_FILES,
-                pipeline_args=(), overwrite: bool = False, log=print) -> dict:
+def cache_tasks(
+    cfg: Config,
+    names,
+    output_dir: str,
+    *,
+    splits=("train",),
+    num_files: int = DEFAULT_NUM_FILES,
+    pipeline_args=(),
+    overwrite: bool = False,
+    log=print,
+) -> dict:
     """Run the cache job for tasks `names` of this config; returns a summary per task and split."""
     from mathjax_train.data.pipeline import _tokenizer_dir  # same tokenizer choice as training
 
@@ -168,14 +191,22 @@ def cache_tasks(cfg: Config, names, output_dir: str, *, splits=("train",), num_f
     for p in plans:
         name, split, n = p["task"], p["split"], p["files"]
         directory, label = task_dir(output_dir, name), f"{name}_{split}"
-        examples = (pipeline
-                    | f"{label}_work" >> beam.Create([(split, k) for k in range(n)])
-                    | f"{label}_spread" >> beam.Reshuffle()  # one work item per worker, not all on one
-                    | f"{label}_tokenize" >> beam.ParDo(TokenizeShard(cfg.data, tok_dir, name, directory, n)))
-        _ = (examples | f"{label}_info" >> beam_utils.GetInfo(n)
-             | f"{label}_write_info" >> beam_utils.WriteJson(seqio.get_cached_info_path(directory, split)))
-        _ = (examples | f"{label}_stats" >> beam_utils.GetStats(seqio.get_mixture_or_task(name).output_features)
-             | f"{label}_write_stats" >> beam_utils.WriteJson(seqio.get_cached_stats_path(directory, split)))
+        examples = (
+            pipeline
+            | f"{label}_work" >> beam.Create([(split, k) for k in range(n)])
+            | f"{label}_spread" >> beam.Reshuffle()  # one work item per worker, not all on one
+            | f"{label}_tokenize" >> beam.ParDo(TokenizeShard(cfg.data, tok_dir, name, directory, n))
+        )
+        _ = (
+            examples
+            | f"{label}_info" >> beam_utils.GetInfo(n)
+            | f"{label}_write_info" >> beam_utils.WriteJson(seqio.get_cached_info_path(directory, split))
+        )
+        _ = (
+            examples
+            | f"{label}_stats" >> beam_utils.GetStats(seqio.get_mixture_or_task(name).output_features)
+            | f"{label}_write_stats" >> beam_utils.WriteJson(seqio.get_cached_stats_path(directory, split))
+        )
     state = pipeline.run().wait_until_finish()
     seconds = time.perf_counter() - start
     if state != PipelineState.DONE:
@@ -183,8 +214,7 @@ def cache_tasks(cfg: Config, names, output_dir: str, *, splits=("train",), num_f
     return _finish(cfg, vocab, output_dir, plans, seconds, log)
 
 
-def _finish(cfg: Config, vocab: TokenizerVocabulary, output_dir: str, plans: list[dict], seconds: float,
-            log) -> dict:
+def _finish(cfg: Config, vocab: TokenizerVocabulary, output_dir: str, plans: list[dict], seconds: float, log) -> dict:
     """Check every split's stats against its source size, then write mathjax_cache.json and COMPLETED."""
     tasks: dict[str, dict] = {}
     summary: dict[str, object] = {"output_dir": output_dir, "seconds": round(seconds, 2), "tasks": tasks}
@@ -195,18 +225,29 @@ def _finish(cfg: Config, vocab: TokenizerVocabulary, output_dir: str, plans: lis
             with tf.io.gfile.GFile(seqio.get_cached_stats_path(directory, p["split"])) as f:
                 stats = json.load(f)
             if stats.get("examples") != p["examples"]:
-                raise RuntimeError(f"{directory}: split {p['split']!r} cached {stats.get('examples')} examples, the "
-                                   f"source has {p['examples']}")
-            splits[p["split"]] = {"examples": p["examples"], "files": p["files"],
-                                  "inputs_tokens": stats.get("inputs_tokens"),
-                                  "targets_tokens": stats.get("targets_tokens")}
+                raise RuntimeError(
+                    f"{directory}: split {p['split']!r} cached {stats.get('examples')} examples, the "
+                    f"source has {p['examples']}"
+                )
+            splits[p["split"]] = {
+                "examples": p["examples"],
+                "files": p["files"],
+                "inputs_tokens": stats.get("inputs_tokens"),
+                "targets_tokens": stats.get("targets_tokens"),
+            }
         records = next(p["records"] for p in plans if p["task"] == name)  # as read here, not by a worker
         read = dataclasses.asdict(records.read_stats) if records.read_stats else None
         left_out = dict(getattr(records, "below_min_level", {}))  # data.min_level, where that exists
-        meta = {"task": name, "created_by": "mathjax-train data cache", "layout": LAYOUT, "splits": splits,
-                "example_settings": example_settings(name, cfg.data, vocab.fingerprint), "source_read": read,
-                "below_min_level": left_out,
-                "seqio_version": seqio.__version__}
+        meta = {
+            "task": name,
+            "created_by": "mathjax-train data cache",
+            "layout": LAYOUT,
+            "splits": splits,
+            "example_settings": example_settings(name, cfg.data, vocab.fingerprint),
+            "source_read": read,
+            "below_min_level": left_out,
+            "seqio_version": seqio.__version__,
+        }
         with tf.io.gfile.GFile(os.path.join(directory, META_FILE), "w") as f:
             f.write(json.dumps(meta, indent=1))
         with tf.io.gfile.GFile(os.path.join(directory, "COMPLETED"), "w") as f:

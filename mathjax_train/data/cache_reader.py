@@ -5,6 +5,7 @@ file k of N holds the split's records i with i % N == k, in index order, each ca
 A host (shard h of n) reads only files h, h+n, ... when n divides N (else every file, keeping
 i % n == h), so it gets records[h::n] in order: exactly the uncached TaskReader's rows, pre-tokenized.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -21,8 +22,17 @@ from mathjax_train.data.run_dir import SettingsMismatchError, diff_settings
 META_FILE = "mathjax_cache.json"  # what the cache was built from (checked before training reads it)
 INDEX, HAS_ANSWER = "index", "has_answer"  # features added to SeqIO's: record index, answer present
 LAYOUT = "file k of N holds records i with i % N == k, in index order"
-_NOT_IN_EXAMPLES = ("mixture", "tokenizer", "pack", "overflow", "rates", "procedural_levels", "procedural_templates", "seed",
-                    "cache_dir")
+_NOT_IN_EXAMPLES = (
+    "mixture",
+    "tokenizer",
+    "pack",
+    "overflow",
+    "rates",
+    "procedural_levels",
+    "procedural_templates",
+    "seed",
+    "cache_dir",
+)
 _TASK_INPUTS = {"synthetic": "jsonl", "gsm8k_sft": "data_dir", "math_sft": "data_dir"}
 _READ_BATCH = 1024
 
@@ -54,8 +64,10 @@ def read_meta(directory: str) -> dict | None:
         return None
     path = os.path.join(directory, META_FILE)
     if not tf.io.gfile.exists(path):
-        raise ConfigError(f"{directory}: has COMPLETED but no {META_FILE}; it was not written by `mathjax-train data "
-                          "cache` (re-run that command with --overwrite)")
+        raise ConfigError(
+            f"{directory}: has COMPLETED but no {META_FILE}; it was not written by `mathjax-train data "
+            "cache` (re-run that command with --overwrite)"
+        )
     with tf.io.gfile.GFile(path) as f:
         try:
             return json.load(f)
@@ -67,9 +79,14 @@ def check_settings(directory: str, meta: dict, expected: dict) -> None:
     """A clear error when the cache was built from other files or settings than this run's."""
     diff = diff_settings(meta.get("example_settings", {}), expected)
     if diff:
-        raise SettingsMismatchError(f"data.cache_dir: {os.path.join(directory, META_FILE)}", "the cache was built "
-                                    "with other settings than this run's", diff, "re-run `mathjax-train data cache "
-                                    "... --overwrite`, or fix the config", prefix="data.", sides=("cached", "now"))
+        raise SettingsMismatchError(
+            f"data.cache_dir: {os.path.join(directory, META_FILE)}",
+            "the cache was built with other settings than this run's",
+            diff,
+            "re-run `mathjax-train data cache ... --overwrite`, or fix the config",
+            prefix="data.",
+            sides=("cached", "now"),
+        )
 
 
 def find_cached(data: DataConfig, tokenizer_sha256: str, tasks, split: str) -> dict[str, str]:
@@ -87,9 +104,11 @@ def find_cached(data: DataConfig, tokenizer_sha256: str, tasks, split: str) -> d
         else:
             cached_other_splits.append(name)
     if not found and not cached_other_splits:
-        raise ConfigError(f"data.cache_dir={data.cache_dir}: none of the tasks {', '.join(tasks)} is cached there "
-                          f"(expected <cache_dir>/<task>/COMPLETED); write one with `mathjax-train data cache "
-                          f"--task synthetic --output-dir {data.cache_dir}`")
+        raise ConfigError(
+            f"data.cache_dir={data.cache_dir}: none of the tasks {', '.join(tasks)} is cached there "
+            f"(expected <cache_dir>/<task>/COMPLETED); write one with `mathjax-train data cache "
+            f"--task synthetic --output-dir {data.cache_dir}`"
+        )
     return found
 
 
@@ -118,15 +137,21 @@ class CachedShard:
         order = np.argsort(index, kind="stable")
         expected = np.arange(h, total, n)
         if len(index) != len(expected) or not np.array_equal(index[order], expected):
-            raise InputError(f"{directory}: split {split!r} shard {h} of {n}: the cache holds {len(index)} of the "
-                             f"{len(expected)} expected records (indices {h}, {h + n}, ... < {total}); it is "
-                             "incomplete or corrupt: re-run `mathjax-train data cache ... --overwrite`")
+            raise InputError(
+                f"{directory}: split {split!r} shard {h} of {n}: the cache holds {len(index)} of the "
+                f"{len(expected)} expected records (indices {h}, {h + n}, ... < {total}); it is "
+                "incomplete or corrupt: re-run `mathjax-train data cache ... --overwrite`"
+            )
         self._order, self._has_answer = order, has_answer
 
     @staticmethod
     def _load(files: list[str], h: int, n: int):
-        spec = {INDEX: tf.io.FixedLenFeature([], tf.int64), HAS_ANSWER: tf.io.FixedLenFeature([], tf.int64),
-                "inputs": tf.io.RaggedFeature(tf.int64), "targets": tf.io.RaggedFeature(tf.int64)}
+        spec = {
+            INDEX: tf.io.FixedLenFeature([], tf.int64),
+            HAS_ANSWER: tf.io.FixedLenFeature([], tf.int64),
+            "inputs": tf.io.RaggedFeature(tf.int64),
+            "targets": tf.io.RaggedFeature(tf.int64),
+        }
 
         def parse(batch):
             ex = tf.io.parse_example(batch, spec)
@@ -177,4 +202,4 @@ class _Ragged:
 
     def row(self, i: int) -> list[int]:
         s = self.starts[i]
-        return self.values[s:s + self.lengths[i]].tolist()
+        return self.values[s : s + self.lengths[i]].tolist()

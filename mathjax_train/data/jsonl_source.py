@@ -5,6 +5,7 @@ Each record must be one JSON object on one line. Problems raise JsonlFormatError
 is skipped silently. Files are opened through etils.epath (tf.io.gfile for gs:// when TF is
 installed), never with builtin ``open``.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -53,9 +54,7 @@ def _check_type(value: Any, expected: type | tuple) -> bool:
     return isinstance(value, types)
 
 
-def read_jsonl(
-    path: PathLike, required: Required = (), *, stats: ReadStats | None = None
-) -> Iterator[dict]:
+def read_jsonl(path: PathLike, required: Required = (), *, stats: ReadStats | None = None) -> Iterator[dict]:
     """Yield one dict per non-blank line of ``path``, checking ``required`` fields (and types)."""
     for _, record in read_jsonl_numbered(path, required, stats=stats):
         yield record
@@ -82,8 +81,7 @@ def parse_record(path: PathLike, lineno: int, text: str, checks: Mapping[str, ty
             raise JsonlFormatError(
                 path,
                 lineno,
-                f"expected {_type_name(expected)}, got {type(record[field]).__name__} "
-                f"{record[field]!r:.60}",
+                f"expected {_type_name(expected)}, got {type(record[field]).__name__} {record[field]!r:.60}",
                 field,
             )
     return record

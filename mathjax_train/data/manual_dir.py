@@ -3,6 +3,7 @@
 The benchmarks are never downloaded by this package: a person copies them into a directory
 (local or ``gs://``) and points us at it, by argument or with the ``MATHJAX_DATA_DIR`` env var.
 """
+
 from __future__ import annotations
 
 import os
@@ -57,9 +58,7 @@ def resolve_root(manual_dir: str | os.PathLike | None = None) -> epath.Path:
     """Return the manual directory: the explicit argument if given, else ``$MATHJAX_DATA_DIR``."""
     chosen = manual_dir if manual_dir not in (None, "") else os.environ.get(ENV_VAR) or None
     if chosen is None:
-        raise ManualDataError(
-            f"No manual data directory: pass one explicitly or set {ENV_VAR}.\n" + instructions()
-        )
+        raise ManualDataError(f"No manual data directory: pass one explicitly or set {ENV_VAR}.\n" + instructions())
     return epath.Path(chosen)
 
 

@@ -5,6 +5,7 @@ shifted by one). Overlong examples are truncated (target cut at the end) or drop
 the caller counts both. `RowPlanner` does the same first-fit placement as `batches.pack_examples`,
 one example at a time, so the caller can stop when the batch is full and keep the misfits.
 """
+
 from __future__ import annotations
 
 from typing import Sequence
@@ -33,7 +34,7 @@ def fit_example(prompt: list[int], target: list[int], seq_len: int, overflow: st
         return None, None, DROPPED
     if overflow != "truncate":
         raise InputError(f"data.overflow: {overflow!r} is not one of truncate, drop")
-    return prompt, target[:seq_len + 1 - len(prompt)], TRUNCATED
+    return prompt, target[: seq_len + 1 - len(prompt)], TRUNCATED
 
 
 class RowPlanner:
@@ -74,10 +75,10 @@ class RowPlanner:
             seq = np.asarray([*prompt, *target], np.int32)
             n, s = len(seq) - 1, fill[r]
             segs[r] += 1
-            batch["tokens"][r, s:s + n] = seq[:-1]
-            batch["targets"][r, s:s + n] = seq[1:]
-            batch["positions"][r, s:s + n] = np.arange(n)
-            batch["segment_ids"][r, s:s + n] = segs[r]
-            batch["loss_weights"][r, s + max(len(prompt) - 1, 0):s + n] = 1.0  # slots predicting target tokens
+            batch["tokens"][r, s : s + n] = seq[:-1]
+            batch["targets"][r, s : s + n] = seq[1:]
+            batch["positions"][r, s : s + n] = np.arange(n)
+            batch["segment_ids"][r, s : s + n] = segs[r]
+            batch["loss_weights"][r, s + max(len(prompt) - 1, 0) : s + n] = 1.0  # slots predicting target tokens
             fill[r] += n
         return batch

@@ -6,6 +6,7 @@ task has given, and the examples that did not fit the last batch. Slot k picks a
 seeded draw; a finite task's j-th example is record perm(seed, task, shard, epoch)[j % size] of this
 host's shard, a procedural task's is problem j * num_shards + shard_index.
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -27,8 +28,16 @@ class TaskReader:
     """One task's examples on this host, by index j = 0, 1, ...: tokenized (prompt, target, has_answer).
     With `cached` (data/cache_reader.py) the rows come pre-tokenized from `data cache`, in the same order."""
 
-    def __init__(self, name: str, source: task_lib.SftDataSource, vocab: TokenizerVocabulary, split: str,
-                 shard: seqio.ShardInfo, seed: int, cached=None):
+    def __init__(
+        self,
+        name: str,
+        source: task_lib.SftDataSource,
+        vocab: TokenizerVocabulary,
+        split: str,
+        shard: seqio.ShardInfo,
+        seed: int,
+        cached=None,
+    ):
         self.name, self.source, self.vocab, self.split, self.shard = name, source, vocab, split, shard
         self.records, self.cached = source.records, cached
         self.origin = f"cache:{cached.directory}" if cached is not None else "source"
@@ -44,8 +53,9 @@ class TaskReader:
             self.size = len(self.rows)
             if not self.size:
                 total = "" if cached is not None else f" ({len(self.records.all(split))} examples in all)"
-                raise InputError(f"task {name!r} split {split!r}: shard {shard.index} of {shard.num_shards} is "
-                                 f"empty{total}")
+                raise InputError(
+                    f"task {name!r} split {split!r}: shard {shard.index} of {shard.num_shards} is empty{total}"
+                )
 
     def _perm(self, epoch: int) -> np.ndarray:
         assert self.size is not None, "only a task of known size is permuted"
@@ -94,8 +104,17 @@ class MixtureSampler:
 
 def _zero_counters(names) -> dict:
     task = {"examples": 0, "packed_examples": 0, "tokens": 0, "truncated": 0, "dropped": 0, "no_answer": 0}
-    return {"batches": 0, "examples": 0, "packed_examples": 0, "tokens": 0, "target_tokens": 0, "truncated": 0,
-            "dropped": 0, "no_answer": 0, "tasks": {n: dict(task) for n in names}}
+    return {
+        "batches": 0,
+        "examples": 0,
+        "packed_examples": 0,
+        "tokens": 0,
+        "target_tokens": 0,
+        "truncated": 0,
+        "dropped": 0,
+        "no_answer": 0,
+        "tasks": {n: dict(task) for n in names},
+    }
 
 
 class SftMixtureIterator:
@@ -105,16 +124,29 @@ class SftMixtureIterator:
     are done; `max_examples` caps the examples drawn (needed for unlimited tasks in that mode).
     """
 
-    def __init__(self, readers: dict[str, TaskReader], rates: dict[str, float], *, rows: int, seq_len: int,
-                 overflow: str, pack: bool, seed: int, shard: seqio.ShardInfo, identity: dict,
-                 num_epochs: int | None = None, max_examples: int | None = None):
+    def __init__(
+        self,
+        readers: dict[str, TaskReader],
+        rates: dict[str, float],
+        *,
+        rows: int,
+        seq_len: int,
+        overflow: str,
+        pack: bool,
+        seed: int,
+        shard: seqio.ShardInfo,
+        identity: dict,
+        num_epochs: int | None = None,
+        max_examples: int | None = None,
+    ):
         self.readers, self.rates = readers, rates
         self.rows, self.seq_len, self.overflow, self.pack = rows, seq_len, overflow, pack
         self.identity, self.num_epochs, self.max_examples = identity, num_epochs, max_examples
         unlimited = [n for n, r in readers.items() if r.size is None]
         if num_epochs is not None and unlimited and not max_examples:
-            raise InputError(f"task(s) {', '.join(unlimited)} are unlimited: give a maximum number of examples "
-                             "(--max-examples N)")
+            raise InputError(
+                f"task(s) {', '.join(unlimited)} are unlimited: give a maximum number of examples (--max-examples N)"
+            )
         self.sampler = MixtureSampler(rates, seed, shard.index)
         self.slot, self.counts = 0, {n: 0 for n in readers}
         self.pending: list[tuple[str, int]] = []  # drawn (task, j) that fitted seq_len but not the last batch
@@ -175,8 +207,10 @@ class SftMixtureIterator:
             if ex is None:
                 dropped += 1
                 if dropped >= MAX_DROPPED_IN_A_ROW and not plan.placed:
-                    raise InputError(f"data: {dropped} examples in a row were dropped as longer than train.seq_len "
-                                     f"({self.seq_len}); raise train.seq_len or use data.overflow=truncate")
+                    raise InputError(
+                        f"data: {dropped} examples in a row were dropped as longer than train.seq_len "
+                        f"({self.seq_len}); raise train.seq_len or use data.overflow=truncate"
+                    )
                 continue
             if not plan.try_add(ex[0], ex[1], tag=ref[0]):
                 kept.append(ref)
@@ -198,17 +232,27 @@ class SftMixtureIterator:
         return batch
 
     def get_state(self) -> dict:
-        return {"kind": STATE_KIND, "identity": dict(self.identity), "slot": self.slot, "counts": dict(self.counts),
-                "pending": [list(r) for r in self.pending], "counters": _copy(self.counters)}
+        return {
+            "kind": STATE_KIND,
+            "identity": dict(self.identity),
+            "slot": self.slot,
+            "counts": dict(self.counts),
+            "pending": [list(r) for r in self.pending],
+            "counters": _copy(self.counters),
+        }
 
     def set_state(self, state: dict) -> None:
         if not isinstance(state, dict) or state.get("kind") != STATE_KIND:
             raise InputError(f"data iterator state is not a {STATE_KIND} state: {str(state)[:200]}")
         diff = diff_settings(state.get("identity", {}), self.identity, self.identity)
         if diff:
-            raise SettingsMismatchError("the checkpoint's data state", "it belongs to a different data stream", diff,
-                                        "resume with the data settings it was saved with, or use a new output_dir",
-                                        sides=("saved", "now"))
+            raise SettingsMismatchError(
+                "the checkpoint's data state",
+                "it belongs to a different data stream",
+                diff,
+                "resume with the data settings it was saved with, or use a new output_dir",
+                sides=("saved", "now"),
+            )
         self.slot = int(state["slot"])
         self.counts = {n: int(state["counts"].get(n, 0)) for n in self.readers}
         self.pending = [(str(t), int(j)) for t, j in state["pending"]]
@@ -230,8 +274,16 @@ def _copy(counters: dict) -> dict:
     return {k: ({n: dict(t) for n, t in v.items()} if k == "tasks" else v) for k, v in counters.items()}
 
 
-def make_iterator(cfg: Config, *, rows: int, shard_index: int = 0, num_shards: int = 1, split: str = "train",
-                  num_epochs: int | None = None, max_examples: int | None = None) -> SftMixtureIterator:
+def make_iterator(
+    cfg: Config,
+    *,
+    rows: int,
+    shard_index: int = 0,
+    num_shards: int = 1,
+    split: str = "train",
+    num_epochs: int | None = None,
+    max_examples: int | None = None,
+) -> SftMixtureIterator:
     """An iterator over `cfg.data.mixture` for one host (any split; see make_train_iterator)."""
     d = cfg.data
     if rows < 1:
@@ -241,9 +293,11 @@ def make_iterator(cfg: Config, *, rows: int, shard_index: int = 0, num_shards: i
     rates = task_lib.mixture_rates(d.mixture, d.rates)  # validates the name and data.rates early
     vocab = TokenizerVocabulary(_tokenizer_dir(cfg))
     if 0 < cfg.model.vocab_size < vocab.vocab_size and not cfg.init_from:
-        raise ConfigError(f"model.vocab_size ({cfg.model.vocab_size}) is smaller than the tokenizer's "
-                          f"({vocab.vocab_size}, {vocab.directory}); raise it, or leave it unset to take the "
-                          "tokenizer's")
+        raise ConfigError(
+            f"model.vocab_size ({cfg.model.vocab_size}) is smaller than the tokenizer's "
+            f"({vocab.vocab_size}, {vocab.directory}); raise it, or leave it unset to take the "
+            "tokenizer's"
+        )
     task_lib.register(d, vocab)
     rates = task_lib.task_rates(d.mixture)
     shard = seqio.ShardInfo(index=shard_index, num_shards=num_shards)
@@ -253,21 +307,38 @@ def make_iterator(cfg: Config, *, rows: int, shard_index: int = 0, num_shards: i
         source = seqio.get_mixture_or_task(name).source
         pre_tokenized = cache_reader.CachedShard(cached[name], split, shard) if name in cached else None
         readers[name] = TaskReader(name, source, vocab, split, shard, d.seed, cached=pre_tokenized)
-    identity = {"mixture": d.mixture, "split": split, "seed": d.seed, "shard_index": shard_index,
-                "num_shards": num_shards, "seq_len": cfg.train.seq_len, "tasks": sorted(rates)}
-    return SftMixtureIterator(readers, rates, rows=rows, seq_len=cfg.train.seq_len, overflow=d.overflow, pack=d.pack,
-                              seed=d.seed, shard=shard, identity=identity, num_epochs=num_epochs,
-                              max_examples=max_examples)
+    identity = {
+        "mixture": d.mixture,
+        "split": split,
+        "seed": d.seed,
+        "shard_index": shard_index,
+        "num_shards": num_shards,
+        "seq_len": cfg.train.seq_len,
+        "tasks": sorted(rates),
+    }
+    return SftMixtureIterator(
+        readers,
+        rates,
+        rows=rows,
+        seq_len=cfg.train.seq_len,
+        overflow=d.overflow,
+        pack=d.pack,
+        seed=d.seed,
+        shard=shard,
+        identity=identity,
+        num_epochs=num_epochs,
+        max_examples=max_examples,
+    )
 
 
 def _tokenizer_dir(cfg: Config) -> str:
     return tokenizer_dir(cfg.data.tokenizer, cfg.init_from)
 
 
-def make_train_iterator(cfg: Config, *, rows: int, shard_index: int = 0, num_shards: int = 1,
-                        split: str = "train") -> SftMixtureIterator:
+def make_train_iterator(
+    cfg: Config, *, rows: int, shard_index: int = 0, num_shards: int = 1, split: str = "train"
+) -> SftMixtureIterator:
     """The trainer's entry point (via data/sources.py): an unending stream; never a test split."""
     if split in task_lib.EVAL_ONLY_SPLITS:
         raise InputError(f"split {split!r} is a benchmark test set: evaluation only, never trained on")
     return make_iterator(cfg, rows=rows, shard_index=shard_index, num_shards=num_shards, split=split)
-

@@ -5,6 +5,7 @@ record's own `unique_id` (`<split>/<subject>/<n>.json`, which MATH500 rows share
 procedural `procedural/<split>/<seed>/<index>`; a JSONL file a row's `id`, else its `unique_id`,
 else `<file name>:<line>`. Reading is strict: errors name path:line:field.
 """
+
 from __future__ import annotations
 
 import os
@@ -89,8 +90,9 @@ def read_math(path) -> Iterator[Problem]:
             mtype, folder = rec["subject"], parts[1]
         else:
             raise JsonlFormatError(path, lineno, "missing required field (need 'type' or 'subject')", "type")
-        yield Problem(rec["unique_id"], rec["problem"], rec["answer"], rec["solution"], level, mtype,
-                      f"math/{folder}", index)
+        yield Problem(
+            rec["unique_id"], rec["problem"], rec["answer"], rec["solution"], level, mtype, f"math/{folder}", index
+        )
 
 
 def math_folder(problem: Problem) -> str:
@@ -117,8 +119,15 @@ def load_named(dataset: str, split: str, data_dir=None) -> list[Problem]:
 
 def from_procedural(example: dict, index: int) -> Problem:
     """A problem from a `procedural.generate` example."""
-    return Problem(example["id"], example["question"], example["answer"], example["solution"], example["level"],
-                   source=example["source"], index=index)
+    return Problem(
+        example["id"],
+        example["question"],
+        example["answer"],
+        example["solution"],
+        example["level"],
+        source=example["source"],
+        index=index,
+    )
 
 
 def load_procedural(count: int, seed: int, split: str = "train") -> list[Problem]:
@@ -138,8 +147,12 @@ def _str_field(path, lineno: int, rec: dict, names: tuple[str, ...], required: b
                 raise JsonlFormatError(path, lineno, "must be a non-empty string", name)
             return value
     if required:
-        raise JsonlFormatError(path, lineno, "missing required field" + (
-            f" (or {' / '.join(repr(n) for n in names[1:])})" if len(names) > 1 else ""), names[0])
+        raise JsonlFormatError(
+            path,
+            lineno,
+            "missing required field" + (f" (or {' / '.join(repr(n) for n in names[1:])})" if len(names) > 1 else ""),
+            names[0],
+        )
     return None
 
 
@@ -169,8 +182,14 @@ def _row_id(path, lineno: int, rec: dict, name: str) -> str:
     return f"{name}:{lineno}"
 
 
-def read_jsonl(path, *, require_answer: bool = True, require_solution: bool = False, answer_lists: bool = True,
-               skipped: dict | None = None) -> list[Problem]:
+def read_jsonl(
+    path,
+    *,
+    require_answer: bool = True,
+    require_solution: bool = False,
+    answer_lists: bool = True,
+    skipped: dict | None = None,
+) -> list[Problem]:
     """Problems from any JSONL file: `question` or `problem`; `answer` (see `_answer`; optional
     unless `require_answer`); optional `solution`, `level`, `subject` or `type`, `source`, and
     `id` or `unique_id` (ids must be unique). An empty `answer` is None when it is optional, else an
@@ -207,8 +226,9 @@ def read_jsonl(path, *, require_answer: bool = True, require_solution: bool = Fa
         source = _str_field(path, lineno, rec, ("source",), False) or ""
         pid = _row_id(path, lineno, rec, name)
         if pid in seen:
-            raise JsonlFormatError(path, lineno, f"duplicate id {pid!r} (first on line {seen[pid]})",
-                                   "id" if "id" in rec else "unique_id")
+            raise JsonlFormatError(
+                path, lineno, f"duplicate id {pid!r} (first on line {seen[pid]})", "id" if "id" in rec else "unique_id"
+            )
         seen[pid] = lineno
         problems.append(Problem(pid, question, answer, solution, level, subject, source, len(problems)))
     return problems

@@ -2,6 +2,7 @@
 check, append-only JSONL (local files and object stores alike), and reading such a file back with a
 last line torn by an interruption detected and cut, so that a re-run continues where the last stopped.
 """
+
 from __future__ import annotations
 
 import json
@@ -27,15 +28,30 @@ class SettingsMismatchError(ConfigError):
     """An output (a run, a cache, a checkpointed state) was made with other settings than this run's;
     `diff` maps every differing key to (recorded, now)."""
 
-    def __init__(self, where: str, subject: str, diff: Mapping[str, tuple[Any, Any]], remedy: str, *,
-                 prefix: str = "", sides: tuple[str, str] = ("recorded", "now")):
+    def __init__(
+        self,
+        where: str,
+        subject: str,
+        diff: Mapping[str, tuple[Any, Any]],
+        remedy: str,
+        *,
+        prefix: str = "",
+        sides: tuple[str, str] = ("recorded", "now"),
+    ):
         self.where, self.diff = where, dict(diff)
         changes = "; ".join(f"{prefix}{k}: {a!r} -> {b!r}" for k, (a, b) in self.diff.items())
         super().__init__(f"{where}: {subject} ({sides[0]} -> {sides[1]}: {changes}); {remedy}")
 
 
-def check_settings(path: PathLike, settings: Mapping, *, output: str, flag: str, under: str | None = None,
-                   keys: Iterable[str] | None = None) -> None:
+def check_settings(
+    path: PathLike,
+    settings: Mapping,
+    *,
+    output: str,
+    flag: str,
+    under: str | None = None,
+    keys: Iterable[str] | None = None,
+) -> None:
     """First run: record `settings` in the JSON file `path` (as {under: settings} when `under` is given).
     Re-run: raise SettingsMismatchError naming every key (of `keys`, default all) that differs from the
     recorded settings, since `output` would mix results made two ways. `flag` names the option to change."""
@@ -55,8 +71,12 @@ def check_settings(path: PathLike, settings: Mapping, *, output: str, flag: str,
         raise InputError(f"{p}: not a settings record (a JSON object{f' under {under!r}' if under else ''}); {fresh}")
     diff = diff_settings(recorded, settings, keys)
     if diff:
-        raise SettingsMismatchError(str(p), f"{output} holds results made with other settings", diff,
-                                    f"{fresh}, or rerun with the recorded settings to resume")
+        raise SettingsMismatchError(
+            str(p),
+            f"{output} holds results made with other settings",
+            diff,
+            f"{fresh}, or rerun with the recorded settings to resume",
+        )
 
 
 # ----------------------------------------------------------------------------- reading back

@@ -4,6 +4,7 @@
 tokenizer adds by default (e.g. BOS), so training prompts match what `generate` feeds the model.
 BOS/EOS/UNK/PAD ids are the HF tokenizer's own.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -24,12 +25,14 @@ def _special_wrapping(tok: Tokenizer, where: str) -> tuple[tuple[int, ...], tupl
     found = set()
     for probe in _PROBES:
         plain, full = tok.encode(probe, add_special_tokens=False), tok.encode(probe, add_special_tokens=True)
-        starts = [i for i in range(len(full) - len(plain) + 1) if full[i:i + len(plain)] == plain]
+        starts = [i for i in range(len(full) - len(plain) + 1) if full[i : i + len(plain)] == plain]
         if not starts:
-            raise ConfigError(f"{where}: the tokenizer's special tokens do not wrap the text as prefix/suffix "
-                              f"({probe!r}: {plain} vs {full})")
+            raise ConfigError(
+                f"{where}: the tokenizer's special tokens do not wrap the text as prefix/suffix "
+                f"({probe!r}: {plain} vs {full})"
+            )
         i = starts[0]
-        found.add((tuple(full[:i]), tuple(full[i + len(plain):])))
+        found.add((tuple(full[:i]), tuple(full[i + len(plain) :])))
     if len(found) != 1:
         raise ConfigError(f"{where}: the special tokens added by the tokenizer depend on the text: {sorted(found)}")
     return found.pop()
@@ -112,11 +115,13 @@ class TokenizerVocabulary(seqio.Vocabulary):
 
     def _encode_tf(self, s: tf.Tensor) -> tf.Tensor:
         if s.shape.rank == 0:
-            ids = tf.numpy_function(lambda x: np.asarray(self._encode(_text(x)), np.int32), [s], tf.int32,
-                                    stateful=False)
+            ids = tf.numpy_function(
+                lambda x: np.asarray(self._encode(_text(x)), np.int32), [s], tf.int32, stateful=False
+            )
             ids.set_shape([None])
             return ids
         if s.shape.rank == 1:
+
             def many(xs):
                 rows = [self._encode(_text(x)) for x in xs]
                 return np.asarray([i for r in rows for i in r], np.int32), np.asarray([len(r) for r in rows], np.int64)
@@ -131,8 +136,9 @@ class TokenizerVocabulary(seqio.Vocabulary):
         def dec(x):
             if x.ndim == 1:
                 return np.asarray(self._decode(x.tolist()).encode("utf-8"), object)
-            return np.asarray([self._decode(r.tolist()).encode("utf-8") for r in x.reshape(-1, x.shape[-1])],
-                              object).reshape(x.shape[:-1])
+            return np.asarray(
+                [self._decode(r.tolist()).encode("utf-8") for r in x.reshape(-1, x.shape[-1])], object
+            ).reshape(x.shape[:-1])
 
         out = tf.numpy_function(dec, [ids], tf.string, stateful=False)
         out.set_shape(ids.shape[:-1])
@@ -156,5 +162,7 @@ def tokenizer_dir(data_tokenizer: str, init_from: str) -> str:
         from mathjax_train.model.checkpoint import resolve  # OUTPUT_DIR, step dirs and import-hf dirs alike
 
         return str(resolve(init_from).tokenizer_dir)
-    raise ConfigError("data.tokenizer: no tokenizer; set data.tokenizer=DIR (e.g. one written by "
-                      "`mathjax-train data build-tokenizer`) or init_from=CHECKPOINT_DIR")
+    raise ConfigError(
+        "data.tokenizer: no tokenizer; set data.tokenizer=DIR (e.g. one written by "
+        "`mathjax-train data build-tokenizer`) or init_from=CHECKPOINT_DIR"
+    )

@@ -3,6 +3,7 @@
 The same template and answer ending are what evaluation prompts with and grades, so a model
 trained here answers in the form the graders read.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass

@@ -4,6 +4,7 @@ Finite sources (GSM8K, MATH, synthetic JSONL) load a split once and hand out a h
 (`records[shard.index::shard.num_shards]`: disjoint and covering). The procedural source is unlimited and
 random-access: record i is `procedural.generate(i)`, host k of n takes indices k, k+n, ...
 """
+
 from __future__ import annotations
 
 from typing import Callable, Iterable, Sequence
@@ -15,8 +16,14 @@ from mathjax_train.data.problems import Problem
 
 
 def _record(p: Problem) -> dict:
-    return {"id": p.id, "question": p.question, "solution": p.solution, "answer": p.answer, "source": p.source,
-            "level": p.level or 0}
+    return {
+        "id": p.id,
+        "question": p.question,
+        "solution": p.solution,
+        "answer": p.answer,
+        "source": p.source,
+        "level": p.level or 0,
+    }
 
 
 def gsm8k_records(data_dir: str, split: str) -> Iterable[dict]:
@@ -35,8 +42,14 @@ def jsonl_records(paths: Sequence[str], stats: ReadStats) -> Iterable[dict]:
         raise ConfigError("data.jsonl: the `synthetic` task needs at least one JSONL file (data.jsonl=[a.jsonl])")
     for f, path in enumerate(paths):
         for i, rec in enumerate(read_sft_jsonl(path, stats=stats)):
-            yield {"id": str(rec.get("id", f"{path}#{i}")), "question": rec["question"], "solution": rec["solution"],
-                   "answer": rec["answer"], "source": rec["source"] or "synthetic", "level": rec["level"]}
+            yield {
+                "id": str(rec.get("id", f"{path}#{i}")),
+                "question": rec["question"],
+                "solution": rec["solution"],
+                "answer": rec["answer"],
+                "source": rec["source"] or "synthetic",
+                "level": rec["level"],
+            }
 
 
 class FiniteRecords:
@@ -44,8 +57,13 @@ class FiniteRecords:
 
     unlimited = False
 
-    def __init__(self, name: str, loaders: dict[str, Callable[[], Iterable[dict]]],
-                 read_stats: ReadStats | None = None, min_level: int = 0):
+    def __init__(
+        self,
+        name: str,
+        loaders: dict[str, Callable[[], Iterable[dict]]],
+        read_stats: ReadStats | None = None,
+        min_level: int = 0,
+    ):
         self.name, self.loaders, self.read_stats = name, loaders, read_stats
         self.min_level = min_level
         self.below_min_level: dict[str, int] = {}  # rows left out by data.min_level, per split (counted)
@@ -66,8 +84,10 @@ class FiniteRecords:
             kept = [r for r in rows if r["level"] >= self.min_level]
             self.below_min_level[split] = len(rows) - len(kept)
             if rows and not kept:
-                raise ConfigError(f"data.min_level={self.min_level}: no {self.name} {split} row has a level that high "
-                                  f"({len(rows)} rows; unknown levels count as 0)")
+                raise ConfigError(
+                    f"data.min_level={self.min_level}: no {self.name} {split} row has a level that high "
+                    f"({len(rows)} rows; unknown levels count as 0)"
+                )
             self._cache[split] = kept
         return self._cache[split]
 
@@ -91,8 +111,9 @@ class ProceduralRecords:
             raise ConfigError(f"task {name}: {e}") from None
         bad = [lv for lv in levels if lv not in procedural.LEVELS]
         if bad or not levels:
-            raise ConfigError(f"data.procedural_levels: must be a non-empty subset of {list(procedural.LEVELS)}, "
-                              f"got {list(levels)}")
+            raise ConfigError(
+                f"data.procedural_levels: must be a non-empty subset of {list(procedural.LEVELS)}, got {list(levels)}"
+            )
         self.levels = tuple(levels)
 
     def check_split(self, split: str) -> None:

@@ -4,6 +4,7 @@ Finite tasks are read once each (no repeats); unlimited (procedural) tasks need 
 The counts are what training sees: examples read, packed, truncated and dropped, tokens, target
 tokens and packing efficiency, per task and in total.
 """
+
 from __future__ import annotations
 
 import time
@@ -21,8 +22,14 @@ def mixture_stats(cfg: Config, split: str = "train", max_examples: int = 0, rows
     for _ in it:
         pass
     seconds = time.perf_counter() - start
-    out: dict[str, Any] = {"mixture": cfg.data.mixture, "split": split, "seq_len": cfg.train.seq_len, "rows": rows,
-                           "overflow": cfg.data.overflow, "rates": it.rates}
+    out: dict[str, Any] = {
+        "mixture": cfg.data.mixture,
+        "split": split,
+        "seq_len": cfg.train.seq_len,
+        "rows": rows,
+        "overflow": cfg.data.overflow,
+        "rates": it.rates,
+    }
     out.update(it.stats())
     out["seconds"] = round(seconds, 3)
     out["tokens_per_second"] = round(out["tokens"] / seconds, 1) if seconds > 0 else None

@@ -7,6 +7,7 @@ Every task yields `inputs` (prompt ids, special tokens as HF adds them) and `tar
 ending in EOS). `register(cfg.data, vocab)` (re)registers them all, since the vocabulary, template and
 files come from the config at run time.
 """
+
 from __future__ import annotations
 
 import functools
@@ -20,8 +21,7 @@ from mathjax_train.config import ConfigError, DataConfig
 from mathjax_train.data.jsonl_source import ReadStats
 from mathjax_train.data.seqio_vocab import TokenizerVocabulary
 from mathjax_train.data.sft_format import SftFormatter
-from mathjax_train.data.sft_records import (FiniteRecords, ProceduralRecords, gsm8k_records, jsonl_records,
-                                            math_records)
+from mathjax_train.data.sft_records import FiniteRecords, ProceduralRecords, gsm8k_records, jsonl_records, math_records
 
 TASKS = ("gsm8k_sft", "math_sft", "procedural_gsm", "procedural_math", "procedural", "synthetic")
 MIXTURES: dict[str, dict[str, float]] = {
@@ -42,19 +42,27 @@ def stable_hash(text: str) -> int:
 def build_records(name: str, data: DataConfig):
     """The record source of task `name` under this data config."""
     if name == "gsm8k_sft":
-        return FiniteRecords(name, {s: functools.partial(gsm8k_records, data.data_dir, s) for s in ("train", "test")},
-                             min_level=data.min_level)
+        return FiniteRecords(
+            name,
+            {s: functools.partial(gsm8k_records, data.data_dir, s) for s in ("train", "test")},
+            min_level=data.min_level,
+        )
     if name == "math_sft":
-        return FiniteRecords(name, {s: functools.partial(math_records, data.data_dir, s)
-                                    for s in ("train", "test", "math500")}, min_level=data.min_level)
+        return FiniteRecords(
+            name,
+            {s: functools.partial(math_records, data.data_dir, s) for s in ("train", "test", "math500")},
+            min_level=data.min_level,
+        )
     if name in ("procedural_gsm", "procedural_math", "procedural"):
         templates = {"procedural_gsm": ["gsm_style"], "procedural_math": ["math_style"]}.get(
-            name, list(data.procedural_templates) or None)
+            name, list(data.procedural_templates) or None
+        )
         return ProceduralRecords(name, templates, data.procedural_levels, data.seed)
     if name == "synthetic":
         stats = ReadStats()
-        return FiniteRecords(name, {"train": functools.partial(jsonl_records, list(data.jsonl), stats)}, stats,
-                             min_level=data.min_level)
+        return FiniteRecords(
+            name, {"train": functools.partial(jsonl_records, list(data.jsonl), stats)}, stats, min_level=data.min_level
+        )
     raise ConfigError(f"unknown task {name!r}; valid: {', '.join(TASKS)}")
 
 
@@ -78,15 +86,29 @@ class SftDataSource(seqio.DataSource):
 
     def text_example(self, record: dict) -> dict:
         text = self.formatter(record)
-        return {"inputs": text.prompt, "targets": text.target, "id": record["id"], "answer": record["answer"],
-                "source": record["source"]}
+        return {
+            "inputs": text.prompt,
+            "targets": text.target,
+            "id": record["id"],
+            "answer": record["answer"],
+            "source": record["source"],
+        }
 
-    def get_dataset(self, split: str = "train", shuffle: bool = True, seed: int | None = None,
-                    shard_info: seqio.ShardInfo | None = None, *, sequence_length=None, use_cached=False,
-                    num_epochs=1) -> tf.data.Dataset:
+    def get_dataset(
+        self,
+        split: str = "train",
+        shuffle: bool = True,
+        seed: int | None = None,
+        shard_info: seqio.ShardInfo | None = None,
+        *,
+        sequence_length=None,
+        use_cached=False,
+        num_epochs=1,
+    ) -> tf.data.Dataset:
         index, n = (shard_info.index, shard_info.num_shards) if shard_info else (0, 1)
         self.records.check_split(split)
         if self.records.unlimited:  # procedural problems are already in random order
+
             def gen():
                 i = index
                 while True:
@@ -99,6 +121,7 @@ class SftDataSource(seqio.DataSource):
             def gen():
                 for i in order:
                     yield self.text_example(rows[i])
+
         spec = {k: tf.TensorSpec((), tf.string) for k in _TEXT_FEATURES}
         return tf.data.Dataset.from_generator(gen, output_signature=spec)
 
@@ -121,8 +144,10 @@ def add_special_tokens(dataset: tf.data.Dataset, output_features) -> tf.data.Dat
 
 
 def output_features(vocab: TokenizerVocabulary) -> dict[str, seqio.Feature]:
-    return {"inputs": seqio.Feature(vocab, add_eos=False, dtype=tf.int32),
-            "targets": seqio.Feature(vocab, add_eos=True, dtype=tf.int32)}
+    return {
+        "inputs": seqio.Feature(vocab, add_eos=False, dtype=tf.int32),
+        "targets": seqio.Feature(vocab, add_eos=True, dtype=tf.int32),
+    }
 
 
 def mixture_rates(name: str, overrides: dict[str, float]) -> dict[str, float]:
@@ -132,8 +157,10 @@ def mixture_rates(name: str, overrides: dict[str, float]) -> dict[str, float]:
     elif name in TASKS:
         rates = {name: 1.0}
     else:
-        raise ConfigError(f"data.mixture: {name!r} is not a mixture or task; mixtures: {', '.join(MIXTURES)}; "
-                          f"tasks: {', '.join(TASKS)}; toy: toy_copy")
+        raise ConfigError(
+            f"data.mixture: {name!r} is not a mixture or task; mixtures: {', '.join(MIXTURES)}; "
+            f"tasks: {', '.join(TASKS)}; toy: toy_copy"
+        )
     for task, rate in overrides.items():
         if task not in rates:
             raise ConfigError(f"data.rates.{task}: not a task of {name!r} (its tasks: {', '.join(rates)})")
@@ -157,8 +184,10 @@ def register(data: DataConfig, vocab: TokenizerVocabulary) -> SftFormatter:
         if source.caching_permitted:  # everything before the placeholder is what `data cache` stores
             steps.append(seqio.CacheDatasetPlaceholder())
         seqio.TaskRegistry.remove(name)
-        seqio.TaskRegistry.add_provider(name, seqio.Task(
-            name, source=source, output_features=features, preprocessors=steps, shuffle_buffer_size=1000))
+        seqio.TaskRegistry.add_provider(
+            name,
+            seqio.Task(name, source=source, output_features=features, preprocessors=steps, shuffle_buffer_size=1000),
+        )
     for name in MIXTURES:
         rates = mixture_rates(name, data.rates if name == data.mixture else {})
         seqio.MixtureRegistry.remove(name)

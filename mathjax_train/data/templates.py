@@ -5,6 +5,7 @@ Templates: ``alpaca_rft`` (the Alpaca no-input prompt used by the RFT paper, OFA
 from tokenizer_config.json, rendered with jinja2 the way Hugging Face does). Endings put the final
 answer in one of the forms the graders read: ``#### x``, ``The answer is: x``, ``\\boxed{x}``.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -135,8 +136,9 @@ class ChatTemplate:
             config["chat_template"] = jinja.read_text()
         found = cls.from_config(config, system=system)
         if found is None:
-            raise TemplateError(f"{p}: field 'chat_template' is missing or not a string "
-                                f"(and there is no {jinja.name} beside it)")
+            raise TemplateError(
+                f"{p}: field 'chat_template' is missing or not a string (and there is no {jinja.name} beside it)"
+            )
         return found
 
     @classmethod
@@ -159,7 +161,8 @@ class ChatTemplate:
         env = _jinja_env()
         compiled = env.from_string(self.template)
         return compiled.render(
-            messages=[dict(m) for m in messages], add_generation_prompt=add_generation_prompt,
+            messages=[dict(m) for m in messages],
+            add_generation_prompt=add_generation_prompt,
             **self.special_tokens,
         )
 
@@ -181,7 +184,7 @@ class ChatTemplate:
                 "chat_template renders the conversation with the assistant reply differently from the "
                 "prompt with add_generation_prompt=True, so the target cannot be split off"
             )
-        return prompt, full[len(prompt):]
+        return prompt, full[len(prompt) :]
 
     def few_shot(self, exemplars: Sequence[Mapping[str, str]], question: str) -> str:
         """Exemplars as earlier user/assistant turns, then the new question."""

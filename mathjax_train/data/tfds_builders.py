@@ -5,6 +5,7 @@ Registered as ``mathjax_gsm8k`` and ``mathjax_hendrycks_math``: TFDS's own catal
 are prefixed. ``prepare(name, data_dir, manual_dir)`` builds one and returns the builder; the
 manual directory is the argument, else ``$MATHJAX_DATA_DIR`` (see manual_dir.py).
 """
+
 from __future__ import annotations
 
 import os
@@ -35,8 +36,18 @@ def math_examples(path, split: str):
     """(key, example) pairs from one MATH JSONL file (train/test or the prm800k MATH500 layout;
     read by data/problems.py; strict)."""
     for p in problems.read_math(path):
-        yield p.id, {"problem": p.question, "solution": p.solution, "answer": p.answer, "level": p.level,
-                     "type": p.subject, "subject": problems.math_folder(p), "unique_id": p.id}
+        yield (
+            p.id,
+            {
+                "problem": p.question,
+                "solution": p.solution,
+                "answer": p.answer,
+                "level": p.level,
+                "type": p.subject,
+                "subject": problems.math_folder(p),
+                "unique_id": p.id,
+            },
+        )
 
 
 class MathjaxGsm8k(tfds.core.GeneratorBasedBuilder):
@@ -52,10 +63,14 @@ class MathjaxGsm8k(tfds.core.GeneratorBasedBuilder):
 
     def _info(self) -> tfds.core.DatasetInfo:
         return self.dataset_info_from_configs(
-            features=tfds.features.FeaturesDict({
-                "id": tfds.features.Text(), "question": tfds.features.Text(),
-                "answer": tfds.features.Text(), "final_answer": tfds.features.Text(),
-            }),
+            features=tfds.features.FeaturesDict(
+                {
+                    "id": tfds.features.Text(),
+                    "question": tfds.features.Text(),
+                    "answer": tfds.features.Text(),
+                    "final_answer": tfds.features.Text(),
+                }
+            ),
             supervised_keys=None,
             homepage="https://github.com/openai/grade-school-math",
         )
@@ -84,10 +99,17 @@ class MathjaxHendrycksMath(tfds.core.GeneratorBasedBuilder):
     def _info(self) -> tfds.core.DatasetInfo:
         text = tfds.features.Text
         return self.dataset_info_from_configs(
-            features=tfds.features.FeaturesDict({
-                "problem": text(), "solution": text(), "answer": text(), "level": tfds.features.Scalar(np.int32),
-                "type": text(), "subject": text(), "unique_id": text(),
-            }),
+            features=tfds.features.FeaturesDict(
+                {
+                    "problem": text(),
+                    "solution": text(),
+                    "answer": text(),
+                    "level": tfds.features.Scalar(np.int32),
+                    "type": text(),
+                    "subject": text(),
+                    "unique_id": text(),
+                }
+            ),
             supervised_keys=None,
             homepage="https://github.com/hendrycks/math",
         )
@@ -101,7 +123,10 @@ class MathjaxHendrycksMath(tfds.core.GeneratorBasedBuilder):
 
 
 BUILDERS: dict[str, type[tfds.core.GeneratorBasedBuilder]] = {
-    "gsm8k": MathjaxGsm8k, "hendrycks_math": MathjaxHendrycksMath, "math": MathjaxHendrycksMath}
+    "gsm8k": MathjaxGsm8k,
+    "hendrycks_math": MathjaxHendrycksMath,
+    "math": MathjaxHendrycksMath,
+}
 
 
 def prepare(name: str, data_dir: str | os.PathLike, manual_dir: str | os.PathLike | None = None):
@@ -113,7 +138,8 @@ def prepare(name: str, data_dir: str | os.PathLike, manual_dir: str | os.PathLik
     builder = BUILDERS[name](data_dir=os.fspath(data_dir))
     builder.download_and_prepare(
         download_config=tfds.download.DownloadConfig(
-            manual_dir=os.fspath(root), try_download_gcs=False,
+            manual_dir=os.fspath(root),
+            try_download_gcs=False,
             compute_stats=tfds.download.ComputeStatsMode.SKIP,
         )
     )

@@ -4,6 +4,7 @@ The directory written loads with `data.vocab.load_tokenizer` and with transforme
 `tokenizer.json` (BOS `<s>` prepended by its post-processor, like LLaMA) and `tokenizer_config.json`
 (bos/eos/pad tokens). Byte-level, so any text encodes without unknown tokens.
 """
+
 from __future__ import annotations
 
 import json
@@ -28,35 +29,64 @@ def corpus(num_examples: int, seed: int, template: str, ending: str, levels=(1, 
         yield text.target
 
 
-def build_tokenizer(out_dir: str | os.PathLike, vocab_size: int = 512, num_examples: int = 20000, seed: int = 0,
-                    template: str = "alpaca_rft", ending: str = "gsm8k", levels=(1, 2, 3, 4, 5),
-                    split_digits: bool = True) -> dict:
+def build_tokenizer(
+    out_dir: str | os.PathLike,
+    vocab_size: int = 512,
+    num_examples: int = 20000,
+    seed: int = 0,
+    template: str = "alpaca_rft",
+    ending: str = "gsm8k",
+    levels=(1, 2, 3, 4, 5),
+    split_digits: bool = True,
+) -> dict:
     """Train and write the tokenizer directory; returns a summary (vocab size, files, corpus size)."""
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
 
     if vocab_size < 256 + len(SPECIAL_TOKENS):
-        raise InputError(f"--vocab-size must be >= {256 + len(SPECIAL_TOKENS)} (the 256 bytes and "
-                         f"{len(SPECIAL_TOKENS)} special tokens), got {vocab_size}")
+        raise InputError(
+            f"--vocab-size must be >= {256 + len(SPECIAL_TOKENS)} (the 256 bytes and "
+            f"{len(SPECIAL_TOKENS)} special tokens), got {vocab_size}"
+        )
     if num_examples < 1:
         raise InputError(f"--examples must be >= 1, got {num_examples}")
     tok = Tokenizer(models.BPE())
     byte_level = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=True)
     # one token per digit: small models learn column arithmetic far better than with merged numbers
-    tok.pre_tokenizer = (pre_tokenizers.Sequence([pre_tokenizers.Digits(individual_digits=True), byte_level])
-                         if split_digits else byte_level)
+    tok.pre_tokenizer = (
+        pre_tokenizers.Sequence([pre_tokenizers.Digits(individual_digits=True), byte_level])
+        if split_digits
+        else byte_level
+    )
     tok.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=list(SPECIAL_TOKENS), show_progress=False,
-                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
+    trainer = trainers.BpeTrainer(
+        vocab_size=vocab_size,
+        special_tokens=list(SPECIAL_TOKENS),
+        show_progress=False,
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+    )
     texts = list(corpus(num_examples, seed, template, ending, levels))
     tok.train_from_iterator(texts, trainer, length=len(texts))
     bos = tok.token_to_id("<s>")
-    tok.post_processor = processors.TemplateProcessing(single="<s> $A", pair="<s> $A <s> $B",
-                                                       special_tokens=[("<s>", bos)])
+    tok.post_processor = processors.TemplateProcessing(
+        single="<s> $A", pair="<s> $A <s> $B", special_tokens=[("<s>", bos)]
+    )
     out = epath.Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     (out / "tokenizer.json").write_text(tok.to_str())
-    config = {"bos_token": "<s>", "eos_token": "</s>", "pad_token": "<pad>", "add_bos_token": True,
-              "add_eos_token": False, "model_max_length": 1_000_000, "tokenizer_class": "TokenizersBackend"}
+    config = {
+        "bos_token": "<s>",
+        "eos_token": "</s>",
+        "pad_token": "<pad>",
+        "add_bos_token": True,
+        "add_eos_token": False,
+        "model_max_length": 1_000_000,
+        "tokenizer_class": "TokenizersBackend",
+    }
     (out / "tokenizer_config.json").write_text(json.dumps(config, indent=2))
-    return {"tokenizer_dir": str(out), "vocab_size": tok.get_vocab_size(), "corpus_texts": len(texts),
-            "corpus_chars": sum(map(len, texts)), "files": ["tokenizer.json", "tokenizer_config.json"]}
+    return {
+        "tokenizer_dir": str(out),
+        "vocab_size": tok.get_vocab_size(),
+        "corpus_texts": len(texts),
+        "corpus_chars": sum(map(len, texts)),
+        "files": ["tokenizer.json", "tokenizer_config.json"],
+    }

@@ -4,6 +4,7 @@
 own post-processor, unless tokenizer_config.json sets add_bos_token/add_eos_token explicitly
 (then BOS/EOS are added by those flags, as transformers' TokenizersBackend does).
 """
+
 from __future__ import annotations
 
 import json
@@ -14,8 +15,16 @@ from etils import epath
 
 from mathjax_train.config import ConfigError
 
-TOKENIZER_FILES = ("tokenizer.json", "tokenizer.model", "tokenizer_config.json", "special_tokens_map.json",
-                   "added_tokens.json", "chat_template.jinja", "chat_template.json", "generation_config.json")
+TOKENIZER_FILES = (
+    "tokenizer.json",
+    "tokenizer.model",
+    "tokenizer_config.json",
+    "special_tokens_map.json",
+    "added_tokens.json",
+    "chat_template.jinja",
+    "chat_template.json",
+    "generation_config.json",
+)
 
 
 def _token_str(value) -> str | None:
@@ -106,7 +115,11 @@ def _load_sentencepiece(path: epath.Path, config: dict) -> Tokenizer:
         i = sp.piece_to_id(s)
         return None if i == sp.unk_id() and s != sp.id_to_piece(sp.unk_id()) else i
 
-    bos, eos, pad = piece_id("bos_token", sp.bos_id()), piece_id("eos_token", sp.eos_id()), piece_id("pad_token", sp.pad_id())
+    bos, eos, pad = (
+        piece_id("bos_token", sp.bos_id()),
+        piece_id("eos_token", sp.eos_id()),
+        piece_id("pad_token", sp.pad_id()),
+    )
     special = {i for i in (bos, eos, pad, sp.unk_id()) if i is not None and i >= 0}
     return Tokenizer(sp, "sentencepiece", bos, eos, pad, special, config.get("chat_template"), config)
 
@@ -128,5 +141,7 @@ def load_tokenizer(directory) -> Tokenizer:
         return _load_tokenizers(d / "tokenizer.json", config)
     if (d / "tokenizer.model").exists():
         return _load_sentencepiece(d / "tokenizer.model", config)
-    raise ConfigError(f"{d}: no tokenizer found; expected tokenizer.json (HF tokenizers) or tokenizer.model "
-                      "(SentencePiece) in this directory")
+    raise ConfigError(
+        f"{d}: no tokenizer found; expected tokenizer.json (HF tokenizers) or tokenizer.model "
+        "(SentencePiece) in this directory"
+    )

@@ -4,6 +4,7 @@
 its prefill. `tool_source` runs tool-integrated decoding. The harness sees only the function, so
 another source (a fake in tests) plugs in the same way.
 """
+
 from __future__ import annotations
 
 from typing import Callable, Sequence
@@ -18,8 +19,15 @@ CompleteFn = Callable[[Sequence[str], Sequence[int]], list[Completion]]
 __all__ = ["Completion", "CompleteFn", "plain_source", "tool_source"]
 
 
-def plain_source(model: LoadedModel, sp: SamplingParams, all_prompts: Sequence[str], *, batch_size: int = 0,
-                 add_special_tokens: bool = True, engine=None) -> CompleteFn:
+def plain_source(
+    model: LoadedModel,
+    sp: SamplingParams,
+    all_prompts: Sequence[str],
+    *,
+    batch_size: int = 0,
+    add_special_tokens: bool = True,
+    engine=None,
+) -> CompleteFn:
     """Greedy / sampled decoding; `batch_size` is the engine's slot count (0 = its default). The engine
     is sized from `all_prompts` (the whole run, resumed rows included), or is the given `engine` (one
     that already serves `model`, e.g. the RL sampler)."""
@@ -28,14 +36,17 @@ def plain_source(model: LoadedModel, sp: SamplingParams, all_prompts: Sequence[s
     limit = model.cfg.max_position_embeddings
     longest = max(range(len(lengths)), key=lengths.__getitem__) if lengths else 0
     if lengths and lengths[longest] + sp.max_tokens > limit:
-        raise InputError(f"prompt {longest} has {lengths[longest]} tokens; with --max-new-tokens {sp.max_tokens} "
-                         f"that exceeds the model's max_position_embeddings {limit}: use fewer --shots or fewer "
-                         "new tokens")
+        raise InputError(
+            f"prompt {longest} has {lengths[longest]} tokens; with --max-new-tokens {sp.max_tokens} "
+            f"that exceeds the model's max_position_embeddings {limit}: use fewer --shots or fewer "
+            "new tokens"
+        )
     if engine is None:
         engine = engine_for_prompts(model, lengths, sp, batch_size)
     elif lengths and engine.fits(lengths[longest], sp.max_tokens):
-        raise InputError(f"prompt {longest} has {lengths[longest]} tokens; "
-                         f"{engine.fits(lengths[longest], sp.max_tokens)}")
+        raise InputError(
+            f"prompt {longest} has {lengths[longest]} tokens; {engine.fits(lengths[longest], sp.max_tokens)}"
+        )
 
     def complete(prompts: Sequence[str], seeds: Sequence[int]) -> list[Completion]:
         groups: dict[str, list[int]] = {}  # the samples of one prompt go in together: one prefill
@@ -57,13 +68,25 @@ class _ToolSource:
     is fed back before decoding resumes (infer.tool_generate). One ToolGenerator serves the whole
     run, so the compiled model and the warm sandboxes are reused across calls."""
 
-    def __init__(self, model: LoadedModel, sp: SamplingParams, batch_size: int, max_calls: int, timeout_s: float,
-                 add_special_tokens: bool):
+    def __init__(
+        self,
+        model: LoadedModel,
+        sp: SamplingParams,
+        batch_size: int,
+        max_calls: int,
+        timeout_s: float,
+        add_special_tokens: bool,
+    ):
         from mathjax_train.infer.tool_generate import ToolGenerator
 
         self.sp = sp
-        self.tg = ToolGenerator(model, max_calls=max_calls, timeout_s=timeout_s, batch_size=batch_size,
-                                add_special_tokens=add_special_tokens)
+        self.tg = ToolGenerator(
+            model,
+            max_calls=max_calls,
+            timeout_s=timeout_s,
+            batch_size=batch_size,
+            add_special_tokens=add_special_tokens,
+        )
 
     def __call__(self, prompts: Sequence[str], seeds: Sequence[int]) -> list[Completion]:
         return self.tg.generate(list(prompts), self.sp, list(seeds))
@@ -72,6 +95,13 @@ class _ToolSource:
         self.tg.close()
 
 
-def tool_source(model: LoadedModel, sp: SamplingParams, *, batch_size: int = 0, max_calls: int = 4,
-                timeout_s: float = 5.0, add_special_tokens: bool = True) -> CompleteFn:
+def tool_source(
+    model: LoadedModel,
+    sp: SamplingParams,
+    *,
+    batch_size: int = 0,
+    max_calls: int = 4,
+    timeout_s: float = 5.0,
+    add_special_tokens: bool = True,
+) -> CompleteFn:
     return _ToolSource(model, sp, batch_size, max_calls, timeout_s, add_special_tokens)

@@ -3,6 +3,7 @@
 Every source becomes a list of `data.problems.Problem` (its loaders and ids); here only what
 evaluation adds: empty gold answers are errors, and few-shot exemplars come from a train split.
 """
+
 from __future__ import annotations
 
 import os
@@ -12,8 +13,15 @@ from mathjax_train.data import problems
 from mathjax_train.data.problems import NAMED, Problem, gsm8k_final_answer
 from mathjax_train.data.templates import remove_calculator_annotations, strip_final_answer
 
-__all__ = ["NAMED", "Problem", "dataset_path", "default_fallback", "exemplar_solution", "load_exemplars",
-           "load_problems"]
+__all__ = [
+    "NAMED",
+    "Problem",
+    "dataset_path",
+    "default_fallback",
+    "exemplar_solution",
+    "load_exemplars",
+    "load_problems",
+]
 
 
 def default_fallback(dataset: str) -> str | None:
@@ -44,13 +52,15 @@ def _nonempty(path, found: list[Problem], skipped: dict | None) -> list[Problem]
 def load_problems(dataset: str, split: str = "test", data_dir=None, limit: int = 0) -> list[Problem]:
     """Problems of a named dataset split or a JSONL file; `limit` > 0 keeps the first `limit`."""
     path = dataset_path(dataset, split, data_dir)
-    found = _nonempty(path, problems.load_named(dataset, split, data_dir), None) if dataset in NAMED \
+    found = (
+        _nonempty(path, problems.load_named(dataset, split, data_dir), None)
+        if dataset in NAMED
         else problems.read_jsonl(path)
+    )
     return found[:limit] if limit > 0 else found
 
 
-def load_exemplars(dataset: str, exemplars: str = "", data_dir=None,
-                   skipped: dict | None = None) -> list[Problem]:
+def load_exemplars(dataset: str, exemplars: str = "", data_dir=None, skipped: dict | None = None) -> list[Problem]:
     """The pool few-shot exemplars come from: `exemplars` (a JSONL file with solutions), else the
     *train* split of a named dataset (never a test split). Rows with an empty answer are left
     out and counted in `skipped`."""
@@ -59,8 +69,9 @@ def load_exemplars(dataset: str, exemplars: str = "", data_dir=None,
         return problems.read_jsonl(exemplars, require_solution=True, skipped=skipped)
     if dataset in NAMED:
         source = "math" if dataset == "math500" else dataset
-        return _nonempty(problems.named_file(source, "train", data_dir),
-                         problems.load_named(source, "train", data_dir), skipped)
+        return _nonempty(
+            problems.named_file(source, "train", data_dir), problems.load_named(source, "train", data_dir), skipped
+        )
     raise InputError("--shots with --dataset FILE needs --exemplars FILE (JSONL with question, answer, solution)")
 
 

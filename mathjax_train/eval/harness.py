@@ -5,6 +5,7 @@ Re-running the same command in the same output directory resumes: finished rows 
 and not generated again; per-sample seeds depend on the problem's index only, so a resumed run
 produces the same samples as an uninterrupted one.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -55,8 +56,9 @@ def answer_fallback(cfg: EvalConfig) -> str | None:
 def sampling_params(cfg: EvalConfig) -> SamplingParams:
     g = cfg.generate
     stop = tuple(dict.fromkeys(DEFAULT_STOP + tuple(g.stop)))
-    return SamplingParams(max_tokens=g.max_new_tokens, temperature=g.temperature, top_p=g.top_p, top_k=g.top_k,
-                          stop=stop)
+    return SamplingParams(
+        max_tokens=g.max_new_tokens, temperature=g.temperature, top_p=g.top_p, top_k=g.top_k, stop=stop
+    )
 
 
 def tokenizer_dir(cfg: EvalConfig) -> epath.Path:
@@ -93,15 +95,28 @@ def build_prompts(cfg: EvalConfig, problems: Sequence[datasets.Problem]):
 def run_settings(cfg: EvalConfig, dataset_file, shots: Sequence[datasets.Problem], step: int | None) -> dict:
     """What must not change between an interrupted run and its resumption."""
     g = cfg.generate
-    return {"checkpoint": cfg.checkpoint if is_remote(cfg.checkpoint) else os.path.abspath(cfg.checkpoint),
-            "checkpoint_step": step,
-            "dataset": cfg.dataset, "split": cfg.split, "dataset_file": str(dataset_file),
-            "problem_ids": ID_SCHEME,
-            "template": cfg.template, "shots": cfg.shots, "exemplar_ids": [e.id for e in shots],
-            "max_new_tokens": g.max_new_tokens, "temperature": g.temperature, "top_p": g.top_p, "top_k": g.top_k,
-            "num_samples": g.num_samples, "seed": g.seed, "stop": list(sampling_params(cfg).stop),
-            "tools": cfg.tools, "answer_fallback": answer_fallback(cfg), "dtype": cfg.dtype,
-            "grading_timeout_s": cfg.grading_timeout_s}
+    return {
+        "checkpoint": cfg.checkpoint if is_remote(cfg.checkpoint) else os.path.abspath(cfg.checkpoint),
+        "checkpoint_step": step,
+        "dataset": cfg.dataset,
+        "split": cfg.split,
+        "dataset_file": str(dataset_file),
+        "problem_ids": ID_SCHEME,
+        "template": cfg.template,
+        "shots": cfg.shots,
+        "exemplar_ids": [e.id for e in shots],
+        "max_new_tokens": g.max_new_tokens,
+        "temperature": g.temperature,
+        "top_p": g.top_p,
+        "top_k": g.top_k,
+        "num_samples": g.num_samples,
+        "seed": g.seed,
+        "stop": list(sampling_params(cfg).stop),
+        "tools": cfg.tools,
+        "answer_fallback": answer_fallback(cfg),
+        "dtype": cfg.dtype,
+        "grading_timeout_s": cfg.grading_timeout_s,
+    }
 
 
 def default_source(cfg: EvalConfig, all_prompts: Sequence[str]) -> CompleteFn:
@@ -112,27 +127,50 @@ def default_source(cfg: EvalConfig, all_prompts: Sequence[str]) -> CompleteFn:
     model = load_for_inference(cfg.checkpoint, dtype=cfg.dtype or "auto")
     sp = sampling_params(cfg)
     if cfg.tools == "python":
-        return completions.tool_source(model, sp, batch_size=cfg.generate.batch_size,
-                                       add_special_tokens=cfg.template != "chat")
-    return completions.plain_source(model, sp, all_prompts, batch_size=cfg.generate.batch_size,
-                                    add_special_tokens=cfg.template != "chat")
+        return completions.tool_source(
+            model, sp, batch_size=cfg.generate.batch_size, add_special_tokens=cfg.template != "chat"
+        )
+    return completions.plain_source(
+        model, sp, all_prompts, batch_size=cfg.generate.batch_size, add_special_tokens=cfg.template != "chat"
+    )
 
 
-def grade(problem: datasets.Problem, index: int, prompt: str, samples: Sequence[Completion],
-          fallback: str | None, timeout_s: float) -> dict:
+def grade(
+    problem: datasets.Problem,
+    index: int,
+    prompt: str,
+    samples: Sequence[Completion],
+    fallback: str | None,
+    timeout_s: float,
+) -> dict:
     """One result row: the completions, their extracted answers, verdicts and answer clusters."""
     answers = [extract_answer(s.text, fallback=fallback) for s in samples]
     correct = [a is not None and is_equivalent(problem.answer, a, timeout_s=timeout_s) for a in answers]
-    return {"id": problem.id, "index": index, "question": problem.question, "gold": problem.answer,
-            "level": problem.level, "subject": problem.subject,
-            "prompt_sha1": hashlib.sha1(prompt.encode()).hexdigest(),
-            "completions": [s.text for s in samples], "answers": answers, "correct": correct,
-            "clusters": metrics.cluster_ids(answers), "finish_reasons": [s.finish_reason for s in samples],
-            "num_tokens": [s.num_tokens for s in samples], "tool_calls": [s.tool_calls for s in samples]}
+    return {
+        "id": problem.id,
+        "index": index,
+        "question": problem.question,
+        "gold": problem.answer,
+        "level": problem.level,
+        "subject": problem.subject,
+        "prompt_sha1": hashlib.sha1(prompt.encode()).hexdigest(),
+        "completions": [s.text for s in samples],
+        "answers": answers,
+        "correct": correct,
+        "clusters": metrics.cluster_ids(answers),
+        "finish_reasons": [s.finish_reason for s in samples],
+        "num_tokens": [s.num_tokens for s in samples],
+        "tool_calls": [s.tool_calls for s in samples],
+    }
 
 
-def evaluate(cfg: EvalConfig, *, make_source: SourceFactory = default_source,
-             on_row: Callable[[dict], None] | None = None, progress: bool = True) -> EvalResult:
+def evaluate(
+    cfg: EvalConfig,
+    *,
+    make_source: SourceFactory = default_source,
+    on_row: Callable[[dict], None] | None = None,
+    progress: bool = True,
+) -> EvalResult:
     """Run (or resume) one evaluation and write report.json, summary.md and accuracy_vs_k.png."""
     cfg.validate()
     t0 = time.time()
@@ -150,8 +188,10 @@ def evaluate(cfg: EvalConfig, *, make_source: SourceFactory = default_source,
     for i, p in enumerate(kept):
         row = resumed.rows.get(p.id)
         if row is not None and row["prompt_sha1"] != sha[i]:
-            raise InputError(f"{out / results.SAMPLES_FILE}: the row for problem {p.id!r} was made from another "
-                             "prompt (the dataset changed?); use another --output-dir")
+            raise InputError(
+                f"{out / results.SAMPLES_FILE}: the row for problem {p.id!r} was made from another "
+                "prompt (the dataset changed?); use another --output-dir"
+            )
     todo = [i for i, p in enumerate(kept) if p.id not in resumed.rows]
     n = cfg.generate.num_samples
     fallback = answer_fallback(cfg)
@@ -161,20 +201,32 @@ def evaluate(cfg: EvalConfig, *, make_source: SourceFactory = default_source,
         work = [(i, j) for i in todo for j in range(n)]
         pending: dict[int, dict[int, Completion]] = {}
         bs = 4 * (cfg.generate.batch_size or 64)  # samples handed to the engine at once; rows are written after each
-        with results.row_writer(out) as writer, tqdm(total=len(work), desc=f"evaluate {cfg.dataset}", unit="sample",
-                                                     file=sys.stderr, disable=not progress) as bar, \
-                contextlib.closing(complete) if hasattr(complete, "close") else contextlib.nullcontext():
+        with (
+            results.row_writer(out) as writer,
+            tqdm(
+                total=len(work), desc=f"evaluate {cfg.dataset}", unit="sample", file=sys.stderr, disable=not progress
+            ) as bar,
+            contextlib.closing(complete) if hasattr(complete, "close") else contextlib.nullcontext(),
+        ):
             for b in range(0, len(work), bs):
-                chunk = work[b:b + bs]
-                outs = complete([prompts[i] for i, _ in chunk],
-                                [sample_seed(cfg.generate.seed, index[kept[i].id], j) for i, j in chunk])
+                chunk = work[b : b + bs]
+                outs = complete(
+                    [prompts[i] for i, _ in chunk],
+                    [sample_seed(cfg.generate.seed, index[kept[i].id], j) for i, j in chunk],
+                )
                 for (i, j), c in zip(chunk, outs):
                     pending.setdefault(i, {})[j] = c
                     new_tokens += c.num_tokens
                 for i in sorted(k for k, v in pending.items() if len(v) == n):
                     samples = pending.pop(i)
-                    row = grade(kept[i], index[kept[i].id], prompts[i], [samples[j] for j in range(n)], fallback,
-                                cfg.grading_timeout_s)
+                    row = grade(
+                        kept[i],
+                        index[kept[i].id],
+                        prompts[i],
+                        [samples[j] for j in range(n)],
+                        fallback,
+                        cfg.grading_timeout_s,
+                    )
                     writer.write_row(row)
                     resumed.rows[row["id"]] = row
                     done_now += 1
@@ -182,17 +234,25 @@ def evaluate(cfg: EvalConfig, *, make_source: SourceFactory = default_source,
                     if on_row is not None:
                         on_row(row)
                 bar.update(len(chunk))
-                bar.set_postfix(acc=f"{correct_now / max(done_now, 1):.3f}",
-                                tok_s=f"{new_tokens / (time.time() - t0):.1f}")
+                bar.set_postfix(
+                    acc=f"{correct_now / max(done_now, 1):.3f}", tok_s=f"{new_tokens / (time.time() - t0):.1f}"
+                )
     rows = [resumed.rows[p.id] for p in kept]
     seconds = time.time() - t0
-    meta = {"settings": {**run_settings(cfg, dataset_file, shots, step), "limit": cfg.limit},
-            "skipped": skipped,
-            "run": {"generated_problems": done_now, "resumed_problems": len(kept) - done_now,
-                    "partial_lines_discarded": resumed.partial_lines,
-                    "rows_not_in_this_run": len(set(resumed.rows) - {p.id for p in kept}),
-                    "new_tokens": new_tokens, "seconds": round(seconds, 2),
-                    "tokens_per_second": round(new_tokens / max(seconds, 1e-9), 2), "grading": stats()}}
+    meta = {
+        "settings": {**run_settings(cfg, dataset_file, shots, step), "limit": cfg.limit},
+        "skipped": skipped,
+        "run": {
+            "generated_problems": done_now,
+            "resumed_problems": len(kept) - done_now,
+            "partial_lines_discarded": resumed.partial_lines,
+            "rows_not_in_this_run": len(set(resumed.rows) - {p.id for p in kept}),
+            "new_tokens": new_tokens,
+            "seconds": round(seconds, 2),
+            "tokens_per_second": round(new_tokens / max(seconds, 1e-9), 2),
+            "grading": stats(),
+        },
+    }
     rep = report.build_report(rows, n, meta)
     paths = report.write(rep, out)
     return EvalResult(rep, paths, done_now, len(kept) - done_now)

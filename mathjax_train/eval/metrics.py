@@ -4,6 +4,7 @@ Each graded row carries per-sample `answers` (extracted, or None), `correct` (bo
 (cluster id per sample, None where no answer was extracted). Metrics are computed from those
 fields only, so a report can be recomputed from its own graded samples.
 """
+
 from __future__ import annotations
 
 import math
@@ -34,8 +35,9 @@ def ks_for(n: int) -> list[int]:
     return ks + [n]
 
 
-def cluster_ids(answers: Sequence[str | None],
-                equivalent: Callable[[str, str], bool] = is_equivalent) -> list[int | None]:
+def cluster_ids(
+    answers: Sequence[str | None], equivalent: Callable[[str, str], bool] = is_equivalent
+) -> list[int | None]:
     """Cluster id per answer: each answer joins the first earlier cluster whose first member it is
     equivalent to (`equivalent(first, answer)`), else opens a new one. None answers get None.
 
@@ -142,6 +144,10 @@ def paired_difference(before: Sequence[bool], after: Sequence[bool], z: float = 
     mean_d = sum(d) / n
     var = sum((x - mean_d) ** 2 for x in d) / (n - 1) if n > 1 else 0.0
     half = z * math.sqrt(var / n)
-    return {"problems": n, "difference": round(mean_d, 4),
-            "interval": [round(mean_d - half, 4), round(mean_d + half, 4)],
-            "gained": sum(x > 0 for x in d), "lost": sum(x < 0 for x in d)}
+    return {
+        "problems": n,
+        "difference": round(mean_d, 4),
+        "interval": [round(mean_d - half, 4), round(mean_d + half, 4)],
+        "gained": sum(x > 0 for x in d),
+        "lost": sum(x < 0 for x in d),
+    }

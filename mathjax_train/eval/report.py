@@ -1,5 +1,6 @@
 """The evaluation report: `report.json` (metrics, tables, graded samples), `summary.md`, and
 `accuracy_vs_k.png` (pass@k and maj@k against k, drawn with matplotlib's Agg backend)."""
+
 from __future__ import annotations
 
 import json
@@ -42,29 +43,41 @@ def _pct(x) -> str:
 
 def _table(title: str, groups: dict, ks: list[int]) -> list[str]:
     k = ks[-1]
-    lines = [f"## {title}", "", f"| {title.split()[-1]} | n | accuracy | pass@{k} | maj@{k} |",
-             "|---|---:|---:|---:|---:|"]
+    lines = [
+        f"## {title}",
+        "",
+        f"| {title.split()[-1]} | n | accuracy | pass@{k} | maj@{k} |",
+        "|---|---:|---:|---:|---:|",
+    ]
     for name, g in groups.items():
-        lines.append(f"| {name} | {g['n']} | {_pct(g['accuracy'])} | {_pct(g['pass@k'][str(k)])} | "
-                     f"{_pct(g['maj@k'][str(k)])} |")
+        lines.append(
+            f"| {name} | {g['n']} | {_pct(g['accuracy'])} | {_pct(g['pass@k'][str(k)])} | {_pct(g['maj@k'][str(k)])} |"
+        )
     return lines + [""]
 
 
 def markdown(report: dict) -> str:
     ks = report["ks"]
     s = report["settings"]
-    lines = [f"# Evaluation: {s['dataset']} ({s['split']})", "",
-             f"checkpoint `{s['checkpoint']}`, template `{s['template']}`, {s['shots']}-shot, "
-             f"{report['num_samples']} sample(s) per problem at temperature {s['temperature']}, "
-             f"top-p {s['top_p']}, seed {s['seed']}, tools `{s['tools']}`.", "",
-             f"- problems: {report['num_problems']} (skipped: "
-             f"{', '.join(f'{k} {v}' for k, v in report['skipped'].items()) or 'none'})",
-             f"- accuracy (first sample): **{_pct(report['accuracy'])}%**",
-             f"- samples with no extractable answer: {report['no_answer_extracted']}",
-             f"- finish reasons: {report['finish_reasons']}", "",
-             "| k | " + " | ".join(str(k) for k in ks) + " |", "|---|" + "---:|" * len(ks),
-             "| pass@k | " + " | ".join(_pct(report["pass@k"][str(k)]) for k in ks) + " |",
-             "| maj@k | " + " | ".join(_pct(report["maj@k"][str(k)]) for k in ks) + " |", ""]
+    lines = [
+        f"# Evaluation: {s['dataset']} ({s['split']})",
+        "",
+        f"checkpoint `{s['checkpoint']}`, template `{s['template']}`, {s['shots']}-shot, "
+        f"{report['num_samples']} sample(s) per problem at temperature {s['temperature']}, "
+        f"top-p {s['top_p']}, seed {s['seed']}, tools `{s['tools']}`.",
+        "",
+        f"- problems: {report['num_problems']} (skipped: "
+        f"{', '.join(f'{k} {v}' for k, v in report['skipped'].items()) or 'none'})",
+        f"- accuracy (first sample): **{_pct(report['accuracy'])}%**",
+        f"- samples with no extractable answer: {report['no_answer_extracted']}",
+        f"- finish reasons: {report['finish_reasons']}",
+        "",
+        "| k | " + " | ".join(str(k) for k in ks) + " |",
+        "|---|" + "---:|" * len(ks),
+        "| pass@k | " + " | ".join(_pct(report["pass@k"][str(k)]) for k in ks) + " |",
+        "| maj@k | " + " | ".join(_pct(report["maj@k"][str(k)]) for k in ks) + " |",
+        "",
+    ]
     if report["by_level"]:
         lines += _table("By level", report["by_level"], ks)
     if report["by_subject"]:

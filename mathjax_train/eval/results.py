@@ -5,6 +5,7 @@ On restart the settings must match (else results from two runs would mix), finis
 back, and a last line cut off mid-write is discarded and counted (data/run_dir.py). Any other bad
 line is an error naming path:line.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -27,8 +28,9 @@ class Resumed:
 
 def check_settings(out_dir: epath.Path, settings: dict) -> None:
     """Write run.json, or check that the one there has the same settings."""
-    run_dir.check_settings(out_dir / RUN_FILE, settings, output=f"the output directory {out_dir}",
-                           flag="--output-dir", under="settings")
+    run_dir.check_settings(
+        out_dir / RUN_FILE, settings, output=f"the output directory {out_dir}", flag="--output-dir", under="settings"
+    )
 
 
 def read_rows(out_dir: epath.Path) -> Resumed:

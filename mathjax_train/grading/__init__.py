@@ -3,6 +3,7 @@
 `extract_answer(text) -> str | None` and `is_equivalent(gold, pred) -> bool` are the contract;
 `stats()` exposes the counters of fast-path decisions, worker calls, timeouts and errors.
 """
+
 from .equivalence import is_equivalent
 from .extract import extract_answer
 from .timeouts import stats

@@ -1,4 +1,5 @@
 """Worker process main loop: one JSON request per stdin line, one JSON verdict per stdout line."""
+
 from __future__ import annotations
 
 import json

@@ -27,6 +27,7 @@ Rules (each has tests in tests/test_grading_battery.py):
 Plain numbers, text and identical strings are decided in-process; anything needing sympy runs
 in a worker process with a hard time limit (timeouts.py), and a timeout counts as not equivalent.
 """
+
 from __future__ import annotations
 
 import re
@@ -147,6 +148,7 @@ class _Comparer:
             if not self.symbolic:
                 raise NeedsSymbolic
             from . import symbolic as sy
+
             try:
                 da = sy.latex_to_sympy(ea[0]) - sy.latex_to_sympy(ea[1])
                 db = sy.latex_to_sympy(eb[0]) - sy.latex_to_sympy(eb[1])
@@ -171,21 +173,26 @@ class _Comparer:
         na, nb_ = nb.parse_number(a), nb.parse_number(b)
         approx = bool(_APPROX_RE.search(a) or _APPROX_RE.search(b))
         if na is not None and nb_ is not None:
-            return any((nb.numbers_close(x, y) if approx else x == y)
-                              for x in _readings(na, self.g_pct, self.g_deg, _PI)
-                       for y in _readings(nb_, self.p_pct, self.p_deg, _PI))
+            return any(
+                (nb.numbers_close(x, y) if approx else x == y)
+                for x in _readings(na, self.g_pct, self.g_deg, _PI)
+                for y in _readings(nb_, self.p_pct, self.p_deg, _PI)
+            )
         if not self.symbolic:
             raise NeedsSymbolic
         from . import symbolic as sy
         import sympy as sp
+
         try:
             xa = sp.Rational(na.numerator, na.denominator) if na is not None else sy.latex_to_sympy(a)
             xb = sp.Rational(nb_.numerator, nb_.denominator) if nb_ is not None else sy.latex_to_sympy(b)
         except (sy.ParseError, ZeroDivisionError, TypeError, ValueError):
             return False
-        return any(sy.expressions_equal(x, y, approximate=approx)
-                   for x in _readings(xa, self.g_pct, self.g_deg, sp.pi)
-                   for y in _readings(xb, self.p_pct, self.p_deg, sp.pi))
+        return any(
+            sy.expressions_equal(x, y, approximate=approx)
+            for x in _readings(xa, self.g_pct, self.g_deg, sp.pi)
+            for y in _readings(xb, self.p_pct, self.p_deg, sp.pi)
+        )
 
 
 def compare_answers(gold: str, pred: str, symbolic: bool) -> bool:

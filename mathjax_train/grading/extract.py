@@ -9,6 +9,7 @@ Several boxes: `boxed="last"` (default) returns the last one; `boxed="all"` retu
 distinct boxed answer, in order, joined with ", " (so a solution boxing 3 and -3 yields "3, -3",
 which the grader compares with a gold "3, -3" or "-3, 3" as an unordered list).
 """
+
 from __future__ import annotations
 
 import re
@@ -17,8 +18,8 @@ from .normalize import find_group, repair_control_chars, strip_outer_math
 
 _BOX_RE = re.compile(r"\\(?:boxed|fbox)(?![a-zA-Z])")
 _MARKER_RE = re.compile(
-    r"(?:the\s+final\s+answer\s+is|the\s+answer\s+is|final\s+answer\s*:|answer\s*:|####)\s*(?::\s*)?",
-    re.IGNORECASE)
+    r"(?:the\s+final\s+answer\s+is|the\s+answer\s+is|final\s+answer\s*:|answer\s*:|####)\s*(?::\s*)?", re.IGNORECASE
+)
 _NUMBER_RE = re.compile(r"-?\d[\d,]*(?:\.\d+)?(?:/\d+)?|-?\.\d+")
 
 
@@ -33,7 +34,7 @@ def boxed_contents(text: str) -> list[str]:
             end = find_group(text, i)
             if end < 0:
                 continue
-            out.append(text[i + 1:end - 1].strip())
+            out.append(text[i + 1 : end - 1].strip())
         elif i > m.end():  # "\boxed 5": the argument runs to the next space or `$`
             arg = re.match(r"[^\s$]+", text[i:])
             if arg:
@@ -61,7 +62,7 @@ def _after_marker(text: str) -> str | None:
         last = found
     if last is None:
         return None
-    rest = text[last.end():]
+    rest = text[last.end() :]
     rest = rest.split("\n", 1)[0]
     inner = boxed_contents(rest)
     if inner:

@@ -4,6 +4,7 @@ Only rewrites that cannot change the mathematical meaning live here (spacing, `\
 `\\left(` -> `(`, dollar signs); meaning-bearing marks (percent, degrees, units, `x=` prefixes) are
 split off into a `Clean` record so the comparison can decide how to use them.
 """
+
 from __future__ import annotations
 
 import re
@@ -22,22 +23,84 @@ _FRAC_VARIANTS_RE = re.compile(r"\\[dtc]frac(?![a-zA-Z])")
 _BINOM_VARIANTS_RE = re.compile(r"\\[dt]binom(?![a-zA-Z])")
 _DEGREE_RE = re.compile(r"\^\s*\{\s*\\circ\s*\}|\^\s*\\circ|°|\\degree|\{\}\^\\circ")
 _PERCENT_RE = re.compile(r"\\%|%|\\text\{\s*percent\s*\}|\bpercent\b")
-_TEXT_CMD_RE = re.compile(r"\\(?:text|textbf|textit|textrm|textnormal|mbox|mathrm|mathbf|mathit|operatorname|textup|rm|bf)\s*\{")
+_TEXT_CMD_RE = re.compile(
+    r"\\(?:text|textbf|textit|textrm|textnormal|mbox|mathrm|mathbf|mathit|operatorname|textup|rm|bf)\s*\{"
+)
 
 # Unit words accepted after any quantity ending in a digit (`x = 2 cm`); a bare letter is never a unit.
 UNIT_WORDS = {
-    "cm", "mm", "km", "m", "meter", "meters", "metre", "metres", "centimeter", "centimeters",
-    "inch", "inches", "in", "ft", "foot", "feet", "yard", "yards", "mile", "miles", "mph",
-    "unit", "units", "square", "sq", "cubic", "degree", "degrees", "dollar", "dollars", "cent",
-    "cents", "second", "seconds", "minute", "minutes", "hour", "hours", "day", "days", "week",
-    "weeks", "year", "years", "gram", "grams", "g", "kg", "gm", "pound", "pounds", "lb", "lbs",
-    "liter", "liters", "ml", "ways", "way", "people", "students", "times", "points", "month", "months",
+    "cm",
+    "mm",
+    "km",
+    "m",
+    "meter",
+    "meters",
+    "metre",
+    "metres",
+    "centimeter",
+    "centimeters",
+    "inch",
+    "inches",
+    "in",
+    "ft",
+    "foot",
+    "feet",
+    "yard",
+    "yards",
+    "mile",
+    "miles",
+    "mph",
+    "unit",
+    "units",
+    "square",
+    "sq",
+    "cubic",
+    "degree",
+    "degrees",
+    "dollar",
+    "dollars",
+    "cent",
+    "cents",
+    "second",
+    "seconds",
+    "minute",
+    "minutes",
+    "hour",
+    "hours",
+    "day",
+    "days",
+    "week",
+    "weeks",
+    "year",
+    "years",
+    "gram",
+    "grams",
+    "g",
+    "kg",
+    "gm",
+    "pound",
+    "pounds",
+    "lb",
+    "lbs",
+    "liter",
+    "liters",
+    "ml",
+    "ways",
+    "way",
+    "people",
+    "students",
+    "times",
+    "points",
+    "month",
+    "months",
 }
 # After a plain number, any word of 3+ letters is taken as a unit (`332 legs`, `5 per hour`) except
 # connectives, operator words and number words that scale or divide it (`3 million`, `2 fifths`).
 _NOT_UNIT_RE = re.compile(
     r"and|or|but|not|nor|plus|minus|over|divided|mod|modulo|choose|squared|cubed|factorial|dozens?"
-    r"|hundreds?|thousands?|millions?|billions?|trillions?|halfs?|halves|thirds?|quarters?|[a-z]+ths?", re.I)
+    r"|hundreds?|thousands?|millions?|billions?|trillions?|halfs?|halves|thirds?|quarters?|[a-z]+ths?",
+    re.I,
+)
 
 
 @dataclass
@@ -82,9 +145,9 @@ def unwrap_text_commands(s: str) -> str:
         start, brace = m.start(), m.end() - 1
         end = find_group(s, brace)
         if end < 0:
-            s = s[:start] + s[brace + 1:]
+            s = s[:start] + s[brace + 1 :]
             continue
-        s = s[:start] + s[brace + 1:end - 1] + s[end:]
+        s = s[:start] + s[brace + 1 : end - 1] + s[end:]
     return s
 
 
@@ -111,16 +174,23 @@ def _is_unit_phrase(words: list[str], quantity: str) -> bool:
     if all(w.lower() in UNIT_WORDS for w in words):
         return True
     plain = parse_number(re.sub(r"^[a-zA-Z]\s*=\s*", "", quantity)) is not None
-    return plain and all(w.lower() in UNIT_WORDS or (len(w) >= 3 and not _NOT_UNIT_RE.fullmatch(w))
-                         for w in words)
+    return plain and all(w.lower() in UNIT_WORDS or (len(w) >= 3 and not _NOT_UNIT_RE.fullmatch(w)) for w in words)
 
 
 def _strip_units(s: str) -> str:
     """Remove a trailing unit: a `\\text{...}` after a quantity, or unit words after a number."""
     # `\text{ cm}^2`, `\text{ square units}`, `\mbox{ cm}` after something: drop when a quantity precedes.
-    m = re.search(r"^(.*?\S)\s*\\(?:text|textnormal|mbox|mathrm|textrm)\s*\{\s*([a-zA-Z][a-zA-Z .\n]*)\}(\s*\^\s*\{?\d\}?)?\s*\.?$", s, re.S)
-    if (m and re.search(r"[\d}]|\\pi", m.group(1)) and not re.search(r"\{\s*[ap]\.?\s*m\.?\s*\}", m.group(0), re.I)
-            and not any(_NOT_UNIT_RE.fullmatch(w) for w in m.group(2).split())):
+    m = re.search(
+        r"^(.*?\S)\s*\\(?:text|textnormal|mbox|mathrm|textrm)\s*\{\s*([a-zA-Z][a-zA-Z .\n]*)\}(\s*\^\s*\{?\d\}?)?\s*\.?$",
+        s,
+        re.S,
+    )
+    if (
+        m
+        and re.search(r"[\d}]|\\pi", m.group(1))
+        and not re.search(r"\{\s*[ap]\.?\s*m\.?\s*\}", m.group(0), re.I)
+        and not any(_NOT_UNIT_RE.fullmatch(w) for w in m.group(2).split())
+    ):
         s = m.group(1).strip()
     # unit words after a number, bare or in one text command: "5 cm", "12 square feet", "\text{332 legs}"
     m = re.match(r"^(.*?\d)\s+([a-zA-Z][a-zA-Z ]*?)(\s*\^\s*\{?\d\}?)?\s*$", unwrap_text_commands(s))

@@ -13,6 +13,7 @@ against exact constants too: `3.1416` = `\\pi` and `6.2832` = `2\\pi` (relative 
 `3.14` != `\\pi` and `6.28` != `2\\pi` (5e-4).  There is no absolute floor (0 matches only 0) and
 decimals are never rounded to match (`0.33` != 1/3, `0.3333` = 1/3).
 """
+
 from __future__ import annotations
 
 import re

@@ -13,6 +13,7 @@ parenthesized tuple of its entries.  A chain of one set operator (`\\cup`, `\\ca
 scalar equality.  Chains mixing operators (no standard precedence) and set-builder sets are not
 evaluated.
 """
+
 from __future__ import annotations
 
 import re
@@ -50,7 +51,7 @@ def _depth_scan(s: str):
                 depth -= 1
             elif i + 1 < len(s) and s[i + 1] in "{}":
                 depth += 1 if s[i + 1] == "{" else -1
-                yield i, s[i:i + 2], depth
+                yield i, s[i : i + 2], depth
                 i += 2
                 continue
             yield i, c, depth
@@ -111,7 +112,7 @@ def _expand_pm(s: str) -> list[str] | None:
                 nxt.append(t)
                 continue
             first, second = ("+", "-") if m.group(1) == "pm" else ("-", "+")
-            nxt += [t[:m.start()] + first + t[m.end():], t[:m.start()] + second + t[m.end():]]
+            nxt += [t[: m.start()] + first + t[m.end() :], t[: m.start()] + second + t[m.end() :]]
         out = nxt
     return [t.strip() for t in out]
 
@@ -205,9 +206,14 @@ _SET_BUILDER_RE = re.compile(r"\\mid|\||:|\\[lc]?dots|\\in(?![a-zA-Z])|<|>|=")
 
 def _evaluate_sets(n: Node, eq) -> Node:
     """The set a union/setop of explicit finite sets denotes (membership by `eq`), else `n`."""
-    if n.kind not in ("union", "setop") or len(n.items) < 2 or not all(
+    if (
+        n.kind not in ("union", "setop")
+        or len(n.items) < 2
+        or not all(
             x.kind == "set" and not any(y.kind == "scalar" and _SET_BUILDER_RE.search(y.text) for y in x.items)
-            for x in n.items):
+            for x in n.items
+        )
+    ):
         return n
     first, rest = n.items[0].items, n.items[1:]
     if n.kind == "union":
@@ -234,7 +240,8 @@ def nodes_equal(g: Node, p: Node, scalar_eq: ScalarEq) -> bool:
         return scalar_eq(g.text, p.text)
     if g.kind == "matrix" and p.kind == "matrix":
         return len(g.rows) == len(p.rows) and all(
-            len(r) == len(q) and all(scalar_eq(x, y) for x, y in zip(r, q)) for r, q in zip(g.rows, p.rows))
+            len(r) == len(q) and all(scalar_eq(x, y) for x, y in zip(r, q)) for r, q in zip(g.rows, p.rows)
+        )
     if "matrix" in (g.kind, p.kind):
         gv, pv = _as_vector(g), _as_vector(p)
         return gv is not None and pv is not None and ordered(gv, pv)

@@ -7,6 +7,7 @@ trig/log functions (`\\sin^2 x`, `\\log_2 8`).  Every run of letters is a produc
 one-letter symbols (`ab` = a*b); `i` is the imaginary unit.  Huge powers and factorials are
 refused before sympy tries to evaluate them.
 """
+
 from __future__ import annotations
 
 import random
@@ -30,14 +31,56 @@ class ParseError(ValueError):
 _TOKEN_RE = re.compile(r"\s*(\d+\.?\d*|\.\d+|\\[a-zA-Z]+|\\[{}|]|[a-zA-Z]|<=|>=|!=|[-+*/^_(){}\[\]|!=<>,'])")
 
 _FUNCS = {
-    "sin": sp.sin, "cos": sp.cos, "tan": sp.tan, "cot": sp.cot, "sec": sp.sec, "csc": sp.csc,
-    "arcsin": sp.asin, "arccos": sp.acos, "arctan": sp.atan, "sinh": sp.sinh, "cosh": sp.cosh,
-    "tanh": sp.tanh, "ln": sp.log, "log": sp.log, "exp": sp.exp,
+    "sin": sp.sin,
+    "cos": sp.cos,
+    "tan": sp.tan,
+    "cot": sp.cot,
+    "sec": sp.sec,
+    "csc": sp.csc,
+    "arcsin": sp.asin,
+    "arccos": sp.acos,
+    "arctan": sp.atan,
+    "sinh": sp.sinh,
+    "cosh": sp.cosh,
+    "tanh": sp.tanh,
+    "ln": sp.log,
+    "log": sp.log,
+    "exp": sp.exp,
 }
-_GREEK = {"alpha", "beta", "gamma", "delta", "epsilon", "varepsilon", "zeta", "eta", "theta",
-          "vartheta", "iota", "kappa", "lambda", "mu", "nu", "xi", "rho", "sigma", "tau", "phi",
-          "varphi", "chi", "psi", "omega", "Gamma", "Delta", "Theta", "Lambda", "Sigma", "Phi",
-          "Psi", "Omega"}
+_GREEK = {
+    "alpha",
+    "beta",
+    "gamma",
+    "delta",
+    "epsilon",
+    "varepsilon",
+    "zeta",
+    "eta",
+    "theta",
+    "vartheta",
+    "iota",
+    "kappa",
+    "lambda",
+    "mu",
+    "nu",
+    "xi",
+    "rho",
+    "sigma",
+    "tau",
+    "phi",
+    "varphi",
+    "chi",
+    "psi",
+    "omega",
+    "Gamma",
+    "Delta",
+    "Theta",
+    "Lambda",
+    "Sigma",
+    "Phi",
+    "Psi",
+    "Omega",
+}
 _MUL_CMDS = {"\\cdot", "\\times", "\\ast"}
 
 
@@ -49,7 +92,7 @@ def _tokenize(s: str) -> list[str]:
         if not m:
             if s[pos:].strip() == "":
                 break
-            raise ParseError(f"unexpected {s[pos:pos + 10]!r}")
+            raise ParseError(f"unexpected {s[pos : pos + 10]!r}")
         tokens.append(m.group(1))
         pos = m.end()
     return tokens
@@ -57,8 +100,9 @@ def _tokenize(s: str) -> list[str]:
 
 def _safe_pow(base, exp):
     if exp.is_Number and base.is_Number:
-        if abs(exp) > MAX_POW_BITS or (base.is_Integer and abs(base) > 1 and
-                                       abs(exp) * int(abs(base)).bit_length() > MAX_POW_BITS):
+        if abs(exp) > MAX_POW_BITS or (
+            base.is_Integer and abs(base) > 1 and abs(exp) * int(abs(base)).bit_length() > MAX_POW_BITS
+        ):
             raise ParseError("power too large")
     elif exp.is_Number and abs(exp) > MAX_POW_BITS:
         raise ParseError("power too large")
@@ -279,7 +323,9 @@ def _close(a, b, tol) -> bool:
     return False
 
 
-_SAMPLE_POINTS = [sp.Rational(n, d) for n, d in ((37, 100), (173, 100), (-61, 100), (29, 10), (-227, 100), (113, 50), (7, 13))]
+_SAMPLE_POINTS = [
+    sp.Rational(n, d) for n, d in ((37, 100), (173, 100), (-61, 100), (29, 10), (-227, 100), (113, 50), (7, 13))
+]
 
 
 def expressions_equal(a, b, approximate: bool = False) -> bool:
@@ -297,8 +343,10 @@ def expressions_equal(a, b, approximate: bool = False) -> bool:
     symbols = sorted(fa, key=str)
     agreed = 0
     for point in range(len(_SAMPLE_POINTS)):
-        subs = {s: _SAMPLE_POINTS[(point + k * 3) % len(_SAMPLE_POINTS)] + sp.Rational(rng.randint(0, 9), 97)
-                for k, s in enumerate(symbols)}
+        subs = {
+            s: _SAMPLE_POINTS[(point + k * 3) % len(_SAMPLE_POINTS)] + sp.Rational(rng.randint(0, 9), 97)
+            for k, s in enumerate(symbols)
+        }
         va, vb = a.evalf(30, subs=subs), b.evalf(30, subs=subs)
         if not (va.is_number and vb.is_number) or va.has(sp.nan, sp.zoo, sp.oo) or vb.has(sp.nan, sp.zoo, sp.oo):
             continue
@@ -317,8 +365,9 @@ def proportional(a, b) -> bool:
     ratio = None
     agreed = 0
     for point in range(len(_SAMPLE_POINTS)):
-        subs = {s: _SAMPLE_POINTS[(point + k * 3) % len(_SAMPLE_POINTS)] + sp.Rational(k, 89)
-                for k, s in enumerate(symbols)}
+        subs = {
+            s: _SAMPLE_POINTS[(point + k * 3) % len(_SAMPLE_POINTS)] + sp.Rational(k, 89) for k, s in enumerate(symbols)
+        }
         va, vb = sp.N(a.evalf(30, subs=subs)), sp.N(b.evalf(30, subs=subs))
         if not (va.is_number and vb.is_number) or va.has(sp.nan, sp.zoo, sp.oo) or vb.has(sp.nan, sp.zoo, sp.oo):
             continue

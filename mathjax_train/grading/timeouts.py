@@ -7,6 +7,7 @@ stdout.  The parent waits with `select`, so the limit works from any thread; a w
 past the limit is killed and replaced lazily.  Workers are started on first use and die with the
 parent (EOF on stdin).  Counters in `stats()` record every timeout and error: nothing is hidden.
 """
+
 from __future__ import annotations
 
 import atexit
@@ -47,8 +48,12 @@ class _Worker:
         env.pop("PYTHONSTARTUP", None)
         self.proc = subprocess.Popen(
             [sys.executable, "-u", "-m", "mathjax_train.grading._worker"],
-            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
-            env=env, close_fds=True)
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.DEVNULL,
+            env=env,
+            close_fds=True,
+        )
         self.buf = b""
         self.ready = False
         count("workers_started")

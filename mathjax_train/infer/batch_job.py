@@ -1,4 +1,5 @@
 """`generate` over a JSONL file: each row's `prompt` -> K completions on the engine, written in order."""
+
 from __future__ import annotations
 
 import json
@@ -28,8 +29,9 @@ class JobStats:
         return self.new_tokens / max(self.seconds, 1e-9)
 
 
-def engine_for_prompts(model: LoadedModel, prompt_lengths, sp: SamplingParams, num_slots: int = 0,
-                       config: EngineConfig | None = None) -> Engine:
+def engine_for_prompts(
+    model: LoadedModel, prompt_lengths, sp: SamplingParams, num_slots: int = 0, config: EngineConfig | None = None
+) -> Engine:
     """An engine sized for a batch job: sequences up to the longest prompt plus max_tokens."""
     cfg = config or EngineConfig()
     if num_slots:
@@ -38,29 +40,49 @@ def engine_for_prompts(model: LoadedModel, prompt_lengths, sp: SamplingParams, n
     return Engine(model, cfg, max_seq_len=longest + sp.max_tokens)
 
 
-def generate_file(model: LoadedModel, prompts_path, output_path, sp: SamplingParams, *, num_samples: int = 1,
-                  seed: int = 0, batch_size: int = 0) -> JobStats:
+def generate_file(
+    model: LoadedModel,
+    prompts_path,
+    output_path,
+    sp: SamplingParams,
+    *,
+    num_samples: int = 1,
+    seed: int = 0,
+    batch_size: int = 0,
+) -> JobStats:
     """`batch_size` is the engine's slot count (0 = its default). Rows are written in input order as
     soon as all their samples are done."""
     rows = [r for _, r in read_jsonl_numbered(prompts_path, {"prompt": str})]
     encoded = [model.tokenizer.encode(r["prompt"]) for r in rows]
     engine = engine_for_prompts(model, map(len, encoded), sp, batch_size)
-    groups = [engine.submit(ids, sp, [sample_seed(seed, i, j) for j in range(num_samples)])
-              for i, ids in enumerate(encoded)]
+    groups = [
+        engine.submit(ids, sp, [sample_seed(seed, i, j) for j in range(num_samples)]) for i, ids in enumerate(encoded)
+    ]
     out = epath.Path(output_path)
     out.parent.mkdir(parents=True, exist_ok=True)
     start, written = time.time(), 0
-    with out.open("w") as f, tqdm(total=len(rows) * num_samples, desc="generate", unit="completion",
-                                  file=sys.stderr) as bar:
+    with (
+        out.open("w") as f,
+        tqdm(total=len(rows) * num_samples, desc="generate", unit="completion", file=sys.stderr) as bar,
+    ):
+
         def flush():
             nonlocal written
             bar.update(engine.stats.finished - bar.n)
             bar.set_postfix(tok_s=f"{engine.stats.generated_tokens / max(time.time() - start, 1e-9):.1f}")
             while written < len(rows) and all(r.completion is not None for r in groups[written]):
                 cs = [r.result() for r in groups[written]]
-                f.write(json.dumps(dict(rows[written], completions=[c.text for c in cs],
-                                        token_ids=[c.token_ids for c in cs],
-                                        finish_reasons=[c.finish_reason for c in cs])) + "\n")
+                f.write(
+                    json.dumps(
+                        dict(
+                            rows[written],
+                            completions=[c.text for c in cs],
+                            token_ids=[c.token_ids for c in cs],
+                            finish_reasons=[c.finish_reason for c in cs],
+                        )
+                    )
+                    + "\n"
+                )
                 f.flush()
                 written += 1
 

@@ -5,6 +5,7 @@ and tokenized without adding special tokens (the template writes them). Without 
 written as `Role: text` lines ending in `Assistant:`, tokenized like a plain prompt, and the
 server stops generation at the next `\\nUser:` so a base model does not write the user's turn.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass

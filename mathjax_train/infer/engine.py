@@ -10,6 +10,7 @@ its prompt and the tokens it already has, so it finishes exactly as it would hav
 
 Single-threaded: `submit`/`cancel` may be called from any thread, `step` from one.
 """
+
 from __future__ import annotations
 
 import math
@@ -77,7 +78,7 @@ class SeqState:
 
     @property
     def generated(self) -> list[int]:
-        return self.tokens[self.round_start:]
+        return self.tokens[self.round_start :]
 
     def result(self) -> Completion:
         """The completion of a row that has finished (or is held after a stop)."""
@@ -120,15 +121,25 @@ class Engine:
         free = _free_memory_bytes()
         fit = int(free * self.cfg.kv_memory_fraction // per_page) if free else wanted
         if fit < self.max_pages_per_seq + 1:
-            raise InputError(f"the KV cache for one {self.max_seq_len}-token sequence needs "
-                             f"{(self.max_pages_per_seq + 1) * per_page / 2**30:.2f} GiB but "
-                             f"engine.kv_memory_fraction={self.cfg.kv_memory_fraction} of the free "
-                             f"{free / 2**30:.2f} GiB leaves less; lower the sequence length or set engine.num_pages")
+            raise InputError(
+                f"the KV cache for one {self.max_seq_len}-token sequence needs "
+                f"{(self.max_pages_per_seq + 1) * per_page / 2**30:.2f} GiB but "
+                f"engine.kv_memory_fraction={self.cfg.kv_memory_fraction} of the free "
+                f"{free / 2**30:.2f} GiB leaves less; lower the sequence length or set engine.num_pages"
+            )
         return max(2, min(wanted, fit))
 
     # ---- submitting work (any thread)
-    def submit(self, prompt_ids: Sequence[int], params: SamplingParams, seeds: Sequence[int], *,
-               hold_on_stop: bool = False, on_tokens=None, on_finish=None) -> list[SeqState]:
+    def submit(
+        self,
+        prompt_ids: Sequence[int],
+        params: SamplingParams,
+        seeds: Sequence[int],
+        *,
+        hold_on_stop: bool = False,
+        on_tokens=None,
+        on_finish=None,
+    ) -> list[SeqState]:
         """One row per seed, all from `prompt_ids` (prefilled once for all of them)."""
         prompt = [int(t) for t in prompt_ids]
         if not prompt:
@@ -141,8 +152,19 @@ class Engine:
         with self._lock:
             for s in seeds:
                 self._ids += 1
-                rows.append(SeqState(self._ids, list(prompt), params, int(s) % 2**32, len(prompt), shared,
-                                     hold_on_stop=hold_on_stop, on_tokens=on_tokens, on_finish=on_finish))
+                rows.append(
+                    SeqState(
+                        self._ids,
+                        list(prompt),
+                        params,
+                        int(s) % 2**32,
+                        len(prompt),
+                        shared,
+                        hold_on_stop=hold_on_stop,
+                        on_tokens=on_tokens,
+                        on_finish=on_finish,
+                    )
+                )
             self._inbox.extend(rows)
         return rows
 
@@ -150,11 +172,15 @@ class Engine:
         """Why `max_tokens` more tokens after `context` do not fit a row of this engine (None if they do)."""
         total = context + max_tokens
         if total > self.max_seq_len:
-            return (f"with max_tokens={max_tokens} that exceeds the engine's {self.max_seq_len}-token sequence "
-                    f"limit (model max_position_embeddings {self.model.cfg.max_position_embeddings})")
+            return (
+                f"with max_tokens={max_tokens} that exceeds the engine's {self.max_seq_len}-token sequence "
+                f"limit (model max_position_embeddings {self.model.cfg.max_position_embeddings})"
+            )
         if math.ceil(total / self.page_size) > self.pool.usable:
-            return (f"with max_tokens={max_tokens} that needs more than the KV cache's {self.pool.usable} pages "
-                    f"of {self.page_size} tokens; raise engine.num_pages")
+            return (
+                f"with max_tokens={max_tokens} that needs more than the KV cache's {self.pool.usable} pages "
+                f"of {self.page_size} tokens; raise engine.num_pages"
+            )
         return None
 
     def _check_fits(self, context: int, max_tokens: int) -> None:
@@ -174,7 +200,7 @@ class Engine:
             raise RuntimeError(f"row {row.id} is {row.state}, not paused")
         if not tokens:
             raise ValueError("extend needs at least one token to append")
-        del row.tokens[row.round_start + keep:]
+        del row.tokens[row.round_start + keep :]
         row.tokens.extend(int(t) for t in tokens)
         self._check_fits(len(row.tokens), params.max_tokens)
         row.cached = min(row.cached, len(row.tokens) - len(tokens))
@@ -211,8 +237,13 @@ class Engine:
                 progress()
         return [r.result() for r in rows]
 
-    def generate(self, prompts: Sequence[Sequence[int]], params: SamplingParams | Sequence[SamplingParams],
-                 seeds: Sequence[Sequence[int]], progress: Callable[[], None] | None = None) -> list[list[Completion]]:
+    def generate(
+        self,
+        prompts: Sequence[Sequence[int]],
+        params: SamplingParams | Sequence[SamplingParams],
+        seeds: Sequence[Sequence[int]],
+        progress: Callable[[], None] | None = None,
+    ) -> list[list[Completion]]:
         """Completions for each prompt, one per seed of that prompt."""
         if isinstance(params, SamplingParams):
             params = [params] * len(prompts)
@@ -256,9 +287,14 @@ class Engine:
     def _prefill(self, target, n: int) -> None:
         start = target.cached
         table = self._table(target.pages, page_bucket(math.ceil((start + n) / self.page_size), self.max_pages_per_seq))
-        self.cache = self.programs.prefill(self.model.params, self.cache,
-                                           np.asarray(target.tokens[start:start + n], np.int32), start, table,
-                                           record=self.shapes)
+        self.cache = self.programs.prefill(
+            self.model.params,
+            self.cache,
+            np.asarray(target.tokens[start : start + n], np.int32),
+            start,
+            table,
+            record=self.shapes,
+        )
         target.cached += n
         self.stats.prefill_calls += 1
         self.stats.prefill_tokens += n
@@ -296,8 +332,10 @@ class Engine:
         if self.pool.free >= n:
             return True
         if not self.running:
-            raise RuntimeError(f"the KV cache's {self.pool.usable} pages are all held by rows waiting to resume; "
-                               "raise engine.num_pages or lower engine.num_slots")
+            raise RuntimeError(
+                f"the KV cache's {self.pool.usable} pages are all held by rows waiting to resume; "
+                "raise engine.num_pages or lower engine.num_slots"
+            )
         return False
 
     def _reclaim_waiting(self, n: int, protect=None) -> None:
@@ -352,7 +390,7 @@ class Engine:
 
     def _table(self, pages: list[int], width: int) -> np.ndarray:
         table = np.zeros(width, np.int32)
-        table[:min(len(pages), width)] = pages[:width]
+        table[: min(len(pages), width)] = pages[:width]
         return table
 
     def _decode_chunk(self) -> None:
@@ -364,10 +402,17 @@ class Engine:
         s = row_bucket(len(rows), self.num_slots)
         width = page_bucket(max(math.ceil((r.cached + steps) / self.page_size) for r in rows), self.max_pages_per_seq)
         batch = {
-            "last": np.zeros(s, np.int32), "length": np.zeros(s, np.int32), "active": np.zeros(s, bool),
-            "step": np.zeros(s, np.int32), "max_step": np.ones(s, np.int32), "seed": np.zeros(s, np.uint32),
-            "temperature": np.zeros(s, np.float32), "top_p": np.ones(s, np.float32), "top_k": np.zeros(s, np.int32),
-            "ignore_eos": np.zeros(s, bool)}
+            "last": np.zeros(s, np.int32),
+            "length": np.zeros(s, np.int32),
+            "active": np.zeros(s, bool),
+            "step": np.zeros(s, np.int32),
+            "max_step": np.ones(s, np.int32),
+            "seed": np.zeros(s, np.uint32),
+            "temperature": np.zeros(s, np.float32),
+            "top_p": np.ones(s, np.float32),
+            "top_k": np.zeros(s, np.int32),
+            "ignore_eos": np.zeros(s, bool),
+        }
         table = np.zeros((s, width), np.int32)
         for i, r in enumerate(rows):
             sp = r.params
@@ -399,10 +444,10 @@ class Engine:
                 keep = self._tokens_reaching(gen, len(gen) - len(new), row.params.stop)
                 dropped = len(gen) - keep
                 if dropped:
-                    del row.tokens[len(row.tokens) - dropped:]
+                    del row.tokens[len(row.tokens) - dropped :]
                     del row.logprobs[keep:]
                     row.cached = len(row.tokens) - 1
-                    new = new[:max(0, len(new) - dropped)]
+                    new = new[: max(0, len(new) - dropped)]
                 if row.on_tokens and new:
                     row.on_tokens(row, new)
                 self._finish(row, "stop", text[:cut])

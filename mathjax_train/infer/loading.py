@@ -1,4 +1,5 @@
 """Load what inference needs from a checkpoint directory: model config, params and tokenizer."""
+
 from __future__ import annotations
 
 from dataclasses import dataclass

@@ -1,4 +1,5 @@
 """The free-page pool of the paged KV cache: allocation, reference counts for shared prompt pages."""
+
 from __future__ import annotations
 
 from mathjax_train.config import InputError

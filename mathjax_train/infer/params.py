@@ -1,4 +1,5 @@
 """What a caller asks of the engine and what it gets back: per-row settings, one result type, one seed scheme."""
+
 from __future__ import annotations
 
 import hashlib

@@ -4,6 +4,7 @@ Shapes come from small sets of buckets (rows, prompt-chunk tokens, pages read), 
 compiles a handful of programs whatever the prompts, lengths or admission order. The paged cache
 is donated to every call, so it is updated in place.
 """
+
 from __future__ import annotations
 
 import threading
@@ -74,8 +75,9 @@ class Programs:
         t = tokens.shape[1]
         positions = start[:, None] + jnp.arange(t)[None]
         kv = PagedKV(cache["k"], cache["v"], page_table, start, jnp.int32(0))
-        _, side = self.model.apply({"params": params}, tokens, positions, None, init_side(self.cfg, 1, t), kv,
-                                   last=jnp.maximum(valid - 1, 0))
+        _, side = self.model.apply(
+            {"params": params}, tokens, positions, None, init_side(self.cfg, 1, t), kv, last=jnp.maximum(valid - 1, 0)
+        )
         return flush_side(cache, side, page_table, start, valid)
 
     def prefill(self, params, cache, tokens: np.ndarray, start: int, page_table: np.ndarray, record=None):
@@ -88,8 +90,14 @@ class Programs:
         if record is not None:
             record.add(("prefill", padded.shape[1], page_table.shape[0]))
         with self.lock:
-            return self._prefill(params, cache, padded, np.asarray([start], np.int32), np.asarray([t], np.int32),
-                                 page_table[None].astype(np.int32))
+            return self._prefill(
+                params,
+                cache,
+                padded,
+                np.asarray([start], np.int32),
+                np.asarray([t], np.int32),
+                page_table[None].astype(np.int32),
+            )
 
     # -- decode: `decode_steps` tokens for every row, stopping early when no row is active
     def _decode_impl(self, params, cache, rows, page_table):
@@ -106,17 +114,25 @@ class Programs:
             i, side, r, out = carry
             active = r["active"]
             kv = PagedKV(cache["k"], cache["v"], page_table, start, i)
-            logits, side = self.model.apply({"params": params}, r["last"][:, None], (start + i)[:, None], None,
-                                            side, kv)
+            logits, side = self.model.apply(
+                {"params": params}, r["last"][:, None], (start + i)[:, None], None, side, kv
+            )
             logits = logits[:, 0]
             tok = sample(logits, row_keys(r["seed"], r["step"]), r["temperature"], r["top_p"], r["top_k"])
             lp = token_logprobs(logits, tok)
-            out = {"tokens": out["tokens"].at[:, i].set(jnp.where(active, tok, -1)),
-                   "logprobs": out["logprobs"].at[:, i].set(jnp.where(active, lp, 0.0))}
+            out = {
+                "tokens": out["tokens"].at[:, i].set(jnp.where(active, tok, -1)),
+                "logprobs": out["logprobs"].at[:, i].set(jnp.where(active, lp, 0.0)),
+            }
             ended = (jnp.isin(tok, self.eos) & ~r["ignore_eos"]) | (r["step"] + 1 >= r["max_step"])
             grow = active.astype(jnp.int32)
-            r = dict(r, last=jnp.where(active, tok, r["last"]), step=r["step"] + grow, emitted=r["emitted"] + grow,
-                     active=active & ~ended)
+            r = dict(
+                r,
+                last=jnp.where(active, tok, r["last"]),
+                step=r["step"] + grow,
+                emitted=r["emitted"] + grow,
+                active=active & ~ended,
+            )
             return i + 1, side, r, out
 
         rows = dict(rows, emitted=jnp.zeros_like(start))
@@ -146,4 +162,3 @@ class Programs:
         self.shapes.add(("copy", n))
         with self.lock:
             return self._copy(cache, src, dst)
-

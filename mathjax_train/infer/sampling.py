@@ -4,6 +4,7 @@ Every row carries its own temperature (0 = greedy), top-p, top-k and PRNG key, s
 different settings share one batch. Keys come from a row's seed and the index of the token in its
 completion, so what a row draws does not depend on its batch-mates or its slot.
 """
+
 from __future__ import annotations
 
 import jax
@@ -24,11 +25,11 @@ def filter_logits(logits: jax.Array, top_p: jax.Array, top_k: jax.Array) -> jax.
     return jnp.where(logits < jnp.maximum(kth, pth), -jnp.inf, logits)
 
 
-def sample(logits: jax.Array, keys: jax.Array, temperature: jax.Array, top_p: jax.Array, top_k: jax.Array
-           ) -> jax.Array:
+def sample(logits: jax.Array, keys: jax.Array, temperature: jax.Array, top_p: jax.Array, top_k: jax.Array) -> jax.Array:
     """logits (batch, vocab) float32, keys (batch, 2), temperature/top_p (batch,) float32, top_k
     (batch,) int32 -> tokens (batch,). Batches that are all greedy never draw, and batches with no
     filter never sort the vocabulary."""
+
     def greedy(_):
         return jnp.argmax(logits, axis=-1).astype(jnp.int32)
 
@@ -61,8 +62,10 @@ def draw(logits: jax.Array, u: jax.Array) -> jax.Array:
     last_block = nb - 1 - jnp.argmax((mass > 0)[:, ::-1], axis=-1)
     block = jnp.minimum(jnp.sum(upto <= target[:, None], axis=-1), last_block)
     inner = jnp.take_along_axis(p, block[:, None, None], axis=1)[:, 0]  # (b, BLOCK)
-    rest = target - (jnp.take_along_axis(upto, block[:, None], axis=1)[:, 0]
-                     - jnp.take_along_axis(mass, block[:, None], axis=1)[:, 0])
+    rest = target - (
+        jnp.take_along_axis(upto, block[:, None], axis=1)[:, 0]
+        - jnp.take_along_axis(mass, block[:, None], axis=1)[:, 0]
+    )
     last_token = BLOCK - 1 - jnp.argmax((inner > 0)[:, ::-1], axis=-1)
     token = jnp.minimum(jnp.sum(jnp.cumsum(inner, axis=-1) <= rest[:, None], axis=-1), last_token)
     return (block * BLOCK + token).astype(jnp.int32)

@@ -6,6 +6,7 @@ row's own sandboxed Session (later blocks see earlier variables) in a worker thr
 engine keeps decoding the other rows. The real output block is then prefilled into the same pages
 and the row resumes, up to `max_calls` runs.
 """
+
 from __future__ import annotations
 
 import json
@@ -69,12 +70,23 @@ class ToolGenerator:
     for one (its pages held) while the other rows go on.
     """
 
-    def __init__(self, model: LoadedModel, *, max_calls: int = 4, timeout_s: float = 5.0, batch_size: int = 8,
-                 preload: Sequence[str] = DEFAULT_PRELOAD, sandboxes: int | None = None,
-                 add_special_tokens: bool = True, engine_config: EngineConfig | None = None):
+    def __init__(
+        self,
+        model: LoadedModel,
+        *,
+        max_calls: int = 4,
+        timeout_s: float = 5.0,
+        batch_size: int = 8,
+        preload: Sequence[str] = DEFAULT_PRELOAD,
+        sandboxes: int | None = None,
+        add_special_tokens: bool = True,
+        engine_config: EngineConfig | None = None,
+    ):
         if max_calls < 0 or batch_size < 0 or timeout_s <= 0 or (sandboxes is not None and sandboxes < 1):
-            raise InputError(f"need max_calls >= 0, batch_size >= 0 (0 = the engine's default), timeout_s > 0 and "
-                             f"sandboxes >= 1, got {max_calls}, {batch_size}, {timeout_s}, {sandboxes}")
+            raise InputError(
+                f"need max_calls >= 0, batch_size >= 0 (0 = the engine's default), timeout_s > 0 and "
+                f"sandboxes >= 1, got {max_calls}, {batch_size}, {timeout_s}, {sandboxes}"
+            )
         self.model, self.max_calls, self.timeout_s = model, max_calls, timeout_s
         cfg = replace(engine_config) if engine_config is not None else EngineConfig()
         if batch_size:
@@ -147,8 +159,14 @@ class ToolGenerator:
         return self._decode(c.token_ids).startswith(STOP, len(c.text))
 
     # ---- the loop
-    def generate(self, prompts: Sequence[str], sp: SamplingParams, seeds: Sequence[int], *,
-                 on_result: Callable[[int, Completion], None] | None = None) -> list[Completion]:
+    def generate(
+        self,
+        prompts: Sequence[str],
+        sp: SamplingParams,
+        seeds: Sequence[int],
+        *,
+        on_result: Callable[[int, Completion], None] | None = None,
+    ) -> list[Completion]:
         """One completion per prompt (`tool_calls` set; finish_reason eos | length | stop | max_calls).
 
         `token_ids`: every id after the prompt that the context held (kept samples, tool-output ids, the
@@ -211,8 +229,9 @@ class _Run:
             group = [queue.popleft()]
             while queue and len(self.live) + len(group) < self.tg.batch_size and queue[0].prompt == group[0].prompt:
                 group.append(queue.popleft())
-            seqs = self.eng.submit(group[0].prompt_ids, self.sp, [r.seed for r in group], hold_on_stop=True,
-                                   on_finish=self._on_finish)
+            seqs = self.eng.submit(
+                group[0].prompt_ids, self.sp, [r.seed for r in group], hold_on_stop=True, on_finish=self._on_finish
+            )
             for r, s in zip(group, seqs):
                 r.seq = s
                 self.live[s.id] = r
@@ -225,9 +244,9 @@ class _Run:
             self._finish(r, c.token_ids, c.logprobs, "max_calls" if code is not None else c.finish_reason)
             return
         r.keep, kept_text = self.tg._kept(c)
-        r.ids += c.token_ids[:r.keep]
-        r.logprobs += c.logprobs[:r.keep]
-        r.rest = c.text[len(kept_text):]
+        r.ids += c.token_ids[: r.keep]
+        r.logprobs += c.logprobs[: r.keep]
+        r.rest = c.text[len(kept_text) :]
         self.futures[self.tg._threads.submit(self.tg._execute, r, code)] = r
 
     def _resume(self, r: _Row, result: ExecutionResult) -> None:
@@ -277,17 +296,35 @@ class _Run:
             self.live.clear()
 
 
-def generate_with_tools(model: LoadedModel, prompts: list[str], sp: SamplingParams, seeds: list[int], *,
-                        max_calls: int = 4, timeout_s: float = 5.0, batch_size: int = 8) -> list[Completion]:
+def generate_with_tools(
+    model: LoadedModel,
+    prompts: list[str],
+    sp: SamplingParams,
+    seeds: list[int],
+    *,
+    max_calls: int = 4,
+    timeout_s: float = 5.0,
+    batch_size: int = 8,
+) -> list[Completion]:
     """Tool-integrated completions of `prompts` (one per prompt, seeded per row); see ToolGenerator."""
-    with ToolGenerator(model, max_calls=max_calls, timeout_s=timeout_s, batch_size=batch_size,
-                       sandboxes=max(1, len(prompts))) as tg:
+    with ToolGenerator(
+        model, max_calls=max_calls, timeout_s=timeout_s, batch_size=batch_size, sandboxes=max(1, len(prompts))
+    ) as tg:
         return tg.generate(prompts, sp, seeds)
 
 
-def generate_file_with_tools(model: LoadedModel, prompts_path, output_path, sp: SamplingParams, *,
-                             num_samples: int = 1, seed: int = 0, batch_size: int = 8, max_calls: int = 4,
-                             timeout_s: float = 5.0):
+def generate_file_with_tools(
+    model: LoadedModel,
+    prompts_path,
+    output_path,
+    sp: SamplingParams,
+    *,
+    num_samples: int = 1,
+    seed: int = 0,
+    batch_size: int = 8,
+    max_calls: int = 4,
+    timeout_s: float = 5.0,
+):
     """`generate --tools python`: like batch_job.generate_file (same rows and seeds) plus `tool_calls`;
     rows are written in input order as soon as all their samples are done."""
     from mathjax_train.infer.batch_job import JobStats
@@ -298,9 +335,12 @@ def generate_file_with_tools(model: LoadedModel, prompts_path, output_path, sp: 
     work = [(i, j) for i in range(len(rows)) for j in range(num_samples)]
     done: dict[int, Completion] = {}
     start, new_tokens, written = time.time(), 0, 0
-    with ToolGenerator(model, max_calls=max_calls, timeout_s=timeout_s, batch_size=batch_size) as tg, \
-            out.open("w") as f, tqdm(total=len(work), desc="generate+tools", unit="completion",
-                                     file=sys.stderr) as bar:
+    with (
+        ToolGenerator(model, max_calls=max_calls, timeout_s=timeout_s, batch_size=batch_size) as tg,
+        out.open("w") as f,
+        tqdm(total=len(work), desc="generate+tools", unit="completion", file=sys.stderr) as bar,
+    ):
+
         def on_result(k: int, c: Completion) -> None:
             nonlocal new_tokens, written
             done[k] = c
@@ -309,13 +349,22 @@ def generate_file_with_tools(model: LoadedModel, prompts_path, output_path, sp: 
             bar.set_postfix(tok_s=f"{new_tokens / max(time.time() - start, 1e-9):.1f}", runs=tg.executions)
             while written < len(rows) and all(written * num_samples + j in done for j in range(num_samples)):
                 cs = [done.pop(written * num_samples + j) for j in range(num_samples)]
-                f.write(json.dumps(dict(rows[written], completions=[c.text for c in cs],
-                                        token_ids=[c.token_ids for c in cs],
-                                        finish_reasons=[c.finish_reason for c in cs],
-                                        tool_calls=[c.tool_calls for c in cs])) + "\n")
+                f.write(
+                    json.dumps(
+                        dict(
+                            rows[written],
+                            completions=[c.text for c in cs],
+                            token_ids=[c.token_ids for c in cs],
+                            finish_reasons=[c.finish_reason for c in cs],
+                            tool_calls=[c.tool_calls for c in cs],
+                        )
+                    )
+                    + "\n"
+                )
                 f.flush()
                 written += 1
 
-        tg.generate([rows[i]["prompt"] for i, _ in work], sp, [sample_seed(seed, i, j) for i, j in work],
-                    on_result=on_result)
+        tg.generate(
+            [rows[i]["prompt"] for i, _ in work], sp, [sample_seed(seed, i, j) for i, j in work], on_result=on_result
+        )
     return JobStats(len(rows), len(work), new_tokens, time.time() - start)

@@ -1,4 +1,5 @@
 """Grouped-query self-attention with packing masks, sliding windows and an optional paged KV cache."""
+
 from __future__ import annotations
 
 from typing import Any, NamedTuple
@@ -78,7 +79,7 @@ def paged_attention(q, pages, side, masks) -> jax.Array:
     parts, offset = [], 0
     for _, v in (pages, side):
         n = v.shape[2]
-        p = probs[..., offset:offset + n].reshape(kvh, b, t * g, n)
+        p = probs[..., offset : offset + n].reshape(kvh, b, t * g, n)
         parts.append(jax.lax.dot_general(p, v, (((3,), (2,)), ((0, 1), (0, 1)))))
         offset += n
     out = parts[0] + parts[1]
@@ -132,8 +133,19 @@ def blocked_attention(q, k, v, segment_ids, positions, *, sliding_window: int = 
     outs = []
     for q0 in range(0, t, block):
         q1, k0 = q0 + block, key_start(q0, block, sliding_window)
-        outs.append(one_block(q[:, q0:q1], k[:, k0:q1], v[:, k0:q1], slots[q0:q1], slots[k0:q1],
-                              positions[:, q0:q1], positions[:, k0:q1], segment_ids[:, q0:q1], segment_ids[:, k0:q1]))
+        outs.append(
+            one_block(
+                q[:, q0:q1],
+                k[:, k0:q1],
+                v[:, k0:q1],
+                slots[q0:q1],
+                slots[k0:q1],
+                positions[:, q0:q1],
+                positions[:, k0:q1],
+                segment_ids[:, q0:q1],
+                segment_ids[:, k0:q1],
+            )
+        )
     return jnp.concatenate(outs, axis=1)
 
 
@@ -174,8 +186,8 @@ class Attention(nn.Module):
         dt, pdt = dtype_of(cfg.dtype), dtype_of(cfg.param_dtype)
         hd = cfg.resolved_head_dim
         proj = lambda n, heads, axis, bias: DenseGeneral(  # noqa: E731
-            (heads, hd), ("embed", axis, "head_dim"), use_bias=bias, dtype=dt, param_dtype=pdt, lora=self.lora,
-            name=n)
+            (heads, hd), ("embed", axis, "head_dim"), use_bias=bias, dtype=dt, param_dtype=pdt, lora=self.lora, name=n
+        )
         q = proj("q_proj", cfg.num_heads, "heads", cfg.qkv_bias)(x)
         k = proj("k_proj", cfg.num_kv_heads, "kv_heads", cfg.qkv_bias)(x)
         v = proj("v_proj", cfg.num_kv_heads, "kv_heads", cfg.qkv_bias)(x)
@@ -194,14 +206,26 @@ class Attention(nn.Module):
             sk = jax.lax.dynamic_update_slice(sk, k.astype(sk.dtype).transpose(2, 0, 1, 3)[None], start)
             sv = jax.lax.dynamic_update_slice(sv, v.astype(sv.dtype).transpose(2, 0, 1, 3)[None], start)
             new_cache = (sk, sv)
-            pages = (paged_read(kv.pages_k, layer, kv.page_table).astype(dt),
-                     paged_read(kv.pages_v, layer, kv.page_table).astype(dt))
-            side = (jax.lax.dynamic_index_in_dim(sk, layer, 0, False).astype(dt),
-                    jax.lax.dynamic_index_in_dim(sv, layer, 0, False).astype(dt))
+            pages = (
+                paged_read(kv.pages_k, layer, kv.page_table).astype(dt),
+                paged_read(kv.pages_v, layer, kv.page_table).astype(dt),
+            )
+            side = (
+                jax.lax.dynamic_index_in_dim(sk, layer, 0, False).astype(dt),
+                jax.lax.dynamic_index_in_dim(sv, layer, 0, False).astype(dt),
+            )
             masks = paged_masks(kv, t, pages[0].shape[2], side[0].shape[2], cfg.sliding_window)
             out = paged_attention(q, pages, side, masks)
         else:
             out = self_attention(cfg, q, k.astype(dt), v.astype(dt), positions, segment_ids)
-        out = DenseGeneral((cfg.hidden_size,), ("heads", "head_dim", "embed"), in_dims=2, use_bias=cfg.o_bias,
-                           dtype=dt, param_dtype=pdt, lora=self.lora, name="o_proj")(out)
+        out = DenseGeneral(
+            (cfg.hidden_size,),
+            ("heads", "head_dim", "embed"),
+            in_dims=2,
+            use_bias=cfg.o_bias,
+            dtype=dt,
+            param_dtype=pdt,
+            lora=self.lora,
+            name="o_proj",
+        )(out)
         return out, new_cache

@@ -9,6 +9,7 @@ the `heads` rule.
 cudnn: `jax.nn.dot_product_attention` with cuDNN's flash attention on GPUs (bf16/fp16), the packing
 mask passed as a bias; elsewhere the same call with XLA's implementation, so CPU tests run it too.
 """
+
 from __future__ import annotations
 
 import math
@@ -29,8 +30,10 @@ BLOCKS = (512, 256, 128)  # the largest that divides the sequence is used
 def block_size(seq_len: int) -> int:
     """Tile size for a sequence; the length must be a multiple of 128."""
     if seq_len % LANES:
-        raise InputError(f"attention_kernel=splash: sequence length {seq_len} is not a multiple of {LANES}; "
-                         f"set train.seq_len to a multiple of {LANES} or use model.attention_kernel=dot")
+        raise InputError(
+            f"attention_kernel=splash: sequence length {seq_len} is not a multiple of {LANES}; "
+            f"set train.seq_len to a multiple of {LANES} or use model.attention_kernel=dot"
+        )
     return next(b for b in BLOCKS if seq_len % b == 0)
 
 
@@ -42,10 +45,23 @@ def _make_kernel(num_heads: int, seq_len: int, sliding_window: int, interpret: b
     else:
         one = splash_mask.CausalMask((seq_len, seq_len))
     b = block_size(seq_len)
-    sizes = splash.BlockSizes(block_q=b, block_kv=b, block_kv_compute=b, block_q_dkv=b, block_kv_dkv=b,
-                              block_kv_dkv_compute=b, block_q_dq=b, block_kv_dq=b)
-    return splash.make_splash_mha(splash_mask.MultiHeadMask([one] * num_heads), block_sizes=sizes,
-                                  head_shards=1, q_seq_shards=1, interpret=interpret)
+    sizes = splash.BlockSizes(
+        block_q=b,
+        block_kv=b,
+        block_kv_compute=b,
+        block_q_dkv=b,
+        block_kv_dkv=b,
+        block_kv_dkv_compute=b,
+        block_q_dq=b,
+        block_kv_dq=b,
+    )
+    return splash.make_splash_mha(
+        splash_mask.MultiHeadMask([one] * num_heads),
+        block_sizes=sizes,
+        head_shards=1,
+        q_seq_shards=1,
+        interpret=interpret,
+    )
 
 
 def _local_attention(q, k, v, segment_ids, sliding_window: int, interpret: bool):
@@ -80,14 +96,19 @@ def splash_attention(q, k, v, segment_ids, *, sliding_window: int = 0, interpret
         kv_spec = nn.logical_to_mesh_axes(("batch", "kv_heads", "length", "head_dim"))
         assert q_spec is not None and kv_spec is not None  # flax gives None only for names=None
         if _axes(q_spec[2]) or _axes(q_spec[3]):
-            raise InputError(f"attention_kernel=splash: mesh.rules shard `length` or `head_dim` ({q_spec}); "
-                             "the kernel needs whole sequences and heads per device")
+            raise InputError(
+                f"attention_kernel=splash: mesh.rules shard `length` or `head_dim` ({q_spec}); "
+                "the kernel needs whole sequences and heads per device"
+            )
         if _axes(q_spec[1]) != _axes(kv_spec[1]):
-            raise InputError(f"attention_kernel=splash: `heads` is sharded over {_axes(q_spec[1])} but `kv_heads` "
-                             f"over {_axes(kv_spec[1])}; give both the same mesh.rules")
+            raise InputError(
+                f"attention_kernel=splash: `heads` is sharded over {_axes(q_spec[1])} but `kv_heads` "
+                f"over {_axes(kv_spec[1])}; give both the same mesh.rules"
+            )
         seg_spec = PartitionSpec(q_spec[0], None)
-        out = jax.shard_map(fn, mesh=mesh, in_specs=(q_spec, kv_spec, kv_spec, seg_spec), out_specs=q_spec,
-                            check_vma=False)(qt, kt, vt, segment_ids)
+        out = jax.shard_map(
+            fn, mesh=mesh, in_specs=(q_spec, kv_spec, kv_spec, seg_spec), out_specs=q_spec, check_vma=False
+        )(qt, kt, vt, segment_ids)
     return jnp.swapaxes(out, 1, 2)
 
 
@@ -98,5 +119,12 @@ def cudnn_attention(q, k, v, mask, *, sliding_window: int = 0):
     flag lets it skip the upper triangle, the mask (as a bias) adds segments and the window."""
     use_cudnn = jax.default_backend() == "gpu" and q.dtype in (jnp.bfloat16, jnp.float16)
     window = (sliding_window - 1, 0) if sliding_window else None
-    return jax.nn.dot_product_attention(q, k, v, mask=mask[:, None], is_causal=True, local_window_size=window,
-                                        implementation="cudnn" if use_cudnn else "xla")
+    return jax.nn.dot_product_attention(
+        q,
+        k,
+        v,
+        mask=mask[:, None],
+        is_causal=True,
+        local_window_size=window,
+        implementation="cudnn" if use_cudnn else "xla",
+    )

@@ -5,6 +5,7 @@ OUTPUT_DIR and `params/` in every step directory OUTPUT_DIR/checkpoints/STEP; `r
 model directory, OUTPUT_DIR or OUTPUT_DIR/checkpoints (the latest complete step) or a step
 directory. Paths may be local or `gs://` (etils.epath).
 """
+
 from __future__ import annotations
 
 import json
@@ -56,8 +57,9 @@ def resolve(ckpt_dir) -> CheckpointPaths:
     elif (d / PARAMS_DIR).exists() and d.parent.name == CHECKPOINTS_DIR and (d.parent.parent / CONFIG_FILE).exists():
         root, step_dir = d.parent.parent, d
     if root is None:
-        raise ConfigError(f"{d / CONFIG_FILE}: not found; is {ckpt_dir} a checkpoint written by import-hf "
-                          "or a training OUTPUT_DIR?")
+        raise ConfigError(
+            f"{d / CONFIG_FILE}: not found; is {ckpt_dir} a checkpoint written by import-hf or a training OUTPUT_DIR?"
+        )
     step = int(step_dir.name) if step_dir is not None and step_dir.name.isdigit() else None
     if steps_dir is not None:
         latest = _latest_step_dir(steps_dir)
@@ -111,8 +113,7 @@ def abstract_params(cfg: ModelConfig, shardings=None, lora=None):
     if shardings is None:
         device = jax.sharding.SingleDeviceSharding(jax.devices()[0])
         return jax.tree_util.tree_map(lambda s: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=device), shapes)
-    return jax.tree_util.tree_map(lambda s, sh: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=sh),
-                                  shapes, shardings)
+    return jax.tree_util.tree_map(lambda s, sh: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=sh), shapes, shardings)
 
 
 def load_params(ckpt_dir, cfg: ModelConfig, shardings=None, target=None):

@@ -5,6 +5,7 @@ Parameter names follow HF (`embed_tokens`, `layers`, `self_attn.q_proj`, `mlp.ga
 With `scan_layers`, layer parameters are stacked under `layers` with a leading `layers` axis;
 without it they live under `layers_0`, `layers_1`, ...
 """
+
 from __future__ import annotations
 
 from typing import Any
@@ -33,7 +34,8 @@ class MLP(nn.Module):
         cfg = self.config
         dt, pdt = dtype_of(cfg.dtype), dtype_of(cfg.param_dtype)
         dense = lambda n, feats, axes: DenseGeneral(  # noqa: E731
-            (feats,), axes, use_bias=cfg.mlp_bias, dtype=dt, param_dtype=pdt, lora=self.lora, name=n)
+            (feats,), axes, use_bias=cfg.mlp_bias, dtype=dt, param_dtype=pdt, lora=self.lora, name=n
+        )
         gate = dense("gate_proj", cfg.intermediate_size, ("embed", "mlp"))(x)
         up = dense("up_proj", cfg.intermediate_size, ("embed", "mlp"))(x)
         h = nn.with_logical_constraint(nn.silu(gate) * up, ("batch", "length", "mlp"))
@@ -53,8 +55,9 @@ class DecoderLayer(nn.Module):
         cfg = self.config
         dt, pdt = dtype_of(cfg.dtype), dtype_of(cfg.param_dtype)
         norm = lambda n: RMSNorm(cfg.rms_norm_eps, dtype=dt, param_dtype=pdt, name=n)  # noqa: E731
-        h, cache = Attention(cfg, self.lora, name="self_attn")(norm("input_layernorm")(x), positions, segment_ids,
-                                                    cache, kv, layer)
+        h, cache = Attention(cfg, self.lora, name="self_attn")(
+            norm("input_layernorm")(x), positions, segment_ids, cache, kv, layer
+        )
         x = x + h
         x = x + MLP(cfg, self.lora, name="mlp")(norm("post_attention_layernorm")(x))
         x = nn.with_logical_constraint(x, ("batch", "length", "embed"))
@@ -78,8 +81,16 @@ class Decoder(nn.Module):
     lora: Any = None
 
     @nn.compact
-    def __call__(self, tokens, positions=None, segment_ids=None, cache=None, kv: PagedKV | None = None, last=None,
-                 return_hidden: bool = False):
+    def __call__(
+        self,
+        tokens,
+        positions=None,
+        segment_ids=None,
+        cache=None,
+        kv: PagedKV | None = None,
+        last=None,
+        return_hidden: bool = False,
+    ):
         cfg = self.config
         dt, pdt = dtype_of(cfg.dtype), dtype_of(cfg.param_dtype)
         if positions is None:
@@ -97,11 +108,17 @@ class Decoder(nn.Module):
             block = nn.remat(DecoderLayer, policy=REMAT_POLICIES[cfg.remat_policy], prevent_cse=not cfg.scan_layers)
         carry = (x, layer_caches)
         if cfg.scan_layers:
-            stack = nn.scan(block, variable_axes={"params": 0}, split_rngs={"params": True, "dropout": True},
-                            in_axes=(0, nn.broadcast, nn.broadcast, nn.broadcast), length=cfg.num_layers,
-                            metadata_params={nn.PARTITION_NAME: "layers"})
-            carry, _ = stack(cfg, self.lora, name="layers")(carry, jnp.arange(cfg.num_layers), positions, segment_ids,
-                                                            kv)
+            stack = nn.scan(
+                block,
+                variable_axes={"params": 0},
+                split_rngs={"params": True, "dropout": True},
+                in_axes=(0, nn.broadcast, nn.broadcast, nn.broadcast),
+                length=cfg.num_layers,
+                metadata_params={nn.PARTITION_NAME: "layers"},
+            )
+            carry, _ = stack(cfg, self.lora, name="layers")(
+                carry, jnp.arange(cfg.num_layers), positions, segment_ids, kv
+            )
         else:
             for i in range(cfg.num_layers):
                 carry, _ = block(cfg, self.lora, name=f"layers_{i}")(carry, i, positions, segment_ids, kv)

@@ -1,4 +1,5 @@
 """The paged KV cache: fixed-size pages shared by every sequence, so one compiled program serves all."""
+
 from __future__ import annotations
 
 import jax
@@ -47,8 +48,9 @@ def flush_side(pages: dict, side: dict, page_table, start, count) -> dict:
         new = {}
         for name in ("k", "v"):
             slab = jax.lax.dynamic_slice(side[name], (0, 0, row[i], s[i], 0), (layers, heads, 1, 1, d))
-            new[name] = jax.lax.dynamic_update_slice(out[name], slab.astype(out[name].dtype),
-                                                     (0, 0, page[i], offset[i], 0))
+            new[name] = jax.lax.dynamic_update_slice(
+                out[name], slab.astype(out[name].dtype), (0, 0, page[i], offset[i], 0)
+            )
         return new
 
     return jax.lax.fori_loop(0, b * n, write, pages)

@@ -1,4 +1,5 @@
 """Basic layers that name logical axes on every parameter: a general dense, RMSNorm, embedding."""
+
 from __future__ import annotations
 
 from typing import Any, Sequence
@@ -34,31 +35,43 @@ class DenseGeneral(nn.Module):
 
     @nn.compact
     def __call__(self, x: jax.Array) -> jax.Array:
-        in_shape = tuple(x.shape[-self.in_dims:])
+        in_shape = tuple(x.shape[-self.in_dims :])
         features = tuple(self.features)
         n_in = len(in_shape)
         in_axes, out_axes = tuple(self.kernel_axes[:n_in]), tuple(self.kernel_axes[n_in:])
         init = nn.initializers.variance_scaling(
-            1.0, "fan_in", "truncated_normal",
-            in_axis=tuple(range(n_in)), out_axis=tuple(range(n_in, n_in + len(features))))
+            1.0,
+            "fan_in",
+            "truncated_normal",
+            in_axis=tuple(range(n_in)),
+            out_axis=tuple(range(n_in, n_in + len(features))),
+        )
         lora = self.lora
         int8 = lora is not None and lora.quantize_base == "int8"
         # self.param hands back the unboxed array; flax annotates it as LogicallyPartitioned (the ignores below)
-        kernel = self.param("kernel", nn.with_logical_partitioning(
-            nn.initializers.zeros_init() if int8 else init, tuple(self.kernel_axes)),
-            in_shape + features, jnp.int8 if int8 else self.param_dtype)
+        kernel = self.param(
+            "kernel",
+            nn.with_logical_partitioning(nn.initializers.zeros_init() if int8 else init, tuple(self.kernel_axes)),
+            in_shape + features,
+            jnp.int8 if int8 else self.param_dtype,
+        )
         x = x.astype(self.dtype)
         contract = (tuple(range(x.ndim - n_in, x.ndim)), tuple(range(n_in)))
         y = jax.lax.dot_general(x, kernel.astype(self.dtype), (contract, ((), ())))  # type: ignore[attr-defined]
         if int8:  # one scale per output channel, so it applies after the matmul
-            scale = self.param("kernel_scale", nn.with_logical_partitioning(nn.initializers.ones_init(), out_axes),
-                               features, jnp.float32)
+            scale = self.param(
+                "kernel_scale",
+                nn.with_logical_partitioning(nn.initializers.ones_init(), out_axes),
+                features,
+                jnp.float32,
+            )
             y = y * scale.astype(self.dtype)  # type: ignore[attr-defined]
         if lora is not None and lora.enabled and self.name in lora.targets:
             y = y + self._adapter(x, in_shape, features, in_axes, out_axes)
         if self.use_bias:
-            bias = self.param("bias", nn.with_logical_partitioning(nn.initializers.zeros_init(), out_axes),
-                              features, self.param_dtype)
+            bias = self.param(
+                "bias", nn.with_logical_partitioning(nn.initializers.zeros_init(), out_axes), features, self.param_dtype
+            )
             y = y + bias.astype(self.dtype)  # type: ignore[attr-defined]
         return y
 
@@ -67,12 +80,18 @@ class DenseGeneral(nn.Module):
         lora, n_in = self.lora, len(in_shape)
         pdt = DTYPES[lora.param_dtype]
         # A like PEFT's default: uniform with bound 1 / sqrt(fan_in); B zero, so training starts at the base
-        a_init = nn.initializers.variance_scaling(1.0 / 3.0, "fan_in", "uniform", in_axis=tuple(range(n_in)),
-                                                  out_axis=n_in)
-        a = self.param("lora_a", nn.with_logical_partitioning(a_init, in_axes + ("lora_rank",)),
-                       in_shape + (lora.rank,), pdt)
-        b = self.param("lora_b", nn.with_logical_partitioning(nn.initializers.zeros_init(), ("lora_rank",) + out_axes),
-                       (lora.rank,) + features, pdt)
+        a_init = nn.initializers.variance_scaling(
+            1.0 / 3.0, "fan_in", "uniform", in_axis=tuple(range(n_in)), out_axis=n_in
+        )
+        a = self.param(
+            "lora_a", nn.with_logical_partitioning(a_init, in_axes + ("lora_rank",)), in_shape + (lora.rank,), pdt
+        )
+        b = self.param(
+            "lora_b",
+            nn.with_logical_partitioning(nn.initializers.zeros_init(), ("lora_rank",) + out_axes),
+            (lora.rank,) + features,
+            pdt,
+        )
         if lora.dropout > 0 and self.has_rng("dropout"):
             keep = jax.random.bernoulli(self.make_rng("dropout"), 1.0 - lora.dropout, x.shape)
             x = jnp.where(keep, x / (1.0 - lora.dropout), 0).astype(self.dtype)
@@ -92,8 +111,12 @@ class RMSNorm(nn.Module):
     @nn.compact
     def __call__(self, x: jax.Array) -> jax.Array:
         # self.param hands back the unboxed array; flax annotates it as LogicallyPartitioned
-        scale = self.param("scale", nn.with_logical_partitioning(nn.initializers.ones_init(), ("embed",)),
-                           (x.shape[-1],), self.param_dtype)
+        scale = self.param(
+            "scale",
+            nn.with_logical_partitioning(nn.initializers.ones_init(), ("embed",)),
+            (x.shape[-1],),
+            self.param_dtype,
+        )
         x32 = x.astype(jnp.float32)
         y = x32 * jax.lax.rsqrt(jnp.mean(x32 * x32, axis=-1, keepdims=True) + self.eps)
         return (scale.astype(jnp.float32) * y).astype(self.dtype)  # type: ignore[attr-defined]
@@ -109,8 +132,11 @@ class Embed(nn.Module):
 
     def setup(self):
         self.embedding = self.param(
-            "embedding", nn.with_logical_partitioning(nn.initializers.normal(stddev=0.02), ("vocab", "embed")),
-            (self.num_embeddings, self.features), self.param_dtype)
+            "embedding",
+            nn.with_logical_partitioning(nn.initializers.normal(stddev=0.02), ("vocab", "embed")),
+            (self.num_embeddings, self.features),
+            self.param_dtype,
+        )
 
     def __call__(self, tokens: jax.Array) -> jax.Array:
         return jnp.take(self.embedding, tokens, axis=0).astype(self.dtype)

@@ -9,6 +9,7 @@ int8 with a float32 `kernel_scale` per output channel (absmax / 127). `split` se
 checkpoint; `load_plain_params` turns any checkpoint into the plain decoder's parameters, merging
 W + (alpha / rank) A B (on the int8-rounded base when the adapters were trained on one).
 """
+
 from __future__ import annotations
 
 import json
@@ -124,7 +125,7 @@ def load_adapter_meta(ckpt_dir) -> tuple[str, LoraConfig] | None:
     except json.JSONDecodeError as e:
         raise ConfigError(f"{path}: not valid JSON (line {e.lineno}: {e.msg})") from None
     if not isinstance(data, dict) or not isinstance(data.get("base"), str) or not isinstance(data.get("lora"), dict):
-        raise ConfigError(f"{path}: expected {{\"base\": CHECKPOINT, \"lora\": {{...}}}}")
+        raise ConfigError(f'{path}: expected {{"base": CHECKPOINT, "lora": {{...}}}}')
     lora = from_dict(LoraConfig, data["lora"], f"{path}: lora")
     lora.validate(f"{path}: lora")
     if not lora.enabled:

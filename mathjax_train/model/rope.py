@@ -1,4 +1,5 @@
 """Rotary position embeddings in the HF half-split layout (rotate_half), with frequency scaling."""
+
 from __future__ import annotations
 
 import math

@@ -6,6 +6,7 @@ open only the old one, so the port is always explicit here: `distributed.coordin
 $JAX_COORDINATOR_PORT, else DEFAULT_COORDINATOR_PORT (open it between the workers:
 `gcloud compute firewall-rules create ... --allow tcp:8476`).
 """
+
 from __future__ import annotations
 
 import os
@@ -85,8 +86,9 @@ class _MetadataUnreachable(RuntimeError):
 def _metadata(key: str) -> str | None:
     """One instance attribute from the GCE metadata server (None when it is not set)."""
     host = os.environ.get("GCE_METADATA_IP", "metadata.google.internal")
-    req = urllib.request.Request(f"http://{host}/computeMetadata/v1/instance/attributes/{key}",
-                                 headers={"Metadata-Flavor": "Google"})
+    req = urllib.request.Request(
+        f"http://{host}/computeMetadata/v1/instance/attributes/{key}", headers={"Metadata-Flavor": "Google"}
+    )
     try:
         with urllib.request.urlopen(req, timeout=METADATA_TIMEOUT_S) as resp:
             return resp.read().decode()
@@ -134,8 +136,11 @@ def detect_tpu_environment(query_metadata: bool | None = None) -> TpuEnvironment
         try:
             worker = _metadata("agent-worker-number")
         except _MetadataUnreachable as e:  # accelerator device files, but not a Cloud TPU VM
-            print(f"mathjax-train: no TPU metadata server ({e}); running as a single host unless "
-                  "distributed.* says otherwise", file=sys.stderr)
+            print(
+                f"mathjax-train: no TPU metadata server ({e}); running as a single host unless "
+                "distributed.* says otherwise",
+                file=sys.stderr,
+            )
             return None
         endpoints = _metadata("worker-network-endpoints")
         if worker is None or endpoints is None:
@@ -150,12 +155,20 @@ def detect_tpu_environment(query_metadata: bool | None = None) -> TpuEnvironment
         num_slices = int(env.get("MEGASCALE_NUM_SLICES") or 1)
         slice_id = int(env.get("MEGASCALE_SLICE_ID") or 0)
     except ValueError as e:
-        raise ConfigError(f"TPU environment: {e} (TPU_WORKER_ID, MEGASCALE_NUM_SLICES, MEGASCALE_SLICE_ID "
-                          "must be integers)") from None
+        raise ConfigError(
+            f"TPU environment: {e} (TPU_WORKER_ID, MEGASCALE_NUM_SLICES, MEGASCALE_SLICE_ID must be integers)"
+        ) from None
     if not host_list or not 0 <= worker_id < len(host_list):
         raise ConfigError(f"TPU environment: worker {worker_id} is not one of the {len(host_list)} workers {host_list}")
-    return TpuEnvironment(worker_id, host_list, num_slices, slice_id, env.get("MEGASCALE_COORDINATOR_ADDRESS", ""),
-                          env.get("TPU_ACCELERATOR_TYPE", ""), source)
+    return TpuEnvironment(
+        worker_id,
+        host_list,
+        num_slices,
+        slice_id,
+        env.get("MEGASCALE_COORDINATOR_ADDRESS", ""),
+        env.get("TPU_ACCELERATOR_TYPE", ""),
+        source,
+    )
 
 
 def resolve_init_args(cfg: DistributedConfig, tpu: TpuEnvironment | None) -> dict | None:
@@ -178,15 +191,22 @@ def resolve_init_args(cfg: DistributedConfig, tpu: TpuEnvironment | None) -> dic
         address = f"{host}:{given or port}" if ":" not in host else f"[{host}]:{given or port}"
     num = cfg.num_processes or (tpu.num_processes if tpu else 0)
     pid = cfg.process_id if cfg.process_id >= 0 else (tpu.process_id if tpu else -1)
-    missing = [n for n, v in (("coordinator_address", address), ("num_processes", num), ("process_id", pid >= 0))
-               if not v]
+    missing = [
+        n for n, v in (("coordinator_address", address), ("num_processes", num), ("process_id", pid >= 0)) if not v
+    ]
     if missing:
-        raise ConfigError(f"distributed: no TPU environment found, so distributed.{', '.join(missing)} must be "
-                          "set (or distributed.initialize=never for one process)")
+        raise ConfigError(
+            f"distributed: no TPU environment found, so distributed.{', '.join(missing)} must be "
+            "set (or distributed.initialize=never for one process)"
+        )
     if not 0 <= pid < num:
         raise ConfigError(f"distributed.process_id: {pid} is not in [0, {num})")
-    return {"coordinator_address": address, "num_processes": num, "process_id": pid,
-            "initialization_timeout": cfg.initialization_timeout_s}
+    return {
+        "coordinator_address": address,
+        "num_processes": num,
+        "process_id": pid,
+        "initialization_timeout": cfg.initialization_timeout_s,
+    }
 
 
 def maybe_initialize(cfg: DistributedConfig) -> dict | None:

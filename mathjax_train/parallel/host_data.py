@@ -1,4 +1,5 @@
 """Per-host batches: each host loads only its own rows, and the global batch is assembled from them."""
+
 from __future__ import annotations
 
 import jax

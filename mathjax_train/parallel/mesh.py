@@ -1,4 +1,5 @@
 """The device mesh with axes (data, fsdp, tensor) built from `mesh.*` in the config."""
+
 from __future__ import annotations
 
 import math
@@ -24,12 +25,16 @@ def resolve_shape(cfg: MeshConfig, num_devices: int) -> tuple[int, int, int]:
     known = math.prod(s for s in sizes if s != -1)
     if fill:
         if num_devices % known:
-            raise ConfigError(f"mesh: {num_devices} devices cannot be split as data={cfg.data}, fsdp={cfg.fsdp}, "
-                              f"tensor={cfg.tensor} ({num_devices} is not a multiple of {known})")
+            raise ConfigError(
+                f"mesh: {num_devices} devices cannot be split as data={cfg.data}, fsdp={cfg.fsdp}, "
+                f"tensor={cfg.tensor} ({num_devices} is not a multiple of {known})"
+            )
         sizes[fill[0]] = num_devices // known
     if math.prod(sizes) != num_devices:
-        raise ConfigError(f"mesh: data={sizes[0]} x fsdp={sizes[1]} x tensor={sizes[2]} = {math.prod(sizes)} "
-                          f"devices, but {num_devices} are available")
+        raise ConfigError(
+            f"mesh: data={sizes[0]} x fsdp={sizes[1]} x tensor={sizes[2]} = {math.prod(sizes)} "
+            f"devices, but {num_devices} are available"
+        )
     return sizes[0], sizes[1], sizes[2]
 
 

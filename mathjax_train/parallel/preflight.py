@@ -1,6 +1,7 @@
 """Start-of-run checks across hosts: process and device counts fit the mesh and the batch, and every
 host runs the same code and config (a pod where one worker kept an old checkout trains garbage or
 hangs in a collective, so this fails first, naming the hosts that differ)."""
+
 from __future__ import annotations
 
 import hashlib
@@ -40,8 +41,9 @@ def source_hash(package_dir: Path = PACKAGE_DIR) -> str:
 def git_commit(package_dir: Path = PACKAGE_DIR) -> str | None:
     """The checkout's commit (informational: a host installed from a tarball has none)."""
     try:
-        out = subprocess.run(["git", "rev-parse", "--short=12", "HEAD"], cwd=package_dir, capture_output=True,
-                             text=True, timeout=5)
+        out = subprocess.run(
+            ["git", "rev-parse", "--short=12", "HEAD"], cwd=package_dir, capture_output=True, text=True, timeout=5
+        )
     except (OSError, subprocess.TimeoutExpired):
         return None
     if out.returncode != 0:
@@ -66,10 +68,18 @@ def config_hash(cfg: Config) -> str:
 def host_record(cfg: Config) -> dict:
     """What this host knows about itself."""
     local = jax.local_devices()
-    return {"process": jax.process_index(), "host": socket.gethostname(), "local_devices": len(local),
-            "device_kind": local[0].device_kind if local else "", "package": _version("mathjax-train"),
-            "source_sha256": source_hash(), "git": git_commit(), "config_sha256": config_hash(cfg),
-            "jax": jax.__version__, "jaxlib": _version("jaxlib")}
+    return {
+        "process": jax.process_index(),
+        "host": socket.gethostname(),
+        "local_devices": len(local),
+        "device_kind": local[0].device_kind if local else "",
+        "package": _version("mathjax-train"),
+        "source_sha256": source_hash(),
+        "git": git_commit(),
+        "config_sha256": config_hash(cfg),
+        "jax": jax.__version__,
+        "jaxlib": _version("jaxlib"),
+    }
 
 
 def gather_records(record: dict) -> list[dict]:
@@ -78,7 +88,7 @@ def gather_records(record: dict) -> list[dict]:
     if len(raw) > RECORD_BYTES:
         raise PreflightError(f"preflight: host record is {len(raw)} bytes, more than {RECORD_BYTES}")
     buf = np.zeros(RECORD_BYTES, np.uint8)
-    buf[:len(raw)] = np.frombuffer(raw, np.uint8)
+    buf[: len(raw)] = np.frombuffer(raw, np.uint8)
     rows = np.asarray(multihost_utils.process_allgather(buf)).reshape(-1, RECORD_BYTES)
     return [json.loads(bytes(r).rstrip(b"\0")) for r in rows]
 
@@ -97,12 +107,15 @@ def check_same_code(records: list[dict]) -> None:
             groups[r[field]].append(r)
         if len(groups) > 1:
             differ = [r for r in records if r[field] != ref[field]]
-            problems.append(f"{field}: {_name(ref)} has {ref[field]!r}, but "
-                            + ", ".join(f"{_name(r)} has {r[field]!r}" for r in differ))
+            problems.append(
+                f"{field}: {_name(ref)} has {ref[field]!r}, but "
+                + ", ".join(f"{_name(r)} has {r[field]!r}" for r in differ)
+            )
     if problems:
-        raise PreflightError("preflight: the hosts differ; install the same code, config and JAX on every "
-                             "worker (e.g. re-run tpu_scripts/setup.sh) and launch the same command:\n  "
-                             + "\n  ".join(problems))
+        raise PreflightError(
+            "preflight: the hosts differ; install the same code, config and JAX on every "
+            "worker (e.g. re-run tpu_scripts/setup.sh) and launch the same command:\n  " + "\n  ".join(problems)
+        )
 
 
 def batch_axes(bsharding) -> tuple[str, ...]:
@@ -119,27 +132,38 @@ def check_layout(cfg: Config, mesh, bsharding, records: list[dict]) -> dict:
     if len(records) != processes:
         raise PreflightError(f"preflight: {len(records)} host records for {processes} processes")
     if mesh.devices.size != devices or set(mesh.devices.flat) != set(jax.devices()):
-        raise PreflightError(f"preflight: the mesh {dict(mesh.shape)} covers {mesh.devices.size} devices, but "
-                             f"{devices} devices exist; every device must be in the mesh")
+        raise PreflightError(
+            f"preflight: the mesh {dict(mesh.shape)} covers {mesh.devices.size} devices, but "
+            f"{devices} devices exist; every device must be in the mesh"
+        )
     if cfg.mesh.topology:
         check_topology(cfg.mesh.topology, devices, processes, records[0]["device_kind"])
     local_sum = sum(r["local_devices"] for r in records)
     if local_sum != devices:
-        raise PreflightError(f"preflight: the hosts report {local_sum} local devices in all, "
-                             f"but jax sees {devices}")
+        raise PreflightError(f"preflight: the hosts report {local_sum} local devices in all, but jax sees {devices}")
     shards = math.prod(mesh.shape[a] for a in batch_axes(bsharding))
     rows = cfg.train.batch_size // cfg.train.microbatches
     if rows % shards:
-        raise PreflightError(f"preflight: train.batch_size / train.microbatches = {rows} rows per micro-batch "
-                             f"cannot be split over the {shards} batch shards of mesh axes "
-                             f"{batch_axes(bsharding)} {dict(mesh.shape)}; make it a multiple of {shards}")
+        raise PreflightError(
+            f"preflight: train.batch_size / train.microbatches = {rows} rows per micro-batch "
+            f"cannot be split over the {shards} batch shards of mesh axes "
+            f"{batch_axes(bsharding)} {dict(mesh.shape)}; make it a multiple of {shards}"
+        )
     if cfg.train.batch_size % processes:
-        raise PreflightError(f"preflight: train.batch_size ({cfg.train.batch_size}) must be a multiple of the "
-                             f"number of hosts ({processes})")
+        raise PreflightError(
+            f"preflight: train.batch_size ({cfg.train.batch_size}) must be a multiple of the "
+            f"number of hosts ({processes})"
+        )
     check_host_rows(host_row_blocks(bsharding, cfg.train.batch_size, cfg.train.seq_len), cfg.train.batch_size)
-    return {"processes": processes, "devices": devices, "local_devices": records[0]["local_devices"],
-            "device_kind": records[0]["device_kind"], "mesh": dict(mesh.shape), "batch_shards": shards,
-            "rows_per_host": cfg.train.batch_size // processes}
+    return {
+        "processes": processes,
+        "devices": devices,
+        "local_devices": records[0]["local_devices"],
+        "device_kind": records[0]["device_kind"],
+        "mesh": dict(mesh.shape),
+        "batch_shards": shards,
+        "rows_per_host": cfg.train.batch_size // processes,
+    }
 
 
 def check_topology(name: str, devices: int, processes: int, device_kind: str) -> None:
@@ -153,9 +177,11 @@ def check_topology(name: str, devices: int, processes: int, device_kind: str) ->
     if devices != topo.chips or processes != topo.hosts:
         problems.append(f"{devices} chips on {processes} hosts joined, {topo.name} has {topo.chips} on {topo.hosts}")
     if problems:
-        raise PreflightError(f"preflight: mesh.topology is {topo.name} but {'; '.join(problems)}; use the recipe "
-                             f"for this slice (configs/) or override mesh.topology=<slice> after checking "
-                             f"`mathjax-train plan`")
+        raise PreflightError(
+            f"preflight: mesh.topology is {topo.name} but {'; '.join(problems)}; use the recipe "
+            f"for this slice (configs/) or override mesh.topology=<slice> after checking "
+            f"`mathjax-train plan`"
+        )
 
 
 def host_row_blocks(bsharding, batch_size: int, seq_len: int) -> dict[int, set[tuple[int, int]]]:
@@ -175,9 +201,11 @@ def check_host_rows(blocks: dict[int, set[tuple[int, int]]], batch_size: int) ->
     for proc, bl in sorted(blocks.items()):
         for b in bl:
             if b in owner:
-                raise PreflightError(f"preflight: rows {b[0]}-{b[1] - 1} of the batch live on process {owner[b]} and "
-                                     f"process {proc}: a mesh axis that shards parameters only (tensor) spans hosts; "
-                                     "keep mesh.tensor within a host (at most its local devices)")
+                raise PreflightError(
+                    f"preflight: rows {b[0]}-{b[1] - 1} of the batch live on process {owner[b]} and "
+                    f"process {proc}: a mesh axis that shards parameters only (tensor) spans hosts; "
+                    "keep mesh.tensor within a host (at most its local devices)"
+                )
             owner[b] = proc
         held = sum(stop - start for start, stop in bl)
         if held != per_host:
@@ -191,5 +219,4 @@ def run_preflight(cfg: Config, mesh, bsharding) -> dict:
     layout = check_layout(cfg, mesh, bsharding, records)
     code = {k: records[0][k] for k in ("package", "git", "jax", "jaxlib")}
     code["source_sha256"] = records[0]["source_sha256"][:16]
-    return {"event": "preflight", "ok": True, **layout, "code": code,
-            "hosts": [r["host"] for r in records]}
+    return {"event": "preflight", "ok": True, **layout, "code": code, "hosts": [r["host"] for r in records]}

@@ -5,6 +5,7 @@ or `kv_heads: []` to replicate). Flax applies them in order, skipping a mesh axi
 earlier dimension of the same array already uses, so `batch` (first) takes `fsdp` for
 activations and `embed` falls back to unsharded there, while parameters shard `embed` on `fsdp`.
 """
+
 from __future__ import annotations
 
 import flax.linen as nn
@@ -76,4 +77,5 @@ def check_divisible(abstract_params, shardings, where: str = "model") -> None:
             if dim % n:
                 raise ConfigError(
                     f"{where}: parameter {jax.tree_util.keystr(path)} has a dimension of {dim}, which the "
-                    f"mesh axes {axes} (size {n}) cannot split evenly; change mesh.* or override mesh.rules")
+                    f"mesh axes {axes} (size {n}) cannot split evenly; change mesh.* or override mesh.rules"
+                )

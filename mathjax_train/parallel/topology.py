@@ -3,6 +3,7 @@
 v4 and v5p names count TensorCores (two per chip, one JAX device per chip), v5e and v6e names
 count chips. Multi-host slices have 4 chips per host; single-host v5e/v6e slices hold up to 8.
 """
+
 from __future__ import annotations
 
 import re
@@ -10,7 +11,7 @@ from dataclasses import dataclass
 
 from mathjax_train.config import ConfigError
 
-GIB = 2 ** 30
+GIB = 2**30
 
 
 @dataclass(frozen=True)
@@ -49,8 +50,14 @@ class Topology:
         return self.family.peak_tflops * 1e12
 
     def as_dict(self) -> dict:
-        return {"name": self.name, "family": self.family.name, "chips": self.chips, "hosts": self.hosts,
-                "hbm_gib_per_chip": self.family.hbm_gib, "peak_tflops_per_chip": self.family.peak_tflops}
+        return {
+            "name": self.name,
+            "family": self.family.name,
+            "chips": self.chips,
+            "hosts": self.hosts,
+            "hbm_gib_per_chip": self.family.hbm_gib,
+            "peak_tflops_per_chip": self.family.peak_tflops,
+        }
 
 
 def parse_topology(name: str) -> Topology:
@@ -58,12 +65,16 @@ def parse_topology(name: str) -> Topology:
     m = re.fullmatch(r"(v\d+[a-z]*)-(\d+)", name.strip().lower())
     fam_name = ALIASES.get(m.group(1), m.group(1)) if m else None
     if not m or fam_name not in FAMILIES:
-        raise ConfigError(f"topology {name!r}: expected FAMILY-COUNT with FAMILY one of "
-                          f"{', '.join(FAMILIES)} (or v5litepod), e.g. v5p-32")
+        raise ConfigError(
+            f"topology {name!r}: expected FAMILY-COUNT with FAMILY one of "
+            f"{', '.join(FAMILIES)} (or v5litepod), e.g. v5p-32"
+        )
     fam, count = FAMILIES[fam_name], int(m.group(2))
     if count < fam.cores_per_chip or count % fam.cores_per_chip or count & (count - 1):
-        raise ConfigError(f"topology {name!r}: {fam.name} slices come in powers of two"
-                          + (f" of at least {fam.cores_per_chip} TensorCores" if fam.cores_per_chip > 1 else ""))
+        raise ConfigError(
+            f"topology {name!r}: {fam.name} slices come in powers of two"
+            + (f" of at least {fam.cores_per_chip} TensorCores" if fam.cores_per_chip > 1 else "")
+        )
     chips = count // fam.cores_per_chip
     hosts = 1 if chips <= fam.max_single_host_chips else chips // CHIPS_PER_HOST
     return Topology(f"{fam.name}-{count}", fam, chips, hosts)
@@ -73,6 +84,7 @@ def matches_device_kind(topology: Topology, device_kind: str) -> bool:
     kind = device_kind.lower()
     other = [k for f in FAMILIES.values() if f is not topology.family for k in f.device_kinds]
     # "TPU v5" is a prefix of "TPU v5 lite": the longest matching kind decides the family
-    best = max((k for k in topology.family.device_kinds + tuple(other) if kind.startswith(k.lower())),
-               key=len, default=None)
+    best = max(
+        (k for k in topology.family.device_kinds + tuple(other) if kind.startswith(k.lower())), key=len, default=None
+    )
     return best in topology.family.device_kinds

@@ -7,6 +7,7 @@ the step `resolve` picks. Their Orbax files are not hashed as bytes: OCDBT names
 random and lays them out differently on every save of the same arrays (tests/test_pipeline.py), and
 _CHECKPOINT_METADATA carries timestamps. Optimizer state is left out (no later stage reads it).
 """
+
 from __future__ import annotations
 
 import hashlib

@@ -1,6 +1,7 @@
 """RUN_DIR/manifest.json: per stage its resolved config, inputs and outputs with content hashes,
 the code version, metrics, timings and status (running | done | failed | preempted), so any result can be
 traced to the data and checkpoint that made it. Written whole and atomically, by process 0 only."""
+
 from __future__ import annotations
 
 import json
@@ -37,8 +38,9 @@ def read(run_dir: str) -> dict:
     try:
         data = json.loads(p.read_text())
     except json.JSONDecodeError as e:
-        raise InputError(f"{p}: not valid JSON (line {e.lineno}: {e.msg}); delete it to run every stage again") \
-            from None
+        raise InputError(
+            f"{p}: not valid JSON (line {e.lineno}: {e.msg}); delete it to run every stage again"
+        ) from None
     if not isinstance(data, dict) or not isinstance(data.get("stages"), dict):
         raise InputError(f"{p}: not a pipeline manifest (no `stages` mapping)")
     return data

@@ -6,6 +6,7 @@ recorded outputs changed since it finished, or when an earlier stage ran again; 
 again for any reason but the first starts from an empty directory. Every host of a pod runs the
 same pipeline; process 0 decides, hashes and writes the manifest, and tells the others.
 """
+
 from __future__ import annotations
 
 import json
@@ -145,7 +146,9 @@ def run_pipeline(pipe: Pipeline, *, dry_run: bool = False, stop_after: str | Non
     from mathjax_train.parallel.distributed import maybe_initialize
 
     if stop_after is not None and stop_after not in [s.name for s in pipe.stages]:
-        raise ConfigError(f"--stop-after {stop_after!r}: no such stage; stages: {', '.join(s.name for s in pipe.stages)}")
+        raise ConfigError(
+            f"--stop-after {stop_after!r}: no such stage; stages: {', '.join(s.name for s in pipe.stages)}"
+        )
     maybe_initialize(DistributedConfig())
     host, hosts = jax.process_index(), jax.process_count()
     main = host == 0
@@ -179,19 +182,38 @@ def run_pipeline(pipe: Pipeline, *, dry_run: bool = False, stop_after: str | Non
                 epath.Path(stage.dir).rmtree()
             hashes.forget_under(stage.dir)
             barrier(f"{stage.name}:start")
-            summary[stage.name] = _run_stage(stage, manifest, code, inputs, reason, host, hosts, hashes,
-                                             action == RESUME)
+            summary[stage.name] = _run_stage(
+                stage, manifest, code, inputs, reason, host, hosts, hashes, action == RESUME
+            )
         if stop_after == stage.name:
             break
     return summary
 
 
-def _run_stage(stage: Stage, manifest: dict, code: dict, inputs: dict, reason: str, host: int, hosts: int,
-               hashes: Hashes, resumed: bool) -> dict:
+def _run_stage(
+    stage: Stage,
+    manifest: dict,
+    code: dict,
+    inputs: dict,
+    reason: str,
+    host: int,
+    hosts: int,
+    hashes: Hashes,
+    resumed: bool,
+) -> dict:
     main = host == 0
-    record = {"kind": stage.kind, "status": "running", "reason": reason, "resumed": resumed, "config": stage.config_dict(),
-              "config_hash": stage.config_hash(), "inputs": inputs, "code": code, "dir": stage.dir,
-              "started_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+    record = {
+        "kind": stage.kind,
+        "status": "running",
+        "reason": reason,
+        "resumed": resumed,
+        "config": stage.config_dict(),
+        "config_hash": stage.config_hash(),
+        "inputs": inputs,
+        "code": code,
+        "dir": stage.dir,
+        "started_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+    }
     if main:
         manifest["stages"][stage.name] = record
         mf.write(manifest["run_dir"], manifest)
@@ -204,15 +226,21 @@ def _run_stage(stage: Stage, manifest: dict, code: dict, inputs: dict, reason: s
         barrier(f"{stage.name}:end")
     except BaseException as e:
         if main:
-            status = "preempted" if isinstance(e, StagePreempted) else "failed" if isinstance(e, Exception) else "running"
+            status = (
+                "preempted" if isinstance(e, StagePreempted) else "failed" if isinstance(e, Exception) else "running"
+            )
             record.update(status=status, error=f"{type(e).__name__}: {e}")
             mf.write(manifest["run_dir"], manifest)
         raise
     if main:
         hashes.forget_under(stage.dir)
-        record.update(status="done", metrics=metrics, seconds=round(time.time() - t0, 3),
-                      outputs={k: {"path": p, "sha256": hashes.get(p)} for k, p in files.items()},
-                      finished_at=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()))
+        record.update(
+            status="done",
+            metrics=metrics,
+            seconds=round(time.time() - t0, 3),
+            outputs={k: {"path": p, "sha256": hashes.get(p)} for k, p in files.items()},
+            finished_at=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        )
         mf.write(manifest["run_dir"], manifest)
         log(f"{stage.name}: done in {record['seconds']:.1f}s: {json.dumps(metrics, default=str)[:300]}")
     return {"action": "resume" if resumed else "run", "reason": reason, "status": "done"}

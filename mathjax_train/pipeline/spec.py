@@ -7,6 +7,7 @@ start from `base: FILE` or a list of files (training config YAMLs, relative to t
 replaced by the stage's directory) and override it.
 Overrides: `run_dir=DIR`, `stages.NAME.FIELD.SUB=VALUE`.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -20,10 +21,25 @@ from typing import Any
 import yaml
 from etils import epath
 
-from mathjax_train.config import (Config, ConfigError, DecontaminateConfig, EvaluateStageConfig, ExportStageConfig,
-                                  ProblemsStageConfig, RftConfig, ScalingStageConfig, SelectConfig,
-                                  TokenizerStageConfig, apply_override, from_dict, is_remote, merge_mappings,
-                                  read_bases, read_yaml_mapping, to_dict)
+from mathjax_train.config import (
+    Config,
+    ConfigError,
+    DecontaminateConfig,
+    EvaluateStageConfig,
+    ExportStageConfig,
+    ProblemsStageConfig,
+    RftConfig,
+    ScalingStageConfig,
+    SelectConfig,
+    TokenizerStageConfig,
+    apply_override,
+    from_dict,
+    is_remote,
+    merge_mappings,
+    read_bases,
+    read_yaml_mapping,
+    to_dict,
+)
 
 
 @dataclass(frozen=True)
@@ -106,7 +122,9 @@ def _unshared(node: Any) -> Any:
 def _read(path: str) -> dict:
     data = read_yaml_mapping(path, f"{path}")
     if not isinstance(data.get("stages"), dict) or not data["stages"]:
-        raise ConfigError(f"{path}: a pipeline file needs a `stages` mapping (name -> stage); see configs/pipeline_*.yaml")
+        raise ConfigError(
+            f"{path}: a pipeline file needs a `stages` mapping (name -> stage); see configs/pipeline_*.yaml"
+        )
     unknown = [k for k in data if k not in ("run_dir", "stages")]
     if unknown:
         raise ConfigError(f"{path}: unknown key {unknown[0]!r}; valid keys: run_dir, stages")
@@ -127,8 +145,9 @@ def kind_of(raw: dict, source: str, name: str) -> str:
     if isinstance(kind, str):
         kind = ALIASES.get(kind, kind)
     if not isinstance(kind, str) or kind not in KINDS:  # a list or mapping is unhashable: check the type first
-        raise ConfigError(f"{source}: stages.{name}.kind: {raw.get('kind')!r} is not one of "
-                          f"{', '.join(list(KINDS) + list(ALIASES))}")
+        raise ConfigError(
+            f"{source}: stages.{name}.kind: {raw.get('kind')!r} is not one of {', '.join(list(KINDS) + list(ALIASES))}"
+        )
     return kind
 
 
@@ -184,8 +203,12 @@ def _owned_values(kind: str, stage_dir: str) -> dict[str, Any]:
     if kind == "sample":
         return {"output": join_path(stage_dir, KINDS["sample"].outputs["samples"])}
     if kind == "scaling":  # per size, replaced when the stage runs; placeholders keep validation honest
-        return {"train.output_dir": join_path(stage_dir, "size"), "train.data.jsonl": [], "eval.checkpoint": "",
-                "eval.output_dir": ""}
+        return {
+            "train.output_dir": join_path(stage_dir, "size"),
+            "train.data.jsonl": [],
+            "eval.checkpoint": "",
+            "eval.output_dir": "",
+        }
     return {"eval.checkpoint": "", "eval.output_dir": ""} if kind == "evaluate" else {}
 
 
@@ -229,11 +252,15 @@ def load_pipeline(path: str, overrides: list[str] | tuple[str, ...] = ()) -> Pip
             _, other, out = parts
             if other == _name or other not in known:
                 later = " (a stage can only use earlier stages' outputs)" if other in data["stages"] else ""
-                raise ConfigError(f"{source}: {where}: ${{{ref}}}: no earlier stage {other!r}{later}; "
-                                  f"earlier stages: {', '.join(known) or 'none'}")
+                raise ConfigError(
+                    f"{source}: {where}: ${{{ref}}}: no earlier stage {other!r}{later}; "
+                    f"earlier stages: {', '.join(known) or 'none'}"
+                )
             if out not in known[other].outputs:
-                raise ConfigError(f"{source}: {where}: ${{{ref}}}: a {known[other].kind} stage's outputs are "
-                                  f"{', '.join(known[other].outputs)}")
+                raise ConfigError(
+                    f"{source}: {where}: ${{{ref}}}: a {known[other].kind} stage's outputs are "
+                    f"{', '.join(known[other].outputs)}"
+                )
             _uses[where.split(".", 2)[2]] = other
             return known[other].outputs[out]
 

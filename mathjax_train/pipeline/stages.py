@@ -5,6 +5,7 @@ manifest records (name -> path). Training and sampling run on every host (train 
 takes the questions i % hosts == host, then process 0 merges the shards); the other kinds run on
 process 0.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -36,8 +37,12 @@ def _train(cfg) -> dict:
     summary = train(cfg, log=lambda s: None)
     if summary["status"] == "preempted":
         raise StagePreempted(f"{cfg.output_dir}: preempted at step {summary['step']}")
-    return {"status": summary["status"], "step": summary["step"], "resumed_from": summary["resumed_from"],
-            "last_metrics": summary["last_metrics"]}
+    return {
+        "status": summary["status"],
+        "step": summary["step"],
+        "resumed_from": summary["resumed_from"],
+        "last_metrics": summary["last_metrics"],
+    }
 
 
 def _eval_files(out_dir: str) -> dict[str, str]:
@@ -50,16 +55,28 @@ def _evaluate(cfg: EvalConfig) -> dict:
     from mathjax_train.eval.harness import evaluate
 
     r = evaluate(cfg, progress=False).report
-    return {"problems": r["num_problems"], "accuracy": r["accuracy"], "pass@k": r["pass@k"], "maj@k": r["maj@k"],
-            "report": join_path(cfg.output_dir, "report.json")}
+    return {
+        "problems": r["num_problems"],
+        "accuracy": r["accuracy"],
+        "pass@k": r["pass@k"],
+        "maj@k": r["maj@k"],
+        "report": join_path(cfg.output_dir, "report.json"),
+    }
 
 
 def run_tokenizer(stage: Stage, host: int, hosts: int) -> tuple[dict, dict]:
     from mathjax_train.data.tokenizer_training import build_tokenizer
 
     c = stage.cfg
-    info = build_tokenizer(stage.dir, vocab_size=c.vocab_size, num_examples=c.examples, seed=c.seed,
-                           template=c.template, ending=c.ending, levels=tuple(c.levels))
+    info = build_tokenizer(
+        stage.dir,
+        vocab_size=c.vocab_size,
+        num_examples=c.examples,
+        seed=c.seed,
+        template=c.template,
+        ending=c.ending,
+        levels=tuple(c.levels),
+    )
     return {k: info[k] for k in ("vocab_size", "corpus_texts", "corpus_chars")}, {"dir": stage.dir}
 
 
@@ -68,8 +85,7 @@ def run_problems(stage: Stage, host: int, hosts: int) -> tuple[dict, dict]:
     from mathjax_train.data.jsonl_source import write_jsonl
 
     c, out = stage.cfg, stage.outputs["problems"]
-    rows = procedural.iterate(seed=c.seed, split=c.split, stop=c.count, templates=c.templates or None,
-                              levels=c.levels)
+    rows = procedural.iterate(seed=c.seed, split=c.split, stop=c.count, templates=c.templates or None, levels=c.levels)
     return {"problems": write_jsonl(out, rows)}, {"problems": out}
 
 
@@ -124,9 +140,14 @@ def run_evaluate(stage: Stage, host: int, hosts: int) -> tuple[dict, dict]:
             out = join_path(stage.dir, label, mode)
             m[mode] = _evaluate(dataclasses.replace(c.eval, checkpoint=ckpt, output_dir=out, generate=gen))
             files[f"{label}.{mode}"] = _eval_files(out)["samples"]
-        log(f"{stage.name}: {label}: greedy accuracy {m['greedy']['accuracy']:.3f}"
-             + (f", pass@{c.sampled.num_samples} {m['sampled']['pass@k'].get(str(c.sampled.num_samples))}"
-                if "sampled" in m else ""))
+        log(
+            f"{stage.name}: {label}: greedy accuracy {m['greedy']['accuracy']:.3f}"
+            + (
+                f", pass@{c.sampled.num_samples} {m['sampled']['pass@k'].get(str(c.sampled.num_samples))}"
+                if "sampled" in m
+                else ""
+            )
+        )
     return metrics, files
 
 
@@ -170,8 +191,9 @@ def run_scaling(stage: Stage, host: int, hosts: int) -> tuple[dict, dict]:
     epath.Path(stage.outputs["fit"]).write_text(json.dumps(body, indent=1))
     plot_fit(fit, stage.outputs["plot"])
     return {k: body[k] for k in ("slope", "intercept", "r2", "gain_per_doubling")} | {
-        "sizes": [p.size for p in fit.points], c.metric: [p.value for p in fit.points]}, \
-        {"fit": stage.outputs["fit"], "checkpoint": stage.outputs["checkpoint"], **files}
+        "sizes": [p.size for p in fit.points],
+        c.metric: [p.value for p in fit.points],
+    }, {"fit": stage.outputs["fit"], "checkpoint": stage.outputs["checkpoint"], **files}
 
 
 def run_export(stage: Stage, host: int, hosts: int) -> tuple[dict, dict]:
@@ -183,9 +205,16 @@ def run_export(stage: Stage, host: int, hosts: int) -> tuple[dict, dict]:
 
 
 RUNNERS: dict[str, Callable[[Stage, int, int], tuple[dict, dict]]] = {
-    "tokenizer": run_tokenizer, "problems": run_problems, "train": run_train, "sample": run_sample,
-    "decontaminate": run_decontaminate, "select": run_select, "evaluate": run_evaluate, "scaling": run_scaling,
-    "export": run_export}
+    "tokenizer": run_tokenizer,
+    "problems": run_problems,
+    "train": run_train,
+    "sample": run_sample,
+    "decontaminate": run_decontaminate,
+    "select": run_select,
+    "evaluate": run_evaluate,
+    "scaling": run_scaling,
+    "export": run_export,
+}
 
 
 def barrier(name: str) -> None:

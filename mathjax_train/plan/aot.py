@@ -9,6 +9,7 @@ linearly to the real depth (scanned layers make memory affine in the layer count
 XLA:CPU keeps bfloat16 intermediates in float32 and fuses differently from XLA:TPU, so the
 temporaries are an upper bound for a TPU; argument bytes (parameters, optimizer state, batch) are exact.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -34,8 +35,9 @@ def lower_step(cfg, num_layers: int):
 
     setup = build_step(cfg, dataclasses.replace(cfg.model, num_layers=num_layers))
     shape = (cfg.train.batch_size, cfg.train.seq_len)
-    batch = {k: jax.ShapeDtypeStruct(shape, jnp.dtype(dt), sharding=setup.batch_sharding)
-             for k, dt in BATCH_DTYPES.items()}
+    batch = {
+        k: jax.ShapeDtypeStruct(shape, jnp.dtype(dt), sharding=setup.batch_sharding) for k, dt in BATCH_DTYPES.items()
+    }
     with jax.set_mesh(setup.mesh):
         return setup.step.lower(setup.layout.abstract, batch)
 
@@ -50,11 +52,15 @@ def compile_step(cfg, num_layers: int) -> dict:
     ma = compiled.memory_analysis()
     if ma is None:
         raise RuntimeError(f"XLA on {jax.default_backend()} gives no memory analysis of the compiled step")
-    return {"layers": num_layers, "compile_seconds": round(time.perf_counter() - t, 1),
-            "argument": ma.argument_size_in_bytes, "output": ma.output_size_in_bytes,
-            "alias": ma.alias_size_in_bytes, "temp": ma.temp_size_in_bytes,
-            "peak": ma.argument_size_in_bytes + ma.output_size_in_bytes - ma.alias_size_in_bytes
-            + ma.temp_size_in_bytes}
+    return {
+        "layers": num_layers,
+        "compile_seconds": round(time.perf_counter() - t, 1),
+        "argument": ma.argument_size_in_bytes,
+        "output": ma.output_size_in_bytes,
+        "alias": ma.alias_size_in_bytes,
+        "temp": ma.temp_size_in_bytes,
+        "peak": ma.argument_size_in_bytes + ma.output_size_in_bytes - ma.alias_size_in_bytes + ma.temp_size_in_bytes,
+    }
 
 
 def extrapolate(points: list[dict], num_layers: int) -> dict:
@@ -76,15 +82,27 @@ def compiled_memory(cfg, chips: int, layers: tuple[int, ...] = DEFAULT_LAYERS) -
     layers = tuple(sorted({min(n, depth) for n in layers}))
     if layers[-1] != depth and (len(layers) < 2 or layers[0] < 2):
         # a one-layer scan is compiled as straight-line code and does not lie on the line
-        raise ConfigError(f"plan --compile-layers {' '.join(map(str, layers))}: give two different depths of at "
-                          f"least 2 (or the model's {depth})")
+        raise ConfigError(
+            f"plan --compile-layers {' '.join(map(str, layers))}: give two different depths of at "
+            f"least 2 (or the model's {depth})"
+        )
     flags = re.sub(r"--xla_force_host_platform_device_count=\S+", "", os.environ.get("XLA_FLAGS", ""))
-    env = dict(os.environ, JAX_PLATFORMS="cpu", TF_CPP_MIN_LOG_LEVEL="3",
-               XLA_FLAGS=f"{flags} --xla_force_host_platform_device_count={chips}".strip())
+    env = dict(
+        os.environ,
+        JAX_PLATFORMS="cpu",
+        TF_CPP_MIN_LOG_LEVEL="3",
+        XLA_FLAGS=f"{flags} --xla_force_host_platform_device_count={chips}".strip(),
+    )
     request = json.dumps({"config": to_dict(cfg), "layers": list(layers)})
     t = time.perf_counter()
-    proc = subprocess.run([sys.executable, "-m", "mathjax_train.plan.aot"], input=request, capture_output=True,
-                          text=True, env=env, timeout=TIMEOUT_S)
+    proc = subprocess.run(
+        [sys.executable, "-m", "mathjax_train.plan.aot"],
+        input=request,
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=TIMEOUT_S,
+    )
     if proc.returncode != 0:
         raise RuntimeError(f"plan: the ahead-of-time compile on {chips} fake devices failed:\n{proc.stderr[-3000:]}")
     points = json.loads(proc.stdout.strip().splitlines()[-1])
@@ -93,10 +111,16 @@ def compiled_memory(cfg, chips: int, layers: tuple[int, ...] = DEFAULT_LAYERS) -
         method = f"compiled at the full depth ({depth} layers)"
     else:
         at_depth = extrapolate(points[-2:], depth)
-        method = (f"compiled at {points[-2]['layers']} and {points[-1]['layers']} layers, extrapolated "
-                  f"linearly to {depth}")
-    return {"devices": chips, "method": method, "points": points, "at_depth": at_depth,
-            "seconds": round(time.perf_counter() - t, 1)}
+        method = (
+            f"compiled at {points[-2]['layers']} and {points[-1]['layers']} layers, extrapolated linearly to {depth}"
+        )
+    return {
+        "devices": chips,
+        "method": method,
+        "points": points,
+        "at_depth": at_depth,
+        "seconds": round(time.perf_counter() - t, 1),
+    }
 
 
 def _main() -> None:

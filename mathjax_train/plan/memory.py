@@ -23,6 +23,7 @@ an abstract mesh of the slice's shape and each array's shard is summed. The rest
   plus all-gathered weights (FSDP): two layers, the embedding and the output head in the compute dtype.
   activations = T (L kept + live + head) + head weights + gathered.
 """
+
 from __future__ import annotations
 
 import math
@@ -66,8 +67,10 @@ def plan_mesh(cfg: Config, chips: int) -> MeshPlan:
     mp.batch_shards = mp.shards("batch")
     rows = cfg.train.batch_size // cfg.train.microbatches
     if rows % mp.batch_shards:
-        raise ConfigError(f"train.batch_size / train.microbatches = {rows} rows per micro-batch cannot be split "
-                          f"over the {mp.batch_shards} batch shards of mesh {shape}")
+        raise ConfigError(
+            f"train.batch_size / train.microbatches = {rows} rows per micro-batch cannot be split "
+            f"over the {mp.batch_shards} batch shards of mesh {shape}"
+        )
     mp.rows_per_device = rows // mp.batch_shards
     return mp
 
@@ -94,8 +97,13 @@ def state_bytes(cfg: Config, model_cfg: ModelConfig, mp: MeshPlan) -> dict:
     params, base = layout.abstract["params"], layout.abstract.get("base", {})
     trainable = _count(params)
     count = _count(base, skip=("kernel_scale",)) if lora else trainable
-    return {"param_count": count, "trainable_count": trainable, "params": _local_bytes(params),
-            "frozen_base": _local_bytes(base), "optimizer_state": _local_bytes(layout.abstract["opt_state"])}
+    return {
+        "param_count": count,
+        "trainable_count": trainable,
+        "params": _local_bytes(params),
+        "frozen_base": _local_bytes(base),
+        "optimizer_state": _local_bytes(layout.abstract["opt_state"]),
+    }
 
 
 def layer_param_count(m: ModelConfig) -> int:
@@ -106,8 +114,15 @@ def layer_param_count(m: ModelConfig) -> int:
 def activation_terms(cfg: Config, m: ModelConfig, mp: MeshPlan) -> dict:
     """The terms of the activation estimate (bytes per device); see the module docstring."""
     a = jnp.dtype(m.dtype).itemsize
-    e, mlp, h, kv, d, V, L = (m.hidden_size, m.intermediate_size, m.num_heads, m.num_kv_heads, m.resolved_head_dim,
-                              m.vocab_size, m.num_layers)
+    e, mlp, h, kv, d, V, L = (
+        m.hidden_size,
+        m.intermediate_size,
+        m.num_heads,
+        m.num_kv_heads,
+        m.resolved_head_dim,
+        m.vocab_size,
+        m.num_layers,
+    )
     s = cfg.train.seq_len
     th, tm, tv = mp.shards("heads"), mp.shards("mlp"), mp.shards("vocab")
     T = mp.rows_per_device * s
@@ -115,16 +130,24 @@ def activation_terms(cfg: Config, m: ModelConfig, mp: MeshPlan) -> dict:
     MM = a * (2 * e + (2 * h + 2 * kv) * d / th + 2 * mlp / tm) + lora_terms(cfg, a, e, mlp, h, kv, d, th, tm)
     EW = a * (2 * e + (h + kv) * d / th + mlp / tm) + 8 * e
     SC = (h / th) * s * (4 + a) if m.attention_kernel == "dot" else 4 * h / th
-    kept = {"none": X + MM + EW + SC,
-            "dots": X + MM + (a * (h / th) * s if m.attention_kernel == "dot" else 0),
-            "dots_with_no_batch_dims": X + MM - a * h * d / th,
-            "full": X}[m.remat_policy]
+    kept = {
+        "none": X + MM + EW + SC,
+        "dots": X + MM + (a * (h / th) * s if m.attention_kernel == "dot" else 0),
+        "dots_with_no_batch_dims": X + MM - a * h * d / th,
+        "full": X,
+    }[m.remat_policy]
     live = X + MM + EW + SC
     head, head_weights = head_terms(a, e, V, tv, cfg.train.vocab_chunk(V))
     gathered = a * (2 * layer_param_count(m) / max(th, 1) + (1 if m.tie_embeddings else 2) * V * e / tv)
-    return {"tokens_per_device": T, "kept_per_layer": T * kept, "layers": T * L * kept, "live_layer": T * live,
-            "head": T * head + head_weights, "gathered_weights": gathered,
-            "total": T * (L * kept + live + head) + head_weights + gathered}
+    return {
+        "tokens_per_device": T,
+        "kept_per_layer": T * kept,
+        "layers": T * L * kept,
+        "live_layer": T * live,
+        "head": T * head + head_weights,
+        "gathered_weights": gathered,
+        "total": T * (L * kept + live + head) + head_weights + gathered,
+    }
 
 
 def lora_terms(cfg: Config, a, e, mlp, h, kv, d, th, tm) -> float:
@@ -132,8 +155,15 @@ def lora_terms(cfg: Config, a, e, mlp, h, kv, d, th, tm) -> float:
     lora = cfg.lora
     if not lora.enabled:
         return 0.0
-    inputs = {"q_proj": e, "k_proj": e, "v_proj": e, "o_proj": h * d / th, "gate_proj": e, "up_proj": e,
-              "down_proj": mlp / tm}
+    inputs = {
+        "q_proj": e,
+        "k_proj": e,
+        "v_proj": e,
+        "o_proj": h * d / th,
+        "gate_proj": e,
+        "up_proj": e,
+        "down_proj": mlp / tm,
+    }
     dropped = sum(inputs[t] for t in lora.targets) if lora.dropout > 0 else 0
     return a * (lora.rank * len(lora.targets) + dropped)
 
@@ -163,8 +193,10 @@ def learner_config(cfg: Config) -> Config:
     import dataclasses
 
     rows = cfg.rl.prompts_per_step * cfg.rl.group_size
-    return dataclasses.replace(cfg, train=dataclasses.replace(
-        cfg.train, batch_size=rows // cfg.rl.minibatches, microbatches=1, loss_vocab_chunk=0))
+    return dataclasses.replace(
+        cfg,
+        train=dataclasses.replace(cfg.train, batch_size=rows // cfg.rl.minibatches, microbatches=1, loss_vocab_chunk=0),
+    )
 
 
 def rl_extra_memory(cfg: Config, model_cfg: ModelConfig, params_bytes: int) -> dict:

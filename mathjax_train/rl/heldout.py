@@ -1,5 +1,6 @@
 """Held-out accuracy during RL through the `evaluate` harness, decoding greedily on the RL engine
 with the learner's current parameters (no reload, no second KV cache)."""
+
 from __future__ import annotations
 
 from etils import epath
@@ -13,14 +14,25 @@ def heldout_accuracy(cfg: Config, sampler, checkpoint: str, out_dir: epath.Path)
     """{accuracy, problems, correct}; `checkpoint` is a saved directory holding the parameters the
     sampler has now (the harness records and checks it; a finished `out_dir` is read back)."""
     rl = cfg.rl
-    ecfg = EvalConfig(checkpoint=checkpoint, dataset=rl.heldout, template=cfg.data.template, output_dir=str(out_dir),
-                      limit=rl.heldout_limit, answer_fallback=rl.answer_fallback,
-                      grading_timeout_s=rl.grading_timeout_s,
-                      generate=GenerateConfig(max_new_tokens=rl.max_new_tokens))
+    ecfg = EvalConfig(
+        checkpoint=checkpoint,
+        dataset=rl.heldout,
+        template=cfg.data.template,
+        output_dir=str(out_dir),
+        limit=rl.heldout_limit,
+        answer_fallback=rl.answer_fallback,
+        grading_timeout_s=rl.grading_timeout_s,
+        generate=GenerateConfig(max_new_tokens=rl.max_new_tokens),
+    )
 
     def source(c, prompts):
-        return plain_source(sampler.model, sampling_params(c), prompts, engine=sampler.engine,
-                            add_special_tokens=sampler.add_special_tokens)
+        return plain_source(
+            sampler.model,
+            sampling_params(c),
+            prompts,
+            engine=sampler.engine,
+            add_special_tokens=sampler.add_special_tokens,
+        )
 
     report = evaluate(ecfg, make_source=source, progress=False).report
     n = report["num_problems"]

@@ -1,6 +1,7 @@
 """The learner's jitted programs: one policy update on a minibatch (the GRPO loss of rl/loss.py over
 the decoder's per-token log-probabilities, clipping, and train/step.py's kind of guard: no update on
 a non-finite loss or gradient) and the frozen reference's log-probabilities for the KL term."""
+
 from __future__ import annotations
 
 import flax.linen as nn
@@ -29,9 +30,20 @@ def make_update(model_cfg, rl: RlConfig, tx, layout, mesh, rules, batch_sharding
 
     def loss_fn(params, mb):
         logp, entropy = _forward(model, params, mb)
-        return grpo_loss(logp, mb["old_logp"], mb["advantages"], mb["loss_mask"], aggregation=rl.aggregation,
-                         clip_low=rl.clip_low, clip_high=rl.clip_high, ref_logp=mb["ref_logp"] if use_ref else None,
-                         kl_coef=rl.kl_coef, entropy=entropy, entropy_coef=rl.entropy_coef, constant_len=constant_len)
+        return grpo_loss(
+            logp,
+            mb["old_logp"],
+            mb["advantages"],
+            mb["loss_mask"],
+            aggregation=rl.aggregation,
+            clip_low=rl.clip_low,
+            clip_high=rl.clip_high,
+            ref_logp=mb["ref_logp"] if use_ref else None,
+            kl_coef=rl.kl_coef,
+            entropy=entropy,
+            entropy_coef=rl.entropy_coef,
+            constant_len=constant_len,
+        )
 
     def update(state, mb, bump):
         with nn.logical_axis_rules(rules):
@@ -44,15 +56,20 @@ def make_update(model_cfg, rl: RlConfig, tx, layout, mesh, rules, batch_sharding
         # the weights on Adam's momentum alone
         apply = finite & (m["trained_tokens"] > 0)
         new = {"params": params, "opt_state": opt_state}
-        new = jax.tree_util.tree_map(lambda n, o: jnp.where(apply, n, o), new,
-                                     {"params": state["params"], "opt_state": state["opt_state"]})
+        new = jax.tree_util.tree_map(
+            lambda n, o: jnp.where(apply, n, o), new, {"params": state["params"], "opt_state": state["opt_state"]}
+        )
         new.update(step=state["step"] + bump, rng=state["rng"])
         metrics = {"loss": loss, "grad_norm": grad_norm, "finite": finite, **m}
         return new, metrics
 
     replicated = NamedSharding(mesh, PartitionSpec())
-    return jax.jit(update, in_shardings=(layout.shardings, batch_sharding, replicated),
-                   out_shardings=(layout.shardings, replicated), donate_argnums=(0,))
+    return jax.jit(
+        update,
+        in_shardings=(layout.shardings, batch_sharding, replicated),
+        out_shardings=(layout.shardings, replicated),
+        donate_argnums=(0,),
+    )
 
 
 def make_reference_logprobs(model_cfg, rules):

@@ -6,6 +6,7 @@ sampler's log-probabilities with DAPO's asymmetric clip, an optional k3 KL to a 
 entropy bonus, aggregated per token (DAPO), per sequence (GRPO) or by a constant (Dr. GRPO).
 Tokens with mask 0 (prompt, padding, tool output) contribute nothing, so they get no gradient.
 """
+
 from __future__ import annotations
 
 import jax
@@ -51,9 +52,21 @@ def aggregate(per_token, mask, how: str, constant_len: int | None = None):
     raise ValueError(f"aggregation {how!r} is not one of {', '.join(RL_AGGREGATIONS)}")
 
 
-def grpo_loss(logp, old_logp, advantages, mask, *, aggregation: str = "token", clip_low: float = 0.2,
-              clip_high: float = 0.2, ref_logp=None, kl_coef: float = 0.0, entropy=None, entropy_coef: float = 0.0,
-              constant_len: int | None = None):
+def grpo_loss(
+    logp,
+    old_logp,
+    advantages,
+    mask,
+    *,
+    aggregation: str = "token",
+    clip_low: float = 0.2,
+    clip_high: float = 0.2,
+    ref_logp=None,
+    kl_coef: float = 0.0,
+    entropy=None,
+    entropy_coef: float = 0.0,
+    constant_len: int | None = None,
+):
     """(loss, metrics) of the clipped surrogate.
 
     logp, old_logp, mask: (rows, t) (current policy, sampler, 1 on trained tokens); advantages: (rows,)
@@ -80,8 +93,11 @@ def grpo_loss(logp, old_logp, advantages, mask, *, aggregation: str = "token", c
         metrics["entropy"] = jax.lax.stop_gradient(aggregate(ent, mask, "token"))
     loss = aggregate(per_token, mask, aggregation, constant_len)
     is_clipped = (clipped < unclipped).astype(jnp.float32)  # the min picked the clipped branch
-    metrics.update({
-        "clip_fraction": jax.lax.stop_gradient(aggregate(is_clipped, mask, "token")),
-        "ratio_mean": jax.lax.stop_gradient(aggregate(ratio, mask, "token")),
-        "trained_tokens": jnp.sum(mask)})
+    metrics.update(
+        {
+            "clip_fraction": jax.lax.stop_gradient(aggregate(is_clipped, mask, "token")),
+            "ratio_mean": jax.lax.stop_gradient(aggregate(ratio, mask, "token")),
+            "trained_tokens": jnp.sum(mask),
+        }
+    )
     return loss, metrics

@@ -1,5 +1,6 @@
 """OUTPUT_DIR/reward_curve.png: the sampled pass rate per step and the held-out accuracy (with its 95%
 interval) at each evaluation, drawn from metrics.jsonl and the summary (matplotlib's Agg backend)."""
+
 from __future__ import annotations
 
 import json
@@ -24,8 +25,14 @@ def plot_reward_curve(out: epath.Path, summary: dict) -> str:
     if held:
         xs, ys = [k for k, _ in held], [v["accuracy"] for _, v in held]
         lo_hi = [binomial_interval(v["correct"], v["problems"]) for _, v in held]
-        ax.errorbar(xs, ys, yerr=[[y - lo for y, (lo, _) in zip(ys, lo_hi)], [hi - y for y, (_, hi) in zip(ys, lo_hi)]],
-                    fmt="o-", capsize=3, label=f"held-out accuracy (greedy, n={held[0][1]['problems']})")
+        ax.errorbar(
+            xs,
+            ys,
+            yerr=[[y - lo for y, (lo, _) in zip(ys, lo_hi)], [hi - y for y, (_, hi) in zip(ys, lo_hi)]],
+            fmt="o-",
+            capsize=3,
+            label=f"held-out accuracy (greedy, n={held[0][1]['problems']})",
+        )
     ax.set_xlabel("RL step")
     ax.set_ylim(0, 1)
     ax.legend(loc="upper left", fontsize=8)

@@ -5,6 +5,7 @@ split from the manual directory) and JSONL files (eval format: question, answer)
 source from `sample_seed(seed, k)`; a finite source is walked in a fresh shuffle each epoch. The
 state is the draw count and each source's position: the next problem depends on nothing else.
 """
+
 from __future__ import annotations
 
 import random
@@ -25,9 +26,9 @@ class PromptStream:
         self.draws = 0
         self.positions = {n: 0 for n in self.names}
         self._finite: dict[str, list[Problem]] = {}
-        self._procedural: dict[str, Any] = dict(seed=data.seed, split="train",
-                                                templates=data.procedural_templates or None,
-                                                levels=data.procedural_levels)
+        self._procedural: dict[str, Any] = dict(
+            seed=data.seed, split="train", templates=data.procedural_templates or None, levels=data.procedural_levels
+        )
         for name in self.names:
             if name != "procedural":
                 problems = datasets.load_problems(name, rl.prompts_split, data.data_dir or None, rl.prompts_limit)
@@ -60,6 +61,8 @@ class PromptStream:
 
     def set_state(self, state: dict) -> None:
         if set(state["positions"]) != set(self.names):
-            raise InputError(f"the checkpoint's prompt sources {sorted(state['positions'])} are not rl.prompts "
-                             f"{sorted(self.names)}; resume with the same rl.prompts")
+            raise InputError(
+                f"the checkpoint's prompt sources {sorted(state['positions'])} are not rl.prompts "
+                f"{sorted(self.names)}; resume with the same rl.prompts"
+            )
         self.draws, self.positions = int(state["draws"]), {k: int(v) for k, v in state["positions"].items()}

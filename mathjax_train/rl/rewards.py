@@ -1,5 +1,6 @@
 """Verifiable rewards: 1 when the extracted answer is equivalent to the gold (the grader), plus an
 optional format reward for having an answer at all and an overlong penalty for cut completions."""
+
 from __future__ import annotations
 
 from dataclasses import dataclass

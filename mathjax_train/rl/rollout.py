@@ -1,6 +1,7 @@
 """Rollouts: G completions per prompt on the collocated engine (plain, or tool-integrated with the
 Python sandbox), each rewarded by the grader; with dynamic sampling, groups whose rewards are all
 equal (no learning signal) are dropped and more prompts are drawn, up to rl.max_refill_rounds."""
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
@@ -49,9 +50,14 @@ class Sampler:
         if rl.tools == "python":
             from mathjax_train.infer.tool_generate import ToolGenerator
 
-            self.tools = ToolGenerator(model, max_calls=rl.max_tool_calls, timeout_s=rl.tool_timeout_s,
-                                       batch_size=engine_cfg.num_slots, engine_config=engine_cfg,
-                                       add_special_tokens=self.add_special_tokens)
+            self.tools = ToolGenerator(
+                model,
+                max_calls=rl.max_tool_calls,
+                timeout_s=rl.tool_timeout_s,
+                batch_size=engine_cfg.num_slots,
+                engine_config=engine_cfg,
+                add_special_tokens=self.add_special_tokens,
+            )
             self.engine = self.tools.engine
         else:
             from mathjax_train.infer.engine import Engine
@@ -64,11 +70,12 @@ class Sampler:
     def sample(self, prompts: list[str], prompt_ids: list[list[int]], seeds: list[list[int]]) -> list[list[Completion]]:
         if self.tools is None:
             return self.engine.generate(prompt_ids, self.params, seeds)
-        flat = self.tools.generate([p for p, s in zip(prompts, seeds) for _ in s], self.params,
-                                   [x for s in seeds for x in s])
+        flat = self.tools.generate(
+            [p for p, s in zip(prompts, seeds) for _ in s], self.params, [x for s in seeds for x in s]
+        )
         out, i = [], 0
         for s in seeds:
-            out.append(flat[i:i + len(s)])
+            out.append(flat[i : i + len(s)])
             i += len(s)
         return out
 

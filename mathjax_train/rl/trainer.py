@@ -6,6 +6,7 @@ the clipped surrogate. The engine then reads the updated arrays directly. Checkp
 checkpointing.py) hold the parameters, optimizer state, RNG, the prompt stream's position and the
 run's totals, so a stopped or killed run resumes to the same later metrics as an uninterrupted one.
 """
+
 from __future__ import annotations
 
 import json
@@ -55,8 +56,10 @@ def _check(cfg: Config) -> None:
     if not cfg.init_from:
         raise ConfigError("init_from: rl starts from a checkpoint (e.g. the demo's train dir); set init_from=DIR")
     if cfg.rl.max_new_tokens >= cfg.train.seq_len:
-        raise ConfigError(f"rl.max_new_tokens ({cfg.rl.max_new_tokens}) must be below train.seq_len "
-                          f"({cfg.train.seq_len}), which holds prompt + completion")
+        raise ConfigError(
+            f"rl.max_new_tokens ({cfg.rl.max_new_tokens}) must be below train.seq_len "
+            f"({cfg.train.seq_len}), which holds prompt + completion"
+        )
     if cfg.lora.enabled:
         raise ConfigError("lora.rank: rl trains all parameters for now; set lora.rank=0")
     if jax.process_count() > 1:
@@ -74,15 +77,19 @@ def _step_metrics(rollout, batch: dict, learn: list[dict]) -> dict:
     scores = rollout.scores  # the policy's, over everything sampled (dynamic sampling keeps a biased subset)
     kept = [s.reward for g in rollout.groups for s in g.scores]
     lengths = [c.num_tokens for g in rollout.groups for c in g.completions]
-    row = {"reward_mean": float(np.mean([s.reward for s in scores])),
-           "pass_rate": float(np.mean([s.correct for s in scores])),
-           "answer_rate": float(np.mean([s.has_answer for s in scores])),
-           "truncated_rate": float(np.mean([s.truncated for s in scores])),
-           "trained_reward_mean": float(np.mean(kept)) if kept else 0.0,
-           "response_length": float(np.mean(lengths)) if lengths else 0.0,
-           "groups": len(rollout.groups), "groups_sampled": rollout.sampled, "groups_dropped": rollout.dropped,
-           "sampled_tokens": rollout.sampled_tokens, "tool_calls": sum(c.tool_calls for g in rollout.groups
-                                                                        for c in g.completions)}
+    row = {
+        "reward_mean": float(np.mean([s.reward for s in scores])),
+        "pass_rate": float(np.mean([s.correct for s in scores])),
+        "answer_rate": float(np.mean([s.has_answer for s in scores])),
+        "truncated_rate": float(np.mean([s.truncated for s in scores])),
+        "trained_reward_mean": float(np.mean(kept)) if kept else 0.0,
+        "response_length": float(np.mean(lengths)) if lengths else 0.0,
+        "groups": len(rollout.groups),
+        "groups_sampled": rollout.sampled,
+        "groups_dropped": rollout.dropped,
+        "sampled_tokens": rollout.sampled_tokens,
+        "tool_calls": sum(c.tool_calls for g in rollout.groups for c in g.completions),
+    }
     for key in ("loss", "grad_norm", "clip_fraction", "ratio_mean", "entropy", "kl"):
         vals = [float(m[key]) for m in learn if key in m]
         if vals:
@@ -127,8 +134,9 @@ def run_rl(cfg: Config, *, max_steps_this_run: int | None = None, log=_log) -> d
         run = {"prompts": stream.get_state(), "sampled_tokens": 0, "seconds": 0.0, "heldout": {}}
     ref_logp_fn = make_reference_logprobs(model_cfg, rules) if reference is not None else None
     tokenizer = load_tokenizer(out / model_ckpt.TOKENIZER_DIR)
-    template = get_template(cfg.data.template, tokenizer_config=out / model_ckpt.TOKENIZER_DIR
-                            if cfg.data.template == "chat" else None)
+    template = get_template(
+        cfg.data.template, tokenizer_config=out / model_ckpt.TOKENIZER_DIR if cfg.data.template == "chat" else None
+    )
     sampler = Sampler(LoadedModel(model_cfg, state["params"], tokenizer), cfg)
     writer = MetricsWriter(out, resume_step=start)
 
@@ -171,19 +179,26 @@ def run_rl(cfg: Config, *, max_steps_this_run: int | None = None, log=_log) -> d
                 jax.block_until_ready(state["step"])
                 step += 1
                 t_done = time.time()
-                row = {"step": step, **_step_metrics(rollout, batch, learn),
-                       "lr": float(schedule(step * updates_per_step(cfg) - 1)),
-                       "nonfinite_updates": sum(not bool(m["finite"]) for m in learn)}
+                row = {
+                    "step": step,
+                    **_step_metrics(rollout, batch, learn),
+                    "lr": float(schedule(step * updates_per_step(cfg) - 1)),
+                    "nonfinite_updates": sum(not bool(m["finite"]) for m in learn),
+                }
                 run["sampled_tokens"] += rollout.sampled_tokens
-                row.update({"sampled_tokens_total": run["sampled_tokens"],
-                            "sample_seconds": t_sampled - t_step, "learn_seconds": t_done - t_sampled,
-                            "step_seconds": t_done - t_step,
-                            "sampled_tokens_per_second": rollout.sampled_tokens / max(t_sampled - t_step, 1e-9)})
+                row.update(
+                    {
+                        "sampled_tokens_total": run["sampled_tokens"],
+                        "sample_seconds": t_sampled - t_step,
+                        "learn_seconds": t_done - t_sampled,
+                        "step_seconds": t_done - t_step,
+                        "sampled_tokens_per_second": rollout.sampled_tokens / max(t_sampled - t_step, 1e-9),
+                    }
+                )
                 run["prompts"] = stream.get_state()
                 run["seconds"] += t_done - t_step
                 preempted = sigterm.set
-                eval_due = rl.heldout and ((rl.eval_every_steps and step % rl.eval_every_steps == 0)
-                                           or step == total)
+                eval_due = rl.heldout and ((rl.eval_every_steps and step % rl.eval_every_steps == 0) or step == total)
                 if step % cfg.checkpoint.every_steps == 0 or step == end or preempted or eval_due:
                     ckpt.save(state, run, wait=bool(eval_due or preempted))
                 if eval_due:
@@ -227,22 +242,31 @@ def _progress(row: dict, total: int, t0: float, start: int) -> None:
     done = row["step"] - start
     eta = (time.time() - t0) / done * (total - row["step"]) if done else 0.0
     held = f" | held-out {row['heldout_accuracy']:.3f}" if "heldout_accuracy" in row else ""
-    print(f"rl step {row['step']}/{total} | reward {row['reward_mean']:.3f} | pass {row['pass_rate']:.3f} | "
-          f"len {row['response_length']:.0f} | clip {row.get('clip_fraction', 0):.3f} | "
-          f"{row['sampled_tokens_per_second']:.0f} sampled tok/s{held} | ETA {format_duration(eta)}",
-          file=sys.stderr, flush=True)
+    print(
+        f"rl step {row['step']}/{total} | reward {row['reward_mean']:.3f} | pass {row['pass_rate']:.3f} | "
+        f"len {row['response_length']:.0f} | clip {row.get('clip_fraction', 0):.3f} | "
+        f"{row['sampled_tokens_per_second']:.0f} sampled tok/s{held} | ETA {format_duration(eta)}",
+        file=sys.stderr,
+        flush=True,
+    )
 
 
 def _summary(cfg: Config, run: dict, step: int, status: str, seconds_this_run: float) -> dict:
     held = run["heldout"]
     before = held.get("0")
     after = held.get(str(step)) if step else before
-    out = {"status": status, "steps": step, "sampled_tokens": run["sampled_tokens"],
-           "seconds": round(run["seconds"], 1), "seconds_this_run": round(seconds_this_run, 1),
-           "heldout_accuracy_before": before["accuracy"] if before else None,
-           "heldout_accuracy_after": after["accuracy"] if after else None,
-           "heldout_problems": before["problems"] if before else 0,
-           "heldout": held, "output_dir": cfg.output_dir}
+    out = {
+        "status": status,
+        "steps": step,
+        "sampled_tokens": run["sampled_tokens"],
+        "seconds": round(run["seconds"], 1),
+        "seconds_this_run": round(seconds_this_run, 1),
+        "heldout_accuracy_before": before["accuracy"] if before else None,
+        "heldout_accuracy_after": after["accuracy"] if after else None,
+        "heldout_problems": before["problems"] if before else 0,
+        "heldout": held,
+        "output_dir": cfg.output_dir,
+    }
     if before and after:
         out["heldout_interval_before"] = binomial_interval(before["correct"], before["problems"])
         out["heldout_interval_after"] = binomial_interval(after["correct"], after["problems"])

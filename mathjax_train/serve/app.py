@@ -9,6 +9,7 @@ the chunk generator) cancels its rows, which frees their slots and pages.
 Seeds: choice j of prompt i gets `sample_seed(seed, i, j)`; without a `seed` in the request, `seed`
 is drawn at random per request (as OpenAI: no seed, no reproducibility). Greedy ignores seeds.
 """
+
 from __future__ import annotations
 
 import queue
@@ -55,7 +56,7 @@ class TextStream:
         safe -= self._stop_prefix(text[:safe])
         if safe <= len(self.sent) or not text.startswith(self.sent):
             return ""
-        piece, self.sent = text[len(self.sent):safe], text[:safe]
+        piece, self.sent = text[len(self.sent) : safe], text[:safe]
         return piece
 
     def _stop_prefix(self, text: str) -> int:
@@ -71,7 +72,7 @@ class TextStream:
     def finish(self, final_text: str) -> str:
         if not final_text.startswith(self.sent):
             self.mismatch = True
-        rest, self.sent = final_text[len(self.sent):], final_text
+        rest, self.sent = final_text[len(self.sent) :], final_text
         return rest
 
 
@@ -123,9 +124,17 @@ class ServeApp:
     """The endpoints over one Engine run by an EngineLoop. `context` is the longest prompt +
     completion a row may have (the engine's sequence limit and its KV pages)."""
 
-    def __init__(self, model: LoadedModel, model_name: str, engine_config: EngineConfig | None = None, *,
-                 max_seq_len: int = 0, request_timeout_s: float = 600.0, max_live_rows: int = 4096,
-                 poll_s: float = 0.25):
+    def __init__(
+        self,
+        model: LoadedModel,
+        model_name: str,
+        engine_config: EngineConfig | None = None,
+        *,
+        max_seq_len: int = 0,
+        request_timeout_s: float = 600.0,
+        max_live_rows: int = 4096,
+        poll_s: float = 0.25,
+    ):
         self.model, self.model_name = model, model_name
         self.tokenizer = model.tokenizer
         self.engine = Engine(model, engine_config or EngineConfig(), max_seq_len=max_seq_len)
@@ -140,9 +149,17 @@ class ServeApp:
 
     def stats_dict(self) -> dict:
         e = self.engine
-        return {"app": self.stats.as_dict(), "loop": self.loop.stats_dict(), "engine": e.stats.as_dict(),
-                "running": len(e.running), "waiting": len(e.waiting), "num_slots": e.num_slots,
-                "pages_free": e.pool.free, "pages_usable": e.pool.usable, "context": self.context}
+        return {
+            "app": self.stats.as_dict(),
+            "loop": self.loop.stats_dict(),
+            "engine": e.stats.as_dict(),
+            "running": len(e.running),
+            "waiting": len(e.waiting),
+            "num_slots": e.num_slots,
+            "pages_free": e.pool.free,
+            "pages_usable": e.pool.usable,
+            "context": self.context,
+        }
 
     # -- endpoints ---------------------------------------------------------------------------
 
@@ -161,8 +178,9 @@ class ServeApp:
         if req.options.stream:
             return self._stream(r, "text_completion", disconnected)
         self._collect(r, disconnected)
-        return P.completion_body(r.rid, self.model_name, [self._final(r, c, chat=False) for c in r.choices],
-                                 self._usage(r))
+        return P.completion_body(
+            r.rid, self.model_name, [self._final(r, c, chat=False) for c in r.choices], self._usage(r)
+        )
 
     def chat(self, body, disconnected: Disconnected | None = None) -> dict | Iterator[dict]:
         import jinja2
@@ -177,15 +195,18 @@ class ServeApp:
         if req.options.stream:
             return self._stream(r, "chat.completion.chunk", disconnected)
         self._collect(r, disconnected)
-        return P.chat_body(r.rid, self.model_name, [self._final(r, c, chat=True) for c in r.choices],
-                           self._usage(r))
+        return P.chat_body(r.rid, self.model_name, [self._final(r, c, chat=True) for c in r.choices], self._usage(r))
 
     # -- submitting ----------------------------------------------------------------------------
 
     def _check_model(self, name: str) -> None:
         if name != self.model_name:
-            raise P.ApiError(404, f"The model `{name}` does not exist; this server serves `{self.model_name}`.",
-                             param="model", code="model_not_found")
+            raise P.ApiError(
+                404,
+                f"The model `{name}` does not exist; this server serves `{self.model_name}`.",
+                param="model",
+                code="model_not_found",
+            )
 
     def _encode_prompt(self, prompt, index: int) -> list[int]:
         if isinstance(prompt, str):
@@ -204,25 +225,39 @@ class ServeApp:
         """The request's max_tokens, or what fits in the context; 400 when the prompt leaves no room."""
         c = self.context
         if n_prompt >= c:
-            raise P.bad(f"This model's maximum context length is {c} tokens. However, your prompt has {n_prompt} "
-                        f"tokens, which leaves no room for a completion. Please reduce the prompt.",
-                        param, "context_length_exceeded")
+            raise P.bad(
+                f"This model's maximum context length is {c} tokens. However, your prompt has {n_prompt} "
+                f"tokens, which leaves no room for a completion. Please reduce the prompt.",
+                param,
+                "context_length_exceeded",
+            )
         wanted = opts.max_tokens if opts.max_tokens is not None else c - n_prompt
         if n_prompt + wanted > c:
-            raise P.bad(f"This model's maximum context length is {c} tokens. However, you requested "
-                        f"{n_prompt + wanted} tokens ({n_prompt} in the prompt, {wanted} in the completion). "
-                        "Please reduce the prompt or the completion length.", param, "context_length_exceeded")
+            raise P.bad(
+                f"This model's maximum context length is {c} tokens. However, you requested "
+                f"{n_prompt + wanted} tokens ({n_prompt} in the prompt, {wanted} in the completion). "
+                "Please reduce the prompt or the completion length.",
+                param,
+                "context_length_exceeded",
+            )
         return wanted
 
-    def _start(self, rid: str, opts: P.Options, prompt_ids: list[list[int]], implicit_stop: tuple[str, ...],
-               param: str) -> _Request:
+    def _start(
+        self, rid: str, opts: P.Options, prompt_ids: list[list[int]], implicit_stop: tuple[str, ...], param: str
+    ) -> _Request:
         """Validate every prompt, then submit each with n seeds; nothing is submitted if one is refused."""
         stops = tuple(opts.stop) + tuple(s for s in implicit_stop if s not in opts.stop)
         plans = []
         for ids in prompt_ids:
             try:
-                sp = SamplingParams(max_tokens=self._max_tokens(opts, len(ids), param), temperature=opts.temperature,
-                                    top_p=opts.top_p, top_k=opts.top_k, stop=stops, ignore_eos=opts.ignore_eos)
+                sp = SamplingParams(
+                    max_tokens=self._max_tokens(opts, len(ids), param),
+                    temperature=opts.temperature,
+                    top_p=opts.top_p,
+                    top_k=opts.top_k,
+                    stop=stops,
+                    ignore_eos=opts.ignore_eos,
+                )
             except ValueError as e:
                 raise P.bad(str(e)) from None
             plans.append((ids, sp))
@@ -239,8 +274,12 @@ class ServeApp:
                 r.unfinished += len(rows)
         except OverflowError as e:
             self.loop.cancel(r.rows)
-            raise P.ApiError(429, f"The server is overloaded ({e}); retry later.", type="server_overloaded",
-                             code="rate_limit_exceeded") from None
+            raise P.ApiError(
+                429,
+                f"The server is overloaded ({e}); retry later.",
+                type="server_overloaded",
+                code="rate_limit_exceeded",
+            ) from None
         except RuntimeError as e:  # shutting down
             self.loop.cancel(r.rows)
             raise P.ApiError(503, str(e), type="server_error") from None
@@ -262,8 +301,9 @@ class ServeApp:
             if disconnected is not None and disconnected():
                 raise ClientGone(f"request {r.rid}: the client disconnected")
             if time.monotonic() > r.deadline:
-                raise P.ApiError(504, f"generation took longer than {self.request_timeout_s}s", type="server_error",
-                                 code="timeout")
+                raise P.ApiError(
+                    504, f"generation took longer than {self.request_timeout_s}s", type="server_error", code="timeout"
+                )
 
     def _handle(self, r: _Request, event: tuple) -> tuple[str, _Choice, tuple]:
         """Record a finish; raise ApiError for a failed step or a row aborted by someone else."""

@@ -5,6 +5,7 @@ them; the engine's callbacks fire on this thread and only put events on the requ
 a slow client never slows the batch. Events: ("tokens", row, ids, logprobs), ("finish", row,
 completion) and ("error", row, exception) when a step failed (its rows are then cancelled).
 """
+
 from __future__ import annotations
 
 import queue
@@ -28,8 +29,13 @@ class LoopStats:
     finish_reasons: Counter = field(default_factory=Counter)
 
     def as_dict(self) -> dict:
-        return {"requests": self.requests, "rows": self.rows, "steps": self.steps, "step_errors": self.step_errors,
-                "finish_reasons": dict(self.finish_reasons)}
+        return {
+            "requests": self.requests,
+            "rows": self.rows,
+            "steps": self.steps,
+            "step_errors": self.step_errors,
+            "finish_reasons": dict(self.finish_reasons),
+        }
 
 
 class EngineLoop:
@@ -54,15 +60,23 @@ class EngineLoop:
         with self._cond:
             return len(self._live)
 
-    def submit(self, prompt_ids: Sequence[int], params: SamplingParams, seeds: Sequence[int],
-               events: queue.SimpleQueue, *, stream: bool = False) -> list[SeqState]:
+    def submit(
+        self,
+        prompt_ids: Sequence[int],
+        params: SamplingParams,
+        seeds: Sequence[int],
+        events: queue.SimpleQueue,
+        *,
+        stream: bool = False,
+    ) -> list[SeqState]:
         """One row per seed; their events go to `events` (token events only when `stream`)."""
         with self._cond:
             if self._closed:
                 raise RuntimeError("the server is shutting down")
             if len(self._live) + len(seeds) > self.max_live_rows:
-                raise OverflowError(f"{len(self._live)} sequences are already waiting or running "
-                                    f"(limit {self.max_live_rows})")
+                raise OverflowError(
+                    f"{len(self._live)} sequences are already waiting or running (limit {self.max_live_rows})"
+                )
             on_tokens = self._on_tokens if stream else None
             rows = self.engine.submit(prompt_ids, params, seeds, on_tokens=on_tokens, on_finish=self._on_finish)
             for r in rows:  # under the lock, so a callback for these rows waits until they are registered
@@ -98,7 +112,7 @@ class EngineLoop:
         with self._cond:
             entry = self._live.get(row.id)
         if entry is not None:
-            entry[1].put(("tokens", row, list(new), row.logprobs[len(row.logprobs) - len(new):]))
+            entry[1].put(("tokens", row, list(new), row.logprobs[len(row.logprobs) - len(new) :]))
 
     def _on_finish(self, row: SeqState, completion) -> None:
         with self._cond:

@@ -1,4 +1,5 @@
 """`mathjax-train serve CKPT`: load a checkpoint, answer OpenAI-style requests until interrupted."""
+
 from __future__ import annotations
 
 import json
@@ -22,17 +23,27 @@ def warm_up(app: ServeApp, timeout_s: float = 600.0) -> None:
     tok = app.tokenizer
     ids = tok.encode("1 + 1 =") or [tok.bos_id or 0]
     events: queue.SimpleQueue = queue.SimpleQueue()
-    app.loop.submit(ids, SamplingParams(max_tokens=min(app.engine.cfg.decode_steps, app.context - len(ids))), [0],
-                    events)
+    app.loop.submit(
+        ids, SamplingParams(max_tokens=min(app.engine.cfg.decode_steps, app.context - len(ids))), [0], events
+    )
     kind, _, payload = events.get(timeout=timeout_s)
     if kind == "error":
         raise RuntimeError(f"warm-up generation failed: {payload}")
 
 
-def serve_checkpoint(ckpt_dir: str, *, host: str = "127.0.0.1", port: int = 8000,
-                     engine: EngineConfig | None = None, max_seq_len: int = 0, dtype: str | None = "auto",
-                     model_name: str | None = None, api_key_env: str | None = None, warmup: bool = True,
-                     access_log: bool = True) -> int:
+def serve_checkpoint(
+    ckpt_dir: str,
+    *,
+    host: str = "127.0.0.1",
+    port: int = 8000,
+    engine: EngineConfig | None = None,
+    max_seq_len: int = 0,
+    dtype: str | None = "auto",
+    model_name: str | None = None,
+    api_key_env: str | None = None,
+    warmup: bool = True,
+    access_log: bool = True,
+) -> int:
     api_key = api_key_from_env(api_key_env)
     model = load_for_inference(ckpt_dir, dtype=dtype)
     name = model_name or epath.Path(ckpt_dir).name
@@ -44,8 +55,20 @@ def serve_checkpoint(ckpt_dir: str, *, host: str = "127.0.0.1", port: int = 8000
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     e = app.engine
     # One machine-readable line: scripts (and the tests) wait for it to know the port.
-    print(json.dumps({"serving": server.url, "model": name, "num_slots": e.num_slots, "num_pages": e.num_pages,
-                      "page_size": e.page_size, "context": app.context, "dtype": model.cfg.dtype}), flush=True)
+    print(
+        json.dumps(
+            {
+                "serving": server.url,
+                "model": name,
+                "num_slots": e.num_slots,
+                "num_pages": e.num_pages,
+                "page_size": e.page_size,
+                "context": app.context,
+                "dtype": model.cfg.dtype,
+            }
+        ),
+        flush=True,
+    )
     try:
         while not stop.wait(0.5):
             pass

@@ -6,6 +6,7 @@ Unknown request fields are rejected by name, as OpenAI does, rather than silentl
 vLLM extensions are accepted: `top_k` (0 = off) and `ignore_eos`. `logprobs` gives the model's log
 probability of each sampled token; the top alternatives are not computed (their lists are empty).
 """
+
 from __future__ import annotations
 
 import math
@@ -20,12 +21,32 @@ ROLES = ("system", "developer", "user", "assistant")
 
 # Fields accepted for compatibility only when they carry their no-op value.
 _NOOP_FIELDS: dict[str, tuple | None] = {
-    "frequency_penalty": (0, 0.0), "presence_penalty": (0, 0.0), "logit_bias": ({},), "user": None,
-    "echo": (False,), "best_of": (1,), "suffix": ("",),
-    "parallel_tool_calls": None, "store": (False,), "metadata": None, "service_tier": None,
+    "frequency_penalty": (0, 0.0),
+    "presence_penalty": (0, 0.0),
+    "logit_bias": ({},),
+    "user": None,
+    "echo": (False,),
+    "best_of": (1,),
+    "suffix": ("",),
+    "parallel_tool_calls": None,
+    "store": (False,),
+    "metadata": None,
+    "service_tier": None,
 }
-_COMMON_FIELDS = {"model", "max_tokens", "temperature", "top_p", "top_k", "ignore_eos", "n", "stop", "seed",
-                  "stream", "stream_options", "logprobs"}
+_COMMON_FIELDS = {
+    "model",
+    "max_tokens",
+    "temperature",
+    "top_p",
+    "top_k",
+    "ignore_eos",
+    "n",
+    "stop",
+    "seed",
+    "stream",
+    "stream_options",
+    "logprobs",
+}
 MAX_LOGPROBS = 5  # /v1/completions `logprobs`, as OpenAI
 MAX_TOP_LOGPROBS = 20  # /v1/chat/completions `top_logprobs`, as OpenAI
 
@@ -33,8 +54,15 @@ MAX_TOP_LOGPROBS = 20  # /v1/chat/completions `top_logprobs`, as OpenAI
 class ApiError(Exception):
     """A request the server refuses; `body()` is the OpenAI-shaped error object."""
 
-    def __init__(self, status: int, message: str, *, type: str = "invalid_request_error",
-                 param: str | None = None, code: str | None = None):
+    def __init__(
+        self,
+        status: int,
+        message: str,
+        *,
+        type: str = "invalid_request_error",
+        param: str | None = None,
+        code: str | None = None,
+    ):
         super().__init__(message)
         self.status, self.message, self.type, self.param, self.code = status, message, type, param, code
 
@@ -193,12 +221,19 @@ def parse_completion(body: Any) -> CompletionRequest:
         prompts = list(prompt)
     elif isinstance(prompt, list) and prompt and all(isinstance(t, int) and not isinstance(t, bool) for t in prompt):
         prompts = [list(prompt)]
-    elif (isinstance(prompt, list) and prompt and all(isinstance(p, list) and p for p in prompt)
-          and all(isinstance(t, int) and not isinstance(t, bool) for p in prompt for t in p)):
+    elif (
+        isinstance(prompt, list)
+        and prompt
+        and all(isinstance(p, list) and p for p in prompt)
+        and all(isinstance(t, int) and not isinstance(t, bool) for p in prompt for t in p)
+    ):
         prompts = [list(p) for p in prompt]
     else:
-        raise bad("'prompt' must be a string, a non-empty list of strings, a list of token ids, "
-                  "or a list of lists of token ids", "prompt")
+        raise bad(
+            "'prompt' must be a string, a non-empty list of strings, a list of token ids, "
+            "or a list of lists of token ids",
+            "prompt",
+        )
     if any(isinstance(p, str) and not p for p in prompts):
         raise bad("'prompt' must not be empty", "prompt")
     return CompletionRequest(model, prompts, _options(body))
@@ -211,8 +246,10 @@ def _content_text(content: Any, i: int) -> str:
         parts = []
         for j, part in enumerate(content):
             if not isinstance(part, dict) or part.get("type") != "text" or not isinstance(part.get("text"), str):
-                raise bad(f"messages[{i}].content[{j}]: only parts of type 'text' with a string 'text' are "
-                          "supported", f"messages.[{i}].content")
+                raise bad(
+                    f"messages[{i}].content[{j}]: only parts of type 'text' with a string 'text' are supported",
+                    f"messages.[{i}].content",
+                )
             parts.append(part["text"])
         return "".join(parts)
     raise bad(f"messages[{i}].content must be a string or a list of text parts", f"messages.[{i}].content")
@@ -251,13 +288,17 @@ def parse_chat(body: Any) -> ChatRequest:
 
 # ---- responses ------------------------------------------------------------------------------
 
+
 def new_id(prefix: str) -> str:
     return f"{prefix}-{uuid.uuid4().hex}"
 
 
 def usage(prompt_tokens: int, completion_tokens: int) -> dict:
-    return {"prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens,
-            "total_tokens": prompt_tokens + completion_tokens}
+    return {
+        "prompt_tokens": prompt_tokens,
+        "completion_tokens": completion_tokens,
+        "total_tokens": prompt_tokens + completion_tokens,
+    }
 
 
 def finish_reason(engine_reason: str) -> str:
@@ -276,51 +317,95 @@ def completion_logprobs(tokens: list[str], logprobs: list[float], offset: int = 
     for t in tokens:
         offsets.append(offset)
         offset += len(t)
-    return {"tokens": tokens, "token_logprobs": [_logprob(x) for x in logprobs],
-            "top_logprobs": [{} for _ in tokens], "text_offset": offsets}
+    return {
+        "tokens": tokens,
+        "token_logprobs": [_logprob(x) for x in logprobs],
+        "top_logprobs": [{} for _ in tokens],
+        "text_offset": offsets,
+    }
 
 
 def chat_logprobs(tokens: list[str], logprobs: list[float]) -> dict:
     """The chat `logprobs` object for sampled tokens; `top_logprobs` lists are empty (not computed)."""
-    return {"content": [{"token": t, "logprob": _logprob(x), "bytes": list(t.encode("utf-8")), "top_logprobs": []}
-                        for t, x in zip(tokens, logprobs)], "refusal": None}
+    return {
+        "content": [
+            {"token": t, "logprob": _logprob(x), "bytes": list(t.encode("utf-8")), "top_logprobs": []}
+            for t, x in zip(tokens, logprobs)
+        ],
+        "refusal": None,
+    }
 
 
 def completion_body(rid: str, model: str, choices: list[tuple[str, str, dict | None]], use: dict) -> dict:
     """choices: (text, OpenAI finish_reason, logprobs object or None) in choice-index order."""
-    return {"id": rid, "object": "text_completion", "created": int(time.time()), "model": model,
-            "system_fingerprint": None,
-            "choices": [{"index": i, "text": t, "logprobs": lp, "finish_reason": f}
-                        for i, (t, f, lp) in enumerate(choices)],
-            "usage": use}
+    return {
+        "id": rid,
+        "object": "text_completion",
+        "created": int(time.time()),
+        "model": model,
+        "system_fingerprint": None,
+        "choices": [
+            {"index": i, "text": t, "logprobs": lp, "finish_reason": f} for i, (t, f, lp) in enumerate(choices)
+        ],
+        "usage": use,
+    }
 
 
-def completion_chunk(rid: str, model: str, index: int, text: str, finish: str | None,
-                     logprobs: dict | None = None) -> dict:
-    return {"id": rid, "object": "text_completion", "created": int(time.time()), "model": model,
-            "system_fingerprint": None,
-            "choices": [{"index": index, "text": text, "logprobs": logprobs, "finish_reason": finish}]}
+def completion_chunk(
+    rid: str, model: str, index: int, text: str, finish: str | None, logprobs: dict | None = None
+) -> dict:
+    return {
+        "id": rid,
+        "object": "text_completion",
+        "created": int(time.time()),
+        "model": model,
+        "system_fingerprint": None,
+        "choices": [{"index": index, "text": text, "logprobs": logprobs, "finish_reason": finish}],
+    }
 
 
 def chat_body(rid: str, model: str, choices: list[tuple[str, str, dict | None]], use: dict) -> dict:
-    return {"id": rid, "object": "chat.completion", "created": int(time.time()), "model": model,
-            "system_fingerprint": None,
-            "choices": [{"index": i, "message": {"role": "assistant", "content": t, "refusal": None},
-                         "logprobs": lp, "finish_reason": f} for i, (t, f, lp) in enumerate(choices)],
-            "usage": use}
+    return {
+        "id": rid,
+        "object": "chat.completion",
+        "created": int(time.time()),
+        "model": model,
+        "system_fingerprint": None,
+        "choices": [
+            {
+                "index": i,
+                "message": {"role": "assistant", "content": t, "refusal": None},
+                "logprobs": lp,
+                "finish_reason": f,
+            }
+            for i, (t, f, lp) in enumerate(choices)
+        ],
+        "usage": use,
+    }
 
 
-def chat_chunk(rid: str, model: str, index: int, delta: dict, finish: str | None,
-               logprobs: dict | None = None) -> dict:
-    return {"id": rid, "object": "chat.completion.chunk", "created": int(time.time()), "model": model,
-            "system_fingerprint": None,
-            "choices": [{"index": index, "delta": delta, "logprobs": logprobs, "finish_reason": finish}]}
+def chat_chunk(rid: str, model: str, index: int, delta: dict, finish: str | None, logprobs: dict | None = None) -> dict:
+    return {
+        "id": rid,
+        "object": "chat.completion.chunk",
+        "created": int(time.time()),
+        "model": model,
+        "system_fingerprint": None,
+        "choices": [{"index": index, "delta": delta, "logprobs": logprobs, "finish_reason": finish}],
+    }
 
 
 def usage_chunk(rid: str, model: str, obj: str, use: dict) -> dict:
     """The last stream chunk when stream_options.include_usage is set: no choices, only usage."""
-    return {"id": rid, "object": obj, "created": int(time.time()), "model": model,
-            "system_fingerprint": None, "choices": [], "usage": use}
+    return {
+        "id": rid,
+        "object": obj,
+        "created": int(time.time()),
+        "model": model,
+        "system_fingerprint": None,
+        "choices": [],
+        "usage": use,
+    }
 
 
 def models_body(model: str, created: int) -> dict:

@@ -5,6 +5,7 @@ all model work runs on the engine loop's thread. Streams are Server-Sent Events 
 chunks, then `data: [DONE]`) sent with chunked transfer encoding. A client that disconnects (a
 failed write, or EOF on its socket while it waits) has its rows cancelled.
 """
+
 from __future__ import annotations
 
 import json
@@ -73,7 +74,7 @@ class _Handler(BaseHTTPRequestHandler):
                 return self._json(200, app.models())
             if path.startswith("/v1/models/"):
                 self._need(method, "GET")
-                return self._json(200, app.model_info(unquote(path[len("/v1/models/"):])))
+                return self._json(200, app.model_info(unquote(path[len("/v1/models/") :])))
             if path in ("/v1/completions", "/v1/chat/completions"):
                 self._need(method, "POST")
                 handler = app.completions if path == "/v1/completions" else app.chat
@@ -82,8 +83,9 @@ class _Handler(BaseHTTPRequestHandler):
                 if isinstance(result, dict):
                     return self._json(200, result)
                 return self._sse(result)
-            raise P.ApiError(404, f"Unknown request URL: {method} {path}. Please check the URL for typos.",
-                             code="unknown_url")
+            raise P.ApiError(
+                404, f"Unknown request URL: {method} {path}. Please check the URL for typos.", code="unknown_url"
+            )
         except P.ApiError as e:
             self._try_json(e.status, e.body())
         except (ClientGone, OSError):  # the client went away (its rows are cancelled) or the socket broke
@@ -204,8 +206,9 @@ class RunningServer:
         self.app.close()
 
 
-def start_server(app: ServeApp, host: str = "127.0.0.1", port: int = 8000, *, api_key: str | None = None,
-                 access_log: bool = False) -> RunningServer:
+def start_server(
+    app: ServeApp, host: str = "127.0.0.1", port: int = 8000, *, api_key: str | None = None, access_log: bool = False
+) -> RunningServer:
     """Bind and serve on a daemon thread (port 0 picks a free port: read `.url`)."""
     httpd = _Server((host, port), app, api_key, access_log)
     thread = threading.Thread(target=httpd.serve_forever, name="mathjax-serve-http", daemon=True)

@@ -7,6 +7,7 @@ kept only when the largest cluster holds at least `min_agreement` of the n sampl
 tied). Every candidate that is not kept is counted under one drop reason. Kept rows pass through
 decontamination against the GSM8K and MATH test sets before anything is written.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -34,21 +35,21 @@ METHOD_PROMPTS = {
         "Here is a math word problem.\n\nProblem:\n{question}\n\n"
         "Restate this problem in your own words. Keep every quantity, every condition and the quantity "
         "asked for unchanged, so that the answer stays exactly the same. Do not solve it.\n"
-        f"Write the restated problem after a line that says \"{_NEW_PROBLEM_LINE}\".\n{_NEW_PROBLEM_LINE}"
+        f'Write the restated problem after a line that says "{_NEW_PROBLEM_LINE}".\n{_NEW_PROBLEM_LINE}'
     ),
     "change_numbers": (
         "Here is a math word problem.\n\nProblem:\n{question}\n\n"
         "Write a new problem with the same setting and the same kind of reasoning, but with different "
         "numbers (you may also change one condition). Choose the numbers so that the new problem has "
         "exactly one answer and every intermediate quantity makes sense. Do not solve it.\n"
-        f"Write the new problem after a line that says \"{_NEW_PROBLEM_LINE}\".\n{_NEW_PROBLEM_LINE}"
+        f'Write the new problem after a line that says "{_NEW_PROBLEM_LINE}".\n{_NEW_PROBLEM_LINE}'
     ),
     "harder": (
         "Here is a math problem.\n\nProblem:\n{question}\n\n"
         "Write a harder problem built on it: add a step, a constraint or a twist that needs more "
         "reasoning, while keeping a single well-defined final answer. The new problem must be "
         "self-contained. Do not solve it.\n"
-        f"Write the new problem after a line that says \"{_NEW_PROBLEM_LINE}\".\n{_NEW_PROBLEM_LINE}"
+        f'Write the new problem after a line that says "{_NEW_PROBLEM_LINE}".\n{_NEW_PROBLEM_LINE}'
     ),
 }
 METHODS = tuple(METHOD_PROMPTS)
@@ -56,11 +57,19 @@ SOLVE_PROMPT = (
     "Solve the following math problem. Reason step by step and end with the final answer written "
     "as \\boxed{{answer}}.\n\nProblem:\n{question}\n\nSolution:"
 )
-DROP_REASONS = ("no_question", "question_too_long", "same_as_seed", "duplicate_question", "no_answer", "tie",
-                "low_agreement", "answer_differs_from_seed", "contaminated")
+DROP_REASONS = (
+    "no_question",
+    "question_too_long",
+    "same_as_seed",
+    "duplicate_question",
+    "no_answer",
+    "tie",
+    "low_agreement",
+    "answer_differs_from_seed",
+    "contaminated",
+)
 # After the new problem, teachers often go on; these lines end the question.
-_QUESTION_END = re.compile(r"(?:\A|\n)\s*(?:#+\s*)?(?:\*\*)?(?:Solution|Answer|Final answer|Step 1)\b",
-                           re.IGNORECASE)
+_QUESTION_END = re.compile(r"(?:\A|\n)\s*(?:#+\s*)?(?:\*\*)?(?:Solution|Answer|Final answer|Step 1)\b", re.IGNORECASE)
 
 
 @dataclass
@@ -92,6 +101,7 @@ class AugmentConfig:
 
 # ---- seeds ----------------------------------------------------------------------------------
 
+
 def load_seeds(spec: str, data_dir=None, limit: int = 0) -> list[Problem]:
     """Seeds from `gsm8k` / `math` (their *train* splits, never test) or a JSONL file with
     `question` (or `problem`), optional `answer`, `source` (default: the file name) and `id` (see
@@ -103,21 +113,24 @@ def load_seeds(spec: str, data_dir=None, limit: int = 0) -> list[Problem]:
             raise FileNotFoundError(f"--seeds {spec!r} is neither gsm8k, math nor an existing JSONL file")
         seeds = problems.read_jsonl(spec, require_answer=False)
     name = os.path.basename(spec)
-    seeds = [dataclasses.replace(s, answer=s.answer if s.answer not in ("", None) else None,
-                                 source=s.source or name) for s in seeds]
+    seeds = [
+        dataclasses.replace(s, answer=s.answer if s.answer not in ("", None) else None, source=s.source or name)
+        for s in seeds
+    ]
     return seeds[:limit] if limit > 0 else seeds
 
 
 # ---- parsing and voting -------------------------------------------------------------------------
 
+
 def parse_question(text: str) -> str:
     """The new problem in a teacher reply: the text after the last "New problem:" line (if the
     teacher repeated it), cut before any solution it went on to write; "" when nothing is left."""
     if _NEW_PROBLEM_LINE.lower() in text.lower():
-        text = text[text.lower().rfind(_NEW_PROBLEM_LINE.lower()) + len(_NEW_PROBLEM_LINE):]
+        text = text[text.lower().rfind(_NEW_PROBLEM_LINE.lower()) + len(_NEW_PROBLEM_LINE) :]
     m = _QUESTION_END.search(text)
     if m:
-        text = text[:m.start()]
+        text = text[: m.start()]
     return text.strip().strip("*").strip()
 
 
@@ -183,6 +196,7 @@ def _norm(text: str) -> str:
 
 # ---- the run ------------------------------------------------------------------------------------
 
+
 @dataclass
 class AugmentReport:
     seeds: int = 0
@@ -196,31 +210,48 @@ class AugmentReport:
     contamination: dict | None = None
 
     def as_dict(self, cfg: AugmentConfig, teacher: Teacher) -> dict:
-        return {"seeds": self.seeds, "candidates": self.candidates, "kept": self.kept,
-                "dropped": {r: self.dropped.get(r, 0) for r in DROP_REASONS},
-                "kept_by_method": dict(self.kept_by_method), "difficulty": dict(self.difficulty),
-                "teacher": teacher.describe(), "teacher_calls": self.teacher_calls,
-                "seconds": round(self.seconds, 2),
-                "settings": {**dataclasses.asdict(cfg), "question_sampling": cfg.question_sampling.as_dict(),
-                             "solution_sampling": cfg.solution_sampling.as_dict()},
-                "contamination": self.contamination}
+        return {
+            "seeds": self.seeds,
+            "candidates": self.candidates,
+            "kept": self.kept,
+            "dropped": {r: self.dropped.get(r, 0) for r in DROP_REASONS},
+            "kept_by_method": dict(self.kept_by_method),
+            "difficulty": dict(self.difficulty),
+            "teacher": teacher.describe(),
+            "teacher_calls": self.teacher_calls,
+            "seconds": round(self.seconds, 2),
+            "settings": {
+                **dataclasses.asdict(cfg),
+                "question_sampling": cfg.question_sampling.as_dict(),
+                "solution_sampling": cfg.solution_sampling.as_dict(),
+            },
+            "contamination": self.contamination,
+        }
 
 
-def _candidates(seeds: Sequence[Problem], cfg: AugmentConfig, teacher: Teacher, report: AugmentReport,
-                seen: set[str]) -> list[tuple[Problem, str, str]]:
+def _candidates(
+    seeds: Sequence[Problem], cfg: AugmentConfig, teacher: Teacher, report: AugmentReport, seen: set[str]
+) -> list[tuple[Problem, str, str]]:
     """(seed, method, new question) for every generated question that survives the checks."""
     pairs = [(s, m) for s in seeds for m in cfg.methods]
-    replies = teacher.ask([METHOD_PROMPTS[m].format(question=s.question) for s, m in pairs], 1,
-                          cfg.question_sampling)
+    replies = teacher.ask([METHOD_PROMPTS[m].format(question=s.question) for s, m in pairs], 1, cfg.question_sampling)
     report.teacher_calls += len(pairs)
     report.candidates += len(pairs)
     out = []
     for (seed, method), reply in zip(pairs, replies):
         q = parse_question(reply[0])
         key = _norm(q)
-        reason = ("no_question" if not key else "question_too_long" if len(q) > cfg.max_question_chars
-                  else "same_as_seed" if key == _norm(seed.question) else "duplicate_question" if key in seen
-                  else None)
+        reason = (
+            "no_question"
+            if not key
+            else "question_too_long"
+            if len(q) > cfg.max_question_chars
+            else "same_as_seed"
+            if key == _norm(seed.question)
+            else "duplicate_question"
+            if key in seen
+            else None
+        )
         if reason:
             report.dropped[reason] += 1
             continue
@@ -237,30 +268,59 @@ def _solve(cands, cfg: AugmentConfig, teacher: Teacher, report: AugmentReport) -
     rows = []
     for (seed, method, q), completions in zip(cands, solutions):
         vote = majority_vote(completions, cfg.answer_fallback)
-        reason = ("no_answer" if not vote.clusters else "tie" if vote.tie
-                  else "low_agreement" if vote.share < cfg.min_agreement else None)
-        if reason is None and method == "rephrase" and seed.answer is not None \
-                and not is_equivalent(seed.answer, vote.answer):
+        reason = (
+            "no_answer"
+            if not vote.clusters
+            else "tie"
+            if vote.tie
+            else "low_agreement"
+            if vote.share < cfg.min_agreement
+            else None
+        )
+        if (
+            reason is None
+            and method == "rephrase"
+            and seed.answer is not None
+            and not is_equivalent(seed.answer, vote.answer)
+        ):
             reason = "answer_differs_from_seed"  # a faithful rephrasing keeps the seed's answer
         if reason:
             report.dropped[reason] += 1
             continue
         label = difficulty(vote.share, method)
-        rows.append({
-            "question": q, "solution": completions[vote.top[0]], "answer": vote.answer,
-            "source": f"augment/{method}", "id": f"{seed.id}#{method}",
-            "seed_id": seed.id, "seed_source": seed.source, "method": method,
-            "teacher": teacher.describe(),
-            "question_sampling": cfg.question_sampling.as_dict(),
-            "solution_sampling": {**cfg.solution_sampling.as_dict(), "n": cfg.n},
-            "agreement": round(vote.share, 4), "votes": len(vote.top), "samples": vote.total,
-            "difficulty": label, "level": DIFFICULTY_LEVELS[label],
-        })
+        rows.append(
+            {
+                "question": q,
+                "solution": completions[vote.top[0]],
+                "answer": vote.answer,
+                "source": f"augment/{method}",
+                "id": f"{seed.id}#{method}",
+                "seed_id": seed.id,
+                "seed_source": seed.source,
+                "method": method,
+                "teacher": teacher.describe(),
+                "question_sampling": cfg.question_sampling.as_dict(),
+                "solution_sampling": {**cfg.solution_sampling.as_dict(), "n": cfg.n},
+                "agreement": round(vote.share, 4),
+                "votes": len(vote.top),
+                "samples": vote.total,
+                "difficulty": label,
+                "level": DIFFICULTY_LEVELS[label],
+            }
+        )
     return rows
 
 
-def augment(seeds: Sequence[Problem], teacher: Teacher, cfg: AugmentConfig, output_path, *,
-            data_dir=None, report_path=None, log=sys.stderr) -> AugmentReport:
+def augment(
+    seeds: Sequence[Problem],
+    teacher: Teacher,
+    cfg: AugmentConfig,
+    output_path,
+    *,
+    data_dir=None,
+    report_path=None,
+    log=sys.stderr,
+) -> AugmentReport:
     """Run the pipeline and write the kept, decontaminated rows to `output_path` (JSONL).
 
     The file appears only when the run completes (rows go to `<output>.partial` first); the
@@ -278,7 +338,7 @@ def augment(seeds: Sequence[Problem], teacher: Teacher, cfg: AugmentConfig, outp
     seen = {_norm(s.question) for s in seeds}
     with tmp.open("w") as f:
         for c in range(0, len(seeds), cfg.chunk_seeds):
-            chunk = seeds[c:c + cfg.chunk_seeds]
+            chunk = seeds[c : c + cfg.chunk_seeds]
             rows = _solve(_candidates(chunk, cfg, teacher, report, seen), cfg, teacher, report)
             for row in rows:
                 if not deco_mod.check_row(row, deco, contamination, row["id"]):
@@ -290,9 +350,13 @@ def augment(seeds: Sequence[Problem], teacher: Teacher, cfg: AugmentConfig, outp
                 report.difficulty[row["difficulty"]] += 1
             done = c + len(chunk)
             rate = done / max(time.time() - start, 1e-9)
-            print(f"augment: seeds {done}/{len(seeds)}, candidates {report.candidates}, kept {report.kept}, "
-                  f"dropped {sum(report.dropped.values())}, {rate:.2f} seeds/s, "
-                  f"ETA {(len(seeds) - done) / max(rate, 1e-9):.0f}s", file=log, flush=True)
+            print(
+                f"augment: seeds {done}/{len(seeds)}, candidates {report.candidates}, kept {report.kept}, "
+                f"dropped {sum(report.dropped.values())}, {rate:.2f} seeds/s, "
+                f"ETA {(len(seeds) - done) / max(rate, 1e-9):.0f}s",
+                file=log,
+                flush=True,
+            )
     if out.exists():
         out.unlink()
     tmp.rename(out)

@@ -13,6 +13,7 @@ sets in benchmarks/decontaminate_realdata.py.
 Test ids are the problem ids of data/problems.py (GSM8K `gsm8k/test/<record index>`, MATH its
 `unique_id`), the ids `evaluate` gives the same questions.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -56,7 +57,7 @@ def ngrams(tokens: Sequence[str], n: int, informative: bool = True) -> set[tuple
     """The word n-grams of `tokens`; with `informative`, only those at least half real words.
     Runs of numbers, symbols and LaTeX commands would otherwise match unrelated problems once
     numbers are masked."""
-    grams = (tuple(tokens[i:i + n]) for i in range(len(tokens) - n + 1))
+    grams = (tuple(tokens[i : i + n]) for i in range(len(tokens) - n + 1))
     return {g for g in grams if not informative or 2 * sum(map(_is_word, g)) >= n}
 
 
@@ -101,8 +102,13 @@ def benchmark(p: Problem) -> str:
 class Decontaminator:
     """An index of test questions; `check(text)` lists the ones `text` copies."""
 
-    def __init__(self, tests: Sequence[Problem], n: int = DEFAULT_NGRAM, informative: bool = True,
-                 max_df: int | None = DEFAULT_MAX_DF):
+    def __init__(
+        self,
+        tests: Sequence[Problem],
+        n: int = DEFAULT_NGRAM,
+        informative: bool = True,
+        max_df: int | None = DEFAULT_MAX_DF,
+    ):
         """`informative=False, max_df=None` counts every n-gram (the plain GPT-3-style rule)."""
         if n < 1:
             raise InputError(f"n-gram size must be >= 1, got {n}")
@@ -144,8 +150,10 @@ class Decontaminator:
             add(tid, "exact_masked")
         grams_plain = ngrams(ngram_words(text), self.n, self.informative)
         grams_masked = ngrams(ngram_words(text, True), self.n, self.informative)
-        for method, grams, index in (("ngram", grams_plain, self._grams),
-                                     ("ngram_masked", grams_masked, self._grams_masked)):
+        for method, grams, index in (
+            ("ngram", grams_plain, self._grams),
+            ("ngram_masked", grams_masked, self._grams_masked),
+        ):
             counts: dict[str, int] = defaultdict(int)
             for g in grams:
                 for tid in index.get(g, ()):
@@ -169,10 +177,17 @@ class ContaminationReport:
     rows: list[dict] = field(default_factory=list)
 
     def as_dict(self) -> dict:
-        return {"rows_checked": self.rows_checked, "rows_contaminated": self.rows_contaminated,
-                "rows_kept": self.rows_checked - self.rows_contaminated, "test_questions": self.test_questions,
-                "ngram": self.ngram, "fields": list(self.fields), "by_method": dict(self.by_method),
-                "by_benchmark": dict(self.by_benchmark), "contaminated": self.rows}
+        return {
+            "rows_checked": self.rows_checked,
+            "rows_contaminated": self.rows_contaminated,
+            "rows_kept": self.rows_checked - self.rows_contaminated,
+            "test_questions": self.test_questions,
+            "ngram": self.ngram,
+            "fields": list(self.fields),
+            "by_method": dict(self.by_method),
+            "by_benchmark": dict(self.by_benchmark),
+            "contaminated": self.rows,
+        }
 
 
 def new_report(deco: Decontaminator, fields: Sequence[str] = ("question",)) -> ContaminationReport:
@@ -194,8 +209,12 @@ def check_row(row: dict, deco: Decontaminator, report: ContaminationReport, wher
     for h in hits.values():
         report.by_method[h.method] += 1
         report.by_benchmark[deco.benchmark_of[h.test_id]] += 1
-    entry = {"row": where, "question": str(row.get("question", ""))[:200], "test_ids": sorted(hits),
-             "hits": [h.as_dict() for h in hits.values()]}
+    entry = {
+        "row": where,
+        "question": str(row.get("question", ""))[:200],
+        "test_ids": sorted(hits),
+        "hits": [h.as_dict() for h in hits.values()],
+    }
     for key in ("id", "question_id", "seed_id", "method"):
         if key in row:
             entry[key] = row[key]
@@ -203,8 +222,15 @@ def check_row(row: dict, deco: Decontaminator, report: ContaminationReport, wher
     return False
 
 
-def decontaminate_file(input_path, output_path, *, data_dir=None, benchmarks: Sequence[str] = BENCHMARKS,
-                       n: int = DEFAULT_NGRAM, fields: Sequence[str] = ("question",)) -> ContaminationReport:
+def decontaminate_file(
+    input_path,
+    output_path,
+    *,
+    data_dir=None,
+    benchmarks: Sequence[str] = BENCHMARKS,
+    n: int = DEFAULT_NGRAM,
+    fields: Sequence[str] = ("question",),
+) -> ContaminationReport:
     """Copy the JSONL rows of `input_path` that copy no test question to `output_path` (streamed;
     rows lacking a string `fields[0]` are errors naming path:line)."""
     if os.path.abspath(os.fspath(input_path)) == os.path.abspath(os.fspath(output_path)):
@@ -230,8 +256,9 @@ SUMMARY_KEYS = ("rows_checked", "rows_contaminated", "rows_kept", "by_method", "
 def decontaminate_with(cfg: DecontaminateConfig, output_path, report_path=None) -> dict:
     """`decontaminate_file` as `cfg` says (the `decontaminate` command and pipeline stage); the full
     report goes to `report_path` when given, and the summary counts are returned."""
-    report = decontaminate_file(cfg.input, output_path, data_dir=cfg.data_dir or None, benchmarks=cfg.benchmarks,
-                                n=cfg.ngram, fields=cfg.fields)
+    report = decontaminate_file(
+        cfg.input, output_path, data_dir=cfg.data_dir or None, benchmarks=cfg.benchmarks, n=cfg.ngram, fields=cfg.fields
+    )
     body = report.as_dict()
     if report_path:
         epath.Path(report_path).write_text(json.dumps(body, indent=1))

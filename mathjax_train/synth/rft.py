@@ -7,6 +7,7 @@ style), the list of code blocks (tool-integrated paths), or else the normalized 
 (MATH style). Among paths that compute the same thing, the one farthest by edit distance from the
 paths already kept wins, so the kept set is as varied in wording as it can be.
 """
+
 from __future__ import annotations
 
 import re

@@ -6,6 +6,7 @@ re-run skips questions already in the output (a torn last question is cut off an
 host of a pod takes questions i % num_shards == shard_index into OUTPUT.shard-i-of-n;
 `rft_output.merge_shards` joins complete shards in question order.
 """
+
 from __future__ import annotations
 
 import json
@@ -35,9 +36,24 @@ if TYPE_CHECKING:
 
 # settings that must match for a re-run to continue an existing output (batch size, dtype and
 # data_dir may change between runs without changing what a row means)
-RESUME_KEYS = ("checkpoints", "dataset", "split", "limit", "procedural_seed", "template", "k", "temperature",
-               "top_p", "max_new_tokens", "seed", "tools", "max_tool_calls", "num_shards", "shard_index",
-               "dedup_with_reference")
+RESUME_KEYS = (
+    "checkpoints",
+    "dataset",
+    "split",
+    "limit",
+    "procedural_seed",
+    "template",
+    "k",
+    "temperature",
+    "top_p",
+    "max_new_tokens",
+    "seed",
+    "tools",
+    "max_tool_calls",
+    "num_shards",
+    "shard_index",
+    "dedup_with_reference",
+)
 
 
 def resolve_shard(cfg: RftConfig) -> tuple[int, int]:
@@ -71,8 +87,10 @@ def _template(name: str, model: LoadedModel):
         return get_template(name)
     tok = model.tokenizer
     if not tok.chat_template:
-        raise InputError("template 'chat': the checkpoint's tokenizer has no chat template "
-                         "(tokenizer_config.json chat_template or chat_template.jinja)")
+        raise InputError(
+            "template 'chat': the checkpoint's tokenizer has no chat template "
+            "(tokenizer_config.json chat_template or chat_template.jinja)"
+        )
     special = {}
     for key in ("bos_token", "eos_token", "unk_token", "pad_token"):
         value = tok.config.get(key)
@@ -96,8 +114,13 @@ class Sampler:
         if cfg.tools == "python":
             from mathjax_train.infer.tool_generate import ToolGenerator
 
-            self.tools = ToolGenerator(self.model, max_calls=cfg.max_tool_calls, timeout_s=cfg.tool_timeout_s,
-                                       batch_size=cfg.batch_size, add_special_tokens=self.add_special)
+            self.tools = ToolGenerator(
+                self.model,
+                max_calls=cfg.max_tool_calls,
+                timeout_s=cfg.tool_timeout_s,
+                batch_size=cfg.batch_size,
+                add_special_tokens=self.add_special,
+            )
 
     def prepare(self, questions: list[Problem]) -> set[int]:
         """Size the engine for these prompts; returns indices of prompts too long to sample."""
@@ -105,8 +128,9 @@ class Sampler:
         limit = self.model.cfg.max_position_embeddings
         too_long = {i for i, n in lens.items() if n + self.cfg.max_new_tokens > limit}
         if self.tools is None:
-            self.engine = engine_for_prompts(self.model, [n for i, n in lens.items() if i not in too_long], self.sp,
-                                             self.cfg.batch_size)
+            self.engine = engine_for_prompts(
+                self.model, [n for i, n in lens.items() if i not in too_long], self.sp, self.cfg.batch_size
+            )
         return too_long
 
     def prompt(self, q: Problem) -> str:
@@ -117,15 +141,19 @@ class Sampler:
         k = self.cfg.k
         seeds = {q.index: [sample_seed(self.cfg.seed, self.index, q.index, j) for j in range(k)] for q in questions}
         if self.tools is not None:
-            flat = self.tools.generate([self.prompt(q) for q in questions for _ in range(k)], self.sp,
-                                       [s for q in questions for s in seeds[q.index]])
-            per_question = [flat[n * k:(n + 1) * k] for n in range(len(questions))]
+            flat = self.tools.generate(
+                [self.prompt(q) for q in questions for _ in range(k)],
+                self.sp,
+                [s for q in questions for s in seeds[q.index]],
+            )
+            per_question = [flat[n * k : (n + 1) * k] for n in range(len(questions))]
         else:
             tok = self.model.tokenizer
             engine = self.engine
             assert engine is not None, "prepare() sizes the engine first"
-            groups = [engine.submit(tok.encode(self.prompt(q), self.add_special), self.sp, seeds[q.index])
-                      for q in questions]  # k samples of a question share one prefill
+            groups = [
+                engine.submit(tok.encode(self.prompt(q), self.add_special), self.sp, seeds[q.index]) for q in questions
+            ]  # k samples of a question share one prefill
             engine.run()
             per_question = [[r.result() for r in g] for g in groups]
         out, tokens = {}, 0
@@ -153,16 +181,51 @@ def _settings(cfg: RftConfig, index: int, count: int) -> dict:
 def _rows_for(q: Problem, kept: list[tuple[str, int, int, int]], cfg: RftConfig) -> list[dict]:
     """The reference solution first, then the kept samples (text, checkpoint, sample, tool calls)."""
     total = 1 + len(kept)
-    base = {"question": q.question, "answer": q.answer, "level": q.level or 0, "question_id": q.id,
-            "question_index": q.index, "paths_total": total}
-    rows = [dict(base, id=q.id, solution=q.solution, source=q.source, origin="original", path_index=0,
-                 checkpoint=None, sample_index=None, seed=None, temperature=None, top_p=None, k=cfg.k,
-                 tools=cfg.tools, tool_calls=None)]
+    base = {
+        "question": q.question,
+        "answer": q.answer,
+        "level": q.level or 0,
+        "question_id": q.id,
+        "question_index": q.index,
+        "paths_total": total,
+    }
+    rows = [
+        dict(
+            base,
+            id=q.id,
+            solution=q.solution,
+            source=q.source,
+            origin="original",
+            path_index=0,
+            checkpoint=None,
+            sample_index=None,
+            seed=None,
+            temperature=None,
+            top_p=None,
+            k=cfg.k,
+            tools=cfg.tools,
+            tool_calls=None,
+        )
+    ]
     for n, (text, m, j, calls) in enumerate(kept, start=1):
-        rows.append(dict(base, id=f"{q.id}#rft{n}", solution=text, source=f"rft/{q.source}", origin="sampled",
-                         path_index=n, checkpoint=cfg.checkpoints[m], sample_index=j,
-                         seed=sample_seed(cfg.seed, m, q.index, j), temperature=cfg.temperature, top_p=cfg.top_p,
-                         k=cfg.k, tools=cfg.tools, tool_calls=calls))
+        rows.append(
+            dict(
+                base,
+                id=f"{q.id}#rft{n}",
+                solution=text,
+                source=f"rft/{q.source}",
+                origin="sampled",
+                path_index=n,
+                checkpoint=cfg.checkpoints[m],
+                sample_index=j,
+                seed=sample_seed(cfg.seed, m, q.index, j),
+                temperature=cfg.temperature,
+                top_p=cfg.top_p,
+                k=cfg.k,
+                tools=cfg.tools,
+                tool_calls=calls,
+            )
+        )
     return rows
 
 
@@ -223,14 +286,15 @@ def run_rft(cfg: RftConfig, *, progress: bool = True) -> dict:
     cfg.validate("rft")
     index, count = resolve_shard(cfg)
     out_path = shard_path(cfg.output, index, count)
-    questions = load_questions(cfg.dataset, cfg.split, data_dir=cfg.data_dir or None, limit=cfg.limit,
-                               procedural_seed=cfg.procedural_seed)
+    questions = load_questions(
+        cfg.dataset, cfg.split, data_dir=cfg.data_dir or None, limit=cfg.limit, procedural_seed=cfg.procedural_seed
+    )
     mine = [q for q in questions if q.index % count == index]
-    run_dir.check_settings(settings_path(out_path), _settings(cfg, index, count), keys=RESUME_KEYS,
-                           output=out_path, flag="--output")
+    run_dir.check_settings(
+        settings_path(out_path), _settings(cfg, index, count), keys=RESUME_KEYS, output=out_path, flag="--output"
+    )
     done = {r["question_id"] for r in repair(out_path)}
-    skipped: dict[str, set] = {"no_gold_answer": {q.id for q in mine if not q.answer.strip()},
-                               "prompt_too_long": set()}
+    skipped: dict[str, set] = {"no_gold_answer": {q.id for q in mine if not q.answer.strip()}, "prompt_too_long": set()}
     todo = [q for q in mine if q.id not in done and q.id not in skipped["no_gold_answer"]]
     tally = Tally()
     samplers: list[Sampler] = []
@@ -242,14 +306,18 @@ def run_rft(cfg: RftConfig, *, progress: bool = True) -> dict:
             todo = [q for q in todo if q.index not in too_long]
         slots = samplers[0].engine.num_slots if samplers and samplers[0].engine else cfg.batch_size or 64
         step = _chunk_size(cfg.k, slots)
-        with run_dir.JsonlAppender(out_path) as sink, tqdm(total=len(todo), desc="rft", unit="question",
-                                                           file=sys.stderr, disable=not progress) as bar:
+        with (
+            run_dir.JsonlAppender(out_path) as sink,
+            tqdm(total=len(todo), desc="rft", unit="question", file=sys.stderr, disable=not progress) as bar,
+        ):
             for lo in range(0, len(todo), step):
-                chunk = todo[lo:lo + step]
+                chunk = todo[lo : lo + step]
                 sink.write(select_chunk(sample_chunk(samplers, chunk, tally), chunk, cfg, tally))
                 bar.update(len(chunk))
-                bar.set_postfix(tok_s=f"{tally.tokens / max(tally.sample_s, 1e-9):.1f}",
-                                kept_per_q=f"{tally.kept / max(bar.n, 1):.2f}")
+                bar.set_postfix(
+                    tok_s=f"{tally.tokens / max(tally.sample_s, 1e-9):.1f}",
+                    kept_per_q=f"{tally.kept / max(bar.n, 1):.2f}",
+                )
     finally:
         for s in samplers:
             s.close()
@@ -258,11 +326,22 @@ def run_rft(cfg: RftConfig, *, progress: bool = True) -> dict:
     if count > 1 and finished >= {q.id for q in mine}:
         epath.Path(out_path + ".done").write_text(json.dumps({"questions": len(mine), "rows": len(rows)}))
     t = tally
-    return {"output": out_path, "shard_index": index, "num_shards": count, "questions_in_shard": len(mine),
-            "already_done": len(done & {q.id for q in mine}), "processed": len(todo), "samples": t.samples,
-            "kept_samples": t.kept, "sampled_tokens": t.tokens, "sample_seconds": round(t.sample_s, 3),
-            "select_seconds": round(t.select_s, 3),
-            "sampled_tokens_per_second": round(t.tokens / t.sample_s, 2) if t.sample_s else None,
-            "end_to_end_tokens_per_second": round(t.tokens / (t.sample_s + t.select_s), 2) if t.sample_s else None,
-            "rejected": {r: t.rejected.get(r, 0) for r in REJECT_REASONS}, "finish_reasons": dict(t.finish),
-            "skipped_questions": {k: len(v) for k, v in skipped.items()}, "output_stats": output_stats(rows)}
+    return {
+        "output": out_path,
+        "shard_index": index,
+        "num_shards": count,
+        "questions_in_shard": len(mine),
+        "already_done": len(done & {q.id for q in mine}),
+        "processed": len(todo),
+        "samples": t.samples,
+        "kept_samples": t.kept,
+        "sampled_tokens": t.tokens,
+        "sample_seconds": round(t.sample_s, 3),
+        "select_seconds": round(t.select_s, 3),
+        "sampled_tokens_per_second": round(t.tokens / t.sample_s, 2) if t.sample_s else None,
+        "end_to_end_tokens_per_second": round(t.tokens / (t.sample_s + t.select_s), 2) if t.sample_s else None,
+        "rejected": {r: t.rejected.get(r, 0) for r in REJECT_REASONS},
+        "finish_reasons": dict(t.finish),
+        "skipped_questions": {k: len(v) for k, v in skipped.items()},
+        "output_stats": output_stats(rows),
+    }

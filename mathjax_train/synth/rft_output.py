@@ -1,6 +1,7 @@
 """The `rft` output file: JSONL rows grouped by question (path_index 0..paths_total-1, contiguous),
 read back with a torn or unfinished last question detected and cut (data/run_dir.py appends and
 repairs), summarised, and per-host shards merged in question order."""
+
 from __future__ import annotations
 
 import json
@@ -35,8 +36,12 @@ def _scan(path) -> tuple[run_dir.JsonlScan, int]:
     for i, (row, lineno) in enumerate(zip(rows, scan.lines)):
         if row["path_index"] == 0:
             if group:
-                raise JsonlFormatError(path, lineno, f"question {rows[i - 1]['question_id']!r} has "
-                                       f"{group} of {rows[i - 1]['paths_total']} rows", "path_index")
+                raise JsonlFormatError(
+                    path,
+                    lineno,
+                    f"question {rows[i - 1]['question_id']!r} has {group} of {rows[i - 1]['paths_total']} rows",
+                    "path_index",
+                )
         elif not group or row["question_id"] != rows[i - 1]["question_id"] or row["path_index"] != group:
             raise JsonlFormatError(path, lineno, "rows of a question must be contiguous and in order", "path_index")
         group += 1
@@ -73,10 +78,14 @@ def output_stats(rows: list[dict]) -> dict:
         return {"mean": round(sum(xs) / len(xs), 3), "min": min(xs), "max": max(xs)} if xs else None
 
     by_ckpt = Counter(r["checkpoint"] for r in rows if r["origin"] == "sampled")
-    return {"questions": len(per_q), "rows": len(rows), "paths_per_question": summary(total),
-            "sampled_paths_per_question": summary(sampled),
-            "sampled_paths_histogram": {str(n): c for n, c in sorted(Counter(sampled).items())},
-            "sampled_paths_by_checkpoint": dict(by_ckpt)}
+    return {
+        "questions": len(per_q),
+        "rows": len(rows),
+        "paths_per_question": summary(total),
+        "sampled_paths_per_question": summary(sampled),
+        "sampled_paths_histogram": {str(n): c for n, c in sorted(Counter(sampled).items())},
+        "sampled_paths_by_checkpoint": dict(by_ckpt),
+    }
 
 
 def merge_shards(output: str, num_shards: int) -> dict:
@@ -91,9 +100,13 @@ def merge_shards(output: str, num_shards: int) -> dict:
     for i, s in enumerate(settings):
         diff = run_dir.diff_settings(settings[0], s, [k for k in s if k != "shard_index"])
         if diff:
-            raise run_dir.SettingsMismatchError(settings_path(paths[i]), "this shard was made with other settings "
-                                                "than shard 0", diff, "rerun it with shard 0's settings",
-                                                sides=("shard 0", "this shard"))
+            raise run_dir.SettingsMismatchError(
+                settings_path(paths[i]),
+                "this shard was made with other settings than shard 0",
+                diff,
+                "rerun it with shard 0's settings",
+                sides=("shard 0", "this shard"),
+            )
     groups: dict[int, list[dict]] = {}
     for i, p in enumerate(paths):
         rows, cut = read_rows(p)
@@ -101,8 +114,10 @@ def merge_shards(output: str, num_shards: int) -> dict:
             raise InputError(f"{p}: ends with an unfinished question although marked done")
         for r in rows:
             if r["question_index"] % num_shards != i:
-                raise InputError(f"{p}: question {r['question_id']!r} (index {r['question_index']}) "
-                                 f"belongs to shard {r['question_index'] % num_shards}")
+                raise InputError(
+                    f"{p}: question {r['question_id']!r} (index {r['question_index']}) "
+                    f"belongs to shard {r['question_index'] % num_shards}"
+                )
             if r["path_index"] == 0 and r["question_index"] in groups:
                 raise InputError(f"{p}: question index {r['question_index']} appears twice")
             groups.setdefault(r["question_index"], []).append(r)

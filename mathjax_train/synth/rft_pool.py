@@ -1,6 +1,7 @@
 """Pool rft outputs: per question, the sampled paths of every file are verified and deduplicated
 again together (synth/rft.py `select`, the reference solution seeding the deduplication), so paths
 that two models or two runs both found count once, as in the RFT paper's pooled "RFT U13B" data."""
+
 from __future__ import annotations
 
 import json
@@ -12,7 +13,9 @@ from mathjax_train.synth.rft import select
 from mathjax_train.synth.rft_output import output_stats, read_rows
 
 
-def pool_files(inputs: list[str], output: str, max_paths_per_question: int = 0, include_references: bool = True) -> dict:
+def pool_files(
+    inputs: list[str], output: str, max_paths_per_question: int = 0, include_references: bool = True
+) -> dict:
     """Write the pooled rows (reference first, then the kept samples with their provenance) to
     `output`, questions in first-seen order; returns the output stats and what selection dropped.
     `include_references=False` leaves the references out (not written, not deduplicated against):

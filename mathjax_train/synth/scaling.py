@@ -5,6 +5,7 @@ Each point is an evaluation report (JSON with at least `accuracy`, or another me
 dotted path) and a training-set size: from a `:SIZE` suffix on the argument, else the report's
 `train_examples` field. The fit is ordinary least squares in (ln size, metric), with R^2.
 """
+
 from __future__ import annotations
 
 import json
@@ -46,10 +47,18 @@ class Fit:
         return math.exp((value - self.intercept) / self.slope)
 
     def as_dict(self) -> dict:
-        return {"metric": self.metric, "law": f"{self.metric} = a + b * ln(size)", "intercept": self.intercept,
-                "slope": self.slope, "gain_per_doubling": self.slope * math.log(2), "r2": self.r2,
-                "points": [{"report": p.source, "size": p.size, self.metric: p.value,
-                            "fitted": self.predict(p.size)} for p in self.points]}
+        return {
+            "metric": self.metric,
+            "law": f"{self.metric} = a + b * ln(size)",
+            "intercept": self.intercept,
+            "slope": self.slope,
+            "gain_per_doubling": self.slope * math.log(2),
+            "r2": self.r2,
+            "points": [
+                {"report": p.source, "size": p.size, self.metric: p.value, "fitted": self.predict(p.size)}
+                for p in self.points
+            ],
+        }
 
 
 def _lookup(report: dict, dotted: str, where: str):
@@ -83,8 +92,9 @@ def read_point(arg: str, metric: str = "accuracy") -> Point:
     value = _number(_lookup(report, metric, path), path, metric)
     if size is None:
         if SIZE_FIELD not in report:
-            raise InputError(f"{path}: no data size: add ':SIZE' to the argument or a {SIZE_FIELD!r} field "
-                             "to the report")
+            raise InputError(
+                f"{path}: no data size: add ':SIZE' to the argument or a {SIZE_FIELD!r} field to the report"
+            )
         size = _number(report[SIZE_FIELD], path, SIZE_FIELD)
     if size <= 0:
         raise InputError(f"{arg}: the data size must be positive, got {size:g}")
@@ -94,8 +104,10 @@ def read_point(arg: str, metric: str = "accuracy") -> Point:
 def fit_log_linear(points: list[Point], metric: str = "accuracy") -> Fit:
     """Least squares fit of value = a + b ln(size); needs two distinct sizes."""
     if len({p.size for p in points}) < 2:
-        raise InputError(f"a fit needs reports at two or more distinct data sizes, got {len(points)} report(s) "
-                         f"with sizes {sorted({p.size for p in points})}")
+        raise InputError(
+            f"a fit needs reports at two or more distinct data sizes, got {len(points)} report(s) "
+            f"with sizes {sorted({p.size for p in points})}"
+        )
     x = np.log(np.array([p.size for p in points]))
     y = np.array([p.value for p in points])
     design = np.stack([np.ones_like(x), x], axis=1)
@@ -117,8 +129,12 @@ def plot_fit(fit: Fit, path, title: str | None = None) -> None:
     grid = np.geomspace(sizes.min(), sizes.max(), 100)
     fig, ax = plt.subplots(figsize=(6, 4), dpi=120)
     ax.scatter(sizes, [p.value for p in fit.points], color="tab:blue", zorder=3, label="reports")
-    ax.plot(grid, fit.intercept + fit.slope * np.log(grid), color="tab:red",
-            label=f"{fit.intercept:.4g} + {fit.slope:.4g} ln(size)  (R² = {fit.r2:.3f})")
+    ax.plot(
+        grid,
+        fit.intercept + fit.slope * np.log(grid),
+        color="tab:red",
+        label=f"{fit.intercept:.4g} + {fit.slope:.4g} ln(size)  (R² = {fit.r2:.3f})",
+    )
     ax.set_xscale("log")
     ax.set_xlabel("training examples")
     ax.set_ylabel(fit.metric)

@@ -5,6 +5,7 @@ OpenAI-compatible endpoint (ours from `mathjax-train serve`, vLLM, OpenAI, ...) 
 read from an environment variable. Both take plain-text requests (one user message each) and
 return n completions per request; `describe()` is the provenance written into every row.
 """
+
 from __future__ import annotations
 
 import json
@@ -95,13 +96,18 @@ class CheckpointTeacher(Teacher):
         context = self.model.cfg.max_position_embeddings
         longest = max(len(ids) for ids, _ in encoded)
         if longest + sampling.max_tokens > context:
-            raise TeacherError(f"a request of {longest} tokens plus max_tokens {sampling.max_tokens} exceeds the "
-                               f"teacher's context of {context} tokens")
-        sp = SamplingParams(max_tokens=sampling.max_tokens, temperature=sampling.temperature, top_p=sampling.top_p,
-                            stop=encoded[0][1])
+            raise TeacherError(
+                f"a request of {longest} tokens plus max_tokens {sampling.max_tokens} exceeds the "
+                f"teacher's context of {context} tokens"
+            )
+        sp = SamplingParams(
+            max_tokens=sampling.max_tokens, temperature=sampling.temperature, top_p=sampling.top_p, stop=encoded[0][1]
+        )
         engine = self._engine(longest + sampling.max_tokens)
-        groups = [engine.submit(ids, sp, [sample_seed(sampling.seed, i, j) for j in range(n)])
-                  for i, (ids, _) in enumerate(encoded)]
+        groups = [
+            engine.submit(ids, sp, [sample_seed(sampling.seed, i, j) for j in range(n)])
+            for i, (ids, _) in enumerate(encoded)
+        ]
         engine.run()
         return [[r.completion.text for r in g] for g in groups]
 
@@ -113,8 +119,17 @@ class HttpTeacher(Teacher):
     with exponential backoff up to `max_retries` times, then raise TeacherError.
     """
 
-    def __init__(self, base_url: str, model: str, *, api_key_env: str | None = "OPENAI_API_KEY",
-                 api: str = "chat", concurrency: int = 8, timeout_s: float = 600.0, max_retries: int = 4):
+    def __init__(
+        self,
+        base_url: str,
+        model: str,
+        *,
+        api_key_env: str | None = "OPENAI_API_KEY",
+        api: str = "chat",
+        concurrency: int = 8,
+        timeout_s: float = 600.0,
+        max_retries: int = 4,
+    ):
         if api not in ("chat", "completions"):
             raise InputError(f"api must be 'chat' or 'completions', not {api!r}")
         self.base_url, self.model, self.api = base_url.rstrip("/"), model, api
@@ -139,13 +154,13 @@ class HttpTeacher(Teacher):
             except urllib.error.HTTPError as e:
                 detail = _error_message(e)
                 if e.code in (429, 500, 502, 503, 504) and attempt < self.max_retries:
-                    time.sleep(min(2 ** attempt, 30))
+                    time.sleep(min(2**attempt, 30))
                     continue
                 hint = f" (is {self.api_key_env} set?)" if e.code == 401 else ""
                 raise TeacherError(f"POST {url}: HTTP {e.code}: {detail}{hint}") from None
             except (urllib.error.URLError, ConnectionError, TimeoutError) as e:
                 if attempt < self.max_retries:
-                    time.sleep(min(2 ** attempt, 30))
+                    time.sleep(min(2**attempt, 30))
                     continue
                 raise TeacherError(f"POST {url}: {e}") from None
             except json.JSONDecodeError as e:
@@ -153,8 +168,14 @@ class HttpTeacher(Teacher):
         raise AssertionError("unreachable")
 
     def _one(self, index: int, request: str, n: int, sampling: Sampling) -> list[str]:
-        body = {"model": self.model, "n": n, "temperature": sampling.temperature, "top_p": sampling.top_p,
-                "max_tokens": sampling.max_tokens, "seed": sample_seed(sampling.seed, index)}
+        body = {
+            "model": self.model,
+            "n": n,
+            "temperature": sampling.temperature,
+            "top_p": sampling.top_p,
+            "max_tokens": sampling.max_tokens,
+            "seed": sample_seed(sampling.seed, index),
+        }
         if self.api == "chat":
             body["messages"] = [{"role": "user", "content": request}]
             resp = self._post("chat/completions", body)
@@ -165,7 +186,9 @@ class HttpTeacher(Teacher):
             choices = sorted(resp["choices"], key=lambda c: c["index"])
             texts = [c["message"]["content"] if self.api == "chat" else c["text"] for c in choices]
         except (KeyError, TypeError) as e:
-            raise TeacherError(f"{self.base_url}: response to request {index} lacks field {e}: {str(resp):.200}") from None
+            raise TeacherError(
+                f"{self.base_url}: response to request {index} lacks field {e}: {str(resp):.200}"
+            ) from None
         if len(texts) != n:
             raise TeacherError(f"{self.base_url}: asked for n={n} choices for request {index}, got {len(texts)}")
         return [t or "" for t in texts]

@@ -6,6 +6,7 @@ isolation once (network + mount namespaces; for a non-root caller inside a new u
 then forks one sandboxed child per snippet (or one long-lived child per session) and supervises
 it: wall-clock deadline, output cap, crash reports.
 """
+
 from __future__ import annotations
 
 import ast
@@ -55,13 +56,14 @@ def _check(ret: int, what: str) -> None:
 
 def _mount(src, target, fstype, flags, data=None) -> None:
     enc = lambda s: None if s is None else s.encode()  # noqa: E731
-    _check(_libc.mount(enc(src), enc(target), enc(fstype), ctypes.c_ulong(flags), enc(data)),
-           f"mount {target}")
+    _check(_libc.mount(enc(src), enc(target), enc(fstype), ctypes.c_ulong(flags), enc(data)), f"mount {target}")
 
 
 def _prctl(option: int, arg: int) -> None:
-    _check(_libc.prctl(option, ctypes.c_ulong(arg), ctypes.c_ulong(0), ctypes.c_ulong(0),
-                       ctypes.c_ulong(0)), f"prctl {option}")
+    _check(
+        _libc.prctl(option, ctypes.c_ulong(arg), ctypes.c_ulong(0), ctypes.c_ulong(0), ctypes.c_ulong(0)),
+        f"prctl {option}",
+    )
 
 
 def _enter_user_namespace() -> None:
@@ -70,10 +72,8 @@ def _enter_user_namespace() -> None:
     user namespace owns (setns back into it before each snippet needs that). The original
     process only waits and exits with it."""
     uid, gid = os.getuid(), os.getgid()
-    _check(_libc.unshare(CLONE_NEWUSER | CLONE_NEWNS | CLONE_NEWNET | CLONE_NEWPID),
-           "unshare(user, mount, net, pid)")
-    for name, text in (("setgroups", "deny"), ("uid_map", f"{uid} {uid} 1"),
-                       ("gid_map", f"{gid} {gid} 1")):
+    _check(_libc.unshare(CLONE_NEWUSER | CLONE_NEWNS | CLONE_NEWNET | CLONE_NEWPID), "unshare(user, mount, net, pid)")
+    for name, text in (("setgroups", "deny"), ("uid_map", f"{uid} {uid} 1"), ("gid_map", f"{gid} {gid} 1")):
         with open(f"/proc/self/{name}", "w") as fh:
             fh.write(text)
     pid = os.fork()
@@ -88,8 +88,10 @@ def _enter_user_namespace() -> None:
 def _drop_capabilities() -> None:
     """Give up every capability (the user namespace grants them all to a non-root supervisor)."""
     for cap in range(64):
-        if _libc.prctl(PR_CAPBSET_DROP, ctypes.c_ulong(cap), ctypes.c_ulong(0),
-                       ctypes.c_ulong(0), ctypes.c_ulong(0)) != 0:
+        if (
+            _libc.prctl(PR_CAPBSET_DROP, ctypes.c_ulong(cap), ctypes.c_ulong(0), ctypes.c_ulong(0), ctypes.c_ulong(0))
+            != 0
+        ):
             break  # EINVAL: past the last capability this kernel knows
     _prctl(PR_CAP_AMBIENT, PR_CAP_AMBIENT_CLEAR_ALL)
     header = (ctypes.c_uint32 * 2)(CAPABILITY_VERSION_3, 0)
@@ -100,9 +102,14 @@ def _drop_capabilities() -> None:
 def _interpreter_paths() -> list[str]:
     """The directories this Python needs (prefixes, its binary's dir, sys.path, this package),
     outermost only, with symlinks resolved."""
-    paths = {sys.prefix, sys.base_prefix, sys.exec_prefix, sys.base_exec_prefix,
-             os.path.dirname(os.path.realpath(sys.executable)),
-             os.path.dirname(os.path.dirname(os.path.abspath(__file__)))}
+    paths = {
+        sys.prefix,
+        sys.base_prefix,
+        sys.exec_prefix,
+        sys.base_exec_prefix,
+        os.path.dirname(os.path.realpath(sys.executable)),
+        os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+    }
     paths |= {p for p in sys.path if p}
     real = {os.path.realpath(p) for p in paths if os.path.isdir(p)}
     return sorted(_outermost(real))
@@ -148,7 +155,7 @@ def send_msg(fd: int, obj) -> None:
     data = json.dumps(obj).encode()
     view = memoryview(_HDR.pack(len(data)) + data)
     while view:
-        view = view[os.write(fd, view):]
+        view = view[os.write(fd, view) :]
 
 
 def _read_exact(fd: int, n: int) -> bytes | None:
@@ -245,10 +252,8 @@ def child_main(cfg: dict, persistent: bool) -> None:
     signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # oversize writes raise OSError instead
     signal.signal(signal.SIGXCPU, _on_sigxcpu)
     signal.signal(signal.SIGINT, signal.default_int_handler)
-    sys.stdout = open(1, "w", encoding="utf-8", errors="backslashreplace", closefd=False,
-                      buffering=1)
-    sys.stderr = open(2, "w", encoding="utf-8", errors="backslashreplace", closefd=False,
-                      buffering=1)
+    sys.stdout = open(1, "w", encoding="utf-8", errors="backslashreplace", closefd=False, buffering=1)
+    sys.stderr = open(2, "w", encoding="utf-8", errors="backslashreplace", closefd=False, buffering=1)
     sys.stdin = open(0, "r", closefd=False)
     namespace = {"__name__": "__main__", "__builtins__": builtins}
     cpu_hard = resource.getrlimit(resource.RLIMIT_CPU)[1]
@@ -320,8 +325,11 @@ def _signal_error(sig: int) -> str:
         name = signal.Signals(sig).name
     except ValueError:
         name = str(sig)
-    hints: dict[int, str] = {signal.SIGSEGV: " (segmentation fault, e.g. recursion too deep for the C stack)",
-                             signal.SIGKILL: " (killed)", signal.SIGABRT: " (aborted)"}
+    hints: dict[int, str] = {
+        signal.SIGSEGV: " (segmentation fault, e.g. recursion too deep for the C stack)",
+        signal.SIGKILL: " (killed)",
+        signal.SIGABRT: " (aborted)",
+    }
     hint = hints.get(sig, "")
     return f"ProcessCrashed: the interpreter was killed by {name}{hint}"
 
@@ -360,15 +368,23 @@ class Zygote:
                 if want == "namespaces":
                     raise
                 self.report["warnings"].append(f"namespaces unavailable: {exc}")
-        network = ("empty network namespace (no interfaces up)" if self.userns
-                   else "python-level socket block (bypassable)")
+        network = (
+            "empty network namespace (no interfaces up)" if self.userns else "python-level socket block (bypassable)"
+        )
         self.report.update(
-            mode="basic", uid=os.getuid(), network=network,
-            filesystem="fresh temp working dir; rest of the filesystem as writable as for "
-                       "the calling user", processes="process group kill only",
-            missing=["user namespace" if os.geteuid() else "mount namespace",
-                     "read-only filesystem", "private /tmp", "pid namespace"]
-                    + ([] if self.userns else ["network namespace"]))
+            mode="basic",
+            uid=os.getuid(),
+            network=network,
+            filesystem="fresh temp working dir; rest of the filesystem as writable as for the calling user",
+            processes="process group kill only",
+            missing=[
+                "user namespace" if os.geteuid() else "mount namespace",
+                "read-only filesystem",
+                "private /tmp",
+                "pid namespace",
+            ]
+            + ([] if self.userns else ["network namespace"]),
+        )
 
     def _setup_namespaces(self) -> None:
         if not self.userns:
@@ -380,25 +396,38 @@ class Zygote:
         # the pid namespace snippets' namespaces nest in: the host's for root, else our own
         self.pidns_fd = os.open("/proc/self/ns/pid", os.O_RDONLY)
         self.writable = [d for d in WRITABLE_DIRS if os.path.isdir(d) and not os.path.islink(d)]
-        common = dict(exposed_paths=exposed, rw_mounts_left=rw_left,
-                      in_private_tmpfs=_kept_under(self.writable, self.keep),
-                      network="empty network namespace (no interfaces up)")
-        tmpfs = (f"whole tree read-only; private tmpfs on {', '.join(self.writable)} (the Python "
-                 f"install bound back read-only); cwd /tmp")
+        common = dict(
+            exposed_paths=exposed,
+            rw_mounts_left=rw_left,
+            in_private_tmpfs=_kept_under(self.writable, self.keep),
+            network="empty network namespace (no interfaces up)",
+        )
+        tmpfs = (
+            f"whole tree read-only; private tmpfs on {', '.join(self.writable)} (the Python "
+            f"install bound back read-only); cwd /tmp"
+        )
         if self.userns:  # one uid is all an unprivileged user namespace can map: our own
             self.report.update(
-                uid=os.getuid(), uids=[os.getuid()], user_namespace=True, **common,
+                uid=os.getuid(),
+                uids=[os.getuid()],
+                user_namespace=True,
+                **common,
                 filesystem=f"{tmpfs}; your home and {', '.join(PRIVATE_DIRS)} hidden; other "
-                           f"files your account can read stay readable",
-                processes="own pid namespace per snippet, your uid with no capabilities")
+                f"files your account can read stay readable",
+                processes="own pid namespace per snippet, your uid with no capabilities",
+            )
             return
         # consecutive snippets alternate between uid and uid + 1, so processes of a dying
         # sandbox never count against the RLIMIT_NPROC of the next one
         self.uid = self.cfg.get("uid") or 2 * random.randrange(1_000_000, 1_500_000)
         self.report.update(
-            uid=self.uid, uids=[self.uid, self.uid + 1], user_namespace=False, **common,
+            uid=self.uid,
+            uids=[self.uid, self.uid + 1],
+            user_namespace=False,
+            **common,
             filesystem=f"{tmpfs}; closed directories and {', '.join(PRIVATE_DIRS)} hidden",
-            processes="own pid namespace per snippet, unprivileged uid")
+            processes="own pid namespace per snippet, unprivileged uid",
+        )
 
     def _hide_private_dirs(self) -> list[str]:
         """Cover the caller's home, PRIVATE_DIRS and any closed ancestor of the Python install
@@ -425,9 +454,15 @@ class Zygote:
 
     @staticmethod
     def _remount_readonly() -> list[str]:
-        keep = {"nosuid": MS_NOSUID, "nodev": MS_NODEV, "noexec": MS_NOEXEC,
-                "noatime": MS_NOATIME, "nodiratime": MS_NODIRATIME, "relatime": MS_RELATIME,
-                "strictatime": MS_STRICTATIME}
+        keep = {
+            "nosuid": MS_NOSUID,
+            "nodev": MS_NODEV,
+            "noexec": MS_NOEXEC,
+            "noatime": MS_NOATIME,
+            "nodiratime": MS_NODIRATIME,
+            "relatime": MS_RELATIME,
+            "strictatime": MS_STRICTATIME,
+        }
         left = []
         with open("/proc/self/mountinfo") as fh:
             rows = [line.split() for line in fh]
@@ -507,12 +542,14 @@ class Zygote:
             _block_sockets()
         os.umask(0o077)
         cpu_hard = lim["session_cpu_s"] if persistent else cpu_s + 1
-        for res, (soft, hard) in ((resource.RLIMIT_CPU, (cpu_s, cpu_hard)),
-                                  (resource.RLIMIT_AS, (mem, mem)),
-                                  (resource.RLIMIT_FSIZE, (lim["file_mb"] * 2**20,) * 2),
-                                  (resource.RLIMIT_NPROC, (nproc, nproc)),
-                                  (resource.RLIMIT_NOFILE, (lim["nofile"],) * 2),
-                                  (resource.RLIMIT_CORE, (0, 0))):
+        for res, (soft, hard) in (
+            (resource.RLIMIT_CPU, (cpu_s, cpu_hard)),
+            (resource.RLIMIT_AS, (mem, mem)),
+            (resource.RLIMIT_FSIZE, (lim["file_mb"] * 2**20,) * 2),
+            (resource.RLIMIT_NPROC, (nproc, nproc)),
+            (resource.RLIMIT_NOFILE, (lim["nofile"],) * 2),
+            (resource.RLIMIT_CORE, (0, 0)),
+        ):
             cap = resource.getrlimit(res)[1]  # an ordinary user cannot raise a hard limit
             if cap != resource.RLIM_INFINITY:
                 soft, hard = min(soft, cap), min(hard, cap)
@@ -520,7 +557,7 @@ class Zygote:
 
     def _kill(self, pid: int, tmpdir: str | None):
         """SIGKILL the child (pid-namespace init: takes every process of the snippet along)."""
-        for target in ((pid, -pid) if tmpdir is not None else (pid,)):
+        for target in (pid, -pid) if tmpdir is not None else (pid,):
             try:
                 os.kill(target, signal.SIGKILL)
             except ProcessLookupError:
@@ -551,8 +588,9 @@ class Zygote:
                 timed_out = True
                 error = f"TimeoutError: execution exceeded the {timeout:g} s wall-clock limit"
                 break
-            ready = select.select(open_fds + [self.req_fd], [], [],
-                                  min(remaining, 0.05) if not open_fds else remaining)[0]
+            ready = select.select(
+                open_fds + [self.req_fd], [], [], min(remaining, 0.05) if not open_fds else remaining
+            )[0]
             if self.req_fd in ready:  # host closed its end: nobody wants the answer
                 self._kill(pid, tmpdir)
                 os._exit(0)
@@ -562,8 +600,9 @@ class Zygote:
                     open_fds.remove(out_r)
                 cap.add(data)
                 if cap.total > self.limits["max_output_bytes"]:
-                    error = (f"OutputLimitError: output exceeded "
-                             f"{self.limits['max_output_bytes']} bytes; execution stopped")
+                    error = (
+                        f"OutputLimitError: output exceeded {self.limits['max_output_bytes']} bytes; execution stopped"
+                    )
                     break
             if ctl_r in ready:
                 data = os.read(ctl_r, 65536)
@@ -572,7 +611,7 @@ class Zygote:
                 ctl += data
                 if len(ctl) >= 4 and len(ctl) >= 4 + _HDR.unpack(ctl[:4])[0]:
                     try:
-                        msg = json.loads(bytes(ctl[4: 4 + _HDR.unpack(ctl[:4])[0]]))
+                        msg = json.loads(bytes(ctl[4 : 4 + _HDR.unpack(ctl[:4])[0]]))
                     except ValueError:
                         msg = {"error": "ProcessCrashed: corrupted result message"}
                     break
@@ -592,10 +631,15 @@ class Zygote:
             output, truncated = cap.text()
             for fd in (out_r, ctl_r, cmd_w):
                 os.close(fd)
-            return {"ok": msg.get("error") is None, "output": output, "error": msg.get("error"),
-                    "timed_out": bool(msg.get("timed_out")), "truncated": truncated,
-                    "traceback": msg.get("traceback"),
-                    "elapsed_s": round(time.monotonic() - start, 6)}, True
+            return {
+                "ok": msg.get("error") is None,
+                "output": output,
+                "error": msg.get("error"),
+                "timed_out": bool(msg.get("timed_out")),
+                "truncated": truncated,
+                "traceback": msg.get("traceback"),
+                "elapsed_s": round(time.monotonic() - start, 6),
+            }, True
         if msg is None or not persistent:
             if not dead:
                 status, ru = self._kill(pid, tmpdir)
@@ -621,9 +665,15 @@ class Zygote:
         if dead:
             for fd in (out_r, ctl_r, cmd_w):
                 os.close(fd)
-        return {"ok": error is None, "output": output, "error": error, "timed_out": bool(timed_out),
-                "truncated": truncated, "traceback": tb,
-                "elapsed_s": round(time.monotonic() - start, 6)}, dead
+        return {
+            "ok": error is None,
+            "output": output,
+            "error": error,
+            "timed_out": bool(timed_out),
+            "truncated": truncated,
+            "traceback": tb,
+            "elapsed_s": round(time.monotonic() - start, 6),
+        }, dead
 
     # --- requests -------------------------------------------------------------------------
     def handle(self, req: dict) -> dict:
@@ -631,8 +681,7 @@ class Zygote:
         timeout = float(req.get("timeout_s", 5.0))
         cpu_s = int(req.get("cpu_s") or int(timeout) + 1)
         if op == "run":
-            result, _ = self._supervise(self._spawn(False, cpu_s), req["code"], timeout, cpu_s,
-                                        False)
+            result, _ = self._supervise(self._spawn(False, cpu_s), req["code"], timeout, cpu_s, False)
             return result
         if op == "session_run":
             if self.session is None:
@@ -640,8 +689,9 @@ class Zygote:
             result, dead = self._supervise(self.session, req["code"], timeout, cpu_s, True)
             if dead:
                 self.session = None
-                result["error"] += ("; the session was restarted and its state (variables, "
-                                    "imports) from earlier blocks is lost")
+                result["error"] += (
+                    "; the session was restarted and its state (variables, imports) from earlier blocks is lost"
+                )
                 result["ok"] = False
             return result
         if op == "session_reset":
@@ -731,8 +781,7 @@ def main() -> None:
         try:
             reply = zygote.handle(req)
         except Exception as exc:  # noqa: BLE001 - keep serving; the host sees the error
-            reply = {"ok": False, "output": "", "error": f"SandboxError: {exc!r}",
-                     "timed_out": False}
+            reply = {"ok": False, "output": "", "error": f"SandboxError: {exc!r}", "timed_out": False}
         send_msg(rep_fd, reply)
 
 

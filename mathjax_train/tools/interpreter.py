@@ -25,6 +25,7 @@ the host beyond the rlimits (no cgroups), kernel exploits. Where the kernel refu
 "basic" mode keeps only rlimits, a temporary cwd, the scrubbed environment, process group kill and
 a Python-level socket block; the report lists what is `missing`, and a warning is logged once.
 """
+
 from __future__ import annotations
 
 import json
@@ -41,14 +42,12 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass
 
-__all__ = ["ExecutionResult", "Limits", "execute", "Session", "InterpreterPool",
-           "isolation_report", "DEFAULT_PRELOAD"]
+__all__ = ["ExecutionResult", "Limits", "execute", "Session", "InterpreterPool", "isolation_report", "DEFAULT_PRELOAD"]
 
 _WORKER = os.path.join(os.path.dirname(os.path.abspath(__file__)), "_sandbox_worker.py")
 _HDR = struct.Struct(">I")
 # Modules math solutions import most; preloading them in a pool's supervisor makes `import` free.
-DEFAULT_PRELOAD = ("math", "fractions", "itertools", "functools", "collections", "sympy",
-                   "numpy")
+DEFAULT_PRELOAD = ("math", "fractions", "itertools", "functools", "collections", "sympy", "numpy")
 _STARTUP_S = 60.0  # generous: preloading sympy on a loaded 2-core machine takes seconds
 _GRACE_S = 10.0  # host-side backstop beyond the supervisor's own deadline
 log = logging.getLogger(__name__)
@@ -84,10 +83,19 @@ class Limits:
 
 def _minimal_env() -> dict[str, str]:
     """The only environment the sandbox sees: nothing is inherited from os.environ."""
-    return {"PATH": "/usr/local/bin:/usr/bin:/bin", "LANG": "C.UTF-8", "LC_ALL": "C.UTF-8",
-            "HOME": "/tmp", "TMPDIR": "/tmp", "PYTHONIOENCODING": "utf-8",
-            "PYTHONDONTWRITEBYTECODE": "1", "OPENBLAS_NUM_THREADS": "1",
-            "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "MPLBACKEND": "Agg"}
+    return {
+        "PATH": "/usr/local/bin:/usr/bin:/bin",
+        "LANG": "C.UTF-8",
+        "LC_ALL": "C.UTF-8",
+        "HOME": "/tmp",
+        "TMPDIR": "/tmp",
+        "PYTHONIOENCODING": "utf-8",
+        "PYTHONDONTWRITEBYTECODE": "1",
+        "OPENBLAS_NUM_THREADS": "1",
+        "OMP_NUM_THREADS": "1",
+        "MKL_NUM_THREADS": "1",
+        "MPLBACKEND": "Agg",
+    }
 
 
 class SandboxError(RuntimeError):
@@ -106,21 +114,33 @@ class _Worker:
 
     def _start(self) -> None:
         self.proc = subprocess.Popen(
-            [sys.executable, "-I", _WORKER], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-            env=_minimal_env(), cwd="/", close_fds=True, start_new_session=True, bufsize=0)
-        cfg = {"limits": asdict(self.limits), "preload": list(self.preload),
-               "isolation": self.isolation, "tmp_root": tempfile.gettempdir()}
+            [sys.executable, "-I", _WORKER],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            env=_minimal_env(),
+            cwd="/",
+            close_fds=True,
+            start_new_session=True,
+            bufsize=0,
+        )
+        cfg = {
+            "limits": asdict(self.limits),
+            "preload": list(self.preload),
+            "isolation": self.isolation,
+            "tmp_root": tempfile.gettempdir(),
+        }
         reply = self._call(cfg, _STARTUP_S)
         if reply is None or "fatal" in reply:
             self.kill()
             raise SandboxError(f"sandbox supervisor failed to start: {reply}")
         self.report = reply["isolation"]
-        if self.report["mode"] == "basic" and self.isolation == "auto" \
-                and not _warned_basic.is_set():
+        if self.report["mode"] == "basic" and self.isolation == "auto" and not _warned_basic.is_set():
             _warned_basic.set()
-            log.warning("python sandbox: namespaces unavailable (%s); running snippets without %s",
-                        "; ".join(self.report["warnings"]) or "unknown reason",
-                        ", ".join(self.report["missing"]))
+            log.warning(
+                "python sandbox: namespaces unavailable (%s); running snippets without %s",
+                "; ".join(self.report["warnings"]) or "unknown reason",
+                ", ".join(self.report["missing"]),
+            )
 
     def _call(self, msg: dict, timeout: float):
         """Send one request and wait for its reply; None if the supervisor died or hung."""
@@ -145,23 +165,22 @@ class _Worker:
                 return None
             buf += chunk
             if need == _HDR.size and len(buf) >= _HDR.size:
-                need += _HDR.unpack(buf[:_HDR.size])[0]
-        return json.loads(bytes(buf[_HDR.size:need]))
+                need += _HDR.unpack(buf[: _HDR.size])[0]
+        return json.loads(bytes(buf[_HDR.size : need]))
 
     def request(self, msg: dict, timeout_s: float) -> ExecutionResult:
         reply = self._call(msg, timeout_s + _GRACE_S)
         if reply is None:  # supervisor died or hung: replace it and report
             self.kill()
             self._start()
-            return ExecutionResult(False, "", "SandboxError: the sandbox supervisor stopped "
-                                   "responding and was restarted", True)
+            return ExecutionResult(
+                False, "", "SandboxError: the sandbox supervisor stopped responding and was restarted", True
+            )
         return ExecutionResult(**reply)
 
-    def run(self, code: str, timeout_s: float, cpu_s: int | None = None,
-            session: bool = False) -> ExecutionResult:
+    def run(self, code: str, timeout_s: float, cpu_s: int | None = None, session: bool = False) -> ExecutionResult:
         op = "session_run" if session else "run"
-        return self.request({"op": op, "code": code, "timeout_s": timeout_s, "cpu_s": cpu_s},
-                            timeout_s)
+        return self.request({"op": op, "code": code, "timeout_s": timeout_s, "cpu_s": cpu_s}, timeout_s)
 
     def reset_session(self) -> None:
         if self._call({"op": "session_reset"}, _GRACE_S) is None:
@@ -194,8 +213,9 @@ class _Worker:
         self.proc = None
 
 
-def execute(code: str, timeout_s: float = 5.0, limits: Limits | None = None,
-            isolation: str = "auto") -> ExecutionResult:
+def execute(
+    code: str, timeout_s: float = 5.0, limits: Limits | None = None, isolation: str = "auto"
+) -> ExecutionResult:
     """Run `code` in a fresh sandbox and return its result (never raises for bad code).
 
     Starts and stops a supervisor per call (~tens of ms); use `InterpreterPool` for throughput.
@@ -223,8 +243,15 @@ class Session:
     starts in a fresh interpreter (the error text states that earlier state is lost).
     """
 
-    def __init__(self, timeout_s: float = 5.0, limits: Limits | None = None, preload=(),
-                 isolation: str = "auto", _worker: _Worker | None = None, _on_close=None):
+    def __init__(
+        self,
+        timeout_s: float = 5.0,
+        limits: Limits | None = None,
+        preload=(),
+        isolation: str = "auto",
+        _worker: _Worker | None = None,
+        _on_close=None,
+    ):
         self.timeout_s = timeout_s
         self._worker: _Worker | None = _worker or _Worker(limits, preload, isolation)
         self._owned = _worker is None
@@ -236,8 +263,7 @@ class Session:
             raise RuntimeError("session is closed")
         return self._worker.report
 
-    def run(self, code: str, timeout_s: float | None = None,
-            cpu_s: int | None = None) -> ExecutionResult:
+    def run(self, code: str, timeout_s: float | None = None, cpu_s: int | None = None) -> ExecutionResult:
         """Run one block; `cpu_s` (default: timeout rounded up + 1) caps its CPU seconds."""
         if self._worker is None:
             raise RuntimeError("session is closed")
@@ -274,8 +300,14 @@ class InterpreterPool:
     `map` runs snippets concurrently (one per supervisor) and returns results in input order.
     """
 
-    def __init__(self, workers: int | None = None, timeout_s: float = 5.0,
-                 limits: Limits | None = None, preload=DEFAULT_PRELOAD, isolation: str = "auto"):
+    def __init__(
+        self,
+        workers: int | None = None,
+        timeout_s: float = 5.0,
+        limits: Limits | None = None,
+        preload=DEFAULT_PRELOAD,
+        isolation: str = "auto",
+    ):
         self.timeout_s = timeout_s
         n = workers or os.cpu_count() or 1
         with ThreadPoolExecutor(n) as ex:  # start supervisors in parallel (preload is slow)
@@ -295,8 +327,7 @@ class InterpreterPool:
     def workers(self) -> int:
         return len(self._workers)
 
-    def execute(self, code: str, timeout_s: float | None = None,
-                cpu_s: int | None = None) -> ExecutionResult:
+    def execute(self, code: str, timeout_s: float | None = None, cpu_s: int | None = None) -> ExecutionResult:
         if self._closed:
             raise RuntimeError("pool is closed")
         worker = self._idle.get()

@@ -16,14 +16,26 @@ Generation is stopped at `STOP` (the opening of an output block, which the model
 write right after its code), the last code block is executed, and the real output block is
 appended before generation resumes. Pure Python; executes through any `code -> ExecutionResult`.
 """
+
 from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
 from typing import Callable, Protocol
 
-__all__ = ["CODE_OPEN", "OUTPUT_OPEN", "FENCE", "STOP", "STOP_STRINGS", "last_code_block",
-           "pending_code", "format_output", "ToolCall", "ToolLoopResult", "run_tool_loop"]
+__all__ = [
+    "CODE_OPEN",
+    "OUTPUT_OPEN",
+    "FENCE",
+    "STOP",
+    "STOP_STRINGS",
+    "last_code_block",
+    "pending_code",
+    "format_output",
+    "ToolCall",
+    "ToolLoopResult",
+    "run_tool_loop",
+]
 
 CODE_OPEN = "```python\n"
 OUTPUT_OPEN = "```output\n"
@@ -46,7 +58,7 @@ def pending_code(text: str) -> str | None:
     matches = list(_CODE_RE.finditer(text))
     if not matches:
         return None
-    tail = text[matches[-1].end():]
+    tail = text[matches[-1].end() :]
     if OUTPUT_OPEN.strip() in tail or tail.strip():
         return None
     return matches[-1].group(1)
@@ -66,7 +78,7 @@ def format_output(result: _Result, max_chars: int = MAX_OUTPUT_CHARS) -> str:
     body = result.output.rstrip("\n")
     if len(body) > max_chars:
         cut = len(body) - max_chars
-        body = body[: max_chars // 2] + f"\n...[{cut} characters omitted]...\n" + body[-max_chars // 2:]
+        body = body[: max_chars // 2] + f"\n...[{cut} characters omitted]...\n" + body[-max_chars // 2 :]
     if result.error:
         body = f"{body}\n{result.error}" if body else result.error
     return f"{OUTPUT_OPEN}{body}\n{FENCE}\n"
@@ -88,8 +100,9 @@ class ToolLoopResult:
     hit_max_calls: bool = False
 
 
-def run_tool_loop(generate_fn: Callable[..., str], prompt: str, max_calls: int = 4,
-                  executor=None, timeout_s: float = 5.0) -> ToolLoopResult:
+def run_tool_loop(
+    generate_fn: Callable[..., str], prompt: str, max_calls: int = 4, executor=None, timeout_s: float = 5.0
+) -> ToolLoopResult:
     """Alternate generation and execution until the model stops asking for code.
 
     `generate_fn(text, stop=STOP_STRINGS) -> str` returns the continuation of `text` (a trailing
@@ -128,4 +141,4 @@ def run_tool_loop(generate_fn: Callable[..., str], prompt: str, max_calls: int =
     finally:
         if own:
             executor.close()
-    return ToolLoopResult(text, text[len(prompt):], calls, hit_max)
+    return ToolLoopResult(text, text[len(prompt) :], calls, hit_max)

@@ -7,6 +7,7 @@ optimizer state, RNG) and `meta` (JSON: step, data iterator state). Orbax writes
 temporary directory and renames it only when complete, so a crash mid-save never becomes the
 latest step. The model config and tokenizer are written once at OUTPUT_DIR's top level.
 """
+
 from __future__ import annotations
 
 import jax
@@ -25,8 +26,12 @@ class TrainCheckpointer:
     def __init__(self, output_dir, cfg: CheckpointConfig):
         self.directory = absolute(epath.Path(output_dir) / CHECKPOINTS_DIR)
         options = ocp.CheckpointManagerOptions(
-            max_to_keep=cfg.keep, save_interval_steps=1, create=True, cleanup_tmp_directories=True,
-            enable_async_checkpointing=cfg.async_save)
+            max_to_keep=cfg.keep,
+            save_interval_steps=1,
+            create=True,
+            cleanup_tmp_directories=True,
+            enable_async_checkpointing=cfg.async_save,
+        )
         self.manager = ocp.CheckpointManager(self.directory, options=options, item_names=ITEMS)
 
     def latest_step(self) -> int | None:
@@ -39,20 +44,29 @@ class TrainCheckpointer:
         step = int(jax.device_get(state["step"]))
         train_state = {"step": state["step"], "opt_state": state["opt_state"], "rng": state["rng"]}
         meta = {"step": step, "data_state": data_state}
-        self.manager.save(step, args=ocp.args.Composite(
-            params=ocp.args.StandardSave(state["params"]),
-            train_state=ocp.args.StandardSave(train_state),
-            meta=ocp.args.JsonSave(meta)), force=True)
+        self.manager.save(
+            step,
+            args=ocp.args.Composite(
+                params=ocp.args.StandardSave(state["params"]),
+                train_state=ocp.args.StandardSave(train_state),
+                meta=ocp.args.JsonSave(meta),
+            ),
+            force=True,
+        )
         if wait:
             self.manager.wait_until_finished()
 
     def restore(self, step: int, abstract_state: dict) -> tuple[dict, dict]:
         """State laid out like `abstract_state` (ShapeDtypeStructs with shardings) and the meta dict."""
         abstract_ts = {k: abstract_state[k] for k in ("step", "opt_state", "rng")}
-        out = self.manager.restore(step, args=ocp.args.Composite(
-            params=ocp.args.StandardRestore(abstract_state["params"]),
-            train_state=ocp.args.StandardRestore(abstract_ts),
-            meta=ocp.args.JsonRestore()))
+        out = self.manager.restore(
+            step,
+            args=ocp.args.Composite(
+                params=ocp.args.StandardRestore(abstract_state["params"]),
+                train_state=ocp.args.StandardRestore(abstract_ts),
+                meta=ocp.args.JsonRestore(),
+            ),
+        )
         state = dict(out["train_state"], params=out["params"])
         return state, dict(out["meta"])
 

@@ -4,6 +4,7 @@ Training FLOPs per token follow the PaLM appendix: 6 x (matmul parameters, inclu
 projection) + 12 x layers x heads x head_dim x sequence length (attention scores and values,
 counted over the full sequence as PaLM does, not halved for the causal mask).
 """
+
 from __future__ import annotations
 
 import functools
@@ -23,8 +24,14 @@ PEAK_TFLOPS = tuple((kind, f.peak_tflops) for f in FAMILIES.values() for kind in
 
 def matmul_params(cfg: ModelConfig) -> int:
     """Parameters that take part in matmuls per token (the embedding lookup is not one)."""
-    e, h, kv, d, m, v = (cfg.hidden_size, cfg.num_heads, cfg.num_kv_heads, cfg.resolved_head_dim,
-                         cfg.intermediate_size, cfg.vocab_size)
+    e, h, kv, d, m, v = (
+        cfg.hidden_size,
+        cfg.num_heads,
+        cfg.num_kv_heads,
+        cfg.resolved_head_dim,
+        cfg.intermediate_size,
+        cfg.vocab_size,
+    )
     per_layer = e * h * d + 2 * e * kv * d + h * d * e + 3 * e * m
     return cfg.num_layers * per_layer + e * v
 
@@ -61,4 +68,4 @@ def _measured_cpu_flops(dtype: str) -> float:
         t = time.perf_counter()
         f(a).block_until_ready()
         best = min(best, time.perf_counter() - t)
-    return 2 * n ** 3 / best
+    return 2 * n**3 / best

@@ -4,6 +4,7 @@ Two ways to get there: `weighted_cross_entropy` from full (batch, seq, vocab) lo
 `chunked_cross_entropy` from the final hidden states and the head weight, one vocabulary chunk at a
 time, so neither the forward nor the backward pass ever holds logits wider than a chunk.
 """
+
 from __future__ import annotations
 
 import math
@@ -62,8 +63,9 @@ def _online_step(carry, chunk_logits, ids, tj, hit):
     return m_new, s, tgt, jnp.where(better, v, best), jnp.where(better, i, best_id)
 
 
-def chunked_cross_entropy(hidden, kernel, targets, weights, z_loss: float = 0.0,
-                          chunk: int = AUTO_VOCAB_CHUNK) -> dict[str, jax.Array]:
+def chunked_cross_entropy(
+    hidden, kernel, targets, weights, z_loss: float = 0.0, chunk: int = AUTO_VOCAB_CHUNK
+) -> dict[str, jax.Array]:
     """`weighted_cross_entropy(hidden @ kernel, ...)` without the full logits, forward or backward.
 
     hidden (b, t, e) in the compute dtype (the decoder's final normed states); kernel (e, vocab), cast
@@ -91,7 +93,12 @@ def chunked_cross_entropy(hidden, kernel, targets, weights, z_loss: float = 0.0,
         return _online_step(carry, logits, ids, tj, tk == k), None
 
     shape = targets.shape
-    init = (jnp.full(shape, -jnp.inf), jnp.zeros(shape), jnp.zeros(shape), jnp.full(shape, -jnp.inf),
-            jnp.zeros(shape, jnp.int32))
+    init = (
+        jnp.full(shape, -jnp.inf),
+        jnp.zeros(shape),
+        jnp.zeros(shape),
+        jnp.full(shape, -jnp.inf),
+        jnp.zeros(shape, jnp.int32),
+    )
     (m, s, tgt, _, predicted), _ = jax.lax.scan(body, init, (stacked, jnp.arange(n)))
     return token_sums(m + jnp.log(s), tgt, predicted, targets, weights, z_loss)

@@ -3,6 +3,7 @@
 Only process 0 writes. On resume, rows for steps after the restored checkpoint (written before a
 crash) and a line torn by the crash are dropped, so the file keeps one row per step.
 """
+
 from __future__ import annotations
 
 import json
@@ -59,9 +60,12 @@ class MetricsWriter:
         elapsed = time.time() - started
         eta = elapsed / done * (total - step) if done else 0.0
         mfu = f" | MFU {100 * row['mfu']:.2f}%" if row.get("mfu") is not None else ""
-        print(f"step {step}/{total} | loss {row['loss']:.4f} | acc {row['accuracy']:.3f} | "
-              f"{row['tokens_per_second']:.0f} tok/s{mfu} | ETA {format_duration(eta)}",
-              file=self.stream, flush=True)
+        print(
+            f"step {step}/{total} | loss {row['loss']:.4f} | acc {row['accuracy']:.3f} | "
+            f"{row['tokens_per_second']:.0f} tok/s{mfu} | ETA {format_duration(eta)}",
+            file=self.stream,
+            flush=True,
+        )
 
     def close(self) -> None:
         if self.enabled:

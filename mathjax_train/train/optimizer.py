@@ -3,6 +3,7 @@
 Weight decay applies to matmul kernels only: norm scales, biases and the embedding table are
 left alone unless `optimizer.decay_all` is set.
 """
+
 from __future__ import annotations
 
 import jax
@@ -33,8 +34,10 @@ def learning_rate_schedule(opt: OptimizerConfig, total_steps: int) -> optax.Sche
 
 def decay_mask(params, decay_all: bool = False):
     """True for parameters that get weight decay: kernels and LoRA adapters (not norms, biases or embeddings)."""
+
     def leaf_mask(path, _):
         return decay_all or getattr(path[-1], "key", None) in ("kernel", "lora_a", "lora_b")
+
     return jax.tree_util.tree_map_with_path(leaf_mask, params)
 
 
@@ -43,6 +46,14 @@ def make_optimizer(opt: OptimizerConfig, total_steps: int) -> tuple[optax.Gradie
     parts = []
     if opt.grad_clip_norm > 0:
         parts.append(optax.clip_by_global_norm(opt.grad_clip_norm))
-    parts.append(optax.adamw(schedule, b1=opt.b1, b2=opt.b2, eps=opt.eps, weight_decay=opt.weight_decay,
-                             mask=lambda p: decay_mask(p, opt.decay_all)))
+    parts.append(
+        optax.adamw(
+            schedule,
+            b1=opt.b1,
+            b2=opt.b2,
+            eps=opt.eps,
+            weight_decay=opt.weight_decay,
+            mask=lambda p: decay_mask(p, opt.decay_all),
+        )
+    )
     return optax.chain(*parts), schedule

@@ -1,6 +1,7 @@
 """Everything one train step needs, built from the config: mesh, rules, optimizer, state layout,
 batch sharding and the jitted step. The trainer, `plan`'s ahead-of-time compile, the benchmarks
 and the tests all build it here, so they compile the same step."""
+
 from __future__ import annotations
 
 from dataclasses import dataclass

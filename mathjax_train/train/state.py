@@ -3,6 +3,7 @@
 Parameters and optimizer state are initialised inside one jit whose out_shardings come from the
 logical-axis rules, so no host ever materialises the full model.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -46,19 +47,24 @@ def state_layout(model_cfg: ModelConfig, tx: optax.GradientTransformation, mesh,
     check_divisible(params, param_shardings)
     replicated = NamedSharding(mesh, PartitionSpec())
     opt_abstract = jax.eval_shape(tx.init, params)
-    opt_shardings = optax.tree_map_params(tx, lambda _, sh: sh, opt_abstract, param_shardings,
-                                          transform_non_params=lambda _: replicated,
-                                          is_leaf=lambda x: isinstance(x, NamedSharding))
+    opt_shardings = optax.tree_map_params(
+        tx,
+        lambda _, sh: sh,
+        opt_abstract,
+        param_shardings,
+        transform_non_params=lambda _: replicated,
+        is_leaf=lambda x: isinstance(x, NamedSharding),
+    )
     rng = jax.eval_shape(lambda: jax.random.PRNGKey(0))
-    abstract = {"step": jax.ShapeDtypeStruct((), jnp.int32), "params": params, "opt_state": opt_abstract,
-                "rng": rng}
+    abstract = {"step": jax.ShapeDtypeStruct((), jnp.int32), "params": params, "opt_state": opt_abstract, "rng": rng}
     shardings = {"step": replicated, "params": param_shardings, "opt_state": opt_shardings, "rng": replicated}
     if frozen is not None:
         shardings["base"] = logical_shardings(frozen, mesh, rules)
         abstract["base"] = nn.meta.unbox(frozen)
         check_divisible(abstract["base"], shardings["base"])
-    abstract = jax.tree_util.tree_map(lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s),
-                                      abstract, shardings)
+    abstract = jax.tree_util.tree_map(
+        lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s), abstract, shardings
+    )
     return StateLayout(abstract, shardings, param_shardings)
 
 
@@ -69,8 +75,11 @@ def init_state(model_cfg: ModelConfig, tx, layout: StateLayout, seed: int, param
 
     def build(key, given):
         init_key, rng = jax.random.split(key)
-        p = None if given is not None and lora is None else nn.meta.unbox(
-            model.init(init_key, jnp.zeros((1, 1), jnp.int32)))["params"]
+        p = (
+            None
+            if given is not None and lora is None
+            else nn.meta.unbox(model.init(init_key, jnp.zeros((1, 1), jnp.int32)))["params"]
+        )
         state = {"step": jnp.zeros((), jnp.int32), "rng": rng}
         if lora is not None:  # the base's random init is unused, so XLA drops it
             p, state["base"] = lora_params.split(p)[0], given
@@ -90,5 +99,6 @@ def load_base(init_from, model_cfg: ModelConfig, lora, layout: StateLayout, mesh
     if lora.quantize_base == "none":
         return plain
     like = layout.abstract["base"]
-    return jax.jit(lambda p: lora_params.quantize_base(p, like), out_shardings=layout.shardings["base"],
-                   donate_argnums=0)(plain)
+    return jax.jit(
+        lambda p: lora_params.quantize_base(p, like), out_shardings=layout.shardings["base"], donate_argnums=0
+    )(plain)

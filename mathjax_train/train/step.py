@@ -1,5 +1,6 @@
 """One jitted optimizer step: micro-batch gradient accumulation, loss over target tokens only,
 clipping, and a guard that leaves the state untouched when the loss or gradient is not finite."""
+
 from __future__ import annotations
 
 import flax.linen as nn
@@ -22,8 +23,9 @@ def _sums(model, params, mb, z_loss, vocab_chunk, rngs=None):
     inputs = (mb["tokens"], mb["positions"], mb["segment_ids"])
     if vocab_chunk:
         hidden, _ = model.apply({"params": params}, *inputs, return_hidden=True, rngs=rngs)
-        sums = chunked_cross_entropy(hidden, head_kernel(params, model.config), mb["targets"], mb["loss_weights"],
-                                     z_loss, vocab_chunk)
+        sums = chunked_cross_entropy(
+            hidden, head_kernel(params, model.config), mb["targets"], mb["loss_weights"], z_loss, vocab_chunk
+        )
     else:
         logits, _ = model.apply({"params": params}, *inputs, rngs=rngs)
         sums = weighted_cross_entropy(logits, mb["targets"], mb["loss_weights"], z_loss)
@@ -82,10 +84,21 @@ def make_train_step(cfg: Config, model_cfg, tx, schedule, layout, mesh, rules, b
         new = jax.tree_util.tree_map(lambda n, o: jnp.where(finite, n, o), new, {k: state[k] for k in new})
         if "base" in state:
             new["base"] = state["base"]
-        metrics = {"loss": loss, "z_loss": sums["z_loss"] / denom, "accuracy": sums["correct"] / denom,
-                   "grad_norm": grad_norm, "lr": schedule(state["step"]), "target_tokens": sums["weight"],
-                   "tokens": sums["tokens"], "finite": finite}
+        metrics = {
+            "loss": loss,
+            "z_loss": sums["z_loss"] / denom,
+            "accuracy": sums["correct"] / denom,
+            "grad_norm": grad_norm,
+            "lr": schedule(state["step"]),
+            "target_tokens": sums["weight"],
+            "tokens": sums["tokens"],
+            "finite": finite,
+        }
         return new, metrics
 
-    return jax.jit(step, in_shardings=(layout.shardings, batch_sharding),
-                   out_shardings=(layout.shardings, NamedSharding(mesh, PartitionSpec())), donate_argnums=(0,))
+    return jax.jit(
+        step,
+        in_shardings=(layout.shardings, batch_sharding),
+        out_shardings=(layout.shardings, NamedSharding(mesh, PartitionSpec())),
+        donate_argnums=(0,),
+    )

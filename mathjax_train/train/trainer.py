@@ -5,6 +5,7 @@ position). SIGTERM (preemption) saves a checkpoint at the next step boundary and
 non-finite loss or gradient stops the run naming the step, and the last good checkpoint stays
 the latest because the guarded step never applies such an update.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -44,8 +45,10 @@ def resolve_model_config(cfg: Config) -> ModelConfig:
         if cfg.model.vocab_size:
             return cfg.model
         if cfg.data.mixture in TOY_SOURCES:
-            raise ConfigError(f"model.vocab_size: set it for data.mixture={cfg.data.mixture} (unset, it is taken "
-                              "from the tokenizer, and this toy task has none)")
+            raise ConfigError(
+                f"model.vocab_size: set it for data.mixture={cfg.data.mixture} (unset, it is taken "
+                "from the tokenizer, and this toy task has none)"
+            )
         from mathjax_train.data.seqio_vocab import tokenizer_dir
         from mathjax_train.data.vocab import load_tokenizer
 
@@ -53,9 +56,11 @@ def resolve_model_config(cfg: Config) -> ModelConfig:
         return dataclasses.replace(cfg.model, vocab_size=vocab_size)
     stored = model_ckpt.load_model_config(cfg.init_from)
     if stored.scan_layers != cfg.model.scan_layers:
-        raise ConfigError(f"init_from: {cfg.init_from} stores layers with scan_layers={stored.scan_layers}, "
-                          f"but model.scan_layers={cfg.model.scan_layers}; set model.scan_layers to match "
-                          "or re-import (import-hf --no-scan stores unscanned layers)")
+        raise ConfigError(
+            f"init_from: {cfg.init_from} stores layers with scan_layers={stored.scan_layers}, "
+            f"but model.scan_layers={cfg.model.scan_layers}; set model.scan_layers to match "
+            "or re-import (import-hf --no-scan stores unscanned layers)"
+        )
     merged = dataclasses.replace(stored, **{k: getattr(cfg.model, k) for k in RUNTIME_FIELDS})
     merged.validate("model")
     return merged
@@ -195,16 +200,24 @@ def train(cfg: Config, *, max_steps_this_run: int | None = None, log=print) -> d
                     raise TrainingDiverged(
                         f"step {step}: loss={float(m['loss'])}, grad_norm={float(m['grad_norm'])} is not finite; "
                         f"the update was not applied and the latest checkpoint "
-                        f"(step {ckpt.latest_step()}) is the last good one")
+                        f"(step {ckpt.latest_step()}) is the last good one"
+                    )
                 window_tokens += float(m["tokens"])
                 if step % cfg.train.log_every_steps == 0 or step == end:
                     jax.block_until_ready(state["step"])
                     now = time.time()
                     tps = window_tokens / max(now - window_t, 1e-9)
-                    row = {"step": step, "loss": float(m["loss"]), "accuracy": float(m["accuracy"]),
-                           "grad_norm": float(m["grad_norm"]), "lr": float(m["lr"]),
-                           "z_loss": float(m["z_loss"]), "target_tokens": float(m["target_tokens"]),
-                           "tokens_per_second": tps, "mfu": tps * flops_per_token / peak_total}
+                    row = {
+                        "step": step,
+                        "loss": float(m["loss"]),
+                        "accuracy": float(m["accuracy"]),
+                        "grad_norm": float(m["grad_norm"]),
+                        "lr": float(m["lr"]),
+                        "z_loss": float(m["z_loss"]),
+                        "target_tokens": float(m["target_tokens"]),
+                        "tokens_per_second": tps,
+                        "mfu": tps * flops_per_token / peak_total,
+                    }
                     writer.write(row)
                     writer.progress(step, total, row, started, start)
                     window_t, window_tokens = now, 0.0

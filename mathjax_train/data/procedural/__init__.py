@@ -3,6 +3,7 @@
 ``iterate(seed=..., split="train")`` yields unlimited GSM8K-style word problems (calculator
 annotations, ``#### x``) and MATH-style algebra (``\\boxed{}``); ``verify_example`` re-checks one.
 """
+
 from mathjax_train.data.procedural.generator import (
     FAMILIES,
     LEVELS,
@@ -24,6 +25,14 @@ def verify_example(example: dict) -> None:
 
 
 __all__ = [
-    "FAMILIES", "LEVELS", "SPLITS", "TEMPLATES", "GenerationError",
-    "generate", "in_split", "iterate", "select_templates", "verify_example",
+    "FAMILIES",
+    "LEVELS",
+    "SPLITS",
+    "TEMPLATES",
+    "GenerationError",
+    "generate",
+    "in_split",
+    "iterate",
+    "select_templates",
+    "verify_example",
 ]

@@ -5,6 +5,7 @@ generated before. Train and held-out are disjoint by construction: each question
 bucket, held-out keeps only bucket 0 of ``PARTITION`` and train only the others (retrying with
 fresh per-attempt RNGs), and the two splits also draw from different seed streams.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -19,7 +20,9 @@ from mathjax_train.data.procedural.gsm_style import Resample
 
 # a template: (rng, level) -> (question, solution, answer[, verification])
 FAMILIES: Mapping[str, Mapping[str, Callable[[random.Random, int], tuple]]] = {
-    "gsm_style": gsm_style.TEMPLATES, "math_style": math_style.TEMPLATES}
+    "gsm_style": gsm_style.TEMPLATES,
+    "math_style": math_style.TEMPLATES,
+}
 TEMPLATES = {f"{fam}/{name}": fn for fam, table in FAMILIES.items() for name, fn in table.items()}
 SPLITS = ("train", "heldout")
 LEVELS = (1, 2, 3, 4, 5)

@@ -4,6 +4,7 @@ Each template takes (rng, level) and returns (question, solution_lines, answer).
 gives exactly L+1 annotated steps; every intermediate and final value is a positive integer.
 Values are computed here with Python ints; tests re-check every ``<<expr=value>>`` with grading/calculator.py.
 """
+
 from __future__ import annotations
 
 import random
@@ -99,8 +100,10 @@ def travel(rng: random.Random, level: int):
         if not per:
             raise Resample
         m = rng.choice(per)
-        q.append(f"{Pron} makes the same journey on {n} days, and the {vehicle} uses one gallon of fuel "
-                 f"every {m} miles. How many gallons of fuel does it use?")
+        q.append(
+            f"{Pron} makes the same journey on {n} days, and the {vehicle} uses one gallon of fuel "
+            f"every {m} miles. How many gallons of fuel does it use?"
+        )
         sol.append(f"Over {n} days {pron} covers {_calc(f'{dist}*{n}', total)} miles.")
         sol.append(f"That uses {_calc(f'{total}/{m}', total // m)} gallons of fuel.")
         return " ".join(q), sol, total // m
@@ -152,8 +155,9 @@ def sharing(rng: random.Random, level: int):
 
 
 def percentages(rng: random.Random, level: int):
-    many, ship, tax, change = {1: (0, 0, 0, 0), 2: (1, 0, 0, 0), 3: (1, 1, 0, 0), 4: (1, 0, 1, 0),
-                               5: (1, 0, 1, 1)}[level]
+    many, ship, tax, change = {1: (0, 0, 0, 0), 2: (1, 0, 0, 0), 3: (1, 1, 0, 0), 4: (1, 0, 1, 0), 5: (1, 0, 1, 1)}[
+        level
+    ]
     name, pron, _, Pron = _person(rng)
     item, items = rng.choice(words.SALE_ITEMS)
     price = rng.randrange(20, 420, 10)
@@ -163,8 +167,10 @@ def percentages(rng: random.Random, level: int):
     off = price * pct // 100
     sale = price - off
     q = [f"A {item} normally costs ${price}, and this week it is {pct}% off."]
-    sol = [f"The discount is {_calc(f'{price}*{pct}/100', off, True)}.",
-           f"On sale one {item} costs {_calc(f'{price}-{off}', sale, True)}."]
+    sol = [
+        f"The discount is {_calc(f'{price}*{pct}/100', off, True)}.",
+        f"On sale one {item} costs {_calc(f'{price}-{off}', sale, True)}.",
+    ]
     amount = sale
     if not many:
         q.append(f"How much does the {item} cost on sale, in dollars?")
@@ -235,15 +241,19 @@ def ages(rng: random.Random, level: int):
 
 
 def earnings(rng: random.Random, level: int):
-    bonus, spend, weeks, split = {1: (0, 0, 0, 0), 2: (1, 0, 0, 0), 3: (1, 1, 0, 0), 4: (1, 1, 1, 0),
-                                  5: (1, 1, 1, 1)}[level]
+    bonus, spend, weeks, split = {1: (0, 0, 0, 0), 2: (1, 0, 0, 0), 3: (1, 1, 0, 0), 4: (1, 1, 1, 0), 5: (1, 1, 1, 1)}[
+        level
+    ]
     name, pron, _, Pron = _person(rng)
     wage, hours, days = rng.randint(8, 30), rng.randint(2, 8), rng.randint(2, 6)
-    q = [f"{name} earns ${wage} an hour {rng.choice(words.JOBS)}. {Pron} works {hours} hours a day, "
-         f"{days} days a week."]
+    q = [
+        f"{name} earns ${wage} an hour {rng.choice(words.JOBS)}. {Pron} works {hours} hours a day, {days} days a week."
+    ]
     daily, week = wage * hours, wage * hours * days
-    sol = [f"Each day {pron} earns {_calc(f'{hours}*{wage}', daily, True)}.",
-           f"Each week {pron} earns {_calc(f'{daily}*{days}', week, True)}."]
+    sol = [
+        f"Each day {pron} earns {_calc(f'{hours}*{wage}', daily, True)}.",
+        f"Each week {pron} earns {_calc(f'{daily}*{days}', week, True)}.",
+    ]
     amount = week
     if bonus:
         b = rng.randrange(10, 110, 5)
@@ -279,8 +289,10 @@ def farm(rng: random.Random, level: int):
     rows, per_row, each = rng.randint(2, 12), rng.randint(3, 15), rng.randint(4, 30)
     plants, total = rows * per_row, rows * per_row * each
     q = [f"{name} has {rows} rows of {crop} with {per_row} in each row, and each one gives {each} {fruit}."]
-    sol = [f"There are {_calc(f'{rows}*{per_row}', plants)} {crop}.",
-           f"They give {_calc(f'{plants}*{each}', total)} {fruit}."]
+    sol = [
+        f"There are {_calc(f'{rows}*{per_row}', plants)} {crop}.",
+        f"They give {_calc(f'{plants}*{each}', total)} {fruit}.",
+    ]
     if level == 1:
         q.append(f"How many {fruit} does {pron} harvest?")
         return " ".join(q), sol, total
@@ -313,8 +325,10 @@ def farm(rng: random.Random, level: int):
     cost = rng.randint(1, max(1, sales - 1))
     if cost >= sales:
         raise Resample
-    q.append(f"{Pron} sells each box for ${price} and spent ${cost} on seeds and water. "
-             f"What is {pron} profit in dollars?".replace(f"is {pron} profit", "is the profit"))
+    q.append(
+        f"{Pron} sells each box for ${price} and spent ${cost} on seeds and water. "
+        f"What is {pron} profit in dollars?".replace(f"is {pron} profit", "is the profit")
+    )
     sol.append(f"The profit is {_calc(f'{sales}-{cost}', sales - cost, True)}.")
     return " ".join(q), sol, sales - cost
 

@@ -4,6 +4,7 @@ Templates take (rng, level) and return (question, solution, answer, check). Answ
 with exact integer/Fraction arithmetic (fast enough to feed training); ``check`` is a sympy-syntax
 statement of the problem that verify.py re-solves with sympy independently.
 """
+
 from __future__ import annotations
 
 import math
@@ -39,8 +40,9 @@ def linear_equation(rng: random.Random, level: int):
         else:
             d = (a - c) * sol_x + b
             lhs, rhs = tex.linear(a, b), tex.linear(c, d)
-            steps = [f"Move the $x$ terms to the left and the constants to the right: "
-                     f"${tex.poly([a - c, 0])} = {d - b}$."]
+            steps = [
+                f"Move the $x$ terms to the left and the constants to the right: ${tex.poly([a - c, 0])} = {d - b}$."
+            ]
             eq_py = f"{a}*x + ({b}) - ({c}*x + ({d}))"
         coef = a if level == 1 else a - c
         steps.append(f"Divide by ${coef}$: $x = {tex.num(sol_x)}$.")
@@ -60,9 +62,11 @@ def linear_equation(rng: random.Random, level: int):
             raise Resample
         d = int(d_exact)
         lhs, rhs = f"{a}\\left({tex.linear(1, b)}\\right)", tex.linear(c, d)
-        steps = [f"Expand the left side: ${tex.linear(a, a * b)} = {rhs}$.",
-                 f"Collect terms: ${tex.poly([a - c, 0])} = {d - a * b}$.",
-                 f"Divide by ${a - c}$: $x = {tex.num(answer)}$."]
+        steps = [
+            f"Expand the left side: ${tex.linear(a, a * b)} = {rhs}$.",
+            f"Collect terms: ${tex.poly([a - c, 0])} = {d - a * b}$.",
+            f"Divide by ${a - c}$: $x = {tex.num(answer)}$.",
+        ]
         eq_py = f"{a}*(x + ({b})) - ({c}*x + ({d}))"
     else:
         p, r = rng.sample(range(2, 10), 2)
@@ -72,9 +76,11 @@ def linear_equation(rng: random.Random, level: int):
         answer = F((s - q) * p * r, r - p)
         m = p * r // math.gcd(p, r)
         lhs, rhs = f"\\frac{{x}}{{{p}}} + {q}".replace("+ -", "- "), f"\\frac{{x}}{{{r}}} + {s}".replace("+ -", "- ")
-        steps = [f"Multiply both sides by ${m}$: ${tex.linear(m // p, m * q)} = {tex.linear(m // r, m * s)}$.",
-                 f"Collect terms: ${tex.poly([m // p - m // r, 0])} = {m * (s - q)}$.",
-                 f"So $x = {tex.num(answer)}$."]
+        steps = [
+            f"Multiply both sides by ${m}$: ${tex.linear(m // p, m * q)} = {tex.linear(m // r, m * s)}$.",
+            f"Collect terms: ${tex.poly([m // p - m // r, 0])} = {m * (s - q)}$.",
+            f"So $x = {tex.num(answer)}$.",
+        ]
         eq_py = f"x/{p} + ({q}) - (x/{r} + ({s}))"
     question = f"Solve for ${x}$: ${lhs} = {rhs}$."
     check = {"kind": "solve", "equations": [eq_py], "vars": ["x"], "target": "x"}
@@ -99,17 +105,22 @@ def fraction_arithmetic(rng: random.Random, level: int):
         val = a + b if op == "+" else a - b
         m = a.denominator * b.denominator // math.gcd(a.denominator, b.denominator)
         expr_tex, py = f"{tex.num(a)} {op} {tex.num(b)}", f"{tex.py(a)} {op} {tex.py(b)}"
-        steps = [f"Use the common denominator ${m}$: "
-                 f"$\\frac{{{a.numerator * (m // a.denominator)}}}{{{m}}} {op} "
-                 f"\\frac{{{b.numerator * (m // b.denominator)}}}{{{m}}} = {tex.num(val)}$."]
+        steps = [
+            f"Use the common denominator ${m}$: "
+            f"$\\frac{{{a.numerator * (m // a.denominator)}}}{{{m}}} {op} "
+            f"\\frac{{{b.numerator * (m // b.denominator)}}}{{{m}}} = {tex.num(val)}$."
+        ]
     elif level == 3:
         times = rng.random() < 0.5
         val = a * b if times else a / b
         op_tex = "\\cdot" if times else "\\div"
         expr_tex = f"{tex.num(a)} {op_tex} {tex.num(b)}"
         py = f"{tex.py(a)} {'*' if times else '/'} ({tex.py(b)})"
-        steps = ([f"Multiply numerators and denominators: ${tex.num(val)}$."] if times else
-                 [f"Dividing by ${tex.num(b)}$ is multiplying by ${tex.num(1 / b)}$, giving ${tex.num(val)}$."])
+        steps = (
+            [f"Multiply numerators and denominators: ${tex.num(val)}$."]
+            if times
+            else [f"Dividing by ${tex.num(b)}$ is multiplying by ${tex.num(1 / b)}$, giving ${tex.num(val)}$."]
+        )
     else:
         c, d = fr(), fr()
         if 0 in (a, b, c, d) or (level == 5 and c + d == 0):
@@ -119,15 +130,19 @@ def fraction_arithmetic(rng: random.Random, level: int):
             val = left * c
             expr_tex = f"\\left({tex.num(a)} + {tex.paren(b)}\\right) \\cdot {tex.paren(c)}"
             py = f"({tex.py(a)} + ({tex.py(b)})) * ({tex.py(c)})"
-            steps = [f"First ${tex.num(a)} + {tex.paren(b)} = {tex.num(left)}$.",
-                     f"Then ${tex.paren(left)} \\cdot {tex.paren(c)} = {tex.num(val)}$."]
+            steps = [
+                f"First ${tex.num(a)} + {tex.paren(b)} = {tex.num(left)}$.",
+                f"Then ${tex.paren(left)} \\cdot {tex.paren(c)} = {tex.num(val)}$.",
+            ]
         else:
             right = c + d
             val = left / right
-            expr_tex = (f"\\frac{{{tex.num(a)} + {tex.paren(b)}}}{{{tex.num(c)} + {tex.paren(d)}}}")
+            expr_tex = f"\\frac{{{tex.num(a)} + {tex.paren(b)}}}{{{tex.num(c)} + {tex.paren(d)}}}"
             py = f"({tex.py(a)} + ({tex.py(b)})) / ({tex.py(c)} + ({tex.py(d)}))"
-            steps = [f"The numerator is ${tex.num(left)}$ and the denominator is ${tex.num(right)}$.",
-                     f"Their quotient is ${tex.num(val)}$."]
+            steps = [
+                f"The numerator is ${tex.num(left)}$ and the denominator is ${tex.num(right)}$.",
+                f"Their quotient is ${tex.num(val)}$.",
+            ]
     question = f"Compute ${expr_tex}$. Express your answer as a common fraction in lowest terms."
     if val.denominator == 1:
         question = f"Compute ${expr_tex}$."
@@ -148,18 +163,18 @@ def polynomial_evaluation(rng: random.Random, level: int):
         val = tex.poly_eval(coeffs, at)
         question = f"If $f(x) = {tex.poly(coeffs)}$, what is $f\\left({tex.num(at)}\\right)$?"
         terms = [f"{tex.py(c)}*({tex.py(at)})**{deg - i}" for i, c in enumerate(coeffs)]
-        steps = [f"Substitute $x = {tex.num(at)}$: $f\\left({tex.num(at)}\\right) = "
-                 + " + ".join(_term(c, at, deg - i) for i, c in enumerate(coeffs))
-                 + f" = {tex.num(val)}$."]
+        steps = [
+            f"Substitute $x = {tex.num(at)}$: $f\\left({tex.num(at)}\\right) = "
+            + " + ".join(_term(c, at, deg - i) for i, c in enumerate(coeffs))
+            + f" = {tex.num(val)}$."
+        ]
         py = " + ".join(terms)
     else:
         g = [_nz(rng, -3, 3), rng.randint(-5, 5)]
         inner = tex.poly_eval(g, at)
         val = tex.poly_eval(coeffs, inner)
-        question = (f"Let $f(x) = {tex.poly(coeffs)}$ and $g(x) = {tex.poly(g)}$. "
-                    f"What is $f(g({tex.num(at)}))$?")
-        steps = [f"First $g({tex.num(at)}) = {tex.num(inner)}$.",
-                 f"Then $f({tex.num(inner)}) = {tex.num(val)}$."]
+        question = f"Let $f(x) = {tex.poly(coeffs)}$ and $g(x) = {tex.poly(g)}$. What is $f(g({tex.num(at)}))$?"
+        steps = [f"First $g({tex.num(at)}) = {tex.num(inner)}$.", f"Then $f({tex.num(inner)}) = {tex.num(val)}$."]
         py = f"({tex.poly_py(coeffs)}).subs(x, ({tex.poly_py(g)}).subs(x, {tex.py(at)}))"
     return question, _boxed(steps, tex.num(val)), tex.num(val), {"kind": "value", "expr": py}
 
@@ -190,7 +205,7 @@ def quadratic_roots(rng: random.Random, level: int):
         eq = tex.poly_py(coeffs)
     if level == 1:
         question = f"What is the larger solution of ${tex.poly(coeffs)} = 0$?"
-    factored = (f"{lead if lead > 1 else ''}\\left({tex.poly(f1)}\\right)\\left({tex.poly([1, -r2])}\\right)")
+    factored = f"{lead if lead > 1 else ''}\\left({tex.poly(f1)}\\right)\\left({tex.poly([1, -r2])}\\right)"
     steps.append(f"Factor: ${factored} = 0$.")
     steps.append("So $x = " + "$ or $x = ".join(tex.num(r) for r in roots) + "$.")
     target = "max" if level == 1 else "set"
@@ -292,10 +307,11 @@ def linear_system(rng: random.Random, level: int):
     if level == 1:
         first = f"Add the two equations: $2x = {e + f}$, so $x = {tex.num(x)}$."
     else:
-        first = (f"Eliminate $y$: multiply the first equation by ${d}$ and the second by ${b}$ and "
-                 f"subtract, giving ${tex.poly([det, 0])} = {tex.num(d * e - b * f)}$, so $x = {tex.num(x)}$.")
-    steps = [first,
-             f"Substituting back gives $y = {tex.num(y)}$."]
+        first = (
+            f"Eliminate $y$: multiply the first equation by ${d}$ and the second by ${b}$ and "
+            f"subtract, giving ${tex.poly([det, 0])} = {tex.num(d * e - b * f)}$, so $x = {tex.num(x)}$."
+        )
+    steps = [first, f"Substituting back gives $y = {tex.num(y)}$."]
     if level <= 2:
         question, answer, target = f"If {system}, what is $x$?", tex.num(x), "x"
     elif level == 3:

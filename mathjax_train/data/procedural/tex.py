@@ -1,4 +1,5 @@
 """LaTeX and sympy-syntax rendering of exact numbers and integer polynomials (no sympy import)."""
+
 from __future__ import annotations
 
 from fractions import Fraction

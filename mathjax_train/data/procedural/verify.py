@@ -4,6 +4,7 @@ GSM-style: every calculator annotation must evaluate to its stated result, there
 level+1 of them, and the last result must be the ``#### x`` answer. MATH-style: sympy re-solves the
 ``check`` statement and the LaTeX answer is parsed back and compared.
 """
+
 from __future__ import annotations
 
 import json
