@@ -11,7 +11,7 @@ from jax.sharding import NamedSharding, PartitionSpec as P
 
 from attention_helpers import TOL, assert_close_to_scale, packed_segments, tiny_model_config
 from mathjax_train.config import load_config
-from mathjax_train.data.batches import ToyCopyIterator
+from mathjax_train.data.toy_copy import ToyCopyIterator
 from mathjax_train.model import Decoder
 from mathjax_train.model.attention import (
     attention_mask,

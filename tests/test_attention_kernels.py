@@ -14,7 +14,7 @@ import pytest
 
 from attention_helpers import TOL, assert_close_to_scale, packed_segments, sharded_step, tiny_model_config
 from mathjax_train.config import ConfigError, load_config
-from mathjax_train.data.batches import ToyCopyIterator
+from mathjax_train.data.toy_copy import ToyCopyIterator
 from mathjax_train.model import Decoder
 from mathjax_train.model.attention import attention_mask, dot_product_attention
 from mathjax_train.model.attention_kernels import block_size, cudnn_attention, splash_attention

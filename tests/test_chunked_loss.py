@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from mathjax_train.config import ConfigError, load_config
-from mathjax_train.data.batches import ToyCopyIterator
+from mathjax_train.data.toy_copy import ToyCopyIterator
 from mathjax_train.model import Decoder
 from mathjax_train.model.decoder import head_kernel
 from mathjax_train.train.loss import chunked_cross_entropy, weighted_cross_entropy

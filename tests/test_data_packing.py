@@ -6,8 +6,8 @@ import pytest
 
 from data_fixtures import config, setup_data
 from mathjax_train.data import pipeline
-from mathjax_train.data.batches import check_batch, pack_examples
-from mathjax_train.data.packing import DROPPED, OK, TRUNCATED, RowPlanner, fit_example, slots
+from mathjax_train.data.batches import check_batch
+from mathjax_train.data.packing import DROPPED, OK, TRUNCATED, RowPlanner, fit_example, pack_examples, slots
 
 
 QA = ("data.mixture=synthetic", "data.template=question_answer")  # short prompts for the tiny tokenizer
@@ -29,20 +29,47 @@ def test_fit_example_truncates_targets_or_drops():
         fit_example(p, t, 5, "cut")
 
 
-def test_row_planner_packs_like_the_batch_contract():
+def test_row_planner_places_first_fit_and_lays_out_each_example():
+    """Each example goes to the first row with room (one example per row without packing); its slots
+    hold prompt + target[:-1] as inputs and the next token as target, weighted on the target tokens."""
     rng = np.random.default_rng(0)
     examples = [
         (rng.integers(3, 50, rng.integers(1, 6)).tolist(), rng.integers(3, 50, rng.integers(1, 8)).tolist())
         for _ in range(40)
     ]
-    plan = RowPlanner(4, 24)
-    placed = [ex for ex in examples if plan.try_add(*ex)]
-    assert len(placed) < len(examples)  # some did not fit
-    want = pack_examples(placed, 4, 24)
-    got = plan.batch()
-    for k in want:
-        np.testing.assert_array_equal(got[k], want[k], err_msg=k)
-    assert plan.tokens == int((got["segment_ids"] > 0).sum())
+    for pack in (True, False):
+        plan, room, used, where = RowPlanner(4, 24, pack), [24] * 4, [False] * 4, []
+        for prompt, target in examples:
+            n = len(prompt) + len(target) - 1
+            row = next((r for r in range(4) if room[r] >= n and (pack or not used[r])), None)
+            assert plan.try_add(prompt, target) == (row is not None)
+            if row is not None:
+                where.append((row, 24 - room[row], prompt, target))
+                room[row] -= n
+                used[row] = True
+        assert 0 < len(where) < len(examples)  # some did not fit
+        batch = plan.batch()
+        check_batch(batch, 4, 24)
+        segments = [0] * 4
+        for row, start, prompt, target in where:
+            seq, n = prompt + target, len(prompt) + len(target) - 1
+            segments[row] += 1
+            cut = slice(start, start + n)
+            assert batch["tokens"][row, cut].tolist() == seq[:-1]
+            assert batch["targets"][row, cut].tolist() == seq[1:]
+            assert batch["positions"][row, cut].tolist() == list(range(n))
+            assert batch["segment_ids"][row, cut].tolist() == [segments[row]] * n
+            assert batch["loss_weights"][row, cut].tolist() == [0.0] * (len(prompt) - 1) + [1.0] * len(target)
+        assert plan.tokens == int((batch["segment_ids"] > 0).sum()) == sum(24 - r for r in room)
+        assert not batch["tokens"][batch["segment_ids"] == 0].any()
+
+
+def test_pack_examples_refuses_what_does_not_fit():
+    assert pack_examples([([5, 6], [7, 2])], 1, 3)["segment_ids"].tolist() == [[1, 1, 1]]
+    with pytest.raises(ValueError, match="does not fit seq_len 3"):
+        pack_examples([([5, 6], [7, 8, 2])], 1, 3)
+    with pytest.raises(ValueError, match="do not fit in 1 rows of 3"):
+        pack_examples([([5, 6], [7, 2]), ([5], [2])], 1, 3)
 
 
 def _segments(batch):

@@ -4,6 +4,7 @@ rates from config, strict JSONL errors, and no training on test splits."""
 import itertools
 import json
 
+import numpy as np
 import pytest
 import seqio
 
@@ -93,15 +94,58 @@ def test_seqio_path_and_trainer_path_give_the_same_ids(paths, vocab):
         assert via_reader == via_seqio, name
 
 
+def _registered_rates(name):
+    provider = seqio.get_mixture_or_task(name)
+    if isinstance(provider, seqio.Mixture):
+        return {t.name: float(provider.get_rate(t)) for t in provider.tasks}
+    return {name: 1.0}
+
+
+def _packed_examples(batch):
+    """(ids, number of loss-weighted ids) of every example packed in a batch: ids = prompt + target."""
+    for r in range(batch["tokens"].shape[0]):
+        seg = batch["segment_ids"][r]
+        for s in range(1, seg.max() + 1):
+            idx = np.flatnonzero(seg == s)
+            ids = batch["tokens"][r, idx].tolist() + [int(batch["targets"][r, idx[-1]])]
+            yield tuple(ids), int(batch["loss_weights"][r, idx].sum())
+
+
+def test_the_trainer_iterator_yields_what_seqio_get_dataset_yields(paths, vocab):
+    """One epoch of the trainer's packed batches for a host holds exactly the examples that
+    `seqio.get_mixture_or_task(task).get_dataset(...)` yields for that host's shard, each task's once,
+    with the loss on the target ids only; the trainer never reads the registry (it builds its tasks)."""
+    cfg = config(paths, "data.mixture=gsm8k_math_synthetic", seq_len=512)
+    shard = seqio.ShardInfo(index=1, num_shards=2)
+    for name in tasks.TASKS:  # nothing left by other tests: the trainer builds its tasks and registers none
+        seqio.TaskRegistry.remove(name)
+    it = pipeline.make_iterator(cfg, rows=4, shard_index=1, num_shards=2, num_epochs=1)
+    from_trainer = sorted(ex for batch in it for ex in _packed_examples(batch))
+    assert it.stats()["truncated"] == it.stats()["dropped"] == 0
+    with pytest.raises(ValueError, match="synthetic"):
+        seqio.get_mixture_or_task("synthetic")
+    tasks.register(cfg.data, vocab)
+    from_seqio = []
+    for name in _registered_rates("gsm8k_math_synthetic"):
+        ds = seqio.get_mixture_or_task(name).get_dataset(
+            sequence_length=None, split="train", shuffle=False, shard_info=shard
+        )
+        from_seqio += [
+            (tuple(ex["inputs"].tolist() + ex["targets"].tolist()), len(ex["targets"])) for ex in ds.as_numpy_iterator()
+        ]
+    assert len(from_seqio) == len(range(1, len(GSM_TRAIN), 2)) + len(range(1, len(MATH_TRAIN), 2)) + 20
+    assert from_trainer == sorted(from_seqio)
+
+
 def test_mixtures_are_registered_with_rates_and_overrides(paths, vocab):
     cfg = config(paths, "data.mixture=gsm8k_math_synthetic")
     tasks.register(cfg.data, vocab)
-    assert tasks.task_rates("gsm8k_math_synthetic") == {"gsm8k_sft": 0.5, "math_sft": 0.5, "synthetic": 3.0}
-    assert tasks.task_rates("procedural_mix") == {"procedural_gsm": 1.0, "procedural_math": 1.0}
-    assert tasks.task_rates("math_sft") == {"math_sft": 1.0}
+    assert _registered_rates("gsm8k_math_synthetic") == {"gsm8k_sft": 0.5, "math_sft": 0.5, "synthetic": 3.0}
+    assert _registered_rates("procedural_mix") == {"procedural_gsm": 1.0, "procedural_math": 1.0}
+    assert _registered_rates("math_sft") == {"math_sft": 1.0}
     cfg = config(paths, "data.mixture=gsm8k_math_synthetic", "data.rates={synthetic: 1.0, math_sft: 0}")
     tasks.register(cfg.data, vocab)
-    assert tasks.task_rates("gsm8k_math_synthetic") == {"gsm8k_sft": 0.5, "synthetic": 1.0}
+    assert _registered_rates("gsm8k_math_synthetic") == {"gsm8k_sft": 0.5, "synthetic": 1.0}
     with pytest.raises(ConfigError, match=r"data.rates.procedural: not a task of 'gsm8k_math'"):
         tasks.mixture_rates("gsm8k_math", {"procedural": 1.0})
     with pytest.raises(ConfigError, match="data.mixture: 'nope' is not a mixture or task"):

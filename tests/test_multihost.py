@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 
 from mathjax_train.config import ConfigError, DistributedConfig, load_config
-from mathjax_train.data.batches import ToyCopyIterator
+from mathjax_train.data.toy_copy import ToyCopyIterator
 from mathjax_train.parallel import distributed, preflight
 from mathjax_train.parallel.mesh import make_mesh
 from mathjax_train.parallel.rules import axis_rules, batch_sharding

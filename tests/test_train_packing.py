@@ -1,17 +1,20 @@
-"""Packed batches: attention never crosses segments, and the loss covers target tokens only."""
+"""Packed batches: attention never crosses segments, and the loss covers target tokens only (on hand-made
+batches and on one the SeqIO mixture pipeline packs; its loss layout: tests/test_data_packing.py)."""
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-from mathjax_train.data.batches import pack_examples
+from data_fixtures import config, setup_data
+from mathjax_train.data import pipeline
+from mathjax_train.data.packing import pack_examples
 from mathjax_train.model import Decoder
 from mathjax_train.train.loss import weighted_cross_entropy
 from train_helpers import tiny_config
 
 
-def _model_and_params():
-    cfg = tiny_config("/tmp/unused").model
+def _model_and_params(*overrides):
+    cfg = tiny_config("/tmp/unused", *overrides).model
     model = Decoder(cfg)
     params = model.init(jax.random.PRNGKey(0), jnp.zeros((1, 1), jnp.int32))["params"]
     return model, jax.tree_util.tree_map(
@@ -63,3 +66,26 @@ def test_loss_only_on_target_tokens():
     idx = np.nonzero(w)[0]
     manual = -np.mean([logp[i, packed["targets"][0, i]] for i in idx])
     np.testing.assert_allclose(base, manual, rtol=1e-5)
+
+
+def test_no_attention_across_segments_of_a_pipeline_batch(tmp_path):
+    """Rows the real data pipeline packs (tokenizer, template, several examples a row): each example's
+    logits are those it has alone."""
+    paths = setup_data(tmp_path)
+    cfg = config(paths, "data.mixture=synthetic", "data.template=question_answer", seq_len=256, batch=2)
+    batch = next(pipeline.make_iterator(cfg, rows=2))
+    assert (batch["segment_ids"].max(axis=1) >= 2).all()  # every row holds more than one example
+    model, params = _model_and_params("model.vocab_size=320")
+    logits, _ = model.apply({"params": params}, batch["tokens"], batch["positions"], batch["segment_ids"])
+    checked = 0
+    for r in range(2):
+        seg = batch["segment_ids"][r]
+        for s in range(1, seg.max() + 1):
+            idx = np.flatnonzero(seg == s)
+            ids = batch["tokens"][r, idx].tolist() + [int(batch["targets"][r, idx[-1]])]
+            k = int(batch["loss_weights"][r, idx].sum())
+            alone = pack_examples([(ids[:-k], ids[-k:])], rows=1, seq_len=256)
+            ref, _ = model.apply({"params": params}, alone["tokens"], alone["positions"], alone["segment_ids"])
+            np.testing.assert_allclose(np.asarray(logits[r, idx]), np.asarray(ref[0, : len(idx)]), atol=1e-5)
+            checked += 1
+    assert checked >= 4

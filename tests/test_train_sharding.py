@@ -6,7 +6,7 @@ import pytest
 from jax.sharding import PartitionSpec as P
 
 from mathjax_train.config import MeshConfig, load_config
-from mathjax_train.data.batches import ToyCopyIterator
+from mathjax_train.data.toy_copy import ToyCopyIterator
 from mathjax_train.parallel.mesh import make_mesh, resolve_shape
 from mathjax_train.parallel.rules import axis_rules
 from mathjax_train.train.optimizer import make_optimizer

@@ -27,7 +27,7 @@ from seqio import beam_utils
 from mathjax_train.config import Config, ConfigError, DataConfig, InputError, is_remote
 from mathjax_train.data import tasks as task_lib
 from mathjax_train.data.cache_reader import HAS_ANSWER, INDEX, LAYOUT, META_FILE, example_settings, shard_path, task_dir
-from mathjax_train.data.seqio_vocab import TokenizerVocabulary
+from mathjax_train.data.seqio_vocab import TokenizerVocabulary, tokenizer_dir as choose_tokenizer_dir
 
 DEFAULT_NUM_FILES = 64  # files per split: any host count dividing it reads only its own files
 _WORKER_TASKS: dict[tuple, seqio.Task] = {}  # per process: the DoFn instances (threads) share one parsed source
@@ -35,13 +35,12 @@ _WORKER_LOCK = threading.Lock()
 
 
 def _worker_task(data: DataConfig, tokenizer_dir: str, name: str, split: str) -> seqio.Task:
-    """Task `name` registered from the config in this worker process (workers start with an empty
-    registry), its split loaded once and shared by all threads."""
+    """Task `name` built from the config once in this worker process, its split loaded once and shared
+    by all threads."""
     key = (json.dumps(dataclasses.asdict(data), sort_keys=True), tokenizer_dir, name)
     with _WORKER_LOCK:
         if key not in _WORKER_TASKS:
-            task_lib.register(data, TokenizerVocabulary(tokenizer_dir))
-            _WORKER_TASKS[key] = seqio.get_mixture_or_task(name)
+            _WORKER_TASKS[key] = task_lib.build_tasks(data, TokenizerVocabulary(tokenizer_dir), [name])[name]
         _WORKER_TASKS[key].source.records.all(split)
         return _WORKER_TASKS[key]
 
@@ -124,7 +123,7 @@ def _check_remote(cfg: Config, names, output_dir: str, tokenizer_dir: str) -> No
         raise InputError("DataflowRunner workers cannot read or write local paths; use gs:// for " + ", ".join(local))
 
 
-def _plan(names, splits, num_files: int) -> list[dict]:
+def _plan(tasks: dict[str, seqio.Task], names, splits, num_files: int) -> list[dict]:
     """Per task and split: the source size (read and validated here, before any worker starts) and N."""
     plans = []
     for name in names:
@@ -133,7 +132,7 @@ def _plan(names, splits, num_files: int) -> list[dict]:
                 f"--task: {name!r} is not a task; tasks: {', '.join(task_lib.TASKS)} (mixtures are "
                 "read from their tasks' caches: cache each finite task)"
             )
-        task = seqio.get_mixture_or_task(name)
+        task = tasks[name]
         if not task.supports_caching:
             raise ConfigError(
                 f"--task {name}: its examples are generated on the fly without end (procedural); "
@@ -169,21 +168,19 @@ def cache_tasks(
     log=print,
 ) -> dict:
     """Run the cache job for tasks `names` of this config; returns a summary per task and split."""
-    from mathjax_train.data.pipeline import _tokenizer_dir  # same tokenizer choice as training
-
     if not output_dir:
         raise InputError("--output-dir: required (a local directory or gs://bucket/path)")
     if num_files < 1:
         raise InputError(f"--num-files must be >= 1, got {num_files}")
-    tok_dir = _tokenizer_dir(cfg)
+    tok_dir = choose_tokenizer_dir(cfg.data.tokenizer, cfg.init_from)  # the trainer's choice
     with _WORKER_LOCK:  # an in-process runner must not reuse what an earlier job parsed (files may have changed)
         _WORKER_TASKS.clear()
     vocab = TokenizerVocabulary(tok_dir)
-    task_lib.register(cfg.data, vocab)
+    tasks = task_lib.build_tasks(cfg.data, vocab)
     options = PipelineOptions(list(pipeline_args))
     if options.get_all_options().get("runner") == "DataflowRunner":
         _check_remote(cfg, names, output_dir, tok_dir)
-    plans = _plan(list(dict.fromkeys(names)), list(dict.fromkeys(splits)), num_files)
+    plans = _plan(tasks, list(dict.fromkeys(names)), list(dict.fromkeys(splits)), num_files)
     for name in dict.fromkeys(p["task"] for p in plans):
         _prepare_dir(task_dir(output_dir, name), overwrite)
     start = time.perf_counter()
@@ -204,7 +201,7 @@ def cache_tasks(
         )
         _ = (
             examples
-            | f"{label}_stats" >> beam_utils.GetStats(seqio.get_mixture_or_task(name).output_features)
+            | f"{label}_stats" >> beam_utils.GetStats(tasks[name].output_features)
             | f"{label}_write_stats" >> beam_utils.WriteJson(seqio.get_cached_stats_path(directory, split))
         )
     state = pipeline.run().wait_until_finish()

@@ -2,8 +2,9 @@
 
 An example (prompt ids, target ids) occupies len(prompt) + len(target) - 1 slots (inputs are
 shifted by one). Overlong examples are truncated (target cut at the end) or dropped, by config;
-the caller counts both. `RowPlanner` does the same first-fit placement as `batches.pack_examples`,
-one example at a time, so the caller can stop when the batch is full and keep the misfits.
+the caller counts both. `RowPlanner` places examples first-fit one at a time, so a caller (the SeqIO
+mixture iterator) can stop when the batch is full and keep the misfits; `pack_examples` packs a list
+that must fit (the toy task, tests). Both lay rows out with `RowPlanner.batch`, the one packer.
 """
 
 from __future__ import annotations
@@ -67,7 +68,8 @@ class RowPlanner:
         return sum(self.seq_len - r for r in self.room)
 
     def batch(self) -> dict[str, np.ndarray]:
-        """The planned rows as a batch (the layout and loss weights of `batches.pack_examples`)."""
+        """The planned rows as a batch in the layout of data/batches.py: each example is tokens = prompt +
+        target[:-1], targets = (prompt + target)[1:], loss weight on the slots that predict target tokens."""
         batch = empty_batch(len(self.room), self.seq_len)
         fill = [0] * len(self.room)
         segs = [0] * len(self.room)
@@ -82,3 +84,16 @@ class RowPlanner:
             batch["loss_weights"][r, s + max(len(prompt) - 1, 0) : s + n] = 1.0  # slots predicting target tokens
             fill[r] += n
         return batch
+
+
+def pack_examples(examples, rows: int, seq_len: int) -> dict[str, np.ndarray]:
+    """Pack (prompt_ids, target_ids) pairs first-fit into `rows` rows of `seq_len`; they must fit
+    (callers fit or drop the long ones first). Raises ValueError when one does not."""
+    plan = RowPlanner(rows, seq_len)
+    for prompt, target in examples:
+        n = slots(prompt, target)
+        if n < 1 or n > seq_len:
+            raise ValueError(f"an example of {n + 1} tokens does not fit seq_len {seq_len}")
+        if not plan.try_add(list(prompt), list(target)):
+            raise ValueError(f"the examples do not fit in {rows} rows of {seq_len}")
+    return plan.batch()

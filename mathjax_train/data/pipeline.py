@@ -1,7 +1,7 @@
 """The trainer's iterator over a SeqIO mixture: per-host, packed, deterministic, exactly resumable.
 
-Tasks and rates come from the SeqIO registry (data/tasks.py); examples are read by index, not
-streamed through tf.data, so the state is a few integers: the mixture slot, how many examples each
+Tasks and rates come from data/tasks.py (the SeqIO tasks built for this config, not registered);
+examples are read by index, not streamed through tf.data, so the state is a few integers: the mixture slot, how many examples each
 task has given, and the examples that did not fit the last batch. Slot k picks a task from a
 seeded draw; a finite task's j-th example is record perm(seed, task, shard, epoch)[j % size] of this
 host's shard, a procedural task's is problem j * num_shards + shard_index.
@@ -291,20 +291,19 @@ def make_iterator(
     if not 0 <= shard_index < num_shards:
         raise InputError(f"shard_index {shard_index} is not in [0, {num_shards})")
     rates = task_lib.mixture_rates(d.mixture, d.rates)  # validates the name and data.rates early
-    vocab = TokenizerVocabulary(_tokenizer_dir(cfg))
+    vocab = TokenizerVocabulary(tokenizer_dir(d.tokenizer, cfg.init_from))
     if 0 < cfg.model.vocab_size < vocab.vocab_size and not cfg.init_from:
         raise ConfigError(
             f"model.vocab_size ({cfg.model.vocab_size}) is smaller than the tokenizer's "
             f"({vocab.vocab_size}, {vocab.directory}); raise it, or leave it unset to take the "
             "tokenizer's"
         )
-    task_lib.register(d, vocab)
-    rates = task_lib.task_rates(d.mixture)
+    built = task_lib.build_tasks(d, vocab, list(rates))
     shard = seqio.ShardInfo(index=shard_index, num_shards=num_shards)
     cached = cache_reader.find_cached(d, vocab.fingerprint, list(rates), split) if d.cache_dir else {}
     readers = {}
     for name in rates:
-        source = seqio.get_mixture_or_task(name).source
+        source = built[name].source
         pre_tokenized = cache_reader.CachedShard(cached[name], split, shard) if name in cached else None
         readers[name] = TaskReader(name, source, vocab, split, shard, d.seed, cached=pre_tokenized)
     identity = {
@@ -329,10 +328,6 @@ def make_iterator(
         num_epochs=num_epochs,
         max_examples=max_examples,
     )
-
-
-def _tokenizer_dir(cfg: Config) -> str:
-    return tokenizer_dir(cfg.data.tokenizer, cfg.init_from)
 
 
 def make_train_iterator(

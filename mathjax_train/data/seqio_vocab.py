@@ -44,6 +44,13 @@ def _text(x) -> str:
     return x.decode("utf-8") if isinstance(x, bytes) else str(x)
 
 
+def _ids_tf(encode, s: tf.Tensor) -> tf.Tensor:
+    """`encode` (text -> ids) applied to a scalar string tensor through tf.numpy_function."""
+    ids = tf.numpy_function(lambda x: np.asarray(encode(_text(x)), np.int32), [s], tf.int32, stateful=False)
+    ids.set_shape([None])
+    return ids
+
+
 class TokenizerVocabulary(seqio.Vocabulary):
     """A SeqIO vocabulary backed by `data.vocab.Tokenizer` (tokenizers or sentencepiece backend)."""
 
@@ -113,13 +120,17 @@ class TokenizerVocabulary(seqio.Vocabulary):
         ids = self._encode(s)
         return ids if self.eos_id in ids else [*ids, self.eos_id]
 
+    def encode_prompt_tf(self, s: tf.Tensor) -> tf.Tensor:
+        """`encode_prompt` of a scalar string tensor, inside a tf.data pipeline."""
+        return _ids_tf(self.encode_prompt, s)
+
+    def encode_target_tf(self, s: tf.Tensor) -> tf.Tensor:
+        """`encode_target` of a scalar string tensor, inside a tf.data pipeline."""
+        return _ids_tf(self.encode_target, s)
+
     def _encode_tf(self, s: tf.Tensor) -> tf.Tensor:
         if s.shape.rank == 0:
-            ids = tf.numpy_function(
-                lambda x: np.asarray(self._encode(_text(x)), np.int32), [s], tf.int32, stateful=False
-            )
-            ids.set_shape([None])
-            return ids
+            return _ids_tf(self._encode, s)
         if s.shape.rank == 1:
 
             def many(xs):

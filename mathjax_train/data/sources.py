@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 from mathjax_train.config import Config
-from mathjax_train.data.batches import BatchIterator, ToyCopyIterator
+from mathjax_train.data.batches import BatchIterator
+from mathjax_train.data.toy_copy import ToyCopyIterator
 
 TOY_SOURCES = ("toy_copy",)
 

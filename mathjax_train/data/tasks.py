@@ -5,7 +5,8 @@ Tasks: gsm8k_sft, math_sft, procedural_gsm, procedural_math, procedural (all tem
 (real:synthetic = 1:3), gsm8k_math_procedural (real:procedural = 1:3); `data.rates` overrides rates.
 Every task yields `inputs` (prompt ids, special tokens as HF adds them) and `targets` (solution ids
 ending in EOS). `register(cfg.data, vocab)` (re)registers them all, since the vocabulary, template and
-files come from the config at run time.
+files come from the config at run time. The trainer and the cache job build the tasks they need with
+`build_tasks` and never read them back out of the registry.
 """
 
 from __future__ import annotations
@@ -126,18 +127,17 @@ class SftDataSource(seqio.DataSource):
         return tf.data.Dataset.from_generator(gen, output_signature=spec)
 
 
-def add_special_tokens(dataset: tf.data.Dataset, output_features) -> tf.data.Dataset:
-    """After `seqio.preprocessors.tokenize`: wrap inputs in the HF default special tokens and end
-    targets with EOS (unless the target text already produced one), as `TokenizerVocabulary` does."""
+def tokenize_sft(dataset: tf.data.Dataset, output_features) -> tf.data.Dataset:
+    """Token ids of `inputs` and `targets` from the vocabulary's `encode_prompt` / `encode_target`, the
+    functions the trainer's iterator calls, so both paths wrap special tokens one way; the text is kept
+    as `*_pretokenized` (as `seqio.preprocessors.tokenize` keeps it)."""
     vocab: TokenizerVocabulary = output_features["targets"].vocabulary
-    prefix, suffix = tf.constant(vocab.prefix_ids, tf.int32), tf.constant(vocab.suffix_ids, tf.int32)
-    eos = tf.constant([vocab.eos_id], tf.int32)
 
     def fn(ex):
         ex = dict(ex)
-        ex["inputs"] = tf.concat([prefix, ex["inputs"], suffix], 0)
-        t = ex["targets"]
-        ex["targets"] = tf.cond(tf.reduce_any(tf.equal(t, eos[0])), lambda: t, lambda: tf.concat([t, eos], 0))
+        for key, encode in (("inputs", vocab.encode_prompt_tf), ("targets", vocab.encode_target_tf)):
+            ex[f"{key}_pretokenized"] = ex[key]
+            ex[key] = encode(ex[key])
         return ex
 
     return dataset.map(fn, num_parallel_calls=1)
@@ -173,31 +173,32 @@ def mixture_rates(name: str, overrides: dict[str, float]) -> dict[str, float]:
     return rates
 
 
-def register(data: DataConfig, vocab: TokenizerVocabulary) -> SftFormatter:
-    """(Re)register every task and mixture for this config and vocabulary; `data.rates` applies to
-    `data.mixture`. Returns the formatter the tasks share."""
+def build_tasks(data: DataConfig, vocab: TokenizerVocabulary, names=TASKS) -> dict[str, seqio.Task]:
+    """The SeqIO tasks `names` for this config and vocabulary (sharing one formatter), not registered:
+    the trainer's iterator and the cache job read their sources directly."""
     formatter = SftFormatter(data.template, data.ending, vocab.directory, calculator=data.calculator)
     features = output_features(vocab)
-    for name in TASKS:
+    tasks = {}
+    for name in names:
         source = SftDataSource(build_records(name, data), formatter)
-        steps = [seqio.preprocessors.tokenize, add_special_tokens]
+        steps: list = [tokenize_sft]
         if source.caching_permitted:  # everything before the placeholder is what `data cache` stores
             steps.append(seqio.CacheDatasetPlaceholder())
-        seqio.TaskRegistry.remove(name)
-        seqio.TaskRegistry.add_provider(
-            name,
-            seqio.Task(name, source=source, output_features=features, preprocessors=steps, shuffle_buffer_size=1000),
+        tasks[name] = seqio.Task(
+            name, source=source, output_features=features, preprocessors=steps, shuffle_buffer_size=1000
         )
+    return tasks
+
+
+def register(data: DataConfig, vocab: TokenizerVocabulary) -> dict[str, seqio.Task]:
+    """(Re)register every task and mixture for this config and vocabulary in SeqIO's registry, for
+    code that asks SeqIO by name (`seqio.get_mixture_or_task`); `data.rates` applies to `data.mixture`."""
+    tasks = build_tasks(data, vocab)
+    for name, task in tasks.items():
+        seqio.TaskRegistry.remove(name)
+        seqio.TaskRegistry.add_provider(name, task)
     for name in MIXTURES:
         rates = mixture_rates(name, data.rates if name == data.mixture else {})
         seqio.MixtureRegistry.remove(name)
         seqio.MixtureRegistry.add(name, list(rates.items()))
-    return formatter
-
-
-def task_rates(name: str) -> dict[str, float]:
-    """Task -> rate of a registered mixture (or {name: 1.0} for a task), read from the SeqIO registry."""
-    provider = seqio.get_mixture_or_task(name)
-    if isinstance(provider, seqio.Mixture):
-        return {t.name: float(provider.get_rate(t)) for t in provider.tasks}
-    return {name: 1.0}
+    return tasks
