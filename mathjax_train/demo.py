@@ -59,12 +59,9 @@ def check_hf_reload(train_dir: str, hf_dir: str, prompts: list[str], new_tokens:
 
 def _first_correct(samples_file: str) -> dict[str, bool]:
     """Problem id -> whether its first completion was graded correct, from an evaluate samples file."""
-    out = {}
-    for line in epath.Path(samples_file).read_text().splitlines():
-        if line.strip():
-            row = json.loads(line)
-            out[row["id"]] = bool(row["correct"][0])
-    return out
+    from mathjax_train.eval.results import finished_rows
+
+    return {i: bool(row["correct"][0]) for i, row in finished_rows(samples_file).items()}
 
 
 def summarize(manifest: dict) -> dict:

@@ -8,6 +8,7 @@ import pytest
 from mathjax_train.config import ConfigError, InputError, is_remote
 from mathjax_train.data import run_dir
 from mathjax_train.data.jsonl_source import JsonlFormatError
+from mathjax_train.eval import results
 from mathjax_train.synth import rft_output
 
 
@@ -170,3 +171,34 @@ def test_merge_refuses_shards_made_with_other_settings(tmp_path):
         match=r"shard-1-of-2.settings.json: .*\(shard 0 -> this shard: temperature: 0.7 -> 0.9\)",
     ):
         rft_output.merge_shards(out, 2)
+
+
+def _eval_row(i: str) -> dict:
+    return {
+        "id": i,
+        "index": 0,
+        "prompt_sha1": "x",
+        "completions": ["4"],
+        "answers": ["4"],
+        "correct": [True],
+        "clusters": [[0]],
+    }
+
+
+def test_evaluate_rows_resume_repairs_but_a_reader_of_results_changes_nothing(tmp_path):
+    """`read_rows` (a resumed evaluate run) cuts a torn last line; `finished_rows` (the demo's summary, a reader)
+    leaves the file as it is and refuses it, since that run did not finish; a repeated id is an error for both."""
+    path = tmp_path / results.SAMPLES_FILE
+    whole = "".join(json.dumps(_eval_row(i)) + "\n" for i in ("a", "b"))
+    path.write_text(whole)
+    assert list(results.finished_rows(path)) == ["a", "b"] and path.read_text() == whole
+    path.write_text(whole + '{"id": "c", "ind')
+    with pytest.raises(JsonlFormatError, match=r"samples.jsonl:3: cut off mid-write"):
+        results.finished_rows(path)
+    assert path.read_text().endswith('"ind')
+    resumed = results.read_rows(tmp_path)
+    assert list(resumed.rows) == ["a", "b"] and resumed.partial_lines == 1 and path.read_text() == whole
+    path.write_text(whole + json.dumps(_eval_row("a")) + "\n")
+    for read in (lambda: results.finished_rows(path), lambda: results.read_rows(tmp_path)):
+        with pytest.raises(JsonlFormatError, match=r"samples.jsonl:3: field 'id': duplicate row for problem 'a'"):
+            read()

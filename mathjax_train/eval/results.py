@@ -33,16 +33,28 @@ def check_settings(out_dir: epath.Path, settings: dict) -> None:
     )
 
 
-def read_rows(out_dir: epath.Path) -> Resumed:
-    """Finished rows by id. A truncated final line is dropped from the file and counted."""
-    path = out_dir / SAMPLES_FILE
-    scan = run_dir.read_jsonl_repairing(path, ROW_FIELDS)
-    found = Resumed(partial_lines=int(scan.torn))
+def _by_id(scan: run_dir.JsonlScan) -> dict[str, dict]:
+    rows: dict[str, dict] = {}
     for lineno, row in zip(scan.lines, scan.rows):
-        if row["id"] in found.rows:
-            raise JsonlFormatError(path, lineno, f"duplicate row for problem {row['id']!r}", "id")
-        found.rows[row["id"]] = row
-    return found
+        if row["id"] in rows:
+            raise JsonlFormatError(scan.path, lineno, f"duplicate row for problem {row['id']!r}", "id")
+        rows[row["id"]] = row
+    return rows
+
+
+def read_rows(out_dir: epath.Path) -> Resumed:
+    """Finished rows by id, to resume a run. A truncated final line is dropped from the file and counted."""
+    scan = run_dir.read_jsonl_repairing(out_dir / SAMPLES_FILE, ROW_FIELDS)
+    return Resumed(_by_id(scan), partial_lines=int(scan.torn))
+
+
+def finished_rows(samples_file) -> dict[str, dict]:
+    """The rows of a finished run's samples file by id, read without changing the file (a reader of
+    results, not a resumed run): a torn last line means the run did not finish, and is an error."""
+    scan = run_dir.scan_jsonl(samples_file, ROW_FIELDS)
+    if scan.torn:
+        raise JsonlFormatError(scan.path, len(scan.lines) + 1, "cut off mid-write: the evaluation did not finish")
+    return _by_id(scan)
 
 
 def row_writer(out_dir: epath.Path) -> run_dir.JsonlAppender:
