@@ -32,6 +32,9 @@ ComputeDtype = Literal["auto", "float32", "bfloat16", "float16", ""]  # auto: fl
 Tools = Literal["none", "python"]
 SLOTS_HELP = "engine slots: rows decoded together (0 = 64 on CPU, 256 on TPU/GPU)"
 DTYPE_HELP = 'compute dtype: auto = float32 on CPU, bfloat16 on TPU/GPU; "" = the checkpoint\'s'
+# What synthetic rows are checked against unless told otherwise (decontaminate, augment).
+DECONTAMINATE_BENCHMARKS = ("gsm8k", "math")
+DECONTAMINATE_NGRAM = 13
 
 
 def setting(
@@ -40,12 +43,13 @@ def setting(
     help: str = "",
     flag: str = "",
     commas: bool = False,
+    spaced: bool = False,
     default_factory: Any = dataclasses.MISSING,
 ) -> Any:
     """A dataclass field with the help text the command line derives from it (cli/config_flags.py), and
     where needed its flag (`--name`; no dashes: positional) and, for lists, whether a value may be
-    comma-separated; the default is written only here."""
-    meta = {"help": help, "flag": flag, "commas": commas}
+    comma-separated or one flag take several values (`--methods a b`); the default is written only here."""
+    meta = {"help": help, "flag": flag, "commas": commas, "spaced": spaced}
     if default_factory is not dataclasses.MISSING:
         return field(default_factory=default_factory, metadata=meta)
     return field(default=default, metadata=meta)
@@ -64,6 +68,9 @@ def check_choices(cfg: Any, where: str) -> None:
         value, tp = getattr(cfg, f.name), hints[f.name]
         if typing.get_origin(tp) is Literal:
             _check_literal(value, tp, f"{where}.{f.name}")
+        if typing.get_origin(tp) is list and typing.get_origin(typing.get_args(tp)[0]) is Literal:
+            for i, item in enumerate(value):
+                _check_literal(item, typing.get_args(tp)[0], f"{where}.{f.name}[{i}]")
         if dataclasses.is_dataclass(value) and not isinstance(value, type):
             check_choices(value, f"{where}.{f.name}")
 
@@ -164,12 +171,16 @@ class MeshConfig:
 class EngineConfig:
     """The sampling engine: decode slots, the paged KV cache and the scheduler's budgets."""
 
-    num_slots: int = 0  # rows decoded together; 0 = auto (64 on CPU, 256 on TPU/GPU)
-    page_size: int = 16  # tokens per KV page
-    num_pages: int = 0  # 0 = enough for every slot at the longest sequence, within kv_memory_fraction
-    kv_memory_fraction: float = 0.3  # of the memory still free (host RAM on CPU, HBM elsewhere)
-    decode_steps: int = 16  # decode steps per compiled chunk; new rows are admitted between chunks
-    prefill_budget: int = 512  # prompt tokens prefilled per chunk while other rows are decoding
+    num_slots: int = setting(0, help=SLOTS_HELP)
+    page_size: int = setting(16, help="tokens per KV-cache page")
+    num_pages: int = setting(
+        0, help="KV-cache pages (0 = enough for every slot at the longest sequence, within kv_memory_fraction)"
+    )
+    kv_memory_fraction: float = setting(
+        0.3, help="share of the memory still free the KV cache may take (host RAM on CPU, HBM elsewhere)"
+    )
+    decode_steps: int = setting(16, help="decode steps per compiled chunk; new rows are admitted between chunks")
+    prefill_budget: int = setting(512, help="prompt tokens prefilled per chunk while other rows are decoding")
 
     def validate(self, where: str = "engine") -> None:
         for name, low in (
@@ -310,6 +321,105 @@ class RftConfig:
             )
         if self.num_shards < 0 or (self.num_shards and not -1 <= self.shard_index < self.num_shards):
             raise ConfigError(f"{where}.shard_index: {self.shard_index} is not in [0, {self.num_shards})")
+
+
+AugmentMethod = Literal["rephrase", "change_numbers", "harder"]  # synth/augment.py has a prompt for each
+
+
+@dataclass
+class AugmentJobConfig:
+    """`augment`: new questions from seed problems via a teacher (a checkpoint or an OpenAI-compatible
+    endpoint), kept by self-consistency, decontaminated (synth/augment.py). The algorithm's own
+    `AugmentConfig` is built from these fields and takes its defaults from them."""
+
+    seeds: str = setting("", help="gsm8k | math (their train splits) | a JSONL file")
+    output: str = setting("", help="JSONL of kept rows (question, solution, answer, provenance)")
+    report: str = setting("", help='report JSON ("" = OUTPUT.report.json)')
+    teacher_checkpoint: str = setting("", help="one of our checkpoints, sampled in-process (or --teacher-url)")
+    teacher_url: str = setting(
+        "", help="base URL of an OpenAI-compatible API, e.g. http://host:8000/v1 (or --teacher-checkpoint)"
+    )
+    teacher_model: str = setting("", help="model name sent to --teacher-url")
+    teacher_api: Literal["chat", "completions"] = setting("chat", help="endpoint of --teacher-url")
+    api_key_env: str = setting("OPENAI_API_KEY", help='env var holding the endpoint\'s API key ("" = none)')
+    concurrency: int = setting(8, help="parallel HTTP requests")
+    methods: list[AugmentMethod] = setting(
+        default_factory=lambda: list(typing.get_args(AugmentMethod)), spaced=True, help="how new questions are made"
+    )
+    n: int = setting(4, help="teacher solutions per new question")
+    min_agreement: float = setting(0.5, help="share of the n answers the majority needs")
+    temperature: float = setting(0.7, help="solution sampling temperature")
+    question_temperature: float = setting(0.7, help="question sampling temperature")
+    top_p: float = setting(0.95, help="nucleus sampling mass (questions and solutions)")
+    max_tokens: int = setting(768, help="most tokens per solution")
+    question_max_tokens: int = setting(384, help="most tokens per new question")
+    seed: int = setting(0, help="questions are sampled with this seed, solutions with seed + 1")
+    max_seeds: int = setting(0, help="use the first N seeds (0 = all)")
+    last_number_fallback: bool = setting(
+        False, help="accept a solution's last number as its answer when it boxes none (GSM8K style)"
+    )
+    data_dir: str = setting("", help='benchmark directory ("" = $MATHJAX_DATA_DIR)')
+    benchmarks: list[str] = setting(
+        default_factory=lambda: list(DECONTAMINATE_BENCHMARKS),
+        commas=True,
+        help="test sets to decontaminate against: gsm8k, math or JSONL files with `question`",
+    )
+    ngram: int = setting(DECONTAMINATE_NGRAM, help="word n-gram length of the overlap check")
+    dtype: ComputeDtype = setting("auto", help="checkpoint teacher: " + DTYPE_HELP)
+    batch_size: int = setting(0, help="checkpoint teacher: " + SLOTS_HELP)
+    prompt_format: Literal["chat", "plain"] = setting(
+        "chat", help="checkpoint teacher: chat template (fallback format without one) or raw text"
+    )
+
+    def validate(self, where: str = "augment") -> None:
+        """The job's own fields; the algorithm's (methods, n, min_agreement) are `AugmentConfig.validate`'s."""
+        check_choices(self, where)
+        if self.teacher_checkpoint and self.teacher_url:
+            raise ConfigError(f"{where}: --teacher-checkpoint and --teacher-url are both set; give exactly one")
+        if not (self.teacher_checkpoint or self.teacher_url):
+            raise ConfigError(f"{where}: give exactly one of --teacher-checkpoint CKPT or --teacher-url URL")
+        if self.teacher_url and not self.teacher_model:
+            raise ConfigError(f"{where}: --teacher-url needs --teacher-model NAME")
+        for name, low in (
+            ("concurrency", 1),
+            ("max_tokens", 1),
+            ("question_max_tokens", 1),
+            ("max_seeds", 0),
+            ("ngram", 1),
+            ("batch_size", 0),
+        ):
+            if getattr(self, name) < low:
+                raise ConfigError(f"{where}.{name}: must be >= {low}, got {getattr(self, name)}")
+        if min(self.temperature, self.question_temperature) < 0 or not 0 < self.top_p <= 1:
+            raise ConfigError(f"{where}: temperature and question_temperature must be >= 0 and top_p in (0, 1]")
+        if not self.benchmarks:
+            raise ConfigError(f"{where}.benchmarks: at least one test set is needed")
+
+
+@dataclass
+class ServeConfig:
+    """`serve`: an OpenAI-compatible HTTP server over the sampling engine (serve/launch.py)."""
+
+    checkpoint: str = setting("", flag="checkpoint", help="checkpoint directory (import-hf or train output)")
+    host: str = setting("127.0.0.1", help="address to listen on")
+    port: int = setting(8000, help="0 picks a free port (printed on the ready line)")
+    engine: EngineConfig = setting(default_factory=EngineConfig)
+    max_seq_len: int = setting(0, help="longest prompt + completion (0 = the model's max_position_embeddings)")
+    dtype: ComputeDtype = setting("auto", help=DTYPE_HELP)
+    model_name: str = setting("", help='the `model` clients must send ("" = the checkpoint directory\'s name)')
+    api_key_env: str = setting(
+        "", help='require `Authorization: Bearer <key>` with the key read from this env var ("" = no key)'
+    )
+    warmup: bool = setting(True, help="compile a one-row chunk at start-up")
+    quiet: bool = setting(False, help="no access log on stderr")
+
+    def validate(self, where: str = "serve") -> None:
+        check_choices(self, where)
+        if not 0 <= self.port <= 65535 or self.max_seq_len < 0:
+            raise ConfigError(
+                f"{where}: port must be in [0, 65535] and max_seq_len >= 0, got {self.port}, {self.max_seq_len}"
+            )
+        self.engine.validate(f"{where}.engine")
 
 
 @dataclass
@@ -864,11 +974,11 @@ class DecontaminateConfig:
     input: str = setting("", flag="input", help="JSONL of training rows")
     data_dir: str = setting("", help='manual data directory ("" = $MATHJAX_DATA_DIR)')
     benchmarks: list[str] = setting(
-        default_factory=lambda: ["gsm8k", "math"],
+        default_factory=lambda: list(DECONTAMINATE_BENCHMARKS),
         commas=True,
         help="test sets: gsm8k, math, math500 or JSONL files with `question`",
     )
-    ngram: int = setting(13, help="word n-gram length of the overlap check")
+    ngram: int = setting(DECONTAMINATE_NGRAM, help="word n-gram length of the overlap check")
     fields: list[str] = setting(default_factory=lambda: ["question"], commas=True, help="row fields to check")
 
     def validate(self, where: str = "decontaminate") -> None:

@@ -8,7 +8,16 @@ import pytest
 
 from mathjax_train.cli import build_parser
 from mathjax_train.cli.config_flags import config_from_args
-from mathjax_train.config import ConfigError, DecontaminateConfig, EvalConfig, GenerateJobConfig, RftConfig
+from mathjax_train.cli import main
+from mathjax_train.config import (
+    AugmentJobConfig,
+    ConfigError,
+    DecontaminateConfig,
+    EvalConfig,
+    GenerateJobConfig,
+    RftConfig,
+    ServeConfig,
+)
 
 # command, its config class, the arguments its required fields need, those fields' values
 COMMANDS = [
@@ -21,7 +30,15 @@ COMMANDS = [
         {"checkpoint": "ck", "prompts": "p.jsonl", "output": "o.jsonl"},
     ),
     ("decontaminate", DecontaminateConfig, ["rows.jsonl", "--output", "clean.jsonl"], {"input": "rows.jsonl"}),
+    (
+        "augment",
+        AugmentJobConfig,
+        ["--seeds", "gsm8k", "--output", "o.jsonl", "--teacher-checkpoint", "ck"],
+        {"seeds": "gsm8k", "output": "o.jsonl", "teacher_checkpoint": "ck"},
+    ),
+    ("serve", ServeConfig, ["ck"], {"checkpoint": "ck"}),
 ]
+AUGMENT = ["augment", "--seeds", "gsm8k", "--output", "o.jsonl"]
 
 
 def _build(argv):
@@ -120,3 +137,88 @@ def test_required_fields_and_bad_files_are_named(tmp_path):
         _build(["rft", "--config", str(f)])
     with pytest.raises(ConfigError, match=r"config file not found"):
         _build(["rft", "--config", str(tmp_path / "missing.yaml")])
+
+
+def test_augment_flags_file_and_overrides(tmp_path):
+    f = tmp_path / "aug.yaml"
+    f.write_text("teacher_url: http://h:8000/v1\nteacher_model: m\nmethods: [harder]\nn: 6\ntop_p: 0.9\nseed: 3\n")
+    cfg = _build([*AUGMENT, "--config", str(f), "--methods", "rephrase", "change_numbers", "--n", "8", "seed=5"])
+    assert (cfg.teacher_url, cfg.teacher_model, cfg.top_p) == ("http://h:8000/v1", "m", 0.9)
+    assert (cfg.methods, cfg.n, cfg.seed) == (["rephrase", "change_numbers"], 8, 5)
+    assert cfg.max_tokens == AugmentJobConfig().max_tokens
+    cfg = _build([*AUGMENT, "--teacher-checkpoint", "c", "--methods", "harder", "--methods", "rephrase"])
+    assert cfg.methods == ["harder", "rephrase"]
+
+
+def test_augment_config_is_built_from_the_job_and_shares_its_defaults():
+    from mathjax_train.synth.augment import METHOD_PROMPTS, METHODS, AugmentConfig
+    from mathjax_train.synth.teacher import Sampling
+
+    assert AugmentConfig.from_job(AugmentJobConfig()) == AugmentConfig()
+    assert set(METHOD_PROMPTS) == set(METHODS) == set(AugmentJobConfig().methods)
+    job = _build(
+        [
+            *AUGMENT,
+            "--teacher-checkpoint",
+            "c",
+            "--seed",
+            "5",
+            "--temperature",
+            "0.8",
+            "--question-max-tokens",
+            "9",
+            "--last-number-fallback",
+            "--benchmarks",
+            "gsm8k,t.jsonl",
+        ]
+    )
+    cfg = AugmentConfig.from_job(job)
+    assert cfg.question_sampling == Sampling(temperature=0.7, top_p=0.95, max_tokens=9, seed=5)
+    assert cfg.solution_sampling == Sampling(temperature=0.8, top_p=0.95, max_tokens=768, seed=6)
+    assert cfg.answer_fallback == "last_number" and cfg.benchmarks == ("gsm8k", "t.jsonl")
+
+
+def test_augment_needs_exactly_one_teacher(capsys):
+    url = ["--teacher-url", "http://h/v1", "--teacher-model", "m"]
+    with pytest.raises(ConfigError, match=r"augment: --teacher-checkpoint and --teacher-url are both set"):
+        _build([*AUGMENT, "--teacher-checkpoint", "c", *url])
+    with pytest.raises(ConfigError, match=r"augment: give exactly one of --teacher-checkpoint CKPT or --teacher-url"):
+        _build(AUGMENT)
+    with pytest.raises(ConfigError, match=r"augment: --teacher-url needs --teacher-model NAME"):
+        _build([*AUGMENT, "--teacher-url", "http://h/v1"])
+    assert main([*AUGMENT, "--teacher-checkpoint", "c", *url]) == 2  # before any seed is read
+    assert "--teacher-checkpoint and --teacher-url are both set" in capsys.readouterr().err
+    with pytest.raises(ConfigError, match=r"augment: --seeds is required"):
+        _build(["augment", "--output", "o", "--teacher-checkpoint", "c"])
+
+
+def test_augment_choices_and_ranges_are_checked(tmp_path, capsys):
+    with pytest.raises(SystemExit):
+        build_parser().parse_args([*AUGMENT, "--teacher-checkpoint", "c", "--methods", "rephrase", "translate"])
+    assert "invalid choice: 'translate'" in capsys.readouterr().err
+    f = tmp_path / "a.yaml"
+    f.write_text("teacher_checkpoint: c\nmethods: [rephrase, translate]\n")
+    with pytest.raises(ConfigError, match=rf"{f}: augment.methods\[1\]: 'translate' is not one of 'rephrase'"):
+        _build([*AUGMENT, "--config", str(f)])
+    with pytest.raises(ConfigError, match=r"augment.concurrency: must be >= 1, got 0"):
+        _build([*AUGMENT, "--teacher-url", "u", "--teacher-model", "m", "--concurrency", "0"])
+    with pytest.raises(ConfigError, match=r"augment.methods\[0\]: 'x' is not one of"):  # built in code
+        AugmentJobConfig(seeds="s", output="o", teacher_checkpoint="c", methods=["x"]).validate()  # type: ignore[list-item]
+
+
+def test_serve_flags_file_overrides_and_the_old_max_batch_name(tmp_path, capsys):
+    f = tmp_path / "serve.yaml"
+    f.write_text("checkpoint: from_file\nport: 9000\nengine: {page_size: 32, decode_steps: 4}\n")
+    cfg = _build(["serve", "--config", str(f), "--num-slots", "8", "--no-warmup", "--quiet", "engine.decode_steps=2"])
+    assert (cfg.checkpoint, cfg.port, cfg.warmup, cfg.quiet) == ("from_file", 9000, False, True)
+    assert (cfg.engine.num_slots, cfg.engine.page_size, cfg.engine.decode_steps) == (8, 32, 2)
+    assert cfg.engine.prefill_budget == ServeConfig().engine.prefill_budget
+    assert _build(["serve", "ck", "--max-batch", "4"]).engine.num_slots == 4
+    assert _build(["serve", "runs/lr=2e-5", "port=1"]).checkpoint == "runs/lr=2e-5"  # a path, not an override
+    with pytest.raises(ConfigError, match=r"serve: CHECKPOINT is required"):
+        _build(["serve", "--port", "0"])
+    with pytest.raises(ConfigError, match=r"serve.engine.page_size must be >= 1, got 0"):
+        _build(["serve", "ck", "--page-size", "0"])
+    with pytest.raises(SystemExit):
+        build_parser().parse_args(["serve", "ck", "--dtype", "int8"])
+    assert "invalid choice: 'int8'" in capsys.readouterr().err

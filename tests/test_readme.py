@@ -7,6 +7,7 @@ import shlex
 import pytest
 
 from mathjax_train.cli import build_parser
+from mathjax_train.cli.config_flags import config_from_args
 from mathjax_train.config import load_config
 from train_helpers import REPO, read_metrics, run_train
 
@@ -41,8 +42,11 @@ def test_readme_command_parses(argv):
     config = getattr(args, "config", None)
     if config:
         assert (REPO / config).exists(), config
+        args.config = str(REPO / config)
         if args.command == "train":
-            load_config(str(REPO / config), args.overrides)
+            load_config(args.config, args.overrides)
+    if hasattr(args, "config_cls"):  # flags derived from a config dataclass: the config builds and validates
+        config_from_args(args)
 
 
 def test_there_are_many_examples():

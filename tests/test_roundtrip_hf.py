@@ -122,8 +122,8 @@ def test_every_inference_command_defaults_to_auto_dtype():
         ["generate", "--checkpoint", "c", "--prompts", "p", "--output", "o"],
         ["evaluate", "--checkpoint", "c", "--dataset", "d"],
         ["rft", "--checkpoint", "c", "--output", "o"],
+        ["serve", "c"],
+        ["augment", "--seeds", "s", "--output", "o", "--teacher-checkpoint", "c"],
     ):
         assert config_from_args(parser.parse_args(argv)).dtype == "auto", argv[0]  # flags from the dataclass
-    for argv in (["serve", "c"], ["augment", "--seeds", "s", "--output", "o"]):
-        assert parser.parse_args(argv).dtype == "auto", argv[0]
     assert EvalConfig.dtype == RftConfig.dtype == "auto"

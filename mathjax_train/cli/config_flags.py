@@ -2,9 +2,10 @@
 
 Each field of the dataclass (and of its nested sections, flattened) becomes one flag: name from the
 field (or its `setting(flag=...)`), help and default from the field, choices from a `Literal`, a
-`--x/--no-x` pair for a bool, a repeatable flag for a list. Every command built this way also takes
-`--config FILE` (YAML of the same dataclass, `base:` files allowed) and `key=value` overrides; a flag
-given on the command line wins over the file, an override over both. No default is written here.
+`--x/--no-x` pair for a bool, a repeatable flag for a list (also comma-separated, or several values
+after one flag, where the field says so). Every command built this way also takes `--config FILE`
+(YAML of the same dataclass, `base:` files allowed) and `key=value` overrides; a flag given on the
+command line wins over the file, an override over both. No default is written here.
 """
 
 from __future__ import annotations
@@ -57,15 +58,23 @@ def add_config_flags(parser: argparse.ArgumentParser, cls: type, *, required: tu
             kw["action"] = argparse.BooleanOptionalAction
         elif origin is list:
             (item,) = typing.get_args(tp)
-            if f.metadata.get("commas"):
+            literal = typing.get_origin(item) is Literal
+            if f.metadata.get("commas"):  # a Literal item is then checked when the config is built
                 kw.update(action="extend", type=_split_commas)
                 help_text += " (comma-separated; repeatable)"
             else:
-                kw.update(action="append", type=item)
-                help_text += " (repeatable)"
+                kw.update(type=str if literal else item)
+                if literal:
+                    kw["choices"] = list(typing.get_args(item))
+                if f.metadata.get("spaced"):
+                    kw.update(action="extend", nargs="+")
+                    help_text += " (one or more; repeatable)"
+                else:
+                    kw["action"] = "append"
+                    help_text += " (repeatable)"
         elif origin is Literal:
             kw["choices"] = list(typing.get_args(tp))
-        if tp is not bool and origin is not Literal:
+        if tp is not bool and "choices" not in kw:
             kw["metavar"] = f.name.upper()
             kw.setdefault("type", tp)
         kw["help"] = f"{help_text} (default: {default!r})" if help_text else f"default: {default!r}"
@@ -84,14 +93,37 @@ def add_config_flags(parser: argparse.ArgumentParser, cls: type, *, required: tu
     )
 
 
+def add_flag_alias(parser: argparse.ArgumentParser, alias: str, path: str) -> None:
+    """`alias` sets the scalar field at dotted `path` as its derived flag does (an old name kept
+    working); it is left out of --help."""
+    action = next(a for a in parser._actions if a.dest == _PREFIX + path)
+    if action.type is None or action.nargs is not None:
+        raise AssertionError(f"{alias}: aliases are for scalar fields, not {path}")
+    parser.add_argument(
+        alias,
+        dest=action.dest,
+        type=action.type,
+        choices=action.choices,
+        default=argparse.SUPPRESS,
+        help=argparse.SUPPRESS,
+    )
+
+
 def config_from_args(args: argparse.Namespace) -> Any:
     """The command's config from `--config`, then the flags given, then the overrides; validated.
     Errors name the command and the field; a required field left empty names its flag."""
     cls, required, command = args.config_cls, args.config_required, args.command
     source = args.config or "the command line"
     data = read_config_file(args.config) if args.config else {}
+    overrides = list(args.overrides)
+    positional = {_PREFIX + p for p, f, _, _ in _fields(cls, cls()) if not _flag(f).startswith("-")}
     for dest, value in vars(args).items():
         if not dest.startswith(_PREFIX):
+            continue
+        if dest in positional and _is_override(cls, value):
+            # argparse hands the first positional word to the field even when the field comes from
+            # --config and the word is an override (`serve --config s.yaml port=1`)
+            overrides.insert(0, value)
             continue
         *sections, leaf = dest[len(_PREFIX) :].split(".")
         node = data
@@ -100,7 +132,7 @@ def config_from_args(args: argparse.Namespace) -> Any:
             if not isinstance(node, dict):
                 raise ConfigError(f"{source}: {name} must be a mapping")
         node[leaf] = value
-    for ov in args.overrides:
+    for ov in overrides:
         apply_override(data, cls, ov)
     try:
         cfg = from_dict(cls, data, command)
@@ -114,6 +146,18 @@ def config_from_args(args: argparse.Namespace) -> Any:
     except ConfigError as e:
         raise ConfigError(f"{source}: {e}" if args.config else str(e)) from None
     return cfg
+
+
+def _is_override(cls: type, value: Any) -> bool:
+    """Whether `value` is `key=value` with `key` a dotted field path of `cls` (not, say, a file path)."""
+    if not isinstance(value, str) or "=" not in value:
+        return False
+    node: Any = cls
+    for name in value.split("=", 1)[0].split("."):
+        if not (isinstance(node, type) and dataclasses.is_dataclass(node)) or name not in typing.get_type_hints(node):
+            return False
+        node = typing.get_type_hints(node)[name]
+    return True
 
 
 def _get(cfg: Any, path: str) -> Any:

@@ -9,7 +9,7 @@ import threading
 
 from etils import epath
 
-from mathjax_train.config import EngineConfig
+from mathjax_train.config import ServeConfig
 from mathjax_train.infer.loading import load_for_inference
 from mathjax_train.infer.params import SamplingParams
 from mathjax_train.serve.app import ServeApp
@@ -31,26 +31,15 @@ def warm_up(app: ServeApp, timeout_s: float = 600.0) -> None:
         raise RuntimeError(f"warm-up generation failed: {payload}")
 
 
-def serve_checkpoint(
-    ckpt_dir: str,
-    *,
-    host: str = "127.0.0.1",
-    port: int = 8000,
-    engine: EngineConfig | None = None,
-    max_seq_len: int = 0,
-    dtype: str | None = "auto",
-    model_name: str | None = None,
-    api_key_env: str | None = None,
-    warmup: bool = True,
-    access_log: bool = True,
-) -> int:
-    api_key = api_key_from_env(api_key_env)
-    model = load_for_inference(ckpt_dir, dtype=dtype)
-    name = model_name or epath.Path(ckpt_dir).name
-    app = ServeApp(model, name, engine or EngineConfig(), max_seq_len=max_seq_len)
-    if warmup:
+def serve_checkpoint(cfg: ServeConfig) -> int:
+    """Serve `cfg.checkpoint` until SIGTERM or Ctrl-C; prints one JSON line when ready, one when stopped."""
+    api_key = api_key_from_env(cfg.api_key_env)
+    model = load_for_inference(cfg.checkpoint, dtype=cfg.dtype)
+    name = cfg.model_name or epath.Path(cfg.checkpoint).name
+    app = ServeApp(model, name, cfg.engine, max_seq_len=cfg.max_seq_len)
+    if cfg.warmup:
         warm_up(app)
-    server = start_server(app, host, port, api_key=api_key, access_log=access_log)
+    server = start_server(app, cfg.host, cfg.port, api_key=api_key, access_log=not cfg.quiet)
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     e = app.engine

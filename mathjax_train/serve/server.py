@@ -207,7 +207,7 @@ class RunningServer:
 
 
 def start_server(
-    app: ServeApp, host: str = "127.0.0.1", port: int = 8000, *, api_key: str | None = None, access_log: bool = False
+    app: ServeApp, host: str, port: int, *, api_key: str | None = None, access_log: bool = False
 ) -> RunningServer:
     """Bind and serve on a daemon thread (port 0 picks a free port: read `.url`)."""
     httpd = _Server((host, port), app, api_key, access_log)

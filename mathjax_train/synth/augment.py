@@ -16,18 +16,19 @@ import os
 import re
 import sys
 import time
+import typing
 from collections import Counter
 from dataclasses import dataclass, field
 from typing import Sequence
 
 from etils import epath
 
-from mathjax_train.config import InputError, is_remote
+from mathjax_train.config import AugmentJobConfig, AugmentMethod, InputError, is_remote
 from mathjax_train.data import problems
 from mathjax_train.data.problems import Problem
 from mathjax_train.grading import extract_answer, is_equivalent
 from mathjax_train.synth import decontaminate as deco_mod
-from mathjax_train.synth.teacher import Sampling, Teacher
+from mathjax_train.synth.teacher import CheckpointTeacher, HttpTeacher, Sampling, Teacher
 
 _NEW_PROBLEM_LINE = "New problem:"
 METHOD_PROMPTS = {
@@ -52,7 +53,7 @@ METHOD_PROMPTS = {
         f'Write the new problem after a line that says "{_NEW_PROBLEM_LINE}".\n{_NEW_PROBLEM_LINE}'
     ),
 }
-METHODS = tuple(METHOD_PROMPTS)
+METHODS: tuple[str, ...] = typing.get_args(AugmentMethod)  # METHOD_PROMPTS has one prompt for each
 SOLVE_PROMPT = (
     "Solve the following math problem. Reason step by step and end with the final answer written "
     "as \\boxed{{answer}}.\n\nProblem:\n{question}\n\nSolution:"
@@ -72,20 +73,49 @@ DROP_REASONS = (
 _QUESTION_END = re.compile(r"(?:\A|\n)\s*(?:#+\s*)?(?:\*\*)?(?:Solution|Answer|Final answer|Step 1)\b", re.IGNORECASE)
 
 
+def _question_sampling(job: AugmentJobConfig) -> Sampling:
+    return Sampling(job.question_temperature, job.top_p, job.question_max_tokens, job.seed)
+
+
+def _solution_sampling(job: AugmentJobConfig) -> Sampling:
+    return Sampling(job.temperature, job.top_p, job.max_tokens, job.seed + 1)
+
+
+def _answer_fallback(job: AugmentJobConfig) -> str | None:
+    return "last_number" if job.last_number_fallback else None
+
+
+_JOB = AugmentJobConfig()  # the `augment` command's defaults, which are this module's too
+
+
 @dataclass
 class AugmentConfig:
-    """Settings of one augmentation run (all recorded in the report)."""
+    """Settings of one augmentation run (all recorded in the report); `from_job` builds it from the
+    command's config, whose defaults are these."""
 
-    methods: tuple[str, ...] = METHODS
-    n: int = 4  # solutions sampled per new question
-    min_agreement: float = 0.5  # share of the n samples the majority answer needs
-    question_sampling: Sampling = Sampling(temperature=0.7, top_p=0.95, max_tokens=384, seed=0)
-    solution_sampling: Sampling = Sampling(temperature=0.7, top_p=0.95, max_tokens=768, seed=1)
+    methods: tuple[str, ...] = tuple(_JOB.methods)
+    n: int = _JOB.n  # solutions sampled per new question
+    min_agreement: float = _JOB.min_agreement  # share of the n samples the majority answer needs
+    question_sampling: Sampling = _question_sampling(_JOB)
+    solution_sampling: Sampling = _solution_sampling(_JOB)
     max_question_chars: int = 3000
-    answer_fallback: str | None = None  # "last_number": accept an unmarked final number as the answer
-    benchmarks: tuple[str, ...] = deco_mod.BENCHMARKS
-    ngram: int = deco_mod.DEFAULT_NGRAM
+    answer_fallback: str | None = _answer_fallback(_JOB)  # "last_number": accept an unmarked final number
+    benchmarks: tuple[str, ...] = tuple(_JOB.benchmarks)
+    ngram: int = _JOB.ngram
     chunk_seeds: int = 64  # seeds per teacher round trip (bounds memory; progress is printed per chunk)
+
+    @classmethod
+    def from_job(cls, job: AugmentJobConfig) -> AugmentConfig:
+        return cls(
+            methods=tuple(job.methods),
+            n=job.n,
+            min_agreement=job.min_agreement,
+            question_sampling=_question_sampling(job),
+            solution_sampling=_solution_sampling(job),
+            answer_fallback=_answer_fallback(job),
+            benchmarks=tuple(job.benchmarks),
+            ngram=job.ngram,
+        )
 
     def validate(self) -> None:
         unknown = [m for m in self.methods if m not in METHOD_PROMPTS]
@@ -309,6 +339,30 @@ def _solve(cands, cfg: AugmentConfig, teacher: Teacher, report: AugmentReport) -
             }
         )
     return rows
+
+
+def run_augment_job(job: AugmentJobConfig, log=sys.stderr) -> AugmentReport:
+    """The `augment` command: seeds and teacher as `job` says, then `augment`; settings are checked
+    before any seed is read or teacher loaded."""
+    cfg = AugmentConfig.from_job(job)
+    cfg.validate()
+    seeds = load_seeds(job.seeds, job.data_dir or None, job.max_seeds)
+    teacher: Teacher
+    if job.teacher_checkpoint:
+        teacher = CheckpointTeacher(
+            job.teacher_checkpoint, dtype=job.dtype, batch_size=job.batch_size, prompt_format=job.prompt_format
+        )
+    else:
+        teacher = HttpTeacher(
+            job.teacher_url,
+            job.teacher_model,
+            api_key_env=job.api_key_env,
+            api=job.teacher_api,
+            concurrency=job.concurrency,
+        )
+    return augment(
+        seeds, teacher, cfg, job.output, data_dir=job.data_dir or None, report_path=job.report or None, log=log
+    )
 
 
 def augment(

@@ -27,13 +27,13 @@ from typing import Iterable, Sequence
 
 from etils import epath
 
-from mathjax_train.config import DecontaminateConfig, InputError
+from mathjax_train.config import DECONTAMINATE_NGRAM, DecontaminateConfig, InputError
 from mathjax_train.data import problems
 from mathjax_train.data.jsonl_source import read_jsonl_numbered
 from mathjax_train.data.problems import Problem
 
 BENCHMARKS = ("gsm8k", "math")
-DEFAULT_NGRAM = 13
+DEFAULT_NGRAM = DECONTAMINATE_NGRAM
 DEFAULT_MAX_DF = 2
 _NUMBER = re.compile(r"\d+(?:[.,]\d+)*")
 _TOKEN = re.compile(r"\\[a-z]+|[^\W_]+")  # a LaTeX command (backslash kept) or a run of letters/digits
