@@ -42,11 +42,10 @@ def _phase(args) -> dict:
     if args.phase == "prepare":
         from mathjax_train.data import procedural
         from mathjax_train.data.jsonl_source import write_jsonl
+        from mathjax_train.config import TokenizerStageConfig
         from mathjax_train.data.tokenizer_training import build_tokenizer
 
-        build_tokenizer(
-            f"{args.work}/tok", vocab_size=512, num_examples=5000, seed=0, template="alpaca_rft", ending="gsm8k"
-        )
+        build_tokenizer(f"{args.work}/tok", TokenizerStageConfig(vocab_size=512, examples=5000))
         n = write_jsonl(f"{args.work}/synthetic.jsonl", procedural.iterate(seed=1, split="train", stop=args.rows))
         return {"rows": n, "jsonl_mb": round(os.path.getsize(f"{args.work}/synthetic.jsonl") / 2**20, 2)}
     if args.phase == "cache":

@@ -111,13 +111,14 @@ def main() -> None:
     from mathjax_train.config import load_config
     from mathjax_train.data.pipeline import make_train_iterator
     from mathjax_train.data.seqio_vocab import TokenizerVocabulary
+    from mathjax_train.config import TokenizerStageConfig
     from mathjax_train.data.tokenizer_training import build_tokenizer
 
     tmp = tempfile.mkdtemp(prefix="pipeline_bench_")
     tok = args.tokenizer
     if tok is None:
         tok = os.path.join(tmp, "tok")
-        build_tokenizer(tok, vocab_size=512, num_examples=20000)
+        build_tokenizer(tok, TokenizerStageConfig(vocab_size=512, examples=20000))
     vocab_size = TokenizerVocabulary(tok).vocab_size
     data_dir = _data_dir()
     mixtures = args.mixtures.split(",") if args.mixtures else ["procedural_mix"] + (["gsm8k_math"] if data_dir else [])

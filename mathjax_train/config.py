@@ -25,11 +25,16 @@ class ConfigError(InputError):
     """A config file or override is wrong; the message names the source and the field."""
 
 
-ATTENTION_KERNELS = ("dot", "splash", "cudnn", "blocked")  # model/attention.py `self_attention` picks one
-
 Template = Literal["alpaca_rft", "question_answer", "chat"]
 ComputeDtype = Literal["auto", "float32", "bfloat16", "float16", ""]  # auto: float32 on CPU, bfloat16 on TPU/GPU
 Tools = Literal["none", "python"]
+Ending = Literal["gsm8k", "the_answer_is", "boxed"]  # the answer line written after a solution
+Dtype = Literal["float32", "bfloat16", "float16"]
+# blocked (plain XLA, causal blocks only) | dot (plain XLA, full score matrix) | splash (Pallas TPU kernel;
+# interpreted off TPU) | cudnn (GPU); model/attention.py `self_attention` picks one
+AttentionKernel = Literal["dot", "splash", "cudnn", "blocked"]
+RlAggregation = Literal["token", "sequence", "constant"]  # rl/loss.py `aggregate`
+LoraTarget = Literal["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
 SLOTS_HELP = "engine slots: rows decoded together (0 = 64 on CPU, 256 on TPU/GPU)"
 DTYPE_HELP = 'compute dtype: auto = float32 on CPU, bfloat16 on TPU/GPU; "" = the checkpoint\'s'
 # What synthetic rows are checked against unless told otherwise (decontaminate, augment).
@@ -79,7 +84,7 @@ def check_choices(cfg: Any, where: str) -> None:
 class RopeScaling:
     """RoPE frequency scaling. `type`: none, linear, llama3 (the LLaMA-3.1 piecewise rule)."""
 
-    type: str = "none"
+    type: Literal["none", "linear", "llama3"] = "none"
     factor: float = 1.0
     low_freq_factor: float = 1.0
     high_freq_factor: float = 4.0
@@ -90,7 +95,7 @@ class RopeScaling:
 class ModelConfig:
     """One decoder family: LLaMA-2/3, Mistral (sliding window), Qwen2 (qkv bias), tied embeddings."""
 
-    architecture: str = "llama"  # llama | mistral | qwen2: the HF class written by export-hf
+    architecture: Literal["llama", "mistral", "qwen2"] = "llama"  # the HF class written by export-hf
     vocab_size: int = 0  # 0 = the tokenizer's size (data.tokenizer), taken when training starts
     hidden_size: int = 4096
     intermediate_size: int = 11008
@@ -110,21 +115,18 @@ class ModelConfig:
     bos_token_id: int | None = 1
     eos_token_id: list[int] = field(default_factory=lambda: [2])
     pad_token_id: int | None = None
-    dtype: str = "bfloat16"  # compute dtype
-    param_dtype: str = "float32"
+    dtype: Dtype = "bfloat16"  # compute dtype
+    param_dtype: Dtype = "float32"
     scan_layers: bool = True
-    remat_policy: str = "none"  # none | full | dots | dots_with_no_batch_dims
-    # blocked (plain XLA, causal blocks only) | dot (plain XLA, full score matrix) | splash (Pallas TPU kernel;
-    # interpreted off TPU) | cudnn (GPU)
-    attention_kernel: str = "blocked"
+    remat_policy: Literal["none", "full", "dots", "dots_with_no_batch_dims"] = "none"
+    attention_kernel: AttentionKernel = "blocked"
 
     @property
     def resolved_head_dim(self) -> int:
         return self.head_dim or self.hidden_size // self.num_heads
 
     def validate(self, where: str = "model") -> None:
-        if self.architecture not in ("llama", "mistral", "qwen2"):
-            raise ConfigError(f"{where}.architecture: {self.architecture!r} is not one of llama, mistral, qwen2")
+        check_choices(self, where)
         if self.vocab_size < 0:
             raise ConfigError(f"{where}.vocab_size must be >= 0 (0 = the tokenizer's size), got {self.vocab_size}")
         if self.num_heads % self.num_kv_heads:
@@ -137,23 +139,6 @@ class ModelConfig:
             )
         if self.resolved_head_dim % 2:
             raise ConfigError(f"{where}.head_dim must be even for RoPE, got {self.resolved_head_dim}")
-        if self.rope_scaling.type not in ("none", "linear", "llama3"):
-            raise ConfigError(
-                f"{where}.rope_scaling.type: {self.rope_scaling.type!r} is not one of none, linear, llama3"
-            )
-        for name in ("dtype", "param_dtype"):
-            if getattr(self, name) not in ("float32", "bfloat16", "float16"):
-                raise ConfigError(f"{where}.{name}: {getattr(self, name)!r} is not one of float32, bfloat16, float16")
-        if self.remat_policy not in ("none", "full", "dots", "dots_with_no_batch_dims"):
-            raise ConfigError(
-                f"{where}.remat_policy: {self.remat_policy!r} is not one of none, full, dots, dots_with_no_batch_dims"
-            )
-        if self.attention_kernel not in ATTENTION_KERNELS:
-            raise ConfigError(
-                f"{where}.attention_kernel: {self.attention_kernel!r} is not one of "
-                f"{', '.join(ATTENTION_KERNELS)} (blocked: causal blocks in plain XLA; splash: the "
-                "Pallas TPU kernel; cudnn: cuDNN flash attention on GPUs; model/attention_kernels.py)"
-            )
 
 
 @dataclass
@@ -517,9 +502,9 @@ class DataConfig:
     data_dir: str = ""  # manual directory with gsm8k/ and math/; "" = $MATHJAX_DATA_DIR
     tokenizer: str = ""  # directory with tokenizer files; "" = init_from's tokenizer/
     template: Template = "alpaca_rft"  # prompt template (data/templates.py)
-    ending: str = "gsm8k"  # answer ending written after solutions: gsm8k | the_answer_is | boxed
+    ending: Ending = "gsm8k"  # answer ending written after solutions
     pack: bool = True
-    overflow: str = "truncate"  # examples longer than seq_len: truncate | drop (always counted)
+    overflow: Literal["truncate", "drop"] = "truncate"  # examples longer than seq_len (always counted)
     rates: dict[str, float] = field(default_factory=dict)  # task -> mixing rate, overrides defaults
     jsonl: list[str] = field(default_factory=list)  # synthetic SFT JSONL files for the `synthetic` task
     procedural_levels: list[int] = field(default_factory=lambda: [1, 2, 3, 4, 5])  # procedural_* difficulty
@@ -530,10 +515,6 @@ class DataConfig:
     cache_dir: str = ""  # `data cache` output: tasks cached there are read pre-tokenized (same ids as uncached)
 
     def validate(self, where: str = "data") -> None:
-        if self.overflow not in ("truncate", "drop"):
-            raise ConfigError(f"{where}.overflow: {self.overflow!r} is not one of truncate, drop")
-        if self.ending not in ("gsm8k", "the_answer_is", "boxed"):
-            raise ConfigError(f"{where}.ending: {self.ending!r} is not one of gsm8k, the_answer_is, boxed")
         check_choices(self, where)
         bad = [lv for lv in self.procedural_levels if lv not in (1, 2, 3, 4, 5)]
         if bad or not self.procedural_levels:
@@ -572,9 +553,6 @@ class DistributedConfig:
             raise ConfigError(f"{where}.process_id: {self.process_id} is not in [0, {self.num_processes})")
 
 
-RL_AGGREGATIONS = ("token", "sequence", "constant")  # rl/loss.py `aggregate`
-
-
 @dataclass
 class RlConfig:
     """`rl`: online RL with verifiable rewards (GRPO family, rl/). Each step samples `prompts_per_step`
@@ -594,13 +572,15 @@ class RlConfig:
     updates_per_batch: int = 1  # passes over each rollout batch (ratio != 1 from the second on)
     minibatches: int = 1  # optimizer updates per pass: the batch's B*G rows split this many ways
     normalize_std: bool = True  # advantages (r - mean) / (std + eps) per group; false = Dr. GRPO's r - mean
-    aggregation: str = "token"  # token (DAPO) | sequence (GRPO: mean per row, then over rows) | constant (Dr. GRPO)
+    aggregation: RlAggregation = (
+        "token"  # token (DAPO) | sequence (GRPO: mean per row, then over rows) | constant (Dr. GRPO)
+    )
     clip_low: float = 0.2  # ratio clipped to [1 - clip_low, 1 + clip_high]
     clip_high: float = 0.28  # DAPO's clip-higher; = clip_low for the symmetric PPO clip
     kl_coef: float = 0.0  # weight of the k3 KL estimate to the frozen reference (init_from); 0 = no reference
     entropy_coef: float = 0.0  # entropy bonus; the entropy is logged either way
     format_reward: float = 0.0  # added when an answer can be extracted at all
-    overlong: str = "none"  # none | filter (rows cut at max_new_tokens get no loss) | penalty
+    overlong: Literal["none", "filter", "penalty"] = "none"  # filter: rows cut at max_new_tokens get no loss
     overlong_penalty: float = 1.0  # subtracted from the reward of a cut row when overlong=penalty
     dynamic_sampling: bool = False  # DAPO: drop groups whose rewards are all equal, sample more prompts
     max_refill_rounds: int = 3  # extra rollout rounds a step may take to fill its B groups
@@ -616,9 +596,6 @@ class RlConfig:
 
     def validate(self, where: str = "rl") -> None:
         check_choices(self, where)
-        for name, valid in (("aggregation", RL_AGGREGATIONS), ("overlong", ("none", "filter", "penalty"))):
-            if getattr(self, name) not in valid:
-                raise ConfigError(f"{where}.{name}: {getattr(self, name)!r} is not one of {', '.join(valid)}")
         for name, low in (
             ("prompts_per_step", 1),
             ("group_size", 2),
@@ -651,9 +628,6 @@ class RlConfig:
         self.engine.validate(f"{where}.engine")
 
 
-LORA_TARGETS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
-
-
 @dataclass
 class LoraConfig:
     """LoRA adapters on a frozen base (model/lora.py): W x + (alpha / rank) B A dropout(x) for each
@@ -663,9 +637,9 @@ class LoraConfig:
     rank: int = 0
     alpha: float = 16.0
     dropout: float = 0.0
-    targets: list[str] = field(default_factory=lambda: ["q_proj", "v_proj"])  # HF module names
-    quantize_base: str = "none"  # none | int8
-    param_dtype: str = "float32"  # the adapters' dtype (the base keeps model.param_dtype)
+    targets: list[LoraTarget] = field(default_factory=lambda: ["q_proj", "v_proj"])  # HF module names
+    quantize_base: Literal["none", "int8"] = "none"
+    param_dtype: Dtype = "float32"  # the adapters' dtype (the base keeps model.param_dtype)
 
     @property
     def enabled(self) -> bool:
@@ -680,17 +654,11 @@ class LoraConfig:
             raise ConfigError(f"{where}.rank must be >= 0 (0 = off), got {self.rank}")
         if not 0 <= self.dropout < 1:
             raise ConfigError(f"{where}.dropout must be in [0, 1), got {self.dropout}")
-        bad = [t for t in self.targets if t not in LORA_TARGETS]
-        if bad or (self.enabled and not self.targets):
-            raise ConfigError(
-                f"{where}.targets: {bad[0] if bad else '[]'!r} is not a list of {', '.join(LORA_TARGETS)}"
-            )
-        if self.quantize_base not in ("none", "int8"):
-            raise ConfigError(f"{where}.quantize_base: {self.quantize_base!r} is not one of none, int8")
+        check_choices(self, where)
+        if self.enabled and not self.targets:
+            raise ConfigError(f"{where}.targets: adapters (rank > 0) need at least one target projection")
         if self.quantize_base != "none" and not self.enabled:
             raise ConfigError(f"{where}.quantize_base={self.quantize_base} needs adapters ({where}.rank > 0)")
-        if self.param_dtype not in ("float32", "bfloat16", "float16"):
-            raise ConfigError(f"{where}.param_dtype: {self.param_dtype!r} is not one of float32, bfloat16, float16")
 
 
 @dataclass
@@ -940,31 +908,35 @@ def load_config(path: str | None = None, overrides: list[str] | tuple[str, ...] 
 
 @dataclass
 class TokenizerStageConfig:
-    """`tokenizer`: a byte-level BPE tokenizer trained on procedural problems (data build-tokenizer)."""
+    """`tokenizer` stage and `data build-tokenizer`: a byte-level BPE tokenizer trained on procedural problems."""
 
-    vocab_size: int = 512
-    examples: int = 20000
-    seed: int = 0
-    template: str = "alpaca_rft"
-    ending: str = "gsm8k"
-    levels: list[int] = field(default_factory=lambda: [1, 2, 3, 4, 5])
+    vocab_size: int = setting(512, help="tokens in the vocabulary (specials included)")
+    examples: int = setting(20000, help="procedural train problems in the corpus")
+    seed: int = setting(0, help="seed of the corpus problems")
+    template: Literal["alpaca_rft", "question_answer"] = setting("alpaca_rft", help="prompt template of the corpus")
+    ending: Ending = setting("gsm8k", help="answer line of the corpus solutions")
+    levels: list[int] = setting(default_factory=lambda: [1, 2, 3, 4, 5], spaced=True, help="difficulty levels 1-5")
+
+    def validate(self, where: str = "tokenizer") -> None:
+        check_choices(self, where)  # sizes: data/tokenizer_training.build_tokenizer, which knows the specials
 
 
 @dataclass
 class ProblemsStageConfig:
-    """`problems`: procedural problems as JSONL (data procedural), e.g. a held-out set to evaluate on."""
+    """`problems` stage and `data procedural`: procedural problems as JSONL, e.g. a held-out set to evaluate on."""
 
-    split: str = "heldout"  # train | heldout (disjoint by construction)
-    count: int = 200
-    seed: int = 0
-    levels: list[int] = field(default_factory=lambda: [1, 2, 3, 4, 5])
-    templates: list[str] = field(default_factory=list)  # [] = all families
+    split: Literal["train", "heldout"] = setting("heldout", help="train or heldout (disjoint by construction)")
+    count: int = setting(200, help="problems to write")
+    seed: int = setting(0, help="seed of the problems")
+    levels: list[int] = setting(default_factory=lambda: [1, 2, 3, 4, 5], spaced=True, help="difficulty levels 1-5")
+    templates: list[str] = setting(
+        default_factory=list, spaced=True, help="families or templates, e.g. gsm_style (none = all families)"
+    )
 
     def validate(self, where: str = "problems") -> None:
-        if self.split not in ("train", "heldout") or self.count < 1:
-            raise ConfigError(
-                f"{where}: split must be train or heldout and count >= 1, got {self.split!r}, {self.count}"
-            )
+        check_choices(self, where)
+        if self.count < 1:
+            raise ConfigError(f"{where}.count: must be >= 1, got {self.count}")
 
 
 @dataclass
@@ -1043,9 +1015,10 @@ class ExportStageConfig:
     """`export`: a checkpoint as an HF directory (export-hf)."""
 
     checkpoint: str = ""
-    dtype: str = ""  # "" = the checkpoint's param dtype
+    dtype: Literal["", "float32", "bfloat16", "float16"] = ""  # "" = the checkpoint's param dtype
     max_shard_gb: float = 5.0
 
     def validate(self, where: str = "export") -> None:
-        if not self.checkpoint or self.dtype not in ("", "float32", "bfloat16", "float16"):
-            raise ConfigError(f"{where}: checkpoint must be set and dtype one of '', float32, bfloat16, float16")
+        check_choices(self, where)
+        if not self.checkpoint:
+            raise ConfigError(f"{where}.checkpoint: must be set")

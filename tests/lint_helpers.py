@@ -1,9 +1,11 @@
 """The lint tools of tests/test_lint.py, and its package-wide mypy run, which tests/conftest.py starts at
-collection so that it runs on a spare core beside the other tests (it needs no JAX and takes about a minute)."""
+collection so that it runs on a spare core beside the other tests (it needs no JAX and takes about a minute);
+under pytest-xdist the workers keep both cores busy, and the run starts with its test."""
 
 from __future__ import annotations
 
 import atexit
+import os
 import shutil
 import subprocess
 import sys
@@ -34,7 +36,10 @@ def _start(cache_dir) -> subprocess.Popen:
 
 
 def start_early(nodeids) -> None:
-    """Start the package's mypy run now, with a fresh cache, if its test is among those collected."""
+    """Start the package's mypy run now, with a fresh cache, if its test is among those collected. Not in
+    an xdist worker: every worker collects every test, and only one of them runs it."""
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        return
     if not _early and any(n.endswith(MYPY_TEST) for n in nodeids):
         cache_dir = tempfile.mkdtemp(prefix="mathjax-tests-mypy-cache-")
         _early.append((_start(cache_dir), cache_dir))

@@ -135,7 +135,9 @@ def test_bad_settings_are_named():
         r"model.attention_kernel=splash",
     ):
         tiny_model_config("splash", **{"train.seq_len": 100})
-    with pytest.raises(ConfigError, match="model.attention_kernel: 'flash3' is not one of dot, splash"):
+    with pytest.raises(
+        ConfigError, match="model.attention_kernel: 'flash3' is not one of 'dot', 'splash', 'cudnn', 'blocked'"
+    ):
         tiny_model_config("flash3")
     with pytest.raises(ValueError, match="sequence length 200 is not a multiple of 128"):
         block_size(200)

@@ -15,8 +15,10 @@ from mathjax_train.config import (
     DecontaminateConfig,
     EvalConfig,
     GenerateJobConfig,
+    ProblemsStageConfig,
     RftConfig,
     ServeConfig,
+    TokenizerStageConfig,
 )
 
 # command, its config class, the arguments its required fields need, those fields' values
@@ -37,6 +39,8 @@ COMMANDS = [
         {"seeds": "gsm8k", "output": "o.jsonl", "teacher_checkpoint": "ck"},
     ),
     ("serve", ServeConfig, ["ck"], {"checkpoint": "ck"}),
+    ("data build-tokenizer", TokenizerStageConfig, ["tok"], {}),
+    ("data procedural", ProblemsStageConfig, ["p.jsonl"], {}),
 ]
 AUGMENT = ["augment", "--seeds", "gsm8k", "--output", "o.jsonl"]
 
@@ -57,13 +61,14 @@ def _leaves(cls, prefix=""):
 
 @pytest.mark.parametrize("command,cls,argv,given", COMMANDS, ids=[c[0] for c in COMMANDS])
 def test_defaults_are_the_dataclass_defaults(command, cls, argv, given):
-    assert _build([command, *argv]) == dataclasses.replace(cls(), **given)
+    assert _build([*command.split(), *argv]) == dataclasses.replace(cls(), **given)
 
 
 @pytest.mark.parametrize("command,cls,argv,given", COMMANDS, ids=[c[0] for c in COMMANDS])
 def test_every_field_has_a_flag(command, cls, argv, given):
-    parser = build_parser()
-    sub = next(a for a in parser._actions if a.dest == "command").choices[command]
+    sub = build_parser()
+    for word in command.split():  # down to the (sub)command's own parser
+        sub = next(a for a in sub._actions if a.choices and word in a.choices).choices[word]
     dests = {a.dest.removeprefix("cfg:") for a in sub._actions if a.dest.startswith("cfg:")}
     assert dests == set(_leaves(cls))
 

@@ -5,7 +5,7 @@ import json
 from pathlib import Path
 
 from mathjax_train.cli import main
-from mathjax_train.config import load_config
+from mathjax_train.config import TokenizerStageConfig, load_config
 from mathjax_train.data.batches import check_batch
 from mathjax_train.data.seqio_vocab import TokenizerVocabulary
 from mathjax_train.data.sources import make_train_iterator
@@ -16,7 +16,7 @@ DEMO = Path(__file__).resolve().parents[1] / "configs" / "demo.yaml"
 
 def test_demo_config_draws_batches_with_the_demo_tokenizer(tmp_path):
     tok = tmp_path / "tok"
-    build_tokenizer(tok, vocab_size=512, num_examples=300)
+    build_tokenizer(tok, TokenizerStageConfig(vocab_size=512, examples=300))
     cfg = load_config(str(DEMO), [f"data.tokenizer={tok}"])
     vocab = TokenizerVocabulary(tok)
     assert vocab.vocab_size <= cfg.model.vocab_size

@@ -8,7 +8,7 @@ import pytest
 import tensorflow as tf
 
 from hf_fixtures import CORPUS, write_tokenizer
-from mathjax_train.config import ConfigError
+from mathjax_train.config import ConfigError, TokenizerStageConfig
 from mathjax_train.data.seqio_vocab import TokenizerVocabulary, tokenizer_dir
 from mathjax_train.data.tokenizer_training import build_tokenizer
 
@@ -130,8 +130,8 @@ def test_missing_eos_and_missing_tokenizer_are_named(tmp_path):
 
 
 def test_built_tokenizer_loads_in_transformers_and_is_deterministic(tmp_path):
-    info = build_tokenizer(tmp_path / "a", vocab_size=512, num_examples=400)
-    build_tokenizer(tmp_path / "b", vocab_size=512, num_examples=400)
+    info = build_tokenizer(tmp_path / "a", TokenizerStageConfig(vocab_size=512, examples=400))
+    build_tokenizer(tmp_path / "b", TokenizerStageConfig(vocab_size=512, examples=400))
     assert info["vocab_size"] == 512
     assert (tmp_path / "a/tokenizer.json").read_bytes() == (tmp_path / "b/tokenizer.json").read_bytes()
     v, hf = _check_against_transformers(tmp_path / "a")
@@ -140,5 +140,5 @@ def test_built_tokenizer_loads_in_transformers_and_is_deterministic(tmp_path):
     # trained on the SFT text, so the prompt template compresses well
     prompt = TEXTS[2]
     assert len(v.encode(prompt)) < len(prompt.encode()) / 2
-    with pytest.raises(ValueError, match="vocab-size"):
-        build_tokenizer(tmp_path / "c", vocab_size=100)
+    with pytest.raises(ValueError, match="tokenizer.vocab_size must be >= "):
+        build_tokenizer(tmp_path / "c", TokenizerStageConfig(vocab_size=100))

@@ -302,7 +302,7 @@ def test_plan_lora_recipes_fit_a_v5e_8_where_full_sft_does_not():
 
 
 def test_bad_lora_input_is_named(base, tmp_path, capsys):
-    with pytest.raises(ConfigError, match=r"lora.targets: 'qproj' is not"):
+    with pytest.raises(ConfigError, match=r"lora.targets\[0\]: 'qproj' is not one of 'q_proj'"):
         tiny_config(tmp_path, "lora.rank=4", "lora.targets=[qproj]", "init_from=x")
     with pytest.raises(ConfigError, match="set init_from"):
         tiny_config(tmp_path, "lora.rank=4")

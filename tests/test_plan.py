@@ -259,7 +259,10 @@ def test_bad_plans_are_named(capsys):
         (["train.batch_size=20", "train.microbatches=1"], "20 rows per micro-batch cannot be split over the 16"),
         (["mesh.topology=", "--mfu", "0.5"], "no topology; pass --topology"),
         (["--mfu", "1.5"], "--mfu must be in (0, 1]"),
-        (["model.attention_kernel=flash"], "model.attention_kernel: 'flash' is not one of dot, splash"),
+        (
+            ["model.attention_kernel=flash"],
+            "model.attention_kernel: 'flash' is not one of 'dot', 'splash', 'cudnn', 'blocked'",
+        ),
         (["--compile", "--compile-layers", "1", "2"], "give two different depths of at least 2"),
         (["model.vocab_size=0"], "model.vocab_size: plan needs it set"),
     ]

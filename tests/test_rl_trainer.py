@@ -119,7 +119,7 @@ def test_batch_masks_prompt_tool_output_and_dropped_rows():
 
 
 def test_config_errors_name_the_field(capsys):
-    with pytest.raises(ConfigError, match="rl.aggregation: 'mean' is not one of token, sequence, constant"):
+    with pytest.raises(ConfigError, match="rl.aggregation: 'mean' is not one of 'token', 'sequence', 'constant'"):
         load_config(None, ["rl.aggregation=mean"])
     with pytest.raises(ConfigError, match=r"rl.minibatches \(5\) must divide"):
         load_config(None, ["rl.minibatches=5"])

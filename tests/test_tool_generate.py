@@ -73,7 +73,15 @@ def ids_of(model, *texts):
 
 
 def sandbox_processes():
-    return [p for p in psutil.Process().children(recursive=True) if "_sandbox_worker" in " ".join(p.cmdline())]
+    """Live sandbox workers below this process (a child that exited unreaped, a zombie, has no command line)."""
+    found = []
+    for p in psutil.Process().children(recursive=True):
+        try:
+            if "_sandbox_worker" in " ".join(p.cmdline()):
+                found.append(p)
+        except (psutil.ZombieProcess, psutil.NoSuchProcess):
+            pass
+    return found
 
 
 def test_code_runs_in_one_session_per_row_and_rows_refill_the_batch(forced):

@@ -5,7 +5,8 @@ from __future__ import annotations
 import json
 import sys
 
-from mathjax_train.config import InputError
+from mathjax_train.cli.config_flags import add_config_flags, config_from_args
+from mathjax_train.config import InputError, ProblemsStageConfig, TokenizerStageConfig
 
 
 def _cmd_data_stats(args) -> int:
@@ -49,18 +50,8 @@ def _cmd_data_cache(args) -> int:
 def _cmd_data_build_tokenizer(args) -> int:
     from mathjax_train.data.tokenizer_training import build_tokenizer
 
-    print(
-        json.dumps(
-            build_tokenizer(
-                args.out_dir,
-                vocab_size=args.vocab_size,
-                num_examples=args.examples,
-                seed=args.seed,
-                template=args.template,
-                ending=args.ending,
-            )
-        )
-    )
+    info = build_tokenizer(args.out_dir, config_from_args(args))
+    print(json.dumps(info))
     return 0
 
 
@@ -68,13 +59,10 @@ def _cmd_data_procedural(args) -> int:
     from mathjax_train.data import procedural
     from mathjax_train.data.jsonl_source import write_jsonl
 
-    if args.count < 1:
-        raise InputError(f"--count must be >= 1, got {args.count}")
-    rows = procedural.iterate(
-        seed=args.seed, split=args.split, stop=args.count, templates=args.templates, levels=args.levels
-    )
+    c = config_from_args(args)
+    rows = procedural.iterate(seed=c.seed, split=c.split, stop=c.count, templates=c.templates or None, levels=c.levels)
     n = write_jsonl(args.output, rows)
-    print(json.dumps({"output": args.output, "split": args.split, "problems": n}))
+    print(json.dumps({"output": args.output, "split": c.split, "problems": n}))
     return 0
 
 
@@ -119,17 +107,9 @@ def register(sub) -> None:
     s.set_defaults(fn=_cmd_data_cache)
     s = dsub.add_parser("build-tokenizer", help="train a byte-level BPE tokenizer.json on procedural problems")
     s.add_argument("out_dir")
-    s.add_argument("--vocab-size", type=int, default=512)
-    s.add_argument("--examples", type=int, default=20000, help="procedural train problems in the corpus")
-    s.add_argument("--seed", type=int, default=0)
-    s.add_argument("--template", default="alpaca_rft", choices=["alpaca_rft", "question_answer"])
-    s.add_argument("--ending", default="gsm8k", choices=["gsm8k", "the_answer_is", "boxed"])
+    add_config_flags(s, TokenizerStageConfig)
     s.set_defaults(fn=_cmd_data_build_tokenizer)
     s = dsub.add_parser("procedural", help="write procedural problems as JSONL (e.g. held-out ones for evaluate)")
     s.add_argument("output")
-    s.add_argument("--split", default="heldout", choices=["train", "heldout"])
-    s.add_argument("--count", type=int, default=200)
-    s.add_argument("--seed", type=int, default=0)
-    s.add_argument("--levels", type=int, nargs="+", default=[1, 2, 3, 4, 5])
-    s.add_argument("--templates", nargs="+", default=None, help="families or templates, e.g. gsm_style")
+    add_config_flags(s, ProblemsStageConfig)
     s.set_defaults(fn=_cmd_data_procedural)

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import json
+import typing
 
 from mathjax_train.cli.config_flags import add_config_flags, config_from_args
-from mathjax_train.config import InputError
+from mathjax_train.config import Dtype, ExportStageConfig, InputError, ModelConfig
 
 
 def _cmd_import_hf(args) -> int:
@@ -107,8 +108,9 @@ def register(sub) -> None:
     s.add_argument("hf_dir")
     s.add_argument("ckpt_dir")
     s.add_argument("--no-scan", action="store_true", help="store layers unstacked (layers_0, layers_1, ...)")
-    s.add_argument("--param-dtype", default="float32", choices=["float32", "bfloat16", "float16"])
-    s.add_argument("--dtype", default="bfloat16", choices=["float32", "bfloat16", "float16"], help="compute dtype")
+    dtypes = typing.get_args(Dtype)
+    s.add_argument("--param-dtype", default=ModelConfig.param_dtype, choices=dtypes)
+    s.add_argument("--dtype", default=ModelConfig.dtype, choices=dtypes, help="compute dtype")
     s.add_argument(
         "--tokenizer",
         default=None,
@@ -134,10 +136,10 @@ def register(sub) -> None:
     s.add_argument(
         "--dtype",
         default=None,
-        choices=["float32", "bfloat16", "float16"],
+        choices=dtypes,
         help="tensor dtype (default: the checkpoint's param dtype)",
     )
-    s.add_argument("--max-shard-gb", type=float, default=5.0)
+    s.add_argument("--max-shard-gb", type=float, default=ExportStageConfig.max_shard_gb)
     s.add_argument(
         "--adapter",
         action="store_true",

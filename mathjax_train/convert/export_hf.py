@@ -11,7 +11,7 @@ import json
 import numpy as np
 from etils import epath
 
-from mathjax_train.config import ConfigError
+from mathjax_train.config import ConfigError, ExportStageConfig
 from mathjax_train.convert.hf_config import model_config_to_hf
 from mathjax_train.convert.hf_params import ParamSpec, get_path, param_specs, tree_path
 from mathjax_train.convert.import_hf import copy_tokenizer_files
@@ -23,7 +23,9 @@ from mathjax_train.model.lora import load_plain_params
 TORCH_DTYPE_NAMES = {"float32": "float32", "bfloat16": "bfloat16", "float16": "float16"}
 
 
-def export_hf(ckpt_dir, hf_dir, *, dtype: str | None = None, max_shard_bytes: int = 5 * 2**30) -> list[str]:
+def export_hf(
+    ckpt_dir, hf_dir, *, dtype: str | None = None, max_shard_bytes: int = int(ExportStageConfig.max_shard_gb * 2**30)
+) -> list[str]:
     """Export; `dtype` defaults to the checkpoint's parameter dtype. Returns the files written. An
     adapter checkpoint (LoRA) is written merged onto its base (convert/peft_adapter.py writes the adapters)."""
     src = epath.Path(ckpt_dir)

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 import numpy as np
 from etils import epath
 
-from mathjax_train.config import ConfigError, ModelConfig
+from mathjax_train.config import ConfigError, Dtype, ModelConfig
 from mathjax_train.convert.hf_config import model_config_from_hf, read_json
 from mathjax_train.convert.hf_params import get_path, param_specs, set_path, tree_path
 from mathjax_train.convert.safetensors_io import iter_tensors
@@ -61,8 +61,8 @@ def import_hf(
     ckpt_dir,
     *,
     scan_layers: bool = True,
-    param_dtype: str = "float32",
-    dtype: str = "bfloat16",
+    param_dtype: Dtype = ModelConfig.param_dtype,
+    dtype: Dtype = ModelConfig.dtype,
     tokenizer_dir=None,
 ) -> ImportReport:
     """`tokenizer_dir`: where the tokenizer files are (default: `hf_dir`)."""

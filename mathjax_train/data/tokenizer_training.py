@@ -12,12 +12,12 @@ import os
 
 from etils import epath
 
-from mathjax_train.config import InputError
+from mathjax_train.config import InputError, TokenizerStageConfig
 
 SPECIAL_TOKENS = ("<pad>", "<s>", "</s>")  # ids 0, 1, 2
 
 
-def corpus(num_examples: int, seed: int, template: str, ending: str, levels=(1, 2, 3, 4, 5)):
+def corpus(num_examples: int, seed: int, template: str, ending: str, levels: tuple[int, ...]):
     """Prompt and target texts of procedural train problems, formatted as the SFT tasks format them."""
     from mathjax_train.data import procedural
     from mathjax_train.data.sft_format import SftFormatter
@@ -29,26 +29,19 @@ def corpus(num_examples: int, seed: int, template: str, ending: str, levels=(1, 
         yield text.target
 
 
-def build_tokenizer(
-    out_dir: str | os.PathLike,
-    vocab_size: int = 512,
-    num_examples: int = 20000,
-    seed: int = 0,
-    template: str = "alpaca_rft",
-    ending: str = "gsm8k",
-    levels=(1, 2, 3, 4, 5),
-    split_digits: bool = True,
-) -> dict:
+def build_tokenizer(out_dir: str | os.PathLike, cfg: TokenizerStageConfig, split_digits: bool = True) -> dict:
     """Train and write the tokenizer directory; returns a summary (vocab size, files, corpus size)."""
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
 
+    cfg.validate()
+    vocab_size = cfg.vocab_size
     if vocab_size < 256 + len(SPECIAL_TOKENS):
         raise InputError(
-            f"--vocab-size must be >= {256 + len(SPECIAL_TOKENS)} (the 256 bytes and "
+            f"tokenizer.vocab_size must be >= {256 + len(SPECIAL_TOKENS)} (the 256 bytes and "
             f"{len(SPECIAL_TOKENS)} special tokens), got {vocab_size}"
         )
-    if num_examples < 1:
-        raise InputError(f"--examples must be >= 1, got {num_examples}")
+    if cfg.examples < 1:
+        raise InputError(f"tokenizer.examples must be >= 1, got {cfg.examples}")
     tok = Tokenizer(models.BPE())
     byte_level = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=True)
     # one token per digit: small models learn column arithmetic far better than with merged numbers
@@ -64,7 +57,7 @@ def build_tokenizer(
         show_progress=False,
         initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
     )
-    texts = list(corpus(num_examples, seed, template, ending, levels))
+    texts = list(corpus(cfg.examples, cfg.seed, cfg.template, cfg.ending, tuple(cfg.levels)))
     tok.train_from_iterator(texts, trainer, length=len(texts))
     bos = tok.token_to_id("<s>")
     tok.post_processor = processors.TemplateProcessing(

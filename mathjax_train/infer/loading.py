@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import typing
+
 from dataclasses import dataclass
 
 import jax
 from etils import epath
 
-from mathjax_train.config import ModelConfig
+from mathjax_train.config import Dtype, ModelConfig
 from mathjax_train.data.vocab import Tokenizer, load_tokenizer
 from mathjax_train.model import checkpoint as ckpt
 from mathjax_train.model.lora import load_plain_params
@@ -43,7 +45,7 @@ def load_for_inference(ckpt_dir, dtype: str | None = "auto") -> LoadedModel:
     cfg = ckpt.load_model_config(d)
     dtype = resolve_dtype(dtype)
     if dtype:
-        cfg.dtype = dtype
+        cfg.dtype = typing.cast(Dtype, dtype)  # checked on the next line
         cfg.validate("--dtype")
     tokenizer = load_tokenizer(ckpt.resolve(d).tokenizer_dir)
     params = load_plain_params(d, cfg)

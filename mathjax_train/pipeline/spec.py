@@ -22,6 +22,7 @@ import yaml
 from etils import epath
 
 from mathjax_train.config import (
+    AugmentJobConfig,
     Config,
     ConfigError,
     DecontaminateConfig,
@@ -56,6 +57,7 @@ KINDS: dict[str, Kind] = {
     "problems": Kind(ProblemsStageConfig, {"problems": "problems.jsonl"}),
     "train": Kind(Config, {"checkpoint": ""}),
     "sample": Kind(RftConfig, {"samples": "samples.jsonl"}),
+    "augment": Kind(AugmentJobConfig, {"output": "augmented.jsonl"}),  # + report.json (timings: not hashed)
     "decontaminate": Kind(DecontaminateConfig, {"output": "clean.jsonl", "report": "report.json"}),
     "select": Kind(SelectConfig, {"output": "selected.jsonl"}),
     "evaluate": Kind(EvaluateStageConfig, {"dir": ""}),
@@ -202,6 +204,11 @@ def _owned_values(kind: str, stage_dir: str) -> dict[str, Any]:
         return {"output_dir": stage_dir}
     if kind == "sample":
         return {"output": join_path(stage_dir, KINDS["sample"].outputs["samples"])}
+    if kind == "augment":
+        return {
+            "output": join_path(stage_dir, KINDS["augment"].outputs["output"]),
+            "report": join_path(stage_dir, "report.json"),
+        }
     if kind == "scaling":  # per size, replaced when the stage runs; placeholders keep validation honest
         return {
             "train.output_dir": join_path(stage_dir, "size"),

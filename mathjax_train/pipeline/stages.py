@@ -67,16 +67,7 @@ def _evaluate(cfg: EvalConfig) -> dict:
 def run_tokenizer(stage: Stage, host: int, hosts: int) -> tuple[dict, dict]:
     from mathjax_train.data.tokenizer_training import build_tokenizer
 
-    c = stage.cfg
-    info = build_tokenizer(
-        stage.dir,
-        vocab_size=c.vocab_size,
-        num_examples=c.examples,
-        seed=c.seed,
-        template=c.template,
-        ending=c.ending,
-        levels=tuple(c.levels),
-    )
+    info = build_tokenizer(stage.dir, stage.cfg)
     return {k: info[k] for k in ("vocab_size", "corpus_texts", "corpus_chars")}, {"dir": stage.dir}
 
 
@@ -103,6 +94,18 @@ def run_sample(stage: Stage, host: int, hosts: int) -> tuple[dict, dict]:
 
         stats["merged"] = merge_shards(stage.cfg.output, stats["num_shards"])
     return stats, {"samples": stage.outputs["samples"]}
+
+
+def run_augment(stage: Stage, host: int, hosts: int) -> tuple[dict, dict]:
+    """New questions from seed problems by a teacher (a checkpoint stage's model or an endpoint), on
+    process 0; the kept rows are SFT JSONL, ready for a train stage's `data.jsonl`."""
+    from mathjax_train.synth.augment import run_augment_job
+
+    r = run_augment_job(stage.cfg)
+    metrics = {"seeds": r.seeds, "candidates": r.candidates, "kept": r.kept, "teacher_calls": r.teacher_calls}
+    return metrics | {"dropped": dict(r.dropped), "kept_by_method": dict(r.kept_by_method)}, {
+        "output": stage.outputs["output"]
+    }
 
 
 def run_decontaminate(stage: Stage, host: int, hosts: int) -> tuple[dict, dict]:
@@ -209,6 +212,7 @@ RUNNERS: dict[str, Callable[[Stage, int, int], tuple[dict, dict]]] = {
     "problems": run_problems,
     "train": run_train,
     "sample": run_sample,
+    "augment": run_augment,
     "decontaminate": run_decontaminate,
     "select": run_select,
     "evaluate": run_evaluate,

@@ -9,10 +9,12 @@ Tokens with mask 0 (prompt, padding, tool output) contribute nothing, so they ge
 
 from __future__ import annotations
 
+import typing
+
 import jax
 import jax.numpy as jnp
 
-from mathjax_train.config import RL_AGGREGATIONS
+from mathjax_train.config import RlAggregation
 
 
 def group_advantages(rewards, normalize_std: bool = True, eps: float = 1e-6):
@@ -49,7 +51,7 @@ def aggregate(per_token, mask, how: str, constant_len: int | None = None):
         return jnp.sum(row_means) / jnp.maximum(jnp.sum(counts > 0), 1.0)
     if how == "constant":
         return total / (mask.shape[0] * (constant_len or mask.shape[1]))
-    raise ValueError(f"aggregation {how!r} is not one of {', '.join(RL_AGGREGATIONS)}")
+    raise ValueError(f"aggregation {how!r} is not one of {', '.join(typing.get_args(RlAggregation))}")
 
 
 def grpo_loss(
