@@ -948,7 +948,7 @@ class DecontaminateConfig:
     benchmarks: list[str] = setting(
         default_factory=lambda: list(DECONTAMINATE_BENCHMARKS),
         commas=True,
-        help="test sets: gsm8k, math, math500 or JSONL files with `question`",
+        help="test sets: gsm8k, math (its test split holds MATH500) or JSONL files with `question`",
     )
     ngram: int = setting(DECONTAMINATE_NGRAM, help="word n-gram length of the overlap check")
     fields: list[str] = setting(default_factory=lambda: ["question"], commas=True, help="row fields to check")

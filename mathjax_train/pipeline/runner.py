@@ -26,6 +26,7 @@ from mathjax_train.pipeline.stages import ON_EVERY_HOST, RUNNERS, StagePreempted
 INPUT_FIELDS = {
     "train": ("init_from", "data.tokenizer", "data.jsonl"),
     "sample": ("checkpoints", "dataset"),
+    "augment": ("seeds", "teacher_checkpoint", "benchmarks"),
     "decontaminate": ("input", "benchmarks"),
     "select": ("inputs",),
     "evaluate": ("checkpoints", "eval.dataset", "eval.exemplars"),
@@ -56,7 +57,7 @@ def input_paths(stage: Stage, produced: set[str]) -> dict[str, str]:
         value = _field(stage.cfg, dotted)
         values = value if isinstance(value, list) else [value]
         for i, v in enumerate(values):
-            if not v or (dotted.endswith(("dataset", "benchmarks")) and not v.endswith(".jsonl")):
+            if not v or (dotted.endswith(("dataset", "benchmarks", "seeds")) and not v.endswith(".jsonl")):
                 continue
             where = f"{dotted}[{i}]" if isinstance(value, list) else dotted
             if v not in produced and not epath.Path(v).exists():
@@ -74,7 +75,9 @@ def named_dataset_files(stage: Stage) -> dict[str, str]:
     c, out = stage.cfg, {}
     if stage.kind == "sample" and c.dataset in ("gsm8k", "math"):
         out["dataset"] = manual_dir.split_file(c.dataset, c.split, c.data_dir or None)
-    if stage.kind == "decontaminate":
+    if stage.kind == "augment" and c.seeds in ("gsm8k", "math"):
+        out["seeds"] = manual_dir.split_file(c.seeds, "train", c.data_dir or None)
+    if stage.kind in ("decontaminate", "augment"):
         for i, b in enumerate(c.benchmarks):
             if b in ("gsm8k", "math"):
                 out[f"benchmarks[{i}]"] = manual_dir.split_file(b, "test", c.data_dir or None)

@@ -27,12 +27,12 @@ from typing import Iterable, Sequence
 
 from etils import epath
 
-from mathjax_train.config import DECONTAMINATE_NGRAM, DecontaminateConfig, InputError
+from mathjax_train.config import DECONTAMINATE_BENCHMARKS, DECONTAMINATE_NGRAM, DecontaminateConfig, InputError
 from mathjax_train.data import problems
 from mathjax_train.data.jsonl_source import read_jsonl_numbered
 from mathjax_train.data.problems import Problem
 
-BENCHMARKS = ("gsm8k", "math")
+BENCHMARKS = DECONTAMINATE_BENCHMARKS  # the named test sets (MATH's covers MATH500); the default is all of them
 DEFAULT_NGRAM = DECONTAMINATE_NGRAM
 DEFAULT_MAX_DF = 2
 _NUMBER = re.compile(r"\d+(?:[.,]\d+)*")
