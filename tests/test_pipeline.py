@@ -92,9 +92,10 @@ def test_every_stage_kind_runs_and_the_manifest_traces_them(runs):
     assert stages["sample"]["metrics"]["samples"] == 16 and stages["sample"]["metrics"]["processed"] == 4
     aug = stages["augment"]["metrics"]  # 2 seeds, one method: each candidate is kept or dropped for a reason
     assert aug["seeds"] == aug["candidates"] == 2 and aug["kept"] + sum(aug["dropped"].values()) == 2
-    assert (
-        stages["augment"]["inputs"]["teacher_checkpoint"]["sha256"] == stages["sft"]["outputs"]["checkpoint"]["sha256"]
-    )
+    aug_in = stages["augment"]["inputs"]  # what it reads is traced: a changed teacher or seed file re-runs it
+    assert aug_in["teacher_checkpoint"]["sha256"] == stages["sft"]["outputs"]["checkpoint"]["sha256"]
+    assert aug_in["seeds"]["sha256"] == stages["seeds"]["outputs"]["problems"]["sha256"]
+    assert aug_in["benchmarks[0]"]["sha256"] == stages["heldout"]["outputs"]["problems"]["sha256"]
     assert stages["decontaminate"]["metrics"]["rows_checked"] == stages["sample"]["metrics"]["output_stats"]["rows"]
     ev = stages["evaluate"]["metrics"]
     assert set(ev) == {"sft", "retrain"}
