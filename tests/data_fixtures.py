@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import numpy as np
+
 from hf_fixtures import write_tokenizer
 from mathjax_train.config import load_config
 
@@ -111,3 +113,16 @@ def config(paths: dict, *overrides: str, seq_len: int = 128, batch: int = 4):
             *overrides,
         ],
     )
+
+
+def segments_of(batch):
+    """(row, slot indices) of every example packed in a batch, in order."""
+    for r in range(batch["tokens"].shape[0]):
+        seg = batch["segment_ids"][r]
+        for s in range(1, seg.max() + 1):
+            yield r, np.flatnonzero(seg == s)
+
+
+def packed_ids(batch, r, idx) -> list[int]:
+    """The example at `idx` of row `r` as prompt + target ids (the inputs and the last target)."""
+    return batch["tokens"][r, idx].tolist() + [int(batch["targets"][r, idx[-1]])]

@@ -4,7 +4,7 @@ rows unless truncated, and every overlong example counted (truncate and drop mod
 import numpy as np
 import pytest
 
-from data_fixtures import config, setup_data
+from data_fixtures import config, segments_of, setup_data
 from mathjax_train.data import pipeline
 from mathjax_train.data.batches import check_batch
 from mathjax_train.data.packing import DROPPED, OK, TRUNCATED, RowPlanner, fit_example, pack_examples, slots
@@ -74,11 +74,8 @@ def test_pack_examples_refuses_what_does_not_fit():
 
 def _segments(batch):
     """(row, slice) of every packed example."""
-    for r in range(batch["tokens"].shape[0]):
-        seg = batch["segment_ids"][r]
-        for s in range(1, seg.max() + 1):
-            idx = np.flatnonzero(seg == s)
-            yield r, slice(idx[0], idx[-1] + 1)
+    for r, idx in segments_of(batch):
+        yield r, slice(idx[0], idx[-1] + 1)
 
 
 def _all_examples(it, name):

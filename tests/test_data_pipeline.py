@@ -6,7 +6,7 @@ import json
 import numpy as np
 import pytest
 
-from data_fixtures import config, setup_data
+from data_fixtures import config, packed_ids, segments_of, setup_data
 from mathjax_train.data import pipeline
 
 QA = "data.template=question_answer"
@@ -97,13 +97,9 @@ def _ids_seen(it):
     """Decoded prompts of every example packed in one pass of the iterator."""
     vocab, seen = it.readers[next(iter(it.readers))].vocab, []
     for b in it:
-        for r in range(b["tokens"].shape[0]):
-            seg = b["segment_ids"][r]
-            for s in range(1, seg.max() + 1):
-                idx = np.flatnonzero(seg == s)
-                prompt_slots = idx[b["loss_weights"][r, idx] == 0]
-                last = int(b["targets"][r, prompt_slots[-1]])
-                seen.append(vocab.decode(b["tokens"][r, prompt_slots].tolist() + [last]))
+        for r, idx in segments_of(b):
+            prompt_slots = idx[b["loss_weights"][r, idx] == 0]
+            seen.append(vocab.decode(packed_ids(b, r, prompt_slots)))
     return seen
 
 

@@ -4,11 +4,21 @@ rates from config, strict JSONL errors, and no training on test splits."""
 import itertools
 import json
 
-import numpy as np
 import pytest
 import seqio
 
-from data_fixtures import GSM_TEST, GSM_TRAIN, MATH500, MATH_TEST, MATH_TRAIN, config, setup_data, write_jsonl
+from data_fixtures import (
+    GSM_TEST,
+    GSM_TRAIN,
+    MATH500,
+    MATH_TEST,
+    MATH_TRAIN,
+    config,
+    packed_ids,
+    segments_of,
+    setup_data,
+    write_jsonl,
+)
 from mathjax_train.config import ConfigError
 from mathjax_train.data import pipeline, tasks
 from mathjax_train.data.jsonl_source import JsonlFormatError
@@ -103,12 +113,8 @@ def _registered_rates(name):
 
 def _packed_examples(batch):
     """(ids, number of loss-weighted ids) of every example packed in a batch: ids = prompt + target."""
-    for r in range(batch["tokens"].shape[0]):
-        seg = batch["segment_ids"][r]
-        for s in range(1, seg.max() + 1):
-            idx = np.flatnonzero(seg == s)
-            ids = batch["tokens"][r, idx].tolist() + [int(batch["targets"][r, idx[-1]])]
-            yield tuple(ids), int(batch["loss_weights"][r, idx].sum())
+    for r, idx in segments_of(batch):
+        yield tuple(packed_ids(batch, r, idx)), int(batch["loss_weights"][r, idx].sum())
 
 
 def test_the_trainer_iterator_yields_what_seqio_get_dataset_yields(paths, vocab):

@@ -5,7 +5,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from data_fixtures import config, setup_data
+from data_fixtures import config, packed_ids, segments_of, setup_data
 from mathjax_train.data import pipeline
 from mathjax_train.data.packing import pack_examples
 from mathjax_train.model import Decoder
@@ -78,14 +78,10 @@ def test_no_attention_across_segments_of_a_pipeline_batch(tmp_path):
     model, params = _model_and_params("model.vocab_size=320")
     logits, _ = model.apply({"params": params}, batch["tokens"], batch["positions"], batch["segment_ids"])
     checked = 0
-    for r in range(2):
-        seg = batch["segment_ids"][r]
-        for s in range(1, seg.max() + 1):
-            idx = np.flatnonzero(seg == s)
-            ids = batch["tokens"][r, idx].tolist() + [int(batch["targets"][r, idx[-1]])]
-            k = int(batch["loss_weights"][r, idx].sum())
-            alone = pack_examples([(ids[:-k], ids[-k:])], rows=1, seq_len=256)
-            ref, _ = model.apply({"params": params}, alone["tokens"], alone["positions"], alone["segment_ids"])
-            np.testing.assert_allclose(np.asarray(logits[r, idx]), np.asarray(ref[0, : len(idx)]), atol=1e-5)
-            checked += 1
+    for r, idx in segments_of(batch):
+        ids, k = packed_ids(batch, r, idx), int(batch["loss_weights"][r, idx].sum())
+        alone = pack_examples([(ids[:-k], ids[-k:])], rows=1, seq_len=256)
+        ref, _ = model.apply({"params": params}, alone["tokens"], alone["positions"], alone["segment_ids"])
+        np.testing.assert_allclose(np.asarray(logits[r, idx]), np.asarray(ref[0, : len(idx)]), atol=1e-5)
+        checked += 1
     assert checked >= 4

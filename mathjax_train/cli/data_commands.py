@@ -56,13 +56,10 @@ def _cmd_data_build_tokenizer(args) -> int:
 
 
 def _cmd_data_procedural(args) -> int:
-    from mathjax_train.data import procedural
-    from mathjax_train.data.jsonl_source import write_jsonl
+    from mathjax_train.data.procedural import write_problems
 
     c = config_from_args(args)
-    rows = procedural.iterate(seed=c.seed, split=c.split, stop=c.count, templates=c.templates or None, levels=c.levels)
-    n = write_jsonl(args.output, rows)
-    print(json.dumps({"output": args.output, "split": c.split, "problems": n}))
+    print(json.dumps({"output": args.output, "split": c.split, "problems": write_problems(args.output, c)}))
     return 0
 
 

@@ -3,8 +3,8 @@
 An example (prompt ids, target ids) occupies len(prompt) + len(target) - 1 slots (inputs are
 shifted by one). Overlong examples are truncated (target cut at the end) or dropped, by config;
 the caller counts both. `RowPlanner` places examples first-fit one at a time, so a caller (the SeqIO
-mixture iterator) can stop when the batch is full and keep the misfits; `pack_examples` packs a list
-that must fit (the toy task, tests). Both lay rows out with `RowPlanner.batch`, the one packer.
+mixture iterator, the toy task) can stop when the batch is full and keep the misfits; `pack_examples`
+packs a list that must fit (hand-made batches). Both lay rows out with `RowPlanner.batch`.
 """
 
 from __future__ import annotations
@@ -48,16 +48,20 @@ class RowPlanner:
         self.placed: list[tuple[int, list[int], list[int]]] = []  # (row, prompt, target)
         self.tags: list = []  # the caller's label for each placed example
 
+    def row_for(self, n: int) -> int | None:
+        """The first row with room for an example of `n` slots, if any."""
+        return next((r for r, room in enumerate(self.room) if room >= n and (self.pack or not self.used[r])), None)
+
     def try_add(self, prompt: list[int], target: list[int], tag=None) -> bool:
         n = slots(prompt, target)
-        for r, room in enumerate(self.room):
-            if room >= n and (self.pack or not self.used[r]):
-                self.room[r] -= n
-                self.used[r] = True
-                self.placed.append((r, prompt, target))
-                self.tags.append(tag)
-                return True
-        return False
+        r = self.row_for(n)
+        if r is None:
+            return False
+        self.room[r] -= n
+        self.used[r] = True
+        self.placed.append((r, prompt, target))
+        self.tags.append(tag)
+        return True
 
     @property
     def full(self) -> bool:

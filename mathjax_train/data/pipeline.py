@@ -1,8 +1,8 @@
 """The trainer's iterator over a SeqIO mixture: per-host, packed, deterministic, exactly resumable.
 
 Tasks and rates come from data/tasks.py (the SeqIO tasks built for this config, not registered);
-examples are read by index, not streamed through tf.data, so the state is a few integers: the mixture slot, how many examples each
-task has given, and the examples that did not fit the last batch. Slot k picks a task from a
+examples are read by index, not streamed through tf.data, so the state is a few integers: the
+mixture slot, how many examples each task has given, and the examples that did not fit the last batch. Slot k picks a task from a
 seeded draw; a finite task's j-th example is record perm(seed, task, shard, epoch)[j % size] of this
 host's shard, a procedural task's is problem j * num_shards + shard_index.
 """

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from mathjax_train.config import InputError
-from mathjax_train.data.packing import pack_examples
+from mathjax_train.data.packing import RowPlanner
 
 
 class ToyCopyIterator:
@@ -39,23 +39,16 @@ class ToyCopyIterator:
     def __iter__(self):
         return self
 
-    def _examples(self, rng: np.random.Generator):
-        out: list[tuple[list[int], list[int]]] = []
-        room = [self.seq_len] * self.rows
-        while True:
-            n = int(rng.integers(self.min_len, self.max_len + 1))
-            need = 2 * n + 1  # prompt n + SEP, target n + END, minus the shift
-            r = next((i for i in range(self.rows) if room[i] >= need), None)
-            if r is None:
-                return out
-            room[r] -= need
-            body = rng.integers(3, self.vocab_size, n).tolist()
-            out.append((body + [self.SEP], body + [self.END]))
-
     def __next__(self) -> dict[str, np.ndarray]:
         rng = np.random.default_rng([self.seed, self.shard_index, self.index])
         self.index += 1
-        return pack_examples(self._examples(rng), self.rows, self.seq_len)
+        plan = RowPlanner(self.rows, self.seq_len)
+        while True:  # examples of random length until one does not fit
+            n = int(rng.integers(self.min_len, self.max_len + 1))
+            if plan.row_for(2 * n + 1) is None:  # prompt n + SEP, target n + END, minus the shift
+                return plan.batch()
+            body = rng.integers(3, self.vocab_size, n).tolist()
+            plan.try_add(body + [self.SEP], body + [self.END])
 
     def get_state(self) -> dict:
         return {"kind": "toy_copy", "index": self.index}

@@ -72,12 +72,10 @@ def run_tokenizer(stage: Stage, host: int, hosts: int) -> tuple[dict, dict]:
 
 
 def run_problems(stage: Stage, host: int, hosts: int) -> tuple[dict, dict]:
-    from mathjax_train.data import procedural
-    from mathjax_train.data.jsonl_source import write_jsonl
+    from mathjax_train.data.procedural import write_problems
 
-    c, out = stage.cfg, stage.outputs["problems"]
-    rows = procedural.iterate(seed=c.seed, split=c.split, stop=c.count, templates=c.templates or None, levels=c.levels)
-    return {"problems": write_jsonl(out, rows)}, {"problems": out}
+    out = stage.outputs["problems"]
+    return {"problems": write_problems(out, stage.cfg)}, {"problems": out}
 
 
 def run_train(stage: Stage, host: int, hosts: int) -> tuple[dict, dict]:
@@ -103,9 +101,7 @@ def run_augment(stage: Stage, host: int, hosts: int) -> tuple[dict, dict]:
 
     r = run_augment_job(stage.cfg)
     metrics = {"seeds": r.seeds, "candidates": r.candidates, "kept": r.kept, "teacher_calls": r.teacher_calls}
-    return metrics | {"dropped": dict(r.dropped), "kept_by_method": dict(r.kept_by_method)}, {
-        "output": stage.outputs["output"]
-    }
+    return metrics | {"dropped": dict(r.dropped), "kept_by_method": dict(r.kept_by_method)}, dict(stage.outputs)
 
 
 def run_decontaminate(stage: Stage, host: int, hosts: int) -> tuple[dict, dict]:

@@ -14,6 +14,7 @@ from mathjax_train.data.procedural.generator import (
     in_split,
     iterate,
     select_templates,
+    write_problems,
 )
 
 
@@ -35,4 +36,5 @@ __all__ = [
     "iterate",
     "select_templates",
     "verify_example",
+    "write_problems",
 ]

@@ -14,7 +14,7 @@ import json
 import random
 from typing import Callable, Iterable, Iterator, Mapping, Sequence
 
-from mathjax_train.config import InputError
+from mathjax_train.config import InputError, ProblemsStageConfig
 from mathjax_train.data.procedural import gsm_style, math_style
 from mathjax_train.data.procedural.gsm_style import Resample
 
@@ -134,3 +134,14 @@ def iterate(
     indices = itertools.count(first, num_shards) if stop is None else range(first, stop, num_shards)
     for i in indices:
         yield generate(i, seed=seed, split=split, templates=names, levels=levels)
+
+
+def write_problems(path, cfg: ProblemsStageConfig) -> int:
+    """Write the problems `cfg` names (`data procedural`, a pipeline `problems` stage) as JSONL; their count."""
+    from mathjax_train.data.jsonl_source import write_jsonl
+
+    cfg.validate()
+    return write_jsonl(
+        path,
+        iterate(seed=cfg.seed, split=cfg.split, stop=cfg.count, templates=cfg.templates or None, levels=cfg.levels),
+    )
