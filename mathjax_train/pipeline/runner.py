@@ -240,7 +240,7 @@ def _run_stage(
         record.update(
             status="done",
             metrics=metrics,
-            seconds=round(time.time() - t0, 3),
+            seconds=round(time.time() - t0, 6),
             outputs={k: {"path": p, "sha256": hashes.get(p)} for k, p in files.items()},
             finished_at=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         )
