@@ -10,6 +10,8 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
+from mathjax_train.model.reductions import argmax_last
+
 
 def filter_logits(logits: jax.Array, top_p: jax.Array, top_k: jax.Array) -> jax.Array:
     """Per row: keep the top_k largest logits (0 keeps all) and the smallest set whose probability
@@ -31,7 +33,7 @@ def sample(logits: jax.Array, keys: jax.Array, temperature: jax.Array, top_p: ja
     filter never sort the vocabulary."""
 
     def greedy(_):
-        return jnp.argmax(logits, axis=-1).astype(jnp.int32)
+        return argmax_last(logits)
 
     def stochastic(_):
         scaled = logits / jnp.maximum(temperature, 1e-6)[:, None]

@@ -14,6 +14,7 @@ import jax
 import jax.numpy as jnp
 
 from mathjax_train.config import AUTO_VOCAB_CHUNK
+from mathjax_train.model.reductions import argmax_last
 
 
 def token_sums(lse, target_logit, predicted, targets, weights, z_loss: float) -> dict[str, jax.Array]:
@@ -35,7 +36,7 @@ def weighted_cross_entropy(logits, targets, weights, z_loss: float = 0.0) -> dic
     logits = logits.astype(jnp.float32)
     lse = jax.nn.logsumexp(logits, axis=-1)
     target_logit = jnp.take_along_axis(logits, targets[..., None].astype(jnp.int32), axis=-1)[..., 0]
-    return token_sums(lse, target_logit, jnp.argmax(logits, axis=-1), targets, weights, z_loss)
+    return token_sums(lse, target_logit, argmax_last(logits), targets, weights, z_loss)
 
 
 def interleaved_chunks(kernel, chunk: int):
@@ -54,7 +55,7 @@ def interleaved_chunks(kernel, chunk: int):
 def _online_step(carry, chunk_logits, ids, tj, hit):
     """Fold one chunk's logits (b, t, c) into the running max/sum, target logit and argmax."""
     m, s, tgt, best, best_id = carry
-    v, i = jnp.max(chunk_logits, axis=-1), ids[jnp.argmax(chunk_logits, axis=-1)]
+    v, i = jnp.max(chunk_logits, axis=-1), ids[argmax_last(chunk_logits)]
     m_new = jax.lax.stop_gradient(jnp.maximum(m, v))  # any shift gives the same log-sum-exp and gradient
     s = s * jnp.exp(m - m_new) + jnp.sum(jnp.exp(chunk_logits - m_new[..., None]), axis=-1)
     picked = jnp.take_along_axis(chunk_logits, tj[..., None], axis=-1)[..., 0]
