@@ -57,18 +57,12 @@ def check_hf_reload(train_dir: str, hf_dir: str, prompts: list[str], new_tokens:
     return {"hf_dir": str(hf_dir), "max_abs_logit_diff": max_diff, "greedy_identical": f"{same}/{len(ids)}"}
 
 
-def _first_correct(samples_file: str) -> dict[str, bool]:
-    """Problem id -> whether its first completion was graded correct, from an evaluate samples file."""
-    from mathjax_train.eval.results import finished_rows
-
-    return {i: bool(row["correct"][0]) for i, row in finished_rows(samples_file).items()}
-
-
 def summarize(manifest: dict) -> dict:
     """The figures the issue asks for, from the manifest's stage metrics and the evaluation files.
     Models by their evaluate label (the stage that made them): sft, retrain (RFT), continued (the
     control, when the pipeline has it), init."""
     from mathjax_train.eval.metrics import binomial_interval, paired_difference
+    from mathjax_train.eval.results import first_correct
 
     st = manifest["stages"]
     evaluated: dict[str, dict] = {}
@@ -76,7 +70,7 @@ def summarize(manifest: dict) -> dict:
     for name in ("evaluate_init", "evaluate", "evaluate_after"):
         for label, m in st[name]["metrics"].items():
             evaluated[label] = m
-            greedy[label] = _first_correct(st[name]["outputs"][f"{label}.greedy"]["path"])
+            greedy[label] = first_correct(st[name]["outputs"][f"{label}.greedy"]["path"])
     ids = sorted(greedy["sft"])
 
     def paired(a: str, b: str) -> dict:

@@ -8,11 +8,14 @@ import pytest
 from hf_fixtures import import_random_model
 from mathjax_train.cli import main
 from mathjax_train.config import ConfigError, load_config
+from mathjax_train.data.problems import Problem
 from mathjax_train.infer.params import Completion
 from mathjax_train.model import checkpoint as model_ckpt
-from mathjax_train.rl.batch import build_batch
+from mathjax_train.rl.batch import BUCKET, build_batch
 from mathjax_train.eval.metrics import binomial_interval
-from mathjax_train.rl.trainer import TIMING_KEYS, run_rl
+from mathjax_train.rl.rewards import Score
+from mathjax_train.rl.rollout import Group, Rollout
+from mathjax_train.rl.trainer import TIMING_KEYS, _step_metrics, run_rl
 
 
 @pytest.fixture(scope="module")
@@ -90,6 +93,10 @@ def test_stopped_run_resumes_to_the_same_metrics(ckpt, tmp_path):
         assert key in summary
     assert summary["sampled_tokens"] == full["sampled_tokens"] == sum(r["sampled_tokens"] for r in a) > 0
     assert summary["heldout_problems"] == 3 and set(summary["heldout"]) == {"0", "2"}
+    diff = summary["heldout_difference"]  # paired over the same 3 problems, step 0 against the last
+    assert diff["problems"] == 3 and diff["difference"] == pytest.approx(
+        summary["heldout_accuracy_after"] - summary["heldout_accuracy_before"], abs=1e-4
+    )
     assert (tmp_path / "full" / "tensorboard").is_dir()
     for key in (
         "reward_mean",
@@ -116,6 +123,35 @@ def test_batch_masks_prompt_tool_output_and_dropped_rows():
     assert b["loss_mask"][2].sum() == 0 and b["advantages"][0, 0] == 0.5 and b["advantages"][1, 3] == -1.0
     with pytest.raises(ValueError, match="exceed train.seq_len"):
         build_batch([[1] * 8], [plain], [0.0], seq_len=8, rows=1)
+
+
+def test_batch_width_is_the_longest_row_rounded_up_to_a_bucket():
+    short = Completion([5, 6, 7], "", "eos", [-0.1, -0.2, -0.3])
+    long = Completion(list(range(3, 3 + 40)), "", "length", [-0.5] * 40)
+    b = build_batch([[1, 2]], [short], [1.0], seq_len=176, rows=2)
+    assert {v.shape for v in b.values()} == {(2, BUCKET)}  # 4 tokens in a row of 32, not 176
+    full = build_batch([[1, 2]], [short], [1.0], seq_len=BUCKET, rows=2)
+    assert all(np.array_equal(b[k], full[k]) for k in full)
+    w = build_batch([[1, 2], [1, 2]], [short, long], [1.0, -1.0], seq_len=176, rows=2)
+    assert w["tokens"].shape == (2, 2 * BUCKET) and w["loss_mask"][1].sum() == 40  # 41 tokens -> 64
+    assert build_batch([[1, 2]], [long], [1.0], seq_len=50, rows=1)["tokens"].shape == (1, 50)  # capped
+
+
+def test_step_metrics_leave_out_minibatches_that_trained_nothing():
+    comp = Completion([5, 6], "1", "eos", [-0.1, -0.2])
+    group = Group(Problem(id="p", question="q", answer="1"), [1], [comp, comp], [Score(1.0, True, True, False)] * 2)
+    rollout = Rollout([group], sampled=1, sampled_tokens=4, scores=group.scores)
+    batch = {"loss_mask": np.ones((2, 3), np.float32)}
+    learn = [
+        {"loss": 0.4, "grad_norm": 2.0, "ratio_mean": 1.2, "clip_fraction": 0.5, "trained_tokens": 3.0},
+        {"loss": 0.0, "grad_norm": 0.0, "ratio_mean": 0.0, "clip_fraction": 0.0, "trained_tokens": 0.0},
+        {"loss": 0.2, "grad_norm": 1.0, "ratio_mean": 1.0, "clip_fraction": 0.1, "trained_tokens": 2.0},
+    ]
+    row = _step_metrics(rollout, batch, learn)
+    assert row["ratio_mean"] == pytest.approx(1.1) and row["loss"] == pytest.approx(0.3)
+    assert row["grad_norm"] == pytest.approx(1.5) and row["clip_fraction"] == pytest.approx(0.3)
+    assert row["trained_tokens"] == 6 and row["pass_rate"] == 1.0
+    assert "ratio_mean" not in _step_metrics(rollout, batch, learn[1:2])  # nothing trained: no mean of zeros
 
 
 def test_config_errors_name_the_field(capsys):

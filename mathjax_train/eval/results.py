@@ -57,6 +57,12 @@ def finished_rows(samples_file) -> dict[str, dict]:
     return _by_id(scan)
 
 
+def first_correct(samples_file) -> dict[str, bool]:
+    """Problem id -> whether its first completion was graded correct (greedy accuracy per problem, for
+    paired comparisons of two models on the same problems)."""
+    return {i: bool(row["correct"][0]) for i, row in finished_rows(samples_file).items()}
+
+
 def row_writer(out_dir: epath.Path) -> run_dir.JsonlAppender:
     """Appends one JSON row per line (`write_row`) as each problem finishes."""
     return run_dir.JsonlAppender(out_dir / SAMPLES_FILE)

@@ -1,7 +1,8 @@
 """Rollouts -> fixed-shape learner arrays: inputs/targets of prompt + completion, a loss mask that is 1
 only on sampled completion tokens (never prompt, tool output or padding), the sampler's
-log-probabilities and each row's advantage (repeated per token). Rows are padded to `seq_len` and
-the batch to a fixed row count, so the learner compiles once."""
+log-probabilities and each row's advantage (repeated per token). The batch is padded to a fixed row
+count and its rows to a multiple of `BUCKET` tokens (at most `seq_len`), so the learner compiles a
+handful of shapes and does not spend its time on padding when completions are short."""
 
 from __future__ import annotations
 
@@ -9,6 +10,8 @@ import math
 from typing import Sequence
 
 import numpy as np
+
+BUCKET = 32  # row widths the learner compiles for: multiples of this, up to train.seq_len
 
 
 def build_batch(
@@ -51,7 +54,9 @@ def build_batch(
             out["loss_mask"][i, start : start + len(lp)] = sampled
         out["old_logp"][i, start : start + len(lp)] = np.where(sampled, lp, 0.0)
         out["advantages"][i] = advantages[i]  # per token, so every array shards along rows alike
-    return out
+    longest = int(out["segment_ids"].sum(axis=1).max(initial=0))
+    width = min(seq_len, max(BUCKET, -(-longest // BUCKET) * BUCKET))
+    return {k: v[:, :width] for k, v in out.items()}
 
 
 def split_rows(batch: dict[str, np.ndarray], parts: int) -> list[dict[str, np.ndarray]]:

@@ -8,10 +8,11 @@ from etils import epath
 from mathjax_train.config import Config, EvalConfig, GenerateConfig
 from mathjax_train.eval.completions import plain_source
 from mathjax_train.eval.harness import evaluate, sampling_params
+from mathjax_train.eval.results import SAMPLES_FILE
 
 
 def heldout_accuracy(cfg: Config, sampler, checkpoint: str, out_dir: epath.Path) -> dict:
-    """{accuracy, problems, correct}; `checkpoint` is a saved directory holding the parameters the
+    """{accuracy, problems, correct, samples}; `checkpoint` is a saved directory holding the parameters the
     sampler has now (the harness records and checks it; a finished `out_dir` is read back)."""
     rl = cfg.rl
     ecfg = EvalConfig(
@@ -36,4 +37,9 @@ def heldout_accuracy(cfg: Config, sampler, checkpoint: str, out_dir: epath.Path)
 
     report = evaluate(ecfg, make_source=source, progress=False).report
     n = report["num_problems"]
-    return {"accuracy": report["accuracy"], "problems": n, "correct": round(report["accuracy"] * n)}
+    return {
+        "accuracy": report["accuracy"],
+        "problems": n,
+        "correct": round(report["accuracy"] * n),
+        "samples": str(out_dir / SAMPLES_FILE),  # per-problem results, for the paired before/after difference
+    }

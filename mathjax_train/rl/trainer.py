@@ -35,7 +35,8 @@ from mathjax_train.train.checkpointing import TrainCheckpointer
 from mathjax_train.train.metrics import MetricsWriter, format_duration
 from mathjax_train.train.optimizer import make_optimizer
 from mathjax_train.train.state import init_state, state_layout
-from mathjax_train.eval.metrics import binomial_interval
+from mathjax_train.eval.metrics import binomial_interval, paired_difference
+from mathjax_train.eval.results import first_correct
 from mathjax_train.train.trainer import PREEMPTED_EXIT_CODE, SigtermFlag, write_run_files, resolve_model_config
 
 SUMMARY_FILE = "rl_summary.json"
@@ -90,8 +91,11 @@ def _step_metrics(rollout, batch: dict, learn: list[dict]) -> dict:
         "sampled_tokens": rollout.sampled_tokens,
         "tool_calls": sum(c.tool_calls for g in rollout.groups for c in g.completions),
     }
+    # a minibatch with no trained token (padding rows of a short dynamic-sampling batch) updates nothing
+    # and its zeros would drag the means down (a ratio_mean of 0.5 with one empty minibatch of two)
+    applied = [m for m in learn if float(m["trained_tokens"]) > 0]
     for key in ("loss", "grad_norm", "clip_fraction", "ratio_mean", "entropy", "kl"):
-        vals = [float(m[key]) for m in learn if key in m]
+        vals = [float(m[key]) for m in applied if key in m]
         if vals:
             row[key] = float(np.mean(vals))
     row["trained_tokens"] = int(batch["loss_mask"].sum())
@@ -270,4 +274,10 @@ def _summary(cfg: Config, run: dict, step: int, status: str, seconds_this_run: f
     if before and after:
         out["heldout_interval_before"] = binomial_interval(before["correct"], before["problems"])
         out["heldout_interval_after"] = binomial_interval(after["correct"], after["problems"])
+        if "samples" in before and "samples" in after:
+            # the noise of a before/after change on the same problems is the paired interval, not the
+            # two Wilson intervals side by side (which overlap for a real +-2 point change on 1000)
+            a, b = first_correct(before["samples"]), first_correct(after["samples"])
+            ids = sorted(a)
+            out["heldout_difference"] = paired_difference([a[i] for i in ids], [b[i] for i in ids])
     return out
