@@ -591,6 +591,10 @@ class RlConfig:
     grading_timeout_s: float = 5.0
     heldout: str = ""  # eval JSONL (question, answer) scored greedily every eval_every_steps; "" = none
     heldout_limit: int = 0  # first N held-out problems (0 = all)
+    # JSONL scored greedily with `heldout` (and in its place for choosing): the step scoring best on it is kept
+    # as OUTPUT_DIR/best; disjoint from `heldout`, so the chosen step's held-out score stays an unbiased test
+    validation: str = ""
+    validation_limit: int = 0  # first N validation problems (0 = all)
     eval_every_steps: int = 0  # 0 = only before the first and after the last step
     engine: EngineConfig = field(default_factory=EngineConfig)
 
@@ -604,6 +608,7 @@ class RlConfig:
             ("minibatches", 1),
             ("prompts_limit", 0),
             ("heldout_limit", 0),
+            ("validation_limit", 0),
             ("eval_every_steps", 0),
             ("max_refill_rounds", 0),
             ("max_tool_calls", 0),
@@ -931,6 +936,11 @@ class ProblemsStageConfig:
     levels: list[int] = setting(default_factory=lambda: [1, 2, 3, 4, 5], spaced=True, help="difficulty levels 1-5")
     templates: list[str] = setting(
         default_factory=list, spaced=True, help="families or templates, e.g. gsm_style (none = all families)"
+    )
+    exclude: list[str] = setting(
+        default_factory=list,
+        spaced=True,
+        help="JSONL files whose questions are skipped (a validation set disjoint from a test set)",
     )
 
     def validate(self, where: str = "problems") -> None:

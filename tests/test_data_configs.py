@@ -44,3 +44,31 @@ def test_procedural_command_writes_heldout_problems(tmp_path, capsys):
     assert len(problems) == 30 and all(p.level in (1, 2) and in_split(p.question, "heldout") for p in problems)
     assert main(["data", "procedural", str(out), "--levels", "9"]) == 2
     assert "levels" in capsys.readouterr().err
+
+
+def test_procedural_exclude_draws_a_set_disjoint_from_another(tmp_path, capsys):
+    """A validation set from the held-out split that shares no question with the test set: the
+    excluded questions are replaced by later draws, so the count still holds."""
+    test, val, plain = tmp_path / "test.jsonl", tmp_path / "val.jsonl", tmp_path / "plain.jsonl"
+    common = ["--levels", "1", "--templates", "math_style/gcd_lcm", "gsm_style/sharing"]
+    assert main(["data", "procedural", str(test), "--count", "300", *common]) == 0
+    assert main(["data", "procedural", str(plain), "--count", "200", "--seed", "1", *common]) == 0
+    assert main(["data", "procedural", str(val), "--count", "200", "--seed", "1", "--exclude", str(test), *common]) == 0
+    capsys.readouterr()
+    questions = lambda p: [json.loads(line)["question"] for line in p.read_text().splitlines()]  # noqa: E731
+    held = set(questions(test))
+    assert set(questions(plain)) & held  # without exclude the two seeds share questions (a small space)
+    kept = questions(val)
+    assert len(kept) == 200 and not set(kept) & held
+    assert set(kept) >= set(questions(plain)) - held  # the same stream, the overlap skipped
+    # level-1 quadratic_roots has a few dozen held-out questions at most: 2,000 draws hold them all
+    small = ["--levels", "1", "--templates", "math_style/quadratic_roots"]
+    every = tmp_path / "every.jsonl"
+    assert main(["data", "procedural", str(every), "--count", "2000", *small]) == 0
+    assert len(set(questions(every))) < 100
+    none_left = tmp_path / "none_left.jsonl"
+    assert (
+        main(["data", "procedural", str(none_left), "--count", "5", "--seed", "1", "--exclude", str(every), *small])
+        == 2
+    )
+    assert "draws in a row are all in it" in capsys.readouterr().err and not none_left.exists()

@@ -2,6 +2,8 @@
 
 import os
 import signal
+import subprocess
+import sys
 import tempfile
 import threading
 import time
@@ -151,6 +153,50 @@ def test_supervisor_death_is_recovered_and_takes_sandboxes_along():
             assert time.monotonic() < deadline, [(p, _state(p)) for p in sandboxes]
             time.sleep(0.05)
         assert pool.execute("1 + 1").output == "2\n"
+
+
+# Runs a sandbox child's body on prepared pipes: a code block is already queued on the command pipe
+# (as the supervisor would queue it) and the control pipe's read end is kept or closed (supervisor
+# alive or already dead when the child arms its death signal).
+_CHILD = """
+import fcntl, os, sys
+from mathjax_train.tools import _sandbox_worker as w
+marker, supervisor_alive = sys.argv[1], sys.argv[2] == "1"
+def high_pipe():  # both ends clear of fds 3 and 4
+    ends = os.pipe()
+    moved = tuple(fcntl.fcntl(fd, fcntl.F_DUPFD, 64) for fd in ends)
+    for fd in ends:
+        os.close(fd)
+    return moved
+ctl_r, ctl_w = high_pipe()
+cmd_r, cmd_w = high_pipe()
+w.send_msg(cmd_w, {"code": f"open({marker!r}, 'w').write('ran')", "cpu_s": 5})
+os.close(cmd_w)
+if not supervisor_alive:
+    os.close(ctl_r)
+os.dup2(ctl_w, w.CTL_FD)
+os.dup2(cmd_r, w.CMD_FD)
+w.child_main({}, False)
+"""
+
+
+@pytest.mark.parametrize("supervisor_alive", [True, False])
+def test_child_runs_code_only_once_its_death_signal_is_armed_under_a_live_supervisor(tmp_path, supervisor_alive):
+    """A supervisor that dies while its child is still setting up must not leave that child running
+    the code already queued for it (nothing would ever kill it)."""
+    marker = tmp_path / "ran"
+    proc = subprocess.run(
+        [sys.executable, "-c", _CHILD, str(marker), "1" if supervisor_alive else "0"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    if supervisor_alive:
+        assert proc.returncode == 0, proc.stderr
+        assert marker.read_text() == "ran"
+    else:
+        assert "BrokenPipeError" in proc.stderr
+        assert not marker.exists()
 
 
 def _state(pid: int) -> str:

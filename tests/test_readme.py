@@ -64,6 +64,7 @@ def test_smoke_command_trains_and_loss_falls(tmp_path):
 # configs/pipeline_demo.yaml itself, shrunk: every stage runs, the summary and report are written
 TINY_DEMO = (
     "stages.heldout.count=8",
+    "stages.validation.count=8",
     "stages.seed.count=64",
     "stages.questions.count=8",
     "stages.sft.sizes=[32,64]",
@@ -91,8 +92,12 @@ def test_demo_pipeline_runs_end_to_end(tmp_path):
     assert result["rft"]["samples"] == 8 * 4  # k paths per question
     d = result["rft_minus_sft"]
     assert d["problems"] == 8 and d["interval"][0] <= d["difference"] <= d["interval"][1]
+    questions = lambda name: {  # noqa: E731
+        json.loads(line)["question"] for line in (tmp_path / name / "problems.jsonl").read_text().splitlines()
+    }
+    assert questions("validation") and not questions("validation") & questions("heldout")  # the GRPO demo's chooser
     manifest = json.loads((tmp_path / "manifest.json").read_text())
-    assert all(rec["status"] == "done" for rec in manifest["stages"].values()) and len(manifest["stages"]) == 14
+    assert all(rec["status"] == "done" for rec in manifest["stages"].values()) and len(manifest["stages"]) == 15
     report = (tmp_path / "report.md").read_text()
     assert f"| SFT + RFT (retrained on seed + kept paths) | {100 * result['accuracy_rft']:.1f}%" in report
     assert f"same steps (control) | {100 * result['accuracy_continued_sft']:.1f}%" in report

@@ -12,6 +12,7 @@ from mathjax_train.data.problems import Problem
 from mathjax_train.infer.params import Completion
 from mathjax_train.model import checkpoint as model_ckpt
 from mathjax_train.rl.batch import BUCKET, build_batch
+from mathjax_train.rl.best import improves
 from mathjax_train.eval.metrics import binomial_interval
 from mathjax_train.rl.rewards import Score
 from mathjax_train.rl.rollout import Group, Rollout
@@ -34,6 +35,9 @@ def _config(ckpt, tmp_path, name, *extra):
     )
     heldout = _write(
         tmp_path / "heldout.jsonl", [{"question": f"What is {i} times 2?", "answer": str(2 * i)} for i in range(3)]
+    )
+    validation = _write(
+        tmp_path / "validation.jsonl", [{"question": f"What is {i} plus {i}?", "answer": str(2 * i)} for i in range(2)]
     )
     scan = model_ckpt.load_model_config(ckpt).scan_layers
     return load_config(
@@ -60,6 +64,7 @@ def _config(ckpt, tmp_path, name, *extra):
             "rl.kl_coef=0.1",
             "rl.answer_fallback=last_number",
             f"rl.heldout={heldout}",
+            f"rl.validation={validation}",
             "rl.engine.decode_steps=8",
             "rl.engine.page_size=64",
             *extra,
@@ -98,6 +103,25 @@ def test_stopped_run_resumes_to_the_same_metrics(ckpt, tmp_path):
         summary["heldout_accuracy_after"] - summary["heldout_accuracy_before"], abs=1e-4
     )
     assert (tmp_path / "full" / "tensorboard").is_dir()
+    # validation is scored with held-out; its best step (resumed runs keep the record) is OUTPUT_DIR/best
+    assert set(summary["validation"]) == {"0", "2"} and "validation_accuracy" in a[1]
+    best = summary["best"]
+    assert {k: v for k, v in best.items() if k != "dir"} == {k: v for k, v in full["best"].items() if k != "dir"}
+    assert best["step"] in (0, 2) and best["dir"] == str(tmp_path / "split" / "best")
+    assert best["validation_accuracy"] == max(v["accuracy"] for v in summary["validation"].values())
+    assert best["heldout_accuracy"] == summary["heldout"][str(best["step"])]["accuracy"]
+    assert best["heldout_difference"]["problems"] == 3
+    model_cfg = model_ckpt.load_model_config(best["dir"])
+    kept = model_ckpt.load_params(best["dir"], model_cfg)
+    chosen = ckpt if best["step"] == 0 else tmp_path / "split" / "checkpoints" / "2"
+    final = model_ckpt.load_params(tmp_path / "split", model_cfg)
+    for k, c, f in zip(_leaves(kept), _leaves(model_ckpt.load_params(chosen, model_cfg)), _leaves(final)):
+        np.testing.assert_array_equal(k, c)
+    assert best["step"] == 2 or any(not np.array_equal(k, f) for k, f in zip(_leaves(kept), _leaves(final)))
+    assert json.loads((tmp_path / "split" / "best" / "best.json").read_text()) == {
+        "step": best["step"],
+        "validation_accuracy": best["validation_accuracy"],
+    }
     for key in (
         "reward_mean",
         "pass_rate",
@@ -109,6 +133,22 @@ def test_stopped_run_resumes_to_the_same_metrics(ckpt, tmp_path):
         "learn_seconds",
     ):
         assert key in json.loads((tmp_path / "full" / "metrics.jsonl").read_text().splitlines()[0])
+
+
+def _leaves(tree):
+    import jax
+
+    return [np.asarray(x) for x in jax.tree_util.tree_leaves(tree)]
+
+
+def test_best_keeps_the_first_of_equal_validation_scores():
+    best = None
+    kept = []
+    for step, acc in ((0, 0.10), (25, 0.12), (50, 0.12), (75, 0.11), (100, 0.15)):
+        if improves(best, acc):
+            best = {"step": step, "validation_accuracy": acc}
+            kept.append(step)
+    assert kept == [0, 25, 100]
 
 
 def test_batch_masks_prompt_tool_output_and_dropped_rows():

@@ -1,4 +1,4 @@
-"""Held-out accuracy during RL through the `evaluate` harness, decoding greedily on the RL engine
+"""Held-out (and validation) accuracy during RL through the `evaluate` harness, decoding greedily on the RL engine
 with the learner's current parameters (no reload, no second KV cache)."""
 
 from __future__ import annotations
@@ -11,16 +11,17 @@ from mathjax_train.eval.harness import evaluate, sampling_params
 from mathjax_train.eval.results import SAMPLES_FILE
 
 
-def heldout_accuracy(cfg: Config, sampler, checkpoint: str, out_dir: epath.Path) -> dict:
-    """{accuracy, problems, correct, samples}; `checkpoint` is a saved directory holding the parameters the
-    sampler has now (the harness records and checks it; a finished `out_dir` is read back)."""
+def heldout_accuracy(cfg: Config, sampler, checkpoint: str, out_dir: epath.Path, dataset: str, limit: int) -> dict:
+    """{accuracy, problems, correct, samples} on `dataset` (rl.heldout or rl.validation, its first `limit`
+    problems); `checkpoint` is a saved directory holding the parameters the sampler has now (the harness
+    records and checks it; a finished `out_dir` is read back)."""
     rl = cfg.rl
     ecfg = EvalConfig(
         checkpoint=checkpoint,
-        dataset=rl.heldout,
+        dataset=dataset,
         template=cfg.data.template,
         output_dir=str(out_dir),
-        limit=rl.heldout_limit,
+        limit=limit,
         answer_fallback=rl.answer_fallback,
         grading_timeout_s=rl.grading_timeout_s,
         generate=GenerateConfig(max_new_tokens=rl.max_new_tokens),

@@ -26,6 +26,7 @@ from mathjax_train.model import checkpoint as model_ckpt
 from mathjax_train.parallel.mesh import make_mesh
 from mathjax_train.parallel.rules import axis_rules, batch_sharding
 from mathjax_train.rl.batch import build_batch, split_rows
+from mathjax_train.rl.best import BEST_DIR, improves, save_best
 from mathjax_train.rl.heldout import heldout_accuracy
 from mathjax_train.rl.learner import MINIBATCH_KEYS, make_reference_logprobs, make_update
 from mathjax_train.rl.loss import group_advantages
@@ -144,11 +145,23 @@ def run_rl(cfg: Config, *, max_steps_this_run: int | None = None, log=_log) -> d
     sampler = Sampler(LoadedModel(model_cfg, state["params"], tokenizer), cfg)
     writer = MetricsWriter(out, resume_step=start)
 
+    run.setdefault("validation", {})
+    run.setdefault("best", None)
+
     def evaluate_now(step: int, checkpoint: str) -> None:
-        if rl.heldout and str(step) not in run["heldout"]:
-            res = heldout_accuracy(cfg, sampler, checkpoint, out / "heldout" / f"step_{step}")
-            run["heldout"][str(step)] = res
-            log(f"step {step}: held-out accuracy {res['accuracy']:.3f} ({res['correct']}/{res['problems']})")
+        for name, dataset, limit in (
+            ("heldout", rl.heldout, rl.heldout_limit),
+            ("validation", rl.validation, rl.validation_limit),
+        ):
+            if dataset and str(step) not in run[name]:
+                res = heldout_accuracy(cfg, sampler, checkpoint, out / name / f"step_{step}", dataset, limit)
+                run[name][str(step)] = res
+                log(f"step {step}: {name} accuracy {res['accuracy']:.3f} ({res['correct']}/{res['problems']})")
+        score = run["validation"].get(str(step))
+        if score is not None and improves(run["best"], score["accuracy"]):
+            run["best"] = {"step": step, "validation_accuracy": score["accuracy"]}
+            best_dir = save_best(out, state["params"], model_cfg, run["best"])
+            log(f"step {step}: best on validation so far, kept as {best_dir}")
 
     if start == 0:
         evaluate_now(0, cfg.init_from)
@@ -202,12 +215,16 @@ def run_rl(cfg: Config, *, max_steps_this_run: int | None = None, log=_log) -> d
                 run["prompts"] = stream.get_state()
                 run["seconds"] += t_done - t_step
                 preempted = sigterm.set
-                eval_due = rl.heldout and ((rl.eval_every_steps and step % rl.eval_every_steps == 0) or step == total)
+                eval_due = (rl.heldout or rl.validation) and (
+                    (rl.eval_every_steps and step % rl.eval_every_steps == 0) or step == total
+                )
                 if step % cfg.checkpoint.every_steps == 0 or step == end or preempted or eval_due:
                     ckpt.save(state, run, wait=bool(eval_due or preempted))
                 if eval_due:
                     evaluate_now(step, str(ckpt.directory / str(step)))
-                    row["heldout_accuracy"] = run["heldout"][str(step)]["accuracy"]
+                    for name in ("heldout", "validation"):
+                        if str(step) in run[name]:
+                            row[f"{name}_accuracy"] = run[name][str(step)]["accuracy"]
                     ckpt.manager.delete(step)  # re-save so the checkpoint's totals include this evaluation
                     ckpt.save(state, run, wait=True)
                 writer.write(row)
@@ -245,7 +262,11 @@ def _fit(c, prompt_len: int, seq_len: int):
 def _progress(row: dict, total: int, t0: float, start: int) -> None:
     done = row["step"] - start
     eta = (time.time() - t0) / done * (total - row["step"]) if done else 0.0
-    held = f" | held-out {row['heldout_accuracy']:.3f}" if "heldout_accuracy" in row else ""
+    held = "".join(
+        f" | {label} {row[key]:.3f}"
+        for label, key in (("held-out", "heldout_accuracy"), ("validation", "validation_accuracy"))
+        if key in row
+    )
     print(
         f"rl step {row['step']}/{total} | reward {row['reward_mean']:.3f} | pass {row['pass_rate']:.3f} | "
         f"len {row['response_length']:.0f} | clip {row.get('clip_fraction', 0):.3f} | "
@@ -275,9 +296,24 @@ def _summary(cfg: Config, run: dict, step: int, status: str, seconds_this_run: f
         out["heldout_interval_before"] = binomial_interval(before["correct"], before["problems"])
         out["heldout_interval_after"] = binomial_interval(after["correct"], after["problems"])
         if "samples" in before and "samples" in after:
-            # the noise of a before/after change on the same problems is the paired interval, not the
-            # two Wilson intervals side by side (which overlap for a real +-2 point change on 1000)
-            a, b = first_correct(before["samples"]), first_correct(after["samples"])
-            ids = sorted(a)
-            out["heldout_difference"] = paired_difference([a[i] for i in ids], [b[i] for i in ids])
+            out["heldout_difference"] = _paired(before, after)
+    if run.get("validation"):
+        out["validation"] = run["validation"]
+    best = run.get("best")
+    if best is not None:
+        chosen = held.get(str(best["step"]))
+        out["best"] = dict(best, dir=str(epath.Path(cfg.output_dir) / BEST_DIR))
+        if chosen is not None:
+            out["best"]["heldout_accuracy"] = chosen["accuracy"]
+            out["best"]["heldout_interval"] = binomial_interval(chosen["correct"], chosen["problems"])
+            if before and "samples" in before and "samples" in chosen:
+                out["best"]["heldout_difference"] = _paired(before, chosen)
     return out
+
+
+def _paired(before: dict, after: dict) -> dict:
+    """The paired per-problem change on the same problems: the noise of a before/after difference,
+    not the two Wilson intervals side by side (which overlap for a real +-2 point change on 1000)."""
+    a, b = first_correct(before["samples"]), first_correct(after["samples"])
+    ids = sorted(a)
+    return paired_difference([a[i] for i in ids], [b[i] for i in ids])

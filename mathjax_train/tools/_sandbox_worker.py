@@ -43,6 +43,7 @@ WRITABLE_DIRS = ("/tmp", "/var/tmp", "/dev/shm", "/run/lock")
 PRIVATE_DIRS = ("/run/user",)
 # Child fds: 0 stdin (/dev/null), 1+2 output pipe, 3 control (results), 4 commands (code blocks).
 CTL_FD, CMD_FD = 3, 4
+READY = b"R"  # first byte on the control pipe: death signal armed, ready for code
 _HDR = struct.Struct(">I")
 
 _libc = ctypes.CDLL(None, use_errno=True)
@@ -249,6 +250,9 @@ def _flush_and_exit(code: int) -> None:
 def child_main(cfg: dict, persistent: bool) -> None:
     """Body of a sandboxed child (after fork): loop over code blocks from the command pipe."""
     _prctl(PR_SET_PDEATHSIG, signal.SIGKILL)  # dies with its supervisor
+    # The supervisor sends code only after this byte, so a child whose supervisor died before the
+    # line above gets EPIPE here (nobody holds the read end) and never runs anything.
+    os.write(CTL_FD, READY)
     signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # oversize writes raise OSError instead
     signal.signal(signal.SIGXCPU, _on_sigxcpu)
     signal.signal(signal.SIGINT, signal.default_int_handler)
@@ -502,6 +506,10 @@ class Zygote:
         for fd in (out_w, ctl_w, cmd_r):
             os.close(fd)
         self.reap_pending()
+        # wait for READY (or EOF: the child failed in setup, which _supervise then reports)
+        ready = os.read(ctl_r, 1)
+        if ready not in (READY, b""):
+            raise RuntimeError(f"sandbox child sent {ready!r} before its ready byte")
         return pid, out_r, ctl_r, cmd_w, tmpdir
 
     def _child_setup(self, out_w, ctl_w, cmd_r, tmpdir, persistent, cpu_s, uid) -> None:

@@ -137,11 +137,35 @@ def iterate(
 
 
 def write_problems(path, cfg: ProblemsStageConfig) -> int:
-    """Write the problems `cfg` names (`data procedural`, a pipeline `problems` stage) as JSONL; their count."""
-    from mathjax_train.data.jsonl_source import write_jsonl
+    """Write the problems `cfg` names (`data procedural`, a pipeline `problems` stage) as JSONL; their count.
+    Questions found in `cfg.exclude` are skipped and later indices drawn in their place."""
+    from mathjax_train.data.jsonl_source import read_jsonl, write_jsonl
 
     cfg.validate()
-    return write_jsonl(
-        path,
-        iterate(seed=cfg.seed, split=cfg.split, stop=cfg.count, templates=cfg.templates or None, levels=cfg.levels),
-    )
+    excluded = {row["question"] for f in cfg.exclude for row in read_jsonl(f, {"question": str})}
+    if not excluded:
+        return write_jsonl(
+            path,
+            iterate(seed=cfg.seed, split=cfg.split, stop=cfg.count, templates=cfg.templates or None, levels=cfg.levels),
+        )
+    return write_jsonl(path, list(_outside(cfg, excluded)))  # all drawn first: an error leaves no file
+
+
+MAX_EXCLUDED_RUN = 5000  # consecutive excluded draws taken to mean `exclude` covers the whole question space
+
+
+def _outside(cfg: ProblemsStageConfig, excluded: set[str]) -> Iterator[dict]:
+    kept = run = 0
+    for problem in iterate(seed=cfg.seed, split=cfg.split, templates=cfg.templates or None, levels=cfg.levels):
+        if kept == cfg.count:
+            return
+        if problem["question"] not in excluded:
+            kept, run = kept + 1, 0
+            yield problem
+            continue
+        run += 1
+        if run == MAX_EXCLUDED_RUN:
+            raise InputError(
+                f"exclude {cfg.exclude}: {MAX_EXCLUDED_RUN} draws in a row are all in it ({kept} of {cfg.count} "
+                "problems written): it covers these levels and templates; give more of them"
+            )
