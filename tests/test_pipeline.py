@@ -45,7 +45,7 @@ def _kill_during_sft(run_dir) -> list[int]:
     deadline = time.time() + 300
     try:
         while time.time() < deadline and proc.poll() is None:
-            if ckpts.exists() and any((d / "commit_success.txt").exists() for d in ckpts.iterdir()):
+            if ckpts.exists() and _committed(ckpts):
                 proc.send_signal(signal.SIGKILL)
                 break
             time.sleep(0.01)
@@ -53,7 +53,12 @@ def _kill_during_sft(run_dir) -> list[int]:
         proc.kill()
         err = proc.communicate()[1].decode()
     assert proc.returncode == -signal.SIGKILL, err[-3000:]
-    return sorted(int(d.name) for d in ckpts.iterdir() if (d / "commit_success.txt").exists())
+    return _committed(ckpts)
+
+
+def _committed(ckpts) -> list[int]:
+    """Finished steps: Orbax writes STEP.orbax-checkpoint-tmp (success marker included) and renames it."""
+    return sorted(int(d.name) for d in ckpts.iterdir() if d.name.isdigit() and (d / "commit_success.txt").exists())
 
 
 @pytest.fixture(scope="module")

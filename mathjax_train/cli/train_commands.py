@@ -8,6 +8,7 @@ import sys
 
 def _cmd_train(args) -> int:
     from mathjax_train.config import load_config
+    from mathjax_train.train.metrics import print_line
     from mathjax_train.train.trainer import PREEMPTED_EXIT_CODE, TrainingDiverged, train
 
     cfg = load_config(args.config, args.overrides)
@@ -16,7 +17,7 @@ def _cmd_train(args) -> int:
     except TrainingDiverged as e:
         print(f"mathjax-train train: diverged: {e}", file=sys.stderr)
         return 3
-    print(json.dumps(summary))
+    print_line(json.dumps(summary))
     return PREEMPTED_EXIT_CODE if summary["status"] == "preempted" else 0
 
 

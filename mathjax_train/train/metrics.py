@@ -18,6 +18,14 @@ METRICS_FILE = "metrics.jsonl"
 TENSORBOARD_DIR = "tensorboard"
 
 
+def print_line(text: str, stream=None) -> None:
+    """`text` and its newline in one write: with unbuffered stdout (PYTHONUNBUFFERED), print() writes
+    them apart, and a library logging on the same fd (Gloo on a multi-host run) lands between them."""
+    stream = stream or sys.stdout
+    stream.write(text + "\n")
+    stream.flush()
+
+
 def format_duration(seconds: float) -> str:
     seconds = int(max(seconds, 0))
     h, rem = divmod(seconds, 3600)

@@ -26,7 +26,7 @@ from mathjax_train.parallel.host_data import global_batch, host_rows
 from mathjax_train.parallel.preflight import run_preflight
 from mathjax_train.train.checkpointing import TrainCheckpointer
 from mathjax_train.train.flops import peak_flops_per_device, train_flops_per_token
-from mathjax_train.train.metrics import MetricsWriter
+from mathjax_train.train.metrics import MetricsWriter, print_line
 from mathjax_train.train.setup import build_step
 
 PREEMPTED_EXIT_CODE = 143  # 128 + SIGTERM: the job did not finish, re-run the command to resume
@@ -140,7 +140,7 @@ class SigtermFlag:
             signal.signal(signal.SIGTERM, self.previous)
 
 
-def train(cfg: Config, *, max_steps_this_run: int | None = None, log=print) -> dict:
+def train(cfg: Config, *, max_steps_this_run: int | None = None, log=print_line) -> dict:
     """Run (or resume) training as configured. Returns a summary dict with `status`:
     `finished`, `preempted` or `stopped` (max_steps_this_run reached)."""
     maybe_initialize(cfg.distributed)
