@@ -61,7 +61,7 @@ def summarize(manifest: dict) -> dict:
     """The figures the issue asks for, from the manifest's stage metrics and the evaluation files.
     Models by their evaluate label (the stage that made them): sft, retrain (RFT), continued (the
     control, when the pipeline has it), init."""
-    from mathjax_train.eval.metrics import binomial_interval, paired_difference
+    from mathjax_train.eval.metrics import binomial_interval, paired_by_problem
     from mathjax_train.eval.results import first_correct
 
     st = manifest["stages"]
@@ -71,10 +71,9 @@ def summarize(manifest: dict) -> dict:
         for label, m in st[name]["metrics"].items():
             evaluated[label] = m
             greedy[label] = first_correct(st[name]["outputs"][f"{label}.greedy"]["path"])
-    ids = sorted(greedy["sft"])
 
-    def paired(a: str, b: str) -> dict:
-        return paired_difference([greedy[a][i] for i in ids], [greedy[b][i] for i in ids])
+    def paired(a: str, b: str) -> dict:  # every model is graded on the same held-out problems
+        return paired_by_problem(greedy[a], greedy[b])
 
     def interval(label: str) -> list[float]:
         m = evaluated[label]["greedy"]

@@ -8,7 +8,7 @@ fields only, so a report can be recomputed from its own graded samples.
 from __future__ import annotations
 
 import math
-from typing import Any, Callable, Iterable, Sequence
+from typing import Any, Callable, Iterable, Mapping, Sequence
 
 from mathjax_train.grading import is_equivalent
 
@@ -151,3 +151,9 @@ def paired_difference(before: Sequence[bool], after: Sequence[bool], z: float = 
         "gained": sum(x > 0 for x in d),
         "lost": sum(x < 0 for x in d),
     }
+
+
+def paired_by_problem(before: Mapping[str, bool], after: Mapping[str, bool]) -> dict:
+    """`paired_difference` of two {problem id: correct} maps, matched by id (every id of `before`)."""
+    ids = sorted(before)
+    return paired_difference([before[i] for i in ids], [after[i] for i in ids])

@@ -36,7 +36,7 @@ from mathjax_train.train.checkpointing import TrainCheckpointer
 from mathjax_train.train.metrics import MetricsWriter, format_duration
 from mathjax_train.train.optimizer import make_optimizer
 from mathjax_train.train.state import init_state, state_layout
-from mathjax_train.eval.metrics import binomial_interval, paired_difference
+from mathjax_train.eval.metrics import binomial_interval, paired_by_problem
 from mathjax_train.eval.results import first_correct
 from mathjax_train.train.trainer import PREEMPTED_EXIT_CODE, SigtermFlag, write_run_files, resolve_model_config
 
@@ -314,6 +314,4 @@ def _summary(cfg: Config, run: dict, step: int, status: str, seconds_this_run: f
 def _paired(before: dict, after: dict) -> dict:
     """The paired per-problem change on the same problems: the noise of a before/after difference,
     not the two Wilson intervals side by side (which overlap for a real +-2 point change on 1000)."""
-    a, b = first_correct(before["samples"]), first_correct(after["samples"])
-    ids = sorted(a)
-    return paired_difference([a[i] for i in ids], [b[i] for i in ids])
+    return paired_by_problem(first_correct(before["samples"]), first_correct(after["samples"]))

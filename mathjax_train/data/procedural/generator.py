@@ -143,20 +143,18 @@ def write_problems(path, cfg: ProblemsStageConfig) -> int:
 
     cfg.validate()
     excluded = {row["question"] for f in cfg.exclude for row in read_jsonl(f, {"question": str})}
+    problems = iterate(seed=cfg.seed, split=cfg.split, templates=cfg.templates or None, levels=cfg.levels)
     if not excluded:
-        return write_jsonl(
-            path,
-            iterate(seed=cfg.seed, split=cfg.split, stop=cfg.count, templates=cfg.templates or None, levels=cfg.levels),
-        )
-    return write_jsonl(path, list(_outside(cfg, excluded)))  # all drawn first: an error leaves no file
+        return write_jsonl(path, itertools.islice(problems, cfg.count))
+    return write_jsonl(path, list(_outside(problems, excluded, cfg)))  # all drawn first: an error leaves no file
 
 
 MAX_EXCLUDED_RUN = 5000  # consecutive excluded draws taken to mean `exclude` covers the whole question space
 
 
-def _outside(cfg: ProblemsStageConfig, excluded: set[str]) -> Iterator[dict]:
+def _outside(problems: Iterator[dict], excluded: set[str], cfg: ProblemsStageConfig) -> Iterator[dict]:
     kept = run = 0
-    for problem in iterate(seed=cfg.seed, split=cfg.split, templates=cfg.templates or None, levels=cfg.levels):
+    for problem in problems:
         if kept == cfg.count:
             return
         if problem["question"] not in excluded:
