@@ -5,10 +5,14 @@
 
 The job: GSM8K train questions in the model's chat template (the HF tokenizer renders them; both
 sides get the same token ids), k samples each at temperature 0.7, up to --max-tokens new tokens,
-EOS ends a row. Each side is timed after its own start-up and a short warm-up; compilation that
-happens during the run counts. Start-up (loading, engine construction, warm-up) is reported
-separately and in the wall time. vLLM runs in its own venv (benchmarks/vllm_side.py; set up as the
-README says). --sweep also runs ours at 8, 32 and 128 slots and at k = 1, 8, 32.
+EOS ends a row. Each side is timed after its own start-up and a short warm-up. vLLM compiles its model in its
+start-up; ours does too (`Engine.compile_ahead`: every program a run can need), and with --lazy it
+is also timed compiling as the job goes, as `rft` does (that compilation then counts in its tokens/s).
+Start-up (loading, engine construction, compilation, warm-up) is reported separately and in the
+wall time. vLLM runs in its own venv (benchmarks/vllm_side.py; set up as the
+README says). --sweep also runs ours at 8, 32 and 128 slots and at k = 1, 8, 32, in the same process
+after the main run: programs an earlier run compiled are reused, so those runs leave most compilation out.
+--vllm-env passes settings to vLLM (e.g. VLLM_CPU_NUM_OF_RESERVED_CPU=0: its model on every core).
 Prints one JSON object; ratio > 1 means we are faster.
 """
 
@@ -36,7 +40,7 @@ def gsm8k_train_questions(n: int) -> list[str]:
         return [json.loads(line)["question"] for _, line in zip(range(n), f)]
 
 
-def ours(ckpt: str, prompts: list[list[int]], k: int, max_tokens: int, slots: int) -> dict:
+def ours(ckpt: str, prompts: list[list[int]], k: int, max_tokens: int, slots: int, compile_ahead: bool = True) -> dict:
     from mathjax_train.config import EngineConfig
     from mathjax_train.infer.engine import Engine
     from mathjax_train.infer.loading import load_for_inference
@@ -45,6 +49,8 @@ def ours(ckpt: str, prompts: list[list[int]], k: int, max_tokens: int, slots: in
     t0 = time.perf_counter()
     model = load_for_inference(ckpt, dtype="float32")
     engine = Engine(model, EngineConfig(num_slots=slots), max_seq_len=max(map(len, prompts)) + max_tokens)
+    if compile_ahead:  # every program a run can need, in start-up, as vLLM compiles in its own
+        engine.compile_ahead()
     engine.generate(prompts[:1], SamplingParams(max_tokens=8), [[0]])  # warm-up, like vLLM's
     startup = time.perf_counter() - t0
     sp = SamplingParams(max_tokens=max_tokens, temperature=0.7)
@@ -68,7 +74,15 @@ def ours(ckpt: str, prompts: list[list[int]], k: int, max_tokens: int, slots: in
         "prefills": engine.stats.prompt_prefills,
         "preemptions": engine.stats.preemptions,
         "compiled_shapes": len(engine.shapes),
+        "compile_ahead": compile_ahead,
     }
+
+
+def lazy_run(args, workdir: str) -> dict:
+    cmd = [sys.executable, os.path.abspath(__file__), "--only-ours-lazy", "--workdir", workdir]
+    cmd += ["--questions", str(args.questions), "--k", str(args.k), "--max-tokens", str(args.max_tokens)]
+    run = subprocess.run(cmd + ["--slots", str(args.slots)], capture_output=True, text=True, check=True)
+    return json.loads(run.stdout)
 
 
 def vllm(python: str, hf_dir: str, prompts: list[list[int]], k: int, max_tokens: int, env: dict) -> dict:
@@ -120,6 +134,8 @@ def main() -> None:
     ap.add_argument("--max-tokens", type=int, default=256)
     ap.add_argument("--slots", type=int, default=128)
     ap.add_argument("--sweep", action="store_true")
+    ap.add_argument("--lazy", action="store_true", help="also time ours compiling as the job goes (as rft does)")
+    ap.add_argument("--only-ours-lazy", action="store_true", help=argparse.SUPPRESS)  # the child of --lazy
     ap.add_argument("--workdir", default=None, help="reuse a directory holding hf/ and ckpt/")
     args = ap.parse_args()
 
@@ -135,6 +151,9 @@ def main() -> None:
         )
         for q in gsm8k_train_questions(args.questions)
     ]
+    if args.only_ours_lazy:
+        print(json.dumps(ours(ckpt, prompts, args.k, args.max_tokens, args.slots, compile_ahead=False)))
+        return
     result = {
         "model": "SmolLM2-135M-Instruct",
         "dtype": "float32",
@@ -145,6 +164,10 @@ def main() -> None:
         "cores": os.cpu_count(),
         "ours": ours(ckpt, prompts, args.k, args.max_tokens, args.slots),
     }
+    if args.lazy:
+        # what `rft` does: programs compiled when the job first needs them, inside the timed run (in a child
+        # process, so that nothing the run above compiled is reused)
+        result["ours_lazy_compile"] = lazy_run(args, os.path.dirname(hf_dir))
     if args.vllm_python:
         env = dict(kv.split("=", 1) for kv in args.vllm_env)
         result["vllm"] = vllm(args.vllm_python, hf_dir, prompts, args.k, args.max_tokens, env)

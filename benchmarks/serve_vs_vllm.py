@@ -1,7 +1,7 @@
 """`serve` vs vLLM's OpenAI server under an evaluation-harness client, SmolLM2-135M-Instruct, CPU, fp32.
 
     python benchmarks/serve_vs_vllm.py --vllm-python /path/to/vllm-venv/bin/python [--questions 20]
-        [--shots 5] [--concurrency 4] [--max-tokens 256]
+        [--shots 5] [--concurrency 4] [--max-tokens 256] [--vllm-env KEY=VALUE ...]
 
 The client is benchmarks/harness_client.py, shaped like lm-evaluation-harness's
 `local-completions` backend: `--concurrency` requests at a time, one 5-shot GSM8K prompt each,
@@ -64,6 +64,7 @@ def timed_server(cmd: list[str], port: int, env: dict, prompts: list[str], args)
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--vllm-python", default="", help="python of the vLLM venv; empty: ours only")
+    ap.add_argument("--vllm-env", action="append", default=[], help="KEY=VALUE for the vLLM server (repeatable)")
     ap.add_argument("--questions", type=int, default=20)
     ap.add_argument("--shots", type=int, default=5)
     ap.add_argument("--concurrency", type=int, default=4)
@@ -107,7 +108,9 @@ def main() -> None:
     if args.vllm_python:
         port = free_port()
         vllm_cmd = [args.vllm_python, os.path.join(HERE, "vllm_side.py"), "serve", hf_dir, str(port)]
-        result["vllm"] = timed_server(vllm_cmd, port, {}, prompts, args)
+        env = dict(kv.split("=", 1) for kv in args.vllm_env)
+        result["vllm"] = timed_server(vllm_cmd, port, env, prompts, args)
+        result["vllm"]["env"] = env
         same = sum(a == b for a, b in zip(result["ours"]["texts"], result["vllm"]["texts"]))
         result["identical_answers"] = f"{same}/{len(prompts)}"
         result["ratio_wall_vllm_over_ours"] = round(result["vllm"]["wall_s"] / result["ours"]["wall_s"], 2)

@@ -33,9 +33,16 @@ Dtype = Literal["float32", "bfloat16", "float16"]
 # blocked (plain XLA, causal blocks only) | dot (plain XLA, full score matrix) | splash (Pallas TPU kernel;
 # interpreted off TPU) | cudnn (GPU); model/attention.py `self_attention` picks one
 AttentionKernel = Literal["dot", "splash", "cudnn", "blocked"]
+EngineAttention = Literal["auto", "xla", "cpu", "pallas"]  # infer/engine.py: paged_kernel
 RlAggregation = Literal["token", "sequence", "constant"]  # rl/loss.py `aggregate`
 LoraTarget = Literal["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
-SLOTS_HELP = "engine slots: rows decoded together (0 = 64 on CPU, 256 on TPU/GPU)"
+SLOTS_HELP = "engine slots: rows decoded together (0 = 128 on CPU, 256 on TPU/GPU)"
+TENSOR_HELP = (
+    "this host's devices one engine spans (tensor parallelism: params split by the mesh rules, the KV cache by "
+    "kv heads); -1 = as many local devices as the model's heads split evenly over"
+)
+SHARD_INDEX_HELP = "this host's shard (-1 = jax.process_index())"
+NUM_SHARDS_HELP = "shards, one per host of a pod (0 = jax.process_count())"
 DTYPE_HELP = 'compute dtype: auto = float32 on CPU, bfloat16 on TPU/GPU; "" = the checkpoint\'s'
 # What synthetic rows are checked against unless told otherwise (decontaminate, augment).
 DECONTAMINATE_BENCHMARKS = ("gsm8k", "math")
@@ -78,6 +85,14 @@ def check_choices(cfg: Any, where: str) -> None:
                 _check_literal(item, typing.get_args(tp)[0], f"{where}.{f.name}[{i}]")
         if dataclasses.is_dataclass(value) and not isinstance(value, type):
             check_choices(value, f"{where}.{f.name}")
+
+
+def check_shard(shard_index: int, num_shards: int, where: str) -> None:
+    """shard_index / num_shards of a job split over hosts (parallel/host_shard.py)."""
+    if num_shards < 0:
+        raise ConfigError(f"{where}.num_shards: must be >= 0 (0 = jax.process_count()), got {num_shards}")
+    if shard_index < -1 or (num_shards and shard_index >= num_shards):
+        raise ConfigError(f"{where}.shard_index: {shard_index} is not in [0, {num_shards or 'num_shards'})")
 
 
 @dataclass
@@ -166,6 +181,22 @@ class EngineConfig:
     )
     decode_steps: int = setting(16, help="decode steps per compiled chunk; new rows are admitted between chunks")
     prefill_budget: int = setting(512, help="prompt tokens prefilled per chunk while other rows are decoding")
+    prefix_cache: bool = setting(
+        True,
+        help="keep prefilled prompt pages after their rows end and reuse them for prompts that start the same way",
+    )
+    layers: Literal["auto", "scan", "unroll"] = setting(
+        "auto",
+        help="decode with the layers unrolled (their weights as separate arrays: faster on CPU, a second "
+        "copy of the weights in memory) or scanned; auto = unroll on CPU",
+    )
+    attention: EngineAttention = setting(
+        "auto",
+        help="how attention reads the paged KV cache: cpu = the C++ kernel (float32 on CPU), pallas = JAX's "
+        "ragged paged attention kernel (TPU), xla = plain JAX; auto = cpu on CPU, pallas on TPU where they "
+        "serve the model, else xla",
+    )
+    tensor: int = setting(1, help=TENSOR_HELP)
 
     def validate(self, where: str = "engine") -> None:
         for name, low in (
@@ -179,6 +210,21 @@ class EngineConfig:
                 raise ConfigError(f"{where}.{name} must be >= {low}, got {getattr(self, name)}")
         if not 0 < self.kv_memory_fraction <= 1:
             raise ConfigError(f"{where}.kv_memory_fraction must be in (0, 1], got {self.kv_memory_fraction}")
+        if self.tensor < 1 and self.tensor != -1:
+            raise ConfigError(f"{where}.tensor must be >= 1 or -1 (every local device that fits), got {self.tensor}")
+
+
+@dataclass
+class SamplingPlanConfig:
+    """`plan --sampling`: the sampling engine of one host of the slice, for the model of plan's --config."""
+
+    max_seq_len: int = setting(0, help="longest prompt + completion in tokens (0 = model.max_position_embeddings)")
+    engine: EngineConfig = setting(default_factory=EngineConfig)
+
+    def validate(self, where: str = "sampling") -> None:
+        if self.max_seq_len < 0:
+            raise ConfigError(f"{where}.max_seq_len must be >= 0, got {self.max_seq_len}")
+        self.engine.validate(f"{where}.engine")
 
 
 @dataclass
@@ -192,7 +238,12 @@ class GenerateConfig:
     num_samples: int = setting(1, help="completions per prompt (pass@k, maj@k)")
     seed: int = setting(0, help="per-row seeds derive from it: a completion does not depend on its batch")
     batch_size: int = setting(0, help=SLOTS_HELP)
+    tensor: int = setting(1, help=TENSOR_HELP)
     stop: list[str] = setting(default_factory=list, help="extra stop string (repeatable; added to EOS)")
+
+    def engine(self) -> EngineConfig:
+        """The engine settings these carry (slots, tensor degree); the rest are the engine's defaults."""
+        return EngineConfig(num_slots=self.batch_size, tensor=self.tensor)
 
 
 @dataclass
@@ -206,12 +257,16 @@ class GenerateJobConfig:
     tools: Tools = setting("none", help="python: run each ```python block the model closes and feed its output back")
     max_tool_calls: int = setting(4, help="code executions per completion (tools python)")
     tool_timeout_s: float = setting(5.0, flag="--tool-timeout", help="seconds per code execution (tools python)")
+    shard_index: int = setting(-1, help=SHARD_INDEX_HELP)
+    num_shards: int = setting(0, help=NUM_SHARDS_HELP)
     generate: GenerateConfig = setting(default_factory=GenerateConfig)
 
     def validate(self, where: str = "generate") -> None:
         check_choices(self, where)
         if self.max_tool_calls < 0 or self.tool_timeout_s <= 0:
             raise ConfigError(f"{where}: max_tool_calls must be >= 0 and tool_timeout_s > 0")
+        check_shard(self.shard_index, self.num_shards, where)
+        self.generate.engine().validate(f"{where}.generate")
 
 
 @dataclass
@@ -237,6 +292,8 @@ class EvalConfig:
         "auto", help="when no boxed/'The answer is' answer: auto = the last number for gsm8k only"
     )
     grading_timeout_s: float = setting(5.0, flag="--grading-timeout", help="seconds per symbolic comparison")
+    shard_index: int = setting(-1, help=SHARD_INDEX_HELP)
+    num_shards: int = setting(0, help=NUM_SHARDS_HELP)
     generate: GenerateConfig = setting(default_factory=lambda: GenerateConfig(max_new_tokens=512))
 
     def validate(self, where: str = "eval") -> None:
@@ -254,6 +311,8 @@ class EvalConfig:
             raise ConfigError(f"{where}.generate: temperature must be >= 0 and top_p in (0, 1]")
         if self.grading_timeout_s <= 0:
             raise ConfigError(f"{where}.grading_timeout_s: must be > 0, got {self.grading_timeout_s}")
+        check_shard(self.shard_index, self.num_shards, where)
+        self.generate.engine().validate(f"{where}.generate")
 
 
 @dataclass
@@ -277,12 +336,13 @@ class RftConfig:
     max_new_tokens: int = setting(512, help="most new tokens per path")
     seed: int = setting(0, help="per-row seeds derive from it")
     batch_size: int = setting(0, help=SLOTS_HELP)
+    tensor: int = setting(1, help=TENSOR_HELP)
     dtype: ComputeDtype = setting("auto", help=DTYPE_HELP)
     tools: Tools = setting("none", help="python: tool-integrated paths, verified the same way")
     max_tool_calls: int = setting(4, help="code executions per path")
     tool_timeout_s: float = setting(5.0, flag="--tool-timeout", help="seconds per code execution")
-    shard_index: int = setting(-1, help="this host's shard (-1 = jax.process_index())")
-    num_shards: int = setting(0, help="shards (0 = jax.process_count())")
+    shard_index: int = setting(-1, help=SHARD_INDEX_HELP)
+    num_shards: int = setting(0, help=NUM_SHARDS_HELP)
     dedup_with_reference: bool = setting(
         True,
         help="drop samples that compute what the reference solution does; off for questions whose "
@@ -304,8 +364,8 @@ class RftConfig:
             raise ConfigError(
                 f"{where}: temperature must be >= 0 and top_p in (0, 1], got {self.temperature}, {self.top_p}"
             )
-        if self.num_shards < 0 or (self.num_shards and not -1 <= self.shard_index < self.num_shards):
-            raise ConfigError(f"{where}.shard_index: {self.shard_index} is not in [0, {self.num_shards})")
+        check_shard(self.shard_index, self.num_shards, where)
+        EngineConfig(num_slots=self.batch_size, tensor=self.tensor).validate(where)
 
 
 AugmentMethod = Literal["rephrase", "change_numbers", "harder"]  # synth/augment.py has a prompt for each
@@ -395,7 +455,10 @@ class ServeConfig:
     api_key_env: str = setting(
         "", help='require `Authorization: Bearer <key>` with the key read from this env var ("" = no key)'
     )
-    warmup: bool = setting(True, help="compile a one-row chunk at start-up")
+    warmup: bool = setting(
+        True,
+        help="compile the engine's programs for every batch size and prompt chunk at start-up, then answer one request",
+    )
     quiet: bool = setting(False, help="no access log on stderr")
 
     def validate(self, where: str = "serve") -> None:
@@ -631,6 +694,11 @@ class RlConfig:
         if self.kl_coef < 0 or self.temperature <= 0 or not 0 < self.top_p <= 1:
             raise ConfigError(f"{where}: need kl_coef >= 0, temperature > 0 and top_p in (0, 1]")
         self.engine.validate(f"{where}.engine")
+        if self.engine.tensor != 1:
+            raise ConfigError(
+                f"{where}.engine.tensor must be 1, got {self.engine.tensor}: the sampler reads the learner's "
+                "parameter arrays in place, as the learner lays them out"
+            )
 
 
 @dataclass

@@ -41,6 +41,18 @@ def _share_compiled_programs() -> None:
 _share_compiled_programs()
 
 
+def _private_kernel_cache() -> None:
+    """The CPU attention kernel (model/cpu_kernels.py) is built once for the session, into a directory of
+    its own rather than the user's ~/.cache, and shared with the CLI processes tests start."""
+    if "MATHJAX_KERNEL_CACHE" not in os.environ:
+        cache = tempfile.mkdtemp(prefix="mathjax-tests-kernels-")
+        atexit.register(shutil.rmtree, cache, ignore_errors=True)
+        os.environ["MATHJAX_KERNEL_CACHE"] = cache
+
+
+_private_kernel_cache()
+
+
 def pytest_collection_modifyitems(config, items):
     """Starts the package's mypy run early when its test is selected; `gpu` tests need a CUDA backend: on
     CPU-only machines (CI) they are skipped, saying so."""

@@ -3,6 +3,7 @@ shared prompts prefill once, pages come back, preemption recomputes exactly, sto
 
 import dataclasses
 
+import jax
 import numpy as np
 import pytest
 import torch
@@ -49,16 +50,18 @@ def prompts_of(lengths, seed=0):
     return [rng.randint(3, 300, n).tolist() for n in lengths]
 
 
-def test_greedy_matches_transformers_with_admission_mid_run(tiny):
+@pytest.mark.parametrize("attention", ["xla", "cpu"])  # the plain-JAX path and the C++ kernel
+def test_greedy_matches_transformers_with_admission_mid_run(tiny, attention):
     hf, m = tiny
     prompts = prompts_of((5, 17, 40, 64, 3, 29))
-    eng = Engine(m, EngineConfig(num_slots=2, **SMALL))  # 6 prompts through 2 slots: admitted as rows end
+    eng = Engine(m, EngineConfig(num_slots=2, attention=attention, **SMALL))  # 6 prompts, 2 slots: admitted as rows end
+    assert eng.kernel == attention
     lengths = [40, 12, 33, 7, 40, 21]  # rows end at different steps
     out = eng.generate(prompts, [SamplingParams(max_tokens=n, ignore_eos=True) for n in lengths], [[0]] * 6)
     for p, n, (c,) in zip(prompts, lengths, out):
         assert c.token_ids == hf_greedy(hf, p, n) and c.finish_reason == "length"
     assert eng.stats.prefill_calls > len(prompts)  # the 40- and 64-token prompts were prefilled in chunks
-    assert eng.pool.free == eng.pool.usable
+    assert eng.pages_held_by_rows() == 0
 
 
 def test_eos_ends_rows_at_different_steps(tiny):
@@ -116,7 +119,7 @@ def test_samples_of_one_prompt_prefill_it_once(llama):
     single = Engine(m, EngineConfig(num_slots=1, **SMALL))
     for seed, c in enumerate(shared):
         assert c.token_ids == single.generate([p], sp, [[seed]])[0][0].token_ids
-    assert eng.pool.free == eng.pool.usable
+    assert eng.pages_held_by_rows() == 0
 
 
 def test_a_thousand_requests_give_every_page_back(llama):
@@ -136,6 +139,8 @@ def test_a_thousand_requests_give_every_page_back(llama):
             eng.cancel(rows[-1])
     eng.run()
     assert all(r.completion is not None for r in rows)
+    assert eng.pages_held_by_rows() == 0
+    eng.clear_prefix_cache()  # the pages it kept are all it still holds
     assert eng.pool.free == eng.pool.usable and all(eng.pool.refs(p) == 0 for p in range(eng.num_pages))
     assert eng.stats.finished == len(rows)
     kinds = {k: sorted(sh[1:] for sh in eng.shapes if sh[0] == k) for k in ("prefill", "decode")}
@@ -152,7 +157,7 @@ def test_running_out_of_pages_preempts_and_recomputes_exactly(llama):
     out = tight.generate(prompts, sp, seeds)
     assert tight.stats.preemptions > 0
     assert [c.token_ids for (c,) in out] == [c.token_ids for (c,) in roomy]
-    assert tight.pool.free == tight.pool.usable
+    assert tight.pages_held_by_rows() == 0
 
 
 def test_stop_strings_cut_text_and_tokens(llama):
@@ -180,7 +185,7 @@ def test_a_held_row_resumes_in_its_pages(tiny):
     eng.extend(row, len(kept), appended, SamplingParams(max_tokens=10, ignore_eos=True), seed=0)
     eng.run()
     assert row.completion.token_ids == hf_greedy(hf, p + kept + appended, 10)
-    assert eng.pool.free == eng.pool.usable
+    assert eng.pages_held_by_rows() == 0
 
 
 def test_cancel_frees_the_row(llama):
@@ -191,7 +196,7 @@ def test_cancel_frees_the_row(llama):
     assert row.state == "running"
     eng.cancel(row)
     eng.run()
-    assert row.completion.finish_reason == "aborted" and eng.pool.free == eng.pool.usable
+    assert row.completion.finish_reason == "aborted" and eng.pages_held_by_rows() == 0
 
 
 def test_bad_requests_are_refused_with_the_numbers(llama):
@@ -227,3 +232,73 @@ def test_page_buckets_are_few_and_cover():
     assert all(page_bucket(n, 10_000) >= n for n in range(1, 2049))
     assert all(page_bucket(n, 10_000) <= max(2, n * 3 // 2) for n in range(1, 2049))
     assert page_bucket(500, 37) == 37
+
+
+def test_compiling_ahead_covers_every_shape_a_run_needs(llama):
+    """What a server does at start-up: afterwards no batch size or prompt length compiles anything new, and the
+    trash-page runs changed no result."""
+    _, m = llama
+    cfg = EngineConfig(num_slots=16, page_size=4, decode_steps=4, prefill_budget=64)
+    eng = Engine(m, cfg)
+    assert eng.kernel == "cpu"  # one page-table width: every shape is known ahead
+    ran = eng.compile_ahead()
+    programs = eng.programs
+    compiled = [f._cache_size() for f in (programs._prefill, programs._decode, programs._copy)]
+    assert ran == 3 + 3 + 1  # prefill chunks of 16/32/64 tokens, decode for 1/4/16 rows, the page copy
+    prompts = prompts_of((3, 9, 70, 33, 5, 100, 12, 64, 17, 2, 45, 8, 30, 6, 21, 50, 11), seed=9)
+    sp = SamplingParams(max_tokens=7, temperature=0.7, ignore_eos=True)
+    seeds = [[i, i + 100] for i in range(len(prompts))]
+    out = eng.generate(prompts, sp, seeds)
+    assert [f._cache_size() for f in (programs._prefill, programs._decode, programs._copy)] == compiled
+    fresh = Engine(m, dataclasses.replace(cfg, prefix_cache=False)).generate(prompts, sp, seeds)
+    assert [[c.token_ids for c in g] for g in out] == [[c.token_ids for c in g] for g in fresh]
+
+
+def test_a_program_that_fails_after_taking_the_cache_leaves_a_working_engine(llama):
+    """The cache is donated to every program: one that fails midway takes it along. The engine starts a fresh
+    cache, the error reaches the caller, and the rows still queued finish exactly as they would have."""
+    _, m = llama
+    prompts = prompts_of((9, 14, 6), seed=11)
+    sp = SamplingParams(max_tokens=10, temperature=0.8, ignore_eos=True)
+    want = Engine(m, EngineConfig(num_slots=4, **SMALL)).generate(prompts, sp, [[1], [2], [3]])
+    eng = Engine(m, EngineConfig(num_slots=4, **SMALL))
+    rows = [eng.submit(p, sp, [i + 1])[0] for i, p in enumerate(prompts)]
+    eng.step()  # prefilled, one chunk decoded
+    real = eng.programs.decode
+
+    def fails_midway(params, cache, *args, **kwargs):
+        jax.tree.map(lambda x: x.delete(), cache)  # what a failed run of a donating program leaves
+        raise RuntimeError("injected failure")
+
+    eng.programs.decode = fails_midway
+    try:
+        with pytest.raises(RuntimeError, match="injected failure"):
+            eng.step()
+    finally:
+        eng.programs.decode = real
+    assert eng.stats.cache_losses == 1 and not any(x.is_deleted() for x in jax.tree.leaves(eng.cache))
+    eng.run()
+    assert [r.completion.token_ids for r in rows] == [c.token_ids for (c,) in want]
+    assert eng.pages_held_by_rows() == 0
+
+
+def test_small_batches_take_short_chunks_and_admit_as_soon_as_a_slot_frees(llama):
+    _, m = llama
+    cfg = EngineConfig(num_slots=2, page_size=4, decode_steps=16, prefill_budget=64)
+    long, short = SamplingParams(max_tokens=30, ignore_eos=True), SamplingParams(max_tokens=2, ignore_eos=True)
+    prompts = prompts_of((5, 7, 6), seed=12)
+    eng = Engine(m, cfg)
+    a, b, c = (eng.submit(p, sp, [0])[0] for p, sp in zip(prompts, (long, short, long)))
+    eng.step()  # a and b admitted, c waits: a chunk of 16 // 4 steps, ended when b ends after 2
+    assert b.completion is not None and len(a.generated) == 2 and c.state == "waiting"
+    eng.step()  # c takes b's slot
+    assert c.state == "running"
+    eng.run()
+    alone = Engine(m, dataclasses.replace(cfg, num_slots=1))  # one row at a time: full 16-step chunks
+    assert [r.completion.token_ids for r in (a, b, c)] == [
+        alone.generate([p], sp, [[0]])[0][0].token_ids for p, sp in zip(prompts, (long, short, long))
+    ]
+    big = Engine(m, dataclasses.replace(cfg, num_slots=10))
+    rows = [big.submit(p, long, [i])[0] for i, p in enumerate(prompts_of([5] * 12, seed=13))]
+    big.step()  # 10 rows run, above SMALL_BATCH: a whole chunk although two rows wait
+    assert [len(r.generated) for r in rows] == [16] * 10 + [0, 0]

@@ -165,7 +165,7 @@ def test_a_row_waiting_for_its_sandbox_keeps_its_pages_while_others_decode(force
         assert other_state == "finished" and other_completion.finish_reason == "eos"
         assert sleeper_gen.text == CODE4 + OUT4 + ANS1 and sleeper_gen.tool_calls == 1
         assert other_gen.text == "".join(WORDS) and other_gen.finish_reason == "eos"
-        assert eng.pool.free == eng.pool.usable and not eng.busy
+        assert eng.pages_held_by_rows() == 0 and not eng.busy
         assert tg.executions == 2
         assert sandbox_processes()  # warm until closed
     assert not sandbox_processes()
@@ -201,7 +201,7 @@ def test_tool_output_is_prefilled_into_the_rows_own_pages(forced, monkeypatch):
     tokens, start, table = prefills[-1]
     assert tokens == appended[:-1] and start == prompt_len + 1
     assert table[: len(at_extend[0])] == at_extend[0]  # into the pages the row held when it stopped
-    assert eng.pool.free == eng.pool.usable
+    assert eng.pages_held_by_rows() == 0
     n = len(ids_of(m, CODE5))  # logprobs align with token_ids; tool-output ids were not sampled: NaN
     assert len(gen.logprobs) == len(gen.token_ids)
     assert [x != x for x in gen.logprobs] == [False] * n + [True] * len(appended) + [False, False]
@@ -212,7 +212,7 @@ def test_rows_wait_for_a_free_sandbox(forced):
     with ToolGenerator(m, batch_size=2, sandboxes=1, preload=()) as tg:  # two code rows, one sandbox
         a, b = tg.generate([Q1, Q3], SamplingParams(max_tokens=12), [0, 0])
         assert a.text == CODE1 + OUT1 + CODE2 + OUT2 + ANS1 and b.text == CODE3 + OUT3 + ANS3
-        assert tg.executions == 3 and tg.engine.pool.free == tg.engine.pool.usable
+        assert tg.executions == 3 and tg.engine.pages_held_by_rows() == 0
 
 
 def test_an_error_mid_run_frees_every_page_and_the_generator_still_works(forced):
@@ -224,7 +224,7 @@ def test_an_error_mid_run_frees_every_page_and_the_generator_still_works(forced)
     with ToolGenerator(m, batch_size=2, preload=(), engine_config=SMALL) as tg:
         with pytest.raises(KeyError, match="caller failed on row 1"):  # Q2 ends first; Q4 sleeps or decodes
             tg.generate([Q4, Q2], SamplingParams(max_tokens=12), [0, 0], on_result=fail)
-        assert not tg.engine.busy and tg.engine.pool.free == tg.engine.pool.usable
+        assert not tg.engine.busy and tg.engine.pages_held_by_rows() == 0
         (again,) = tg.generate([Q1], SamplingParams(max_tokens=12), [0])
         assert again.text == CODE1 + OUT1 + CODE2 + OUT2 + ANS1
 

@@ -43,6 +43,20 @@ def add_config_flags(parser: argparse.ArgumentParser, cls: type, *, required: tu
     """One flag per field of `cls`, plus `--config` and overrides; `required` fields must be set by a
     flag, the file or an override."""
     parser.set_defaults(config_cls=cls, config_required=required)
+    add_field_flags(parser, cls)
+    parser.add_argument("--config", default=None, help=f"YAML file of {cls.__name__} settings (flags override it)")
+    parser.add_argument(
+        "overrides",
+        nargs="*",
+        default=[],
+        metavar="key=value",
+        help=f"{cls.__name__} fields as dotted key=value, applied last",
+    )
+
+
+def add_field_flags(parser: argparse.ArgumentParser | argparse._ArgumentGroup, cls: type) -> None:
+    """One flag per field of `cls` (nested sections flattened), nothing else: for a command whose own
+    `--config` is another file (`plan --sampling`); `config_from_flags` builds `cls` back."""
     names: dict[str, str] = {}
     for path, f, tp, default in _fields(cls, cls()):
         if typing.get_origin(tp) is dict:
@@ -83,14 +97,28 @@ def add_config_flags(parser: argparse.ArgumentParser, cls: type, *, required: tu
         else:
             kw.pop("dest")
             parser.add_argument(_PREFIX + path, nargs="?", **kw)
-    parser.add_argument("--config", default=None, help=f"YAML file of {cls.__name__} settings (flags override it)")
-    parser.add_argument(
-        "overrides",
-        nargs="*",
-        default=[],
-        metavar="key=value",
-        help=f"{cls.__name__} fields as dotted key=value, applied last",
-    )
+
+
+def flags_given(args: argparse.Namespace, cls: type) -> list[str]:
+    """The derived flags of `cls` set on this command line, as typed (`--page-size`)."""
+    given = {dest[len(_PREFIX) :] for dest in vars(args) if dest.startswith(_PREFIX)}
+    return [_flag(f) for path, f, _, _ in _fields(cls, cls()) if path in given]
+
+
+def config_from_flags(args: argparse.Namespace, cls: type, where: str) -> Any:
+    """`cls` from its derived flags alone (see add_field_flags), defaults elsewhere; validated."""
+    data: dict = {}
+    for dest, value in vars(args).items():
+        if dest.startswith(_PREFIX):
+            *sections, leaf = dest[len(_PREFIX) :].split(".")
+            node = data
+            for name in sections:
+                node = node.setdefault(name, {})
+            node[leaf] = value
+    cfg = from_dict(cls, data, where)
+    if hasattr(cfg, "validate"):
+        cfg.validate(where)
+    return cfg
 
 
 def add_flag_alias(parser: argparse.ArgumentParser, alias: str, path: str) -> None:

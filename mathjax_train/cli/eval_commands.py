@@ -25,6 +25,7 @@ def _cmd_evaluate(args) -> int:
                 "generated": res.generated,
                 "resumed": res.resumed,
                 "seconds": r["run"]["seconds"],
+                **({"shard": list(res.shard), "joined": res.joined} if res.shard else {}),
             }
         )
     )

@@ -59,46 +59,9 @@ def _cmd_gguf_to_hf(args) -> int:
 
 
 def _cmd_generate(args) -> int:
-    from mathjax_train.infer.batch_job import generate_file
-    from mathjax_train.infer.loading import load_for_inference
-    from mathjax_train.infer.params import SamplingParams
+    from mathjax_train.infer.batch_job import generate_job
 
-    cfg = config_from_args(args)
-    g = cfg.generate
-    model = load_for_inference(cfg.checkpoint, dtype=cfg.dtype)
-    sp = SamplingParams(
-        max_tokens=g.max_new_tokens, temperature=g.temperature, top_p=g.top_p, top_k=g.top_k, stop=tuple(g.stop)
-    )
-    if cfg.tools == "python":
-        from mathjax_train.infer.tool_generate import generate_file_with_tools
-
-        stats = generate_file_with_tools(
-            model,
-            cfg.prompts,
-            cfg.output,
-            sp,
-            num_samples=g.num_samples,
-            seed=g.seed,
-            batch_size=g.batch_size,
-            max_calls=cfg.max_tool_calls,
-            timeout_s=cfg.tool_timeout_s,
-        )
-    else:
-        stats = generate_file(
-            model, cfg.prompts, cfg.output, sp, num_samples=g.num_samples, seed=g.seed, batch_size=g.batch_size
-        )
-    print(
-        json.dumps(
-            {
-                "output": cfg.output,
-                "prompts": stats.prompts,
-                "completions": stats.completions,
-                "new_tokens": stats.new_tokens,
-                "seconds": round(stats.seconds, 2),
-                "tokens_per_second": round(stats.tokens_per_second, 2),
-            }
-        )
-    )
+    print(json.dumps(generate_job(config_from_args(args))))
     return 0
 
 

@@ -24,15 +24,22 @@ def _training_configs(args) -> list[tuple[str, Config]]:
 
 
 def _cmd_plan(args) -> int:
-    from mathjax_train.plan.report import format_plan, make_plan
+    from mathjax_train.cli.config_flags import flags_given
+    from mathjax_train.config import ConfigError, SamplingPlanConfig
+    from mathjax_train.plan.report import DEFAULT_MFU, format_plan, make_plan
 
+    if args.sampling:
+        return _plan_sampling(args)
+    given = flags_given(args, SamplingPlanConfig)
+    if given:
+        raise ConfigError(f"{given[0]} is a setting of the sampling engine: add --sampling to plan the engine")
     plans = [
         (
             label,
             make_plan(
                 cfg,
                 args.topology or "",
-                mfu=args.mfu,
+                mfu=DEFAULT_MFU if args.mfu is None else args.mfu,
                 compile=args.compile,
                 compile_layers=tuple(args.compile_layers),
                 rl=args.rl,
@@ -40,10 +47,32 @@ def _cmd_plan(args) -> int:
         )
         for label, cfg in _training_configs(args)
     ]
+    return _report(args, plans, format_plan)
+
+
+def _plan_sampling(args) -> int:
+    """`plan --sampling`: the engine's memory per chip for the model of the config (or of each training stage)."""
+    from mathjax_train.cli.config_flags import config_from_flags
+    from mathjax_train.config import ConfigError, SamplingPlanConfig
+    from mathjax_train.plan.sampling import format_sampling_plan, sampling_plan
+
+    for flag, set_ in (("--rl", args.rl), ("--compile", args.compile), ("--mfu", args.mfu is not None)):
+        if set_:
+            raise ConfigError(f"plan --sampling plans the sampling engine alone; drop {flag} (a training setting)")
+    s = config_from_flags(args, SamplingPlanConfig, "plan --sampling")
+    plans = [
+        (label, sampling_plan(cfg.model, args.topology or cfg.mesh.topology, s))
+        for label, cfg in _training_configs(args)
+    ]
+    return _report(args, plans, format_sampling_plan)
+
+
+def _report(args, plans: list, fmt) -> int:
+    """Print (label, plan) pairs as JSON or text; exit 1 when any plan does not fit."""
     if args.json:
         print(json.dumps(plans[0][1] if len(plans) == 1 else {label: p for label, p in plans}, indent=2))
     else:
-        print("\n\n".join(format_plan(p, label) for label, p in plans))
+        print("\n\n".join(fmt(p, label) for label, p in plans))
     return 0 if all(p["fits"] for _, p in plans) else 1
 
 
@@ -62,7 +91,7 @@ def register(sub) -> None:
         help="key=value overrides, e.g. train.microbatches=2 (pipeline: stages.NAME.train.microbatches=2)",
     )
     s.add_argument("--topology", default=None, help="v4-32, v5e-64, v5p-32, v6e-16, ... (default: mesh.topology)")
-    s.add_argument("--mfu", type=float, default=0.4, help="model FLOPs utilization for the step time (default 0.4)")
+    s.add_argument("--mfu", type=float, default=None, help="model FLOPs utilization for the step time (default 0.4)")
     s.add_argument(
         "--compile",
         action="store_true",
@@ -83,5 +112,15 @@ def register(sub) -> None:
         help="plan the `rl` job of the config: learner on rl minibatches "
         "+ the sampler's KV pages + the optional reference model",
     )
+    s.add_argument(
+        "--sampling",
+        action="store_true",
+        help="plan the sampling engine instead (generate, evaluate, rft, serve): params and KV pages per chip, "
+        "sequences per host, at each tensor degree; the settings below",
+    )
+    from mathjax_train.cli.config_flags import add_field_flags
+    from mathjax_train.config import SamplingPlanConfig
+
+    add_field_flags(s.add_argument_group("sampling engine (with --sampling)"), SamplingPlanConfig)
     s.add_argument("--json", action="store_true", help="print JSON instead of a table")
     s.set_defaults(fn=_cmd_plan)

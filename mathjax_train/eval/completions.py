@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Callable, Sequence
 
-from mathjax_train.config import InputError
+from mathjax_train.config import EngineConfig, InputError
 from mathjax_train.infer.batch_job import engine_for_prompts
 from mathjax_train.infer.loading import LoadedModel
 from mathjax_train.infer.params import Completion, SamplingParams
@@ -27,10 +27,11 @@ def plain_source(
     batch_size: int = 0,
     add_special_tokens: bool = True,
     engine=None,
+    tensor: int = 1,
 ) -> CompleteFn:
-    """Greedy / sampled decoding; `batch_size` is the engine's slot count (0 = its default). The engine
-    is sized from `all_prompts` (the whole run, resumed rows included), or is the given `engine` (one
-    that already serves `model`, e.g. the RL sampler)."""
+    """Greedy / sampled decoding; `batch_size` is the engine's slot count (0 = its default), `tensor` the
+    devices it spans (engine.tensor). The engine is sized from `all_prompts` (the whole run, resumed rows
+    included), or is the given `engine` (one that already serves `model`, e.g. the RL sampler)."""
     tok = model.tokenizer
     lengths = [len(tok.encode(p, add_special_tokens=add_special_tokens)) for p in all_prompts]
     limit = model.cfg.max_position_embeddings
@@ -42,7 +43,7 @@ def plain_source(
             "new tokens"
         )
     if engine is None:
-        engine = engine_for_prompts(model, lengths, sp, batch_size)
+        engine = engine_for_prompts(model, lengths, sp, batch_size, EngineConfig(tensor=tensor))
     elif lengths and engine.fits(lengths[longest], sp.max_tokens):
         raise InputError(
             f"prompt {longest} has {lengths[longest]} tokens; {engine.fits(lengths[longest], sp.max_tokens)}"
@@ -76,6 +77,7 @@ class _ToolSource:
         max_calls: int,
         timeout_s: float,
         add_special_tokens: bool,
+        tensor: int,
     ):
         from mathjax_train.infer.tool_generate import ToolGenerator
 
@@ -86,6 +88,7 @@ class _ToolSource:
             timeout_s=timeout_s,
             batch_size=batch_size,
             add_special_tokens=add_special_tokens,
+            engine_config=EngineConfig(tensor=tensor),
         )
 
     def __call__(self, prompts: Sequence[str], seeds: Sequence[int]) -> list[Completion]:
@@ -103,5 +106,6 @@ def tool_source(
     max_calls: int = 4,
     timeout_s: float = 5.0,
     add_special_tokens: bool = True,
+    tensor: int = 1,
 ) -> CompleteFn:
-    return _ToolSource(model, sp, batch_size, max_calls, timeout_s, add_special_tokens)
+    return _ToolSource(model, sp, batch_size, max_calls, timeout_s, add_special_tokens, tensor)

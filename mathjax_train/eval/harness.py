@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import json
 import os
 import sys
 import time
@@ -26,6 +27,7 @@ from mathjax_train.eval import datasets, metrics, report, results
 from mathjax_train.eval.completions import CompleteFn, Completion
 from mathjax_train.grading import extract_answer, is_equivalent, stats
 from mathjax_train.infer.params import SamplingParams, sample_seed
+from mathjax_train.parallel.host_shard import done_path, mark_done, owns, resolve_shard, shard_path, unfinished
 
 # Few-shot prompts invite the model to write the next "Question:" / instruction itself: stop there.
 DEFAULT_STOP = ("\n\nQuestion:", "### Instruction", "\n\nBelow is an instruction")
@@ -38,6 +40,8 @@ class EvalResult:
     paths: dict[str, str]
     generated: int  # problems decoded by this run
     resumed: int  # problems read back from an earlier, interrupted run
+    shard: tuple[int, int] | None = None  # (index, count) of this host's shard on a pod
+    joined: bool = False  # on a pod: this host joined every shard into the output directory
 
 
 def output_dir(cfg: EvalConfig) -> epath.Path:
@@ -124,14 +128,14 @@ def default_source(cfg: EvalConfig, all_prompts: Sequence[str]) -> CompleteFn:
     from mathjax_train.eval import completions
     from mathjax_train.infer.loading import load_for_inference
 
-    model = load_for_inference(cfg.checkpoint, dtype=cfg.dtype or "auto")
+    g = cfg.generate
+    model = load_for_inference(cfg.checkpoint, dtype=cfg.dtype or "auto", tensor=g.tensor)
     sp = sampling_params(cfg)
+    special = cfg.template != "chat"
     if cfg.tools == "python":
-        return completions.tool_source(
-            model, sp, batch_size=cfg.generate.batch_size, add_special_tokens=cfg.template != "chat"
-        )
+        return completions.tool_source(model, sp, batch_size=g.batch_size, add_special_tokens=special, tensor=g.tensor)
     return completions.plain_source(
-        model, sp, all_prompts, batch_size=cfg.generate.batch_size, add_special_tokens=cfg.template != "chat"
+        model, sp, all_prompts, batch_size=g.batch_size, add_special_tokens=special, tensor=g.tensor
     )
 
 
@@ -171,9 +175,14 @@ def evaluate(
     on_row: Callable[[dict], None] | None = None,
     progress: bool = True,
 ) -> EvalResult:
-    """Run (or resume) one evaluation and write report.json, summary.md and accuracy_vs_k.png."""
+    """Run (or resume) one evaluation and write report.json, summary.md and accuracy_vs_k.png. On a pod
+    (num_shards > 1) this host evaluates the problems i % n == index in OUTPUT_DIR.shard-i-of-n (a run
+    directory of its own, resumed on its own; parallel/host_shard.py), and the host that completes the last
+    shard joins them into OUTPUT_DIR as one host would have written it (re-running a finished shard joins
+    them again)."""
     cfg.validate()
     t0 = time.time()
+    shard, count = resolve_shard(cfg.shard_index, cfg.num_shards)
     step = checkpoint_step(cfg)  # fails early, naming the file, when the checkpoint is not one
     dataset_file = datasets.dataset_path(cfg.dataset, cfg.split, cfg.data_dir or None)
     problems = datasets.load_problems(cfg.dataset, cfg.split, cfg.data_dir or None, cfg.limit)
@@ -181,18 +190,24 @@ def evaluate(
         raise InputError(f"{dataset_file}: no problems to evaluate")
     prompts, shots, kept, skipped = build_prompts(cfg, problems)
     index = {p.id: i for i, p in enumerate(problems)}
-    out = output_dir(cfg)
-    results.check_settings(out, run_settings(cfg, dataset_file, shots, step))
+    root = output_dir(cfg)
+    settings = run_settings(cfg, dataset_file, shots, step)
+    out = root if count == 1 else epath.Path(shard_path(str(root), shard, count))
+    if count > 1:
+        settings = dict(settings, shard_index=shard, num_shards=count)
+    results.check_settings(out, settings)
     resumed = results.read_rows(out)
     sha = [hashlib.sha1(p.encode()).hexdigest() for p in prompts]
-    for i, p in enumerate(kept):
+    mine = [i for i, p in enumerate(kept) if owns(index[p.id], shard, count)]
+    for i in mine:
+        p = kept[i]
         row = resumed.rows.get(p.id)
         if row is not None and row["prompt_sha1"] != sha[i]:
             raise InputError(
                 f"{out / results.SAMPLES_FILE}: the row for problem {p.id!r} was made from another "
                 "prompt (the dataset changed?); use another --output-dir"
             )
-    todo = [i for i, p in enumerate(kept) if p.id not in resumed.rows]
+    todo = [i for i in mine if kept[i].id not in resumed.rows]
     n = cfg.generate.num_samples
     fallback = answer_fallback(cfg)
     new_tokens, done_now, correct_now = 0, 0, 0
@@ -237,16 +252,16 @@ def evaluate(
                 bar.set_postfix(
                     acc=f"{correct_now / max(done_now, 1):.3f}", tok_s=f"{new_tokens / (time.time() - t0):.1f}"
                 )
-    rows = [resumed.rows[p.id] for p in kept]
+    rows = [resumed.rows[kept[i].id] for i in mine]
     seconds = time.time() - t0
     meta = {
-        "settings": {**run_settings(cfg, dataset_file, shots, step), "limit": cfg.limit},
+        "settings": {**settings, "limit": cfg.limit},
         "skipped": skipped,
         "run": {
             "generated_problems": done_now,
-            "resumed_problems": len(kept) - done_now,
+            "resumed_problems": len(mine) - done_now,
             "partial_lines_discarded": resumed.partial_lines,
-            "rows_not_in_this_run": len(set(resumed.rows) - {p.id for p in kept}),
+            "rows_not_in_this_run": len(set(resumed.rows) - {kept[i].id for i in mine}),
             "new_tokens": new_tokens,
             "seconds": round(seconds, 2),
             "tokens_per_second": round(new_tokens / max(seconds, 1e-9), 2),
@@ -255,4 +270,46 @@ def evaluate(
     }
     rep = report.build_report(rows, n, meta)
     paths = report.write(rep, out)
-    return EvalResult(rep, paths, done_now, len(kept) - done_now)
+    result = EvalResult(rep, paths, done_now, len(mine) - done_now)
+    if count == 1:
+        return result
+    mark_done(str(out), {"problems": len(mine), "run": meta["run"]})
+    result.shard = (shard, count)
+    joined = join_shards(
+        root, count, kept, n, dict(meta, settings={**run_settings(cfg, dataset_file, shots, step), "limit": cfg.limit})
+    )
+    if joined is not None:
+        result.report, result.paths, result.joined = joined[0], joined[1], True
+    return result
+
+
+def join_shards(root: epath.Path, count: int, kept: Sequence[datasets.Problem], n: int, meta: dict):
+    """(report, paths) of the whole evaluation in `root` from its `count` complete shard directories (their
+    rows in problem order, samples.jsonl and run.json as one host writes them); None while one is unfinished."""
+    if unfinished(str(root), count):
+        return None
+    rows: dict[str, dict] = {}
+    runs = []
+    for i in range(count):
+        d = shard_path(str(root), i, count)
+        rows.update(results.finished_rows(epath.Path(d) / results.SAMPLES_FILE))
+        runs.append(json.loads(epath.Path(done_path(d)).read_text())["run"])
+    missing = [p.id for p in kept if p.id not in rows]
+    if missing:
+        raise InputError(
+            f"{root}: the shards marked done hold no row for problem {missing[0]!r} ({len(missing)} missing)"
+        )
+    results.check_settings(root, {k: v for k, v in meta["settings"].items() if k != "limit"})
+    ordered = [rows[p.id] for p in kept]
+    (root / results.SAMPLES_FILE).write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in ordered))
+    tokens, seconds = sum(r["new_tokens"] for r in runs), max(r["seconds"] for r in runs)
+    run = {
+        "generated_problems": sum(r["generated_problems"] for r in runs),
+        "resumed_problems": sum(r["resumed_problems"] for r in runs),
+        "new_tokens": tokens,
+        "seconds": seconds,
+        "tokens_per_second": round(tokens / max(seconds, 1e-9), 2),
+        "shards": runs,
+    }
+    rep = report.build_report(ordered, n, dict(meta, run=run))
+    return rep, report.write(rep, root)

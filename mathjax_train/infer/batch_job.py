@@ -1,20 +1,25 @@
-"""`generate` over a JSONL file: each row's `prompt` -> K completions on the engine, written in order."""
+"""`generate` over a JSONL file: each row's `prompt` -> K completions on the engine, written in order; on a
+pod, each host its shard of the rows (parallel/host_shard.py), joined in input order."""
 
 from __future__ import annotations
 
 import json
+import os
 import sys
 import time
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
+from typing import Callable
 
 from etils import epath
 from tqdm import tqdm
 
-from mathjax_train.config import EngineConfig
+from mathjax_train.config import EngineConfig, GenerateJobConfig, InputError, is_remote
+from mathjax_train.data import run_dir
 from mathjax_train.data.jsonl_source import read_jsonl_numbered
 from mathjax_train.infer.engine import Engine
 from mathjax_train.infer.loading import LoadedModel
 from mathjax_train.infer.params import SamplingParams, sample_seed
+from mathjax_train.parallel.host_shard import mark_done, owns, resolve_shard, shard_path, unfinished
 
 
 @dataclass
@@ -40,31 +45,28 @@ def engine_for_prompts(
     return Engine(model, cfg, max_seq_len=longest + sp.max_tokens)
 
 
-def generate_file(
+def generate_rows(
     model: LoadedModel,
-    prompts_path,
-    output_path,
+    rows: list[tuple[int, dict]],
+    write: Callable[[str], None],
     sp: SamplingParams,
     *,
     num_samples: int = 1,
     seed: int = 0,
-    batch_size: int = 0,
+    engine_config: EngineConfig | None = None,
 ) -> JobStats:
-    """`batch_size` is the engine's slot count (0 = its default). Rows are written in input order as
-    soon as all their samples are done."""
-    rows = [r for _, r in read_jsonl_numbered(prompts_path, {"prompt": str})]
-    encoded = [model.tokenizer.encode(r["prompt"]) for r in rows]
-    engine = engine_for_prompts(model, map(len, encoded), sp, batch_size)
+    """K completions of each (input index, row) of `rows`; every row, with its completions, goes to `write` as
+    one JSON line, in order, as soon as all its samples are done. Seeds come from the input index, so a row's
+    completions do not depend on which other rows (or which shard of the file) ran with it."""
+    encoded = [model.tokenizer.encode(r["prompt"]) for _, r in rows]
+    cfg = engine_config or EngineConfig()
+    engine = engine_for_prompts(model, map(len, encoded), sp, cfg.num_slots, cfg)
     groups = [
-        engine.submit(ids, sp, [sample_seed(seed, i, j) for j in range(num_samples)]) for i, ids in enumerate(encoded)
+        engine.submit(ids, sp, [sample_seed(seed, i, j) for j in range(num_samples)])
+        for (i, _), ids in zip(rows, encoded)
     ]
-    out = epath.Path(output_path)
-    out.parent.mkdir(parents=True, exist_ok=True)
     start, written = time.time(), 0
-    with (
-        out.open("w") as f,
-        tqdm(total=len(rows) * num_samples, desc="generate", unit="completion", file=sys.stderr) as bar,
-    ):
+    with tqdm(total=len(rows) * num_samples, desc="generate", unit="completion", file=sys.stderr) as bar:
 
         def flush():
             nonlocal written
@@ -72,21 +74,115 @@ def generate_file(
             bar.set_postfix(tok_s=f"{engine.stats.generated_tokens / max(time.time() - start, 1e-9):.1f}")
             while written < len(rows) and all(r.completion is not None for r in groups[written]):
                 cs = [r.result() for r in groups[written]]
-                f.write(
-                    json.dumps(
-                        dict(
-                            rows[written],
-                            completions=[c.text for c in cs],
-                            token_ids=[c.token_ids for c in cs],
-                            finish_reasons=[c.finish_reason for c in cs],
-                        )
-                    )
-                    + "\n"
+                row = dict(
+                    rows[written][1],
+                    completions=[c.text for c in cs],
+                    token_ids=[c.token_ids for c in cs],
+                    finish_reasons=[c.finish_reason for c in cs],
                 )
-                f.flush()
+                write(json.dumps(row) + "\n")
                 written += 1
 
         engine.run(progress=flush)
         flush()
     new_tokens = sum(r.result().num_tokens for g in groups for r in g)
     return JobStats(len(rows), len(rows) * num_samples, new_tokens, time.time() - start)
+
+
+def _settings(cfg: GenerateJobConfig, index: int, count: int) -> dict:
+    """What a shard must have been made with to be resumed (and joined with the others)."""
+    g = cfg.generate
+    d = asdict(g)
+    for key in ("batch_size", "tensor"):  # how fast, not what: may change between runs
+        d.pop(key)
+    local = lambda p: p if is_remote(p) else os.path.abspath(p)  # noqa: E731
+    return dict(
+        d,
+        checkpoint=local(cfg.checkpoint),
+        prompts=local(cfg.prompts),
+        dtype=cfg.dtype,
+        tools=cfg.tools,
+        max_tool_calls=cfg.max_tool_calls,
+        shard_index=index,
+        num_shards=count,
+    )
+
+
+def generate_job(cfg: GenerateJobConfig) -> dict:
+    """`generate`: every prompt row of the file, or on a pod (num_shards > 1) this host's rows i % n == index
+    into OUTPUT.shard-i-of-n (parallel/host_shard.py), resumed where it stopped; the host that completes the
+    last shard joins them into OUTPUT in input order (re-running a finished shard joins them again)."""
+    from mathjax_train.infer.loading import load_for_inference
+
+    cfg.validate("generate")
+    index, count = resolve_shard(cfg.shard_index, cfg.num_shards)
+    rows = [r for _, r in read_jsonl_numbered(cfg.prompts, {"prompt": str})]
+    out = shard_path(cfg.output, index, count)
+    mine = [(i, r) for i, r in enumerate(rows) if owns(i, index, count)]
+    done = 0
+    if count > 1:
+        run_dir.check_settings(out + ".settings.json", _settings(cfg, index, count), output=out, flag="--output")
+        kept = run_dir.read_jsonl_repairing(out).rows
+        if len(kept) > len(mine) or any(a["prompt"] != b[1]["prompt"] for a, b in zip(kept, mine)):
+            raise InputError(f"{out}: its rows are not the first prompts of shard {index} of {cfg.prompts}")
+        done = len(kept)
+    elif epath.Path(out).exists():
+        epath.Path(out).unlink()  # one host: the output is written anew
+    g = cfg.generate
+    sp = SamplingParams(
+        max_tokens=g.max_new_tokens, temperature=g.temperature, top_p=g.top_p, top_k=g.top_k, stop=tuple(g.stop)
+    )
+    todo = mine[done:]
+    stats = JobStats(0, 0, 0, 0.0)
+    with run_dir.JsonlAppender(out) as sink:
+        if todo:
+            model = load_for_inference(cfg.checkpoint, dtype=cfg.dtype, tensor=g.tensor)
+            if cfg.tools == "python":
+                from mathjax_train.infer.tool_generate import generate_rows_with_tools
+
+                stats = generate_rows_with_tools(
+                    model,
+                    todo,
+                    sink.write,
+                    sp,
+                    num_samples=g.num_samples,
+                    seed=g.seed,
+                    engine_config=g.engine(),
+                    max_calls=cfg.max_tool_calls,
+                    timeout_s=cfg.tool_timeout_s,
+                )
+            else:
+                stats = generate_rows(
+                    model, todo, sink.write, sp, num_samples=g.num_samples, seed=g.seed, engine_config=g.engine()
+                )
+    result = {
+        "output": out,
+        "prompts": stats.prompts,
+        "completions": stats.completions,
+        "new_tokens": stats.new_tokens,
+        "seconds": round(stats.seconds, 2),
+        "tokens_per_second": round(stats.tokens_per_second, 2),
+    }
+    if count > 1:
+        mark_done(out, {"rows": len(mine)})
+        result.update(
+            shard_index=index, num_shards=count, resumed_rows=done, joined=_join(cfg.output, count, len(rows))
+        )
+    return result
+
+
+def _join(output: str, count: int, total: int) -> str | None:
+    """OUTPUT from its complete shards (row k is row k // n of shard k % n), when all are done; else None."""
+    if unfinished(output, count):
+        return None
+    shards = [run_dir.scan_jsonl(shard_path(output, i, count)).rows for i in range(count)]
+    for i, rows in enumerate(shards):
+        if len(rows) != len(range(i, total, count)):
+            raise InputError(
+                f"{shard_path(output, i, count)}: {len(rows)} rows, but shard {i} of {count} of {total} prompts "
+                f"has {len(range(i, total, count))}"
+            )
+    tmp = epath.Path(f"{output}.tmp-{os.getpid()}")
+    tmp.write_text("".join(json.dumps(shards[k % count][k // count]) + "\n" for k in range(total)))
+    tmp.rename(output)
+    return output

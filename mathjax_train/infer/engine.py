@@ -13,6 +13,8 @@ Single-threaded: `submit`/`cancel` may be called from any thread, `step` from on
 
 from __future__ import annotations
 
+import dataclasses
+import logging
 import math
 import threading
 from collections import deque
@@ -22,14 +24,22 @@ from typing import Callable, Sequence
 import jax
 import numpy as np
 
-from mathjax_train.config import EngineConfig, InputError
+from mathjax_train.config import EngineConfig, InputError, ModelConfig
 from mathjax_train.infer.loading import LoadedModel
+from mathjax_train.infer.layout import decode_config, decode_params, unroll_by_default
 from mathjax_train.infer.pages import PagePool
+from mathjax_train.infer.placement import Placement, engine_placement
+from mathjax_train.infer.prefix_cache import PrefixCache
 from mathjax_train.infer.params import Completion, SamplingParams
-from mathjax_train.infer.programs import Programs, page_bucket, row_bucket
-from mathjax_train.model import init_pages, page_bytes
+from mathjax_train.infer.programs import Programs, page_bucket, row_bucket, row_buckets
+from mathjax_train.infer.sizing import engine_slots, kv_fit
+from mathjax_train.model import cpu_kernels, init_pages, page_bytes, ragged_paged
+from mathjax_train.model.attention import PagedKernel
 
 WAITING, RUNNING, PAUSED, FINISHED = "waiting", "running", "paused", "finished"
+log = logging.getLogger(__name__)
+_warned_xla = threading.Event()
+SMALL_BATCH = 8  # rows at or below which decode chunks adapt to stops and waiting rows (_chunk_limits)
 
 
 @dataclass
@@ -38,9 +48,12 @@ class EngineStats:
     prefill_calls: int = 0
     prefill_tokens: int = 0
     decode_chunks: int = 0
+    decode_rows: int = 0  # rows summed over decode chunks (/ decode_chunks: how many rows a chunk shares)
     generated_tokens: int = 0
     preemptions: int = 0
     finished: int = 0
+    cache_losses: int = 0  # programs that failed after taking the cache (it was rebuilt; rows recompute)
+    prefix_hit_tokens: int = 0  # prompt tokens whose pages came from the prefix cache, not a prefill
 
     def as_dict(self) -> dict:
         return dict(self.__dict__)
@@ -75,6 +88,7 @@ class SeqState:
     on_finish: Callable[["SeqState", Completion], None] | None = None
     completion: Completion | None = None
     admitted_at: int = 0
+    epoch: int = 0  # the engine's cache epoch its held pages belong to (see Engine._lose_cache)
 
     @property
     def generated(self) -> list[int]:
@@ -98,12 +112,24 @@ class Engine:
         self.max_seq_len = min(max_seq_len or mc.max_position_embeddings, mc.max_position_embeddings)
         self.page_size = self.cfg.page_size
         self.max_pages_per_seq = math.ceil(self.max_seq_len / self.page_size)
-        self.num_slots = self.cfg.num_slots or (64 if jax.default_backend() == "cpu" else 256)
+        self.num_slots = engine_slots(self.cfg.num_slots, jax.default_backend())
+        # this host's devices (engine.tensor): params split by the mesh rules, the cache by kv heads
+        self.placement = engine_placement(self.cfg.tensor, mc)
+        self.kernel = paged_kernel(self.cfg.attention, mc, self.page_size, self.placement.tensor)
+        placed = self.placement.place_params(model.params, mc)
+        if placed is not model.params:  # in place: the engine reads model.params at every call
+            model.params = placed
         self.num_pages = self.cfg.num_pages or self._pages_from_memory()
         self.pool = PagePool(self.num_pages)
+        self.prefix = PrefixCache(self.pool, self.page_size) if self.cfg.prefix_cache else None
+        self._params_version = model.params_version
         # committed like the donated outputs, so the first and later calls share one compilation
-        self.cache = jax.device_put(init_pages(mc, self.num_pages, self.page_size), jax.devices()[0])
-        self.programs = Programs.of(mc, self.eos_ids, self.cfg.decode_steps)
+        self.cache = empty_cache(self.kernel, mc, self.num_pages, self.page_size, self.placement)
+        self.unroll = unroll_by_default(self.cfg.layers, jax.default_backend())
+        self.programs = Programs.of(
+            decode_config(mc, self.unroll), self.eos_ids, self.cfg.decode_steps, self.kernel, self.placement
+        )
+        self._prepared: tuple[int, dict] | None = None  # (params version, the params laid out for decoding)
         self.stats = EngineStats()
         self.shapes: set[tuple] = set()  # program shapes this engine ran (each compiled once per model)
         self.waiting: deque[SeqState] = deque()
@@ -113,21 +139,47 @@ class Engine:
         self._lock = threading.Lock()
         self._ids = 0
         self._admissions = 0
+        self._epoch = 0
 
     # ---- sizing
     def _pages_from_memory(self) -> int:
-        per_page = page_bytes(self.model.cfg, self.page_size)
-        wanted = self.num_slots * self.max_pages_per_seq + 1
-        free = _free_memory_bytes()
-        fit = int(free * self.cfg.kv_memory_fraction // per_page) if free else wanted
-        if fit < self.max_pages_per_seq + 1:
-            raise InputError(
-                f"the KV cache for one {self.max_seq_len}-token sequence needs "
-                f"{(self.max_pages_per_seq + 1) * per_page / 2**30:.2f} GiB but "
-                f"engine.kv_memory_fraction={self.cfg.kv_memory_fraction} of the free "
-                f"{free / 2**30:.2f} GiB leaves less; lower the sequence length or set engine.num_pages"
-            )
-        return max(2, min(wanted, fit))
+        """engine.kv_memory_fraction of the least free memory among the engine's devices (infer/sizing.py)."""
+        t = self.placement.tensor
+        fit = kv_fit(
+            cache_page_bytes(self.kernel, self.model.cfg, self.page_size) // t,
+            _free_memory_bytes(self.placement) or None,
+            self.cfg.kv_memory_fraction,
+            self.num_slots,
+            self.max_pages_per_seq,
+        )
+        problem = fit.problem(
+            self.max_seq_len, "lower the sequence length, set engine.num_pages or raise engine.tensor"
+        )
+        if problem:
+            raise InputError(problem)
+        return fit.pages
+
+    def compile_ahead(self) -> int:
+        """Compile the programs a run can need (a decode chunk for every row bucket up to num_slots, a
+        prefill chunk for every token bucket up to prefill_budget, the page copy) by running them on the
+        trash page, so that a server's first clients do not wait for compilations. Call it before any
+        row runs. Returns how many programs it ran."""
+        params, ran = self.program_params(), 0
+        width = self._width(self.max_pages_per_seq)
+        tokens = 16
+        while True:
+            n = min(tokens, self.cfg.prefill_budget)
+            self.cache = self.programs.prefill(params, self.cache, np.zeros(n, np.int32), 0, np.zeros(width, np.int32))
+            ran += 1
+            if n >= self.cfg.prefill_budget:
+                break
+            tokens *= 2
+        for s in row_buckets(self.num_slots):
+            batch = self._batch([], s, np.zeros((s, width), np.int32))
+            self.cache, _ = self.programs.decode(params, self.cache, batch[0], batch[1])
+            ran += 1
+        self.cache = self.programs.copy_pages(self.cache, [(0, 0)])
+        return ran + 1
 
     # ---- submitting work (any thread)
     def submit(
@@ -203,6 +255,8 @@ class Engine:
         del row.tokens[row.round_start + keep :]
         row.tokens.extend(int(t) for t in tokens)
         self._check_fits(len(row.tokens), params.max_tokens)
+        if row.epoch != self._epoch:  # its pages went with a lost cache: recomputed from its tokens
+            row.pages, row.cached = [], 0
         row.cached = min(row.cached, len(row.tokens) - len(tokens))
         row.round_start, row.params, row.seed = len(row.tokens), params, int(seed) % 2**32
         row.logprobs, row.completion, row.state = [], None, WAITING
@@ -212,7 +266,8 @@ class Engine:
     def release(self, row: SeqState) -> None:
         """Free the pages of a held row that will not be resumed."""
         if row.state == PAUSED:
-            self.pool.release(row.pages)
+            if row.epoch == self._epoch:
+                self.pool.release(row.pages)
             row.pages, row.state = [], FINISHED
 
     # ---- running
@@ -224,6 +279,9 @@ class Engine:
 
     def step(self) -> None:
         """Admit and prefill what fits, then decode one chunk for every running row."""
+        if self.model.params_version != self._params_version:  # cached pages hold the old model's keys
+            self._params_version = self.model.params_version
+            self.clear_prefix_cache()
         self._drain()
         self._prefill_and_admit()
         if self.running:
@@ -251,6 +309,53 @@ class Engine:
         self.run(progress=progress)
         return [[r.result() for r in g] for g in groups]
 
+    def pages_held_by_rows(self) -> int:
+        """Pages in use by rows (running, waiting with a partial prefill, or held after a stop): neither
+        free nor kept only by the prefix cache. 0 when the engine is idle and no row is held."""
+        cached_only = self.prefix.cached_only() if self.prefix is not None else 0
+        return self.pool.usable - self.pool.free - cached_only
+
+    def program_params(self) -> dict:
+        """The model's current parameters as the programs take them (infer/layout.py), remade when they change."""
+        version = self.model.params_version
+        if self._prepared is None or self._prepared[0] != version:
+            self._prepared = None  # the old arrays go before the new ones are made
+            self._prepared = (version, decode_params(self.model.params, self.model.cfg, self.unroll))
+        return self._prepared[1]
+
+    def _program(self, program, *args, **kwargs):
+        """Run a compiled program. The cache is donated to it, so one that fails midway may leave no
+        cache behind; then the engine starts a fresh one (`_lose_cache`) before the error goes on."""
+        try:
+            return program(*args, **kwargs)
+        except Exception:
+            if any(x.is_deleted() for x in jax.tree.leaves(self.cache)):
+                self._lose_cache()
+            raise
+
+    def _lose_cache(self) -> None:
+        """Every page's contents are gone: a fresh cache, pool and prefix cache. Running and waiting rows
+        go back to waiting, to be recomputed from their tokens as after a preemption; held rows are when
+        resumed (their epoch is older)."""
+        self._epoch += 1
+        self.stats.cache_losses += 1
+        self.pool = PagePool(self.num_pages)
+        self.prefix = PrefixCache(self.pool, self.page_size) if self.cfg.prefix_cache else None
+        self.cache = empty_cache(self.kernel, self.model.cfg, self.num_pages, self.page_size, self.placement)
+        for row in self.running:
+            row.state = WAITING
+        self.waiting.extendleft(reversed(self.running))
+        self.running = []
+        for row in self.waiting:
+            row.pages, row.cached = [], 0
+            if row.shared is not None:
+                row.shared.pages, row.shared.cached = [], 0
+
+    def clear_prefix_cache(self) -> None:
+        """Give back every page the prefix cache holds (pages rows still use stay theirs)."""
+        if self.prefix is not None:
+            self.prefix.clear()
+
     def _drain(self) -> None:
         with self._lock:
             new, self._inbox = self._inbox, []
@@ -260,17 +365,30 @@ class Engine:
             if row.state in (WAITING, RUNNING, PAUSED):
                 self._finish(row, "aborted")
 
+    def _growth(self, steps: int) -> int:
+        """Pages the running rows need for their next `steps` tokens."""
+        need = 0
+        for r in self.running:
+            room = r.params.max_tokens - len(r.generated)
+            need += max(0, math.ceil((r.cached + min(steps, room)) / self.page_size) - len(r.pages))
+        return need
+
     def _prefill_and_admit(self) -> None:
         budget = self.cfg.prefill_budget if self.running else None  # idle: prefill as much as the slots take
+        headroom = self._growth(self.cfg.decode_steps)
         while self.waiting and len(self.running) < self.num_slots:
             row = self.waiting[0]
             target = row.shared if row.shared is not None else row
+            if self.prefix is not None and not target.pages:
+                target.pages = self.prefix.lookup(target.tokens, len(target.tokens) - 1)
+                target.cached = len(target.pages) * self.page_size
+                self.stats.prefix_hit_tokens += target.cached
             needed = len(target.tokens) - 1 - target.cached
             while needed > 0:
                 if budget is not None and budget <= 0:
                     return
                 n = min(needed, self.cfg.prefill_budget, budget or needed)
-                if not self._reserve(target, target.cached + n):
+                if not self._reserve(target, target.cached + n, headroom):
                     return
                 self._prefill(target, n)
                 needed -= n
@@ -286,9 +404,10 @@ class Engine:
 
     def _prefill(self, target, n: int) -> None:
         start = target.cached
-        table = self._table(target.pages, page_bucket(math.ceil((start + n) / self.page_size), self.max_pages_per_seq))
-        self.cache = self.programs.prefill(
-            self.model.params,
+        table = self._table(target.pages, self._width(math.ceil((start + n) / self.page_size)))
+        self.cache = self._program(
+            self.programs.prefill,
+            self.program_params(),
             self.cache,
             np.asarray(target.tokens[start : start + n], np.int32),
             start,
@@ -296,6 +415,8 @@ class Engine:
             record=self.shapes,
         )
         target.cached += n
+        if self.prefix is not None:
+            self.prefix.insert(target.tokens, target.pages, target.cached)
         self.stats.prefill_calls += 1
         self.stats.prefill_tokens += n
         self.stats.prompt_prefills += target.cached == len(target.tokens) - 1
@@ -314,7 +435,7 @@ class Engine:
         p.waiting -= 1
         if copy:
             own = self.pool.allocate(1)
-            self.cache = self.programs.copy_pages(self.cache, [(p.pages[full], own[0])])
+            self.cache = self._program(self.programs.copy_pages, self.cache, [(p.pages[full], own[0])])
             row.pages += own
         elif partial:  # the last sample takes the prompt's own partial page
             row.pages.append(p.pages[full])
@@ -340,7 +461,10 @@ class Engine:
 
     def _reclaim_waiting(self, n: int, protect=None) -> None:
         """Drop the partial prefills of waiting rows (and shared prompts), from the back of the queue,
-        until n pages are free; they are recomputed when their turn comes."""
+        until n pages are free; they are recomputed when their turn comes. Pages only the prefix cache
+        holds go first."""
+        if self.prefix is not None and self.pool.free < n:
+            self.prefix.evict(n - self.pool.free)
         for row in reversed(self.waiting):
             if self.pool.free >= n:
                 return
@@ -350,12 +474,13 @@ class Engine:
             self.pool.release(target.pages)
             target.pages, target.cached = [], 0
 
-    def _reserve(self, target, tokens: int) -> bool:
-        """Give `target` pages for `tokens` tokens if the pool has (or can reclaim) them."""
+    def _reserve(self, target, tokens: int, headroom: int = 0) -> bool:
+        """Give `target` pages for `tokens` tokens if the pool has (or can reclaim) them and `headroom`
+        more (what running rows will need next, so that admitting a row does not preempt one)."""
         missing = math.ceil(tokens / self.page_size) - len(target.pages)
         if missing <= 0:
             return True
-        if not self._reserve_free(missing, protect=target):
+        if not self._reserve_free(missing + headroom, protect=target):
             return False
         target.pages += self.pool.allocate(missing)
         return True
@@ -368,10 +493,9 @@ class Engine:
         self.waiting.appendleft(victim)
         self.stats.preemptions += 1
 
-    def _grow_for_chunk(self) -> None:
-        """Pages for the next chunk, oldest rows first: reclaimed from waiting rows, else taken by
-        preempting the youngest running rows (possibly the row itself)."""
-        steps = self.cfg.decode_steps
+    def _grow_for_chunk(self, steps: int) -> None:
+        """Pages for the next chunk of `steps`, oldest rows first: reclaimed from waiting rows, else taken
+        by preempting the youngest running rows (possibly the row itself)."""
         for row in sorted(self.running, key=lambda r: r.admitted_at):
             if row.state != RUNNING:
                 continue
@@ -385,22 +509,70 @@ class Engine:
                 self._preempt(victim)
                 if victim is row:
                     break
+                self._reclaim_waiting(missing)  # pages the victim shared may now be the prefix cache's alone
             if row.state == RUNNING and missing > 0:
                 row.pages += self.pool.allocate(missing)
+
+    def _width(self, pages: int) -> int:
+        """Page-table columns of a call: the XLA path reads (and pays for) every column, so they come
+        in buckets; the CPU kernel reads only a row's own pages, so one width serves every call."""
+        if self.kernel == "cpu":
+            return self.max_pages_per_seq
+        return page_bucket(pages, self.max_pages_per_seq)
 
     def _table(self, pages: list[int], width: int) -> np.ndarray:
         table = np.zeros(width, np.int32)
         table[: min(len(pages), width)] = pages[:width]
         return table
 
+    def _chunk_limits(self) -> tuple[int, bool]:
+        """How long the next chunk may run. Stop strings are checked, and waiting rows admitted, between
+        chunks; a row that has met its stop string, or a slot a waiting row could take, idles until the
+        chunk ends. In a small batch (at most SMALL_BATCH rows: a server's few clients, a job's tail) that
+        idle row is a large share of the work and a chunk boundary is cheap, so chunks there are a
+        quarter of engine.decode_steps when a row has stop strings or rows wait, and with rows waiting
+        a chunk also ends as soon as any row ends."""
+        if len(self.running) > SMALL_BATCH:
+            return self.cfg.decode_steps, False
+        with self._lock:
+            pending = bool(self._inbox)
+        pending = pending or bool(self.waiting)
+        short = pending or any(r.params.stop for r in self.running)
+        return (max(1, self.cfg.decode_steps // 4) if short else self.cfg.decode_steps), pending
+
     def _decode_chunk(self) -> None:
-        steps = self.cfg.decode_steps
-        self._grow_for_chunk()
+        steps, exit_on_end = self._chunk_limits()
+        self._grow_for_chunk(steps)
         rows = list(self.running)
         if not rows:
             return
         s = row_bucket(len(rows), self.num_slots)
-        width = page_bucket(max(math.ceil((r.cached + steps) / self.page_size) for r in rows), self.max_pages_per_seq)
+        width = self._width(max(math.ceil((r.cached + steps) / self.page_size) for r in rows))
+        batch, table = self._batch(rows, s, np.zeros((s, width), np.int32))
+        self.cache, out = self._program(
+            self.programs.decode,
+            self.program_params(),
+            self.cache,
+            batch,
+            table,
+            record=self.shapes,
+            steps=steps,
+            exit_on_end=exit_on_end,
+        )
+        self.stats.decode_chunks += 1
+        self.stats.decode_rows += len(rows)
+        for i, r in enumerate(rows):
+            got = out["tokens"][i]
+            n = int(np.sum(got >= 0))
+            new = [int(t) for t in got[:n]]
+            r.tokens += new
+            r.logprobs += [float(x) for x in out["logprobs"][i, :n]]
+            r.cached += n
+            self.stats.generated_tokens += n
+            self._after_tokens(r, new)
+
+    def _batch(self, rows: list[SeqState], s: int, table: np.ndarray) -> tuple[dict, np.ndarray]:
+        """A decode chunk's inputs for `rows` in `s` slots (the rest inactive) and their page table."""
         batch = {
             "last": np.zeros(s, np.int32),
             "length": np.zeros(s, np.int32),
@@ -413,30 +585,19 @@ class Engine:
             "top_k": np.zeros(s, np.int32),
             "ignore_eos": np.zeros(s, bool),
         }
-        table = np.zeros((s, width), np.int32)
         for i, r in enumerate(rows):
             sp = r.params
+            # a row with no token yet in its round feeds its context's last token, whose KV is not cached
             batch["last"][i], batch["length"][i], batch["active"][i] = r.tokens[-1], r.cached, True
             batch["step"][i], batch["max_step"][i], batch["seed"][i] = len(r.generated), sp.max_tokens, r.seed
             batch["temperature"][i], batch["top_p"][i], batch["top_k"][i] = sp.temperature, sp.top_p, sp.top_k
             batch["ignore_eos"][i] = sp.ignore_eos
-            table[i] = self._table(r.pages, width)
-        # a row with no token yet in its round feeds its context's last token, whose KV is not cached
-        self.cache, out = self.programs.decode(self.model.params, self.cache, batch, table, record=self.shapes)
-        self.stats.decode_chunks += 1
-        for i, r in enumerate(rows):
-            got = out["tokens"][i]
-            n = int(np.sum(got >= 0))
-            new = [int(t) for t in got[:n]]
-            r.tokens += new
-            r.logprobs += [float(x) for x in out["logprobs"][i, :n]]
-            r.cached += n
-            self.stats.generated_tokens += n
-            self._after_tokens(r, new)
+            table[i] = self._table(r.pages, table.shape[1])
+        return batch, table
 
     def _after_tokens(self, row: SeqState, new: list[int]) -> None:
         gen = row.generated
-        if row.params.stop:
+        if row.params.stop and self._stop_in_tail(gen, len(gen) - len(new), row.params.stop):
             text = self._text(gen)
             hits = [text.find(s) for s in row.params.stop if s in text]
             if hits:
@@ -458,6 +619,15 @@ class Engine:
             self._finish(row, "eos")
         elif len(gen) >= row.params.max_tokens:
             self._finish(row, "length")
+
+    def _stop_in_tail(self, gen: list[int], checked: int, stops: tuple[str, ...]) -> bool:
+        """Whether a stop string may end in gen[checked:]: the first `checked` tokens hold none, so one that
+        ends later starts at most len(stop) characters earlier, within 4 tokens a character (a character
+        may take up to 4 byte-level tokens) plus a margin. Decoding that tail, not the whole round, keeps
+        each chunk's check short."""
+        back = 4 * max(map(len, stops)) + 8
+        tail = self._text(gen[max(0, checked - back) :])
+        return any(s in tail for s in stops)
 
     def _tokens_reaching(self, gen: list[int], checked: int, stops: tuple[str, ...]) -> int:
         """The fewest leading tokens whose text contains a stop string; the first `checked` tokens
@@ -485,25 +655,88 @@ class Engine:
         gen = list(row.generated)
         row.completion = Completion(gen, self._text(gen) if text is None else text, reason, list(row.logprobs))
         if row.hold_on_stop and reason == "stop":
-            row.state = PAUSED
+            row.state, row.epoch = PAUSED, self._epoch
         else:
-            self.pool.release(row.pages)
+            if row.state != PAUSED or row.epoch == self._epoch:  # a held row's pages may be a lost cache's
+                self.pool.release(row.pages)
             row.pages, row.state = [], FINISHED
         self.stats.finished += 1
         if row.on_finish:
             row.on_finish(row, row.completion)
 
 
-def _free_memory_bytes() -> int:
-    """Free memory where the cache will live: the first device's HBM, or host RAM on CPU."""
-    dev = jax.devices()[0]
-    if dev.platform != "cpu":
-        stats = dev.memory_stats() or {}
-        if "bytes_limit" in stats:
-            return int(stats["bytes_limit"] - stats.get("bytes_in_use", 0))
+def paged_kernel(
+    choice: str, cfg: ModelConfig, page_size: int, tensor: int = 1, backend: str | None = None
+) -> PagedKernel:
+    """engine.attention resolved. auto: the CPU kernel for float32 on CPU when it builds, the Pallas
+    ragged kernel on TPU when it serves the model, else XLA. Asked for by name, a kernel that cannot
+    run is an error (pallas runs off TPU in interpret mode: for tests). With engine.tensor > 1 each
+    device runs the kernel on its share of the heads (attention.per_head_shard), so the Pallas kernel
+    is asked about that share. `backend` (default: JAX's) lets `plan` resolve it for a TPU."""
+    if choice == "xla":
+        return "xla"
+    backend = backend or jax.default_backend()
+    if choice == "pallas" or (choice == "auto" and backend == "tpu"):
+        share = dataclasses.replace(cfg, num_heads=cfg.num_heads // tensor, num_kv_heads=cfg.num_kv_heads // tensor)
+        problem = ragged_paged.supported(share, page_size, pad_head_dim=True)
+        if problem is None:
+            return "pallas"
+        if choice == "pallas":
+            raise InputError(f"engine.attention=pallas: {problem}")
+        return _fall_back(problem)
+    if backend != "cpu":
+        problem = f"the backend is {backend}, not cpu"
+    elif cfg.dtype != "float32":
+        problem = f"the compute dtype is {cfg.dtype}; the CPU kernel is float32 only"
+    else:
+        problem = cpu_kernels.available()
+    if problem is None:
+        return "cpu"
+    if choice == "cpu":
+        raise InputError(f"engine.attention=cpu: {problem}")
+    return _fall_back(problem) if backend == "cpu" and cfg.dtype == "float32" else "xla"
+
+
+def _fall_back(problem: str) -> PagedKernel:
+    """auto's slow path where a kernel was meant to serve: said once a process (the reason included)."""
+    if not _warned_xla.is_set():
+        _warned_xla.set()
+        log.warning("engine.attention=auto: plain-JAX paged attention, since %s", problem)
+    return "xla"
+
+
+def cache_arrays(kernel: PagedKernel, cfg: ModelConfig, num_pages: int, page_size: int) -> dict:
+    """The empty cache in the kernel's layout (page 0 is the trash page)."""
+    if kernel == "pallas":
+        return {"pool": ragged_paged.init_ragged_pages(cfg, num_pages, page_size, pad_head_dim=True)}
+    return init_pages(cfg, num_pages, page_size)
+
+
+def cache_page_bytes(kernel: PagedKernel, cfg: ModelConfig, page_size: int) -> int:
+    if kernel == "pallas":
+        return ragged_paged.ragged_page_bytes(cfg, page_size, pad_head_dim=True)
+    return page_bytes(cfg, page_size)
+
+
+def empty_cache(kernel: PagedKernel, cfg: ModelConfig, num_pages: int, page_size: int, placement: Placement) -> dict:
+    """The empty cache made where it lives (split by kv heads over the engine's devices), never whole on one
+    device first; committed like the donated outputs, so the first and later calls share one compilation."""
+    shapes = jax.eval_shape(lambda: cache_arrays(kernel, cfg, num_pages, page_size))
+    make = jax.jit(
+        lambda: cache_arrays(kernel, cfg, num_pages, page_size), out_shardings=placement.cache_shardings(shapes)
+    )
+    return make()
+
+
+def _free_memory_bytes(placement: Placement) -> int:
+    """Free memory of one of the engine's devices: the least free HBM among them, or on CPU the host RAM
+    they share, divided among them (0 = unknown)."""
+    free = placement.free_memory_bytes()
+    if free is not None:
+        return free
     try:
         import os
 
-        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE") // placement.tensor
     except (ValueError, OSError):
         return 0

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from mathjax_train.config import InputError
-from mathjax_train.model.attention import TRASH_PAGE
+from mathjax_train.model.kv_cache import TRASH_PAGE
 
 
 class OutOfPages(RuntimeError):

@@ -7,16 +7,19 @@ is donated to every call, so it is updated in place.
 
 from __future__ import annotations
 
+import contextlib
 import threading
 
 import jax
+import flax.linen as nn
 import jax.numpy as jnp
 import numpy as np
 
 from mathjax_train.config import ModelConfig
+from mathjax_train.infer.placement import Placement
 from mathjax_train.infer.sampling import row_keys, sample, token_logprobs
 from mathjax_train.model import Decoder, flush_side, init_side
-from mathjax_train.model.attention import PagedKV
+from mathjax_train.model.attention import PagedKernel, PagedKV
 
 
 def bucket(n: int, limit: int, minimum: int = 1) -> int:
@@ -35,6 +38,14 @@ def row_bucket(n: int, limit: int) -> int:
     return min(b, limit)
 
 
+def row_buckets(limit: int) -> list[int]:
+    """Every row count `row_bucket` gives up to `limit`."""
+    out = [1]
+    while out[-1] < limit:
+        out.append(row_bucket(out[-1] + 1, limit))
+    return out
+
+
 def page_bucket(n: int, limit: int) -> int:
     """Pages a call reads: 1, 2, 3, 4, 6, 8, 12, 16, 24, ... (two buckets an octave, so a decode chunk
     reads at most a third more pages than its longest row holds), never above `limit`."""
@@ -44,6 +55,9 @@ def page_bucket(n: int, limit: int) -> int:
     return min(b, limit)
 
 
+PAGE_AXIS = {"k": 2, "v": 2, "pool": 1}  # where the page index sits in each cache array (kv_cache, ragged_paged)
+
+
 class Programs:
     """Compiled functions of one model; `shapes` records every (program, shape) compiled.
     `Programs.of` shares one instance (and its compilations) among engines of the same model."""
@@ -51,32 +65,78 @@ class Programs:
     _shared: dict = {}
 
     @classmethod
-    def of(cls, cfg: ModelConfig, eos_ids: list[int], decode_steps: int) -> "Programs":
-        key = (repr(cfg), tuple(eos_ids), decode_steps)
+    def of(
+        cls,
+        cfg: ModelConfig,
+        eos_ids: list[int],
+        decode_steps: int,
+        kernel: PagedKernel = "xla",
+        placement: Placement | None = None,
+    ) -> "Programs":
+        mesh = placement.mesh if placement is not None else None
+        key = (repr(cfg), tuple(eos_ids), decode_steps, kernel, mesh)
         if key not in cls._shared:
-            cls._shared[key] = cls(cfg, eos_ids, decode_steps)
+            cls._shared[key] = cls(cfg, eos_ids, decode_steps, kernel, placement if mesh is not None else None)
         return cls._shared[key]
 
-    def __init__(self, cfg: ModelConfig, eos_ids: list[int], decode_steps: int):
+    def __init__(
+        self,
+        cfg: ModelConfig,
+        eos_ids: list[int],
+        decode_steps: int,
+        kernel: PagedKernel = "xla",
+        placement: Placement | None = None,
+    ):
+        """`placement` with a mesh (engine.tensor > 1): the programs are traced under its mesh and logical
+        rules, and return the cache with the sharding it came in with (split by kv heads), so it stays put."""
         self.cfg = cfg
-        self.model = Decoder(cfg)
+        self.model = Decoder(cfg, paged_kernel=kernel)
+        self.in_place = kernel == "pallas"  # its pool is written where tokens go; no side buffer to flush
         self.eos = jnp.asarray(eos_ids or [-1], jnp.int32)
         self.decode_steps = decode_steps
         self.shapes: set[tuple] = set()
         # engines on several threads (serve's and a caller's) may share these programs; XLA:CPU has
         # crashed compiling one program from two threads at once, so calls are serialized
         self.lock = threading.RLock()
-        self._prefill = jax.jit(self._prefill_impl, donate_argnums=(1,))
-        self._decode = jax.jit(self._decode_impl, donate_argnums=(1,))
-        self._copy = jax.jit(self._copy_impl, donate_argnums=(0,))
+        self.placement = placement if placement is not None and placement.mesh is not None else None
+        outs: dict[str, dict] = {"prefill": {}, "decode": {}, "copy": {}}  # one device: XLA places outputs
+        if self.placement is not None:
+            p = self.placement
+            kv = {n: p.kv_sharding(n) for n in (("pool",) if self.in_place else ("k", "v"))}
+            outs = {"prefill": {"out_shardings": kv}, "decode": {"out_shardings": (kv, p.replicated())}}
+            outs["copy"] = outs["prefill"]
+        self._prefill = jax.jit(self._prefill_impl, donate_argnums=(1,), **outs["prefill"])
+        self._decode = jax.jit(self._decode_impl, donate_argnums=(1,), **outs["decode"])
+        self._copy = jax.jit(self._copy_impl, donate_argnums=(0,), **outs["copy"])
+
+    def _mesh(self):
+        """The context the programs trace in: the engine's mesh and the logical rules (none on one device)."""
+        stack = contextlib.ExitStack()
+        if self.placement is not None:
+            stack.enter_context(jax.set_mesh(self.placement.mesh))
+            stack.enter_context(nn.logical_axis_rules(self.placement.rules))
+        return stack
+
+    def _side(self, rows: int, length: int) -> dict:
+        """A fresh side buffer, split by kv heads like the pages it is flushed into."""
+        side = init_side(self.cfg, rows, length)
+        if self.placement is None:
+            return side
+        return {n: jax.lax.with_sharding_constraint(x, self.placement.kv_sharding(n)) for n, x in side.items()}
 
     # -- prefill: the KV of up to T tokens of one sequence, flushed into its pages
     def _prefill_impl(self, params, cache, tokens, start, valid, page_table):
         t = tokens.shape[1]
         positions = start[:, None] + jnp.arange(t)[None]
+        if self.in_place:
+            kv = PagedKV(None, None, page_table, start, jnp.int32(0), valid)
+            _, cache = self.model.apply(
+                {"params": params}, tokens, positions, None, cache, kv, last=jnp.maximum(valid - 1, 0)
+            )
+            return cache
         kv = PagedKV(cache["k"], cache["v"], page_table, start, jnp.int32(0))
         _, side = self.model.apply(
-            {"params": params}, tokens, positions, None, init_side(self.cfg, 1, t), kv, last=jnp.maximum(valid - 1, 0)
+            {"params": params}, tokens, positions, None, self._side(1, t), kv, last=jnp.maximum(valid - 1, 0)
         )
         return flush_side(cache, side, page_table, start, valid)
 
@@ -89,7 +149,7 @@ class Programs:
         self.shapes.add(("prefill", padded.shape[1], page_table.shape[0]))
         if record is not None:
             record.add(("prefill", padded.shape[1], page_table.shape[0]))
-        with self.lock:
+        with self.lock, self._mesh():
             return self._prefill(
                 params,
                 cache,
@@ -99,21 +159,27 @@ class Programs:
                 page_table[None].astype(np.int32),
             )
 
-    # -- decode: `decode_steps` tokens for every row, stopping early when no row is active
-    def _decode_impl(self, params, cache, rows, page_table):
+    # -- decode: up to `decode_steps` tokens for every row; the chunk ends early after `limit["steps"]`
+    # steps, when no row is active, or (with limit["exit_on_end"]) as soon as a row ends, so that a row
+    # waiting for its slot is admitted at once. Both limits are inputs: they change no compiled shape.
+    def _decode_impl(self, params, cache, rows, page_table, limit):
         steps = self.decode_steps
         s = rows["last"].shape[0]
         out = {"tokens": jnp.full((s, steps), -1, jnp.int32), "logprobs": jnp.zeros((s, steps), jnp.float32)}
         start = rows["length"]  # tokens already in pages; this chunk's go to the side buffer
 
         def cond(carry):
-            i, _, r, _ = carry
-            return (i < steps) & jnp.any(r["active"])
+            i, _, r, _, ended_any = carry
+            go_on = (i < jnp.minimum(steps, limit["steps"])) & jnp.any(r["active"])
+            return go_on & ~(limit["exit_on_end"] & ended_any)
 
         def body(carry):
-            i, side, r, out = carry
+            i, side, r, out, _ = carry
             active = r["active"]
-            kv = PagedKV(cache["k"], cache["v"], page_table, start, i)
+            if self.in_place:  # `side` is the cache itself, written at start + i
+                kv = PagedKV(None, None, page_table, start, i, active.astype(jnp.int32))
+            else:
+                kv = PagedKV(cache["k"], cache["v"], page_table, start, i)
             logits, side = self.model.apply(
                 {"params": params}, r["last"][:, None], (start + i)[:, None], None, side, kv
             )
@@ -133,25 +199,33 @@ class Programs:
                 emitted=r["emitted"] + grow,
                 active=active & ~ended,
             )
-            return i + 1, side, r, out
+            return i + 1, side, r, out, jnp.any(active & ended)
 
         rows = dict(rows, emitted=jnp.zeros_like(start))
-        carry = (jnp.int32(0), init_side(self.cfg, s, steps), rows, out)
-        _, side, rows, out = jax.lax.while_loop(cond, body, carry)
+        carry = (jnp.int32(0), cache if self.in_place else self._side(s, steps), rows, out, jnp.bool_(False))
+        _, side, rows, out, _ = jax.lax.while_loop(cond, body, carry)
+        if self.in_place:
+            return side, out
         return flush_side(cache, side, page_table, start, rows["emitted"]), out
 
-    def decode(self, params, cache, rows: dict, page_table: np.ndarray, record=None):
+    def decode(self, params, cache, rows: dict, page_table: np.ndarray, record=None, steps=0, exit_on_end=False):
+        """One chunk: `steps` (0 = decode_steps) at most; `exit_on_end`: stop once any row ends."""
         self.shapes.add(("decode", page_table.shape[0], page_table.shape[1]))
         if record is not None:
             record.add(("decode", page_table.shape[0], page_table.shape[1]))
-        with self.lock:
-            cache, out = self._decode(params, cache, rows, page_table)
+        limit = {"steps": np.int32(steps or self.decode_steps), "exit_on_end": np.bool_(exit_on_end)}
+        with self.lock, self._mesh():
+            cache, out = self._decode(params, cache, rows, page_table, limit)
             return cache, {k: np.asarray(v) for k, v in out.items()}
 
     # -- copy pages (the partial last page of a shared prompt, for each sample that writes into it)
     @staticmethod
     def _copy_impl(cache, src, dst):
-        return {k: v.at[:, :, dst].set(v[:, :, src]) for k, v in cache.items()}
+        def copy(pages, axis):
+            index = (slice(None),) * axis
+            return pages.at[index + (dst,)].set(pages[index + (src,)])
+
+        return {name: copy(pages, PAGE_AXIS[name]) for name, pages in cache.items()}
 
     def copy_pages(self, cache, pairs: list[tuple[int, int]]):
         n = bucket(len(pairs), 1 << 30)
@@ -160,5 +234,5 @@ class Programs:
         for i, (a, b) in enumerate(pairs):
             src[i], dst[i] = a, b
         self.shapes.add(("copy", n))
-        with self.lock:
+        with self.lock, self._mesh():
             return self._copy(cache, src, dst)

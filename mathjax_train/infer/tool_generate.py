@@ -20,11 +20,9 @@ from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field, replace
 from typing import Callable, Sequence, cast
 
-from etils import epath
 from tqdm import tqdm
 
 from mathjax_train.config import EngineConfig, InputError
-from mathjax_train.data.jsonl_source import read_jsonl_numbered
 from mathjax_train.infer.engine import PAUSED, Engine, SeqState
 from mathjax_train.infer.loading import LoadedModel
 from mathjax_train.infer.params import Completion, SamplingParams, sample_seed
@@ -313,31 +311,30 @@ def generate_with_tools(
         return tg.generate(prompts, sp, seeds)
 
 
-def generate_file_with_tools(
+def generate_rows_with_tools(
     model: LoadedModel,
-    prompts_path,
-    output_path,
+    rows: list[tuple[int, dict]],
+    write: Callable[[str], None],
     sp: SamplingParams,
     *,
     num_samples: int = 1,
     seed: int = 0,
-    batch_size: int = 8,
+    engine_config: EngineConfig | None = None,
     max_calls: int = 4,
     timeout_s: float = 5.0,
 ):
-    """`generate --tools python`: like batch_job.generate_file (same rows and seeds) plus `tool_calls`;
-    rows are written in input order as soon as all their samples are done."""
+    """`generate --tools python`: like batch_job.generate_rows (same rows and seeds) plus `tool_calls`;
+    rows are written in order as soon as all their samples are done."""
     from mathjax_train.infer.batch_job import JobStats
 
-    rows = [r for _, r in read_jsonl_numbered(prompts_path, {"prompt": str})]
-    out = epath.Path(output_path)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    work = [(i, j) for i in range(len(rows)) for j in range(num_samples)]
+    cfg = engine_config or EngineConfig(num_slots=8)
+    work = [(k, j) for k in range(len(rows)) for j in range(num_samples)]
     done: dict[int, Completion] = {}
     start, new_tokens, written = time.time(), 0, 0
     with (
-        ToolGenerator(model, max_calls=max_calls, timeout_s=timeout_s, batch_size=batch_size) as tg,
-        out.open("w") as f,
+        ToolGenerator(
+            model, max_calls=max_calls, timeout_s=timeout_s, batch_size=cfg.num_slots, engine_config=cfg
+        ) as tg,
         tqdm(total=len(work), desc="generate+tools", unit="completion", file=sys.stderr) as bar,
     ):
 
@@ -349,10 +346,10 @@ def generate_file_with_tools(
             bar.set_postfix(tok_s=f"{new_tokens / max(time.time() - start, 1e-9):.1f}", runs=tg.executions)
             while written < len(rows) and all(written * num_samples + j in done for j in range(num_samples)):
                 cs = [done.pop(written * num_samples + j) for j in range(num_samples)]
-                f.write(
+                write(
                     json.dumps(
                         dict(
-                            rows[written],
+                            rows[written][1],
                             completions=[c.text for c in cs],
                             token_ids=[c.token_ids for c in cs],
                             finish_reasons=[c.finish_reason for c in cs],
@@ -361,10 +358,12 @@ def generate_file_with_tools(
                     )
                     + "\n"
                 )
-                f.flush()
                 written += 1
 
         tg.generate(
-            [rows[i]["prompt"] for i, _ in work], sp, [sample_seed(seed, i, j) for i, j in work], on_result=on_result
+            [rows[k][1]["prompt"] for k, _ in work],
+            sp,
+            [sample_seed(seed, rows[k][0], j) for k, j in work],
+            on_result=on_result,
         )
     return JobStats(len(rows), len(work), new_tokens, time.time() - start)

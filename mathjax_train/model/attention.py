@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
-from typing import Any, NamedTuple
+from typing import Any, Literal, NamedTuple
 
 import jax
 import jax.numpy as jnp
 import flax.linen as nn
+from jax.sharding import PartitionSpec
 
 from mathjax_train.config import ModelConfig
 from mathjax_train.model.attention_kernels import LANES, cudnn_attention, splash_attention
+from mathjax_train.model.cpu_kernels import paged_attention_cpu
+from mathjax_train.model.ragged_paged import ragged_attention, write_kv
 from mathjax_train.model.layers import DenseGeneral, dtype_of
 from mathjax_train.model.rope import apply_rope, inverse_frequencies
 
@@ -19,25 +22,34 @@ MAX_QUERY_BLOCKS = 16  # the blocked kernel's unrolled blocks, at most (see quer
 
 
 class PagedKV(NamedTuple):
-    """Read-only paged KV cache of earlier tokens, plus where this call's tokens go in its side buffer.
+    """Where a call's tokens sit in the paged KV cache, and the cache's read-only pages.
 
     Row b holds its first `start[b]` tokens in pages `page_table[b]` (token i at page
-    `page_table[b, i // page_size]`, offset `i % page_size`); pages are (layers, kv_heads,
-    num_pages, page_size, head_dim). The call's t tokens are written to the side buffer (layers,
-    kv_heads, batch, side_len, head_dim) at `side_pos`, after the side tokens of earlier calls of
-    the same chunk; token s of the side buffer has cache index start + s. Pages are never written
-    inside the model: `flush_side` moves the side buffer into them once per chunk, because XLA:CPU
-    lowers a scatter into a large buffer inside loops as a copy of the whole buffer.
+    `page_table[b, i // page_size]`, offset `i % page_size`). The call's t tokens follow at cache
+    indices start[b] + side_pos + j; `count[b]` of them are real (the rest padding).
+
+    The "xla" and "cpu" kernels keep pages (layers, kv_heads, num_pages, page_size, head_dim) read-only
+    in `pages_k`/`pages_v` and write the call's tokens to a side buffer (layers, kv_heads, batch,
+    side_len, head_dim) at `side_pos`, after the side tokens of earlier calls of the same chunk; token s
+    of the side buffer has cache index start + s. `flush_side` moves the side buffer into the pages
+    once per chunk, because XLA:CPU lowers a scatter into a large buffer inside loops as a copy of the
+    whole buffer. The "pallas" kernel writes into its pool in place (model/ragged_paged.py) and leaves
+    `pages_k`/`pages_v` None.
     """
 
-    pages_k: jax.Array
-    pages_v: jax.Array
+    pages_k: jax.Array | None
+    pages_v: jax.Array | None
     page_table: jax.Array  # (batch, pages) int32
     start: jax.Array  # (batch,) int32
     side_pos: jax.Array  # scalar int32
+    # (batch,) int32: the call's real tokens (the pallas kernel's writes); the name hides tuple.count
+    count: jax.Array | None = None  # type: ignore[assignment]
 
 
-TRASH_PAGE = 0  # never handed to a sequence: padding tokens are flushed here
+# How attention reads the paged cache: "xla" gathers a row's pages and runs paged_attention;
+# "cpu" reads them in place with the C++ kernel of model/cpu_kernels.py (float32, CPU only);
+# "pallas" writes to and reads a pool in the layout of JAX's ragged paged attention kernel (TPU).
+PagedKernel = Literal["xla", "cpu", "pallas"]
 
 
 def paged_read(pages, layer, page_table):
@@ -45,6 +57,30 @@ def paged_read(pages, layer, page_table):
     own = jax.lax.dynamic_index_in_dim(pages, layer, 0, keepdims=False)[:, page_table]
     h, b, p, s, d = own.shape
     return own.reshape(h, b, p * s, d)
+
+
+def per_head_shard(fn, split, axes, whole, outs):
+    """fn(*split, *whole), on each device for its own heads when the mesh splits heads (engine.tensor > 1):
+    `split[i]` is cut on axis `axes[i]` by the `heads` rule (kv-head arrays by `kv_heads`, the same mesh axes),
+    `whole` goes to every device as it is, and each output, given as (ndim, head axis) in `outs` (one pair
+    for a single output), is joined on its head axis. The paged kernels (the C++ custom call, the Pallas
+    kernel) then see one device's heads only. Without a mesh (one device) it is just fn(*split, *whole)."""
+    mesh = jax.sharding.get_abstract_mesh()
+    if mesh.empty or mesh.size == 1:
+        return fn(*split, *whole)
+    heads = nn.logical_to_mesh_axes(("heads",))
+    kv_heads = nn.logical_to_mesh_axes(("kv_heads",))
+    assert heads is not None and kv_heads is not None  # flax gives None only for names=None
+    if heads[0] != kv_heads[0]:
+        raise ValueError(f"paged attention under a mesh: heads go to {heads[0]} but kv_heads to {kv_heads[0]}")
+
+    def spec(ndim: int, axis: int | None) -> PartitionSpec:
+        return PartitionSpec(*(heads[0] if i == axis else None for i in range(ndim)))
+
+    whole = tuple(jnp.asarray(w) for w in whole)
+    in_specs = tuple(spec(x.ndim, a) for x, a in zip(split, axes)) + tuple(PartitionSpec() for _ in whole)
+    out_specs = spec(*outs) if isinstance(outs[0], int) else tuple(spec(*o) for o in outs)
+    return jax.shard_map(fn, mesh=mesh, in_specs=in_specs, out_specs=out_specs, check_vma=False)(*split, *whole)
 
 
 def paged_masks(kv: PagedKV, t: int, page_keys: int, side_keys: int, sliding_window: int):
@@ -176,12 +212,14 @@ def self_attention(cfg: ModelConfig, q, k, v, positions, segment_ids) -> jax.Arr
 class Attention(nn.Module):
     config: ModelConfig
     lora: Any = None  # LoraConfig or None (model/lora.py)
+    paged_kernel: PagedKernel = "xla"
 
     @nn.compact
     def __call__(self, x, positions, segment_ids, cache=None, kv: PagedKV | None = None, layer=0):
-        """`cache` (optional) is the stacked side buffer (k, v), each (layers, kv_heads, batch, side_len,
-        head_dim), with `kv` (PagedKV): this layer writes its new tokens into the side buffer in place
-        and attends over its pages and the side buffer. Returns (output, updated side buffer or None)."""
+        """`cache` (optional), with `kv` (PagedKV): what this layer writes its new tokens into before
+        attending over the row's earlier tokens and them: the stacked side buffer (k, v), each (layers,
+        kv_heads, batch, side_len, head_dim), or for the pallas kernel the one-element tuple (pool,).
+        Returns (output, updated cache or None)."""
         cfg = self.config
         dt, pdt = dtype_of(cfg.dtype), dtype_of(cfg.param_dtype)
         hd = cfg.resolved_head_dim
@@ -201,31 +239,76 @@ class Attention(nn.Module):
         if cache is not None:
             if kv is None:
                 raise ValueError("a side-buffer `cache` needs its PagedKV `kv`")
+            if self.paged_kernel == "pallas":
+                out, new_cache = self._pallas_paged(q, k, v, kv, cache, layer)
+                return self._out_proj(out), new_cache
             sk, sv = cache
             start = (layer, 0, 0, kv.side_pos, 0)
             sk = jax.lax.dynamic_update_slice(sk, k.astype(sk.dtype).transpose(2, 0, 1, 3)[None], start)
             sv = jax.lax.dynamic_update_slice(sv, v.astype(sv.dtype).transpose(2, 0, 1, 3)[None], start)
             new_cache = (sk, sv)
-            pages = (
-                paged_read(kv.pages_k, layer, kv.page_table).astype(dt),
-                paged_read(kv.pages_v, layer, kv.page_table).astype(dt),
-            )
-            side = (
-                jax.lax.dynamic_index_in_dim(sk, layer, 0, False).astype(dt),
-                jax.lax.dynamic_index_in_dim(sv, layer, 0, False).astype(dt),
-            )
-            masks = paged_masks(kv, t, pages[0].shape[2], side[0].shape[2], cfg.sliding_window)
-            out = paged_attention(q, pages, side, masks)
+            if self.paged_kernel == "cpu":
+                window = cfg.sliding_window
+
+                def cpu(q, pk, pv, sk, sv, layer, table, start, pos):
+                    return paged_attention_cpu(q, pk, pv, layer, table, start, sk, sv, pos, window)
+
+                out = per_head_shard(
+                    cpu,
+                    (q, kv.pages_k, kv.pages_v, sk, sv),
+                    (2, 1, 1, 1, 1),
+                    (layer, kv.page_table, kv.start, kv.side_pos),
+                    (4, 2),
+                ).astype(dt)
+            else:
+                out = self._xla_paged(q, kv, sk, sv, layer, t)
         else:
             out = self_attention(cfg, q, k.astype(dt), v.astype(dt), positions, segment_ids)
-        out = DenseGeneral(
+        return self._out_proj(out), new_cache
+
+    def _out_proj(self, out):
+        cfg = self.config
+        return DenseGeneral(
             (cfg.hidden_size,),
             ("heads", "head_dim", "embed"),
             in_dims=2,
             use_bias=cfg.o_bias,
-            dtype=dt,
-            param_dtype=pdt,
+            dtype=dtype_of(cfg.dtype),
+            param_dtype=dtype_of(cfg.param_dtype),
             lora=self.lora,
             name="o_proj",
         )(out)
-        return out, new_cache
+
+    def _pallas_paged(self, q, k, v, kv: PagedKV, cache, layer):
+        """Write this call's keys/values into the pool, then attend with the ragged kernel."""
+        if kv.count is None:
+            raise ValueError("the pallas kernel needs PagedKV.count")
+        (pool,) = cache
+        window = self.config.sliding_window
+
+        def write_and_attend(q, k, v, pool, layer, table, at, count):
+            pool = write_kv(pool, layer, k, v, table, at, count)
+            return ragged_attention(q, pool, layer, table, at + count, count, sliding_window=window), pool
+
+        out, pool = per_head_shard(
+            write_and_attend,
+            (q, k, v, pool),
+            (2, 2, 2, 3),
+            (layer, kv.page_table, kv.start + kv.side_pos, kv.count),
+            ((4, 2), (5, 3)),
+        )
+        return out.astype(dtype_of(self.config.dtype)), (pool,)
+
+    def _xla_paged(self, q, kv: PagedKV, sk, sv, layer, t: int):
+        """Attention over the row's gathered pages and the side buffer, in XLA."""
+        dt = dtype_of(self.config.dtype)
+        pages = (
+            paged_read(kv.pages_k, layer, kv.page_table).astype(dt),
+            paged_read(kv.pages_v, layer, kv.page_table).astype(dt),
+        )
+        side = (
+            jax.lax.dynamic_index_in_dim(sk, layer, 0, False).astype(dt),
+            jax.lax.dynamic_index_in_dim(sv, layer, 0, False).astype(dt),
+        )
+        masks = paged_masks(kv, t, pages[0].shape[2], side[0].shape[2], self.config.sliding_window)
+        return paged_attention(q, pages, side, masks)

@@ -100,18 +100,26 @@ def save_params(ckpt_dir, params) -> None:
         ckptr.wait_until_finished()
 
 
-def abstract_params(cfg: ModelConfig, shardings=None, lora=None):
-    """ShapeDtypeStructs of the parameter tree for `cfg` (no memory), with optional shardings;
-    `lora` (a LoraConfig) for the tree with adapters (model/lora.py)."""
-    import flax.linen as nn
+def boxed_params(cfg: ModelConfig, lora=None):
+    """The parameter tree of `cfg` as shapes in flax LogicallyPartitioned boxes (their logical axis names),
+    without memory: what the sharding rules map to shardings (parallel/rules.py: logical_shardings)."""
     import jax.numpy as jnp
 
     from mathjax_train.model.decoder import Decoder
 
-    shapes = jax.eval_shape(lambda: Decoder(cfg, lora).init(jax.random.PRNGKey(0), jnp.zeros((1, 1), jnp.int32)))
-    shapes = nn.meta.unbox(shapes)["params"]
+    return jax.eval_shape(lambda: Decoder(cfg, lora).init(jax.random.PRNGKey(0), jnp.zeros((1, 1), jnp.int32)))[
+        "params"
+    ]
+
+
+def abstract_params(cfg: ModelConfig, shardings=None, lora=None):
+    """ShapeDtypeStructs of the parameter tree for `cfg` (no memory), with optional shardings (default: this
+    host's first device); `lora` (a LoraConfig) for the tree with adapters (model/lora.py)."""
+    import flax.linen as nn
+
+    shapes = nn.meta.unbox(boxed_params(cfg, lora))
     if shardings is None:
-        device = jax.sharding.SingleDeviceSharding(jax.devices()[0])
+        device = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
         return jax.tree_util.tree_map(lambda s: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=device), shapes)
     return jax.tree_util.tree_map(lambda s, sh: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=sh), shapes, shardings)
 

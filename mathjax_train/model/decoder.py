@@ -15,7 +15,7 @@ import jax.numpy as jnp
 import flax.linen as nn
 
 from mathjax_train.config import ModelConfig
-from mathjax_train.model.attention import Attention, PagedKV
+from mathjax_train.model.attention import Attention, PagedKernel, PagedKV
 from mathjax_train.model.layers import DenseGeneral, Embed, RMSNorm, dtype_of
 
 REMAT_POLICIES = {
@@ -48,6 +48,7 @@ class DecoderLayer(nn.Module):
 
     config: ModelConfig
     lora: Any = None
+    paged_kernel: PagedKernel = "xla"
 
     @nn.compact
     def __call__(self, carry, layer, positions, segment_ids, kv):
@@ -55,7 +56,7 @@ class DecoderLayer(nn.Module):
         cfg = self.config
         dt, pdt = dtype_of(cfg.dtype), dtype_of(cfg.param_dtype)
         norm = lambda n: RMSNorm(cfg.rms_norm_eps, dtype=dt, param_dtype=pdt, name=n)  # noqa: E731
-        h, cache = Attention(cfg, self.lora, name="self_attn")(
+        h, cache = Attention(cfg, self.lora, self.paged_kernel, name="self_attn")(
             norm("input_layernorm")(x), positions, segment_ids, cache, kv, layer
         )
         x = x + h
@@ -70,15 +71,18 @@ class Decoder(nn.Module):
     `cache` (optional) is a side buffer {"k", "v": (layers, kv_heads, batch, side_len, head_dim)} and
     `kv` (PagedKV) the read-only pages of earlier tokens: the call writes its tokens' keys and values
     into the side buffer at `kv.side_pos`, attends over pages and side buffer, and returns the updated
-    side buffer (`kv_cache.flush_side` moves it into the pages). `last` (batch,) computes logits only
+    side buffer (`kv_cache.flush_side` moves it into the pages). With the pallas kernel `cache` is
+    {"pool": the ragged pool}, written in place and returned. `last` (batch,) computes logits only
     at those positions (prefill needs only its last token's), giving (batch, 1, vocab).
     `return_hidden` returns the final normed hidden states (batch, length, embed) in the compute dtype
     instead of logits, for a loss that applies the head itself (`head_kernel`, train/loss.py).
     `lora` (a LoraConfig, or None) gives the projections adapters and optionally an int8 base (model/lora.py).
+    `paged_kernel` picks how attention reads the paged cache (model/attention.py: PagedKernel).
     """
 
     config: ModelConfig
     lora: Any = None
+    paged_kernel: PagedKernel = "xla"
 
     @nn.compact
     def __call__(
@@ -102,7 +106,8 @@ class Decoder(nn.Module):
         embed = Embed(cfg.vocab_size, cfg.hidden_size, dtype=dt, param_dtype=pdt, name="embed_tokens")
         x = nn.with_logical_constraint(embed(tokens), ("batch", "length", "embed"))
 
-        layer_caches = None if cache is None else (cache["k"], cache["v"])
+        names = () if cache is None else tuple(cache)  # {"k", "v"} side buffers, or the pallas {"pool"}
+        layer_caches = None if cache is None else tuple(cache[n] for n in names)
         block = DecoderLayer
         if cfg.remat_policy != "none":
             block = nn.remat(DecoderLayer, policy=REMAT_POLICIES[cfg.remat_policy], prevent_cse=not cfg.scan_layers)
@@ -116,18 +121,20 @@ class Decoder(nn.Module):
                 length=cfg.num_layers,
                 metadata_params={nn.PARTITION_NAME: "layers"},
             )
-            carry, _ = stack(cfg, self.lora, name="layers")(
+            carry, _ = stack(cfg, self.lora, self.paged_kernel, name="layers")(
                 carry, jnp.arange(cfg.num_layers), positions, segment_ids, kv
             )
         else:
             for i in range(cfg.num_layers):
-                carry, _ = block(cfg, self.lora, name=f"layers_{i}")(carry, i, positions, segment_ids, kv)
+                carry, _ = block(cfg, self.lora, self.paged_kernel, name=f"layers_{i}")(
+                    carry, i, positions, segment_ids, kv
+                )
         x, new_layer_caches = carry
         if last is not None:
             x = jnp.take_along_axis(x, jnp.asarray(last, jnp.int32)[:, None, None], axis=1)
 
         x = RMSNorm(cfg.rms_norm_eps, dtype=dt, param_dtype=pdt, name="norm")(x)
-        new_cache = None if new_layer_caches is None else {"k": new_layer_caches[0], "v": new_layer_caches[1]}
+        new_cache = None if new_layer_caches is None else dict(zip(names, new_layer_caches))
         if return_hidden:
             return nn.with_logical_constraint(x, ("batch", "length", "embed")), new_cache
         if cfg.tie_embeddings:

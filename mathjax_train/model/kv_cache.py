@@ -6,8 +6,9 @@ import jax
 import jax.numpy as jnp
 
 from mathjax_train.config import ModelConfig
-from mathjax_train.model.attention import TRASH_PAGE
 from mathjax_train.model.layers import dtype_of
+
+TRASH_PAGE = 0  # never handed to a sequence: padding tokens are written here
 
 
 def page_bytes(cfg: ModelConfig, page_size: int, dtype: str | None = None) -> int:

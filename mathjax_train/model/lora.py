@@ -139,17 +139,26 @@ def load_adapters(ckpt_dir, cfg: ModelConfig, lora: LoraConfig) -> dict:
     return ckpt.load_params(ckpt_dir, cfg, target=adapters)
 
 
-def load_plain_params(ckpt_dir, cfg: ModelConfig) -> dict:
+def load_plain_params(ckpt_dir, cfg: ModelConfig, shardings=None) -> dict:
     """The plain decoder's parameters (cfg.param_dtype) of a full checkpoint, or of an adapter
-    checkpoint merged onto its base: every inference path and export-hf loads through here."""
+    checkpoint merged onto its base: every inference path and export-hf loads through here. `shardings`
+    (a tree like the params; default: this host's first device) is where they are read to and merged."""
     meta = load_adapter_meta(ckpt_dir)
     if meta is None:
-        return ckpt.load_params(ckpt_dir, cfg)
+        return ckpt.load_params(ckpt_dir, cfg, shardings)
     base_dir, lora = meta
     try:
-        base = ckpt.load_params(base_dir, cfg)
+        base = ckpt.load_params(base_dir, cfg, shardings)
     except ConfigError as e:
         raise ConfigError(f"{ckpt_dir}: its base checkpoint (adapter.json) does not load: {e}") from None
     adapters = load_adapters(ckpt_dir, cfg, lora)
+    if shardings is not None:  # the small adapters go whole to every device the base is split over
+        first = jax.tree_util.tree_leaves(shardings, is_leaf=lambda x: isinstance(x, jax.sharding.Sharding))[0]
+        mesh = getattr(first, "mesh", None)
+        if mesh is not None:
+            adapters = jax.device_put(adapters, jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec()))
     _, like = abstract_trees(cfg, lora)
-    return jax.jit(lambda b, a: merge(quantize_base(b, like), a, lora, jnp.dtype(cfg.param_dtype)))(base, adapters)
+    merged = jax.jit(
+        lambda b, a: merge(quantize_base(b, like), a, lora, jnp.dtype(cfg.param_dtype)), out_shardings=shardings
+    )
+    return merged(base, adapters)

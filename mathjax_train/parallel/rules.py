@@ -61,8 +61,10 @@ def batch_sharding(mesh, rules) -> NamedSharding:
     return NamedSharding(mesh, spec)
 
 
-def check_divisible(abstract_params, shardings, where: str = "model") -> None:
-    """Every sharded dimension must divide evenly; name the parameter and the rule to change."""
+def check_divisible(
+    abstract_params, shardings, where: str = "model", remedy: str = "change mesh.* or override mesh.rules"
+) -> None:
+    """Every sharded dimension must divide evenly; name the parameter and (`remedy`) what to change."""
     flat_p = jax.tree_util.tree_leaves_with_path(abstract_params)
     flat_s = jax.tree_util.tree_leaves(shardings, is_leaf=lambda x: isinstance(x, NamedSharding))
     for (path, leaf), sh in zip(flat_p, flat_s):
@@ -77,5 +79,5 @@ def check_divisible(abstract_params, shardings, where: str = "model") -> None:
             if dim % n:
                 raise ConfigError(
                     f"{where}: parameter {jax.tree_util.keystr(path)} has a dimension of {dim}, which the "
-                    f"mesh axes {axes} (size {n}) cannot split evenly; change mesh.* or override mesh.rules"
+                    f"mesh axes {axes} (size {n}) cannot split evenly; {remedy}"
                 )

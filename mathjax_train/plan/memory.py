@@ -79,7 +79,8 @@ def abstract_mesh(shape: dict[str, int]) -> AbstractMesh:
     return AbstractMesh(tuple(shape[a] for a in MESH_AXES), MESH_AXES, axis_types=(AxisType.Auto,) * len(MESH_AXES))
 
 
-def _local_bytes(tree) -> int:
+def local_bytes(tree) -> int:
+    """Bytes of one device's shards of a tree of arrays (or ShapeDtypeStructs) that carry shardings."""
     return sum(math.prod(x.sharding.shard_shape(x.shape)) * x.dtype.itemsize for x in jax.tree_util.tree_leaves(tree))
 
 
@@ -100,9 +101,9 @@ def state_bytes(cfg: Config, model_cfg: ModelConfig, mp: MeshPlan) -> dict:
     return {
         "param_count": count,
         "trainable_count": trainable,
-        "params": _local_bytes(params),
-        "frozen_base": _local_bytes(base),
-        "optimizer_state": _local_bytes(layout.abstract["opt_state"]),
+        "params": local_bytes(params),
+        "frozen_base": local_bytes(base),
+        "optimizer_state": local_bytes(layout.abstract["opt_state"]),
     }
 
 

@@ -134,10 +134,13 @@ class ServeApp:
         request_timeout_s: float = 600.0,
         max_live_rows: int = 4096,
         poll_s: float = 0.25,
+        compile_ahead: bool = False,
     ):
         self.model, self.model_name = model, model_name
         self.tokenizer = model.tokenizer
         self.engine = Engine(model, engine_config or EngineConfig(), max_seq_len=max_seq_len)
+        if compile_ahead:  # before the loop thread owns the engine
+            self.engine.compile_ahead()
         self.loop = EngineLoop(self.engine, max_live_rows=max_live_rows)
         self.context = min(self.engine.max_seq_len, self.engine.pool.usable * self.engine.page_size)
         self.request_timeout_s, self.poll_s = request_timeout_s, poll_s

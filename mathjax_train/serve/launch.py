@@ -17,7 +17,7 @@ from mathjax_train.serve.server import api_key_from_env, start_server
 
 
 def warm_up(app: ServeApp, timeout_s: float = 600.0) -> None:
-    """Compile a one-row prefill and decode chunk so the first client does not wait for them."""
+    """One short request through the whole path (the programs were compiled ahead)."""
     import queue
 
     tok = app.tokenizer
@@ -34,9 +34,9 @@ def warm_up(app: ServeApp, timeout_s: float = 600.0) -> None:
 def serve_checkpoint(cfg: ServeConfig) -> int:
     """Serve `cfg.checkpoint` until SIGTERM or Ctrl-C; prints one JSON line when ready, one when stopped."""
     api_key = api_key_from_env(cfg.api_key_env)
-    model = load_for_inference(cfg.checkpoint, dtype=cfg.dtype)
+    model = load_for_inference(cfg.checkpoint, dtype=cfg.dtype, tensor=cfg.engine.tensor)
     name = cfg.model_name or epath.Path(cfg.checkpoint).name
-    app = ServeApp(model, name, cfg.engine, max_seq_len=cfg.max_seq_len)
+    app = ServeApp(model, name, cfg.engine, max_seq_len=cfg.max_seq_len, compile_ahead=cfg.warmup)
     if cfg.warmup:
         warm_up(app)
     server = start_server(app, cfg.host, cfg.port, api_key=api_key, access_log=not cfg.quiet)

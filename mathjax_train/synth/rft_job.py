@@ -16,10 +16,9 @@ from collections import Counter
 from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING
 
-from etils import epath
 from tqdm import tqdm
 
-from mathjax_train.config import DistributedConfig, InputError, RftConfig
+from mathjax_train.config import EngineConfig, InputError, RftConfig
 from mathjax_train.data import run_dir
 from mathjax_train.data.templates import ChatTemplate, get_template
 from mathjax_train.infer.batch_job import engine_for_prompts
@@ -28,7 +27,9 @@ from mathjax_train.infer.params import SamplingParams, sample_seed
 from mathjax_train.data.problems import Problem
 from mathjax_train.synth.questions import load_questions
 from mathjax_train.synth.rft import REJECT_REASONS, select
-from mathjax_train.synth.rft_output import output_stats, repair, settings_path, shard_path
+from mathjax_train.parallel import host_shard
+from mathjax_train.parallel.host_shard import shard_path
+from mathjax_train.synth.rft_output import output_stats, repair, settings_path
 
 if TYPE_CHECKING:
     from mathjax_train.infer.engine import Engine
@@ -58,18 +59,7 @@ RESUME_KEYS = (
 
 def resolve_shard(cfg: RftConfig) -> tuple[int, int]:
     """(shard_index, num_shards): the config's, else this host's jax process index and count."""
-    if cfg.num_shards > 0 and cfg.shard_index >= 0:
-        return cfg.shard_index, cfg.num_shards
-    import jax
-
-    from mathjax_train.parallel.distributed import maybe_initialize
-
-    maybe_initialize(DistributedConfig())
-    index = cfg.shard_index if cfg.shard_index >= 0 else jax.process_index()
-    count = cfg.num_shards or jax.process_count()
-    if not 0 <= index < count:
-        raise InputError(f"shard index {index} is not in [0, {count})")
-    return index, count
+    return host_shard.resolve_shard(cfg.shard_index, cfg.num_shards)
 
 
 # ----------------------------------------------------------------------------- sampling
@@ -105,7 +95,7 @@ class Sampler:
 
     def __init__(self, index: int, path: str, cfg: RftConfig):
         self.index, self.path, self.cfg = index, path, cfg
-        self.model: LoadedModel = load_for_inference(path, dtype=cfg.dtype or "auto")
+        self.model: LoadedModel = load_for_inference(path, dtype=cfg.dtype or "auto", tensor=cfg.tensor)
         self.template = _template(cfg.template, self.model)
         self.add_special = cfg.template != "chat"  # a chat template writes its own BOS
         self.sp = SamplingParams(max_tokens=cfg.max_new_tokens, temperature=cfg.temperature, top_p=cfg.top_p)
@@ -120,6 +110,7 @@ class Sampler:
                 timeout_s=cfg.tool_timeout_s,
                 batch_size=cfg.batch_size,
                 add_special_tokens=self.add_special,
+                engine_config=EngineConfig(tensor=cfg.tensor),
             )
 
     def prepare(self, questions: list[Problem]) -> set[int]:
@@ -129,7 +120,11 @@ class Sampler:
         too_long = {i for i, n in lens.items() if n + self.cfg.max_new_tokens > limit}
         if self.tools is None:
             self.engine = engine_for_prompts(
-                self.model, [n for i, n in lens.items() if i not in too_long], self.sp, self.cfg.batch_size
+                self.model,
+                [n for i, n in lens.items() if i not in too_long],
+                self.sp,
+                self.cfg.batch_size,
+                EngineConfig(tensor=self.cfg.tensor),
             )
         return too_long
 
@@ -289,7 +284,7 @@ def run_rft(cfg: RftConfig, *, progress: bool = True) -> dict:
     questions = load_questions(
         cfg.dataset, cfg.split, data_dir=cfg.data_dir or None, limit=cfg.limit, procedural_seed=cfg.procedural_seed
     )
-    mine = [q for q in questions if q.index % count == index]
+    mine = [q for q in questions if host_shard.owns(q.index, index, count)]
     run_dir.check_settings(
         settings_path(out_path), _settings(cfg, index, count), keys=RESUME_KEYS, output=out_path, flag="--output"
     )
@@ -324,7 +319,7 @@ def run_rft(cfg: RftConfig, *, progress: bool = True) -> dict:
     rows = repair(out_path)
     finished = {r["question_id"] for r in rows} | set().union(*skipped.values())
     if count > 1 and finished >= {q.id for q in mine}:
-        epath.Path(out_path + ".done").write_text(json.dumps({"questions": len(mine), "rows": len(rows)}))
+        host_shard.mark_done(out_path, {"questions": len(mine), "rows": len(rows)})
     t = tally
     return {
         "output": out_path,

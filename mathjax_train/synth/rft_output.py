@@ -12,10 +12,9 @@ from etils import epath
 from mathjax_train.config import InputError
 from mathjax_train.data import run_dir
 from mathjax_train.data.jsonl_source import JsonlFormatError
+from mathjax_train.parallel.host_shard import shard_path, unfinished
 
-
-def shard_path(output: str, index: int, count: int) -> str:
-    return output if count == 1 else f"{output}.shard-{index}-of-{count}"
+__all__ = ["merge_shards", "output_stats", "read_rows", "repair", "settings_path", "shard_path"]
 
 
 def settings_path(output: str) -> str:
@@ -93,7 +92,7 @@ def merge_shards(output: str, num_shards: int) -> dict:
     if num_shards < 2:
         raise InputError(f"--num-shards must be >= 2 to merge, got {num_shards}")
     paths = [shard_path(output, i, num_shards) for i in range(num_shards)]
-    missing = [p for p in paths if not epath.Path(p + ".done").exists()]
+    missing = unfinished(output, num_shards)
     if missing:
         raise FileNotFoundError(f"shard(s) not finished (no .done marker): {', '.join(missing)}; run rft for them")
     settings = [json.loads(epath.Path(settings_path(p)).read_text()) for p in paths]

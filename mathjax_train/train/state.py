@@ -31,8 +31,7 @@ class StateLayout:
 
 
 def _boxed_params(model: Decoder):
-    tokens = jnp.zeros((1, 1), jnp.int32)
-    return jax.eval_shape(lambda: model.init(jax.random.PRNGKey(0), tokens))["params"]
+    return model_ckpt.boxed_params(model.config, model.lora)
 
 
 def state_layout(model_cfg: ModelConfig, tx: optax.GradientTransformation, mesh, rules, lora=None) -> StateLayout:
