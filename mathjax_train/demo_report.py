@@ -18,6 +18,11 @@ def _interval(lo_hi: list[float]) -> str:
     return f"[{_pct(lo_hi[0])}, {_pct(lo_hi[1])}]"
 
 
+def _side_of_zero(interval: list[float]) -> str:
+    """Where a paired difference's 95% interval lies: "above" or "below" zero, or "zero" (it includes it)."""
+    return "above" if interval[0] > 0 else "below" if interval[1] < 0 else "zero"
+
+
 def plot_stages(summary: dict, path: str) -> None:
     """Greedy accuracy of each model the loop made, with 95% intervals where the summary has them."""
     import matplotlib
@@ -93,11 +98,12 @@ def _control(summary: dict) -> str:
             "this run does not separate the two."
         )
     c = summary["rft_minus_continued_sft"]
-    verdict = (
-        "so the kept paths, not only the extra steps, made the difference."
-        if c["interval"][0] > 0
-        else "an interval that includes zero: in this run the extra steps, not the kept paths, explain the gain."
-    )
+    verdict = {
+        "above": "so the kept paths, not only the extra steps, made the difference.",
+        "below": "an interval below zero: the same steps on the seed set alone did better, so in this run the "
+        "kept paths cost accuracy rather than adding it.",
+        "zero": "an interval that includes zero: in this run the extra steps, not the kept paths, explain the gain.",
+    }[_side_of_zero(c["interval"])]
     return (
         f"Control: the SFT model continued on the seed set alone for the same steps reached "
         f"{_pct(summary['accuracy_continued_sft'])}; RFT minus control {c['difference'] * 100:+.1f} points, 95% "
@@ -110,7 +116,6 @@ def markdown(summary: dict, manifest: dict, links: dict[str, str]) -> str:
     iv, d, fit, rft = summary["intervals"], summary["rft_minus_sft"], summary["scaling_fit"], summary["rft"]
     n = summary["heldout_problems"]
     kmax = max(summary["pass_at_k"], key=int)
-    above = d["interval"][0] > 0
     lines = [
         "# The loop in miniature",
         "",
@@ -143,11 +148,11 @@ def markdown(summary: dict, manifest: dict, links: dict[str, str]) -> str:
         f"RFT minus SFT: {d['difference'] * 100:+.1f} points, 95% interval "
         f"[{d['interval'][0] * 100:+.1f}, {d['interval'][1] * 100:+.1f}] (paired over {d['problems']} problems: "
         f"{d['gained']} newly solved, {d['lost']} lost). "
-        + (
-            "The interval excludes zero: the gain is larger than the evaluation noise."
-            if above
-            else "The interval includes zero: this run does not show a gain beyond the evaluation noise."
-        ),
+        + {
+            "above": "The interval is above zero: the gain is larger than the evaluation noise.",
+            "below": "The interval is below zero: RFT lost accuracy, beyond the evaluation noise.",
+            "zero": "The interval includes zero: this run does not show a gain beyond the evaluation noise.",
+        }[_side_of_zero(d["interval"])],
         _control(summary),
         "",
         "## pass@k vs first answer (Xwin-Math)",
