@@ -11,7 +11,7 @@ is also timed compiling as the job goes, as `rft` does (that compilation then co
 Start-up (loading, engine construction, compilation, warm-up) is reported separately and in the
 wall time. vLLM runs in its own venv (benchmarks/vllm_side.py; set up as the
 README says). --sweep also runs ours at 8, 32 and 128 slots and at k = 1, 8, 32, in the same process
-after the main run: programs an earlier run compiled are reused, so those runs leave most compilation out.
+after the main run, each compiling in its own start-up what the runs before it did not.
 --vllm-env passes settings to vLLM (e.g. VLLM_CPU_NUM_OF_RESERVED_CPU=0: its model on every core).
 Prints one JSON object; ratio > 1 means we are faster.
 """

@@ -365,7 +365,11 @@ class RftConfig:
                 f"{where}: temperature must be >= 0 and top_p in (0, 1], got {self.temperature}, {self.top_p}"
             )
         check_shard(self.shard_index, self.num_shards, where)
-        EngineConfig(num_slots=self.batch_size, tensor=self.tensor).validate(where)
+        self.engine().validate(where)
+
+    def engine(self) -> EngineConfig:
+        """The engine settings these carry (slots, tensor degree); the rest are the engine's defaults."""
+        return EngineConfig(num_slots=self.batch_size, tensor=self.tensor)
 
 
 AugmentMethod = Literal["rephrase", "change_numbers", "harder"]  # synth/augment.py has a prompt for each

@@ -6,7 +6,6 @@ import dataclasses
 
 import numpy as np
 import pytest
-import torch
 
 from hf_fixtures import import_random_model
 from mathjax_train.config import EngineConfig
@@ -15,6 +14,7 @@ from mathjax_train.infer.loading import load_for_inference
 from mathjax_train.infer.pages import PagePool
 from mathjax_train.infer.params import SamplingParams
 from mathjax_train.infer.prefix_cache import PrefixCache
+from test_engine import hf_greedy
 
 SMALL = dict(page_size=4, decode_steps=4, prefill_budget=16)
 GREEDY = SamplingParams(max_tokens=6, ignore_eos=True)
@@ -24,11 +24,6 @@ GREEDY = SamplingParams(max_tokens=6, ignore_eos=True)
 def llama(tmp_path_factory):
     hf, ckpt = import_random_model(tmp_path_factory.mktemp("prefix"), "llama", seed=3)
     return hf, load_for_inference(ckpt)
-
-
-def hf_greedy(model, prompt, n):
-    out = model.generate(torch.tensor([prompt]), max_new_tokens=n, do_sample=False, eos_token_id=None, pad_token_id=0)
-    return out[0, len(prompt) :].tolist()
 
 
 def test_the_trie_finds_the_longest_run_of_full_pages_and_counts_references():

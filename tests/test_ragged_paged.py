@@ -261,11 +261,10 @@ def test_the_engine_on_the_ragged_kernel_matches_transformers_and_the_xla_engine
     """The whole engine with engine.attention=pallas (interpret mode): greedy rows of mixed prompt lengths,
     admitted as slots free up, prefilled in chunks, equal transformers token for token; the samples of one
     prompt (its partial page copied in the pool's layout) equal the XLA engine's."""
-    import torch
-
     from mathjax_train.config import EngineConfig
     from mathjax_train.infer.engine import Engine
     from mathjax_train.infer.params import SamplingParams
+    from test_engine import hf_greedy
 
     hf, m = tiny_llama
     small = dict(page_size=4, decode_steps=3, prefill_budget=16)
@@ -275,8 +274,7 @@ def test_the_engine_on_the_ragged_kernel_matches_transformers_and_the_xla_engine
     assert eng.kernel == "pallas" and set(eng.cache) == {"pool"}
     out = eng.generate(prompts, [SamplingParams(max_tokens=n, ignore_eos=True) for n in lengths], [[0]] * 3)
     for p, n, (c,) in zip(prompts, lengths, out):
-        want = hf.generate(torch.tensor([p]), max_new_tokens=n, do_sample=False, eos_token_id=None, pad_token_id=0)
-        assert c.token_ids == want[0, len(p) :].tolist()
+        assert c.token_ids == hf_greedy(hf, p, n)
     assert eng.stats.prefill_calls > len(prompts)
 
     sp = SamplingParams(max_tokens=5, temperature=1.0, ignore_eos=True)

@@ -9,6 +9,7 @@ from mathjax_train.config import ConfigError, InputError, is_remote
 from mathjax_train.data import run_dir
 from mathjax_train.data.jsonl_source import JsonlFormatError
 from mathjax_train.eval import results
+from mathjax_train.parallel import host_shard
 from mathjax_train.synth import rft_output
 
 
@@ -157,11 +158,11 @@ def test_rft_output_cuts_an_unfinished_question(tmp_path):
 def test_merge_refuses_shards_made_with_other_settings(tmp_path):
     out = str(tmp_path / "rft.jsonl")
     for i, temperature in ((0, 0.7), (1, 0.9)):
-        shard = rft_output.shard_path(out, i, 2)
+        shard = host_shard.shard_path(out, i, 2)
         (tmp_path / f"rft.jsonl.shard-{i}-of-2").write_text(_rft_row(f"q{i}", i, 0, 1) + "\n")
         (tmp_path / f"rft.jsonl.shard-{i}-of-2.done").write_text("{}")
         run_dir.check_settings(
-            rft_output.settings_path(shard),
+            host_shard.settings_path(shard),
             {"temperature": temperature, "shard_index": i},
             output=shard,
             flag="--output",

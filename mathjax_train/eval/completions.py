@@ -24,14 +24,13 @@ def plain_source(
     sp: SamplingParams,
     all_prompts: Sequence[str],
     *,
-    batch_size: int = 0,
+    engine_config: EngineConfig | None = None,
     add_special_tokens: bool = True,
     engine=None,
-    tensor: int = 1,
 ) -> CompleteFn:
-    """Greedy / sampled decoding; `batch_size` is the engine's slot count (0 = its default), `tensor` the
-    devices it spans (engine.tensor). The engine is sized from `all_prompts` (the whole run, resumed rows
-    included), or is the given `engine` (one that already serves `model`, e.g. the RL sampler)."""
+    """Greedy / sampled decoding on an engine with `engine_config` (slots, tensor degree; default: the
+    engine's defaults) sized from `all_prompts` (the whole run, resumed rows included), or on the given
+    `engine` (one that already serves `model`, e.g. the RL sampler)."""
     tok = model.tokenizer
     lengths = [len(tok.encode(p, add_special_tokens=add_special_tokens)) for p in all_prompts]
     limit = model.cfg.max_position_embeddings
@@ -43,7 +42,7 @@ def plain_source(
             "new tokens"
         )
     if engine is None:
-        engine = engine_for_prompts(model, lengths, sp, batch_size, EngineConfig(tensor=tensor))
+        engine = engine_for_prompts(model, lengths, sp, engine_config)
     elif lengths and engine.fits(lengths[longest], sp.max_tokens):
         raise InputError(
             f"prompt {longest} has {lengths[longest]} tokens; {engine.fits(lengths[longest], sp.max_tokens)}"
@@ -73,11 +72,10 @@ class _ToolSource:
         self,
         model: LoadedModel,
         sp: SamplingParams,
-        batch_size: int,
+        engine_config: EngineConfig,
         max_calls: int,
         timeout_s: float,
         add_special_tokens: bool,
-        tensor: int,
     ):
         from mathjax_train.infer.tool_generate import ToolGenerator
 
@@ -86,9 +84,9 @@ class _ToolSource:
             model,
             max_calls=max_calls,
             timeout_s=timeout_s,
-            batch_size=batch_size,
+            batch_size=engine_config.num_slots,  # 0: the engine's default (ToolGenerator's own default is 8)
             add_special_tokens=add_special_tokens,
-            engine_config=EngineConfig(tensor=tensor),
+            engine_config=engine_config,
         )
 
     def __call__(self, prompts: Sequence[str], seeds: Sequence[int]) -> list[Completion]:
@@ -102,10 +100,9 @@ def tool_source(
     model: LoadedModel,
     sp: SamplingParams,
     *,
-    batch_size: int = 0,
+    engine_config: EngineConfig | None = None,
     max_calls: int = 4,
     timeout_s: float = 5.0,
     add_special_tokens: bool = True,
-    tensor: int = 1,
 ) -> CompleteFn:
-    return _ToolSource(model, sp, batch_size, max_calls, timeout_s, add_special_tokens, tensor)
+    return _ToolSource(model, sp, engine_config or EngineConfig(), max_calls, timeout_s, add_special_tokens)

@@ -133,10 +133,8 @@ def default_source(cfg: EvalConfig, all_prompts: Sequence[str]) -> CompleteFn:
     sp = sampling_params(cfg)
     special = cfg.template != "chat"
     if cfg.tools == "python":
-        return completions.tool_source(model, sp, batch_size=g.batch_size, add_special_tokens=special, tensor=g.tensor)
-    return completions.plain_source(
-        model, sp, all_prompts, batch_size=g.batch_size, add_special_tokens=special, tensor=g.tensor
-    )
+        return completions.tool_source(model, sp, engine_config=g.engine(), add_special_tokens=special)
+    return completions.plain_source(model, sp, all_prompts, engine_config=g.engine(), add_special_tokens=special)
 
 
 def grade(

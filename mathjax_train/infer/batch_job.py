@@ -19,7 +19,7 @@ from mathjax_train.data.jsonl_source import read_jsonl_numbered
 from mathjax_train.infer.engine import Engine
 from mathjax_train.infer.loading import LoadedModel
 from mathjax_train.infer.params import SamplingParams, sample_seed
-from mathjax_train.parallel.host_shard import mark_done, owns, resolve_shard, shard_path, unfinished
+from mathjax_train.parallel.host_shard import mark_done, owns, resolve_shard, settings_path, shard_path, unfinished
 
 
 @dataclass
@@ -35,14 +35,11 @@ class JobStats:
 
 
 def engine_for_prompts(
-    model: LoadedModel, prompt_lengths, sp: SamplingParams, num_slots: int = 0, config: EngineConfig | None = None
+    model: LoadedModel, prompt_lengths, sp: SamplingParams, config: EngineConfig | None = None
 ) -> Engine:
     """An engine sized for a batch job: sequences up to the longest prompt plus max_tokens."""
-    cfg = config or EngineConfig()
-    if num_slots:
-        cfg.num_slots = num_slots
     longest = max(prompt_lengths, default=1)
-    return Engine(model, cfg, max_seq_len=longest + sp.max_tokens)
+    return Engine(model, config or EngineConfig(), max_seq_len=longest + sp.max_tokens)
 
 
 def generate_rows(
@@ -59,8 +56,7 @@ def generate_rows(
     one JSON line, in order, as soon as all its samples are done. Seeds come from the input index, so a row's
     completions do not depend on which other rows (or which shard of the file) ran with it."""
     encoded = [model.tokenizer.encode(r["prompt"]) for _, r in rows]
-    cfg = engine_config or EngineConfig()
-    engine = engine_for_prompts(model, map(len, encoded), sp, cfg.num_slots, cfg)
+    engine = engine_for_prompts(model, map(len, encoded), sp, engine_config)
     groups = [
         engine.submit(ids, sp, [sample_seed(seed, i, j) for j in range(num_samples)])
         for (i, _), ids in zip(rows, encoded)
@@ -121,7 +117,7 @@ def generate_job(cfg: GenerateJobConfig) -> dict:
     mine = [(i, r) for i, r in enumerate(rows) if owns(i, index, count)]
     done = 0
     if count > 1:
-        run_dir.check_settings(out + ".settings.json", _settings(cfg, index, count), output=out, flag="--output")
+        run_dir.check_settings(settings_path(out), _settings(cfg, index, count), output=out, flag="--output")
         kept = run_dir.read_jsonl_repairing(out).rows
         if len(kept) > len(mine) or any(a["prompt"] != b[1]["prompt"] for a, b in zip(kept, mine)):
             raise InputError(f"{out}: its rows are not the first prompts of shard {index} of {cfg.prompts}")

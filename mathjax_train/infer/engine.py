@@ -120,11 +120,8 @@ class Engine:
         if placed is not model.params:  # in place: the engine reads model.params at every call
             model.params = placed
         self.num_pages = self.cfg.num_pages or self._pages_from_memory()
-        self.pool = PagePool(self.num_pages)
-        self.prefix = PrefixCache(self.pool, self.page_size) if self.cfg.prefix_cache else None
+        self._fresh_cache()
         self._params_version = model.params_version
-        # committed like the donated outputs, so the first and later calls share one compilation
-        self.cache = empty_cache(self.kernel, mc, self.num_pages, self.page_size, self.placement)
         self.unroll = unroll_by_default(self.cfg.layers, jax.default_backend())
         self.programs = Programs.of(
             decode_config(mc, self.unroll), self.eos_ids, self.cfg.decode_steps, self.kernel, self.placement
@@ -158,6 +155,12 @@ class Engine:
         if problem:
             raise InputError(problem)
         return fit.pages
+
+    def _fresh_cache(self) -> None:
+        """An empty cache with its page pool and prefix cache (at start-up, and after a lost cache)."""
+        self.pool = PagePool(self.num_pages)
+        self.prefix = PrefixCache(self.pool, self.page_size) if self.cfg.prefix_cache else None
+        self.cache = empty_cache(self.kernel, self.model.cfg, self.num_pages, self.page_size, self.placement)
 
     def compile_ahead(self) -> int:
         """Compile the programs a run can need (a decode chunk for every row bucket up to num_slots, a
@@ -339,9 +342,7 @@ class Engine:
         resumed (their epoch is older)."""
         self._epoch += 1
         self.stats.cache_losses += 1
-        self.pool = PagePool(self.num_pages)
-        self.prefix = PrefixCache(self.pool, self.page_size) if self.cfg.prefix_cache else None
-        self.cache = empty_cache(self.kernel, self.model.cfg, self.num_pages, self.page_size, self.placement)
+        self._fresh_cache()
         for row in self.running:
             row.state = WAITING
         self.waiting.extendleft(reversed(self.running))

@@ -73,10 +73,9 @@ class Programs:
         kernel: PagedKernel = "xla",
         placement: Placement | None = None,
     ) -> "Programs":
-        mesh = placement.mesh if placement is not None else None
-        key = (repr(cfg), tuple(eos_ids), decode_steps, kernel, mesh)
+        key = (repr(cfg), tuple(eos_ids), decode_steps, kernel, placement.mesh if placement is not None else None)
         if key not in cls._shared:
-            cls._shared[key] = cls(cfg, eos_ids, decode_steps, kernel, placement if mesh is not None else None)
+            cls._shared[key] = cls(cfg, eos_ids, decode_steps, kernel, placement)
         return cls._shared[key]
 
     def __init__(

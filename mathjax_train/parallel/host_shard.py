@@ -42,6 +42,12 @@ def shard_path(output: str, index: int, count: int) -> str:
     return output if count == 1 else f"{output}.shard-{index}-of-{count}"
 
 
+def settings_path(output: str) -> str:
+    """The settings an output (or one shard of it) was made with: checked when a run resumes it and when
+    shards are joined."""
+    return output + ".settings.json"
+
+
 def done_path(path: str) -> str:
     return path + ".done"
 

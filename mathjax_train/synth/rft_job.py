@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING
 
 from tqdm import tqdm
 
-from mathjax_train.config import EngineConfig, InputError, RftConfig
+from mathjax_train.config import InputError, RftConfig
 from mathjax_train.data import run_dir
 from mathjax_train.data.templates import ChatTemplate, get_template
 from mathjax_train.infer.batch_job import engine_for_prompts
@@ -28,8 +28,8 @@ from mathjax_train.data.problems import Problem
 from mathjax_train.synth.questions import load_questions
 from mathjax_train.synth.rft import REJECT_REASONS, select
 from mathjax_train.parallel import host_shard
-from mathjax_train.parallel.host_shard import shard_path
-from mathjax_train.synth.rft_output import output_stats, repair, settings_path
+from mathjax_train.parallel.host_shard import settings_path, shard_path
+from mathjax_train.synth.rft_output import output_stats, repair
 
 if TYPE_CHECKING:
     from mathjax_train.infer.engine import Engine
@@ -55,11 +55,6 @@ RESUME_KEYS = (
     "shard_index",
     "dedup_with_reference",
 )
-
-
-def resolve_shard(cfg: RftConfig) -> tuple[int, int]:
-    """(shard_index, num_shards): the config's, else this host's jax process index and count."""
-    return host_shard.resolve_shard(cfg.shard_index, cfg.num_shards)
 
 
 # ----------------------------------------------------------------------------- sampling
@@ -110,7 +105,7 @@ class Sampler:
                 timeout_s=cfg.tool_timeout_s,
                 batch_size=cfg.batch_size,
                 add_special_tokens=self.add_special,
-                engine_config=EngineConfig(tensor=cfg.tensor),
+                engine_config=cfg.engine(),
             )
 
     def prepare(self, questions: list[Problem]) -> set[int]:
@@ -120,11 +115,7 @@ class Sampler:
         too_long = {i for i, n in lens.items() if n + self.cfg.max_new_tokens > limit}
         if self.tools is None:
             self.engine = engine_for_prompts(
-                self.model,
-                [n for i, n in lens.items() if i not in too_long],
-                self.sp,
-                self.cfg.batch_size,
-                EngineConfig(tensor=self.cfg.tensor),
+                self.model, [n for i, n in lens.items() if i not in too_long], self.sp, self.cfg.engine()
             )
         return too_long
 
@@ -279,7 +270,7 @@ def select_chunk(per_model: list[dict], chunk: list[Problem], cfg: RftConfig, ta
 def run_rft(cfg: RftConfig, *, progress: bool = True) -> dict:
     """Run (or resume) this host's shard; returns the stats that `rft` prints."""
     cfg.validate("rft")
-    index, count = resolve_shard(cfg)
+    index, count = host_shard.resolve_shard(cfg.shard_index, cfg.num_shards)
     out_path = shard_path(cfg.output, index, count)
     questions = load_questions(
         cfg.dataset, cfg.split, data_dir=cfg.data_dir or None, limit=cfg.limit, procedural_seed=cfg.procedural_seed

@@ -12,14 +12,7 @@ from etils import epath
 from mathjax_train.config import InputError
 from mathjax_train.data import run_dir
 from mathjax_train.data.jsonl_source import JsonlFormatError
-from mathjax_train.parallel.host_shard import shard_path, unfinished
-
-__all__ = ["merge_shards", "output_stats", "read_rows", "repair", "settings_path", "shard_path"]
-
-
-def settings_path(output: str) -> str:
-    """The settings an output was made with (checked when a run resumes it, and by merge_shards)."""
-    return output + ".settings.json"
+from mathjax_train.parallel.host_shard import settings_path, shard_path, unfinished
 
 
 RFT_FIELDS = ("question_id", "question_index", "path_index", "paths_total")

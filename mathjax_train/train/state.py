@@ -30,14 +30,10 @@ class StateLayout:
     param_shardings: dict
 
 
-def _boxed_params(model: Decoder):
-    return model_ckpt.boxed_params(model.config, model.lora)
-
-
 def state_layout(model_cfg: ModelConfig, tx: optax.GradientTransformation, mesh, rules, lora=None) -> StateLayout:
     """With `lora` (an enabled LoraConfig) `params` holds only the adapters, which alone get optimizer
     state, and the frozen base sits under `base`."""
-    boxed = _boxed_params(Decoder(model_cfg, lora))
+    boxed = model_ckpt.boxed_params(model_cfg, lora)
     frozen = None
     if lora is not None:
         boxed, frozen = lora_params.split(boxed)
@@ -93,7 +89,7 @@ def init_state(model_cfg: ModelConfig, tx, layout: StateLayout, seed: int, param
 def load_base(init_from, model_cfg: ModelConfig, lora, layout: StateLayout, mesh, rules):
     """A LoRA run's frozen base from `init_from`, sharded as the layout's `base`: the checkpoint as is,
     or quantized to int8 on the devices (`lora.quantize_base`)."""
-    plain_shardings = logical_shardings(_boxed_params(Decoder(model_cfg)), mesh, rules)
+    plain_shardings = logical_shardings(model_ckpt.boxed_params(model_cfg), mesh, rules)
     plain = model_ckpt.load_params(init_from, model_cfg, plain_shardings)
     if lora.quantize_base == "none":
         return plain
