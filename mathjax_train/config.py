@@ -33,7 +33,7 @@ Dtype = Literal["float32", "bfloat16", "float16"]
 # blocked (plain XLA, causal blocks only) | dot (plain XLA, full score matrix) | splash (Pallas TPU kernel;
 # interpreted off TPU) | cudnn (GPU); model/attention.py `self_attention` picks one
 AttentionKernel = Literal["dot", "splash", "cudnn", "blocked"]
-EngineAttention = Literal["auto", "xla", "cpu", "pallas"]  # infer/engine.py: paged_kernel
+EngineAttention = Literal["auto", "xla", "cpu", "pallas"]  # infer/paged_kernels.py: paged_kernel
 RlAggregation = Literal["token", "sequence", "constant"]  # rl/loss.py `aggregate`
 LoraTarget = Literal["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
 SLOTS_HELP = "engine slots: rows decoded together (0 = 128 on CPU, 256 on TPU/GPU)"

@@ -19,7 +19,7 @@ import flax.linen as nn
 import jax
 
 from mathjax_train.config import ConfigError, ModelConfig, SamplingPlanConfig
-from mathjax_train.infer.engine import cache_page_bytes, paged_kernel
+from mathjax_train.infer.paged_kernels import cache_page_bytes, paged_kernel
 from mathjax_train.infer.placement import tensor_problem
 from mathjax_train.infer.sizing import engine_slots, kv_fit
 from mathjax_train.model.checkpoint import boxed_params
