@@ -352,8 +352,19 @@ _INVERSES = {"sin": sp.asin, "cos": sp.acos, "tan": sp.atan}
 
 
 def latex_to_sympy(text: str):
-    """Translate a normalized LaTeX expression to a sympy object (raises ParseError)."""
-    return _Parser(text).parse()
+    """Translate a normalized LaTeX expression to a sympy object (raises ParseError).
+
+    sympy's own refusals while building it (a square root of a matrix, a matrix in a denominator)
+    are ParseErrors too: the text is not an expression we can compare."""
+    try:
+        result = _Parser(text).parse()
+    except ParseError:
+        raise
+    except (ArithmeticError, TypeError, ValueError, NotImplementedError, RecursionError, AttributeError) as exc:
+        raise ParseError(f"{type(exc).__name__}: {exc}"[:200]) from exc
+    if isinstance(result, sp.MatrixExpr) and not isinstance(result, sp.MatrixBase):  # a power of a matrix, ...
+        raise ParseError("matrix expression")
+    return result
 
 
 def _close(a, b, tol) -> bool:
