@@ -1,8 +1,10 @@
 """Grading throughput and verdicts: mathjax_train.grading vs math-verify on the MATH test set.
 
 Three pair sets, graded by both in the same run (extraction included for both sides):
-  identity  - each MATH test solution against its own gold answer (5000 pairs, all should pass;
-              the gold is the solution's last box, so this mostly measures extraction);
+  identity  - each MATH test solution against its own gold answer (5000 pairs; the gold is the
+              solution's last box, so this mostly measures extraction; where a solution boxes
+              several answers joined by "and", the default policy reads them all and the gold
+              keeps one: 7 pairs);
   rewrites  - each gold against a rewritten prediction whose label is known by construction:
               meaning-preserving rewrites (a/b for \\frac{a}{b}, decimals, `x = ` prefixes,
               thousands commas, units, reordered root lists, k\\sqrt{m} as \\sqrt{k^2 m}, reordered
@@ -105,12 +107,13 @@ def multi_answer_check(data: Path, rows: list[dict], theirs) -> dict:
             {
                 "unique_id": uid,
                 "gold": gold,
-                "ours_last": is_equivalent(gold, extract_answer(sol)),
+                "ours_group": is_equivalent(gold, extract_answer(sol)),
+                "ours_last": is_equivalent(gold, extract_answer(sol, boxed="last")),
                 "ours_all": is_equivalent(gold, extract_answer(sol, boxed="all")),
                 "math_verify": theirs(gold, sol),
             }
         )
-    for key in ("ours_last", "ours_all", "math_verify"):
+    for key in ("ours_group", "ours_last", "ours_all", "math_verify"):
         out[key] = sum(r[key] for r in out["rows"])
     return out
 
@@ -213,8 +216,9 @@ def main() -> int:
     mult = report["multi_answer"]
     if mult:
         print(
-            f"multi-answer MATH problems (MARIO gold, {mult['pairs']} pairs) accepted: ours boxed=last "
-            f"{mult['ours_last']}, ours boxed=all {mult['ours_all']}, math_verify {mult['math_verify']}"
+            f"multi-answer MATH problems (MARIO gold, {mult['pairs']} pairs) accepted: ours boxed=group "
+            f"{mult['ours_group']}, boxed=last {mult['ours_last']}, boxed=all {mult['ours_all']}, "
+            f"math_verify {mult['math_verify']}"
         )
     print(f"grading counters: {report['grading_stats']}")
     Path(args.out).write_text(json.dumps(report, indent=1))

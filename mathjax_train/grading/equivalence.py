@@ -10,14 +10,18 @@ Rules (each has tests in tests/test_grading_battery.py):
 - Percent: a value written with `%` may be read as p (unit dropped, like `5 cm` = 5) or as p/100;
   a value without `%` has one reading.  So `50%` = `50` = `0.5`... only when one side carries `%`:
   `0.5` never equals gold `50`.  Degrees likewise: `30^\\circ` = `30` = `\\pi/6`.
-- Units in `\\text{}`/`\\textnormal{}`/`\\mbox{}`, unit words after a number (`332 legs`, `5 per
+- Units in `\\text{}`/`\\textnormal{}`/`\\textbf{}`/`\\mbox{}`, unit words after a number (`332 legs`, `5 per
   hour`; see normalize.py for which words) and `\\$` are dropped; bare letters inside expressions
   never are (`a+b+c` != `a+b`), nor connectives or number words (`3 and 4`, `3 million`).
-- `x=2` / `f(x)=...` equal their right-hand side; two equations with the same one-symbol left side
-  compare their right sides (`y=2x` != `y=3x`); other equations are equal when lhs-rhs of one is
-  a nonzero constant times lhs-rhs of the other (`x+1=0` != `x-1=0`, `2x+2=0` = `x+1=0`).
-- Structures (tuples, intervals, sets, unions, root lists, matrices, `\\pm`): see structures.py;
-  `\\cup`/`\\cap`/`\\setminus` of explicit finite sets equal the set they denote.
+- `x=2` / `f(x)=...` / `AB=4` / `V_1:V_2=11:21` equal their right-hand side (labels.py says what a
+  label is); two equations with the same label compare their right sides (`y=2x` != `y=3x`);
+  other equations are equal when lhs-rhs of one is a nonzero constant times lhs-rhs of the other
+  (`x+1=0` != `x-1=0`, `2x+2=0` = `x+1=0`).  Chains of `=` and `\\approx` read as their final
+  side, inequalities over one variable as intervals (notation.py); `x < 1` = `-x > -1` (a
+  positive factor keeps the relation, a negative one flips it).
+- Structures (tuples, intervals, sets, unions, root lists, labelled lists, matrices, `\\pm`): see
+  structures.py; `\\cup`/`\\cap`/`\\setminus` of explicit finite sets equal the set they denote; a
+  list that writes one value several ways (`x+11, 11+x`) equals that value.
 - Base subscripts are exact: `204_5` equals `204_{5}` only, never `204`.  Times of day compare on
   a 12-hour dial unless both sides give am/pm (`5:00` = `5:00 PM` = `5 pm`, `5:00 PM` != `5:00 AM`).
 - Words (`Monday`, `\\text{(A)}` = `A`) compare case-insensitively as text.
@@ -34,7 +38,9 @@ import re
 from fractions import Fraction
 
 from . import numbers as nb
+from .labels import canonical_label, is_label
 from .normalize import Clean, canonical_text, normalize, unwrap_text_commands
+from .notation import final_side, relation_interval
 from .structures import Node, nodes_equal, parse_structure, split_top
 from .timeouts import count, run_symbolic
 
@@ -47,8 +53,7 @@ class NeedsSymbolic(Exception):
     """Raised by the fast path when a comparison needs sympy."""
 
 
-_LABEL_RE = re.compile(r"^(?:[a-zA-Z](?:_\{?\w+\}?)?|\\[a-zA-Z]+|[a-zA-Z]\s*\(\s*[a-zA-Z]\s*\))$")
-_PREFIX_RE = re.compile(r"^(?:[a-zA-Z]\s*\\in|\([a-z, ]+\)\s*=|[a-zA-Z]\s*=(?=\s*[(\[\\{]|[^=]*,))\s*")
+_PREFIX_RE = re.compile(r"^(?:[a-zA-Z]\s*\\in|\([a-z, ]+\)\s*=|[a-zA-Z]\s*=(?=\s*[(\[\\{]|[^=]*,[^=]*$))\s*")
 _WORD_RE = re.compile(r"(?<![\\a-zA-Z])([a-zA-Z]{3,})")
 _FUNC_WORDS = {"sin", "cos", "tan", "cot", "sec", "csc", "log", "exp", "arcsin", "arccos", "arctan"}
 
@@ -114,11 +119,14 @@ class _Comparer:
         self.g_deg, self.p_deg = g.degree and not p.degree, p.degree and not g.degree
 
     def __call__(self, a: str, b: str) -> bool:
-        a, b = a.strip(), b.strip()
+        a, b = final_side(a.strip()).strip(), final_side(b.strip()).strip()
         if _squash(a) == _squash(b):
             return True
         if not a or not b:
             return False
+        ea, eb = _split_eq(a), _split_eq(b)
+        if ea or eb:
+            return self.equations(ea, eb, a, b)
         if _is_text(a) or _is_text(b):
             return canonical_text(a) == canonical_text(b)
         ta, tb = nb.parse_time(a), nb.parse_time(b)
@@ -130,9 +138,6 @@ class _Comparer:
             ba = ba or (re.fullmatch(r"\d+", a) and (a.lstrip("0") or "0", 10))
             bb = bb or (re.fullmatch(r"\d+", b) and (b.lstrip("0") or "0", 10))
             return bool(ba and bb and ba == bb)
-        ea, eb = _split_eq(a), _split_eq(b)
-        if ea or eb:
-            return self.equations(ea, eb, a, b)
         ra, rb = _REL_RE.split(a), _REL_RE.split(b)
         if len(ra) > 1 or len(rb) > 1:
             return self.relations(ra, rb)
@@ -142,9 +147,8 @@ class _Comparer:
         if ea and eb:
             if len(ea) != 2 or len(eb) != 2:
                 return False
-            la, lb = _LABEL_RE.match(ea[0]), _LABEL_RE.match(eb[0])
-            if la and lb:
-                return _squash(ea[0]) == _squash(eb[0]) and self(ea[1], eb[1])
+            if is_label(ea[0]) and is_label(eb[0]):
+                return canonical_label(ea[0]) == canonical_label(eb[0]) and self(ea[1], eb[1])
             if not self.symbolic:
                 raise NeedsSymbolic
             from . import symbolic as sy
@@ -156,18 +160,32 @@ class _Comparer:
                 return False
             return sy.proportional(da, db)
         eq, other = (ea, b) if ea else (eb, a)
-        if len(eq) != 2 or not _LABEL_RE.match(eq[0]):
+        if len(eq) != 2 or not is_label(eq[0]):
             return False
         return self(eq[1], other) if ea else self(other, eq[1])
 
     def relations(self, ra: list[str], rb: list[str]) -> bool:
         if len(ra) != len(rb):
             return False
-        if ra[1::2] != rb[1::2]:  # allow "a < b" == "b > a"
-            rb = [_FLIP.get(x, x) for x in reversed(rb)]
-            if ra[1::2] != rb[1::2]:
-                return False
-        return all(self(x, y) for x, y in zip(ra[0::2], rb[0::2]))
+        flipped = [_FLIP.get(x, x) for x in reversed(rb)]  # allow "a < b" == "b > a"
+        for side in (rb, flipped):
+            if ra[1::2] == side[1::2] and all(self(x, y) for x, y in zip(ra[0::2], side[0::2])):
+                return True
+        if len(ra) != 3:
+            return False
+        if not self.symbolic:
+            raise NeedsSymbolic
+        from . import symbolic as sy
+
+        try:  # "x < 1" == "-x > -1": a - b and c - d differ by a positive factor (or a negative one, flipped)
+            ratio = sy.constant_ratio(
+                sy.latex_to_sympy(ra[0]) - sy.latex_to_sympy(ra[2]), sy.latex_to_sympy(rb[0]) - sy.latex_to_sympy(rb[2])
+            )
+        except (sy.ParseError, ZeroDivisionError, TypeError, ValueError):
+            return False
+        if ratio is None or ratio == 0:
+            return False
+        return ra[1] == (rb[1] if ratio > 0 else _FLIP[rb[1]])
 
     def values(self, a: str, b: str) -> bool:
         na, nb_ = nb.parse_number(a), nb.parse_number(b)
@@ -205,11 +223,33 @@ def compare_answers(gold: str, pred: str, symbolic: bool) -> bool:
     if _squash(gs) == _squash(ps):
         return True
     comparer = _Comparer(g, p, symbolic)
-    gn, pn = parse_structure(gs), parse_structure(ps)
+    gn, pn = _intervals_for_relations(parse_structure(gs), parse_structure(ps))
     if nodes_equal(gn, pn, comparer):
         return True
     gl, pl = _comma_list(gs, pn), _comma_list(ps, gn)
-    return (gl is not None and nodes_equal(gl, pn, comparer)) or (pl is not None and nodes_equal(gn, pl, comparer))
+    if (gl is not None and nodes_equal(gl, pn, comparer)) or (pl is not None and nodes_equal(gn, pl, comparer)):
+        return True
+    g1, p1 = _one_value(gn, pn, comparer), _one_value(pn, gn, comparer)
+    return (g1 is not None and nodes_equal(g1, pn, comparer)) or (p1 is not None and nodes_equal(gn, p1, comparer))
+
+
+def _one_value(n: Node, other: Node, comparer) -> Node | None:
+    """A list that writes one value several ways (`x+11, 11+x`; `\\frac{25}{13}, 1\\frac{12}{13}`) read
+    as that value, when the other side is a single value."""
+    if other.kind != "scalar" or n.kind != "list" or len(n.items) < 2:
+        return None
+    first = n.items[0]
+    return first if all(nodes_equal(first, x, comparer) for x in n.items[1:]) else None
+
+
+def _intervals_for_relations(g: Node, p: Node) -> tuple[Node, Node]:
+    """An inequality over one label against an interval or union: read the inequality as an interval."""
+    interval_like = ("tuple", "union")
+    if g.kind == "scalar" and p.kind in interval_like:
+        g = relation_interval(g.text) or g
+    elif p.kind == "scalar" and g.kind in interval_like:
+        p = relation_interval(p.text) or p
+    return g, p
 
 
 _GROUPED_RE = re.compile(r"^-?\d{1,3}(?:,\d{3})+$")

@@ -1,54 +1,45 @@
 """`extract_answer(text)`: pull the final answer out of a model completion or a reference solution.
 
-Order of preference: `\\boxed{...}` / `\\boxed X` / `\\fbox{...}` (brace-balanced); else the
-last of the phrases "The (final) answer is", "#### ", "Final Answer:"; else, only with
-`fallback="last_number"` (GSM8K-style data), the last number in the text.  Markdown bold, `$`
-wrappers and trailing punctuation are removed from the result.
-
-Several boxes: `boxed="last"` (default) returns the last one; `boxed="all"` returns every
-distinct boxed answer, in order, joined with ", " (so a solution boxing 3 and -3 yields "3, -3",
-which the grader compares with a gold "3, -3" or "-3, 3" as an unordered list).
+Order of preference:
+1. `\\boxed{...}` / `\\boxed X` / `\\fbox{...}` (brace-balanced; policy for several boxes in
+   boxes.py), or an answer phrase ("The (final) answer is", "Final Answer:", "####", and the same
+   in French, Spanish, Portuguese, Italian, German, Russian, Chinese, Japanese; see phrases.py),
+   whichever comes last in the text; a phrase that states no value ("our answer is correct") never
+   beats a box.
+   A phrase followed by a sentence is reduced to the answer it states ("Final Answer: The largest
+   $n$ is 34." -> `34`).
+2. A text that is nothing but an answer (one short line, no words but units): the text itself.
+3. The last `$...$` / `$$...$$` / `\\(...\\)` / `\\[...\\]` math (with the math "and"/"or" joins to
+   it: `$1$, $2$ and $3$`), or with `fallback="last_number"` (GSM8K-style data) the last number,
+   whichever comes last.
+Markdown bold, `$` wrappers and trailing punctuation are removed from the result.
 """
 
 from __future__ import annotations
 
 import re
 
-from .normalize import find_group, repair_control_chars, strip_outer_math
+from . import boxes as bx
+from .delimiters import math_spans
+from .normalize import UNIT_WORDS, repair_escapes, strip_outer_math
+from .phrases import is_prose, last_phrase, reduce_sentence, words
 
-_BOX_RE = re.compile(r"\\(?:boxed|fbox)(?![a-zA-Z])")
-_MARKER_RE = re.compile(
-    r"(?:the\s+final\s+answer\s+is|the\s+answer\s+is|final\s+answer\s*:|answer\s*:|####)\s*(?::\s*)?", re.IGNORECASE
-)
-_NUMBER_RE = re.compile(r"-?\d[\d,]*(?:\.\d+)?(?:/\d+)?|-?\.\d+")
-
-
-def boxed_contents(text: str) -> list[str]:
-    """Contents of every `\\boxed{...}`, `\\boxed X` and `\\fbox{...}`, in order of appearance."""
-    out = []
-    for m in _BOX_RE.finditer(text):
-        i = m.end()
-        while i < len(text) and text[i] == " ":
-            i += 1
-        if i < len(text) and text[i] == "{":
-            end = find_group(text, i)
-            if end < 0:
-                continue
-            out.append(text[i + 1 : end - 1].strip())
-        elif i > m.end():  # "\boxed 5": the argument runs to the next space or `$`
-            arg = re.match(r"[^\s$]+", text[i:])
-            if arg:
-                out.append(arg.group(0).rstrip(".,"))
-    return out
+DEFAULT_BOXED = "group"
+MAX_BARE_CHARS = 80
+_BARE_WORDS = UNIT_WORDS | {"percent", "pct", "percentage"}
+_BARE_RE = re.compile(r"[\w .,+\-*/^=()\[\]{}<>|:;%$\\'!&]+", re.ASCII)
+_NUMBER_RE = re.compile(r"(?<![A-Za-z0-9_.])-?(?:\d{1,3}(?:,\d{3})+|\d+)(?:\.\d+)?(?:/\d+)?|(?<![A-Za-z0-9_.])-?\.\d+")
 
 
 def _clean(ans: str) -> str:
     ans = ans.strip()
-    ans = re.sub(r"\s*I hope it is correct\.?\s*$", "", ans, flags=re.I)
+    hope = re.search(r"I hope it is correct\.?\s*$", ans, flags=re.I)
+    ans = ans[: hope.start()].rstrip() if hope else ans
     for _ in range(3):
         before = ans
         ans = re.sub(r"^\*\*(.*)\*\*$", r"\1", ans, flags=re.S).strip()
         ans = re.sub(r"^__(.*)__$", r"\1", ans, flags=re.S).strip()
+        ans = re.sub(r'^\\?["“](.*?)\\?["”]$', r"\1", ans, flags=re.S).strip()
         ans = strip_outer_math(ans)
         ans = ans.strip("* ")
         if ans == before:
@@ -56,53 +47,79 @@ def _clean(ans: str) -> str:
     return ans
 
 
-def _after_marker(text: str) -> str | None:
-    last = None
-    for found in _MARKER_RE.finditer(text):
-        last = found
-    if last is None:
+def _bare(text: str) -> str | None:
+    """`text` itself when it is only an answer: one short line of ASCII math with a digit or a
+    command, math delimiters only around it, no words but units (`28 percent`, `\\frac{1}{3}`)."""
+    if len(text) > 4 * MAX_BARE_CHARS:
         return None
-    rest = text[last.end() :]
-    rest = rest.split("\n", 1)[0]
-    inner = boxed_contents(rest)
-    if inner:
-        return inner[-1]
-    # the sentence ends at ". " (not a decimal point) or at the end of the line
-    if rest.lstrip().startswith("$"):
-        m = re.match(r"\s*\$\$?(.+?)\$", rest)
-        if m:
-            return m.group(1)
-    m = re.match(r"(.*?)(?:\.\s|\.$|$)", rest)
-    return m.group(1) if m else rest
+    t = _clean(text)
+    if not t or len(t) > MAX_BARE_CHARS or not _BARE_RE.fullmatch(t) or not re.search(r"[\d\\]", t):
+        return None
+    if re.search(r"(?<!\\)\$|\\[(\[]|\\boxed|\\fbox", t):
+        return None
+    if any(w.lower() not in _BARE_WORDS for w in words(t)):
+        return None
+    return t
 
 
-def extract_answer(text, *, boxed: str = "last", fallback: str | None = None) -> str | None:
+def _math_group(text: str, spans: list[tuple[int, int, str]]) -> str:
+    """The last math span, with the spans before it when "and"/"or" joins them (`$1$, $2$ and $3$`)."""
+    group = [spans[-1]]
+    for prev in reversed(spans[:-1]):
+        m = re.fullmatch(r"\s*,?\s*(and|or)?\s*", text[prev[1] : group[0][0]])
+        word_needed = len(group) == 1  # the last two spans must be joined by "and"/"or", not a bare comma
+        if not m or (word_needed and not m.group(1)) or len(group) >= bx.MAX_GROUP:
+            break
+        group.insert(0, prev)
+    return ", ".join(_clean(reduce_sentence(content)) for _, _, content in group)
+
+
+def _states_a_value(s: str) -> bool:
+    """A phrase's answer that can overrule an earlier box: a value, not words ("our answer is correct")."""
+    return not is_prose(s) and bool(re.search(r"[\d\\]", s))
+
+
+def _joined(chosen: list[bx.Box]) -> str:
+    distinct: list[str] = []
+    for b in chosen:
+        cleaned = _clean(b.content)
+        if cleaned not in distinct:
+            distinct.append(cleaned)
+    return ", ".join(distinct)
+
+
+def extract_answer(text, *, boxed: str = DEFAULT_BOXED, fallback: str | None = None) -> str | None:
     """The final answer in `text`, or None.
 
-    boxed: "last" (the last box) or "all" (distinct boxes joined with ", ").
-    fallback: None (default; MATH-style data must box or state the answer) or "last_number".
+    boxed: "group" (default: the last box with the boxes that only connectives join to it),
+    "last" (the last box) or "all" (every distinct box); several boxes are joined with ", ".
+    fallback: None (default; MATH-style data must box, state or typeset the answer) or "last_number".
     """
     if not isinstance(text, str) or not text.strip():
         return None
-    if boxed not in ("last", "all"):
-        raise ValueError(f"boxed must be 'last' or 'all', not {boxed!r}")
+    if boxed not in bx.POLICIES:
+        raise ValueError(f"boxed must be one of {bx.POLICIES}, not {boxed!r}")
     if fallback not in (None, "last_number"):
         raise ValueError(f"fallback must be None or 'last_number', not {fallback!r}")
-    text = repair_control_chars(text)
-    boxes = [b for b in boxed_contents(text) if b]
-    if boxes:
-        if boxed == "last":
-            return _clean(boxes[-1])
-        distinct: list[str] = []
-        for b in boxes:
-            if _clean(b) not in distinct:
-                distinct.append(_clean(b))
-        return ", ".join(distinct)
-    found = _after_marker(text)
-    if found is not None and _clean(found):
-        return _clean(found)
+    text = repair_escapes(text)
+    chosen = bx.choose(text, bx.find_boxes(text), boxed)
+    phrase = last_phrase(text)
+    if phrase is not None and (not chosen or phrase.start > chosen[-1].end):
+        stated = _clean(reduce_sentence(phrase.answer))
+        if stated and (not chosen or _states_a_value(stated)):
+            return stated
+    if chosen:
+        return _joined(chosen)
+    bare = _bare(text)
+    if bare is not None:
+        return bare
+    candidates = []  # (end position, answer)
+    spans = [s for s in math_spans(text) if re.search(r"[^\s.,;:]", s[2])]
+    if spans:
+        candidates.append((spans[-1][1], _math_group(text, spans)))
     if fallback == "last_number":
-        numbers = _NUMBER_RE.findall(text)
+        numbers = list(_NUMBER_RE.finditer(text))
         if numbers:
-            return numbers[-1].rstrip(",")
-    return None
+            candidates.append((numbers[-1].end(), numbers[-1].group(0).rstrip(",")))
+    candidates = [c for c in candidates if c[1]]
+    return max(candidates)[1] if candidates else None

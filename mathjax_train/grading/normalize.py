@@ -16,7 +16,14 @@ from .numbers import parse_number
 # FORMFEED+"rac", etc.  A control character directly followed by a letter is such a casualty.
 _CONTROL_ESCAPES = {"\t": "t", "\x0c": "f", "\x08": "b", "\r": "r", "\x07": "a", "\x0b": "v"}
 _CONTROL_RE = re.compile("([\t\x0c\x08\r\x07\x0b])(?=[a-z])")
+_OVER_ESCAPED_RE = re.compile(
+    r"(?<!\\)\\\\(?=(?:[dtc]?frac|boxed|fbox|sqrt|left|right|pi|text\w*|math\w+|cdot|times|div|pm|mp|leq?|geq?"
+    r"|neq?|infty|circ|approx|in|cup|cap|setminus|emptyset|varnothing|sin|cos|tan|log|ln|exp|[dt]?binom|dots|ldots"
+    r"|cdots|angle|overline|operatorname|displaystyle|begin|end|quad|qquad)(?![a-zA-Z]))"
+)
 
+_STRAY_BACKSLASH_RE = re.compile(r"(?<!\\)\\\s*$")
+_GROUP_SEPARATOR_RE = re.compile(r"\s*\{\s*,\s*\}\s*|,\s*\\!\s*")
 _SPACING_RE = re.compile(r"\\[,:;> ]|\\quad|\\qquad|~|\\hspace\*?\{[^{}]*\}|\\displaystyle|\\mathstrut")
 _SIZING_RE = re.compile(r"\\(?:left|right|bigl|bigr|Bigl|Bigr|biggl|biggr|Biggl|Biggr|big|Big|bigg|Bigg)(?![a-zA-Z])")
 _FRAC_VARIANTS_RE = re.compile(r"\\[dtc]frac(?![a-zA-Z])")
@@ -24,8 +31,11 @@ _BINOM_VARIANTS_RE = re.compile(r"\\[dt]binom(?![a-zA-Z])")
 _DEGREE_RE = re.compile(r"\^\s*\{\s*\\circ\s*\}|\^\s*\\circ|°|\\degree|\{\}\^\\circ")
 _PERCENT_RE = re.compile(r"\\%|%|\\text\{\s*percent\s*\}|\bpercent\b")
 _TEXT_CMD_RE = re.compile(
-    r"\\(?:text|textbf|textit|textrm|textnormal|mbox|mathrm|mathbf|mathit|operatorname|textup|rm|bf)\s*\{"
+    r"\\(?:text|textbf|textit|textrm|textsf|texttt|textnormal|mbox|mathrm|mathbf|mathit|mathsf|operatorname|textup"
+    r"|rm|bf)\s*\{"
 )
+CJK = "\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uac00-\ud7af"  # kana, CJK ideographs, hangul
+_UNIT_CMD = r"\\(?:text|textnormal|textbf|textit|textrm|textsf|mbox|mathrm)"
 
 # Unit words accepted after any quantity ending in a digit (`x = 2 cm`); a bare letter is never a unit.
 UNIT_WORDS = {
@@ -96,7 +106,7 @@ UNIT_WORDS = {
 }
 # After a plain number, any word of 3+ letters is taken as a unit (`332 legs`, `5 per hour`) except
 # connectives, operator words and number words that scale or divide it (`3 million`, `2 fifths`).
-_NOT_UNIT_RE = re.compile(
+NOT_UNIT_RE = re.compile(
     r"and|or|but|not|nor|plus|minus|over|divided|mod|modulo|choose|squared|cubed|factorial|dozens?"
     r"|hundreds?|thousands?|millions?|billions?|trillions?|halfs?|halves|thirds?|quarters?|[a-z]+ths?",
     re.I,
@@ -115,6 +125,12 @@ class Clean:
 def repair_control_chars(s: str) -> str:
     """Undo JSON-mangled escapes such as TAB+"frac" (from an unescaped "\\tfrac")."""
     return _CONTROL_RE.sub(lambda m: "\\" + _CONTROL_ESCAPES[m.group(1)], s)
+
+
+def repair_escapes(s: str) -> str:
+    """Undo mangled escapes: control characters (above) and over-escaped commands (`\\\\frac` ->
+    `\\frac`; a doubled backslash before a command name is never a line break in an answer)."""
+    return _OVER_ESCAPED_RE.sub(r"\\", repair_control_chars(s))
 
 
 def find_group(s: str, i: int, open_ch: str = "{", close_ch: str = "}") -> int:
@@ -170,18 +186,18 @@ def strip_outer_math(s: str) -> str:
 
 def _is_unit_phrase(words: list[str], quantity: str) -> bool:
     """True when `words` (after `quantity`) name a unit: known unit words after any quantity, or
-    3+-letter words that are not `_NOT_UNIT_RE` after a plain number (optionally `x = `-labelled)."""
+    3+-letter words that are not `NOT_UNIT_RE` after a plain number (optionally `x = `-labelled)."""
     if all(w.lower() in UNIT_WORDS for w in words):
         return True
     plain = parse_number(re.sub(r"^[a-zA-Z]\s*=\s*", "", quantity)) is not None
-    return plain and all(w.lower() in UNIT_WORDS or (len(w) >= 3 and not _NOT_UNIT_RE.fullmatch(w)) for w in words)
+    return plain and all(w.lower() in UNIT_WORDS or (len(w) >= 3 and not NOT_UNIT_RE.fullmatch(w)) for w in words)
 
 
 def _strip_units(s: str) -> str:
     """Remove a trailing unit: a `\\text{...}` after a quantity, or unit words after a number."""
     # `\text{ cm}^2`, `\text{ square units}`, `\mbox{ cm}` after something: drop when a quantity precedes.
     m = re.search(
-        r"^(.*?\S)\s*\\(?:text|textnormal|mbox|mathrm|textrm)\s*\{\s*([a-zA-Z][a-zA-Z .\n]*)\}(\s*\^\s*\{?\d\}?)?\s*\.?$",
+        rf"^(.*?\S)\s*{_UNIT_CMD}\s*\{{\s*([a-zA-Z][a-zA-Z .\n]*)\}}(\s*\^\s*\{{?\d\}}?)?\s*\.?$",
         s,
         re.S,
     )
@@ -189,8 +205,12 @@ def _strip_units(s: str) -> str:
         m
         and re.search(r"[\d}]|\\pi", m.group(1))
         and not re.search(r"\{\s*[ap]\.?\s*m\.?\s*\}", m.group(0), re.I)
-        and not any(_NOT_UNIT_RE.fullmatch(w) for w in m.group(2).split())
+        and not any(NOT_UNIT_RE.fullmatch(w) for w in m.group(2).split())
     ):
+        s = m.group(1).strip()
+    # a unit written in CJK characters after a quantity: "(\frac{2}{5}) 吨", "300分钟"
+    m = re.match(rf"^(.*?[\d)}}])\s*[{CJK}]+$", s)
+    if m:
         s = m.group(1).strip()
     # unit words after a number, bare or in one text command: "5 cm", "12 square feet", "\text{332 legs}"
     m = re.match(r"^(.*?\d)\s+([a-zA-Z][a-zA-Z ]*?)(\s*\^\s*\{?\d\}?)?\s*$", unwrap_text_commands(s))
@@ -201,7 +221,9 @@ def _strip_units(s: str) -> str:
 
 def normalize(raw: str) -> Clean:
     """Normalize one answer string; see the module docstring for what is (not) rewritten."""
-    s = repair_control_chars(str(raw))
+    s = repair_escapes(str(raw))
+    s = _STRAY_BACKSLASH_RE.sub("", s)  # a stray backslash at the end (`185\\`)
+    s = _GROUP_SEPARATOR_RE.sub(",", s)  # thousands: `14{,}916`, `11,\\! 111`
     s = s.replace("\n", " ").replace("\\\\", " \\cr ").replace("\\!", "")
     s = _SPACING_RE.sub(" ", s)
     s = _SIZING_RE.sub("", s)

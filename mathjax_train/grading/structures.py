@@ -4,14 +4,16 @@ Parsing is purely syntactic on normalized text.  Comparison takes the scalar equ
 argument, so the same rules serve the in-process fast path and the sympy worker.
 
 Rules: tuples and intervals are ordered and their brackets must match (`[1,2]` != `(1,2)`);
-`\\{...\\}` sets are unordered with duplicates dropped; a bare comma list (`1, 2`, roots) is an
-unordered multiset; `a \\pm b` is the bare list `a+b, a-b`; a bare list also equals a
-parenthesized tuple written in the same order; a one-row or one-column matrix equals a
-parenthesized tuple of its entries.  A chain of one set operator (`\\cup`, `\\cap` or
-`\\setminus`, left to right) over explicit finite sets is evaluated to the set it denotes, so
-`\\{1,2\\}\\cup\\{3\\}` = `\\{1,2,3\\}` and `\\{1\\}\\cap\\{2\\}` = `\\emptyset`; membership uses the
-scalar equality.  Chains mixing operators (no standard precedence) and set-builder sets are not
-evaluated.
+`\\{...\\}` sets are unordered with duplicates dropped; a bare list (`1, 2`, roots; separated by
+commas, by `;`, or by `and`/`or`) is an unordered multiset; `a \\pm b` is the bare list `a+b, a-b`,
+also as one item of a list; a bare list also equals a parenthesized tuple written in the same
+order; plain braces only group (`{1,3}` is the bare list); `(0;-2;6)` is a tuple; a one-row or
+one-column matrix equals a parenthesized tuple of its entries.  A record (`AB=4, CD=5`: distinct
+labels) equals another record label by label, or unlabelled values in the written order.
+A chain of one set operator (`\\cup`, `\\cap` or `\\setminus`, left to right) over explicit finite
+sets is evaluated to the set it denotes, so `\\{1,2\\}\\cup\\{3\\}` = `\\{1,2,3\\}` and
+`\\{1\\}\\cap\\{2\\}` = `\\emptyset`; membership uses the scalar equality.  Chains mixing operators
+(no standard precedence) and set-builder sets are not evaluated.
 """
 
 from __future__ import annotations
@@ -20,68 +22,23 @@ import re
 from dataclasses import dataclass, field
 from typing import Callable
 
-MAX_ITEMS = 40
+from .brackets import closes_at_end, depth_scan, split_top
+from .labels import canonical_label, split_label
 
-_OPEN = "([{"
-_CLOSE = ")]}"
+MAX_ITEMS = 40
 
 
 @dataclass
 class Node:
-    """One parsed answer: kind in {scalar, tuple, set, list, union, setop, matrix}; a setop's
-    text is its operator (`\\cap` or `\\setminus`)."""
+    """One parsed answer: kind in {scalar, tuple, set, list, record, union, setop, matrix}; a
+    setop's text is its operator (`\\cap` or `\\setminus`); a record's items are values with labels."""
 
     kind: str
     text: str = ""
     items: list = field(default_factory=list)
     brackets: str = ""  # for tuples/intervals: opening + closing bracket, e.g. "[)"
     rows: list = field(default_factory=list)
-
-
-def _depth_scan(s: str):
-    """Yield (index, char, depth) with `\\{`, `\\}`, `\\begin`/`\\end` counted as brackets."""
-    depth = 0
-    i = 0
-    while i < len(s):
-        c = s[i]
-        if c == "\\":
-            if s.startswith("\\begin", i):
-                depth += 1
-            elif s.startswith("\\end", i):
-                depth -= 1
-            elif i + 1 < len(s) and s[i + 1] in "{}":
-                depth += 1 if s[i + 1] == "{" else -1
-                yield i, s[i : i + 2], depth
-                i += 2
-                continue
-            yield i, c, depth
-            i += 1
-            continue
-        if c in _OPEN:
-            depth += 1
-        elif c in _CLOSE:
-            depth -= 1
-        yield i, c, depth
-        i += 1
-
-
-def split_top(s: str, sep: str) -> list[str]:
-    """Split `s` on `sep` occurring at bracket depth 0."""
-    parts, last = [], 0
-    for i, _c, depth in _depth_scan(s):
-        if depth == 0 and s.startswith(sep, i):
-            parts.append(s[last:i])
-            last = i + len(sep)
-    parts.append(s[last:])
-    return parts
-
-
-def _closes_at_end(s: str) -> bool:
-    """True when the bracket opened at s[0] is closed by the last character."""
-    for i, _c, depth in _depth_scan(s):
-        if depth == 0:
-            return i == len(s) - 1 or (s.startswith("\\}", i) and i == len(s) - 2)
-    return False
+    labels: list = field(default_factory=list)  # for records: the canonical label of each item
 
 
 _THOUSANDS_RE = re.compile(r"^[+-]?\d{1,3}(,\d{3})+(\.\d+)?$")
@@ -121,6 +78,49 @@ _SET_OPS = ("\\cup", "\\cap", "\\setminus")
 _EMPTY_SET_RE = re.compile(r"^(?:\\emptyset|\\varnothing|\\\{\s*\\\})$")
 
 
+_WORD_SEP_RE = re.compile(r"\s+(?:and|or)\s+|(?<=[)\]}])\s*(?:and|or)\s*(?=[(\[\\])")
+_WRAPPED_MATRIX_RE = re.compile(r"^[(\[]\s*(\\begin\{(\w+)\}.*\\end\{\2\})\s*[)\]]$", re.S)
+
+
+def _split_words(s: str) -> list[str]:
+    """Split on the connectives `and` / `or` at bracket depth 0."""
+    if "and" not in s and "or" not in s:
+        return [s]
+    top = {i for i, _c, depth in depth_scan(s) if depth == 0}
+    parts, last = [], 0
+    for m in _WORD_SEP_RE.finditer(s):
+        if m.start() in top:
+            parts.append(s[last : m.start()])
+            last = m.end()
+    return parts + [s[last:]]
+
+
+def _separated(s: str, sep: str) -> list[str]:
+    if sep not in s:
+        return []
+    parts = split_top(s, sep)
+    return parts if len(parts) > 1 else []
+
+
+def _list(parts: list[str], depth: int) -> Node:
+    """A bare list: nested bare lists are spliced in; an item with `\\pm` counts as its two values;
+    `L1 = a, L2 = b` with distinct labels is a record."""
+    items = _items(parts)
+    labelled = [split_label(p) for p in items]
+    names = [canonical_label(label) for label, _ in labelled if label]
+    if len(names) == len(items) > 1 and len(set(names)) == len(names):
+        return Node("record", items=[Node("scalar", v) for _, v in labelled], labels=names)
+    out: list[Node] = []
+    for p in items:
+        node = parse_structure(p, depth + 1)
+        if node.kind == "scalar" and _expand_pm(node.text):
+            node = Node("list", items=[Node("scalar", t) for t in _expand_pm(node.text) or []])
+        out += node.items if node.kind == "list" else [node]
+    if len(out) > MAX_ITEMS:
+        raise ValueError("too many items")
+    return Node("list", items=out)
+
+
 def parse_structure(s: str, depth: int = 0) -> Node:
     """Parse normalized answer text into a Node tree."""
     s = s.strip()
@@ -134,22 +134,28 @@ def parse_structure(s: str, depth: int = 0) -> Node:
         return Node("union", items=items) if ops[0] == "\\cup" else Node("setop", ops[0], items=items)
     if _EMPTY_SET_RE.match(s):
         return Node("set")
-    m = _MATRIX_RE.match(s)
+    if s[:1] == "{" and closes_at_end(s):  # plain braces only group: `{1,3}` is the list 1, 3
+        return parse_structure(s[1:-1], depth + 1)
+    m = _WRAPPED_MATRIX_RE.match(s)
+    if m and closes_at_end(s):
+        s = m.group(1)
+    m = _MATRIX_RE.match(s) if s.count("\\begin{") == 1 else None
     if m:
         rows = [r for r in (split_top(r, "&") for r in m.group(2).split("\\cr")) if "".join(r).strip()]
-        return Node("matrix", rows=[[c.strip() for c in r] for r in rows])
-    if s.startswith("\\{") and s.endswith("\\}") and _closes_at_end(s):
-        return Node("set", items=[parse_structure(p, depth + 1) for p in _items(split_top(s[2:-2], ","))])
-    if s[:1] in "([" and s[-1:] in ")]" and _closes_at_end(s):
-        inner = split_top(s[1:-1], ",")
-        if len(inner) > 1:
+        return Node("matrix", s, rows=[[c.strip() for c in r] for r in rows])
+    if s.startswith("\\{") and s.endswith("\\}") and closes_at_end(s):
+        members = _separated(s[2:-2], ",") or _separated(s[2:-2], ";") or [s[2:-2]]
+        return Node("set", items=[parse_structure(p, depth + 1) for p in _items(members)])
+    if s[:1] in "([" and s[-1:] in ")]" and closes_at_end(s):
+        inner = _separated(s[1:-1], ",") or _separated(s[1:-1], ";")  # `(0;-2;6)`: a tuple too
+        if inner:
             return Node("tuple", items=[parse_structure(p, depth + 1) for p in _items(inner)], brackets=s[0] + s[-1])
-    if not _THOUSANDS_RE.match(s):
-        parts = split_top(s, ",")
-        if len(parts) == 1:
-            parts = re.split(r"\s+(?:and|or)\s+", s)
+    if _THOUSANDS_RE.match(s):
+        return Node("scalar", s)
+    for split in (lambda: _separated(s, ";"), lambda: _split_words(s), lambda: _separated(s, ",")):
+        parts = split()
         if len(parts) > 1:
-            return Node("list", items=[parse_structure(p, depth + 1) for p in _items(parts)])
+            return _list(parts, depth)
     pm = _expand_pm(s)
     if pm:
         return Node("list", items=[Node("scalar", t) for t in pm])
@@ -225,6 +231,32 @@ def _evaluate_sets(n: Node, eq) -> Node:
     return Node("set", items=items)
 
 
+def _by_label(n: Node) -> dict | None:
+    """label -> value of a record, or of a list whose items are all `L = v` with distinct labels."""
+    if n.kind == "record":
+        return dict(zip(n.labels, n.items))
+    if n.kind != "list" or not all(x.kind == "scalar" for x in n.items):
+        return None
+    pairs = [split_label(x.text) for x in n.items]
+    names = [canonical_label(label) for label, _ in pairs if label]
+    if len(names) != len(pairs) or len(set(names)) != len(names):
+        return None
+    return {name: Node("scalar", v) for name, (_, v) in zip(names, pairs)}
+
+
+def _records_equal(g: Node, p: Node, eq) -> bool:
+    """Two labelled answers match label by label; against unlabelled values, in the written order."""
+    gm, pm = _by_label(g), _by_label(p)
+    if gm is not None and pm is not None:
+        return gm.keys() == pm.keys() and all(eq(gm[k], pm[k]) for k in gm)
+    other = p if g.kind == "record" else g
+    if other.kind not in ("list", "tuple") or (other.kind == "tuple" and other.brackets != "()"):
+        return False
+    if any(x.kind == "scalar" and split_label(x.text)[0] for x in other.items) or len(g.items) != len(p.items):
+        return False
+    return all(eq(x, y) for x, y in zip(g.items, p.items))
+
+
 def nodes_equal(g: Node, p: Node, scalar_eq: ScalarEq) -> bool:
     """Structural equality of gold `g` and prediction `p` (rules in the module docstring)."""
 
@@ -238,6 +270,10 @@ def nodes_equal(g: Node, p: Node, scalar_eq: ScalarEq) -> bool:
 
     if g.kind == "scalar" and p.kind == "scalar":
         return scalar_eq(g.text, p.text)
+    if "record" in (g.kind, p.kind):
+        return _records_equal(g, p, eq)
+    if {g.kind, p.kind} == {"matrix", "scalar"} and "\\begin{" in (g.text + p.text):
+        return scalar_eq(g.text, p.text)  # a matrix against matrix arithmetic: the symbolic path
     if g.kind == "matrix" and p.kind == "matrix":
         return len(g.rows) == len(p.rows) and all(
             len(r) == len(q) and all(scalar_eq(x, y) for x, y in zip(r, q)) for r, q in zip(g.rows, p.rows)

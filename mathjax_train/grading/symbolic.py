@@ -28,7 +28,7 @@ class ParseError(ValueError):
     """The text is not an expression this translator understands."""
 
 
-_TOKEN_RE = re.compile(r"\s*(\d+\.?\d*|\.\d+|\\[a-zA-Z]+|\\[{}|]|[a-zA-Z]|<=|>=|!=|[-+*/^_(){}\[\]|!=<>,'])")
+_TOKEN_RE = re.compile(r"\s*(\d+\.?\d*|\.\d+|\\[a-zA-Z]+|\\[{}|]|[a-zA-Z]|<=|>=|!=|[-+*/^_(){}\[\]|!=<>,'&])")
 
 _FUNCS = {
     "sin": sp.sin,
@@ -144,7 +144,7 @@ class _Parser:
             return False
         if t in ("(", "{", "[") or t[0].isalnum() or t[0] == ".":
             return True
-        return t.startswith("\\") and t not in _MUL_CMDS and t not in ("\\div", "\\}", "\\{", "\\|")
+        return t.startswith("\\") and t not in _MUL_CMDS and t not in ("\\div", "\\}", "\\{", "\\|", "\\cr", "\\end")
 
     def term(self):
         e = self.signed()
@@ -256,6 +256,10 @@ class _Parser:
                 index = self.expr()
                 self.take("]")
             return sp.root(self.arg(), index)
+        if name == "begin":
+            return self.matrix()
+        if name in ("sum", "prod"):
+            return self.big_operator(name)
         if name == "binom":
             n = self.arg()
             k = self.arg()
@@ -271,6 +275,56 @@ class _Parser:
         if name in _FUNCS:
             return self.function(name)
         raise ParseError(f"unknown command \\{name}")
+
+    def _env_name(self) -> str:
+        self.take("{")
+        name = ""
+        while self.peek() not in ("}", None):
+            name += self.take()
+        self.take("}")
+        return name
+
+    def matrix(self) -> sp.ImmutableMatrix:
+        """`\\begin{pmatrix} a & b \\cr c & d \\end{pmatrix}` (any matrix environment) -> an immutable Matrix."""
+        env = self._env_name()
+        if not env.endswith("matrix") and env != "array":
+            raise ParseError(f"unknown environment {env}")
+        if env == "array" and self.peek() == "{":
+            self._env_name()  # the column specification
+        rows: list[list] = [[]]
+        while True:
+            if self.peek() == "\\end":
+                self.take()
+                if self._env_name() != env:
+                    raise ParseError("mismatched environment")
+                break
+            if self.peek() == "\\cr":
+                self.take()
+                rows.append([])
+                continue
+            rows[-1].append(self.expr())
+            if self.peek() == "&":
+                self.take()
+        rows = [r for r in rows if r]
+        if not rows or any(len(r) != len(rows[0]) for r in rows) or len(rows) * len(rows[0]) > 400:
+            raise ParseError("bad matrix")
+        return sp.ImmutableMatrix(rows)
+
+    def big_operator(self, name: str) -> sp.Expr:
+        """`\\sum_{k=a}^{b} term` / `\\prod...`: an unevaluated Sum/Product over the term that follows."""
+        self.take("_")
+        self.take("{")
+        var = self.take()
+        if not (var.isalpha() and len(var) == 1):
+            raise ParseError("bad index")
+        self.take("=")
+        low = self.expr()
+        self.take("}")
+        self.take("^")
+        high = self.exponent()
+        body = self.term()
+        cls = sp.Sum if name == "sum" else sp.Product
+        return cls(body, (sp.Symbol(var), low, high))
 
     def function(self, name: str):
         base = None
@@ -298,8 +352,19 @@ _INVERSES = {"sin": sp.asin, "cos": sp.acos, "tan": sp.atan}
 
 
 def latex_to_sympy(text: str):
-    """Translate a normalized LaTeX expression to a sympy object (raises ParseError)."""
-    return _Parser(text).parse()
+    """Translate a normalized LaTeX expression to a sympy object (raises ParseError).
+
+    sympy's own refusals while building it (a square root of a matrix, a matrix in a denominator)
+    are ParseErrors too: the text is not an expression we can compare."""
+    try:
+        result = _Parser(text).parse()
+    except ParseError:
+        raise
+    except (ArithmeticError, TypeError, ValueError, NotImplementedError, RecursionError, AttributeError) as exc:
+        raise ParseError(f"{type(exc).__name__}: {exc}"[:200]) from exc
+    if isinstance(result, sp.MatrixExpr) and not isinstance(result, sp.MatrixBase):  # a power of a matrix, ...
+        raise ParseError("matrix expression")
+    return result
 
 
 def _close(a, b, tol) -> bool:
@@ -336,6 +401,13 @@ def expressions_equal(a, b, approximate: bool = False) -> bool:
     tol = REL_TOL if approximate else EXACT_TOL
     if a == b:
         return True
+    if isinstance(a, sp.MatrixBase) or isinstance(b, sp.MatrixBase):
+        return (
+            isinstance(a, sp.MatrixBase)
+            and isinstance(b, sp.MatrixBase)
+            and a.shape == b.shape
+            and all(expressions_equal(x, y, approximate) for x, y in zip(a, b))
+        )
     fa = a.free_symbols | b.free_symbols  # "sin^2 x + cos^2 x" vs "1" differ in symbols
     if not fa:
         return _close(a, b, tol)
@@ -356,11 +428,11 @@ def expressions_equal(a, b, approximate: bool = False) -> bool:
     return agreed >= 3 or bool(sp.simplify(a - b) == 0)
 
 
-def proportional(a, b) -> bool:
-    """True when a = c*b for a nonzero constant c (two equations `a=0`, `b=0` say the same thing)."""
+def constant_ratio(a, b):
+    """The constant c with a = c*b (sampled at several points; c != 0), or None when there is none."""
     fa = a.free_symbols | b.free_symbols
     if not fa:
-        return a == 0 and b == 0
+        return None
     symbols = sorted(fa, key=str)
     ratio = None
     agreed = 0
@@ -374,11 +446,18 @@ def proportional(a, b) -> bool:
         if abs(va) < 1e-20 or abs(vb) < 1e-20:
             if abs(va) < 1e-20 and abs(vb) < 1e-20:
                 continue
-            return False
+            return None
         r = va / vb
         if ratio is None:
             ratio = r
         elif not _close(ratio, r, SAMPLE_TOL):
-            return False
+            return None
         agreed += 1
-    return agreed >= 3
+    return ratio if agreed >= 3 and ratio is not None and ratio.is_real else None
+
+
+def proportional(a, b) -> bool:
+    """True when a = c*b for a nonzero constant c (two equations `a=0`, `b=0` say the same thing)."""
+    if not (a.free_symbols | b.free_symbols):
+        return a == 0 and b == 0
+    return constant_ratio(a, b) is not None
