@@ -52,3 +52,42 @@ def test_project_gradient_under_jit_and_second_use():
     want = jax.grad(lambda kern: loss(_plain, kern))(kernel)
     np.testing.assert_allclose(got, want, rtol=1e-5)
     assert float(jnp.abs(got).sum()) > 0
+
+
+@pytest.mark.parametrize("policy", ["dots", "dots_with_no_batch_dims", "full"])
+def test_remat_policies_save_the_projections(policy):
+    """A remat policy cannot see a dot inside a custom VJP; the projections' outputs are saved by name, so the
+    `dots` policies keep the projections the backward pass reads (q, k, v, o, gate and up; down_proj's output
+    only feeds the residual sum) and recompute only the elementwise work, while `full` keeps none of them."""
+    import contextlib
+    import io
+    import re
+
+    from jax.ad_checkpoint import print_saved_residuals
+
+    from mathjax_train.config import ModelConfig
+    from mathjax_train.model.decoder import REMAT_POLICIES, DecoderLayer
+
+    cfg = ModelConfig(vocab_size=32, hidden_size=16, intermediate_size=24, num_layers=1, num_heads=2, num_kv_heads=2)
+    cfg.attention_kernel = "dot"
+    layer = DecoderLayer(cfg)
+    x = jnp.ones((1, 8, 16))
+    positions, segments = jnp.arange(8)[None], jnp.ones((1, 8), jnp.int32)
+    variables = layer.init(jax.random.PRNGKey(0), (x, None), 0, positions, segments, None)
+
+    def out(params, x):
+        (y, _), _ = layer.apply(params, (x, None), 0, positions, segments, None)
+        return jnp.sum(y)
+
+    printed = io.StringIO()
+    with contextlib.redirect_stdout(printed):
+        print_saved_residuals(jax.checkpoint(out, policy=REMAT_POLICIES[policy]), variables, x)
+    saved = printed.getvalue()
+    shapes = [
+        tuple(int(n) for n in dims.split(","))
+        for dims in re.findall(r"^\w+\[([\d,]+)\].*projection", saved, flags=re.M)
+    ]
+    if policy == "full":
+        assert shapes == []
+    else:  # q, k, v as (b, t, heads, head_dim), o_proj as (b, t, embed), gate and up as (b, t, mlp)
+        assert sorted(shapes) == [(1, 8, 2, 8)] * 3 + [(1, 8, 16)] + [(1, 8, 24)] * 2, saved

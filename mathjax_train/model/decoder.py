@@ -16,12 +16,18 @@ import flax.linen as nn
 
 from mathjax_train.config import ModelConfig
 from mathjax_train.model.attention import Attention, PagedKernel, PagedKV
-from mathjax_train.model.layers import DenseGeneral, Embed, RMSNorm, dtype_of
+from mathjax_train.model.layers import PROJECTION, DenseGeneral, Embed, RMSNorm, dtype_of
 
+_PROJECTIONS = jax.checkpoint_policies.save_only_these_names(PROJECTION)
+# The projections' dots sit inside a custom VJP (layers.project) where a policy cannot see them: they are
+# saved by name. Both dots policies save them (they have no batch dimensions); `dots` also saves the
+# attention scores of the `dot` kernel (a dot with batch dimensions).
 REMAT_POLICIES = {
     "full": None,
-    "dots": jax.checkpoint_policies.checkpoint_dots,
-    "dots_with_no_batch_dims": jax.checkpoint_policies.checkpoint_dots_with_no_batch_dims,
+    "dots": jax.checkpoint_policies.save_from_both_policies(jax.checkpoint_policies.checkpoint_dots, _PROJECTIONS),
+    "dots_with_no_batch_dims": jax.checkpoint_policies.save_from_both_policies(
+        jax.checkpoint_policies.checkpoint_dots_with_no_batch_dims, _PROJECTIONS
+    ),
 }
 
 

@@ -8,6 +8,7 @@ from typing import Any, Sequence
 import jax
 import jax.numpy as jnp
 import flax.linen as nn
+from jax.ad_checkpoint import checkpoint_name
 
 DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16, "float16": jnp.float16}
 
@@ -16,18 +17,27 @@ def dtype_of(name: str):
     return DTYPES[name]
 
 
-@functools.partial(jax.custom_vjp, nondiff_argnums=(2,))
+PROJECTION = "projection"  # the checkpoint name of every projection's output (remat policies save it by name)
+
+
 def project(x: jax.Array, kernel: jax.Array, n_in: int) -> jax.Array:
     """x . kernel over x's last `n_in` axes and kernel's first `n_in`; (*batch, *in) -> (*batch, *out).
 
-    Its own VJP only to take the kernel gradient as dot(x, dy): from JAX's own rule XLA:CPU made a
-    transposing copy of dy, fused with the SwiGLU backward, that was a third of the demo's step; in
-    this order it makes none (measured, not explained; the reverse order was slower still)."""
+    Its own VJP (`_project`) only to take the kernel gradient as dot(x, dy): from JAX's own rule XLA:CPU
+    made a transposing copy of dy, fused with the SwiGLU backward, that was a third of the demo's step; in
+    this order it makes none (measured, not explained; the reverse order was slower still). A remat policy
+    cannot see the dot inside a custom VJP, so the output is named PROJECTION for the `dots` policies
+    (model/decoder.py REMAT_POLICIES) to save it."""
+    return checkpoint_name(_project(x, kernel, n_in), PROJECTION)
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(2,))
+def _project(x: jax.Array, kernel: jax.Array, n_in: int) -> jax.Array:
     return jax.lax.dot_general(x, kernel, ((tuple(range(x.ndim - n_in, x.ndim)), tuple(range(n_in))), ((), ())))
 
 
 def _project_fwd(x, kernel, n_in):
-    return project(x, kernel, n_in), (x, kernel)
+    return _project(x, kernel, n_in), (x, kernel)
 
 
 def _project_bwd(n_in, res, dy):
@@ -40,7 +50,7 @@ def _project_bwd(n_in, res, dy):
     return dx.astype(x.dtype), dk.astype(kernel.dtype)
 
 
-project.defvjp(_project_fwd, _project_bwd)
+_project.defvjp(_project_fwd, _project_bwd)
 
 
 class DenseGeneral(nn.Module):
