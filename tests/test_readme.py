@@ -1,5 +1,6 @@
-"""The README's commands cannot drift: CI runs its test command, and every `mathjax-train` example parses
-against the real CLI (configs exist and their overrides apply); the smoke and demo commands run."""
+"""The README's and docs' commands cannot drift: CI runs the README's test command, and every `mathjax-train`
+example in README.md and docs/*.md parses against the real CLI (configs exist and their overrides apply); the
+smoke and demo commands run."""
 
 import re
 import shlex
@@ -13,10 +14,12 @@ from train_helpers import REPO, read_metrics, run_train
 
 README = (REPO / "README.md").read_text()
 BLOCKS = re.findall(r"```bash\n(.*?)```", README, flags=re.S)
+DOCS = sorted((REPO / "docs").glob("*.md"))
+DOC_BLOCKS = [b for d in DOCS for b in re.findall(r"```bash\n(.*?)```", d.read_text(), flags=re.S)]
 
 
-def _commands():
-    text = "\n".join(BLOCKS).replace("\\\n", " ")
+def _commands(blocks=BLOCKS):
+    text = "\n".join(blocks).replace("\\\n", " ")
     out = []
     for line in text.splitlines():
         line = line.split("  #")[0].strip()
@@ -36,7 +39,7 @@ def test_ci_runs_the_readme_test_command():
     assert setup_and_main == f"{setup} && .venv/bin/mathjax-train demo"
 
 
-@pytest.mark.parametrize("argv", _commands(), ids=lambda a: " ".join(a)[:60])
+@pytest.mark.parametrize("argv", _commands(BLOCKS + DOC_BLOCKS), ids=lambda a: " ".join(a)[:60])
 def test_readme_command_parses(argv):
     args = build_parser().parse_args(argv)
     config = getattr(args, "config", None)

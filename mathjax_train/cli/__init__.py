@@ -12,6 +12,7 @@ import sys
 
 from mathjax_train.cli import (
     data_commands,
+    platforms,
     eval_commands,
     model_commands,
     pipeline_commands,
@@ -53,6 +54,7 @@ def main(argv: list[str] | None = None) -> int:
     from mathjax_train.config import InputError
 
     args = build_parser().parse_args(argv)
+    platforms.keep_off_absent_tpu()
     quiet.configure(quiet.verbose_requested(args.verbose))
     try:
         return args.fn(args)

@@ -41,7 +41,9 @@ def _cmd_plan(args) -> int:
                 args.topology or "",
                 mfu=DEFAULT_MFU if args.mfu is None else args.mfu,
                 compile=args.compile,
-                compile_layers=tuple(args.compile_layers),
+                compile_layers=tuple(args.compile_layers) if args.compile_layers else None,
+                compiler=args.compiler,
+                bound=not args.no_bound,
                 rl=args.rl,
             ),
         )
@@ -56,12 +58,22 @@ def _plan_sampling(args) -> int:
     from mathjax_train.config import ConfigError, SamplingPlanConfig
     from mathjax_train.plan.sampling import format_sampling_plan, sampling_plan
 
-    for flag, set_ in (("--rl", args.rl), ("--compile", args.compile), ("--mfu", args.mfu is not None)):
+    for flag, set_ in (
+        ("--rl", args.rl),
+        ("--mfu", args.mfu is not None),
+        ("--compile-layers", args.compile_layers),
+        ("--compiler cpu", args.compiler == "cpu"),
+    ):
         if set_:
             raise ConfigError(f"plan --sampling plans the sampling engine alone; drop {flag} (a training setting)")
     s = config_from_flags(args, SamplingPlanConfig, "plan --sampling")
     plans = [
-        (label, sampling_plan(cfg.model, args.topology or cfg.mesh.topology, s))
+        (
+            label,
+            sampling_plan(
+                cfg.model, args.topology or cfg.mesh.topology, s, compile=args.compile, bound=not args.no_bound
+            ),
+        )
         for label, cfg in _training_configs(args)
     ]
     return _report(args, plans, format_sampling_plan)
@@ -95,16 +107,31 @@ def register(sub) -> None:
     s.add_argument(
         "--compile",
         action="store_true",
-        help="also compile the real train step ahead of time on fake CPU devices and report XLA's "
-        "memory analysis (minutes for a 7B model)",
+        help="also compile the job's programs for the slice and report the compiler's per-chip bytes, its verdict "
+        "and a roofline bound: with XLA:TPU when libtpu is installed (the [tpu] extra; any host, no TPU needed), "
+        "at the full depth (minutes for a 7B model); without it, an XLA:CPU estimate of the train step",
     )
     s.add_argument(
         "--compile-layers",
         type=int,
         nargs=2,
-        default=[2, 4],
+        default=None,
         metavar=("A", "B"),
-        help="depths to compile, extrapolated linearly to the model's (default 2 4)",
+        help="compile at these two depths and extrapolate linearly to the model's, labelled as such (faster; "
+        "default: the full depth with XLA:TPU, 2 and 4 for the XLA:CPU estimate)",
+    )
+    s.add_argument(
+        "--compiler",
+        choices=("auto", "tpu", "cpu"),
+        default="auto",
+        help="with --compile: tpu = XLA:TPU through libtpu, cpu = the XLA:CPU estimate on fake devices; "
+        "auto (default) = tpu when libtpu is installed",
+    )
+    s.add_argument(
+        "--no-bound",
+        action="store_true",
+        help="with --compile on XLA:TPU: skip the roofline bound, whose cost probes (each program compiled again at "
+        "1 and 2 layers, loops written out) take about as long again",
     )
     s.add_argument(
         "--rl",

@@ -14,25 +14,28 @@ from mathjax_train.config import InputError, ModelConfig
 from mathjax_train.infer.placement import Placement
 from mathjax_train.model import cpu_kernels, init_pages, page_bytes, ragged_paged
 from mathjax_train.model.attention import PagedKernel
+from mathjax_train.model.target import Target, current
 
 log = logging.getLogger(__name__)
 _warned_xla = threading.Event()
 
 
 def paged_kernel(
-    choice: str, cfg: ModelConfig, page_size: int, tensor: int = 1, backend: str | None = None
+    choice: str, cfg: ModelConfig, page_size: int, tensor: int = 1, target: Target | None = None
 ) -> PagedKernel:
     """engine.attention resolved. auto: the CPU kernel for float32 on CPU when it builds, the Pallas
     ragged kernel on TPU when it serves the model, else XLA. Asked for by name, a kernel that cannot
     run is an error (pallas runs off TPU in interpret mode: for tests). With engine.tensor > 1 each
     device runs the kernel on its share of the heads (attention.per_head_shard), so the Pallas kernel
-    is asked about that share. `backend` (default: JAX's) lets `plan` resolve it for a TPU."""
+    is asked about that share. `target` (default: model/target.py's current one) lets `plan` resolve it for a
+    TPU slice from any host."""
     if choice == "xla":
         return "xla"
-    backend = backend or jax.default_backend()
+    target = target or current()
+    backend = target.platform
     if choice == "pallas" or (choice == "auto" and backend == "tpu"):
         share = dataclasses.replace(cfg, num_heads=cfg.num_heads // tensor, num_kv_heads=cfg.num_kv_heads // tensor)
-        problem = ragged_paged.supported(share, page_size, pad_head_dim=True)
+        problem = ragged_paged.supported(share, page_size, pad_head_dim=True, target=target)
         if problem is None:
             return "pallas"
         if choice == "pallas":

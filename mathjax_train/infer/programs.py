@@ -20,6 +20,7 @@ from mathjax_train.infer.placement import Placement
 from mathjax_train.infer.sampling import row_keys, sample, token_logprobs
 from mathjax_train.model import Decoder, flush_side, init_side
 from mathjax_train.model.attention import PagedKernel, PagedKV
+from mathjax_train.model.target import traced_for
 
 
 def bucket(n: int, limit: int, minimum: int = 1) -> int:
@@ -104,9 +105,18 @@ class Programs:
             kv = {n: p.kv_sharding(n) for n in (("pool",) if self.in_place else ("k", "v"))}
             outs = {"prefill": {"out_shardings": kv}, "decode": {"out_shardings": (kv, p.replicated())}}
             outs["copy"] = outs["prefill"]
-        self._prefill = jax.jit(self._prefill_impl, donate_argnums=(1,), **outs["prefill"])
-        self._decode = jax.jit(self._decode_impl, donate_argnums=(1,), **outs["decode"])
+        # kernels compile for the engine's devices (a TPU slice's, when `plan` compiles ahead of time on a CPU host)
+        devices = placement.devices if placement is not None else jax.devices()[:1]
+        self._prefill = jax.jit(traced_for(devices, self._prefill_impl), donate_argnums=(1,), **outs["prefill"])
+        self._decode = jax.jit(traced_for(devices, self._decode_impl), donate_argnums=(1,), **outs["decode"])
         self._copy = jax.jit(self._copy_impl, donate_argnums=(0,), **outs["copy"])
+
+    def lower(self, name: str, *args):
+        """The "prefill", "decode" or "copy" program traced and lowered for `args` (arrays or ShapeDtypeStructs
+        with the engine's shardings), not run: `plan` compiles it for a TPU slice from any host."""
+        program = {"prefill": self._prefill, "decode": self._decode, "copy": self._copy}[name]
+        with self.lock, self._mesh():
+            return program.lower(*args)
 
     def _mesh(self):
         """The context the programs trace in: the engine's mesh and the logical rules (none on one device)."""

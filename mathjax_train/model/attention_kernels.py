@@ -2,12 +2,12 @@
 sequences kept apart by segment ids, optional sliding window.
 
 splash: JAX's Pallas TPU kernel. It never builds the (t, t) score matrix, so long sequences fit in
-HBM. On TPU the kernel is compiled; elsewhere it runs in Pallas interpret mode (slow; for tests on
-CPU). Under a mesh it runs per shard through shard_map: batch split like the activations, heads like
+HBM. For a TPU target (model/target.py: the devices the program is compiled for, not the host's) it is
+compiled with Mosaic; elsewhere it runs in Pallas interpret mode (slow; for tests on CPU). Under a mesh it runs per shard through shard_map: batch split like the activations, heads like
 the `heads` rule.
 
-cudnn: `jax.nn.dot_product_attention` with cuDNN's flash attention on GPUs (bf16/fp16), the packing
-mask passed as a bias; elsewhere the same call with XLA's implementation, so CPU tests run it too.
+cudnn: `jax.nn.dot_product_attention` with cuDNN's flash attention for GPU targets (bf16/fp16), the
+packing mask passed as a bias; elsewhere the same call with XLA's implementation, so CPU tests run it too.
 """
 
 from __future__ import annotations
@@ -22,6 +22,7 @@ from jax.experimental.pallas.ops.tpu.splash_attention import splash_attention_ma
 from jax.sharding import PartitionSpec
 
 from mathjax_train.config import InputError
+from mathjax_train.model import target
 
 LANES = 128  # the kernel's block sizes must be multiples of this, so sequence lengths must be too
 BLOCKS = (512, 256, 128)  # the largest that divides the sequence is used
@@ -81,7 +82,7 @@ def splash_attention(q, k, v, segment_ids, *, sliding_window: int = 0, interpret
     average); nothing reads them, since no real query sees a padding key and the loss skips them.
     """
     if interpret is None:
-        interpret = jax.default_backend() != "tpu"
+        interpret = target.current().interpret_pallas
     d = q.shape[-1]
     q = (q.astype(jnp.float32) / math.sqrt(d)).astype(q.dtype)  # the kernel does not scale
     qt, kt, vt = (jnp.swapaxes(x, 1, 2) for x in (q, k, v))
@@ -115,9 +116,9 @@ def splash_attention(q, k, v, segment_ids, *, sliding_window: int = 0, interpret
 def cudnn_attention(q, k, v, mask, *, sliding_window: int = 0):
     """q (b, t, h, d), k/v (b, t, kv, d), mask (b, t, t) bool from `attention_mask` -> (b, t, h, d).
 
-    cuDNN only when the backend is a GPU and the dtype is 16-bit (its kernel has no fp32); the causal
+    cuDNN only when the target is a GPU and the dtype is 16-bit (its kernel has no fp32); the causal
     flag lets it skip the upper triangle, the mask (as a bias) adds segments and the window."""
-    use_cudnn = jax.default_backend() == "gpu" and q.dtype in (jnp.bfloat16, jnp.float16)
+    use_cudnn = target.current().platform == "gpu" and q.dtype in (jnp.bfloat16, jnp.float16)
     window = (sliding_window - 1, 0) if sliding_window else None
     return jax.nn.dot_product_attention(
         q,

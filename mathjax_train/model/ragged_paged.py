@@ -7,7 +7,9 @@ reshape) with the page indices offset by `layer * num_pages`, so no layer is sli
 traced (a scan over layers). Token i of row b lives at page `page_table[b, i // page_size]`, offset
 `i % page_size`, as in the plain path (attention.PagedKV); page 0 is the trash page.
 
-On TPU the kernel is compiled; elsewhere it runs in Pallas TPU interpret mode (slow; for tests on CPU).
+For a TPU target (model/target.py: the devices the program is compiled for, which `plan --compile` sets to a slice
+on a CPU host) the kernel is compiled with Mosaic, with block sizes from JAX's tuned table for that chip; elsewhere
+it runs in Pallas TPU interpret mode (slow; for tests on CPU).
 """
 
 from __future__ import annotations
@@ -21,9 +23,10 @@ import jax.numpy as jnp
 import numpy as np
 from jax.experimental.pallas import tpu as pltpu
 from jax.experimental.pallas.ops.tpu.ragged_paged_attention import kernel as rpa
-from jax.experimental.pallas.ops.tpu.ragged_paged_attention.tuned_block_sizes import get_tpu_version
+from jax.experimental.pallas.ops.tpu.ragged_paged_attention import tuned_block_sizes as tuned
 
 from mathjax_train.config import ModelConfig
+from mathjax_train.model import target as compile_target
 from mathjax_train.model.kv_cache import TRASH_PAGE
 from mathjax_train.model.layers import dtype_of
 
@@ -54,9 +57,17 @@ def init_ragged_pages(
     return jnp.zeros(shape, dtype_of(dtype or cfg.dtype))
 
 
-def supported(cfg: ModelConfig, page_size: int, dtype: str | None = None, *, pad_head_dim: bool = False) -> str | None:
-    """Why the kernel cannot serve this model with this cache (None if it can), for the caller to fall back to the
-    plain path: its head tiling rule (asked of the kernel itself), head_dim in whole lanes, a bf16/f32 cache."""
+def supported(
+    cfg: ModelConfig,
+    page_size: int,
+    dtype: str | None = None,
+    *,
+    pad_head_dim: bool = False,
+    target: compile_target.Target | None = None,
+) -> str | None:
+    """Why the kernel cannot serve this model with this cache on `target` (default: the current one; None if it
+    can), for the caller to fall back to the plain path: its head tiling rule (asked of the kernel itself),
+    head_dim in whole lanes, a bf16/f32 cache, a TPU of v4 or later."""
     name = dtype or cfg.dtype
     if name not in CACHE_DTYPES:
         return f"cache dtype {name}: the ragged kernel path serves {' and '.join(CACHE_DTYPES)} caches only"
@@ -76,9 +87,35 @@ def supported(cfg: ModelConfig, page_size: int, dtype: str | None = None, *, pad
         rpa.get_min_heads_per_blk(cfg.num_heads, 2 * cfg.num_kv_heads, dt, dt)
     except ValueError as e:  # "Not implemented: num_combined_kv_heads=6 can not be XLA fully tiled."
         return f"{cfg.num_kv_heads} kv heads in a {name} cache: {e}"
-    if jax.default_backend() == "tpu" and get_tpu_version() < 4:
-        return "the ragged paged attention kernel needs TPU v4 or later"
+    target = target or compile_target.current()
+    if target.platform == "tpu" and target.tpu_version < 4:
+        return f"the ragged paged attention kernel needs TPU v4 or later, not {target.device_kind}"
     return None
+
+
+def tuned_blocks(
+    target: compile_target.Target,
+    q_dtype,
+    kv_dtype,
+    heads: int,
+    combined_kv_heads: int,
+    head_dim: int,
+    page_size: int,
+    num_tokens: int,
+    pages_per_seq: int,
+) -> tuple[int, int]:
+    """(kv pages, queries) per block from JAX's tuned table for the target chip. The kernel's own lookup asks the
+    host's first device, which is a CPU when a slice's programs are compiled ahead of time."""
+    heads_blk, combined_blk = rpa.get_min_heads_per_blk(heads, combined_kv_heads, q_dtype, kv_dtype)
+    key = tuned.simplify_key(
+        (q_dtype, kv_dtype, heads_blk, combined_blk // 2, head_dim, page_size, num_tokens, pages_per_seq)
+    )
+    chip = " ".join(target.device_kind.split()[:2])  # the table's key: "TPU v5 lite" and "TPU v5" share "TPU v5"
+    if target.tpu_version == 4:
+        kv_pages, queries = 32, 32  # JAX's untuned v4 default, chosen to fit v4's VMEM
+    else:
+        kv_pages, queries = tuned.TUNED_BLOCK_SIZES.get(chip, {}).get(key, (128, 32))
+    return min(pages_per_seq, kv_pages), min(num_tokens, queries)
 
 
 def write_kv(
@@ -125,15 +162,22 @@ def ragged_attention(
     Row b's first q_lens[b] queries are real; query j sits at cache index kv_lens[b] - q_lens[b] + j (its keys
     were written by `write_kv` already) and sees keys i <= that index within `sliding_window` (0 = all).
     Padding queries come back as zeros; rows with q_lens[b] == 0 are not handed to the kernel at all.
-    interpret=None: compiled on TPU, interpreted elsewhere. Block sizes: JAX's tuned table on TPU unless given.
+    interpret=None: compiled for a TPU target, interpreted elsewhere. Block sizes: JAX's tuned table for the
+    target chip unless given.
     """
     b, t, h, d = q.shape
     layers, num_pages, page_size, combined, head_dim = pages.shape
+    target = compile_target.current()
     if interpret is None:
-        interpret = jax.default_backend() != "tpu"
+        interpret = target.interpret_pallas
     if interpret:
         kv_pages_per_block = kv_pages_per_block or min(INTERPRET_KV_PAGES_PER_BLOCK, page_table.shape[1])
         queries_per_block = queries_per_block or min(INTERPRET_QUERIES_PER_BLOCK, b * t)
+    elif kv_pages_per_block is None or queries_per_block is None:
+        tuned_kv, tuned_q = tuned_blocks(
+            target, pages.dtype, pages.dtype, h, combined, head_dim, page_size, b * t, page_table.shape[1]
+        )
+        kv_pages_per_block, queries_per_block = kv_pages_per_block or tuned_kv, queries_per_block or tuned_q
     page_table, kv_lens = jnp.asarray(page_table, jnp.int32), jnp.asarray(kv_lens, jnp.int32)
     q_lens = jnp.clip(jnp.asarray(q_lens, jnp.int32), 0, t)
 

@@ -1,135 +1,165 @@
-"""Per-device memory from an ahead-of-time compile of the real train step on fake CPU devices.
+"""Compile a recipe's programs ahead of time, in a child process, and bring back XLA's figures per chip.
 
-A child process gets as many fake devices as the slice has chips (XLA_FLAGS must be set before JAX
-starts), builds the trainer's state layout, mesh and jitted step, lowers it on abstract arguments
-(nothing is allocated) and reads XLA's `memory_analysis()`. A 7B model takes minutes to compile
-on a small machine, so it compiles the same model and sharding at two depths and extrapolates
-linearly to the real depth (scanned layers make memory affine in the layer count).
+With libtpu installed (the `[tpu]` extra) the child compiles with XLA:TPU for the slice's own chips
+(plan/tpu_slice.py: no TPU needed), at the recipe's full depth: the bytes are the ones the slice will see, and the
+Pallas kernels are the Mosaic ones it will run. Without it, the child compiles the train step with XLA:CPU on
+as many fake devices as the slice has chips, at two depths extrapolated to the real one: an estimate (XLA:CPU
+keeps bfloat16 intermediates in float32 and fuses differently; argument bytes are exact).
 
-XLA:CPU keeps bfloat16 intermediates in float32 and fuses differently from XLA:TPU, so the
-temporaries are an upper bound for a TPU; argument bytes (parameters, optimizer state, batch) are exact.
+The child also gets a roofline bound per program (plan/roofline.py) on a TPU target. A child keeps libtpu's
+start-up lines off the terminal (they are shown only if it fails) and frees the compiler's memory when it ends.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import os
 import re
 import subprocess
 import sys
 import time
+import typing
+from typing import Any
 
-DEFAULT_LAYERS = (2, 4)
-TIMEOUT_S = 900
+from mathjax_train.model.attention import PagedKernel
+
+TIMEOUT_S = 3600
+CPU_LAYERS = (2, 4)  # depths of the XLA:CPU estimate
 
 
-def lower_step(cfg, num_layers: int):
-    """In this process (its devices are the slice): the train step at `num_layers`, traced and lowered
-    with the recipe's mesh and shardings on abstract arguments (nothing is allocated)."""
-    import jax
-    import jax.numpy as jnp
+def _compile_train(cfg, devices, depth: int | None, roofline: bool) -> dict:
+    from mathjax_train.plan import programs, roofline as rl
+    from mathjax_train.plan.compiled import compile_figures
 
-    from mathjax_train.data.batches import BATCH_DTYPES
-    from mathjax_train.train.setup import build_step
-
-    setup = build_step(cfg, dataclasses.replace(cfg.model, num_layers=num_layers))
-    shape = (cfg.train.batch_size, cfg.train.seq_len)
-    batch = {
-        k: jax.ShapeDtypeStruct(shape, jnp.dtype(dt), sharding=setup.batch_sharding) for k, dt in BATCH_DTYPES.items()
+    model = cfg.model if depth is None else dataclasses.replace(cfg.model, num_layers=depth)
+    out: dict[str, Any] = {
+        "programs": [compile_figures("train_step", programs.train_step(cfg, devices, model)).as_dict()]
     }
-    with jax.set_mesh(setup.mesh):
-        return setup.step.lower(setup.layout.abstract, batch)
+    if roofline:
+        micro = cfg.train.microbatches
+        rows = cfg.train.batch_size // micro
 
+        def build(n: int, m: int):
+            c = dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, batch_size=rows * m, microbatches=m))
+            return programs.train_step(c, devices, rl.unrolled(cfg.model, n), unroll_microbatches=True)
 
-def compile_step(cfg, num_layers: int) -> dict:
-    """In this process: compile one train step, return XLA's byte counts."""
-    import jax
-
-    lowered = lower_step(cfg, num_layers)
-    t = time.perf_counter()
-    compiled = lowered.compile()
-    ma = compiled.memory_analysis()
-    if ma is None:
-        raise RuntimeError(f"XLA on {jax.default_backend()} gives no memory analysis of the compiled step")
-    return {
-        "layers": num_layers,
-        "compile_seconds": round(time.perf_counter() - t, 1),
-        "argument": ma.argument_size_in_bytes,
-        "output": ma.output_size_in_bytes,
-        "alias": ma.alias_size_in_bytes,
-        "temp": ma.temp_size_in_bytes,
-        "peak": ma.argument_size_in_bytes + ma.output_size_in_bytes - ma.alias_size_in_bytes + ma.temp_size_in_bytes,
-    }
-
-
-def extrapolate(points: list[dict], num_layers: int) -> dict:
-    """Each byte count at `num_layers` from the line through the two compiled depths."""
-    p, q = points
-    span = q["layers"] - p["layers"]
-    out = {}
-    for key in ("argument", "output", "alias", "temp", "peak"):
-        slope = (q[key] - p[key]) / span
-        out[key] = p[key] + slope * (num_layers - p["layers"])
+        out["costs"] = {"train_step": rl.by_depth_and_microbatches(build, cfg.model.num_layers, micro, "train_step")}
     return out
 
 
-def compiled_memory(cfg, chips: int, layers: tuple[int, ...] = DEFAULT_LAYERS) -> dict:
-    """Run the compile in a child with `chips` fake CPU devices; bytes per device at the real depth."""
-    from mathjax_train.config import ConfigError, to_dict
+def _compile_engine(model, shape, devices, roofline: bool) -> dict:
+    from mathjax_train.plan import programs, roofline as rl
+    from mathjax_train.plan.compiled import compile_figures
 
-    depth = cfg.model.num_layers
-    layers = tuple(sorted({min(n, depth) for n in layers}))
-    if layers[-1] != depth and (len(layers) < 2 or layers[0] < 2):
-        # a one-layer scan is compiled as straight-line code and does not lie on the line
-        raise ConfigError(
-            f"plan --compile-layers {' '.join(map(str, layers))}: give two different depths of at "
-            f"least 2 (or the model's {depth})"
-        )
+    lowered = programs.engine_programs(model, shape, devices)
+    out: dict[str, Any] = {"programs": [compile_figures(n, low).as_dict() for n, low in lowered.items()]}
+    if roofline:
+        probe = dataclasses.replace(shape, layers="unroll")
+        out["costs"] = {
+            name: rl.by_depth(functools.partial(_engine_probe, model, probe, devices, name), model.num_layers, name)
+            for name in lowered
+        }
+    return out
+
+
+def _engine_probe(model, shape, devices, name: str, layers: int):
+    """One engine program at `layers` layers, written out (a roofline probe)."""
+    from mathjax_train.plan import programs, roofline as rl
+
+    return programs.engine_programs(rl.unrolled(model, layers), shape, devices)[name]
+
+
+def _compile_rl(cfg, devices, kernel: PagedKernel, roofline: bool) -> dict:
+    from mathjax_train.plan import programs, roofline as rl
+    from mathjax_train.plan.compiled import compile_figures
+
+    lowered, live = programs.rl_programs(cfg, devices, kernel)
+    out: dict[str, Any] = {"programs": [compile_figures(n, low).as_dict() for n, low in lowered.items()], "live": live}
+    out["arguments"] = programs.rl_arguments(live)
+    out["engine"] = dataclasses.asdict(programs.rl_engine_shape(cfg, cfg.model, kernel))
+    if roofline:
+        costs = {}
+        for name in lowered:
+
+            def build(n: int, name=name):
+                small = dataclasses.replace(cfg, model=rl.unrolled(cfg.model, n))
+                low, _ = programs.rl_programs(small, devices, kernel, only=name)
+                return low[name]
+
+            costs[name] = rl.by_depth(build, cfg.model.num_layers, name)
+        out["costs"] = costs
+    return out
+
+
+def run_request(request: dict) -> dict:
+    """In the child: compile what `request` asks for on its target's devices; figures per chip."""
+    from mathjax_train.config import Config, ModelConfig, from_dict
+    from mathjax_train.parallel.topology import parse_topology
+    from mathjax_train.plan import programs
+
+    topo = parse_topology(request["topology"])
+    tpu = request["target"] == "tpu"
+    if tpu:
+        from mathjax_train.plan import tpu_slice
+
+        devices = tpu_slice.slice_devices(topo)
+    else:
+        import jax
+
+        devices = jax.devices()
+    job = request["job"]
+    roofline = tpu and request.get("roofline", True)
+    if job == "sampling":
+        model = from_dict(ModelConfig, request["model"])
+        shape = programs.EngineShape(**request["engine"])
+        per_host = tpu_slice.host_devices(topo) if tpu else devices
+        return _compile_engine(model, shape, per_host[: request["tensor"]], roofline)
+    cfg = from_dict(Config, request["config"])
+    cfg.validate()
+    if job == "rl":
+        return _compile_rl(cfg, devices, typing.cast(PagedKernel, request["kernel"]), roofline)
+    if tpu:
+        return _compile_train(cfg, devices, request.get("depth"), roofline)
+    points = [_compile_train(cfg, devices, n, False)["programs"][0] | {"layers": n} for n in request["layers"]]
+    return {"points": points}
+
+
+def _child_env(target: str, chips: int) -> dict:
     flags = re.sub(r"--xla_force_host_platform_device_count=\S+", "", os.environ.get("XLA_FLAGS", ""))
-    env = dict(
-        os.environ,
-        JAX_PLATFORMS="cpu",
-        TF_CPP_MIN_LOG_LEVEL="3",
-        XLA_FLAGS=f"{flags} --xla_force_host_platform_device_count={chips}".strip(),
-    )
-    request = json.dumps({"config": to_dict(cfg), "layers": list(layers)})
+    # JAX on the host CPU (the slice's devices come from libtpu's topology, not a backend); a compile-only child
+    # touches no TPU, so libtpu's one-process-per-TPU lock is not taken (plans may compile side by side)
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3", JAX_PLATFORMS="cpu", ALLOW_MULTIPLE_LIBTPU_LOAD="1")
+    if target == "cpu":
+        flags = f"{flags} --xla_force_host_platform_device_count={chips}"
+    env["XLA_FLAGS"] = flags.strip()
+    return env
+
+
+def compile_in_child(request: dict, chips: int) -> dict:
+    """Run `request` in a child process (see module docstring); its result, with the wall time it took."""
     t = time.perf_counter()
     proc = subprocess.run(
         [sys.executable, "-m", "mathjax_train.plan.aot"],
-        input=request,
+        input=json.dumps(request),
         capture_output=True,
         text=True,
-        env=env,
+        env=_child_env(request["target"], chips),
         timeout=TIMEOUT_S,
     )
+    compiler = "XLA:TPU" if request["target"] == "tpu" else f"XLA:CPU on {chips} fake devices"
     if proc.returncode != 0:
-        raise RuntimeError(f"plan: the ahead-of-time compile on {chips} fake devices failed:\n{proc.stderr[-3000:]}")
-    points = json.loads(proc.stdout.strip().splitlines()[-1])
-    if len(points) == 1 or points[-1]["layers"] == depth:
-        at_depth = {k: points[-1][k] for k in ("argument", "output", "alias", "temp", "peak")}
-        method = f"compiled at the full depth ({depth} layers)"
-    else:
-        at_depth = extrapolate(points[-2:], depth)
-        method = (
-            f"compiled at {points[-2]['layers']} and {points[-1]['layers']} layers, extrapolated linearly to {depth}"
-        )
-    return {
-        "devices": chips,
-        "method": method,
-        "points": points,
-        "at_depth": at_depth,
-        "seconds": round(time.perf_counter() - t, 1),
-    }
+        raise RuntimeError(f"plan: the ahead-of-time compile ({compiler}) failed:\n{proc.stderr[-4000:]}")
+    out = json.loads(proc.stdout.strip().splitlines()[-1])
+    out["wall_seconds"] = round(time.perf_counter() - t, 1)
+    return out
 
 
 def _main() -> None:
-    from mathjax_train.config import Config, from_dict
-
     request = json.loads(sys.stdin.read())
-    cfg = from_dict(Config, request["config"])
-    cfg.validate()
-    print(json.dumps([compile_step(cfg, n) for n in request["layers"]]))
+    result = run_request(request)
+    print(json.dumps(result))
 
 
 if __name__ == "__main__":

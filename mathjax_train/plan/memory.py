@@ -13,15 +13,21 @@ an abstract mesh of the slice's shape and each array's shard is summed. The rest
                                                lora.dropout > 0 its dropped-out input (I: the targets' inputs)
     EW = a (2e + (h + kv) d/th + m/tm) + 8e     norm outputs, rotated q/k, silu(gate)*up, float32 norm inputs
     SC = (h/th) s (4 + a) for `dot` (scores in float32 and probabilities), 4 h/th for `splash` (log-sum-exp)
-  kept per layer: none X+MM+EW+SC, dots X+MM (+ a (h/th) s scores for `dot`), dots_with_no_batch_dims
-  X+MM-a h d/th, full X; plus one layer's full set X+MM+EW+SC live while it is (re)computed in the
-  backward pass; plus the head: with full logits (train.loss_vocab_chunk off) 12 V/tv + 2 a e (float32
-  logits, log-softmax, their gradient; normed hidden states and their gradient), with the vocabulary
+  kept per layer, as XLA:TPU (libtpu 0.0.42.1) lays the step out (its buffer assignment for the LLaMA-2-7B,
+  Mistral-7B, Qwen2-7B and Qwen2.5-1.5B recipes): none a (6m/tm + 2e + (3h + 2kv) d/th) + 16e + SC (SwiGLU's
+  six m-wide tensors, four float32 copies of the residual stream, q and attention out twice, k and v) + LoRA;
+  dots and dots_with_no_batch_dims a (2m/tm + 2e + (h + 2kv) d/th) + LoRA (the saved projections: q, k, v,
+  o_proj, gate and up), with `dots` also a (h/th) s scores for `dot`; full X; plus
+  one layer's full set X+MM+EW+SC live while it is (re)computed in the
+  backward pass; plus the head: with full logits (train.loss_vocab_chunk off) (8 + a) V/tv + 2 a e (float32
+  logits and their gradient, the logits in the compute dtype; normed hidden states and their gradient; rl's
+  update over token log-probabilities keeps one float32 copy: 4 V/tv + 2 a e), with the vocabulary
   chunked in n chunks of c the same for one chunk, 12 c/tv + (2a + 8) e + 20 n (the hidden states also in
   float32 with their float32 gradient, the scan's five float32 carries per chunk), and per device the
   chunk-major copy of the head weight and its gradient, 2 a e n c/tv;
-  plus all-gathered weights (FSDP): two layers, the embedding and the output head in the compute dtype.
-  activations = T (L kept + live + head) + head weights + gathered.
+  plus all-gathered weights (FSDP): two layers, the embedding and the output head in the compute dtype;
+  plus the chip's shard of the parameters cast to the compute dtype (`cast_bytes`).
+  activations = T (L kept + live + head) + head weights + gathered + cast.
 """
 
 from __future__ import annotations
@@ -112,8 +118,9 @@ def layer_param_count(m: ModelConfig) -> int:
     return e * d * (2 * m.num_heads + 2 * m.num_kv_heads) + 3 * e * m.intermediate_size + 2 * e
 
 
-def activation_terms(cfg: Config, m: ModelConfig, mp: MeshPlan) -> dict:
-    """The terms of the activation estimate (bytes per device); see the module docstring."""
+def activation_terms(cfg: Config, m: ModelConfig, mp: MeshPlan, learner: bool = False) -> dict:
+    """The terms of the activation estimate (bytes per device); see the module docstring. `learner`: rl's
+    update, whose loss over token log-probabilities keeps one float32 copy of the full logits."""
     a = jnp.dtype(m.dtype).itemsize
     e, mlp, h, kv, d, V, L = (
         m.hidden_size,
@@ -131,14 +138,18 @@ def activation_terms(cfg: Config, m: ModelConfig, mp: MeshPlan) -> dict:
     MM = a * (2 * e + (2 * h + 2 * kv) * d / th + 2 * mlp / tm) + lora_terms(cfg, a, e, mlp, h, kv, d, th, tm)
     EW = a * (2 * e + (h + kv) * d / th + mlp / tm) + 8 * e
     SC = (h / th) * s * (4 + a) if m.attention_kernel == "dot" else 4 * h / th
+    lora = lora_terms(cfg, a, e, mlp, h, kv, d, th, tm)
+    saved = a * (2 * mlp / tm + 2 * e + (h + 2 * kv) * d / th) + lora  # the dots policies' projections
     kept = {
-        "none": X + MM + EW + SC,
-        "dots": X + MM + (a * (h / th) * s if m.attention_kernel == "dot" else 0),
-        "dots_with_no_batch_dims": X + MM - a * h * d / th,
+        "none": a * (6 * mlp / tm + 2 * e + (3 * h + 2 * kv) * d / th) + 16 * e + SC + lora,
+        "dots": saved + (a * (h / th) * s if m.attention_kernel == "dot" else 0),
+        "dots_with_no_batch_dims": saved,
         "full": X,
     }[m.remat_policy]
     live = X + MM + EW + SC
     head, head_weights = head_terms(a, e, V, tv, cfg.train.vocab_chunk(V))
+    if learner:
+        head = 4 * V / tv + 2 * a * e
     gathered = a * (2 * layer_param_count(m) / max(th, 1) + (1 if m.tie_embeddings else 2) * V * e / tv)
     return {
         "tokens_per_device": T,
@@ -172,19 +183,29 @@ def lora_terms(cfg: Config, a, e, mlp, h, kv, d, th, tm) -> float:
 def head_terms(a: int, e: int, V: int, tv: int, chunk: int) -> tuple[float, float]:
     """The loss head's bytes per token and per device (module docstring); chunk 0 = full logits."""
     if not chunk:
-        return 12 * V / tv + 2 * a * e, 0.0
+        return (8 + a) * V / tv + 2 * a * e, 0.0
     n = math.ceil(V / chunk)
     return 12 * chunk / tv + (2 * a + 8) * e + 20 * n, 2 * a * e * n * chunk / tv
 
 
-def analytic_memory(cfg: Config, model_cfg: ModelConfig, mp: MeshPlan) -> dict:
+def analytic_memory(cfg: Config, model_cfg: ModelConfig, mp: MeshPlan, learner: bool = False) -> dict:
     """Per-device bytes: params (trained), frozen_base (LoRA), optimizer_state, gradients (of the
-    trained params only), activations, total (+ param_count, trainable_count)."""
+    trained params only), activations, total (+ param_count, trainable_count). `learner`: rl's update
+    (activation_terms)."""
     st = state_bytes(cfg, model_cfg, mp)
     grads = st["params"] * (2 if cfg.train.microbatches > 1 else 1)
-    act = activation_terms(cfg, model_cfg, mp)
+    act = activation_terms(cfg, model_cfg, mp, learner)
+    act["weights_cast"] = cast_bytes(model_cfg, st["params"])
+    act["total"] += act["weights_cast"]
     total = st["params"] + st["frozen_base"] + st["optimizer_state"] + grads + act["total"]
     return {**st, "gradients": grads, "activations": act["total"], "activation_terms": act, "total": total}
+
+
+def cast_bytes(m: ModelConfig, params: int) -> float:
+    """The chip's shard of the trained parameters cast once to the compute dtype before the layers' loop
+    (XLA:TPU hoists the cast out of the scan)."""
+    p, a = jnp.dtype(m.param_dtype).itemsize, jnp.dtype(m.dtype).itemsize
+    return 0.0 if p == a else params * a / p
 
 
 def learner_config(cfg: Config) -> Config:

@@ -2,7 +2,9 @@
 
 Step time = FLOPs per token x token slots per step / (chips x peak FLOP/s x MFU). MFU counts model
 FLOPs (PaLM's formula, train/flops.py) over every slot of the batch, padding included, so remat's
-recomputation and padding both show up as a lower MFU, not as more FLOPs.
+recomputation and padding both show up as a lower MFU, not as more FLOPs. With --compile, the compiled
+programs' own figures (plan/compiled_plan.py) stand beside the analytic ones: per-chip bytes, the verdict by
+the compiler's count, and a roofline bound on the step time from their cost analysis.
 """
 
 from __future__ import annotations
@@ -11,7 +13,7 @@ from typing import Any
 
 from mathjax_train.config import Config, ConfigError
 from mathjax_train.parallel.topology import GIB, parse_topology
-from mathjax_train.plan.aot import DEFAULT_LAYERS, compiled_memory
+from mathjax_train.plan import compiled_plan
 from mathjax_train.plan.memory import USABLE_HBM_FRACTION, analytic_memory, learner_config, plan_mesh, rl_extra_memory
 from mathjax_train.train.flops import train_flops_per_token
 
@@ -24,11 +26,17 @@ def make_plan(
     *,
     mfu: float = DEFAULT_MFU,
     compile: bool = False,
-    compile_layers: tuple[int, ...] = DEFAULT_LAYERS,
+    compile_layers: tuple[int, ...] | None = None,
+    compiler: str = "auto",
+    bound: bool = True,
     rl: bool = False,
 ) -> dict:
     """Everything `mathjax-train plan` reports, as a JSON-ready dict (bytes per device). `rl`: plan the
-    `rl` job instead: the learner on rl minibatches, plus the sampler's KV cache and the reference."""
+    `rl` job instead: the learner on rl minibatches, plus the sampler's KV cache and the reference.
+    `compile`: also compile the job's programs for the slice (XLA:TPU with libtpu, else an XLA:CPU estimate of
+    the train step; `compiler` tpu/cpu picks one); `compile_layers`: two depths to compile and extrapolate from
+    instead of the full depth; `bound`: the roofline bound's cost probes (XLA:TPU only)."""
+    rl_cfg = cfg
     if rl:
         cfg = learner_config(cfg)
     name = topology or cfg.mesh.topology
@@ -37,22 +45,39 @@ def make_plan(
     if not 0 < mfu <= 1:
         raise ConfigError(f"plan: --mfu must be in (0, 1], got {mfu}")
     topo = parse_topology(name)
-    if cfg.train.batch_size % topo.hosts:
+    if not rl and cfg.train.batch_size % topo.hosts:
         raise ConfigError(
             f"train.batch_size ({cfg.train.batch_size}) must be a multiple of the {topo.hosts} hosts of {topo.name}"
         )
     model = cfg.model
     if not model.vocab_size:
         raise ConfigError("model.vocab_size: plan needs it set (unset, training takes it from the tokenizer)")
-    mp = plan_mesh(cfg, topo.chips)
-    mem = analytic_memory(cfg, model, mp)
+    mp = plan_mesh(cfg, 1 if rl else topo.chips)  # rl runs on one chip of the slice (rl/learner.py learner_devices)
+    mem = analytic_memory(cfg, model, mp, learner=rl)
     extra = rl_extra_memory(cfg, model, mem["params"]) if rl else None
     if extra:
         mem["total"] += extra["total"]
     usable = USABLE_HBM_FRACTION * topo.hbm_bytes
-    compiled = compiled_memory(cfg, topo.chips, compile_layers) if compile else None
+    compiled = None
+    if compile:
+        if rl:
+            from mathjax_train.infer.paged_kernels import paged_kernel
+            from mathjax_train.model.target import Target
+
+            eng = rl_cfg.rl.engine
+            kernel = paged_kernel(eng.attention, model, eng.page_size, eng.tensor, Target("tpu", topo.device_kind))
+            compiled = (
+                compiled_plan.rl(rl_cfg, topo, kernel, bound)
+                if compiled_plan.resolve_compiler(compiler) == "tpu"
+                else compiled_plan.train(cfg, topo, compile_layers, "cpu")
+            )
+        else:
+            compiled = compiled_plan.train(cfg, topo, compile_layers, compiler, bound)
     fits_analytic = mem["total"] <= usable
-    fits_compiled = None if compiled is None else compiled["at_depth"]["peak"] <= usable
+    fits_compiled = None if compiled is None else not compiled["refused"] and compiled["total"] <= usable
+    if compiled is not None:
+        compiled["usable"] = usable
+        compiled["analytic_total"] = mem["total"]
 
     flops = train_flops_per_token(model, cfg.train.seq_len)
     slots = cfg.train.batch_size * cfg.train.seq_len
@@ -99,7 +124,10 @@ def make_plan(
             "fits_analytic": fits_analytic,
             "fits_compiled": fits_compiled,
         },
-        "fits": fits_analytic and fits_compiled is not False,
+        # the compiler's count decides where it is the TPU's own; an XLA:CPU estimate only adds a doubt
+        "fits": fits_compiled
+        if compiled is not None and not compiled["estimate"]
+        else fits_analytic and fits_compiled is not False,
         "step_time": {
             "mfu": mfu,
             "seconds_per_step": step_s,
@@ -121,6 +149,58 @@ def _gib(x: float) -> str:
 def _duration(seconds: float) -> str:
     h, rem = divmod(int(round(seconds)), 3600)
     return f"{h}h{rem // 60:02d}m" if h else f"{rem // 60}m{rem % 60:02d}s"
+
+
+def _pct(x: float, ref: float) -> str:
+    return f"{100 * (x - ref) / ref:+.0f}%" if ref else "n/a"
+
+
+def format_compiled(c: dict, hbm: float, table: bool = True) -> list[str]:
+    """A compiled plan (bytes per chip): the compiler and how it compiled, the per-program table (`table`),
+    the chip's total against the usable HBM, and the roofline bound of each program."""
+    lines = [
+        f"  compiled      {c['compiler']}, {c['method']}; {c['compile_seconds']:.0f} s of compiling "
+        f"({c['wall_seconds']:.0f} s with the cost probes and start-up)"
+    ]
+    if table:
+        lines.append("    per chip, GiB    arguments  outputs  aliased  temporaries   code    total")
+        for name, p in c["programs"].items():
+            if p["refused"]:
+                lines.append(f"    {name:<16} refused: needs {p['required'] / GIB:.2f} GiB ({p['message']})")
+                continue
+            lines.append(
+                f"    {name:<16} {p['argument'] / GIB:9.2f} {p['output'] / GIB:8.2f} {p['alias'] / GIB:8.2f} "
+                f"{p['temp'] / GIB:12.2f} {p['code'] / GIB:6.2f} {p['total'] / GIB:8.2f}"
+            )
+        if c.get("live"):
+            live = c["live"]
+            lines.append(
+                "    alive throughout: learner state {:.2f}, reference {:.2f}, KV cache {:.2f}, decoding copy "
+                "{:.2f} GiB".format(*(live[k] / GIB for k in ("state", "reference", "kv_cache", "decode_copy")))
+            )
+        lines.append(
+            f"    {'chip total':<16} {c['total'] / GIB:.2f} GiB of {c['usable'] / GIB:.2f} usable ({hbm / GIB:g} GiB "
+            f"HBM); analytic {c['analytic_total'] / GIB:.2f} GiB ({_pct(c['analytic_total'], c['total'])})"
+        )
+    elif c["refused"]:
+        p = c["programs"][c["refused"][0]]
+        lines.append(f"    refused by the compiler: needs {p['required'] / GIB:.2f} GiB ({p['message']})")
+    for name, r in c.get("roofline", {}).items():
+        counted = (
+            "XLA's count"
+            if r["xla_flops"] >= r["model_flops"]
+            else f"the model's; XLA counts {r['xla_flops'] / 1e12:,.2f}"
+        )
+        lines.append(
+            f"  bound         {name}: at least {_seconds(r['seconds'])} a call, {r['limited_by']}-bound: "
+            f"{r['flops'] / 1e12:,.2f} TFLOP ({counted}) at peak {_seconds(r['compute_seconds'])}, "
+            f"{r['bytes'] / GIB:,.1f} GiB of HBM traffic {_seconds(r['memory_seconds'])}; a bound, not a measurement"
+        )
+    return lines
+
+
+def _seconds(x: float) -> str:
+    return f"{x:.3g} s" if x >= 0.01 else f"{x * 1e3:.3g} ms"
 
 
 def format_plan(plan: dict, source: str = "") -> str:
@@ -148,9 +228,12 @@ def format_plan(plan: dict, source: str = "") -> str:
         "  loss          "
         + (f"over vocabulary chunks of {b['loss_vocab_chunk']}" if b["loss_vocab_chunk"] else "full logits"),
         f"  FLOPs/token   {plan['flops_per_token'] / 1e9:.2f} GFLOP (6N + attention, training)",
-        "  memory per device       analytic" + ("    compiled (XLA:CPU)" if mem["compiled"] else ""),
     ]
-    c = mem["compiled"]["at_depth"] if mem["compiled"] else None
+    c = mem["compiled"]
+    one_step = c is not None and list(c["programs"]) == ["train_step"]
+    step = c["programs"]["train_step"] if one_step else None
+    lines.append("  memory per chip         analytic" + ("      compiled" if step and not step["refused"] else ""))
+    shown = step if step and not step["refused"] else None
     rows = [
         ("params", a["params"], None),
         *([("frozen base", a["frozen_base"], None)] if m.get("lora") else []),
@@ -158,12 +241,17 @@ def format_plan(plan: dict, source: str = "") -> str:
         (
             "  = state",
             a["params"] + a["frozen_base"] + a["optimizer_state"],
-            c and (c["argument"], "arguments: state + batch"),
+            shown and (shown["argument"], "arguments: state + batch"),
         ),
         ("gradients", a["gradients"], None),
         ("activations", a["activations"], None),
-        ("  = temporaries", a["gradients"] + a["activations"], c and (c["temp"], "temporaries")),
+        ("  = temporaries", a["gradients"] + a["activations"], shown and (shown["temp"], "temporaries")),
     ]
+    if shown:
+        rows += [
+            ("outputs", None, (shown["output"], f"{shown['alias'] / GIB:.2f} GiB of them aliased to arguments")),
+            ("generated code", None, (shown["code"], "")),
+        ]
     if mem.get("rl"):
         r = mem["rl"]
         rows += [("sampler KV cache", r["kv_cache"], None), ("reference model", r["reference"], None)]
@@ -172,21 +260,24 @@ def format_plan(plan: dict, source: str = "") -> str:
             f"  rl            sampler: {r['kv_slots']} slots, {r['kv_pages']} KV pages (on one device); "
             f"reference {'kept' if r['reference'] else 'off (rl.kl_coef = 0)'}",
         )
-    rows.append(("total", a["total"], c and (c["peak"], "peak")))
+    rows.append(("total", a["total"], shown and (shown["total"], f"analytic {_pct(a['total'], shown['total'])}")))
     for label, value, comp in rows:
-        lines.append(f"    {label:<18} {_gib(value)}" + (f"    {_gib(comp[0])}  ({comp[1]})" if comp else ""))
+        left = _gib(value) if value is not None else " " * 12
+        lines.append(f"    {label:<18} {left}" + (f"  {_gib(comp[0])}  {comp[1]}".rstrip() if comp else ""))
     lines.append(
         f"    {'usable HBM':<18} {_gib(mem['usable'])}  ({100 * mem['usable_fraction']:.0f}% of "
         f"{mem['hbm'] / 2**30:g} GiB)"
     )
-    if mem["compiled"]:
-        lines.append(
-            f"    compiled: XLA:CPU on {mem['compiled']['devices']} fake devices, {mem['compiled']['method']} "
-            f"({mem['compiled']['seconds']:.0f} s)"
-        )
+    if c:
+        lines += format_compiled(c, mem["hbm"], table=not one_step)
     verdict = "FITS" if plan["fits"] else "DOES NOT FIT"
+    by = ""
+    if c is not None:
+        by = " by the compiler's count" if not c["estimate"] else " (analytic, and the XLA:CPU estimate)"
+    elif mem["compiled"] is None:
+        by = " (analytic; --compile asks the compiler)"
     lines.append(
-        f"  verdict       {verdict}"
+        f"  verdict       {verdict}{by}"
         + (
             ""
             if plan["fits"]

@@ -23,6 +23,7 @@ from mathjax_train.infer.paged_kernels import cache_page_bytes, paged_kernel
 from mathjax_train.infer.placement import tensor_problem
 from mathjax_train.infer.sizing import engine_slots, kv_fit
 from mathjax_train.model.checkpoint import boxed_params
+from mathjax_train.model.target import Target
 from mathjax_train.parallel.rules import axis_rules, logical_shardings
 from mathjax_train.parallel.topology import GIB, Topology, parse_topology
 from mathjax_train.plan.memory import USABLE_HBM_FRACTION, abstract_mesh, local_bytes
@@ -53,7 +54,7 @@ def degrees(model: ModelConfig, chips_per_host: int) -> list[int]:
 def _degree(model: ModelConfig, topo: Topology, s: SamplingPlanConfig, tensor: int, chips_per_host: int) -> dict:
     """The per-chip figures of one tensor degree."""
     e = s.engine
-    kernel = paged_kernel(e.attention, model, e.page_size, tensor, backend="tpu")
+    kernel = paged_kernel(e.attention, model, e.page_size, tensor, Target("tpu", topo.device_kind))
     max_seq_len = min(s.max_seq_len or model.max_position_embeddings, model.max_position_embeddings)
     pages_per_seq = math.ceil(max_seq_len / e.page_size)
     params = param_bytes_per_chip(model, tensor)
@@ -90,9 +91,13 @@ def _degree(model: ModelConfig, topo: Topology, s: SamplingPlanConfig, tensor: i
     }
 
 
-def sampling_plan(model: ModelConfig, topology: str, s: SamplingPlanConfig) -> dict:
+def sampling_plan(
+    model: ModelConfig, topology: str, s: SamplingPlanConfig, compile: bool = False, bound: bool = True
+) -> dict:
     """Everything `plan --sampling` reports, JSON-ready (bytes per chip): the degree asked for (engine.tensor;
-    -1 = the largest the host takes) and every other degree, with the smallest that fits."""
+    -1 = the largest the host takes) and every other degree, with the smallest that fits. `compile`: the engine's
+    programs at that degree, compiled with XLA:TPU at the KV pages the plan promises (plan/compiled_plan.py);
+    the verdict is then the compiler's."""
     s.validate("plan --sampling")
     if not topology:
         raise ConfigError("plan: no topology; pass --topology (e.g. v5e-64) or set mesh.topology in the config")
@@ -134,7 +139,25 @@ def sampling_plan(model: ModelConfig, topology: str, s: SamplingPlanConfig) -> d
         "by_tensor": list(rows.values()),
         "smallest_tensor": smallest,
         "fits": chosen["fits"],
+        "compiled": None,
     }
+    if compile and chosen["fits"]:
+        from mathjax_train.plan import compiled_plan
+
+        shape = {
+            "slots": chosen["slots"],
+            "pages": chosen["pages"],
+            "page_size": s.engine.page_size,
+            "max_seq_len": chosen["max_seq_len"],
+            "decode_steps": s.engine.decode_steps,
+            "prefill_budget": s.engine.prefill_budget,
+            "kernel": chosen["kernel"],
+            "layers": s.engine.layers,
+        }
+        c = compiled_plan.sampling(model, topo, shape, tensor, bound)
+        c["usable"], c["analytic_total"] = chosen["usable"], chosen["params"] + chosen["kv_cache"]
+        out["compiled"] = c
+        out["fits"] = not c["refused"] and c["total"] <= chosen["usable"]
     return out
 
 
@@ -175,6 +198,15 @@ def format_sampling_plan(plan: dict, source: str = "") -> str:
         if smallest and not plan["fits"]
         else ("" if plan["fits"] else " (no tensor degree within a host fits: shorter sequences, or a bigger chip)")
     )
+    if plan.get("compiled"):
+        from mathjax_train.plan.report import format_compiled
+
+        lines += format_compiled(plan["compiled"], t["hbm_gib_per_chip"] * GIB)
+        lines.append(
+            "    (the analytic figure is the parameters and the KV cache; the compiled one adds the programs' "
+            "temporaries and code)"
+        )
+        hint += " by the compiler's count"
     lines.append(f"  verdict       {verdict}{hint}")
     lines.append("  by tensor     T  params/chip  KV pages  seqs/replica  seqs/host  fits")
     for r in plan["by_tensor"]:

@@ -10,11 +10,21 @@ import jax.numpy as jnp
 import optax
 from jax.sharding import NamedSharding, PartitionSpec
 
-from mathjax_train.config import RlConfig
+from mathjax_train.config import Config, RlConfig
 from mathjax_train.model import Decoder
+from mathjax_train.model.target import traced_for
+from mathjax_train.parallel.mesh import make_mesh
 from mathjax_train.rl.loss import grpo_loss, token_logprobs_and_entropy
 
 MINIBATCH_KEYS = ("tokens", "targets", "positions", "segment_ids", "loss_mask", "old_logp", "advantages", "ref_logp")
+
+
+def learner_devices(cfg: Config, devices=None) -> list:
+    """The devices `rl` runs on, of `devices` (default: all): the engine's KV cache lives on one device, so the
+    collocated learner shares that device. `plan --rl` compiles for the same ones."""
+    devices = list(jax.devices() if devices is None else devices)[:1]
+    make_mesh(cfg.mesh, devices)  # a mesh asking for more devices fails here, naming the axes
+    return devices
 
 
 def _forward(model, params, mb):
@@ -65,14 +75,14 @@ def make_update(model_cfg, rl: RlConfig, tx, layout, mesh, rules, batch_sharding
 
     replicated = NamedSharding(mesh, PartitionSpec())
     return jax.jit(
-        update,
+        traced_for(mesh.devices.flat, update),
         in_shardings=(layout.shardings, batch_sharding, replicated),
         out_shardings=(layout.shardings, replicated),
         donate_argnums=(0,),
     )
 
 
-def make_reference_logprobs(model_cfg, rules):
+def make_reference_logprobs(model_cfg, rules, mesh):
     """ref_logp(params, batch) -> (rows, t) log-probabilities of the targets under frozen `params`."""
     model = Decoder(model_cfg)
 
@@ -80,4 +90,4 @@ def make_reference_logprobs(model_cfg, rules):
         with nn.logical_axis_rules(rules):
             return _forward(model, params, mb)[0]
 
-    return jax.jit(fn)
+    return jax.jit(traced_for(mesh.devices.flat, fn))

@@ -28,7 +28,7 @@ from mathjax_train.parallel.rules import axis_rules, batch_sharding
 from mathjax_train.rl.batch import build_batch, split_rows
 from mathjax_train.rl.best import BEST_DIR, improves, save_best
 from mathjax_train.rl.heldout import heldout_accuracy
-from mathjax_train.rl.learner import MINIBATCH_KEYS, make_reference_logprobs, make_update
+from mathjax_train.rl.learner import MINIBATCH_KEYS, learner_devices, make_reference_logprobs, make_update
 from mathjax_train.rl.loss import group_advantages
 from mathjax_train.rl.prompts import PromptStream
 from mathjax_train.rl.rollout import Sampler, collect
@@ -68,13 +68,6 @@ def _check(cfg: Config) -> None:
         raise ConfigError("rl runs on one host for now (the engine's KV cache lives on one device)")
 
 
-def _learner_devices(cfg: Config):
-    """The engine's KV cache lives on one device, so the collocated learner shares that device."""
-    devices = jax.devices()[:1]
-    make_mesh(cfg.mesh, devices)  # a mesh asking for more devices fails here, naming the axes
-    return devices
-
-
 def _step_metrics(rollout, batch: dict, learn: list[dict]) -> dict:
     scores = rollout.scores  # the policy's, over everything sampled (dynamic sampling keeps a biased subset)
     kept = [s.reward for g in rollout.groups for s in g.scores]
@@ -110,7 +103,7 @@ def run_rl(cfg: Config, *, max_steps_this_run: int | None = None, log=_log) -> d
     rl = cfg.rl
     t_run = time.time()
     model_cfg = resolve_model_config(cfg)
-    devices = _learner_devices(cfg)
+    devices = learner_devices(cfg)
     mesh = make_mesh(cfg.mesh, devices)
     rules = axis_rules(cfg.mesh.rules)
     total = cfg.train.steps
@@ -137,7 +130,7 @@ def run_rl(cfg: Config, *, max_steps_this_run: int | None = None, log=_log) -> d
         state = init_state(model_cfg, tx, layout, cfg.train.seed, params)  # donates nothing of `reference`
         write_run_files(cfg, model_cfg)
         run = {"prompts": stream.get_state(), "sampled_tokens": 0, "seconds": 0.0, "heldout": {}}
-    ref_logp_fn = make_reference_logprobs(model_cfg, rules) if reference is not None else None
+    ref_logp_fn = make_reference_logprobs(model_cfg, rules, mesh) if reference is not None else None
     tokenizer = load_tokenizer(out / model_ckpt.TOKENIZER_DIR)
     template = get_template(
         cfg.data.template, tokenizer_config=out / model_ckpt.TOKENIZER_DIR if cfg.data.template == "chat" else None
@@ -181,8 +174,9 @@ def run_rl(cfg: Config, *, max_steps_this_run: int | None = None, log=_log) -> d
                         prompts.append(g.prompt_ids)
                         drop.append(rl.overlong == "filter" and s.truncated)
                 batch = build_batch(prompts, comps, adv, cfg.train.seq_len, rows, drop)
-                if ref_logp_fn is not None:
-                    batch["ref_logp"] = np.asarray(ref_logp_fn(reference, batch))
+                if ref_logp_fn is not None:  # a minibatch at a time: the step's B x G rows of full logits would not fit
+                    parts = split_rows(batch, rl.minibatches)
+                    batch["ref_logp"] = np.concatenate([np.asarray(ref_logp_fn(reference, p)) for p in parts])
                 else:
                     batch["ref_logp"] = np.zeros_like(batch["old_logp"])
                 learn = []

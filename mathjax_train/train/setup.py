@@ -39,8 +39,11 @@ class StepSetup:
         return load_base(init_from, self.model_cfg, self.lora, self.layout, self.mesh, self.rules)
 
 
-def build_step(cfg: Config, model_cfg: ModelConfig | None = None, devices=None) -> StepSetup:
-    """The step for `cfg` (model from `model_cfg` when given) on `devices` (default: all)."""
+def build_step(
+    cfg: Config, model_cfg: ModelConfig | None = None, devices=None, unroll_microbatches: bool = False
+) -> StepSetup:
+    """The step for `cfg` (model from `model_cfg` when given) on `devices` (default: all); `unroll_microbatches`
+    for plan's cost probes (train/step.py)."""
     model_cfg = model_cfg or cfg.model
     mesh = make_mesh(cfg.mesh, devices)
     rules = axis_rules(cfg.mesh.rules)
@@ -48,5 +51,5 @@ def build_step(cfg: Config, model_cfg: ModelConfig | None = None, devices=None) 
     lora = cfg.lora if cfg.lora.enabled else None
     layout = state_layout(model_cfg, tx, mesh, rules, lora)
     bsh = batch_sharding(mesh, rules)
-    step = make_train_step(cfg, model_cfg, tx, schedule, layout, mesh, rules, bsh)
+    step = make_train_step(cfg, model_cfg, tx, schedule, layout, mesh, rules, bsh, unroll_microbatches)
     return StepSetup(model_cfg, mesh, rules, tx, schedule, layout, bsh, step, lora)

@@ -13,6 +13,7 @@ from mathjax_train.config import Config
 from mathjax_train.model import Decoder
 from mathjax_train.model import lora as lora_params
 from mathjax_train.model.decoder import head_kernel
+from mathjax_train.model.target import traced_for
 from mathjax_train.train.loss import chunked_cross_entropy, weighted_cross_entropy
 
 SUM_KEYS = ("loss", "z_loss", "correct", "weight", "tokens")
@@ -33,8 +34,11 @@ def _sums(model, params, mb, z_loss, vocab_chunk, rngs=None):
     return sums["loss"] + sums["z_loss"], sums
 
 
-def make_train_step(cfg: Config, model_cfg, tx, schedule, layout, mesh, rules, batch_sharding):
+def make_train_step(
+    cfg: Config, model_cfg, tx, schedule, layout, mesh, rules, batch_sharding, unroll_microbatches: bool = False
+):
     """Compile-ready step(state, batch) -> (state, metrics); the state buffers are donated.
+    `unroll_microbatches` writes the micro-batch loop out (plan's cost probes: XLA counts a loop body once).
 
     With LoRA (cfg.lora.rank > 0) gradients are taken for `params` (the adapters) only; the frozen
     `base` goes into the forward pass and comes out untouched."""
@@ -66,7 +70,7 @@ def make_train_step(cfg: Config, model_cfg, tx, schedule, layout, mesh, rules, b
             return jax.tree_util.tree_map(jnp.add, carry, (g, s)), None
 
         zeros = (jax.tree_util.tree_map(jnp.zeros_like, params), {k: jnp.zeros((), jnp.float32) for k in SUM_KEYS})
-        (grads, sums), _ = jax.lax.scan(body, zeros, (split, jnp.arange(micro)))
+        (grads, sums), _ = jax.lax.scan(body, zeros, (split, jnp.arange(micro)), unroll=unroll_microbatches)
         return grads, sums
 
     def step(state, batch):
@@ -97,7 +101,7 @@ def make_train_step(cfg: Config, model_cfg, tx, schedule, layout, mesh, rules, b
         return new, metrics
 
     return jax.jit(
-        step,
+        traced_for(mesh.devices.flat, step),  # kernels compile for the mesh's chips, whatever the host
         in_shardings=(layout.shardings, batch_sharding),
         out_shardings=(layout.shardings, NamedSharding(mesh, PartitionSpec())),
         donate_argnums=(0,),

@@ -1,0 +1,170 @@
+"""Compile every TPU recipe with XLA:TPU (libtpu, no TPU needed) and write the table of docs/tpu.md.
+
+    python benchmarks/compile_recipes.py [--only NAME ...] [--json OUT.json] [--docs docs/tpu.md]
+
+Each row is `mathjax-train plan --config RECIPE --compile --json` (RL recipes: `plan --rl`; the sampling rows:
+`plan --sampling --compile` for each model on its slice with the pipelines' sampling lengths): per-chip GiB by
+the compiler and by the analytic planner, their difference, the verdict, the roofline bound on a step beside the
+planner's 40%-MFU estimate, and the compile seconds. The table between the `compile-table` markers of the docs
+page is replaced; the command, date, machine and versions go above it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import os
+import platform
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+GIB = 2**30
+BEGIN, END = "<!-- compile-table:begin -->", "<!-- compile-table:end -->"
+# the engine's sampling rows: (model recipe, slice, max_seq_len): the RFT pipelines sample 512 new tokens
+SAMPLING = (
+    ("llama2_7b_sft_v5p-32.yaml", "v5p-32", 1024),
+    ("llama2_7b_sft_v5e-64.yaml", "v5e-64", 1024),
+    ("mistral_7b_sft_v5p-32.yaml", "v5p-32", 1024),
+    ("qwen2_7b_sft_2k_v5p-32.yaml", "v5p-32", 2048),
+    ("llama2_7b_sft_v6e-16.yaml", "v6e-16", 1024),
+)
+
+
+def recipes() -> list[tuple[str, list[str]]]:
+    """(label, plan arguments) for every recipe that names a topology, then the RL and sampling rows."""
+    from mathjax_train.config import load_config
+    from mathjax_train.pipeline.spec import is_pipeline_file
+
+    rows = []
+    for path in sorted((REPO / "configs").glob("*.yaml")):
+        if is_pipeline_file(str(path)):
+            continue
+        cfg = load_config(str(path))
+        if not cfg.mesh.topology:
+            continue
+        args = ["--config", str(path)] + (["--rl"] if path.name.startswith("grpo_") else [])
+        rows.append((path.name + (" (rl)" if "--rl" in args else ""), args))
+    for name, topo, length in SAMPLING:
+        args = [
+            "--config",
+            str(REPO / "configs" / name),
+            "--sampling",
+            "--topology",
+            topo,
+            "--max-seq-len",
+            str(length),
+        ]
+        rows.append((f"{name.split('_sft')[0]} engine, {length} tokens (sampling)", args))
+    return rows
+
+
+def plan(args: list[str]) -> tuple[dict, float]:
+    t = time.perf_counter()
+    proc = subprocess.run(
+        [sys.executable, "-m", "mathjax_train.cli", "plan", *args, "--compile", "--json"],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+    )
+    if proc.returncode not in (0, 1):  # 1 = does not fit, still a plan
+        raise RuntimeError(f"plan {' '.join(args)} failed:\n{proc.stderr[-3000:]}")
+    return json.loads(proc.stdout), time.perf_counter() - t
+
+
+def row(label: str, p: dict, wall: float) -> dict:
+    sampling = "per_chip" in p
+    c = p["compiled"] if sampling else p["memory_per_device"]["compiled"]
+    topo = p["topology"]["name"]
+    if sampling:
+        analytic = p["per_chip"]["params"] + p["per_chip"]["kv_cache"]
+        estimate = None
+        bound = c["roofline"].get("decode")
+    else:
+        analytic = p["memory_per_device"]["analytic"]["total"]
+        estimate = p["step_time"]["seconds_per_step"]
+        name = "update" if "update" in c["programs"] else "train_step"
+        bound = c["roofline"].get(name)
+    return {
+        "recipe": label,
+        "topology": topo,
+        "compiled_gib": c["total"] / GIB,
+        "analytic_gib": analytic / GIB,
+        "usable_gib": c["usable"] / GIB,
+        "fits": p["fits"],
+        "refused": c["refused"],
+        "bound_seconds": bound["seconds"] if bound else None,
+        "limited_by": bound["limited_by"] if bound else None,
+        "mfu_estimate_seconds": estimate,
+        "compile_seconds": c["compile_seconds"],
+        "wall_seconds": round(wall, 1),
+    }
+
+
+def table(rows: list[dict]) -> str:
+    head = (
+        "| recipe | slice | compiled GiB/chip | analytic GiB/chip | analytic vs compiled | fits (usable GiB) "
+        "| bound on a step | 40% MFU estimate | compile s |\n|---|---|---|---|---|---|---|---|---|\n"
+    )
+    lines = []
+    for r in rows:
+        diff = 100 * (r["analytic_gib"] - r["compiled_gib"]) / r["compiled_gib"]
+        bound = f"{r['bound_seconds']:.3g} s ({r['limited_by']})" if r["bound_seconds"] is not None else "-"
+        est = f"{r['mfu_estimate_seconds']:.3g} s" if r["mfu_estimate_seconds"] is not None else "-"
+        fits = ("yes" if r["fits"] else "**no**") + f" ({r['usable_gib']:.1f})"
+        lines.append(
+            f"| {r['recipe']} | {r['topology']} | {r['compiled_gib']:.2f} | {r['analytic_gib']:.2f} | {diff:+.0f}% "
+            f"| {fits} | {bound} | {est} | {r['compile_seconds']:.0f} |"
+        )
+    return head + "\n".join(lines) + "\n"
+
+
+def provenance(command: str) -> str:
+    import jax
+
+    cpu = next(
+        (
+            line.split(":", 1)[1].strip()
+            for line in Path("/proc/cpuinfo").read_text().splitlines()
+            if "model name" in line
+        ),
+        platform.processor(),
+    )
+    from importlib.metadata import version
+
+    return (
+        f"Measured {datetime.date.today().isoformat()} on {cpu} ({os.cpu_count()} cores), no TPU; "
+        f"jax {jax.__version__}, libtpu {version('libtpu')}. Command: `{command}`.\n\n"
+    )
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--only", nargs="*", default=None, help="recipe labels (substrings) to compile")
+    ap.add_argument("--json", default=None, help="also write the rows here")
+    ap.add_argument("--docs", default=str(REPO / "docs" / "tpu.md"), help="page whose compile table is replaced")
+    args = ap.parse_args()
+    rows = []
+    for label, plan_args in recipes():
+        if args.only and not any(s in label for s in args.only):
+            continue
+        p, wall = plan(plan_args)
+        rows.append(row(label, p, wall))
+        print(json.dumps(rows[-1]), flush=True)
+    if args.json:
+        Path(args.json).write_text(json.dumps(rows, indent=2) + "\n")
+    if args.only is None:
+        docs = Path(args.docs)
+        text = docs.read_text()
+        start, end = text.index(BEGIN) + len(BEGIN), text.index(END)
+        command = "python benchmarks/compile_recipes.py"
+        docs.write_text(text[:start] + "\n" + provenance(command) + table(rows) + text[end:])
+        print(f"wrote {docs}")
+
+
+if __name__ == "__main__":
+    main()
