@@ -33,7 +33,9 @@ from mathjax_train.serve.responses import ErrorResponse
 
 MAX_CONNECTIONS = 1024
 IDLE_TIMEOUT_S = 15.0  # a connection without a request in progress is closed after about this long
-FD_RESERVE = 32  # descriptors kept free for everything but client connections (files, pipes, the listener)
+LISTEN_BACKLOG = 1024  # the kernel's queue of connections not yet accepted: hundreds of clients may connect at once
+ACCEPT_BATCH = 16  # connections asyncio accepts in a row before their protocols run (and the cap can act)
+FD_RESERVE = ACCEPT_BATCH + 16  # descriptors kept from client connections: one accept batch, files, pipes
 SHUTDOWN_GRACE_S = 10.0
 
 
@@ -60,7 +62,8 @@ class CappedH11(H11Protocol):
         self._seen_cycle: object = None
         self._idle_timer: asyncio.TimerHandle | None = None
         super().connection_made(transport)
-        if len(self.connections) > self.max_connections and not self._evict_idle():
+        live = [c for c in self.connections if not c.transport.is_closing()]
+        if len(live) > self.max_connections and not self._evict_idle(live):
             self._refuse()
             return
         self._arm()
@@ -68,12 +71,11 @@ class CappedH11(H11Protocol):
     def _busy(self) -> bool:
         return self.cycle is not None and not self.cycle.response_complete
 
-    def _evict_idle(self) -> bool:
-        idle = [c for c in self.connections if c is not self and isinstance(c, CappedH11) and not c._busy()]
+    def _evict_idle(self, live: list) -> bool:
+        idle = [c for c in live if c is not self and isinstance(c, CappedH11) and not c._busy()]
         if not idle:
             return False
-        oldest = min(idle, key=lambda c: c._opened)
-        oldest.close_idle()
+        min(idle, key=lambda c: c._opened).close_idle()
         return True
 
     def _refuse(self) -> None:
@@ -171,7 +173,7 @@ def start_server(
     sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     sock.bind((host, port))
-    sock.listen(1024)  # the backlog: hundreds of clients may connect at once
+    sock.listen(LISTEN_BACKLOG)
     protocol = type(
         "CappedH11",
         (CappedH11,),
@@ -188,6 +190,7 @@ def start_server(
         log_level="warning",
         timeout_keep_alive=int(idle_timeout_s),
         timeout_graceful_shutdown=int(SHUTDOWN_GRACE_S),
+        backlog=ACCEPT_BATCH,  # asyncio also accepts up to `backlog` connections per wake-up, even past EMFILE
     )
     server = uvicorn.Server(config)
     started = threading.Event()
@@ -208,6 +211,7 @@ def start_server(
         time.sleep(0.005)
     if not server.started:
         raise RuntimeError(f"the HTTP server did not start on {host}:{port}")
+    sock.listen(LISTEN_BACKLOG)  # asyncio set the kernel's queue to `backlog`; keep its accept batch small only
     bound = sock.getsockname()
     return RunningServer(server, thread, app, endpoints, host, bound[1], owns_app)
 
