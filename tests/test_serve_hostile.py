@@ -171,10 +171,13 @@ def test_values_the_engine_cannot_hold_are_400s_and_the_streams_beside_them_fini
     failed. Now each such value is a 400 naming the field, and 4 streams in flight finish as alone."""
     server, client, model = served
     streams = Streams(client)
-    for name, value in HOSTILE_VALUES:
-        status, payload = post(server, "/completions", {"model": "tiny", "prompt": "x", "max_tokens": 4, name: value})
-        assert (status, payload["error"]["param"]) == (400, name), payload
+    answers = [
+        post(server, "/completions", {"model": "tiny", "prompt": "x", "max_tokens": 4, name: value})
+        for name, value in HOSTILE_VALUES
+    ]
     assert_streams_as_alone(streams, model)
+    for (name, _), (status, payload) in zip(HOSTILE_VALUES, answers):
+        assert (status, payload["error"]["param"]) == (400, name), payload
     wait_idle(server.app)
 
 
@@ -341,21 +344,35 @@ def test_one_big_request_does_not_starve_a_small_one(served):
 
 
 def test_a_refused_request_releases_its_rows_at_once(served):
-    """A 429 for too many rows kept other clients at 429 until its partly submitted rows were aborted."""
+    """A 429 for too many rows kept other clients at 429 until its partly submitted rows were aborted. Here
+    the engine is held (its step waits) so that nothing is aborted behind the test's back."""
     server, client, _ = served
     app = server.app
     wait_idle(app)
-    stream = client.completions.create(
-        model="tiny", prompt="x", max_tokens=200, temperature=0, stream=True, extra_body={"ignore_eos": True}
-    )
-    next(iter(stream))
-    rows_before = app.loop.stats.rows
-    with pytest.raises(openai.RateLimitError):
-        client.completions.create(model="tiny", prompt=["y"] * 256, n=16, max_tokens=2)  # 1 + 4096 > 4096
-    assert app.loop.live_rows == 1 and app.loop.stats.rows == rows_before  # nothing of it was queued
+    hold, real_step = threading.Event(), app.engine.step
+
+    def held_step():
+        hold.wait(60)
+        real_step()
+
+    app.engine.step = held_step
+    try:
+        with ThreadPoolExecutor(1) as pool:
+            first = pool.submit(client.completions.create, model="tiny", prompt="x", max_tokens=2)
+            deadline = time.monotonic() + 30
+            while app.loop.live_rows != 1 and time.monotonic() < deadline:
+                time.sleep(0.005)
+            rows_before = app.loop.stats.rows
+            with pytest.raises(openai.RateLimitError):
+                client.completions.create(model="tiny", prompt=["y"] * 256, n=16, max_tokens=2)  # 1 + 4096 > 4096
+            assert app.loop.live_rows == 1 and app.loop.stats.rows == rows_before  # nothing of it was queued
+            hold.set()
+            assert first.result(timeout=60).choices[0].finish_reason in ("length", "stop")
+    finally:
+        app.engine.step = real_step
+        hold.set()
     r = client.completions.create(model="tiny", prompt="z", n=16, max_tokens=2)
     assert len(r.choices) == 16
-    stream.close()
     wait_idle(app)
 
 
