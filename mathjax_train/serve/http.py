@@ -100,8 +100,14 @@ class EventStream:
                             "more_body": True,
                         }
                     )
-            except ApiError as e:
-                err = R.ErrorResponse.model_validate(e.body())
+            except ClientGone:
+                raise
+            except Exception as e:  # noqa: BLE001 (the stream has begun: the failure becomes its last event)
+                failure = e if isinstance(e, ApiError) else None
+                if failure is None:
+                    sys.stderr.write("serve: a stream failed:\n" + traceback.format_exc())
+                    failure = ApiError(500, f"internal error: {type(e).__name__}: {e}", type="server_error")
+                err = R.ErrorResponse.model_validate(failure.body())
                 await send(
                     {"type": "http.response.body", "body": b"data: " + R.to_json(err) + b"\n\n", "more_body": True}
                 )
@@ -123,12 +129,25 @@ class Endpoints:
         self.app, self.api_key = app, api_key
         self.open: set[Running] = set()  # this server's requests in flight
         self.closing = False
+        self._none_open: asyncio.Event | None = None
 
-    def shutdown(self) -> None:
-        """On the event loop: refuse new requests with 503, end the open ones (streams get an error event)."""
+    def _forget(self, run: Running) -> None:
+        self.open.discard(run)
+        if not self.open and self._none_open is not None:
+            self._none_open.set()
+
+    async def drain(self, timeout_s: float) -> None:
+        """Refuse new requests with 503 and end the open ones (streams get an error event), waiting at most
+        `timeout_s` for them to end; their last bytes are then uvicorn's to send before it stops."""
         self.closing = True
+        self._none_open = asyncio.Event()
         for r in list(self.open):
             r.cancel("shutdown")
+        if self.open:
+            try:
+                await asyncio.wait_for(self._none_open.wait(), timeout_s)
+            except TimeoutError:
+                pass
 
     def _authorize(self, request: Request) -> None:
         if self.api_key is not None and request.headers.get("authorization", "") != f"Bearer {self.api_key}":
@@ -162,7 +181,7 @@ class Endpoints:
             req = parse(decode_json(body))
         run = await start(req)
         self.open.add(run)
-        run.on_end.append(self.open.discard)
+        run.on_end.append(self._forget)
         if self.closing:  # it began to shut down while this request was parsed
             run.cancel("shutdown")
         if req.stream:

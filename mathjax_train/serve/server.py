@@ -13,6 +13,7 @@ waiting for an answer get 503, then the server and the engine stop.
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import os
 import resource
 import socket
@@ -138,20 +139,10 @@ class RunningServer:
         """End open requests (streams: error event + [DONE]; others: 503), stop serving, stop the engine."""
         loop = getattr(self.server, "loop", None)
         if loop is not None and self.thread.is_alive():
-            done = threading.Event()
-
-            def begin() -> None:
-                self.endpoints.shutdown()
-                done.set()
-
             try:
-                loop.call_soon_threadsafe(begin)
-                done.wait(timeout=grace_s)
-            except RuntimeError:  # the loop has already stopped
+                asyncio.run_coroutine_threadsafe(self.endpoints.drain(grace_s), loop).result(grace_s + 5)
+            except (RuntimeError, TimeoutError, concurrent.futures.CancelledError):  # the loop already stopped
                 pass
-            deadline = time.monotonic() + grace_s
-            while self.endpoints.open and time.monotonic() < deadline:
-                time.sleep(0.01)
         self.server.should_exit = True
         self.thread.join(timeout=grace_s + 5)
         if self.owns_app:
