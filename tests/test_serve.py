@@ -581,3 +581,25 @@ def test_text_stream_holds_back_partial_characters_and_stop_prefixes():
     h = TextStream(half, [9], ())
     assert [h.push([7]), h.push([8, 9])] == ["x", "é"]  # the EOS id 9 adds nothing
     assert h.finish("xé") == "" and not h.mismatch
+
+
+def test_the_serve_docs_commands_parse():
+    """docs/serve.md's `mathjax-train` commands parse against the real CLI, and their settings validate."""
+    import re
+    import shlex
+    from pathlib import Path
+
+    from mathjax_train.cli import build_parser
+    from mathjax_train.cli.config_flags import config_from_args
+
+    doc = (Path(__file__).parent.parent / "docs" / "serve.md").read_text()
+    commands = [
+        shlex.split(line.split("  #")[0])[1:]
+        for block in re.findall(r"```bash\n(.*?)```", doc, flags=re.S)
+        for line in block.splitlines()
+        if line.startswith("mathjax-train ")
+    ]
+    assert len(commands) >= 2
+    for argv in commands:
+        config = config_from_args(build_parser().parse_args(argv))
+        assert config.checkpoint == "runs/smol"
