@@ -491,7 +491,7 @@ def process(ckpt):
 
     limited = "import os, resource, sys; resource.setrlimit(resource.RLIMIT_NOFILE, (64, 64)); os.execv(*sys.argv[1:2], sys.argv[1:])"
     cmd = [sys.executable, "-c", limited, sys.executable, "-m", "mathjax_train.cli", "serve", str(ckpt), "--port", "0"]
-    cmd += ["--model-name", "tiny", "--no-warmup", "--quiet", "--num-slots", "8", "--max-seq-len", str(CONTEXT)]
+    cmd += ["--model-name", "tiny", "--no-warmup", "--quiet", "--num-slots", "8", "--max-seq-len", "1024"]
     proc = subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.PIPE, text=True)  # exec, not fork: no preexec_fn
     ready = {}
 
@@ -554,7 +554,9 @@ def test_sigterm_ends_streams_with_an_error_event_and_waiting_requests_with_503(
     and no [DONE]; requests waiting for an answer got 500."""
     proc, url = process
     server = Url(url)
-    body = {"model": "tiny", "prompt": "Natalia", "max_tokens": CONTEXT - 8, "ignore_eos": True, "temperature": 0}
+    # 5 rows (all in the 8 slots at once) of 1,000 tokens: far longer than the moment between the first chunks
+    # and the signal
+    body = {"model": "tiny", "prompt": "Natalia", "max_tokens": 1000, "ignore_eos": True, "temperature": 0}
     socks = []
     for stream in [True] * 3 + [False] * 2:
         data = json.dumps(dict(body, stream=stream)).encode()
