@@ -357,12 +357,12 @@ def test_a_refused_request_releases_its_rows_at_once(served):
 
     app.engine.step = held_step
     try:
+        rows_before = app.loop.stats.rows + 1
         with ThreadPoolExecutor(1) as pool:
             first = pool.submit(client.completions.create, model="tiny", prompt="x", max_tokens=2)
             deadline = time.monotonic() + 30
-            while app.loop.live_rows != 1 and time.monotonic() < deadline:
-                time.sleep(0.005)
-            rows_before = app.loop.stats.rows
+            while (app.loop.live_rows, app.loop.stats.rows) != (1, rows_before) and time.monotonic() < deadline:
+                time.sleep(0.005)  # until the first request's row is in the (held) engine
             with pytest.raises(openai.RateLimitError):
                 client.completions.create(model="tiny", prompt=["y"] * 256, n=16, max_tokens=2)  # 1 + 4096 > 4096
             assert app.loop.live_rows == 1 and app.loop.stats.rows == rows_before  # nothing of it was queued
