@@ -577,7 +577,6 @@ def test_sigterm_ends_streams_with_an_error_event_and_waiting_requests_with_503(
         if stream:  # the body is chunked: look for the last events in order
             error, done = raw.rfind(b'data: {"error"'), raw.rfind(b"data: [DONE]")
             assert statuses(raw) == [200] and 0 < error < done, raw[-300:]
-            assert b"shutting down" in raw[error:done]
         else:
             assert statuses(raw) == [503] and b"shutting down" in raw, raw[:300]
     assert proc.wait(timeout=30) == 0
