@@ -2,12 +2,16 @@
 
     python benchmarks/serve_vs_vllm.py --vllm-python /path/to/vllm-venv/bin/python [--questions 20]
         [--shots 5] [--concurrency 4] [--max-tokens 256] [--vllm-env KEY=VALUE ...]
+        [--baseline-repo /path/to/another/checkout] [--small-requests 256] [--small-concurrency 32]
 
 The client is benchmarks/harness_client.py, shaped like lm-evaluation-harness's
 `local-completions` backend: `--concurrency` requests at a time, one 5-shot GSM8K prompt each,
 greedy, lm-eval's gsm8k stop strings. Each server is started, waited for, sent one warm-up request,
-then timed over the same prompts; then it is stopped and the next one starts (one run, same
-machine). Prints JSON: wall seconds each, the ratio, and how many answers are identical.
+then timed over the same prompts, then over `--small-requests` short greedy requests (a few
+tokens each, `--small-concurrency` at a time: requests/s); then it is stopped and the next one
+starts (one run, same machine). `--baseline-repo` also times our server from another checkout
+(e.g. a `git worktree` of an earlier commit) as "ours_before". Prints JSON: wall seconds and
+requests/s each, the ratios, and how many answers are identical.
 """
 
 from __future__ import annotations
@@ -31,14 +35,19 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def timed_server(cmd: list[str], port: int, env: dict, prompts: list[str], args) -> dict:
-    """Start the server `cmd` (listening on `port`), time the client against it, stop it."""
+def timed_server(cmd: list[str], port: int, env: dict, prompts: list[str], args, cwd: str | None = None) -> dict:
+    """Start the server `cmd` (listening on `port`, run in `cwd`), time the client against it, stop it."""
     from harness_client import GSM8K_STOP, run_completions, wait_ready
 
     base = f"http://127.0.0.1:{port}/v1"
     t0 = time.perf_counter()
     proc = subprocess.Popen(
-        cmd, env={**os.environ, **env}, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True
+        cmd,
+        env={**os.environ, **env},
+        cwd=cwd,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
     )
     try:
         wait_ready(base, 900)
@@ -47,6 +56,8 @@ def timed_server(cmd: list[str], port: int, env: dict, prompts: list[str], args)
         r = run_completions(
             base, "smol", prompts, stop=GSM8K_STOP, max_tokens=args.max_tokens, concurrency=args.concurrency
         )
+        small = [f"Question {i}: what is {i} + {i % 7}? Answer:" for i in range(args.small_requests)]
+        s = run_completions(base, "smol", small, stop=GSM8K_STOP, max_tokens=4, concurrency=args.small_concurrency)
     finally:
         os.killpg(proc.pid, signal.SIGTERM)
         try:
@@ -58,6 +69,7 @@ def timed_server(cmd: list[str], port: int, env: dict, prompts: list[str], args)
         "startup_s": round(startup, 1),
         "completion_tokens": r["completion_tokens"],
         "texts": r["texts"],
+        "small_requests_per_s": round(len(small) / s["wall_s"], 1),
     }
 
 
@@ -71,6 +83,9 @@ def main() -> None:
     ap.add_argument("--max-tokens", type=int, default=256)
     ap.add_argument("--num-slots", type=int, default=0, help="our server's slots (0 = its default)")
     ap.add_argument("--workdir", default=None, help="reuse a directory holding hf/ and ckpt/")
+    ap.add_argument("--baseline-repo", default="", help="also time our server from this checkout (ours_before)")
+    ap.add_argument("--small-requests", type=int, default=256, help="short requests timed after the job")
+    ap.add_argument("--small-concurrency", type=int, default=32)
     args = ap.parse_args()
 
     from harness_client import gsm8k_fewshot_prompts
@@ -103,8 +118,21 @@ def main() -> None:
         "concurrency": args.concurrency,
         "max_tokens": args.max_tokens,
         "cores": os.cpu_count(),
-        "ours": timed_server(ours_cmd, port, {"TF_CPP_MIN_LOG_LEVEL": "3"}, prompts, args),
+        # `python -m` looks in its working directory first: each side runs in its own checkout
+        "ours": timed_server(
+            ours_cmd, port, {"TF_CPP_MIN_LOG_LEVEL": "3"}, prompts, args, cwd=os.path.join(HERE, "..")
+        ),
     }
+    if args.baseline_repo:
+        port = free_port()
+        before_cmd = ours_cmd[:-1] + [str(port)]
+        repo = os.path.abspath(args.baseline_repo)
+        env = {"TF_CPP_MIN_LOG_LEVEL": "3", "PYTHONPATH": repo}
+        result["ours_before"] = timed_server(before_cmd, port, env, prompts, args, cwd=repo)
+        result["ours_before"]["repo"] = args.baseline_repo
+        same = sum(a == b for a, b in zip(result["ours"]["texts"], result["ours_before"]["texts"]))
+        result["identical_answers_before_after"] = f"{same}/{len(prompts)}"
+        result["ratio_wall_before_over_after"] = round(result["ours_before"]["wall_s"] / result["ours"]["wall_s"], 2)
     if args.vllm_python:
         port = free_port()
         vllm_cmd = [args.vllm_python, os.path.join(HERE, "vllm_side.py"), "serve", hf_dir, str(port)]
@@ -114,7 +142,10 @@ def main() -> None:
         same = sum(a == b for a, b in zip(result["ours"]["texts"], result["vllm"]["texts"]))
         result["identical_answers"] = f"{same}/{len(prompts)}"
         result["ratio_wall_vllm_over_ours"] = round(result["vllm"]["wall_s"] / result["ours"]["wall_s"], 2)
-    for side in ("ours", "vllm"):
+        result["ratio_small_rps_ours_over_vllm"] = round(
+            result["ours"]["small_requests_per_s"] / result["vllm"]["small_requests_per_s"], 2
+        )
+    for side in ("ours", "ours_before", "vllm"):
         result.get(side, {}).pop("texts", None)
     print(json.dumps(result, indent=1))
 

@@ -199,6 +199,35 @@ def test_cancel_frees_the_row(llama):
     assert row.completion.finish_reason == "aborted" and eng.pages_held_by_rows() == 0
 
 
+def test_an_isolated_row_fails_alone_and_its_batch_mates_finish_as_alone(llama):
+    """isolate_rows (a server): a row whose settings the batch cannot hold, and a row whose token callback
+    raises, finish with reason "error"; the rows beside them give what they give without them."""
+    _, m = llama
+    prompts = prompts_of((6, 11, 9, 14), seed=4)
+    params = SamplingParams(max_tokens=12, ignore_eos=True)
+    alone = Engine(m, EngineConfig(num_slots=4, **SMALL)).generate(prompts[:2], params, [[0], [0]])
+    eng = Engine(m, EngineConfig(num_slots=4, **SMALL), isolate_rows=True)
+    (a,) = eng.submit(prompts[0], params, [0])
+    overflowing = SamplingParams(max_tokens=12, temperature=1.0, top_k=5)
+    object.__setattr__(overflowing, "top_k", 2**31)  # past validation: what the old server let through
+    (bad_k,) = eng.submit(prompts[2], overflowing, [0])
+
+    def explode(row, new):
+        raise RuntimeError("a callback that fails")
+
+    (bad_cb,) = eng.submit(prompts[3], params, [0], on_tokens=explode)
+    (b,) = eng.submit(prompts[1], params, [0])
+    eng.run()
+    assert [a.result().token_ids, b.result().token_ids] == [alone[0][0].token_ids, alone[1][0].token_ids]
+    assert (bad_k.completion.finish_reason, type(bad_k.error)) == ("error", OverflowError)
+    assert bad_cb.completion.finish_reason == "error" and "a callback that fails" in str(bad_cb.error)
+    assert eng.pages_held_by_rows() == 0 and not eng.running
+    plain = Engine(m, EngineConfig(num_slots=4, **SMALL))  # a batch job: the failure ends the step
+    plain.submit(prompts[2], overflowing, [0])
+    with pytest.raises(OverflowError):
+        plain.run()
+
+
 def test_bad_requests_are_refused_with_the_numbers(llama):
     _, m = llama
     eng = Engine(m, EngineConfig(num_slots=2, **SMALL))
@@ -208,6 +237,10 @@ def test_bad_requests_are_refused_with_the_numbers(llama):
         eng.submit([5] * m.cfg.max_position_embeddings, SamplingParams(max_tokens=10), [0])
     with pytest.raises(ValueError, match="top_p"):
         SamplingParams(top_p=0.0)
+    with pytest.raises(ValueError, match=r"top_k must be in \[0, 2147483647\]"):
+        SamplingParams(top_k=2**31)
+    with pytest.raises(ValueError, match=r"token id 9999999, outside the vocabulary"):
+        eng.submit([5, 9999999], SamplingParams(), [0])
     assert not eng.busy
 
 

@@ -24,8 +24,9 @@ from mathjax_train.infer.chat import FALLBACK_STOP, render_chat
 from mathjax_train.infer.engine import Engine
 from mathjax_train.infer.loading import load_for_inference
 from mathjax_train.infer.params import SamplingParams, sample_seed
-from mathjax_train.serve.app import ServeApp, TextStream
+from mathjax_train.serve.app import ServeApp
 from mathjax_train.serve.server import start_server
+from mathjax_train.serve.text_stream import TextStream
 
 CHAT_TEMPLATE = (
     "{{ bos_token }}{% for m in messages %}<|{{ m['role'] }}|>\n{{ m['content'] }}\n{% endfor %}"
@@ -45,7 +46,7 @@ def served(tmp_path_factory):
     cfg_path.write_text(json.dumps(dict(cfg, chat_template=CHAT_TEMPLATE)))
     assert main(["import-hf", str(d / "hf"), str(d / "ckpt"), "--dtype", "float32"]) == 0
     model = load_for_inference(d / "ckpt")
-    app = ServeApp(model, "tiny", ENGINE, max_seq_len=CONTEXT, poll_s=0.02)
+    app = ServeApp(model, "tiny", ENGINE, max_seq_len=CONTEXT)
     server = start_server(app, "127.0.0.1", 0)
     client = openai.OpenAI(base_url=server.url, api_key="unused", max_retries=0, timeout=120)
     yield server, client, model, d / "hf"
@@ -369,7 +370,7 @@ def test_openai_client_raises_typed_errors(served):
 
 def test_api_key_is_enforced_when_set(served):
     server, _, _, _ = served
-    keyed = start_server(server.app, "127.0.0.1", 0, api_key="sekret")
+    keyed = start_server(server.app, "127.0.0.1", 0, api_key="sekret", owns_app=False)
     try:
         bad = openai.OpenAI(base_url=keyed.url, api_key="wrong", max_retries=0)
         with pytest.raises(openai.AuthenticationError):
@@ -377,25 +378,30 @@ def test_api_key_is_enforced_when_set(served):
         good = openai.OpenAI(base_url=keyed.url, api_key="sekret", max_retries=0)
         assert [m.id for m in good.models.list().data] == ["tiny"]
     finally:
-        keyed.httpd.shutdown()
-        keyed.httpd.server_close()  # the app (and its engine loop) belongs to the module fixture
+        keyed.close()  # the app (and its engine loop) belongs to the module fixture
 
 
 def test_a_full_server_answers_429_and_keeps_working(served):
-    from mathjax_train.serve.protocol import ApiError
-
-    server, _, model, _ = served
-    app, limit = server.app, server.app.loop.max_live_rows
+    server, client, model, _ = served
+    app = server.app
+    wait_idle(app)
+    stream = client.completions.create(
+        model="tiny", prompt="x", max_tokens=200, temperature=0, stream=True, extra_body={"ignore_eos": True}
+    )
+    next(iter(stream))  # one row runs
+    limit = app.loop.max_live_rows
     try:
-        app.loop.max_live_rows = 2
-        with pytest.raises(ApiError) as e:  # 3 rows: nothing of the request is submitted
-            app.completions({"model": "tiny", "prompt": "x", "max_tokens": 12, "n": 3})
-        assert e.value.status == 429 and e.value.body()["error"]["code"] == "rate_limit_exceeded"
-        assert app.loop.live_rows == 0
+        app.loop.max_live_rows = 3
+        with pytest.raises(openai.RateLimitError) as e:  # 1 + 3 rows: nothing of the request is queued
+            client.completions.create(model="tiny", prompt="x", max_tokens=12, n=3)
+        assert e.value.code == "rate_limit_exceeded"
+        assert app.loop.live_rows == 1
     finally:
         app.loop.max_live_rows = limit
-    r = app.completions({"model": "tiny", "prompt": "x", "max_tokens": 12, "temperature": 0})
-    assert r["choices"][0]["text"] == greedy(model, model.tokenizer.encode("x"), 12).text
+        stream.close()
+    r = client.completions.create(model="tiny", prompt="x", max_tokens=12, temperature=0)
+    assert r.choices[0].text == greedy(model, model.tokenizer.encode("x"), 12).text
+    wait_idle(app)
 
 
 def test_a_failed_engine_step_answers_500_and_the_server_survives(served):
@@ -575,3 +581,25 @@ def test_text_stream_holds_back_partial_characters_and_stop_prefixes():
     h = TextStream(half, [9], ())
     assert [h.push([7]), h.push([8, 9])] == ["x", "é"]  # the EOS id 9 adds nothing
     assert h.finish("xé") == "" and not h.mismatch
+
+
+def test_the_serve_docs_commands_parse():
+    """docs/serve.md's `mathjax-train` commands parse against the real CLI, and their settings validate."""
+    import re
+    import shlex
+    from pathlib import Path
+
+    from mathjax_train.cli import build_parser
+    from mathjax_train.cli.config_flags import config_from_args
+
+    doc = (Path(__file__).parent.parent / "docs" / "serve.md").read_text()
+    commands = [
+        shlex.split(line.split("  #")[0])[1:]
+        for block in re.findall(r"```bash\n(.*?)```", doc, flags=re.S)
+        for line in block.splitlines()
+        if line.startswith("mathjax-train ")
+    ]
+    assert len(commands) >= 2
+    for argv in commands:
+        config = config_from_args(build_parser().parse_args(argv))
+        assert config.checkpoint == "runs/smol"

@@ -8,6 +8,10 @@ A row's tokens depend only on its prompt, settings and seed, never on what runs 
 pages run out, the youngest running row is preempted (its pages freed) and later recomputed from
 its prompt and the tokens it already has, so it finishes exactly as it would have.
 
+With `isolate_rows` (a server), an exception raised by one row's own work in a step (its settings
+into the batch, its stop check, its callbacks) finishes that row alone with reason "error" and the
+exception in `row.error`; without it (batch jobs), the exception ends the step as before.
+
 Single-threaded: `submit`/`cancel` may be called from any thread, `step` from one.
 """
 
@@ -83,6 +87,7 @@ class SeqState:
     on_finish: Callable[["SeqState", Completion], None] | None = None
     completion: Completion | None = None
     admitted_at: int = 0
+    error: BaseException | None = None  # why the row finished with reason "error" (isolate_rows)
     epoch: int = 0  # the engine's cache epoch its held pages belong to (see Engine._lose_cache)
 
     @property
@@ -97,8 +102,16 @@ class SeqState:
 
 
 class Engine:
-    def __init__(self, model: LoadedModel, config: EngineConfig | None = None, *, max_seq_len: int = 0):
+    def __init__(
+        self,
+        model: LoadedModel,
+        config: EngineConfig | None = None,
+        *,
+        max_seq_len: int = 0,
+        isolate_rows: bool = False,
+    ):
         self.model, self.cfg = model, config or EngineConfig()
+        self.isolate_rows = isolate_rows
         self.cfg.validate()
         mc = model.cfg
         self.tokenizer = model.tokenizer
@@ -194,6 +207,10 @@ class Engine:
         prompt = [int(t) for t in prompt_ids]
         if not prompt:
             raise InputError("a prompt has no tokens")
+        vocab = self.model.cfg.vocab_size
+        if not 0 <= min(prompt) <= max(prompt) < vocab:
+            bad = next(t for t in prompt if not 0 <= t < vocab)
+            raise InputError(f"a prompt holds token id {bad}, outside the vocabulary [0, {vocab})")
         if not seeds:
             raise ValueError("submit needs at least one seed")
         self._check_fits(len(prompt), params.max_tokens)
@@ -544,7 +561,12 @@ class Engine:
             return
         s = row_bucket(len(rows), self.num_slots)
         width = self._width(max(math.ceil((r.cached + steps) / self.page_size) for r in rows))
-        batch, table = self._batch(rows, s, np.zeros((s, width), np.int32))
+        errors: dict[int, Exception] = {}
+        batch, table = self._batch(rows, s, np.zeros((s, width), np.int32), errors)
+        for i, e in errors.items():  # rows whose settings the batch cannot hold (isolate_rows): their slots idle
+            self._fail_row(rows[i], e)
+        if len(errors) == len(rows):
+            return
         self.cache, out = self._program(
             self.programs.decode,
             self.program_params(),
@@ -556,8 +578,10 @@ class Engine:
             exit_on_end=exit_on_end,
         )
         self.stats.decode_chunks += 1
-        self.stats.decode_rows += len(rows)
+        self.stats.decode_rows += len(rows) - len(errors)
         for i, r in enumerate(rows):
+            if i in errors:
+                continue
             got = out["tokens"][i]
             n = int(np.sum(got >= 0))
             new = [int(t) for t in got[:n]]
@@ -565,10 +589,13 @@ class Engine:
             r.logprobs += [float(x) for x in out["logprobs"][i, :n]]
             r.cached += n
             self.stats.generated_tokens += n
-            self._after_tokens(r, new)
+            self._guarded(r, self._after_tokens, r, new)
 
-    def _batch(self, rows: list[SeqState], s: int, table: np.ndarray) -> tuple[dict, np.ndarray]:
-        """A decode chunk's inputs for `rows` in `s` slots (the rest inactive) and their page table."""
+    def _batch(
+        self, rows: list[SeqState], s: int, table: np.ndarray, errors: dict[int, Exception] | None = None
+    ) -> tuple[dict, np.ndarray]:
+        """A decode chunk's inputs for `rows` in `s` slots (the rest inactive) and their page table. With
+        isolate_rows, a row whose settings do not fit the arrays leaves its slot inactive, its error in `errors`."""
         batch = {
             "last": np.zeros(s, np.int32),
             "length": np.zeros(s, np.int32),
@@ -582,14 +609,40 @@ class Engine:
             "ignore_eos": np.zeros(s, bool),
         }
         for i, r in enumerate(rows):
-            sp = r.params
-            # a row with no token yet in its round feeds its context's last token, whose KV is not cached
-            batch["last"][i], batch["length"][i], batch["active"][i] = r.tokens[-1], r.cached, True
-            batch["step"][i], batch["max_step"][i], batch["seed"][i] = len(r.generated), sp.max_tokens, r.seed
-            batch["temperature"][i], batch["top_p"][i], batch["top_k"][i] = sp.temperature, sp.top_p, sp.top_k
-            batch["ignore_eos"][i] = sp.ignore_eos
-            table[i] = self._table(r.pages, table.shape[1])
+            try:
+                self._fill_slot(batch, table, i, r)
+            except Exception as e:
+                if not self.isolate_rows or errors is None:
+                    raise
+                for name, v in batch.items():  # the slot stays inactive
+                    v[i] = 1 if name == "max_step" else 0
+                table[i] = 0
+                errors[i] = e
         return batch, table
+
+    def _fill_slot(self, batch: dict, table: np.ndarray, i: int, r: SeqState) -> None:
+        sp = r.params
+        # a row with no token yet in its round feeds its context's last token, whose KV is not cached
+        batch["last"][i], batch["length"][i], batch["active"][i] = r.tokens[-1], r.cached, True
+        batch["step"][i], batch["max_step"][i], batch["seed"][i] = len(r.generated), sp.max_tokens, r.seed
+        batch["temperature"][i], batch["top_p"][i], batch["top_k"][i] = sp.temperature, sp.top_p, sp.top_k
+        batch["ignore_eos"][i] = sp.ignore_eos
+        table[i] = self._table(r.pages, table.shape[1])
+
+    def _guarded(self, row: SeqState, fn, *args) -> None:
+        """fn(*args), work of `row` alone: with isolate_rows, an exception finishes that row as "error"."""
+        if not self.isolate_rows:
+            fn(*args)
+            return
+        try:
+            fn(*args)
+        except Exception as e:  # noqa: BLE001 (one row's fault must not end its batch-mates)
+            if row.state in (WAITING, RUNNING):
+                self._fail_row(row, e)
+
+    def _fail_row(self, row: SeqState, error: Exception) -> None:
+        row.error = error
+        self._finish(row, "error", "")
 
     def _after_tokens(self, row: SeqState, new: list[int]) -> None:
         gen = row.generated

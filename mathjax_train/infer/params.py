@@ -7,7 +7,9 @@ from dataclasses import dataclass, field
 
 from mathjax_train.config import InputError
 
-FINISH_REASONS = ("eos", "stop", "length", "max_calls", "aborted")
+# "error": a row that failed alone, only with Engine(isolate_rows=True)
+FINISH_REASONS = ("eos", "stop", "length", "max_calls", "aborted", "error")
+INT32_MAX = 2**31 - 1  # max_tokens and top_k go to the compiled programs as int32
 
 
 @dataclass(frozen=True)
@@ -25,14 +27,14 @@ class SamplingParams:
     def __post_init__(self):
         object.__setattr__(self, "stop", tuple(self.stop))
         problems = []
-        if self.max_tokens < 1:
-            problems.append(f"max_tokens must be >= 1, got {self.max_tokens}")
+        if not 1 <= self.max_tokens <= INT32_MAX:
+            problems.append(f"max_tokens must be in [1, {INT32_MAX}], got {self.max_tokens}")
         if self.temperature < 0:
             problems.append(f"temperature must be >= 0, got {self.temperature}")
         if not 0 < self.top_p <= 1:
             problems.append(f"top_p must be in (0, 1], got {self.top_p}")
-        if self.top_k < 0:
-            problems.append(f"top_k must be >= 0, got {self.top_k}")
+        if not 0 <= self.top_k <= INT32_MAX:
+            problems.append(f"top_k must be in [0, {INT32_MAX}], got {self.top_k}")
         if any(not isinstance(s, str) or not s for s in self.stop):
             problems.append(f"stop strings must be non-empty strings, got {list(self.stop)!r}")
         if problems:

@@ -1,10 +1,12 @@
-"""The OpenAI-compatible endpoints as plain functions: validated body in, response body or chunks out.
+"""The OpenAI endpoints' semantics, HTTP aside: a validated request in, a body or a stream of chunks out.
 
-No HTTP here (server.py does that). Each prompt of a request is one engine submit with n seeds (the
-prompt is prefilled once for its n choices); the rows join the running batch at the engine's next
-chunk, whatever their settings. Streams send text as the engine produces it (see TextStream). A
-request whose client went away (`disconnected()` says so, or a write failed and the server closed
-the chunk generator) cancels its rows, which frees their slots and pages.
+Each prompt of a request is one group of n rows (prefilled once); the request's rows join the
+running batch as the engine loop hands them over (requests take turns). Prompt sizes are checked
+in bytes before tokenizing, and tokenizing runs on a worker thread, so a huge prompt is refused
+without holding up other clients. Events come back through the request's EventBox; a request whose
+client went away (`Running.cancel`), that failed, or that outlived `request_timeout_s` has its rows
+cancelled, which frees their slots and pages; `cancel("shutdown")` ends one with a 503 (streams: an
+error event).
 
 Seeds: choice j of prompt i gets `sample_seed(seed, i, j)`; without a `seed` in the request, `seed`
 is drawn at random per request (as OpenAI: no seed, no reproducibility). Greedy ignores seeds.
@@ -12,112 +14,245 @@ is drawn at random per request (as OpenAI: no seed, no reproducibility). Greedy 
 
 from __future__ import annotations
 
-import queue
+import asyncio
 import random
-import threading
 import time
 from dataclasses import dataclass, field
-from typing import Callable, Iterator, Sequence
+from typing import AsyncGenerator, Callable, Sequence
 
-from mathjax_train.config import EngineConfig
+from mathjax_train.config import EngineConfig, InputError
+from mathjax_train.data.vocab import Tokenizer
 from mathjax_train.infer.chat import render_chat
-from mathjax_train.infer.engine import Engine, SeqState
+from mathjax_train.infer.engine import Engine
 from mathjax_train.infer.loading import LoadedModel
 from mathjax_train.infer.params import Completion, SamplingParams, sample_seed
-from mathjax_train.serve import protocol as P
-from mathjax_train.serve.engine_loop import EngineLoop
+from mathjax_train.serve import responses as R
+from mathjax_train.serve.engine_loop import EngineLoop, Group, Ticket
+from mathjax_train.serve.errors import ApiError, bad, overloaded, unavailable
+from mathjax_train.serve.events import EventBox
+from mathjax_train.serve.requests import ChatRequest, CompletionRequest, _Request
+from mathjax_train.serve.text_stream import TextStream
 
-Disconnected = Callable[[], bool]
+OFF_LOOP_CHARS = 4096  # prompts at least this long are tokenized on a worker thread
 
 
 class ClientGone(Exception):
     """The client closed its connection before the answer; the request's rows were cancelled."""
 
 
-class TextStream:
-    """One choice's text as its tokens arrive, in deltas that are safe to send: text is held back
-    while it ends in an incomplete UTF-8 character (U+FFFD) or in what may be the start of a stop
-    string, and never runs past a stop string. `finish` sends the rest of the final text."""
+def max_token_bytes(tokenizer: Tokenizer) -> int:
+    """The most UTF-8 bytes any vocabulary entry is written with (an upper bound on what one token covers)."""
+    if tokenizer.kind == "tokenizers":
+        pieces: Sequence[str] = list(tokenizer.backend.get_vocab(with_added_tokens=True))
+    else:
+        pieces = [tokenizer.backend.id_to_piece(i) for i in range(tokenizer.backend.get_piece_size())]
+    return max((len(p.encode("utf-8", "replace")) for p in pieces), default=1) or 1
 
-    def __init__(self, decode: Callable[[list[int]], str], eos_ids: Sequence[int], stops: Sequence[str]):
-        self.decode, self.eos, self.stops = decode, set(eos_ids), tuple(stops)
-        self.ids: list[int] = []
-        self.sent = ""
-        self.mismatch = False  # the final text did not extend what was sent (a decoder that is not prefix-stable)
 
-    def push(self, ids: Sequence[int]) -> str:
-        self.ids += [t for t in ids if t not in self.eos]
-        text = self.decode(self.ids)
-        safe = len(text.rstrip("\ufffd"))
-        for s in self.stops:
-            at = text.find(s)
-            if at >= 0:
-                safe = min(safe, at)
-        safe -= self._stop_prefix(text[:safe])
-        if safe <= len(self.sent) or not text.startswith(self.sent):
-            return ""
-        piece, self.sent = text[len(self.sent) : safe], text[:safe]
-        return piece
+def utf8_len(s: str) -> int:
+    return len(s) if s.isascii() else len(s.encode("utf-8"))
 
-    def _stop_prefix(self, text: str) -> int:
-        """Length of the longest tail of `text` that is a proper prefix of a stop string."""
-        longest = 0
-        for s in self.stops:
-            for k in range(min(len(s) - 1, len(text)), longest, -1):
-                if text.endswith(s[:k]):
-                    longest = k
-                    break
-        return longest
 
-    def finish(self, final_text: str) -> str:
-        if not final_text.startswith(self.sent):
-            self.mismatch = True
-        rest, self.sent = final_text[len(self.sent) :], final_text
-        return rest
+@dataclass
+class AppStats:
+    """Counters of the event loop's thread."""
+
+    requests: int = 0
+    refused_requests: int = 0  # 429: the server held too many rows
+    cancelled_requests: int = 0  # client gone, timed out, failed or shut down: their rows were cancelled
+    stream_text_mismatches: int = 0
+
+    def as_dict(self) -> dict:
+        return dict(self.__dict__)
 
 
 @dataclass(eq=False)
 class _Choice:
     index: int
-    row: SeqState
     text: TextStream
     completion: Completion | None = None
     text_offset: int = 0  # streamed completions logprobs: where the next token starts
 
 
 @dataclass(eq=False)
-class _Request:
-    """One HTTP request's rows and the queue the engine loop puts their events on."""
+class Running:
+    """One request in flight: its rows' events arrive in `box`."""
 
+    app: ServeApp
     rid: str
-    options: P.Options
-    prompt_ids: list[list[int]]
+    chat: bool
+    logprobs: bool
+    include_usage: bool
+    prompt_tokens: int
+    choices: list[_Choice]
+    box: EventBox
     deadline: float
-    events: queue.SimpleQueue = field(default_factory=queue.SimpleQueue)
-    choices: list[_Choice] = field(default_factory=list)  # prompt-major: index = prompt_index * n + sample_index
-    by_row: dict[int, _Choice] = field(default_factory=dict)
+    ticket: Ticket | None = None
     unfinished: int = 0
+    done: bool = False
+    on_end: list[Callable[[Running], None]] = field(default_factory=list)
 
-    @property
-    def rows(self) -> list[SeqState]:
-        return [c.row for c in self.choices]
+    def cancel(self, why: str = "gone") -> None:
+        """Stop the request's rows (e.g. its client went away); its waiting coroutine wakes and ends."""
+        if self.ticket is not None:
+            self.app.loop.cancel(self.ticket)
+        self.box.put((why,))
 
+    # -- events --------------------------------------------------------------------------------
 
-@dataclass
-class AppStats:
-    """Counters bumped by the HTTP threads (under `lock`)."""
+    async def _events(self) -> list[tuple]:
+        left = self.deadline - time.monotonic()
+        try:
+            return await asyncio.wait_for(self.box.take(), timeout=max(left, 0.0))
+        except TimeoutError:
+            raise ApiError(
+                504, f"generation took longer than {self.app.request_timeout_s}s", type="server_error", code="timeout"
+            ) from None
 
-    requests: int = 0
-    cancelled_requests: int = 0  # client gone, timed out or failed: their rows were cancelled
-    stream_text_mismatches: int = 0
-    lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+    def _handle(self, event: tuple) -> tuple[str, _Choice | None, tuple]:
+        """Record a finish; raise for a failure, a row aborted elsewhere, a gone client or a shutdown."""
+        kind = event[0]
+        if kind == "gone":
+            raise ClientGone(f"request {self.rid}: the client disconnected")
+        if kind == "shutdown":
+            raise unavailable("the server is shutting down; retry on another server")
+        ch = self.choices[event[1]]
+        if kind == "error":
+            err = event[2]
+            if isinstance(err, InputError):
+                raise bad(str(err))
+            raise ApiError(500, f"generation failed: {type(err).__name__}: {err}", type="server_error")
+        if kind == "finish":
+            ch.completion = event[2]
+            self.unfinished -= 1
+            if ch.completion.finish_reason == "aborted":
+                raise ApiError(500, "generation was aborted on the server", type="server_error")
+        return kind, ch, tuple(event[2:])
 
-    def add(self, name: str, k: int = 1) -> None:
-        with self.lock:
-            setattr(self, name, getattr(self, name) + k)
+    def _end(self) -> None:
+        if self.done:
+            return
+        self.done = True
+        self.app.open.discard(self)
+        for fn in self.on_end:
+            fn(self)
+        if self.unfinished:
+            self.app.stats.cancelled_requests += 1
+            if self.ticket is not None:
+                self.app.loop.cancel(self.ticket)
 
-    def as_dict(self) -> dict:
-        return {k: v for k, v in self.__dict__.items() if k != "lock"}
+    # -- answers -------------------------------------------------------------------------------
+
+    async def collect(self) -> R.Completion | R.ChatCompletion:
+        """The whole answer once every row has finished."""
+        try:
+            while self.unfinished:
+                for event in await self._events():
+                    self._handle(event)
+        finally:
+            self._end()
+        app, use = self.app, self._usage()
+        if self.chat:
+            return R.ChatCompletion(
+                id=self.rid,
+                created=R.now(),
+                model=app.model_name,
+                choices=[
+                    R.ChatChoice(
+                        index=c.index,
+                        message=R.ChatMessage(content=self._done(c).text),
+                        logprobs=self._chat_logprobs(self._done(c)),
+                        finish_reason=R.finish_reason(self._done(c).finish_reason),
+                    )
+                    for c in self.choices
+                ],
+                usage=use,
+            )
+        return R.Completion(
+            id=self.rid,
+            created=R.now(),
+            model=app.model_name,
+            choices=[
+                R.CompletionChoice(
+                    index=c.index,
+                    text=self._done(c).text,
+                    logprobs=self._completion_logprobs(self._done(c).token_ids, self._done(c).logprobs)
+                    if self.logprobs
+                    else None,
+                    finish_reason=R.finish_reason(self._done(c).finish_reason),
+                )
+                for c in self.choices
+            ],
+            usage=use,
+        )
+
+    async def chunks(self) -> AsyncGenerator[R.Completion | R.ChatCompletionChunk, None]:
+        """Chunks as the engine produces tokens; ending early (or closing the generator) cancels the rows."""
+        try:
+            if self.chat:
+                for ch in self.choices:
+                    yield self._chunk(ch.index, None, None, role=True)
+            while self.unfinished:
+                for event in await self._events():
+                    kind, got, rest = self._handle(event)
+                    assert got is not None
+                    ch = got
+                    if kind == "tokens":
+                        ids, lps = rest
+                        piece = ch.text.push(ids)
+                        lp = self._stream_logprobs(ch, ids, lps) if self.logprobs else None
+                        if piece or lp:
+                            yield self._chunk(ch.index, piece, None, lp)
+                    else:  # a finish: _handle recorded the completion
+                        done = self._done(ch)
+                        rest_text = ch.text.finish(done.text)
+                        self.app.stats.stream_text_mismatches += int(ch.text.mismatch)
+                        if rest_text:
+                            yield self._chunk(ch.index, rest_text, None)
+                        yield self._chunk(ch.index, None, R.finish_reason(done.finish_reason))
+            if self.include_usage:
+                yield self._usage_chunk()
+        finally:
+            self._end()
+
+    @staticmethod
+    def _done(ch: _Choice) -> Completion:
+        assert ch.completion is not None  # called once every row has finished
+        return ch.completion
+
+    def _usage(self) -> R.Usage:
+        generated = sum(len(c.completion.token_ids) for c in self.choices if c.completion)
+        return R.Usage.of(self.prompt_tokens, generated)
+
+    def _chunk(self, index: int, text: str | None, finish: str | None, logprobs=None, role: bool = False):
+        app = self.app
+        if self.chat:
+            delta = R.ChatDelta(role="assistant", content="") if role else R.ChatDelta(content=text)
+            choice = R.ChatChunkChoice(index=index, delta=delta, logprobs=logprobs, finish_reason=finish)
+            return R.ChatCompletionChunk(id=self.rid, created=R.now(), model=app.model_name, choices=[choice])
+        c = R.CompletionChoice(index=index, text=text or "", logprobs=logprobs, finish_reason=finish)
+        return R.Completion(id=self.rid, created=R.now(), model=app.model_name, choices=[c])
+
+    def _usage_chunk(self):
+        """The last stream chunk when stream_options.include_usage is set: no choices, only usage."""
+        cls = R.ChatCompletionChunk if self.chat else R.Completion
+        return cls(id=self.rid, created=R.now(), model=self.app.model_name, choices=[], usage=self._usage())
+
+    def _chat_logprobs(self, c: Completion) -> R.ChatLogprobs | None:
+        if not self.logprobs:
+            return None
+        return R.ChatLogprobs.of(self.app.token_strings(c.token_ids), c.logprobs)
+
+    def _completion_logprobs(self, ids: Sequence[int], lps: Sequence[float], offset: int = 0) -> R.CompletionLogprobs:
+        return R.CompletionLogprobs.of(self.app.token_strings(ids), list(lps), offset)
+
+    def _stream_logprobs(self, ch: _Choice, ids: list[int], lps: list[float]):
+        toks = self.app.token_strings(ids)
+        if self.chat:
+            return R.ChatLogprobs.of(toks, lps)
+        out = R.CompletionLogprobs.of(toks, lps, ch.text_offset)
+        ch.text_offset += sum(len(t) for t in toks)
+        return out
 
 
 class ServeApp:
@@ -133,19 +268,21 @@ class ServeApp:
         max_seq_len: int = 0,
         request_timeout_s: float = 600.0,
         max_live_rows: int = 4096,
-        poll_s: float = 0.25,
         compile_ahead: bool = False,
     ):
         self.model, self.model_name = model, model_name
         self.tokenizer = model.tokenizer
-        self.engine = Engine(model, engine_config or EngineConfig(), max_seq_len=max_seq_len)
+        self.engine = Engine(model, engine_config or EngineConfig(), max_seq_len=max_seq_len, isolate_rows=True)
         if compile_ahead:  # before the loop thread owns the engine
             self.engine.compile_ahead()
         self.loop = EngineLoop(self.engine, max_live_rows=max_live_rows)
         self.context = min(self.engine.max_seq_len, self.engine.pool.usable * self.engine.page_size)
-        self.request_timeout_s, self.poll_s = request_timeout_s, poll_s
+        # a prompt of more bytes than this has more tokens than the context (x4: normalizers may shrink text)
+        self.max_prompt_bytes = self.context * max_token_bytes(self.tokenizer) * 4
+        self.request_timeout_s = request_timeout_s
         self.stats = AppStats()
-        self.created = int(time.time())
+        self.created = R.now()
+        self.open: set[Running] = set()  # requests in flight, on every server of this app
 
     def close(self) -> None:
         self.loop.close()
@@ -156,6 +293,8 @@ class ServeApp:
             "app": self.stats.as_dict(),
             "loop": self.loop.stats_dict(),
             "engine": e.stats.as_dict(),
+            "open_requests": len(self.open),
+            "live_rows": self.loop.live_rows,
             "running": len(e.running),
             "waiting": len(e.waiting),
             "num_slots": e.num_slots,
@@ -164,236 +303,167 @@ class ServeApp:
             "context": self.context,
         }
 
-    # -- endpoints ---------------------------------------------------------------------------
+    def models(self) -> R.ModelList:
+        return R.ModelList(data=[self.model_info(self.model_name)])
 
-    def models(self) -> dict:
-        return P.models_body(self.model_name, self.created)
-
-    def model_info(self, name: str) -> dict:
+    def model_info(self, name: str) -> R.ModelCard:
         self._check_model(name)
-        return P.model_body(self.model_name, self.created)
+        return R.ModelCard(id=self.model_name, created=self.created)
 
-    def completions(self, body, disconnected: Disconnected | None = None) -> dict | Iterator[dict]:
-        req = P.parse_completion(body)
+    def token_strings(self, ids: Sequence[int]) -> list[str]:
+        return [self.tokenizer.decode([t], skip_special_tokens=False) for t in ids]
+
+    # -- starting requests (on the event loop) --------------------------------------------------
+
+    async def start_completion(self, req: CompletionRequest) -> Running:
         self._check_model(req.model)
-        ids = [self._encode_prompt(p, i) for i, p in enumerate(req.prompts)]
-        r = self._start(P.new_id("cmpl"), req.options, ids, (), "prompt")
-        if req.options.stream:
-            return self._stream(r, "text_completion", disconnected)
-        self._collect(r, disconnected)
-        return P.completion_body(
-            r.rid, self.model_name, [self._final(r, c, chat=False) for c in r.choices], self._usage(r)
+        for i, p in enumerate(req.prompt):
+            self._check_prompt_size(p, f"prompt[{i}]", "prompt")
+        ids = await self._off_loop(
+            sum(len(p) for p in req.prompt if isinstance(p, str)),
+            lambda: [self._encode_prompt(p, i) for i, p in enumerate(req.prompt)],
         )
+        return self._start(R.new_id("cmpl"), req, ids, (), req.max_tokens, "prompt", chat=False)
 
-    def chat(self, body, disconnected: Disconnected | None = None) -> dict | Iterator[dict]:
+    async def start_chat(self, req: ChatRequest) -> Running:
         import jinja2
 
-        req = P.parse_chat(body)
         self._check_model(req.model)
-        try:
-            rendered = render_chat(self.tokenizer, req.messages)
-        except jinja2.TemplateError as e:
-            raise P.bad(f"the model's chat template rejected these messages: {e}", "messages") from None
-        r = self._start(P.new_id("chatcmpl"), req.options, [rendered.prompt_ids], rendered.implicit_stop, "messages")
-        if req.options.stream:
-            return self._stream(r, "chat.completion.chunk", disconnected)
-        self._collect(r, disconnected)
-        return P.chat_body(r.rid, self.model_name, [self._final(r, c, chat=True) for c in r.choices], self._usage(r))
+        messages = [{"role": "system" if m.role == "developer" else m.role, "content": m.content} for m in req.messages]
+        self._check_prompt_size("".join(m["content"] for m in messages), "the messages", "messages")
 
-    # -- submitting ----------------------------------------------------------------------------
+        def render():
+            try:
+                return render_chat(self.tokenizer, messages)
+            except jinja2.TemplateError as e:
+                raise bad(f"the model's chat template rejected these messages: {e}", "messages") from None
+
+        rendered = await self._off_loop(sum(len(m["content"]) for m in messages), render)
+        limit, _ = req.completion_limit
+        return self._start(
+            R.new_id("chatcmpl"), req, [rendered.prompt_ids], rendered.implicit_stop, limit, "messages", chat=True
+        )
+
+    async def _off_loop(self, chars: int, fn: Callable):
+        """fn() on a worker thread when the text is long (tokenizing holds the GIL for a while), else here."""
+        if chars >= OFF_LOOP_CHARS:
+            return await asyncio.to_thread(fn)
+        return fn()
 
     def _check_model(self, name: str) -> None:
         if name != self.model_name:
-            raise P.ApiError(
+            raise ApiError(
                 404,
                 f"The model `{name}` does not exist; this server serves `{self.model_name}`.",
                 param="model",
                 code="model_not_found",
             )
 
+    def _check_prompt_size(self, prompt, what: str, param: str) -> None:
+        """Refuse a text whose bytes alone show it is over the context, before tokenizing it."""
+        if isinstance(prompt, str):
+            n = utf8_len(prompt)
+            if n > self.max_prompt_bytes:
+                raise bad(
+                    f"This model's maximum context length is {self.context} tokens. However, {what} is {n} bytes "
+                    f"long, more than {self.context} tokens can hold ({self.max_prompt_bytes} bytes). "
+                    "Please reduce the prompt.",
+                    param,
+                    "context_length_exceeded",
+                )
+
     def _encode_prompt(self, prompt, index: int) -> list[int]:
         if isinstance(prompt, str):
             ids = self.tokenizer.encode(prompt)
         else:
             vocab = self.model.cfg.vocab_size
-            bad = [t for t in prompt if not 0 <= t < vocab]
-            if bad:
-                raise P.bad(f"prompt[{index}] holds token id {bad[0]}, outside the vocabulary [0, {vocab})", "prompt")
+            out_of_range = [t for t in prompt if not 0 <= t < vocab]
+            if out_of_range:
+                raise bad(
+                    f"prompt[{index}] holds token id {out_of_range[0]}, outside the vocabulary [0, {vocab})", "prompt"
+                )
             ids = list(prompt)
         if not ids:
-            raise P.bad(f"prompt[{index}] encodes to no tokens", "prompt")
+            raise bad(f"prompt[{index}] encodes to no tokens", "prompt")
         return ids
 
-    def _max_tokens(self, opts: P.Options, n_prompt: int, param: str) -> int:
+    def _max_tokens(self, wanted: int | None, n_prompt: int, param: str) -> int:
         """The request's max_tokens, or what fits in the context; 400 when the prompt leaves no room."""
         c = self.context
         if n_prompt >= c:
-            raise P.bad(
+            raise bad(
                 f"This model's maximum context length is {c} tokens. However, your prompt has {n_prompt} "
                 f"tokens, which leaves no room for a completion. Please reduce the prompt.",
                 param,
                 "context_length_exceeded",
             )
-        wanted = opts.max_tokens if opts.max_tokens is not None else c - n_prompt
-        if n_prompt + wanted > c:
-            raise P.bad(
+        want = wanted if wanted is not None else c - n_prompt
+        if n_prompt + want > c:
+            raise bad(
                 f"This model's maximum context length is {c} tokens. However, you requested "
-                f"{n_prompt + wanted} tokens ({n_prompt} in the prompt, {wanted} in the completion). "
+                f"{n_prompt + want} tokens ({n_prompt} in the prompt, {want} in the completion). "
                 "Please reduce the prompt or the completion length.",
                 param,
                 "context_length_exceeded",
             )
-        return wanted
+        return want
 
     def _start(
-        self, rid: str, opts: P.Options, prompt_ids: list[list[int]], implicit_stop: tuple[str, ...], param: str
-    ) -> _Request:
-        """Validate every prompt, then submit each with n seeds; nothing is submitted if one is refused."""
-        stops = tuple(opts.stop) + tuple(s for s in implicit_stop if s not in opts.stop)
-        plans = []
-        for ids in prompt_ids:
+        self,
+        rid: str,
+        req: _Request,
+        prompt_ids: list[list[int]],
+        implicit_stop: tuple[str, ...],
+        max_tokens: int | None,
+        param: str,
+        *,
+        chat: bool,
+    ) -> Running:
+        """Check every prompt, then queue all of its groups at once (or none: 429 / 503)."""
+        n = req.n or 1
+        if len(prompt_ids) * n > self.loop.max_live_rows:
+            raise bad(
+                f"this request asks for {len(prompt_ids) * n} sequences ({len(prompt_ids)} prompts x n={n}); "
+                f"this server runs at most {self.loop.max_live_rows} at once",
+                "n" if len(prompt_ids) == 1 else "prompt",
+            )
+        stops = tuple(req.stop) + tuple(s for s in implicit_stop if s not in req.stop)
+        base = req.seed if req.seed is not None else random.getrandbits(32)
+        groups: list[Group] = []
+        for i, ids in enumerate(prompt_ids):
             try:
                 sp = SamplingParams(
-                    max_tokens=self._max_tokens(opts, len(ids), param),
-                    temperature=opts.temperature,
-                    top_p=opts.top_p,
-                    top_k=opts.top_k,
+                    max_tokens=self._max_tokens(max_tokens, len(ids), param),
+                    temperature=1.0 if req.temperature is None else req.temperature,
+                    top_p=1.0 if req.top_p is None else req.top_p,
+                    top_k=req.top_k or 0,
                     stop=stops,
-                    ignore_eos=opts.ignore_eos,
+                    ignore_eos=bool(req.ignore_eos),
                 )
-            except ValueError as e:
-                raise P.bad(str(e)) from None
-            plans.append((ids, sp))
-        base = opts.seed if opts.seed is not None else random.getrandbits(32)
-        r = _Request(rid, opts, prompt_ids, time.monotonic() + self.request_timeout_s)
+            except InputError as e:
+                raise bad(str(e)) from None
+            groups.append((ids, sp, [sample_seed(base, i, j) for j in range(n)]))
+        loop = asyncio.get_running_loop()
+        eos = self.engine.eos_ids
+        r = Running(
+            self,
+            rid,
+            chat=chat,
+            logprobs=bool(getattr(req, "logprobs", None)),  # an int for completions, a bool for chat
+            include_usage=bool(req.stream_options and req.stream_options.include_usage),
+            prompt_tokens=sum(len(ids) for ids in prompt_ids),  # each prompt once, as OpenAI counts
+            choices=[_Choice(k, TextStream(self.tokenizer.decode, eos, stops)) for k in range(len(groups) * n)],
+            box=EventBox(loop),
+            deadline=time.monotonic() + self.request_timeout_s,
+            unfinished=len(groups) * n,
+        )
         try:
-            for i, (ids, sp) in enumerate(plans):
-                seeds = [sample_seed(base, i, j) for j in range(opts.n)]
-                rows = self.loop.submit(ids, sp, seeds, r.events, stream=opts.stream)
-                for row in rows:
-                    ch = _Choice(len(r.choices), row, TextStream(self.tokenizer.decode, self.engine.eos_ids, stops))
-                    r.choices.append(ch)
-                    r.by_row[row.id] = ch
-                r.unfinished += len(rows)
+            r.ticket = self.loop.submit(groups, r.box.put, stream=bool(req.stream))
         except OverflowError as e:
-            self.loop.cancel(r.rows)
-            raise P.ApiError(
-                429,
-                f"The server is overloaded ({e}); retry later.",
-                type="server_overloaded",
-                code="rate_limit_exceeded",
-            ) from None
+            self.stats.refused_requests += 1
+            raise overloaded(f"The server is overloaded ({e}); retry later.") from None
         except RuntimeError as e:  # shutting down
-            self.loop.cancel(r.rows)
-            raise P.ApiError(503, str(e), type="server_error") from None
-        except ValueError as e:  # the engine refused the prompt (checked above, so only on a mismatch)
-            self.loop.cancel(r.rows)
-            raise P.bad(str(e), param, "context_length_exceeded") from None
-        self.stats.add("requests")
+            raise unavailable(str(e)) from None
+        self.stats.requests += 1
+        self.open.add(r)
         return r
-
-    # -- waiting -------------------------------------------------------------------------------
-
-    def _next_event(self, r: _Request, disconnected: Disconnected | None) -> tuple:
-        """The next engine event of `r`; checks the client and the deadline every `poll_s`."""
-        while True:
-            try:
-                return r.events.get(timeout=self.poll_s)
-            except queue.Empty:
-                pass
-            if disconnected is not None and disconnected():
-                raise ClientGone(f"request {r.rid}: the client disconnected")
-            if time.monotonic() > r.deadline:
-                raise P.ApiError(
-                    504, f"generation took longer than {self.request_timeout_s}s", type="server_error", code="timeout"
-                )
-
-    def _handle(self, r: _Request, event: tuple) -> tuple[str, _Choice, tuple]:
-        """Record a finish; raise ApiError for a failed step or a row aborted by someone else."""
-        kind, row, *rest = event
-        ch = r.by_row[row.id]
-        if kind == "error":
-            err = rest[0]
-            raise P.ApiError(500, f"generation failed: {type(err).__name__}: {err}", type="server_error")
-        if kind == "finish":
-            ch.completion = rest[0]
-            r.unfinished -= 1
-            if ch.completion.finish_reason == "aborted":
-                raise P.ApiError(500, "generation was aborted on the server", type="server_error")
-        return kind, ch, tuple(rest)
-
-    def _cancel_unfinished(self, r: _Request) -> None:
-        if r.unfinished:
-            self.stats.add("cancelled_requests")
-            self.loop.cancel(r.rows)
-
-    def _collect(self, r: _Request, disconnected: Disconnected | None) -> None:
-        try:
-            while r.unfinished:
-                self._handle(r, self._next_event(r, disconnected))
-        finally:
-            self._cancel_unfinished(r)
-
-    # -- answers -------------------------------------------------------------------------------
-
-    def _token_strings(self, ids: Sequence[int]) -> list[str]:
-        return [self.tokenizer.decode([t], skip_special_tokens=False) for t in ids]
-
-    def _final(self, r: _Request, ch: _Choice, chat: bool) -> tuple[str, str, dict | None]:
-        c = ch.completion
-        assert c is not None  # called once every row has finished
-        lp = None
-        if r.options.logprobs:
-            toks = self._token_strings(c.token_ids)
-            lp = P.chat_logprobs(toks, c.logprobs) if chat else P.completion_logprobs(toks, c.logprobs)
-        return c.text, P.finish_reason(c.finish_reason), lp
-
-    def _usage(self, r: _Request) -> dict:
-        prompt_tokens = sum(len(ids) for ids in r.prompt_ids)  # each prompt once, as OpenAI counts
-        return P.usage(prompt_tokens, sum(len(c.completion.token_ids) for c in r.choices if c.completion))
-
-    def _stream(self, r: _Request, obj: str, disconnected: Disconnected | None) -> Iterator[dict]:
-        """Chunks as the engine produces tokens; closing the generator early cancels the unfinished rows."""
-        chat = obj == "chat.completion.chunk"
-        name = self.model_name
-
-        def chunk(index: int, text: str | None, finish: str | None, logprobs: dict | None = None) -> dict:
-            if chat:
-                delta = {} if text is None else {"content": text}
-                return P.chat_chunk(r.rid, name, index, delta, finish, logprobs)
-            return P.completion_chunk(r.rid, name, index, text or "", finish, logprobs)
-
-        def chunks() -> Iterator[dict]:
-            try:
-                if chat:
-                    for ch in r.choices:
-                        yield P.chat_chunk(r.rid, name, ch.index, {"role": "assistant", "content": ""}, None)
-                while r.unfinished:
-                    kind, ch, rest = self._handle(r, self._next_event(r, disconnected))
-                    if kind == "tokens":
-                        ids, lps = rest
-                        piece = ch.text.push(ids)
-                        lp = self._stream_logprobs(ch, ids, lps, chat) if r.options.logprobs else None
-                        if piece or lp:
-                            yield chunk(ch.index, piece, None, lp)
-                    else:  # a finish: _handle recorded the completion
-                        assert ch.completion is not None
-                        rest_text = ch.text.finish(ch.completion.text)
-                        self.stats.add("stream_text_mismatches", int(ch.text.mismatch))
-                        if rest_text:
-                            yield chunk(ch.index, rest_text, None)
-                        yield chunk(ch.index, None, P.finish_reason(ch.completion.finish_reason))
-                if r.options.include_usage:
-                    yield P.usage_chunk(r.rid, name, obj, self._usage(r))
-            finally:
-                self._cancel_unfinished(r)
-
-        return chunks()
-
-    def _stream_logprobs(self, ch: _Choice, ids: list[int], lps: list[float], chat: bool) -> dict:
-        toks = self._token_strings(ids)
-        if chat:
-            return P.chat_logprobs(toks, lps)
-        out = P.completion_logprobs(toks, lps, ch.text_offset)
-        ch.text_offset += sum(len(t) for t in toks)
-        return out

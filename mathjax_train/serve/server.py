@@ -1,219 +1,210 @@
-"""HTTP layer of `mathjax-train serve`: stdlib ThreadingHTTPServer in front of ServeApp.
+"""`serve`'s HTTP server: uvicorn (h11) running the starlette app on its own thread and event loop.
 
-One thread per connection (HTTP/1.1 keep-alive); the threads only parse, wait and write, while
-all model work runs on the engine loop's thread. Streams are Server-Sent Events (`data: {...}`
-chunks, then `data: [DONE]`) sent with chunked transfer encoding. A client that disconnects (a
-failed write, or EOF on its socket while it waits) has its rows cancelled.
+h11 does the framing (it refuses bad Content-Length headers, never answers an HTTP/1.0 client with
+chunked encoding, reads a GET's body as its body). On top of uvicorn's HTTP/1.1 protocol,
+`CappedH11` bounds connections: at most `max_connections` are open (fewer when RLIMIT_NOFILE leaves
+less room), a new one past that closes the longest-idle connection, or is answered 503 when none is
+idle; and a connection that has not started a request within `idle_timeout_s` (idle or trickling
+headers) is closed. So idle clients cannot exhaust file descriptors or keep others out.
+`RunningServer.close()` ends gracefully: open streams get an error event and [DONE], requests
+waiting for an answer get 503, then the server and the engine stop.
 """
 
 from __future__ import annotations
 
-import json
+import asyncio
+import concurrent.futures
 import os
-import select
+import resource
 import socket
-import sys
 import threading
+import time
 from dataclasses import dataclass
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from urllib.parse import unquote
+
+import h11
+import uvicorn
+from uvicorn.protocols.http.h11_impl import H11Protocol
 
 from mathjax_train.config import InputError
-from mathjax_train.serve import protocol as P
-from mathjax_train.serve.app import ClientGone, ServeApp
+from mathjax_train.serve.app import ServeApp
+from mathjax_train.serve.errors import unavailable
+from mathjax_train.serve.http import Endpoints, build_http_app
+from mathjax_train.serve.responses import to_json
+from mathjax_train.serve.responses import ErrorResponse
 
-MAX_BODY_BYTES = 16 * 2**20
-SOCKET_TIMEOUT_S = 300  # a client that sends nothing (or reads nothing) this long is dropped
-
-
-class _Server(ThreadingHTTPServer):
-    daemon_threads = True
-    allow_reuse_address = True
-    request_queue_size = 1024  # the listen backlog: hundreds of clients may connect at once
-
-    def __init__(self, address, app: ServeApp, api_key: str | None, access_log: bool):
-        self.app, self.api_key, self.access_log = app, api_key, access_log
-        super().__init__(address, _Handler)
+MAX_CONNECTIONS = 1024
+IDLE_TIMEOUT_S = 15.0  # a connection without a request in progress is closed after about this long
+LISTEN_BACKLOG = 1024  # the kernel's queue of connections not yet accepted: hundreds of clients may connect at once
+ACCEPT_BATCH = 16  # connections asyncio accepts in a row before their protocols run (and the cap can act)
+FD_RESERVE = ACCEPT_BATCH + 16  # descriptors kept from client connections: one accept batch, files, pipes
+SHUTDOWN_GRACE_S = 10.0
 
 
-class _Handler(BaseHTTPRequestHandler):
-    protocol_version = "HTTP/1.1"
-    server_version = "mathjax-train-serve"
-    timeout = SOCKET_TIMEOUT_S
-    server: _Server
+def connection_cap(wanted: int) -> int:
+    """`wanted`, or fewer so that connections plus what the process already holds fit RLIMIT_NOFILE."""
+    soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft == resource.RLIM_INFINITY:
+        return wanted
+    try:
+        in_use = len(os.listdir("/proc/self/fd"))
+    except OSError:
+        in_use = 64
+    return max(1, min(wanted, soft - in_use - FD_RESERVE))
 
-    def log_message(self, format, *args):  # noqa: A002 (stdlib signature)
-        if self.server.access_log:
-            sys.stderr.write(f"serve: {self.address_string()} {format % args}\n")
 
-    # -- routing -----------------------------------------------------------------------------
+class CappedH11(H11Protocol):
+    """uvicorn's h11 protocol with a cap on open connections and a deadline for starting a request."""
 
-    def do_GET(self):  # noqa: N802 (stdlib name)
-        self._dispatch("GET")
+    max_connections = MAX_CONNECTIONS
+    idle_timeout_s = IDLE_TIMEOUT_S
 
-    def do_POST(self):  # noqa: N802
-        self._dispatch("POST")
-
-    def do_PUT(self):  # noqa: N802
-        self._dispatch("PUT")
-
-    def do_DELETE(self):  # noqa: N802
-        self._dispatch("DELETE")
-
-    def _dispatch(self, method: str) -> None:
-        app = self.server.app
-        path = self.path.split("?", 1)[0].rstrip("/")
-        try:
-            body = self._read_body() if method in ("POST", "PUT") else None
-            if path in ("/health", "/v1/stats"):
-                self._need(method, "GET")
-                return self._json(200, {"status": "ok", "model": app.model_name, **app.stats_dict()})
-            self._authorize()
-            if path == "/v1/models":
-                self._need(method, "GET")
-                return self._json(200, app.models())
-            if path.startswith("/v1/models/"):
-                self._need(method, "GET")
-                return self._json(200, app.model_info(unquote(path[len("/v1/models/") :])))
-            if path in ("/v1/completions", "/v1/chat/completions"):
-                self._need(method, "POST")
-                handler = app.completions if path == "/v1/completions" else app.chat
-                assert body is not None  # read for every POST
-                result = handler(self._parse_json(body), disconnected=self._client_gone)
-                if isinstance(result, dict):
-                    return self._json(200, result)
-                return self._sse(result)
-            raise P.ApiError(
-                404, f"Unknown request URL: {method} {path}. Please check the URL for typos.", code="unknown_url"
-            )
-        except P.ApiError as e:
-            self._try_json(e.status, e.body())
-        except (ClientGone, OSError):  # the client went away (its rows are cancelled) or the socket broke
-            self.close_connection = True
-        except Exception as e:  # never leave a client without an answer
-            err = P.ApiError(500, f"internal error: {type(e).__name__}: {e}", type="server_error")
-            self._try_json(500, err.body())
-
-    def _client_gone(self) -> bool:
-        """Whether the client closed its end (EOF or reset) while it waits for an answer; a pipelined
-        next request reads as data, not EOF."""
-        try:
-            readable, _, _ = select.select([self.connection], [], [], 0)
-            return bool(readable) and self.connection.recv(1, socket.MSG_PEEK) == b""
-        except (OSError, ValueError):
-            return True
-
-    def _need(self, method: str, wanted: str) -> None:
-        if method != wanted:
-            raise P.ApiError(405, f"Method {method} is not allowed here; use {wanted}.", code="method_not_allowed")
-
-    def _authorize(self) -> None:
-        key = self.server.api_key
-        if key is None:
+    def connection_made(self, transport) -> None:  # type: ignore[override]
+        self._opened = time.monotonic()
+        self._seen_cycle: object = None
+        self._idle_timer: asyncio.TimerHandle | None = None
+        super().connection_made(transport)
+        live = [c for c in self.connections if not c.transport.is_closing()]
+        if len(live) > self.max_connections and not self._evict_idle(live):
+            self._refuse()
             return
-        given = self.headers.get("Authorization", "")
-        if given != f"Bearer {key}":
-            raise P.ApiError(401, "Incorrect API key provided.", code="invalid_api_key")
+        self._arm()
 
-    def _read_body(self) -> bytes:
-        if "chunked" in self.headers.get("Transfer-Encoding", "").lower():
-            self.close_connection = True
-            raise P.ApiError(411, "request bodies must carry Content-Length (chunked uploads are not supported)")
-        raw = self.headers.get("Content-Length")
+    def _busy(self) -> bool:
+        return self.cycle is not None and not self.cycle.response_complete
+
+    def _evict_idle(self, live: list) -> bool:
+        idle = [c for c in live if c is not self and isinstance(c, CappedH11) and not c._busy()]
+        if not idle:
+            return False
+        min(idle, key=lambda c: c._opened).close_idle()
+        return True
+
+    def _refuse(self) -> None:
+        body = to_json(ErrorResponse.model_validate(unavailable("too many open connections; retry later").body()))
+        head = f"HTTP/1.1 503 Service Unavailable\r\ncontent-type: application/json\r\ncontent-length: {len(body)}\r\n"
+        self.transport.write(head.encode() + b"connection: close\r\n\r\n" + body)
+        self.transport.close()
+
+    def _arm(self) -> None:
+        self._idle_timer = self.loop.call_later(self.idle_timeout_s, self._check_idle)
+
+    def _check_idle(self) -> None:
+        """Close a connection that started no request since the last check and is not answering one."""
+        self._idle_timer = None
+        if self.transport.is_closing():
+            return
+        if not self._busy() and self.cycle is self._seen_cycle:
+            self.close_idle()
+            return
+        self._seen_cycle = self.cycle
+        self._arm()
+
+    def close_idle(self) -> None:
+        if self._busy() or self.transport.is_closing():
+            return
         try:
-            length = int(raw) if raw is not None else 0
-        except ValueError:
-            self.close_connection = True
-            raise P.bad(f"invalid Content-Length header {raw!r}") from None
-        if length > MAX_BODY_BYTES:
-            self.close_connection = True  # the body stays unread, so this connection cannot be reused
-            raise P.ApiError(413, f"request body of {length} bytes is over the {MAX_BODY_BYTES} byte limit")
-        body = self.rfile.read(length) if length else b""
-        if len(body) < length:
-            self.close_connection = True
-            raise ClientGone(f"the client sent {len(body)} of the {length} body bytes it announced")
-        return body
+            self.conn.send(h11.ConnectionClosed())
+        except h11.LocalProtocolError:
+            pass
+        self.transport.close()
 
-    @staticmethod
-    def _parse_json(body: bytes):
-        if not body:
-            raise P.bad("the request has no body; send a JSON object")
-        try:
-            return json.loads(body.decode("utf-8"))
-        except (UnicodeDecodeError, json.JSONDecodeError) as e:
-            raise P.bad(f"We could not parse the JSON body of your request ({e}).") from None
-
-    # -- writing -----------------------------------------------------------------------------
-
-    def _try_json(self, status: int, obj: dict) -> None:
-        try:
-            self._json(status, obj)
-        except OSError:
-            self.close_connection = True
-
-    def _json(self, status: int, obj: dict) -> None:
-        data = json.dumps(obj).encode()
-        self.send_response(status)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(data)))
-        if self.close_connection:
-            self.send_header("Connection", "close")
-        self.end_headers()
-        self.wfile.write(data)
-
-    def _sse(self, chunks) -> None:
-        """Write each chunk as it comes; a failed write closes `chunks`, which cancels the unfinished rows."""
-        try:
-            self.send_response(200)
-            self.send_header("Content-Type", "text/event-stream")
-            self.send_header("Cache-Control", "no-cache")
-            self.send_header("Transfer-Encoding", "chunked")
-            self.end_headers()
-            try:
-                for chunk in chunks:
-                    self._write_chunk(b"data: " + json.dumps(chunk).encode() + b"\n\n")
-            except P.ApiError as e:  # the generation failed after the stream began
-                self._write_chunk(b"data: " + json.dumps(e.body()).encode() + b"\n\n")
-            self._write_chunk(b"data: [DONE]\n\n")
-            self.wfile.write(b"0\r\n\r\n")
-            self.wfile.flush()
-        finally:
-            chunks.close()
-
-    def _write_chunk(self, data: bytes) -> None:
-        self.wfile.write(f"{len(data):x}\r\n".encode() + data + b"\r\n")
-        self.wfile.flush()
+    def connection_lost(self, exc) -> None:
+        if self._idle_timer is not None:
+            self._idle_timer.cancel()
+            self._idle_timer = None
+        super().connection_lost(exc)
 
 
 @dataclass
 class RunningServer:
     """A server answering on a background thread; `close()` stops it and its engine loop."""
 
-    httpd: _Server
+    server: uvicorn.Server
     thread: threading.Thread
     app: ServeApp
+    endpoints: Endpoints
+    host: str
+    port: int
+    owns_app: bool = True
 
     @property
     def url(self) -> str:
-        host, port = self.httpd.server_address[:2]
-        host = host.decode() if isinstance(host, bytes) else host
-        return f"http://{host}:{port}/v1"
+        return f"http://{self.host}:{self.port}/v1"
 
-    def close(self) -> None:
-        self.httpd.shutdown()
-        self.httpd.server_close()
-        self.thread.join(timeout=30)
-        self.app.close()
+    @property
+    def open_connections(self) -> int:
+        return len(self.server.server_state.connections)
+
+    def close(self, grace_s: float = SHUTDOWN_GRACE_S) -> None:
+        """End open requests (streams: error event + [DONE]; others: 503), stop serving, stop the engine."""
+        loop = getattr(self.server, "loop", None)
+        if loop is not None and self.thread.is_alive():
+            try:
+                asyncio.run_coroutine_threadsafe(self.endpoints.drain(grace_s), loop).result(grace_s + 5)
+            except (RuntimeError, TimeoutError, concurrent.futures.CancelledError):  # the loop already stopped
+                pass
+        self.server.should_exit = True
+        self.thread.join(timeout=grace_s + 5)
+        if self.owns_app:
+            self.app.close()
 
 
 def start_server(
-    app: ServeApp, host: str, port: int, *, api_key: str | None = None, access_log: bool = False
+    app: ServeApp,
+    host: str,
+    port: int,
+    *,
+    api_key: str | None = None,
+    access_log: bool = False,
+    max_connections: int = MAX_CONNECTIONS,
+    idle_timeout_s: float = IDLE_TIMEOUT_S,
+    owns_app: bool = True,
 ) -> RunningServer:
     """Bind and serve on a daemon thread (port 0 picks a free port: read `.url`)."""
-    httpd = _Server((host, port), app, api_key, access_log)
-    thread = threading.Thread(target=httpd.serve_forever, name="mathjax-serve-http", daemon=True)
+    sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind((host, port))
+    sock.listen(LISTEN_BACKLOG)
+    protocol = type(
+        "CappedH11",
+        (CappedH11,),
+        {"max_connections": connection_cap(max_connections), "idle_timeout_s": idle_timeout_s},
+    )
+    asgi, endpoints = build_http_app(app, api_key=api_key, access_log=access_log)
+    config = uvicorn.Config(
+        asgi,
+        http=protocol,
+        loop="asyncio",
+        lifespan="off",
+        access_log=False,
+        log_config=None,
+        log_level="warning",
+        timeout_keep_alive=int(idle_timeout_s),
+        timeout_graceful_shutdown=int(SHUTDOWN_GRACE_S),
+        backlog=ACCEPT_BATCH,  # asyncio also accepts up to `backlog` connections per wake-up, even past EMFILE
+    )
+    server = uvicorn.Server(config)
+    started = threading.Event()
+
+    def serve() -> None:
+        async def main() -> None:
+            server.loop = asyncio.get_running_loop()  # type: ignore[attr-defined]
+            started.set()
+            await server.serve(sockets=[sock])
+
+        asyncio.run(main())
+
+    thread = threading.Thread(target=serve, name="mathjax-serve-http", daemon=True)
     thread.start()
-    return RunningServer(httpd, thread, app)
+    started.wait(timeout=30)
+    deadline = time.monotonic() + 30
+    while not server.started and thread.is_alive() and time.monotonic() < deadline:
+        time.sleep(0.005)
+    if not server.started:
+        raise RuntimeError(f"the HTTP server did not start on {host}:{port}")
+    sock.listen(LISTEN_BACKLOG)  # asyncio set the kernel's queue to `backlog`; keep its accept batch small only
+    bound = sock.getsockname()
+    return RunningServer(server, thread, app, endpoints, host, bound[1], owns_app)
 
 
 def api_key_from_env(var: str | None) -> str | None:
