@@ -8,15 +8,14 @@ filters. The self-consistency vote itself is tested on hand-written completions.
 """
 
 import json
-import subprocess
 import sys
-import threading
 from pathlib import Path
 
 import pytest
 
 from forced_model import EOS, make_forced_checkpoint, write_jsonl
 from hf_fixtures import import_random_model
+from serve_helpers import start_serve_process
 from mathjax_train.cli import main
 from mathjax_train.data.jsonl_source import JsonlFormatError, read_sft_jsonl
 from mathjax_train.synth.augment import (
@@ -83,38 +82,9 @@ def local_teacher(forced_ckpt):
 @pytest.fixture(scope="module")
 def forced_server(forced_ckpt):
     """`mathjax-train serve` in a subprocess; yields its base URL."""
-    proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "mathjax_train.cli",
-            "serve",
-            str(forced_ckpt),
-            "--port",
-            "0",
-            "--quiet",
-            "--max-batch",
-            "4",
-        ],
-        cwd=REPO,
-        stdout=subprocess.PIPE,
-        text=True,
-    )
-    ready = {}
-
-    def read_ready():
-        for line in proc.stdout:
-            if line.startswith("{"):
-                ready.update(json.loads(line))
-                return
-
-    t = threading.Thread(target=read_ready, daemon=True)
-    t.start()
-    t.join(timeout=300)
-    if "serving" not in ready:
-        proc.kill()
-        pytest.fail(f"serve did not report ready (exit code {proc.poll()})")
-    yield ready["serving"]
+    cmd = [sys.executable, "-m", "mathjax_train.cli", "serve", str(forced_ckpt), "--port", "0", "--quiet"]
+    proc, url = start_serve_process(cmd + ["--max-batch", "4"], cwd=REPO)
+    yield url
     proc.terminate()
     assert proc.wait(timeout=60) == 0
 

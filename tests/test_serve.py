@@ -27,6 +27,7 @@ from mathjax_train.infer.params import SamplingParams, sample_seed
 from mathjax_train.serve.app import ServeApp
 from mathjax_train.serve.server import start_server
 from mathjax_train.serve.text_stream import TextStream
+from serve_helpers import wait_idle
 
 CHAT_TEMPLATE = (
     "{{ bos_token }}{% for m in messages %}<|{{ m['role'] }}|>\n{{ m['content'] }}\n{% endfor %}"
@@ -66,19 +67,6 @@ def reference(model) -> Engine:
 
 def greedy(model, prompt_ids, n, **kw):
     return reference(model).generate([prompt_ids], SamplingParams(max_tokens=n, **kw), [[0]])[0][0]
-
-
-def wait_idle(app, timeout_s=30.0):
-    """Poll until no row runs or waits and every KV page is back in the pool."""
-    e, deadline = app.engine, time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if not e.running and not e.waiting and app.loop.live_rows == 0 and e.pages_held_by_rows() == 0:
-            return
-        time.sleep(0.01)
-    pytest.fail(
-        f"server not idle after {timeout_s}s: running={len(e.running)} waiting={len(e.waiting)} "
-        f"live={app.loop.live_rows} pages held by rows {e.pages_held_by_rows()} (free {e.pool.free}/{e.pool.usable})"
-    )
 
 
 def oa_reason(engine_reason):

@@ -16,7 +16,6 @@ import os
 import re
 import signal
 import socket
-import subprocess
 import sys
 import threading
 import time
@@ -34,6 +33,7 @@ from mathjax_train.infer.loading import load_for_inference
 from mathjax_train.infer.params import SamplingParams
 from mathjax_train.serve.app import ServeApp
 from mathjax_train.serve.server import start_server
+from serve_helpers import start_serve_process, wait_idle
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CONTEXT = 256
@@ -104,15 +104,6 @@ def exchange(server, data: bytes, timeout: float = 10) -> bytes:
 def statuses(raw: bytes) -> list[int]:
     """The status of each response in `raw` (responses on one connection follow each other directly)."""
     return [int(code) for code in re.findall(rb"HTTP/1\.[01] (\d{3}) ", raw)]
-
-
-def wait_idle(app, timeout_s=30.0):
-    e, deadline = app.engine, time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if not e.running and not e.waiting and app.loop.live_rows == 0 and e.pages_held_by_rows() == 0:
-            return
-        time.sleep(0.01)
-    pytest.fail(f"not idle after {timeout_s}s: running={len(e.running)} waiting={len(e.waiting)}")
 
 
 class Streams:
@@ -492,22 +483,8 @@ def process(ckpt):
     limited = "import os, resource, sys; resource.setrlimit(resource.RLIMIT_NOFILE, (64, 64)); os.execv(*sys.argv[1:2], sys.argv[1:])"
     cmd = [sys.executable, "-c", limited, sys.executable, "-m", "mathjax_train.cli", "serve", str(ckpt), "--port", "0"]
     cmd += ["--model-name", "tiny", "--no-warmup", "--quiet", "--num-slots", "8", "--max-seq-len", "1024"]
-    proc = subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.PIPE, text=True)  # exec, not fork: no preexec_fn
-    ready = {}
-
-    def read_ready():
-        for line in proc.stdout:
-            if line.startswith("{"):
-                ready.update(json.loads(line))
-                return
-
-    t = threading.Thread(target=read_ready, daemon=True)
-    t.start()
-    t.join(timeout=300)
-    if "serving" not in ready:
-        proc.kill()
-        pytest.fail(f"serve did not report ready (exit code {proc.poll()})")
-    yield proc, ready["serving"]
+    proc, url = start_serve_process(cmd, cwd=REPO)  # the limit set by exec, not fork: no preexec_fn
+    yield proc, url
     if proc.poll() is None:
         proc.kill()
         proc.wait()
