@@ -44,7 +44,7 @@ ROW_DTYPES = {
     "top_k": np.int32,
     "ignore_eos": np.bool_,
 }
-# rl's minibatch (rl/batch.py build_batch, plus the reference's log-probabilities)
+# rl's minibatch (rl/batch.py build_batch, plus the reference's log-probabilities and rl/mismatch.py's weights)
 RL_DTYPES = {
     "tokens": np.int32,
     "targets": np.int32,
@@ -54,6 +54,7 @@ RL_DTYPES = {
     "old_logp": np.float32,
     "advantages": np.float32,
     "ref_logp": np.float32,
+    "is_weight": np.float32,
 }
 
 

@@ -16,7 +16,17 @@ from mathjax_train.model.target import traced_for
 from mathjax_train.parallel.mesh import make_mesh
 from mathjax_train.rl.loss import grpo_loss, token_logprobs_and_entropy
 
-MINIBATCH_KEYS = ("tokens", "targets", "positions", "segment_ids", "loss_mask", "old_logp", "advantages", "ref_logp")
+MINIBATCH_KEYS = (
+    "tokens",
+    "targets",
+    "positions",
+    "segment_ids",
+    "loss_mask",
+    "old_logp",
+    "advantages",
+    "ref_logp",
+    "is_weight",
+)
 
 
 def learner_devices(cfg: Config, devices=None) -> list:
@@ -53,6 +63,7 @@ def make_update(model_cfg, rl: RlConfig, tx, layout, mesh, rules, batch_sharding
             entropy=entropy,
             entropy_coef=rl.entropy_coef,
             constant_len=constant_len,
+            is_weight=mb["is_weight"],
         )
 
     def update(state, mb, bump):
@@ -83,7 +94,8 @@ def make_update(model_cfg, rl: RlConfig, tx, layout, mesh, rules, batch_sharding
 
 
 def make_reference_logprobs(model_cfg, rules, mesh):
-    """ref_logp(params, batch) -> (rows, t) log-probabilities of the targets under frozen `params`."""
+    """logp(params, batch) -> (rows, t) log-probabilities of the targets under `params`, no gradient: the frozen
+    reference's for the KL term, and the policy's before a step's first update (rl/mismatch.py)."""
     model = Decoder(model_cfg)
 
     def fn(params, mb):
