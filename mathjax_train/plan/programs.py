@@ -185,7 +185,7 @@ def rl_programs(cfg: Config, devices, kernel: PagedKernel, only: str | None = No
             minibatch = _inputs(RL_DTYPES, (rows // rl.minibatches, cfg.train.seq_len), bsh)
             bump = jax.ShapeDtypeStruct((), jnp.int32, sharding=jax.sharding.NamedSharding(mesh, PartitionSpec()))
             lowered["update"] = update.lower(layout.abstract, minibatch, bump)
-        if rl.kl_coef > 0 and want("reference"):
+        if want("reference"):  # every step runs it for the policy's log-probabilities (rl/mismatch.py), the KL too
             batch = _inputs(  # rl/trainer.py takes them a minibatch at a time
                 {k: RL_DTYPES[k] for k in ("tokens", "targets", "positions", "segment_ids")},
                 (rows // rl.minibatches, cfg.train.seq_len),
