@@ -673,6 +673,9 @@ class RlConfig:
     mismatch_mask: MismatchMask = "none"
     mismatch_low: float = 0.8
     mismatch_high: float = 1.25
+    # the engine samples, and the learner scores, each row alone through one compiled program (infer/exact.py):
+    # their log-probabilities agree bit for bit, the first update's ratio is exactly 1; slow sampling
+    exact_logprobs: bool = False
     engine: EngineConfig = field(default_factory=EngineConfig)
 
     def validate(self, where: str = "rl") -> None:
@@ -714,6 +717,8 @@ class RlConfig:
                 f"{where}.mismatch_low / mismatch_high: need 0 < mismatch_low <= 1 <= mismatch_high (a band around "
                 f"ratio 1), got {self.mismatch_low}, {self.mismatch_high}"
             )
+        if self.exact_logprobs and self.tools != "none":
+            raise ConfigError(f"{where}.exact_logprobs: not with tools={self.tools!r} yet (its rollouts extend rows)")
         self.engine.validate(f"{where}.engine")
         if self.engine.tensor != 1:
             raise ConfigError(

@@ -11,6 +11,7 @@ import pytest
 from hf_fixtures import import_random_model
 from mathjax_train.config import Config, ConfigError, EngineConfig, RlConfig, load_config
 from mathjax_train.infer.engine import Engine
+from mathjax_train.infer.exact import ExactRows
 from mathjax_train.infer.loading import load_for_inference
 from mathjax_train.infer.params import SamplingParams
 from mathjax_train.model import Decoder
@@ -142,3 +143,25 @@ def test_engine_and_learner_logprobs_agree_within_float32_rounding(tiny, attenti
     assert 0 <= got["mismatch_mean_abs"] <= got["mismatch_max_abs"] and got["mismatch_kl_k3"] >= 0
     assert bound < -math.log(0.8)  # so no token's ratio may leave [0.8, 1.25]
     assert got["mismatch_out_of_band"] == 0.0
+
+
+def test_exact_mode_learner_logprobs_equal_the_engines_bit_for_bit(tiny):
+    """rl.exact_logprobs: rows of different lengths sampled in 2 slots (admitted as others end, 4-token pages, chunked
+    prefill) and the learner's scoring of the whole rows give the same float32 numbers, difference exactly 0.0."""
+    m, seq_len = tiny, 64
+    rng = np.random.RandomState(1)
+    prompts = [rng.randint(3, 300, n).tolist() for n in (5, 23, 11, 40)]
+    sps = [SamplingParams(max_tokens=n, temperature=1.0, ignore_eos=True) for n in (14, 6, 20, 9)]
+    small = EngineConfig(num_slots=2, page_size=4, decode_steps=4, prefill_budget=16)
+    eng = Engine(m, small, max_seq_len=seq_len + 1, exact=True)
+    comps = [c for (c,) in eng.generate(prompts, sps, [[i] for i in range(4)])]
+    batch = build_batch(prompts, comps, [0.0] * 4, seq_len, 4)
+    learner = ExactRows(m.cfg, seq_len).target_logprobs(m.params, batch)
+    on = batch["loss_mask"] > 0
+    assert on.sum() == 14 + 6 + 20 + 9
+    assert np.abs(learner[on] - batch["old_logp"][on]).max() == 0.0
+    assert mismatch_metrics(learner, batch["old_logp"], batch["loss_mask"])["mismatch_max_abs"] == 0.0
+    # the last row alone in another engine (one slot, 16-token pages, one prefill): the same tokens and numbers
+    alone = Engine(m, EngineConfig(num_slots=1), max_seq_len=seq_len + 1, exact=True)
+    ((c,),) = alone.generate([prompts[3]], sps[3], [[3]])
+    assert c.token_ids == comps[3].token_ids and c.logprobs == comps[3].logprobs

@@ -155,6 +155,15 @@ def test_corrections_train_and_log_their_shares(ckpt, tmp_path, capsys):
     assert f"logp mismatch max {row['mismatch_max_abs']:.1e}" in capsys.readouterr().err  # the progress line
 
 
+def test_exact_mode_starts_the_update_at_ratio_exactly_one(ckpt, tmp_path):
+    extra = ("train.steps=1", "rl.heldout=", "rl.validation=", "rl.updates_per_batch=1", "rl.minibatches=1")
+    cfg = _config(ckpt, tmp_path, "exact", *extra, "rl.exact_logprobs=true", "rl.temperature=1.0")
+    assert run_rl(cfg, log=lambda m: None)["status"] == "finished"
+    (row,) = [json.loads(x) for x in (tmp_path / "exact" / "metrics.jsonl").read_text().splitlines()]
+    assert row["trained_tokens"] > 0 and row["mismatch_max_abs"] == 0.0  # the learner scored the engine's numbers
+    assert row["ratio_min"] == row["ratio_max"] == 1.0  # every trained token's ratio, as the one update saw it
+
+
 def _leaves(tree):
     import jax
 

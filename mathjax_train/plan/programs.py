@@ -55,6 +55,7 @@ RL_DTYPES = {
     "advantages": np.float32,
     "ref_logp": np.float32,
     "is_weight": np.float32,
+    "exact_logp": np.float32,  # read only with rl.exact_logprobs
 }
 
 

@@ -27,6 +27,7 @@ MINIBATCH_KEYS = (
     "ref_logp",
     "is_weight",
 )
+EXACT_KEY = "exact_logp"  # with rl.exact_logprobs: infer/exact.py's log-probabilities at the update's parameters
 
 
 def learner_devices(cfg: Config, devices=None) -> list:
@@ -50,6 +51,8 @@ def make_update(model_cfg, rl: RlConfig, tx, layout, mesh, rules, batch_sharding
 
     def loss_fn(params, mb):
         logp, entropy = _forward(model, params, mb)
+        if rl.exact_logprobs:  # the exact program's values (infer/exact.py), exactly; the gradient of the forward's
+            logp = mb[EXACT_KEY] + (logp - jax.lax.stop_gradient(logp))
         return grpo_loss(
             logp,
             mb["old_logp"],

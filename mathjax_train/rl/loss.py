@@ -103,6 +103,8 @@ def grpo_loss(
         {
             "clip_fraction": jax.lax.stop_gradient(aggregate(is_clipped, mask, "token")),
             "ratio_mean": jax.lax.stop_gradient(aggregate(ratio, mask, "token")),
+            "ratio_min": jax.lax.stop_gradient(jnp.min(jnp.where(mask > 0, ratio, jnp.inf))),
+            "ratio_max": jax.lax.stop_gradient(jnp.max(jnp.where(mask > 0, ratio, -jnp.inf))),
             "trained_tokens": jnp.sum(mask),
         }
     )

@@ -23,6 +23,7 @@ from etils import epath
 from mathjax_train.config import Config, ConfigError
 from mathjax_train.data.templates import get_template
 from mathjax_train.data.vocab import load_tokenizer
+from mathjax_train.infer.exact import ExactRows
 from mathjax_train.infer.loading import LoadedModel
 from mathjax_train.model import checkpoint as model_ckpt
 from mathjax_train.parallel.mesh import make_mesh
@@ -30,7 +31,7 @@ from mathjax_train.parallel.rules import axis_rules, batch_sharding
 from mathjax_train.rl.batch import build_batch, split_rows
 from mathjax_train.rl.best import BEST_DIR, improves, save_best
 from mathjax_train.rl.heldout import heldout_accuracy
-from mathjax_train.rl.learner import MINIBATCH_KEYS, learner_devices, make_reference_logprobs, make_update
+from mathjax_train.rl.learner import EXACT_KEY, MINIBATCH_KEYS, learner_devices, make_reference_logprobs, make_update
 from mathjax_train.rl.loss import group_advantages
 from mathjax_train.rl.mismatch import correct_batch, mismatch_metrics
 from mathjax_train.rl.prompts import PromptStream
@@ -95,6 +96,10 @@ def _step_metrics(rollout, batch: dict, learn: list[dict]) -> dict:
         vals = [float(m[key]) for m in applied if key in m]
         if vals:
             row[key] = float(np.mean(vals))
+    for key, pick in (("ratio_min", min), ("ratio_max", max)):  # over every update's trained tokens
+        vals = [float(m[key]) for m in applied if key in m]
+        if vals:
+            row[key] = pick(vals)
     row["trained_tokens"] = int(batch["loss_mask"].sum())
     return row
 
@@ -139,6 +144,8 @@ def run_rl(cfg: Config, *, max_steps_this_run: int | None = None, log=_log) -> d
         cfg.data.template, tokenizer_config=out / model_ckpt.TOKENIZER_DIR if cfg.data.template == "chat" else None
     )
     sampler = Sampler(LoadedModel(model_cfg, state["params"], tokenizer), cfg)
+    exact: ExactRows | None = sampler.engine.exact  # rl.exact_logprobs: the learner scores with the engine's program
+    keys = MINIBATCH_KEYS + ((EXACT_KEY,) if exact is not None else ())
     writer = MetricsWriter(out, resume_step=start)
 
     run.setdefault("validation", {})
@@ -179,7 +186,10 @@ def run_rl(cfg: Config, *, max_steps_this_run: int | None = None, log=_log) -> d
                 batch = build_batch(prompts, comps, adv, cfg.train.seq_len, rows, drop)
                 # a minibatch at a time: the step's B x G rows of full logits would not fit
                 parts = split_rows(batch, rl.minibatches)
-                batch["learner_logp"] = np.concatenate([np.asarray(logp_fn(state["params"], p)) for p in parts])
+                if exact is not None:  # each row alone, as the engine sampled it: bit for bit its numbers
+                    batch["learner_logp"] = batch[EXACT_KEY] = exact.target_logprobs(state["params"], batch)
+                else:
+                    batch["learner_logp"] = np.concatenate([np.asarray(logp_fn(state["params"], p)) for p in parts])
                 mismatch = mismatch_metrics(batch["learner_logp"], batch["old_logp"], batch["loss_mask"])
                 mismatch.update(correct_batch(batch, rl))
                 t_measured = time.time()
@@ -188,10 +198,12 @@ def run_rl(cfg: Config, *, max_steps_this_run: int | None = None, log=_log) -> d
                 else:
                     batch["ref_logp"] = np.zeros_like(batch["old_logp"])
                 learn = []
-                parts = split_rows({k: batch[k] for k in MINIBATCH_KEYS}, rl.minibatches)
+                parts = split_rows({k: batch[k] for k in keys}, rl.minibatches)
                 for epoch in range(rl.updates_per_batch):
                     for j, mb in enumerate(parts):
                         last = epoch == rl.updates_per_batch - 1 and j == len(parts) - 1
+                        if exact is not None and (epoch or j):  # the parameters moved: score at the new ones
+                            mb = dict(mb, **{EXACT_KEY: exact.target_logprobs(state["params"], mb)})
                         state, m = update(state, mb, jnp.int32(last))
                         learn.append(jax.device_get(m))
                 sampler.set_params(state["params"])
