@@ -106,6 +106,8 @@ def test_bad_correction_settings_name_the_field():
         load_config(None, ["rl.mismatch_mask=row"])
     with pytest.raises(ConfigError, match="rl.mismatch_low / mismatch_high"):
         load_config(None, ["rl.mismatch_low=1.1"])
+    with pytest.raises(ConfigError, match="rl.exact_logprobs: not with tools='python'"):
+        load_config(None, ["rl.exact_logprobs=true", "rl.tools=python"])
 
 
 @pytest.fixture(scope="module")
