@@ -1,5 +1,6 @@
-"""Sampler/learner mismatch: the measurement and the corrections against hand-computed examples, and the engine's
-log-probabilities against the learner's recomputation within a float32 bound derived from the rounding."""
+"""Sampler/learner mismatch: the measurement and the corrections against hand-computed examples, the engine's
+log-probabilities against the learner's recomputation within a float32 bound derived from the rounding, and in
+exact mode (rl.exact_logprobs) equal to them bit for bit."""
 
 import dataclasses
 import math
