@@ -35,6 +35,7 @@ Dtype = Literal["float32", "bfloat16", "float16"]
 AttentionKernel = Literal["dot", "splash", "cudnn", "blocked"]
 EngineAttention = Literal["auto", "xla", "cpu", "pallas"]  # infer/paged_kernels.py: paged_kernel
 RlAggregation = Literal["token", "sequence", "constant"]  # rl/loss.py `aggregate`
+MismatchMask = Literal["none", "token", "sequence"]  # rl/mismatch.py `correct`
 LoraTarget = Literal["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
 SLOTS_HELP = "engine slots: rows decoded together (0 = 128 on CPU, 256 on TPU/GPU)"
 TENSOR_HELP = (
@@ -663,6 +664,18 @@ class RlConfig:
     validation: str = ""
     validation_limit: int = 0  # first N validation problems (0 = all)
     eval_every_steps: int = 0  # 0 = only before the first and after the last step
+    # sampler/learner mismatch corrections (rl/mismatch.py); either one makes the learner's own pre-update
+    # log-probabilities the ratio's denominator. tis_cap: truncated importance sampling, each token's surrogate
+    # weighed by min(p_learner / p_sampler, tis_cap); 0 = off
+    tis_cap: float = 0.0
+    # token: no loss on tokens whose ratio p_learner / p_sampler leaves [mismatch_low, mismatch_high];
+    # sequence: none on rows whose geometric mean ratio leaves it
+    mismatch_mask: MismatchMask = "none"
+    mismatch_low: float = 0.8
+    mismatch_high: float = 1.25
+    # the engine samples, and the learner scores, each row alone through one compiled program (infer/exact.py):
+    # their log-probabilities agree bit for bit, the first update's ratio is exactly 1; slow sampling
+    exact_logprobs: bool = False
     engine: EngineConfig = field(default_factory=EngineConfig)
 
     def validate(self, where: str = "rl") -> None:
@@ -697,6 +710,15 @@ class RlConfig:
             )
         if self.kl_coef < 0 or self.temperature <= 0 or not 0 < self.top_p <= 1:
             raise ConfigError(f"{where}: need kl_coef >= 0, temperature > 0 and top_p in (0, 1]")
+        if self.tis_cap != 0 and not self.tis_cap >= 1:
+            raise ConfigError(f"{where}.tis_cap must be 0 (off) or >= 1 (a cap on the ratio), got {self.tis_cap}")
+        if not 0 < self.mismatch_low <= 1 <= self.mismatch_high:
+            raise ConfigError(
+                f"{where}.mismatch_low / mismatch_high: need 0 < mismatch_low <= 1 <= mismatch_high (a band around "
+                f"ratio 1), got {self.mismatch_low}, {self.mismatch_high}"
+            )
+        if self.exact_logprobs and self.tools != "none":
+            raise ConfigError(f"{where}.exact_logprobs: not with tools={self.tools!r} yet (its rollouts extend rows)")
         self.engine.validate(f"{where}.engine")
         if self.engine.tensor != 1:
             raise ConfigError(

@@ -95,6 +95,20 @@ def test_k3_kl_and_entropy_terms():
     np.testing.assert_allclose(np.asarray(g_ent), -0.01 * MASK / 7, rtol=1e-5, atol=1e-9)
 
 
+def test_importance_weights_scale_each_tokens_surrogate_and_its_gradient():
+    """rl.tis_cap's weights (rl/mismatch.py: min(p_learner / p_sampler, cap)) multiply the per-token surrogate and
+    carry no gradient of their own: the clipped row 0 token 1 (-1.28) and the inside row 2 token 1 (+1.1) change."""
+    logp, old = _inputs()
+    weight = np.ones((4, 3), np.float32)
+    weight[0, 1], weight[0, 2], weight[2, 1] = 2.0, 0.5, 0.5
+    fn = lambda lp: grpo_loss(lp, old, jnp.asarray(ADV), jnp.asarray(MASK), is_weight=jnp.asarray(weight), **CLIP)
+    (loss, m), grad = jax.value_and_grad(fn, has_aux=True)(logp)
+    # -1.28 x 2 - 1.0 x 0.5 + 0.8 + 1.0 + 1.1 x 0.5 + 0.8 - 0.9 = -0.81 over 7 tokens
+    np.testing.assert_allclose(float(loss), -0.81 / 7, rtol=1e-5)
+    np.testing.assert_allclose(np.asarray(grad), DVALUE * weight / 7, rtol=1e-5, atol=1e-7)
+    np.testing.assert_allclose(float(m["clip_fraction"]), 3 / 7, rtol=1e-6)  # the weights clip nothing
+
+
 def test_group_advantages_with_and_without_std():
     r = [[1.0, 0.0], [0.5, 1.0], [1.0, 1.0]]
     np.testing.assert_allclose(

@@ -1,6 +1,7 @@
 """`mathjax-train rl` end to end on a tiny random checkpoint: metrics, summary, exact resume, batches."""
 
 import json
+import math
 
 import numpy as np
 import pytest
@@ -17,6 +18,8 @@ from mathjax_train.eval.metrics import binomial_interval
 from mathjax_train.rl.rewards import Score
 from mathjax_train.rl.rollout import Group, Rollout
 from mathjax_train.rl.trainer import TIMING_KEYS, _step_metrics, run_rl
+
+MISMATCH_KEYS = ("mismatch_max_abs", "mismatch_mean_abs", "mismatch_kl_k3", "mismatch_out_of_band")
 
 
 @pytest.fixture(scope="module")
@@ -92,6 +95,11 @@ def test_stopped_run_resumes_to_the_same_metrics(ckpt, tmp_path):
     # to restore parameters, Adam moments and the prompt position for the losses to agree
     assert a[0]["loss"] != a[1]["loss"] and all(r["kl"] >= 0 for r in a) and a[1]["kl"] > 0
     assert a[0]["ratio_mean"] != 1.0  # the second pass over a batch sees the ratio move
+    for r in a:  # the engine's log-probabilities against the learner's, before each step's updates
+        assert all(math.isfinite(r[k]) for k in MISMATCH_KEYS)
+        assert 0 <= r["mismatch_mean_abs"] <= r["mismatch_max_abs"] and r["mismatch_kl_k3"] >= 0
+        # float32 puts the gap near 1e-6 (the bound test_rl_mismatch derives), far inside [0.8, 1.25]
+        assert r["mismatch_out_of_band"] == 0.0
     assert "heldout_accuracy" in a[1] and "heldout_accuracy" not in a[0]
     summary = json.loads((tmp_path / "split" / "rl_summary.json").read_text())
     for key in ("heldout_accuracy_before", "heldout_accuracy_after", "steps", "sampled_tokens", "seconds"):
@@ -133,6 +141,27 @@ def test_stopped_run_resumes_to_the_same_metrics(ckpt, tmp_path):
         "learn_seconds",
     ):
         assert key in json.loads((tmp_path / "full" / "metrics.jsonl").read_text().splitlines()[0])
+
+
+def test_corrections_train_and_log_their_shares(ckpt, tmp_path, capsys):
+    cfg = _config(ckpt, tmp_path, "tis", "train.steps=1", "rl.heldout=", "rl.validation=", "rl.kl_coef=0")
+    cfg.rl.tis_cap, cfg.rl.mismatch_mask = 2.0, "sequence"
+    assert run_rl(cfg, log=lambda m: None)["status"] == "finished"
+    (row,) = [json.loads(x) for x in (tmp_path / "tis" / "metrics.jsonl").read_text().splitlines()]
+    assert all(math.isfinite(row[k]) for k in MISMATCH_KEYS)
+    # float32: no ratio is near the band or the cap, so nothing is masked or truncated and every token trains
+    assert row["mismatch_masked"] == 0.0 and row["tis_truncated"] == 0.0
+    assert row["trained_tokens"] == row["sampled_tokens"] > 0
+    assert f"logp mismatch max {row['mismatch_max_abs']:.1e}" in capsys.readouterr().err  # the progress line
+
+
+def test_exact_mode_starts_the_update_at_ratio_exactly_one(ckpt, tmp_path):
+    extra = ("train.steps=1", "rl.heldout=", "rl.validation=", "rl.updates_per_batch=1", "rl.minibatches=1")
+    cfg = _config(ckpt, tmp_path, "exact", *extra, "rl.exact_logprobs=true", "rl.temperature=1.0")
+    assert run_rl(cfg, log=lambda m: None)["status"] == "finished"
+    (row,) = [json.loads(x) for x in (tmp_path / "exact" / "metrics.jsonl").read_text().splitlines()]
+    assert row["trained_tokens"] > 0 and row["mismatch_max_abs"] == 0.0  # the learner scored the engine's numbers
+    assert row["ratio_min"] == row["ratio_max"] == 1.0  # every trained token's ratio, as the one update saw it
 
 
 def _leaves(tree):

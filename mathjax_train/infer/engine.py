@@ -28,6 +28,7 @@ import numpy as np
 
 from mathjax_train.config import EngineConfig, InputError
 from mathjax_train.infer.loading import LoadedModel
+from mathjax_train.infer.exact import ExactRows
 from mathjax_train.infer.layout import decode_config, decode_params, unroll_by_default
 from mathjax_train.infer.pages import PagePool
 from mathjax_train.infer.placement import Placement, engine_placement
@@ -109,7 +110,10 @@ class Engine:
         *,
         max_seq_len: int = 0,
         isolate_rows: bool = False,
+        exact: bool = False,
     ):
+        """`exact`: decode each row alone through infer/exact.py's program (rl.exact_logprobs), whose numbers the
+        learner reproduces bit for bit; slow (every token recomputes its row), for parity, not throughput."""
         self.model, self.cfg = model, config or EngineConfig()
         self.isolate_rows = isolate_rows
         self.cfg.validate()
@@ -121,6 +125,7 @@ class Engine:
         self.page_size = self.cfg.page_size
         self.max_pages_per_seq = math.ceil(self.max_seq_len / self.page_size)
         self.num_slots = engine_slots(self.cfg.num_slots, jax.default_backend())
+        self.exact = ExactRows(mc, self.max_seq_len - 1) if exact else None  # a row's last token is never input
         # this host's devices (engine.tensor): params split by the mesh rules, the cache by kv heads
         self.placement = engine_placement(self.cfg.tensor, mc)
         self.kernel = paged_kernel(self.cfg.attention, mc, self.page_size, self.placement.tensor)
@@ -559,6 +564,10 @@ class Engine:
         rows = list(self.running)
         if not rows:
             return
+        if self.exact is not None:
+            for r in rows:
+                self._guarded(r, self._decode_exact, r, steps)
+            return
         s = row_bucket(len(rows), self.num_slots)
         width = self._width(max(math.ceil((r.cached + steps) / self.page_size) for r in rows))
         errors: dict[int, Exception] = {}
@@ -590,6 +599,25 @@ class Engine:
             r.cached += n
             self.stats.generated_tokens += n
             self._guarded(r, self._after_tokens, r, new)
+
+    def _decode_exact(self, r: SeqState, steps: int) -> None:
+        """Up to `steps` tokens of one row through the exact program, ending where the decode chunk would."""
+        assert self.exact is not None
+        sp = r.params
+        new: list[int] = []
+        for _ in range(steps):
+            step = len(r.generated) + len(new)
+            tok, lp = self.exact.next_token(self.model.params, r.tokens + new, r.seed, step, sp)
+            new.append(tok)
+            r.logprobs.append(lp)
+            if (tok in self._eos and not sp.ignore_eos) or step + 1 >= sp.max_tokens:
+                break
+        r.tokens += new
+        r.cached += len(new)  # the pages the chunk reserved stay accounted as in a decode chunk
+        self.stats.decode_chunks += 1
+        self.stats.decode_rows += 1
+        self.stats.generated_tokens += len(new)
+        self._after_tokens(r, new)
 
     def _batch(
         self, rows: list[SeqState], s: int, table: np.ndarray, errors: dict[int, Exception] | None = None

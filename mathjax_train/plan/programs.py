@@ -44,7 +44,7 @@ ROW_DTYPES = {
     "top_k": np.int32,
     "ignore_eos": np.bool_,
 }
-# rl's minibatch (rl/batch.py build_batch, plus the reference's log-probabilities)
+# rl's minibatch (rl/batch.py build_batch, plus the reference's log-probabilities and rl/mismatch.py's weights)
 RL_DTYPES = {
     "tokens": np.int32,
     "targets": np.int32,
@@ -54,6 +54,8 @@ RL_DTYPES = {
     "old_logp": np.float32,
     "advantages": np.float32,
     "ref_logp": np.float32,
+    "is_weight": np.float32,
+    "exact_logp": np.float32,  # read only with rl.exact_logprobs
 }
 
 
@@ -184,7 +186,7 @@ def rl_programs(cfg: Config, devices, kernel: PagedKernel, only: str | None = No
             minibatch = _inputs(RL_DTYPES, (rows // rl.minibatches, cfg.train.seq_len), bsh)
             bump = jax.ShapeDtypeStruct((), jnp.int32, sharding=jax.sharding.NamedSharding(mesh, PartitionSpec()))
             lowered["update"] = update.lower(layout.abstract, minibatch, bump)
-        if rl.kl_coef > 0 and want("reference"):
+        if want("reference"):  # every step runs it for the policy's log-probabilities (rl/mismatch.py), the KL too
             batch = _inputs(  # rl/trainer.py takes them a minibatch at a time
                 {k: RL_DTYPES[k] for k in ("tokens", "targets", "positions", "segment_ids")},
                 (rows // rl.minibatches, cfg.train.seq_len),

@@ -16,7 +16,18 @@ from mathjax_train.model.target import traced_for
 from mathjax_train.parallel.mesh import make_mesh
 from mathjax_train.rl.loss import grpo_loss, token_logprobs_and_entropy
 
-MINIBATCH_KEYS = ("tokens", "targets", "positions", "segment_ids", "loss_mask", "old_logp", "advantages", "ref_logp")
+MINIBATCH_KEYS = (
+    "tokens",
+    "targets",
+    "positions",
+    "segment_ids",
+    "loss_mask",
+    "old_logp",
+    "advantages",
+    "ref_logp",
+    "is_weight",
+)
+EXACT_KEY = "exact_logp"  # with rl.exact_logprobs: infer/exact.py's log-probabilities at the update's parameters
 
 
 def learner_devices(cfg: Config, devices=None) -> list:
@@ -40,6 +51,8 @@ def make_update(model_cfg, rl: RlConfig, tx, layout, mesh, rules, batch_sharding
 
     def loss_fn(params, mb):
         logp, entropy = _forward(model, params, mb)
+        if rl.exact_logprobs:  # the exact program's values (infer/exact.py), exactly; the gradient of the forward's
+            logp = mb[EXACT_KEY] + (logp - jax.lax.stop_gradient(logp))
         return grpo_loss(
             logp,
             mb["old_logp"],
@@ -53,6 +66,7 @@ def make_update(model_cfg, rl: RlConfig, tx, layout, mesh, rules, batch_sharding
             entropy=entropy,
             entropy_coef=rl.entropy_coef,
             constant_len=constant_len,
+            is_weight=mb["is_weight"],
         )
 
     def update(state, mb, bump):
@@ -83,7 +97,8 @@ def make_update(model_cfg, rl: RlConfig, tx, layout, mesh, rules, batch_sharding
 
 
 def make_reference_logprobs(model_cfg, rules, mesh):
-    """ref_logp(params, batch) -> (rows, t) log-probabilities of the targets under frozen `params`."""
+    """logp(params, batch) -> (rows, t) log-probabilities of the targets under `params`, no gradient: the frozen
+    reference's for the KL term, and the policy's before a step's first update (rl/mismatch.py)."""
     model = Decoder(model_cfg)
 
     def fn(params, mb):

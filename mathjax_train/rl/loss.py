@@ -68,12 +68,14 @@ def grpo_loss(
     entropy=None,
     entropy_coef: float = 0.0,
     constant_len: int | None = None,
+    is_weight=None,
 ):
     """(loss, metrics) of the clipped surrogate.
 
     logp, old_logp, mask: (rows, t) (current policy, sampler, 1 on trained tokens); advantages: (rows,)
-    one per completion, or (rows, t). Per token: -min(ratio A, clip(ratio, 1 - clip_low, 1 + clip_high) A)
-    + kl_coef k3(ref || policy) - entropy_coef entropy, with k3 = exp(ref - logp) - (ref - logp) - 1."""
+    one per completion, or (rows, t). Per token: -w min(ratio A, clip(ratio, 1 - clip_low, 1 + clip_high) A)
+    + kl_coef k3(ref || policy) - entropy_coef entropy, with k3 = exp(ref - logp) - (ref - logp) - 1 and w the
+    (rows, t) `is_weight` (rl/mismatch.py's truncated importance weight; 1 when None)."""
     mask = mask.astype(jnp.float32)
     adv = advantages if advantages.ndim == 2 else advantages[:, None]
     # masked positions may hold anything (NaN logprobs of tool output, padding): keep them out of exp()
@@ -82,6 +84,8 @@ def grpo_loss(
     clipped_ratio = jnp.clip(ratio, 1.0 - clip_low, 1.0 + clip_high)
     unclipped, clipped = ratio * adv, clipped_ratio * adv
     per_token = -jnp.minimum(unclipped, clipped)
+    if is_weight is not None:
+        per_token = per_token * jax.lax.stop_gradient(is_weight)
     metrics = {}
     if ref_logp is not None and kl_coef:
         d = jnp.where(mask > 0, ref_logp - logp, 0.0)
@@ -99,6 +103,8 @@ def grpo_loss(
         {
             "clip_fraction": jax.lax.stop_gradient(aggregate(is_clipped, mask, "token")),
             "ratio_mean": jax.lax.stop_gradient(aggregate(ratio, mask, "token")),
+            "ratio_min": jax.lax.stop_gradient(jnp.min(jnp.where(mask > 0, ratio, jnp.inf))),
+            "ratio_max": jax.lax.stop_gradient(jnp.max(jnp.where(mask > 0, ratio, -jnp.inf))),
             "trained_tokens": jnp.sum(mask),
         }
     )

@@ -62,7 +62,7 @@ class Sampler:
         else:
             from mathjax_train.infer.engine import Engine
 
-            self.engine = Engine(model, engine_cfg, max_seq_len=cfg.train.seq_len + 1)
+            self.engine = Engine(model, engine_cfg, max_seq_len=cfg.train.seq_len + 1, exact=rl.exact_logprobs)
 
     def set_params(self, params) -> None:
         self.model.params = params

@@ -1,10 +1,12 @@
 """The RL loop (`mathjax-train rl`): collocated sampler and learner on one set of parameter arrays.
 
 Per step: collect B groups of G completions on the engine (rewards from the grader), turn rewards
-into group advantages, and run rl.updates_per_batch passes of rl.minibatches optimizer updates on
-the clipped surrogate. The engine then reads the updated arrays directly. Checkpoints (train/
-checkpointing.py) hold the parameters, optimizer state, RNG, the prompt stream's position and the
-run's totals, so a stopped or killed run resumes to the same later metrics as an uninterrupted one.
+into group advantages, measure how far the engine's log-probabilities lie from the learner's with the
+same parameters (rl/mismatch.py; corrected when configured), and run rl.updates_per_batch passes of
+rl.minibatches optimizer updates on the clipped surrogate. The engine then reads the updated arrays
+directly. Checkpoints (train/checkpointing.py) hold the parameters, optimizer state, RNG, the prompt
+stream's position and the run's totals, so a stopped or killed run resumes to the same later metrics
+as an uninterrupted one.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from etils import epath
 from mathjax_train.config import Config, ConfigError
 from mathjax_train.data.templates import get_template
 from mathjax_train.data.vocab import load_tokenizer
+from mathjax_train.infer.exact import ExactRows
 from mathjax_train.infer.loading import LoadedModel
 from mathjax_train.model import checkpoint as model_ckpt
 from mathjax_train.parallel.mesh import make_mesh
@@ -28,8 +31,9 @@ from mathjax_train.parallel.rules import axis_rules, batch_sharding
 from mathjax_train.rl.batch import build_batch, split_rows
 from mathjax_train.rl.best import BEST_DIR, improves, save_best
 from mathjax_train.rl.heldout import heldout_accuracy
-from mathjax_train.rl.learner import MINIBATCH_KEYS, learner_devices, make_reference_logprobs, make_update
+from mathjax_train.rl.learner import EXACT_KEY, MINIBATCH_KEYS, learner_devices, make_reference_logprobs, make_update
 from mathjax_train.rl.loss import group_advantages
+from mathjax_train.rl.mismatch import correct_batch, mismatch_metrics
 from mathjax_train.rl.prompts import PromptStream
 from mathjax_train.rl.rollout import Sampler, collect
 from mathjax_train.train.checkpointing import TrainCheckpointer
@@ -41,7 +45,7 @@ from mathjax_train.eval.results import first_correct
 from mathjax_train.train.trainer import PREEMPTED_EXIT_CODE, SigtermFlag, write_run_files, resolve_model_config
 
 SUMMARY_FILE = "rl_summary.json"
-TIMING_KEYS = ("sample_seconds", "learn_seconds", "sampled_tokens_per_second", "step_seconds")
+TIMING_KEYS = ("sample_seconds", "learn_seconds", "sampled_tokens_per_second", "step_seconds", "mismatch_seconds")
 
 __all__ = ["PREEMPTED_EXIT_CODE", "SUMMARY_FILE", "TIMING_KEYS", "run_rl"]
 
@@ -92,6 +96,10 @@ def _step_metrics(rollout, batch: dict, learn: list[dict]) -> dict:
         vals = [float(m[key]) for m in applied if key in m]
         if vals:
             row[key] = float(np.mean(vals))
+    for key, pick in (("ratio_min", min), ("ratio_max", max)):  # over every update's trained tokens
+        vals = [float(m[key]) for m in applied if key in m]
+        if vals:
+            row[key] = pick(vals)
     row["trained_tokens"] = int(batch["loss_mask"].sum())
     return row
 
@@ -130,12 +138,14 @@ def run_rl(cfg: Config, *, max_steps_this_run: int | None = None, log=_log) -> d
         state = init_state(model_cfg, tx, layout, cfg.train.seed, params)  # donates nothing of `reference`
         write_run_files(cfg, model_cfg)
         run = {"prompts": stream.get_state(), "sampled_tokens": 0, "seconds": 0.0, "heldout": {}}
-    ref_logp_fn = make_reference_logprobs(model_cfg, rules, mesh) if reference is not None else None
+    logp_fn = make_reference_logprobs(model_cfg, rules, mesh)  # the policy's before an update, and the reference's
     tokenizer = load_tokenizer(out / model_ckpt.TOKENIZER_DIR)
     template = get_template(
         cfg.data.template, tokenizer_config=out / model_ckpt.TOKENIZER_DIR if cfg.data.template == "chat" else None
     )
     sampler = Sampler(LoadedModel(model_cfg, state["params"], tokenizer), cfg)
+    exact: ExactRows | None = sampler.engine.exact  # rl.exact_logprobs: the learner scores with the engine's program
+    keys = MINIBATCH_KEYS + ((EXACT_KEY,) if exact is not None else ())
     writer = MetricsWriter(out, resume_step=start)
 
     run.setdefault("validation", {})
@@ -174,16 +184,26 @@ def run_rl(cfg: Config, *, max_steps_this_run: int | None = None, log=_log) -> d
                         prompts.append(g.prompt_ids)
                         drop.append(rl.overlong == "filter" and s.truncated)
                 batch = build_batch(prompts, comps, adv, cfg.train.seq_len, rows, drop)
-                if ref_logp_fn is not None:  # a minibatch at a time: the step's B x G rows of full logits would not fit
-                    parts = split_rows(batch, rl.minibatches)
-                    batch["ref_logp"] = np.concatenate([np.asarray(ref_logp_fn(reference, p)) for p in parts])
+                # a minibatch at a time: the step's B x G rows of full logits would not fit
+                parts = split_rows(batch, rl.minibatches)
+                if exact is not None:  # each row alone, as the engine sampled it: bit for bit its numbers
+                    batch["learner_logp"] = batch[EXACT_KEY] = exact.target_logprobs(state["params"], batch)
+                else:
+                    batch["learner_logp"] = np.concatenate([np.asarray(logp_fn(state["params"], p)) for p in parts])
+                mismatch = mismatch_metrics(batch["learner_logp"], batch["old_logp"], batch["loss_mask"])
+                mismatch.update(correct_batch(batch, rl))
+                t_measured = time.time()
+                if reference is not None:
+                    batch["ref_logp"] = np.concatenate([np.asarray(logp_fn(reference, p)) for p in parts])
                 else:
                     batch["ref_logp"] = np.zeros_like(batch["old_logp"])
                 learn = []
-                parts = split_rows({k: batch[k] for k in MINIBATCH_KEYS}, rl.minibatches)
+                parts = split_rows({k: batch[k] for k in keys}, rl.minibatches)
                 for epoch in range(rl.updates_per_batch):
                     for j, mb in enumerate(parts):
                         last = epoch == rl.updates_per_batch - 1 and j == len(parts) - 1
+                        if exact is not None and (epoch or j):  # the parameters moved: score at the new ones
+                            mb = dict(mb, **{EXACT_KEY: exact.target_logprobs(state["params"], mb)})
                         state, m = update(state, mb, jnp.int32(last))
                         learn.append(jax.device_get(m))
                 sampler.set_params(state["params"])
@@ -193,6 +213,7 @@ def run_rl(cfg: Config, *, max_steps_this_run: int | None = None, log=_log) -> d
                 row = {
                     "step": step,
                     **_step_metrics(rollout, batch, learn),
+                    **mismatch,
                     "lr": float(schedule(step * updates_per_step(cfg) - 1)),
                     "nonfinite_updates": sum(not bool(m["finite"]) for m in learn),
                 }
@@ -203,6 +224,7 @@ def run_rl(cfg: Config, *, max_steps_this_run: int | None = None, log=_log) -> d
                         "sample_seconds": t_sampled - t_step,
                         "learn_seconds": t_done - t_sampled,
                         "step_seconds": t_done - t_step,
+                        "mismatch_seconds": t_measured - t_sampled,
                         "sampled_tokens_per_second": rollout.sampled_tokens / max(t_sampled - t_step, 1e-9),
                     }
                 )
@@ -261,9 +283,14 @@ def _progress(row: dict, total: int, t0: float, start: int) -> None:
         for label, key in (("held-out", "heldout_accuracy"), ("validation", "validation_accuracy"))
         if key in row
     )
+    mismatch = (
+        f" | logp mismatch max {row['mismatch_max_abs']:.1e} kl {row['mismatch_kl_k3']:.1e}"
+        if "mismatch_max_abs" in row
+        else ""
+    )
     print(
         f"rl step {row['step']}/{total} | reward {row['reward_mean']:.3f} | pass {row['pass_rate']:.3f} | "
-        f"len {row['response_length']:.0f} | clip {row.get('clip_fraction', 0):.3f} | "
+        f"len {row['response_length']:.0f} | clip {row.get('clip_fraction', 0):.3f}{mismatch} | "
         f"{row['sampled_tokens_per_second']:.0f} sampled tok/s{held} | ETA {format_duration(eta)}",
         file=sys.stderr,
         flush=True,
