@@ -1,6 +1,10 @@
 """Compile every TPU recipe with XLA:TPU (libtpu, no TPU needed) and write the table of docs/tpu.md.
 
     python benchmarks/compile_recipes.py [--only NAME ...] [--json OUT.json] [--docs docs/tpu.md]
+    python benchmarks/compile_recipes.py --from-json A.json B.json   # the table from rows of earlier runs
+
+Each compile is mostly one thread: two runs with disjoint `--only` lists side by side on a 2-core
+machine take half the time; `--from-json` then writes the table from their rows, in the recipes' order.
 
 Each row is `mathjax-train plan --config RECIPE --compile --json` (RL recipes: `plan --rl`; the sampling rows:
 `plan --sampling --compile` for each model on its slice with the pipelines' sampling lengths): per-chip GiB by
@@ -147,23 +151,47 @@ def main() -> None:
     ap.add_argument("--only", nargs="*", default=None, help="recipe labels (substrings) to compile")
     ap.add_argument("--json", default=None, help="also write the rows here")
     ap.add_argument("--docs", default=str(REPO / "docs" / "tpu.md"), help="page whose compile table is replaced")
+    ap.add_argument("--from-json", nargs="+", default=None, help="write the table from these runs' rows")
     args = ap.parse_args()
-    rows = []
-    for label, plan_args in recipes():
-        if args.only and not any(s in label for s in args.only):
-            continue
-        p, wall = plan(plan_args)
-        rows.append(row(label, p, wall))
-        print(json.dumps(rows[-1]), flush=True)
-    if args.json:
-        Path(args.json).write_text(json.dumps(rows, indent=2) + "\n")
+    command = "python benchmarks/compile_recipes.py"
+    if args.from_json:
+        rows = ordered([r for f in args.from_json for r in json.loads(Path(f).read_text())])
+        command = (
+            "python benchmarks/compile_recipes.py --only ... --json PART.json` (disjoint parts side by side), then `"
+        )
+        command += "python benchmarks/compile_recipes.py --from-json PART.json ..."
+    else:
+        rows = []
+        for label, plan_args in recipes():
+            if args.only and not any(s in label for s in args.only):
+                continue
+            p, wall = plan(plan_args)
+            rows.append(row(label, p, wall))
+            print(json.dumps(rows[-1]), flush=True)
+        if args.json:
+            Path(args.json).write_text(json.dumps(rows, indent=2) + "\n")
     if args.only is None:
         docs = Path(args.docs)
         text = docs.read_text()
         start, end = text.index(BEGIN) + len(BEGIN), text.index(END)
-        command = "python benchmarks/compile_recipes.py"
         docs.write_text(text[:start] + "\n" + provenance(command) + table(rows) + text[end:])
         print(f"wrote {docs}")
+
+
+def ordered(rows: list[dict]) -> list[dict]:
+    """`rows` in the recipes' order, each recipe once (a row is named by its label and slice); a recipe with no
+    row, or with two, is an error: the table must list every recipe once."""
+    want = []
+    for label, args in recipes():
+        topo = args[args.index("--topology") + 1] if "--topology" in args else None
+        want.append((label, topo))
+    out = []
+    for label, topo in want:
+        found = [r for r in rows if r["recipe"] == label and (topo is None or r["topology"] == topo)]
+        if len(found) != 1:
+            raise SystemExit(f"{len(found)} rows for {label} ({topo or 'its slice'}) in the --from-json files")
+        out.append(found[0])
+    return out
 
 
 if __name__ == "__main__":
