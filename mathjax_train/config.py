@@ -109,9 +109,10 @@ class RopeScaling:
 
 @dataclass
 class ModelConfig:
-    """One decoder family: LLaMA-2/3, Mistral (sliding window), Qwen2 (qkv bias), tied embeddings."""
+    """One decoder family: LLaMA-2/3, Mistral (sliding window), Qwen2 (qkv bias), Qwen3 (QK-norm, its own
+    head_dim), tied embeddings."""
 
-    architecture: Literal["llama", "mistral", "qwen2"] = "llama"  # the HF class written by export-hf
+    architecture: Literal["llama", "mistral", "qwen2", "qwen3"] = "llama"  # the HF class written by export-hf
     vocab_size: int = 0  # 0 = the tokenizer's size (data.tokenizer), taken when training starts
     hidden_size: int = 4096
     intermediate_size: int = 11008
@@ -127,6 +128,7 @@ class ModelConfig:
     qkv_bias: bool = False
     o_bias: bool = False
     mlp_bias: bool = False
+    qk_norm: bool = False  # per-head RMSNorm (eps rms_norm_eps) of queries and keys before RoPE (Qwen3)
     sliding_window: int = 0  # 0 = full attention
     bos_token_id: int | None = 1
     eos_token_id: list[int] = field(default_factory=lambda: [2])
@@ -145,6 +147,8 @@ class ModelConfig:
         check_choices(self, where)
         if self.vocab_size < 0:
             raise ConfigError(f"{where}.vocab_size must be >= 0 (0 = the tokenizer's size), got {self.vocab_size}")
+        if self.head_dim < 0:
+            raise ConfigError(f"{where}.head_dim must be >= 0 (0 = hidden_size // num_heads), got {self.head_dim}")
         if self.num_heads % self.num_kv_heads:
             raise ConfigError(
                 f"{where}.num_heads ({self.num_heads}) must be a multiple of num_kv_heads ({self.num_kv_heads})"

@@ -30,6 +30,9 @@ VARIANTS = {
     ),
     "mistral": ("mistral", {"sliding_window": 48, "head_dim": 24}),
     "qwen2": ("qwen2", {}),
+    # QK-norm, head_dim 32 with hidden 96 over 4 heads (not hidden / heads), untied like Qwen3-8B
+    "qwen3": ("qwen3", {"head_dim": 32, "rope_parameters": {"rope_type": "default", "rope_theta": 1000000.0}}),
+    "qwen3_tied": ("qwen3", {"head_dim": 16, "tie_word_embeddings": True}),  # tied like Qwen3-0.6B and 1.7B
     "tied": ("llama", {"tie_word_embeddings": True, "attention_bias": True}),
 }
 
@@ -62,9 +65,12 @@ def hf_config(variant: str, kv_heads: int = 2, vocab_size: int = 320):
     import transformers
 
     model_type, extra = VARIANTS[variant]
-    cls = {"llama": transformers.LlamaConfig, "mistral": transformers.MistralConfig, "qwen2": transformers.Qwen2Config}[
-        model_type
-    ]
+    cls = {
+        "llama": transformers.LlamaConfig,
+        "mistral": transformers.MistralConfig,
+        "qwen2": transformers.Qwen2Config,
+        "qwen3": transformers.Qwen3Config,
+    }[model_type]
     fields = dict(
         vocab_size=vocab_size,
         hidden_size=96,

@@ -26,7 +26,7 @@ def _tiny(tmp_path_factory, variant):
     return hf, load_for_inference(ckpt)
 
 
-@pytest.fixture(scope="module", params=["llama", "mistral", "qwen2"])
+@pytest.fixture(scope="module", params=["llama", "mistral", "qwen2", "qwen3"])
 def tiny(request, tmp_path_factory):
     return _tiny(tmp_path_factory, request.param)
 

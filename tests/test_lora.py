@@ -2,7 +2,7 @@
 checkpoint space; training lowers the loss and resumes exactly; the adapters load in `peft` (no code
 of ours) with logits equal to our model's and to the merged export's; PEFT adapters import back; an
 int8 base computes what its merge gives; `plan` shows the 7B LoRA recipes fit a v5e-8 where full SFT
-does not."""
+does not; on a tiny Qwen3 (QK-norm) random adapters on every target load in `peft` with equal logits."""
 
 import copy
 import json
@@ -21,7 +21,8 @@ from jax.sharding import PartitionSpec
 
 from hf_fixtures import import_random_model
 from mathjax_train.cli import main
-from mathjax_train.config import ConfigError, load_config
+from mathjax_train.config import ConfigError, LoraConfig, load_config
+from mathjax_train.convert.import_hf import copy_tokenizer_files
 from mathjax_train.infer.loading import load_for_inference
 from mathjax_train.model import Decoder
 from mathjax_train.model import checkpoint as ckpt
@@ -33,9 +34,11 @@ from mathjax_train.train.optimizer import make_optimizer
 from mathjax_train.train.setup import build_step
 from mathjax_train.train.state import state_layout
 from mathjax_train.train.trainer import resolve_model_config, train
+from precision import float32_logit_tolerance
 from train_helpers import REPO, read_metrics, tiny_config
 
-ALL = "lora.targets=[q_proj,k_proj,v_proj,o_proj,gate_proj,up_proj,down_proj]"
+TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
+ALL = f"lora.targets=[{','.join(TARGETS)}]"
 IDS = np.array([[1, 5, 77, 200, 13, 9, 250, 31, 64, 3, 120, 7]], np.int32)
 
 
@@ -390,3 +393,48 @@ def test_evaluate_and_rft_take_an_adapter_checkpoint(trained, tmp_path, capsys):
         sampled[name] = {k: summary[k] for k in ("samples", "sampled_tokens", "finish_reasons", "rejected")}
     assert evaluated["trained"] == evaluated["merged"] and len(evaluated["trained"]) == 2
     assert sampled["trained"] == sampled["merged"] and sampled["trained"]["samples"] == 6
+
+
+def test_peft_loads_random_adapters_on_qwen3_with_equal_logits(tmp_path):
+    """Random adapters on every target of a tiny Qwen3 (QK-norm, head_dim 32 != 96 / 4 heads), exported for PEFT:
+    PEFT in float64 is the reference; PEFT in float32, our merged model, our unmerged training forward and our
+    merged HF export each lie within float32's rounding budget of it (tests/precision.py); PEFT's adapter imports
+    back to the same arrays."""
+    hf_model, base_ckpt = import_random_model(tmp_path / "base", "qwen3")
+    cfg = ckpt.load_model_config(base_ckpt)
+    lora = LoraConfig(rank=4, alpha=16.0, targets=TARGETS)
+    adapters, _ = lora_params.abstract_trees(cfg, lora)
+    keys = iter(jax.random.split(jax.random.PRNGKey(0), len(jax.tree_util.tree_leaves(adapters))))
+    adapters = jax.tree_util.tree_map(lambda s: np.asarray(jax.random.normal(next(keys), s.shape)) * 0.05, adapters)
+    out = tmp_path / "adapter"
+    ckpt.save_params(out, adapters)
+    ckpt.save_model_config(out, cfg)
+    lora_params.save_adapter_meta(out, str(base_ckpt), lora)
+    copy_tokenizer_files(ckpt.resolve(base_ckpt).tokenizer_dir, out / ckpt.TOKENIZER_DIR)
+    assert main(["export-hf", "--adapter", str(out), str(tmp_path / "peft")]) == 0
+    assert main(["export-hf", str(out), str(tmp_path / "merged")]) == 0
+
+    merged_ours = our_logits(out)
+    base_params = ckpt.load_params(base_ckpt, cfg)
+    unmerged = np.asarray(Decoder(cfg, lora).apply({"params": lora_params.join(base_params, adapters)}, IDS)[0])
+    with torch.no_grad():
+        peft_logits = {}
+        for dtype in (torch.float32, torch.float64):
+            base = copy.deepcopy(hf_model).to(dtype).eval()
+            peft_logits[dtype] = torch_logits(peft.PeftModel.from_pretrained(base, str(tmp_path / "peft")).eval())
+    merged_hf = transformers.AutoModelForCausalLM.from_pretrained(tmp_path / "merged", dtype=torch.float32).eval()
+    reference = peft_logits[torch.float64].astype(np.float64)
+    assert np.abs(torch_logits(hf_model.eval()) - reference).max() > 0.1  # the adapters change the model
+    tol = float32_logit_tolerance(reference, cfg.num_layers, max(cfg.hidden_size, cfg.intermediate_size))
+    for name, got in (
+        ("peft in float32", peft_logits[torch.float32]),
+        ("our merged model", merged_ours),
+        ("our unmerged training forward", unmerged),
+        ("our merged HF export", torch_logits(merged_hf)),
+    ):
+        np.testing.assert_allclose(got, reference, atol=tol, rtol=0, err_msg=name)
+
+    args = ["import-hf", "--adapter", str(tmp_path / "peft"), str(tmp_path / "back"), "--base", str(base_ckpt)]
+    assert main(args) == 0
+    back = lora_params.load_adapters(tmp_path / "back", cfg, lora)
+    jax.tree_util.tree_map(np.testing.assert_array_equal, back, adapters)

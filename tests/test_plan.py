@@ -1,9 +1,11 @@
-"""`mathjax-train plan`: every 7B recipe in configs/ loads, is planned and fits its slice; the model
+"""`mathjax-train plan`: every 7B/8B recipe in configs/ loads, is planned and fits its slice (the Qwen3-1.7B
+GRPO recipe its one chip with the sampler and reference); the model
 sections equal the real models; an impossible setup is reported as not fitting; the analytic state
 bytes equal XLA's from an ahead-of-time compile on fake devices."""
 
 import json
 import math
+import re
 from pathlib import Path
 
 import pytest
@@ -16,11 +18,12 @@ from mathjax_train.plan.report import make_plan
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 RECIPES = sorted(
-    p for p in CONFIGS.glob("*7b*.yaml") if not p.name.startswith("pipeline_")
+    p for p in CONFIGS.glob("*.yaml") if re.search(r"_[78]b_", p.name) and not p.name.startswith("pipeline_")
 )  # pipelines: test_pipeline.py
 GIB = 2**30
 
-# config.json of the released checkpoints (meta-llama/Llama-2-7b-hf, mistralai/Mistral-7B-v0.1, Qwen/Qwen2-7B)
+# config.json of the released checkpoints (meta-llama/Llama-2-7b-hf, mistralai/Mistral-7B-v0.1, Qwen/Qwen2-7B,
+# Qwen/Qwen3-8B, Qwen/Qwen3-1.7B)
 HF_CONFIGS = {
     "llama2_7b": {
         "model_type": "llama",
@@ -74,8 +77,59 @@ HF_CONFIGS = {
         "bos_token_id": 151643,
         "eos_token_id": 151643,
     },
+    "qwen3_8b": {
+        "model_type": "qwen3",
+        "vocab_size": 151936,
+        "hidden_size": 4096,
+        "intermediate_size": 12288,
+        "num_hidden_layers": 36,
+        "num_attention_heads": 32,
+        "num_key_value_heads": 8,
+        "head_dim": 128,
+        "max_position_embeddings": 40960,
+        "rms_norm_eps": 1e-06,
+        "rope_scaling": None,
+        "rope_theta": 1000000,
+        "attention_bias": False,
+        "sliding_window": None,
+        "use_sliding_window": False,
+        "max_window_layers": 36,
+        "hidden_act": "silu",
+        "tie_word_embeddings": False,
+        "bos_token_id": 151643,
+        "eos_token_id": 151645,
+    },
+    "grpo_qwen3_1.7b": {
+        "model_type": "qwen3",
+        "vocab_size": 151936,
+        "hidden_size": 2048,
+        "intermediate_size": 6144,
+        "num_hidden_layers": 28,
+        "num_attention_heads": 16,
+        "num_key_value_heads": 8,
+        "head_dim": 128,
+        "max_position_embeddings": 40960,
+        "rms_norm_eps": 1e-06,
+        "rope_scaling": None,
+        "rope_theta": 1000000,
+        "attention_bias": False,
+        "sliding_window": None,
+        "use_sliding_window": False,
+        "max_window_layers": 28,
+        "hidden_act": "silu",
+        "tie_word_embeddings": True,
+        "bos_token_id": 151643,
+        "eos_token_id": 151645,
+    },
 }
-PARAMETERS = {"llama2_7b": 6_738_415_616, "mistral_7b": 7_241_732_096, "qwen2_7b": 7_615_616_512}  # published
+# published (Qwen3: the safetensors index's total_size / 2 bytes for bfloat16)
+PARAMETERS = {
+    "llama2_7b": 6_738_415_616,
+    "mistral_7b": 7_241_732_096,
+    "qwen2_7b": 7_615_616_512,
+    "qwen3_8b": 8_190_735_360,
+    "grpo_qwen3_1.7b": 1_720_574_976,
+}
 ARCH_FIELDS = (
     "architecture",
     "vocab_size",
@@ -93,6 +147,7 @@ ARCH_FIELDS = (
     "qkv_bias",
     "o_bias",
     "mlp_bias",
+    "qk_norm",
     "sliding_window",
     "bos_token_id",
     "eos_token_id",
@@ -181,10 +236,22 @@ def test_recipe_is_planned_and_fits_its_slice(path):
 def test_recipe_models_equal_the_released_configs(model):
     """`plan` reads `model:` from the YAML while `train` reads init_from's config: they must agree."""
     want = model_config_from_hf(HF_CONFIGS[model])
-    for path in (p for p in RECIPES if p.name.startswith(model)):
+    paths = [p for p in [*RECIPES, CONFIGS / "grpo_qwen3_1.7b_v5p-8.yaml"] if p.name.startswith(model)]
+    assert paths, model
+    for path in paths:
         got = load_config(str(path)).model
         diff = {f: (getattr(got, f), getattr(want, f)) for f in ARCH_FIELDS if getattr(got, f) != getattr(want, f)}
         assert not diff, f"{path.name}: {diff}"
+
+
+def test_the_qwen3_grpo_recipe_fits_one_v5p_chip_with_its_sampler_and_reference():
+    """Qwen3-1.7B (tied, QK-norm counted): learner, sampler KV pages (8 kv heads of 128) and reference on one chip."""
+    path = CONFIGS / "grpo_qwen3_1.7b_v5p-8.yaml"
+    plan = make_plan(load_config(str(path)), rl=True)
+    mem = plan["memory_per_device"]
+    assert plan["fits"] and mem["analytic"]["total"] <= 0.9 * parse_topology("v5p-8").family.hbm_gib * GIB
+    assert plan["model"]["parameters"] == PARAMETERS["grpo_qwen3_1.7b"]
+    assert mem["rl"]["kv_cache"] > 0 and mem["rl"]["reference"] == mem["analytic"]["params"]
 
 
 def test_the_qwen2_recipe_holds_one_vocabulary_chunk_of_logits():

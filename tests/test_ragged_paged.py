@@ -283,3 +283,25 @@ def test_the_engine_on_the_ragged_kernel_matches_transformers_and_the_xla_engine
     want = Engine(m, EngineConfig(num_slots=3, attention="xla", **small)).generate([prompt], sp, [[1, 2, 3]])[0]
     assert [c.token_ids for c in got] == [c.token_ids for c in want]
     np.testing.assert_allclose([c.logprobs for c in got], [c.logprobs for c in want], atol=1e-5)
+
+
+@pytest.mark.slow
+def test_the_engine_on_the_ragged_kernel_applies_qwen3s_qk_norm(tmp_path):
+    """Qwen3 (QK-norm, head_dim 32 != hidden / heads) on engine.attention=pallas (interpret mode): greedy rows,
+    one prefilled in two chunks, equal transformers token for token."""
+    from hf_fixtures import import_random_model
+    from mathjax_train.config import EngineConfig
+    from mathjax_train.infer.engine import Engine
+    from mathjax_train.infer.loading import load_for_inference
+    from mathjax_train.infer.params import SamplingParams
+    from test_engine import hf_greedy
+
+    hf, ckpt = import_random_model(tmp_path, "qwen3", seed=3)
+    small = dict(page_size=4, decode_steps=3, prefill_budget=16)
+    eng = Engine(load_for_inference(ckpt), EngineConfig(num_slots=2, attention="pallas", **small))
+    assert eng.kernel == "pallas"
+    prompts, lengths = [[20, 21, 22], list(range(30, 51))], (6, 5)
+    out = eng.generate(prompts, [SamplingParams(max_tokens=n, ignore_eos=True) for n in lengths], [[0]] * 2)
+    for p, n, (c,) in zip(prompts, lengths, out):
+        assert c.token_ids == hf_greedy(hf, p, n)
+    assert eng.stats.prefill_calls > len(prompts)

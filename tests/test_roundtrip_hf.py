@@ -1,10 +1,12 @@
 """Random tiny HF model -> import-hf -> our logits == HF's -> export-hf -> transformers reload == original.
 
 Covers LLaMA (plain and LLaMA-3 rope scaling), Mistral (sliding window shorter than the prompt),
-Qwen2 (qkv bias) and a tied-embedding model with attention bias; kv heads 1, 2, 4; each family is
-run with scan on and off.
+Qwen2 (qkv bias), Qwen3 (QK-norm, a head_dim that is not hidden / heads; untied and tied) and a
+tied-embedding model with attention bias; kv heads 1, 2, 4; each family is run with scan on and off.
+Logits equal transformers' float32 ones to 1e-5.
 """
 
+import dataclasses
 import json
 
 import jax.numpy as jnp
@@ -15,7 +17,8 @@ import transformers
 
 from hf_fixtures import make_hf_model
 from mathjax_train.cli import build_parser, main
-from mathjax_train.config import EvalConfig, RftConfig
+from mathjax_train.config import ConfigError, EvalConfig, RftConfig
+from mathjax_train.convert.hf_config import model_config_from_hf, model_config_to_hf
 from mathjax_train.data.vocab import load_tokenizer
 from mathjax_train.infer.loading import load_for_inference
 from mathjax_train.model import Decoder
@@ -24,7 +27,7 @@ from mathjax_train.model.checkpoint import load_model_config, load_params
 PROMPT_LEN = 320
 CASES = [
     (v, kv, (i + j) % 2 == 0)
-    for i, v in enumerate(["llama", "llama3", "mistral", "qwen2", "tied"])
+    for i, v in enumerate(["llama", "llama3", "mistral", "qwen2", "tied", "qwen3", "qwen3_tied"])
     for j, kv in enumerate([1, 2, 4])
 ]
 
@@ -46,7 +49,7 @@ def test_import_logits_and_export_reload(tmp_path, variant, kv_heads, scan):
     params = load_params(ckpt, cfg)
     assert ("layers" in params) == scan and ("layers_0" in params) == (not scan)
     ours, _ = Decoder(cfg).apply({"params": params}, jnp.asarray(ids))
-    np.testing.assert_allclose(np.asarray(ours), ref, atol=1e-4, rtol=0)
+    np.testing.assert_allclose(np.asarray(ours), ref, atol=1e-5, rtol=0)
 
     assert main(["export-hf", str(ckpt), str(out)]) == 0
     reloaded = transformers.AutoModelForCausalLM.from_pretrained(out, dtype=torch.float32)
@@ -56,6 +59,30 @@ def test_import_logits_and_export_reload(tmp_path, variant, kv_heads, scan):
     np.testing.assert_array_equal(again, ref)
     tok = transformers.AutoTokenizer.from_pretrained(out)
     assert tok("x = 5").input_ids == transformers.AutoTokenizer.from_pretrained(hf_dir)("x = 5").input_ids
+
+
+def test_qwen3_config_json_both_ways_and_what_it_refuses():
+    """Qwen3's config.json -> ModelConfig (QK-norm on, its head_dim, no bias) -> the same fields back;
+    what the family cannot hold is an error naming the field."""
+    hf = transformers.Qwen3Config(
+        vocab_size=320, hidden_size=96, num_attention_heads=4, num_key_value_heads=2, head_dim=32, num_hidden_layers=2
+    ).to_dict()
+    cfg = model_config_from_hf(hf)
+    assert (cfg.architecture, cfg.qk_norm, cfg.head_dim, cfg.qkv_bias, cfg.o_bias) == ("qwen3", True, 32, False, False)
+    back = model_config_to_hf(cfg, "float32")
+    assert back["architectures"] == ["Qwen3ForCausalLM"] and back["attention_bias"] is False
+    for key in ("model_type", "head_dim", "hidden_size", "num_key_value_heads", "rms_norm_eps", "tie_word_embeddings"):
+        assert back[key] == hf[key], key
+    assert model_config_from_hf(back) == cfg
+
+    with pytest.raises(ConfigError, match="field use_sliding_window=true is not supported for qwen3"):
+        model_config_from_hf({**hf, "use_sliding_window": True})
+    with pytest.raises(ConfigError, match="qwen3 export needs qk_norm=true"):
+        model_config_to_hf(dataclasses.replace(cfg, qk_norm=False), "float32")
+    with pytest.raises(ConfigError, match="qk_norm is only exported for qwen3, not llama"):
+        model_config_to_hf(dataclasses.replace(cfg, architecture="llama"), "float32")
+    with pytest.raises(ConfigError, match=r"model.head_dim must be >= 0"):
+        dataclasses.replace(cfg, head_dim=-4).validate()
 
 
 def test_sharded_export_reloads(tmp_path):

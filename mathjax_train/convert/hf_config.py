@@ -7,8 +7,13 @@ from typing import Any
 
 from mathjax_train.config import ConfigError, ModelConfig, RopeScaling
 
-SUPPORTED_MODEL_TYPES = ("llama", "mistral", "qwen2")
-HF_ARCHITECTURES = {"llama": "LlamaForCausalLM", "mistral": "MistralForCausalLM", "qwen2": "Qwen2ForCausalLM"}
+SUPPORTED_MODEL_TYPES = ("llama", "mistral", "qwen2", "qwen3")
+HF_ARCHITECTURES = {
+    "llama": "LlamaForCausalLM",
+    "mistral": "MistralForCausalLM",
+    "qwen2": "Qwen2ForCausalLM",
+    "qwen3": "Qwen3ForCausalLM",
+}
 REQUIRED = ("vocab_size", "hidden_size", "intermediate_size", "num_hidden_layers", "num_attention_heads")
 
 
@@ -60,9 +65,9 @@ def model_config_from_hf(hf: dict, source: str = "config.json", generation: dict
     sliding = 0
     if model_type == "mistral":
         sliding = int(hf.get("sliding_window") or 0)
-    if model_type == "qwen2" and hf.get("use_sliding_window"):
+    if model_type in ("qwen2", "qwen3") and hf.get("use_sliding_window"):
         raise ConfigError(
-            f"{source}: field use_sliding_window=true is not supported for qwen2 "
+            f"{source}: field use_sliding_window=true is not supported for {model_type} "
             "(per-layer windows); only full attention"
         )
     layer_types = hf.get("layer_types")
@@ -91,6 +96,7 @@ def model_config_from_hf(hf: dict, source: str = "config.json", generation: dict
         qkv_bias=True if model_type == "qwen2" else attn_bias,
         o_bias=False if model_type == "qwen2" else attn_bias,
         mlp_bias=bool(hf.get("mlp_bias", False)),
+        qk_norm=model_type == "qwen3",
         sliding_window=sliding,
         bos_token_id=hf.get("bos_token_id"),
         eos_token_id=eos,
@@ -112,6 +118,10 @@ def model_config_to_hf(cfg: ModelConfig, torch_dtype: str) -> dict:
         raise ConfigError("model: qwen2 export needs qkv_bias=true and o_bias=false")
     if a != "qwen2" and cfg.qkv_bias != cfg.o_bias:
         raise ConfigError(f"model: {a} export needs qkv_bias == o_bias (HF attention_bias covers both)")
+    if a == "qwen3" and not cfg.qk_norm:
+        raise ConfigError("model: qwen3 export needs qk_norm=true")
+    if a != "qwen3" and cfg.qk_norm:
+        raise ConfigError(f"model: qk_norm is only exported for qwen3, not {a}")
     if a != "mistral" and cfg.sliding_window:
         raise ConfigError(f"model: sliding_window is only exported for mistral, not {a}")
     rope: dict[str, Any] = {"rope_type": "default", "rope_theta": cfg.rope_theta}
@@ -153,6 +163,8 @@ def model_config_to_hf(cfg: ModelConfig, torch_dtype: str) -> dict:
         hf.update(sliding_window=cfg.sliding_window or None)
     elif a == "qwen2":
         hf.update(use_sliding_window=False, sliding_window=None)
+    elif a == "qwen3":
+        hf.update(attention_bias=cfg.qkv_bias, use_sliding_window=False, sliding_window=None)
     if cfg.mlp_bias and a != "llama":
         raise ConfigError(f"model: mlp_bias is only exported for llama, not {a}")
     return hf

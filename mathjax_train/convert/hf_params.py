@@ -81,6 +81,9 @@ def param_specs(cfg: ModelConfig) -> list[ParamSpec]:
             )
             if cfg.qkv_bias:
                 specs.append(_vector(p + f"self_attn.{name}.bias", ("self_attn", name, "bias"), i, (heads, d)))
+        if cfg.qk_norm:
+            for name in ("q_norm", "k_norm"):
+                specs.append(_vector(p + f"self_attn.{name}.weight", ("self_attn", name, "scale"), i, (d,)))
         specs.append(linear_spec(p + "self_attn.o_proj.weight", ("self_attn", "o_proj", "kernel"), i, (h, d), (e,)))
         if cfg.o_bias:
             specs.append(_vector(p + "self_attn.o_proj.bias", ("self_attn", "o_proj", "bias"), i, (e,)))

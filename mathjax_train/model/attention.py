@@ -13,7 +13,7 @@ from mathjax_train.config import ModelConfig
 from mathjax_train.model.attention_kernels import LANES, cudnn_attention, splash_attention
 from mathjax_train.model.cpu_kernels import paged_attention_cpu
 from mathjax_train.model.ragged_paged import ragged_attention, write_kv
-from mathjax_train.model.layers import DenseGeneral, dtype_of
+from mathjax_train.model.layers import DenseGeneral, RMSNorm, dtype_of
 from mathjax_train.model.rope import apply_rope, inverse_frequencies
 
 # Finite, so a row with no visible key (a padding query) gives a uniform softmax, not NaN.
@@ -229,6 +229,9 @@ class Attention(nn.Module):
         q = proj("q_proj", cfg.num_heads, "heads", cfg.qkv_bias)(x)
         k = proj("k_proj", cfg.num_kv_heads, "kv_heads", cfg.qkv_bias)(x)
         v = proj("v_proj", cfg.num_kv_heads, "kv_heads", cfg.qkv_bias)(x)
+        if cfg.qk_norm:  # Qwen3: each head's query and key normed over head_dim, before RoPE (so every path has it)
+            norm = lambda n: RMSNorm(cfg.rms_norm_eps, dtype=dt, param_dtype=pdt, axis="head_dim", name=n)  # noqa: E731
+            q, k = norm("q_norm")(q), norm("k_norm")(k)
         inv_freq = inverse_frequencies(hd, cfg.rope_theta, cfg.rope_scaling)
         q = apply_rope(q, positions, inv_freq)
         k = apply_rope(k, positions, inv_freq)

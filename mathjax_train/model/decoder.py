@@ -1,7 +1,7 @@
-"""The decoder family: LLaMA-2/3, Mistral, Qwen2 and tied-embedding models behind config switches.
+"""The decoder family: LLaMA-2/3, Mistral, Qwen2, Qwen3 and tied-embedding models behind config switches.
 
 Parameter names follow HF (`embed_tokens`, `layers`, `self_attn.q_proj`, `mlp.gate_proj`,
-`input_layernorm`, `norm`, `lm_head`) so that conversion is renames, transposes and stacking.
+`self_attn.q_norm`, `input_layernorm`, `norm`, `lm_head`) so that conversion is renames, transposes and stacking.
 With `scan_layers`, layer parameters are stacked under `layers` with a leading `layers` axis;
 without it they live under `layers_0`, `layers_1`, ...
 """

@@ -137,18 +137,20 @@ class DenseGeneral(nn.Module):
 
 
 class RMSNorm(nn.Module):
-    """RMSNorm computed in float32 (as HF does), scaled, then cast to the compute dtype."""
+    """RMSNorm over the last axis computed in float32 (as HF does), scaled, then cast to the compute dtype.
+    `axis` is the scale's logical axis: `embed` for the hidden states, `head_dim` for QK-norm's per-head norm."""
 
     eps: float = 1e-6
     dtype: jnp.dtype = jnp.float32
     param_dtype: jnp.dtype = jnp.float32
+    axis: str = "embed"
 
     @nn.compact
     def __call__(self, x: jax.Array) -> jax.Array:
         # self.param hands back the unboxed array; flax annotates it as LogicallyPartitioned
         scale = self.param(
             "scale",
-            nn.with_logical_partitioning(nn.initializers.ones_init(), ("embed",)),
+            nn.with_logical_partitioning(nn.initializers.ones_init(), (self.axis,)),
             (x.shape[-1],),
             self.param_dtype,
         )

@@ -12,12 +12,14 @@ an abstract mesh of the slice's shape and each array's shard is summed. The rest
          + a (r n + I)                         LoRA of rank r on n projections: each adapter's A x, and with
                                                lora.dropout > 0 its dropped-out input (I: the targets' inputs)
     EW = a (2e + (h + kv) d/th + m/tm) + 8e     norm outputs, rotated q/k, silu(gate)*up, float32 norm inputs
+         + Q, Q = a (h + kv) d/th with qk_norm    the normed q/k (Qwen3; estimated, not measured on XLA:TPU)
     SC = (h/th) s (4 + a) for `dot` (scores in float32 and probabilities), 4 h/th for `splash` (log-sum-exp)
   kept per layer, as XLA:TPU (libtpu 0.0.42.1) lays the step out (its buffer assignment for the LLaMA-2-7B,
   Mistral-7B, Qwen2-7B and Qwen2.5-1.5B recipes): none a (6m/tm + 2e + (3h + 2kv) d/th) + 16e + SC (SwiGLU's
   six m-wide tensors, four float32 copies of the residual stream, q and attention out twice, k and v) + LoRA;
   dots and dots_with_no_batch_dims a (2m/tm + 2e + (h + 2kv) d/th) + LoRA (the saved projections: q, k, v,
-  o_proj, gate and up), with `dots` also a (h/th) s scores for `dot`; full X; plus
+  o_proj, gate and up), with `dots` also a (h/th) s scores for `dot`; full X; with qk_norm, none keeps Q
+  more (q and k before and after their norm); plus
   one layer's full set X+MM+EW+SC live while it is (re)computed in the
   backward pass; plus the head: with full logits (train.loss_vocab_chunk off) (8 + a) V/tv + 2 a e (float32
   logits and their gradient, the logits in the compute dtype; normed hidden states and their gradient; rl's
@@ -115,7 +117,8 @@ def state_bytes(cfg: Config, model_cfg: ModelConfig, mp: MeshPlan) -> dict:
 
 def layer_param_count(m: ModelConfig) -> int:
     e, d = m.hidden_size, m.resolved_head_dim
-    return e * d * (2 * m.num_heads + 2 * m.num_kv_heads) + 3 * e * m.intermediate_size + 2 * e
+    qk_norm = 2 * d if m.qk_norm else 0
+    return e * d * (2 * m.num_heads + 2 * m.num_kv_heads) + 3 * e * m.intermediate_size + 2 * e + qk_norm
 
 
 def activation_terms(cfg: Config, m: ModelConfig, mp: MeshPlan, learner: bool = False) -> dict:
@@ -136,12 +139,13 @@ def activation_terms(cfg: Config, m: ModelConfig, mp: MeshPlan, learner: bool = 
     T = mp.rows_per_device * s
     X = a * e
     MM = a * (2 * e + (2 * h + 2 * kv) * d / th + 2 * mlp / tm) + lora_terms(cfg, a, e, mlp, h, kv, d, th, tm)
-    EW = a * (2 * e + (h + kv) * d / th + mlp / tm) + 8 * e
+    Q = a * (h + kv) * d / th if m.qk_norm else 0.0
+    EW = a * (2 * e + (h + kv) * d / th + mlp / tm) + 8 * e + Q
     SC = (h / th) * s * (4 + a) if m.attention_kernel == "dot" else 4 * h / th
     lora = lora_terms(cfg, a, e, mlp, h, kv, d, th, tm)
     saved = a * (2 * mlp / tm + 2 * e + (h + 2 * kv) * d / th) + lora  # the dots policies' projections
     kept = {
-        "none": a * (6 * mlp / tm + 2 * e + (3 * h + 2 * kv) * d / th) + 16 * e + SC + lora,
+        "none": a * (6 * mlp / tm + 2 * e + (3 * h + 2 * kv) * d / th) + 16 * e + SC + lora + Q,
         "dots": saved + (a * (h / th) * s if m.attention_kernel == "dot" else 0),
         "dots_with_no_batch_dims": saved,
         "full": X,
