@@ -22,7 +22,6 @@ from jax.sharding import PartitionSpec
 from hf_fixtures import import_random_model
 from mathjax_train.cli import main
 from mathjax_train.config import ConfigError, LoraConfig, load_config
-from mathjax_train.convert.import_hf import copy_tokenizer_files
 from mathjax_train.infer.loading import load_for_inference
 from mathjax_train.model import Decoder
 from mathjax_train.model import checkpoint as ckpt
@@ -34,6 +33,7 @@ from mathjax_train.train.optimizer import make_optimizer
 from mathjax_train.train.setup import build_step
 from mathjax_train.train.state import state_layout
 from mathjax_train.train.trainer import resolve_model_config, train
+from lora_helpers import export_random_adapter
 from precision import float32_logit_tolerance
 from train_helpers import REPO, read_metrics, tiny_config
 
@@ -403,16 +403,7 @@ def test_peft_loads_random_adapters_on_qwen3_with_equal_logits(tmp_path):
     hf_model, base_ckpt = import_random_model(tmp_path / "base", "qwen3")
     cfg = ckpt.load_model_config(base_ckpt)
     lora = LoraConfig(rank=4, alpha=16.0, targets=TARGETS)
-    adapters, _ = lora_params.abstract_trees(cfg, lora)
-    keys = iter(jax.random.split(jax.random.PRNGKey(0), len(jax.tree_util.tree_leaves(adapters))))
-    adapters = jax.tree_util.tree_map(lambda s: np.asarray(jax.random.normal(next(keys), s.shape)) * 0.05, adapters)
-    out = tmp_path / "adapter"
-    ckpt.save_params(out, adapters)
-    ckpt.save_model_config(out, cfg)
-    lora_params.save_adapter_meta(out, str(base_ckpt), lora)
-    copy_tokenizer_files(ckpt.resolve(base_ckpt).tokenizer_dir, out / ckpt.TOKENIZER_DIR)
-    assert main(["export-hf", "--adapter", str(out), str(tmp_path / "peft")]) == 0
-    assert main(["export-hf", str(out), str(tmp_path / "merged")]) == 0
+    out, adapters = export_random_adapter(base_ckpt, cfg, lora, 0.05, tmp_path)
 
     merged_ours = our_logits(out)
     base_params = ckpt.load_params(base_ckpt, cfg)

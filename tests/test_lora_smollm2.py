@@ -5,20 +5,18 @@ rounding budget of it (tests/precision.py)."""
 
 import copy
 
-import jax
 import numpy as np
 import peft
 import pytest
 import torch
 import transformers
 
-from mathjax_train.cli import main
 from mathjax_train.config import LoraConfig
-from mathjax_train.convert.import_hf import copy_tokenizer_files
 from mathjax_train.infer.loading import load_for_inference
 from mathjax_train.model import Decoder
 from mathjax_train.model import checkpoint as ckpt
 from mathjax_train.model import lora as lora_params
+from lora_helpers import export_random_adapter
 from precision import float32_logit_tolerance
 
 pytestmark = pytest.mark.slow
@@ -31,17 +29,8 @@ def test_peft_logits_equal_ours_on_smollm2(smollm2, tmp_path):
     lora = LoraConfig(
         rank=4, alpha=16.0, targets=["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
     )
-    adapters, _ = lora_params.abstract_trees(cfg, lora)
-    keys = iter(jax.random.split(jax.random.PRNGKey(0), len(jax.tree_util.tree_leaves(adapters))))
     # N(0, 0.01) adapters move the logits by ~0.8
-    adapters = jax.tree_util.tree_map(lambda s: np.asarray(jax.random.normal(next(keys), s.shape)) * 0.01, adapters)
-    out = tmp_path / "adapter"
-    ckpt.save_params(out, adapters)
-    ckpt.save_model_config(out, cfg)
-    lora_params.save_adapter_meta(out, str(base_ckpt), lora)
-    copy_tokenizer_files(ckpt.resolve(base_ckpt).tokenizer_dir, out / ckpt.TOKENIZER_DIR)
-    assert main(["export-hf", "--adapter", str(out), str(tmp_path / "peft")]) == 0
-    assert main(["export-hf", str(out), str(tmp_path / "merged")]) == 0
+    out, adapters = export_random_adapter(base_ckpt, cfg, lora, 0.01, tmp_path)
 
     ours = load_for_inference(out, dtype="float32")
     logits = np.asarray(Decoder(ours.cfg).apply({"params": ours.params}, IDS)[0])
