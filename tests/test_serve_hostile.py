@@ -278,7 +278,10 @@ def test_the_access_log_escapes_control_characters(served, capfd):
     for target in ["/v1/models\x1b[2J\x1b[1;1H", "/v1/mo\rdels", "/health%0d%0aserve:%20forged"]:
         exchange(server, head(target, "Connection: close\r\n\r\n", method="GET"))
     client.models.list()
-    err = capfd.readouterr().err
+    err, deadline = "", time.monotonic() + 30  # the access line is written after the response is sent
+    while '"GET /v1/models HTTP/1.1" 200' not in err and time.monotonic() < deadline:
+        time.sleep(0.05)
+        err += capfd.readouterr().err
     assert '"GET /v1/models HTTP/1.1" 200' in err  # the log works
     assert "\x1b" not in err and "\r" not in err
     assert not any(line.startswith("serve: forged") for line in err.split("\n"))
