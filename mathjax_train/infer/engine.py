@@ -593,31 +593,32 @@ class Engine:
                 continue
             got = out["tokens"][i]
             n = int(np.sum(got >= 0))
-            new = [int(t) for t in got[:n]]
-            r.tokens += new
-            r.logprobs += [float(x) for x in out["logprobs"][i, :n]]
-            r.cached += n
-            self.stats.generated_tokens += n
-            self._guarded(r, self._after_tokens, r, new)
+            self._take_tokens(r, [int(t) for t in got[:n]], [float(x) for x in out["logprobs"][i, :n]])
+
+    def _take_tokens(self, r: SeqState, new: list[int], logprobs: list[float]) -> None:
+        """Append a decode chunk's tokens (and their log-probabilities) to row `r`, then its stop checks."""
+        r.tokens += new
+        r.logprobs += logprobs
+        r.cached += len(new)  # the pages the chunk reserved hold them
+        self.stats.generated_tokens += len(new)
+        self._guarded(r, self._after_tokens, r, new)
 
     def _decode_exact(self, r: SeqState, steps: int) -> None:
         """Up to `steps` tokens of one row through the exact program, ending where the decode chunk would."""
         assert self.exact is not None
         sp = r.params
         new: list[int] = []
+        logprobs: list[float] = []
         for _ in range(steps):
             step = len(r.generated) + len(new)
             tok, lp = self.exact.next_token(self.model.params, r.tokens + new, r.seed, step, sp)
             new.append(tok)
-            r.logprobs.append(lp)
+            logprobs.append(lp)
             if (tok in self._eos and not sp.ignore_eos) or step + 1 >= sp.max_tokens:
                 break
-        r.tokens += new
-        r.cached += len(new)  # the pages the chunk reserved stay accounted as in a decode chunk
         self.stats.decode_chunks += 1
         self.stats.decode_rows += 1
-        self.stats.generated_tokens += len(new)
-        self._after_tokens(r, new)
+        self._take_tokens(r, new, logprobs)
 
     def _batch(
         self, rows: list[SeqState], s: int, table: np.ndarray, errors: dict[int, Exception] | None = None

@@ -56,9 +56,10 @@ def compiling_for(devices: Iterable[Any]) -> Iterator[Target]:
     first = next(iter(devices), None)
     if first is None:
         raise ValueError("compiling_for: no devices")
-    token = _current.set(of_device(first))
+    target = of_device(first)
+    token = _current.set(target)
     try:
-        yield _current.get() or of_device(first)
+        yield target
     finally:
         _current.reset(token)
 

@@ -92,14 +92,12 @@ def _step_metrics(rollout, batch: dict, learn: list[dict]) -> dict:
     # a minibatch with no trained token (padding rows of a short dynamic-sampling batch) updates nothing
     # and its zeros would drag the means down (a ratio_mean of 0.5 with one empty minibatch of two)
     applied = [m for m in learn if float(m["trained_tokens"]) > 0]
-    for key in ("loss", "grad_norm", "clip_fraction", "ratio_mean", "entropy", "kl"):
+    means = ("loss", "grad_norm", "clip_fraction", "ratio_mean", "entropy", "kl")
+    extremes = (("ratio_min", min), ("ratio_max", max))  # over every update's trained tokens
+    for key, pick in [(k, np.mean) for k in means] + list(extremes):
         vals = [float(m[key]) for m in applied if key in m]
         if vals:
-            row[key] = float(np.mean(vals))
-    for key, pick in (("ratio_min", min), ("ratio_max", max)):  # over every update's trained tokens
-        vals = [float(m[key]) for m in applied if key in m]
-        if vals:
-            row[key] = pick(vals)
+            row[key] = float(pick(vals))
     row["trained_tokens"] = int(batch["loss_mask"].sum())
     return row
 
