@@ -19,7 +19,7 @@ from data_fixtures import (
     setup_data,
     write_jsonl,
 )
-from mathjax_train.config import ConfigError
+from mathjax_train.errors import ConfigError
 from mathjax_train.data import pipeline, tasks
 from mathjax_train.data.jsonl_source import JsonlFormatError
 from mathjax_train.data.seqio_vocab import TokenizerVocabulary

@@ -12,7 +12,7 @@ import time
 import pytest
 
 from mathjax_train.cli import main
-from mathjax_train.config import ConfigError
+from mathjax_train.errors import ConfigError
 from mathjax_train.pipeline.hashing import checkpoint_hash
 from mathjax_train.pipeline.runner import run_pipeline
 from mathjax_train.pipeline.spec import KINDS, load_pipeline

@@ -51,7 +51,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from mathjax_train.config import InputError
+    from mathjax_train.errors import InputError
 
     args = build_parser().parse_args(argv)
     platforms.keep_off_absent_tpu()

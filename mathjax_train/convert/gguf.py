@@ -11,7 +11,7 @@ import importlib.util
 import os
 from pathlib import Path
 
-from mathjax_train.config import InputError
+from mathjax_train.errors import InputError
 
 
 def packaged_smollm2() -> Path | None:

@@ -14,7 +14,7 @@ from typing import Iterator
 import ml_dtypes
 import numpy as np
 
-from mathjax_train.config import InputError
+from mathjax_train.errors import InputError
 
 DTYPES = {
     "F64": np.dtype(np.float64),

@@ -16,7 +16,7 @@ from typing import Any, Iterable, Iterator, Mapping, Union
 
 from etils import epath
 
-from mathjax_train.config import InputError
+from mathjax_train.errors import InputError, JsonlFormatError
 
 PathLike = Union[str, os.PathLike]
 # field name -> accepted type(s); a plain iterable of names means "present, any type".
@@ -24,15 +24,6 @@ Required = Union[Iterable[str], Mapping[str, Union[type, tuple]]]
 
 SFT_REQUIRED = ("question", "solution", "answer")
 SFT_OPTIONAL = ("source", "level")
-
-
-class JsonlFormatError(InputError):
-    """A malformed JSONL record; ``path``, ``line`` (1-based) and ``field`` say where."""
-
-    def __init__(self, path: PathLike, line: int, problem: str, field: str | None = None):
-        self.path, self.line, self.field, self.problem = str(path), line, field, problem
-        where = f"{self.path}:{line}"
-        super().__init__(f"{where}: field {field!r}: {problem}" if field else f"{where}: {problem}")
 
 
 @dataclasses.dataclass

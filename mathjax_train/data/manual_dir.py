@@ -11,7 +11,7 @@ from typing import Iterable, Mapping
 
 from etils import epath
 
-from mathjax_train.config import InputError
+from mathjax_train.errors import InputError
 
 ENV_VAR = "MATHJAX_DATA_DIR"
 

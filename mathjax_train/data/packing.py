@@ -13,8 +13,8 @@ from typing import Sequence
 
 import numpy as np
 
-from mathjax_train.config import InputError
 from mathjax_train.data.batches import empty_batch
+from mathjax_train.errors import InputError
 
 OK, TRUNCATED, DROPPED = "ok", "truncated", "dropped"
 

@@ -13,9 +13,9 @@ import re
 from dataclasses import dataclass
 from typing import Any, Iterator
 
-from mathjax_train.config import InputError
 from mathjax_train.data import manual_dir
 from mathjax_train.data.jsonl_source import JsonlFormatError, normalize_level, read_jsonl_numbered
+from mathjax_train.errors import InputError
 
 NAMED = ("gsm8k", "math", "math500")
 # Recorded where outputs are resumed by id (evaluate's run.json), so a run written under the

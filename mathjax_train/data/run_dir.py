@@ -12,8 +12,9 @@ from typing import Any, Iterable, Mapping
 
 from etils import epath
 
-from mathjax_train.config import ConfigError, InputError, is_remote
+from mathjax_train.config import is_remote
 from mathjax_train.data.jsonl_source import PathLike, Required, decode_line, parse_record, required_checks
+from mathjax_train.errors import InputError, SettingsMismatchError
 
 
 # ----------------------------------------------------------------------------- settings
@@ -22,25 +23,6 @@ def diff_settings(recorded: Mapping, now: Mapping, keys: Iterable[str] | None = 
     absent key reads as None."""
     names = sorted(set(recorded) | set(now)) if keys is None else list(keys)
     return {k: (recorded.get(k), now.get(k)) for k in names if recorded.get(k) != now.get(k)}
-
-
-class SettingsMismatchError(ConfigError):
-    """An output (a run, a cache, a checkpointed state) was made with other settings than this run's;
-    `diff` maps every differing key to (recorded, now)."""
-
-    def __init__(
-        self,
-        where: str,
-        subject: str,
-        diff: Mapping[str, tuple[Any, Any]],
-        remedy: str,
-        *,
-        prefix: str = "",
-        sides: tuple[str, str] = ("recorded", "now"),
-    ):
-        self.where, self.diff = where, dict(diff)
-        changes = "; ".join(f"{prefix}{k}: {a!r} -> {b!r}" for k, (a, b) in self.diff.items())
-        super().__init__(f"{where}: {subject} ({sides[0]} -> {sides[1]}: {changes}); {remedy}")
 
 
 def check_settings(

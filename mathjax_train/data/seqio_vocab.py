@@ -14,8 +14,8 @@ import numpy as np
 import seqio
 import tensorflow as tf
 
-from mathjax_train.config import ConfigError
 from mathjax_train.data.vocab import Tokenizer, load_tokenizer
+from mathjax_train.errors import ConfigError
 
 _PROBES = ("a", "7 + 5 = 12")
 

@@ -9,10 +9,10 @@ from __future__ import annotations
 
 from typing import Callable, Iterable, Sequence
 
-from mathjax_train.config import ConfigError, InputError
 from mathjax_train.data import problems
 from mathjax_train.data.jsonl_source import ReadStats, read_sft_jsonl
 from mathjax_train.data.problems import Problem
+from mathjax_train.errors import ConfigError, InputError
 
 
 def _record(p: Problem) -> dict:

@@ -18,7 +18,7 @@ from typing import Any, Mapping, Sequence, TypeVar
 
 from etils import epath
 
-from mathjax_train.config import InputError
+from mathjax_train.errors import TemplateError
 
 ALPACA_RFT_PROMPT = (
     "Below is an instruction that describes a task. "
@@ -33,10 +33,6 @@ _CALC = re.compile(r"<<[^<>]*>>")
 _TRAILING_ANSWER = re.compile(
     r"\n?[ \t]*(?:####[^\n]*|The answer is:[^\n]*|The answer is \$\\boxed\{.*\}\$\.?)[ \t]*\Z"
 )
-
-
-class TemplateError(InputError):
-    """Unknown template/ending name, or a chat template that cannot be used."""
 
 
 def strip_final_answer(solution: str) -> str:

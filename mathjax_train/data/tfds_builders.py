@@ -13,9 +13,9 @@ import os
 import numpy as np
 import tensorflow_datasets as tfds
 
-from mathjax_train.config import InputError
 from mathjax_train.data import manual_dir as manual
 from mathjax_train.data import problems
+from mathjax_train.errors import InputError
 
 
 def gsm8k_examples(path, split: str):

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from mathjax_train.config import InputError
 from mathjax_train.data.packing import RowPlanner
+from mathjax_train.errors import InputError
 
 
 class ToyCopyIterator:

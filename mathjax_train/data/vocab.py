@@ -13,7 +13,7 @@ from typing import Any
 
 from etils import epath
 
-from mathjax_train.config import ConfigError
+from mathjax_train.errors import ConfigError
 
 TOKENIZER_FILES = (
     "tokenizer.json",

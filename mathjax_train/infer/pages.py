@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from mathjax_train.config import InputError
+from mathjax_train.errors import InputError
 from mathjax_train.model.kv_cache import TRASH_PAGE
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import hashlib
 from dataclasses import dataclass, field
 
-from mathjax_train.config import InputError
+from mathjax_train.errors import InputError
 
 # "error": a row that failed alone, only with Engine(isolate_rows=True)
 FINISH_REASONS = ("eos", "stop", "length", "max_calls", "aborted", "error")

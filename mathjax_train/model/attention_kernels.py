@@ -21,7 +21,7 @@ from jax.experimental.pallas.ops.tpu.splash_attention import splash_attention_ke
 from jax.experimental.pallas.ops.tpu.splash_attention import splash_attention_mask as splash_mask
 from jax.sharding import PartitionSpec
 
-from mathjax_train.config import InputError
+from mathjax_train.errors import InputError
 from mathjax_train.model import target
 
 LANES = 128  # the kernel's block sizes must be multiples of this, so sequence lengths must be too

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import jax
 
-from mathjax_train.config import InputError
+from mathjax_train.errors import InputError
 import numpy as np
 
 

@@ -17,16 +17,13 @@ import jax
 import numpy as np
 from jax.experimental import multihost_utils
 
-from mathjax_train.config import Config, InputError, to_dict
+from mathjax_train.config import Config, to_dict
+from mathjax_train.errors import PreflightError
 from mathjax_train.parallel.topology import matches_device_kind, parse_topology
 
 PACKAGE_DIR = Path(__file__).resolve().parents[1]
 RECORD_BYTES = 2048  # a host's record travels as fixed-size bytes through one allgather
 CODE_FIELDS = ("package", "source_sha256", "config_sha256", "jax", "jaxlib")
-
-
-class PreflightError(InputError):
-    """The hosts disagree, or the device/process layout cannot run this config."""
 
 
 def source_hash(package_dir: Path = PACKAGE_DIR) -> str:

@@ -12,7 +12,7 @@ import flax.linen as nn
 import jax
 from jax.sharding import NamedSharding, PartitionSpec
 
-from mathjax_train.config import ConfigError
+from mathjax_train.errors import ConfigError
 
 LOGICAL_AXES = ("batch", "length", "embed", "mlp", "heads", "kv_heads", "head_dim", "vocab", "layers", "lora_rank")
 

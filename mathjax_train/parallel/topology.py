@@ -11,7 +11,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-from mathjax_train.config import ConfigError
+from mathjax_train.errors import ConfigError
 
 GIB = 2**30
 

@@ -9,7 +9,7 @@ from importlib import metadata
 
 from etils import epath
 
-from mathjax_train.config import InputError
+from mathjax_train.errors import InputError
 from mathjax_train.pipeline.spec import join_path
 
 MANIFEST = "manifest.json"

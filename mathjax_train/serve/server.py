@@ -25,7 +25,7 @@ import h11
 import uvicorn
 from uvicorn.protocols.http.h11_impl import H11Protocol
 
-from mathjax_train.config import InputError
+from mathjax_train.errors import InputError
 from mathjax_train.serve.app import ServeApp
 from mathjax_train.serve.errors import unavailable
 from mathjax_train.serve.http import Endpoints, build_http_app

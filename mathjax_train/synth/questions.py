@@ -11,9 +11,9 @@ import dataclasses
 
 from etils import epath
 
-from mathjax_train.config import InputError
 from mathjax_train.data import problems
 from mathjax_train.data.problems import Problem
+from mathjax_train.errors import InputError
 
 NAMED = ("gsm8k", "math", "procedural")
 

@@ -9,9 +9,9 @@ from collections import Counter
 
 from etils import epath
 
-from mathjax_train.config import InputError
 from mathjax_train.data import run_dir
 from mathjax_train.data.jsonl_source import JsonlFormatError
+from mathjax_train.errors import InputError
 from mathjax_train.parallel.host_shard import settings_path, shard_path, unfinished
 
 

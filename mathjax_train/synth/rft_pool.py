@@ -8,7 +8,7 @@ import json
 
 from etils import epath
 
-from mathjax_train.config import InputError
+from mathjax_train.errors import InputError
 from mathjax_train.synth.rft import select
 from mathjax_train.synth.rft_output import output_stats, read_rows
 

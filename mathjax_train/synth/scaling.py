@@ -16,7 +16,7 @@ from dataclasses import dataclass
 import numpy as np
 from etils import epath
 
-from mathjax_train.config import InputError
+from mathjax_train.errors import InputError
 
 SIZE_FIELD = "train_examples"
 _SIZE_SUFFIX = re.compile(r"^(?P<path>.+):(?P<size>\d+(?:\.\d+)?(?:[eE]\+?\d+)?)$")

@@ -1,0 +1,124 @@
+"""The model's settings: the decoder family (`ModelConfig`, its RoPE scaling), the device mesh and LoRA."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Literal
+
+from mathjax_train.config.loading import check_choices
+from mathjax_train.errors import ConfigError
+
+Dtype = Literal["float32", "bfloat16", "float16"]
+# blocked (plain XLA, causal blocks only) | dot (plain XLA, full score matrix) | splash (Pallas TPU kernel;
+# interpreted off TPU) | cudnn (GPU); model/attention.py `self_attention` picks one
+AttentionKernel = Literal["dot", "splash", "cudnn", "blocked"]
+LoraTarget = Literal["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
+
+
+@dataclass
+class RopeScaling:
+    """RoPE frequency scaling. `type`: none, linear, llama3 (the LLaMA-3.1 piecewise rule)."""
+
+    type: Literal["none", "linear", "llama3"] = "none"
+    factor: float = 1.0
+    low_freq_factor: float = 1.0
+    high_freq_factor: float = 4.0
+    original_max_position_embeddings: int = 8192
+
+
+@dataclass
+class ModelConfig:
+    """One decoder family: LLaMA-2/3, Mistral (sliding window), Qwen2 (qkv bias), Qwen3 (QK-norm, its own
+    head_dim), tied embeddings."""
+
+    architecture: Literal["llama", "mistral", "qwen2", "qwen3"] = "llama"  # the HF class written by export-hf
+    vocab_size: int = 0  # 0 = the tokenizer's size (data.tokenizer), taken when training starts
+    hidden_size: int = 4096
+    intermediate_size: int = 11008
+    num_layers: int = 32
+    num_heads: int = 32
+    num_kv_heads: int = 32
+    head_dim: int = 0  # 0 = hidden_size // num_heads
+    max_position_embeddings: int = 4096
+    rope_theta: float = 10000.0
+    rope_scaling: RopeScaling = field(default_factory=RopeScaling)
+    rms_norm_eps: float = 1e-6
+    tie_embeddings: bool = False
+    qkv_bias: bool = False
+    o_bias: bool = False
+    mlp_bias: bool = False
+    qk_norm: bool = False  # per-head RMSNorm (eps rms_norm_eps) of queries and keys before RoPE (Qwen3)
+    sliding_window: int = 0  # 0 = full attention
+    bos_token_id: int | None = 1
+    eos_token_id: list[int] = field(default_factory=lambda: [2])
+    pad_token_id: int | None = None
+    dtype: Dtype = "bfloat16"  # compute dtype
+    param_dtype: Dtype = "float32"
+    scan_layers: bool = True
+    remat_policy: Literal["none", "full", "dots", "dots_with_no_batch_dims"] = "none"
+    attention_kernel: AttentionKernel = "blocked"
+
+    @property
+    def resolved_head_dim(self) -> int:
+        return self.head_dim or self.hidden_size // self.num_heads
+
+    def validate(self, where: str = "model") -> None:
+        check_choices(self, where)
+        if self.vocab_size < 0:
+            raise ConfigError(f"{where}.vocab_size must be >= 0 (0 = the tokenizer's size), got {self.vocab_size}")
+        if self.head_dim < 0:
+            raise ConfigError(f"{where}.head_dim must be >= 0 (0 = hidden_size // num_heads), got {self.head_dim}")
+        if self.num_heads % self.num_kv_heads:
+            raise ConfigError(
+                f"{where}.num_heads ({self.num_heads}) must be a multiple of num_kv_heads ({self.num_kv_heads})"
+            )
+        if not self.head_dim and self.hidden_size % self.num_heads:
+            raise ConfigError(
+                f"{where}.hidden_size ({self.hidden_size}) is not divisible by num_heads ({self.num_heads})"
+            )
+        if self.resolved_head_dim % 2:
+            raise ConfigError(f"{where}.head_dim must be even for RoPE, got {self.resolved_head_dim}")
+
+
+@dataclass
+class MeshConfig:
+    """Device mesh axes; -1 fills with the remaining devices."""
+
+    data: int = -1
+    fsdp: int = 1
+    tensor: int = 1
+    rules: dict[str, list[str]] = field(default_factory=dict)  # logical axis -> mesh axes (parallel/rules.py)
+    topology: str = ""  # the TPU slice this config is written for (v5p-32, ...): `plan`'s default, checked at start
+
+
+@dataclass
+class LoraConfig:
+    """LoRA adapters on a frozen base (model/lora.py): W x + (alpha / rank) B A dropout(x) for each
+    targeted projection. `rank` 0 = off (full fine-tuning). `quantize_base: int8` stores the frozen
+    projections as int8 with one float32 scale per output channel (QLoRA-style)."""
+
+    rank: int = 0
+    alpha: float = 16.0
+    dropout: float = 0.0
+    targets: list[LoraTarget] = field(default_factory=lambda: ["q_proj", "v_proj"])  # HF module names
+    quantize_base: Literal["none", "int8"] = "none"
+    param_dtype: Dtype = "float32"  # the adapters' dtype (the base keeps model.param_dtype)
+
+    @property
+    def enabled(self) -> bool:
+        return self.rank > 0
+
+    @property
+    def scaling(self) -> float:
+        return self.alpha / self.rank
+
+    def validate(self, where: str = "lora") -> None:
+        if self.rank < 0:
+            raise ConfigError(f"{where}.rank must be >= 0 (0 = off), got {self.rank}")
+        if not 0 <= self.dropout < 1:
+            raise ConfigError(f"{where}.dropout must be in [0, 1), got {self.dropout}")
+        check_choices(self, where)
+        if self.enabled and not self.targets:
+            raise ConfigError(f"{where}.targets: adapters (rank > 0) need at least one target projection")
+        if self.quantize_base != "none" and not self.enabled:
+            raise ConfigError(f"{where}.quantize_base={self.quantize_base} needs adapters ({where}.rank > 0)")
