@@ -1,6 +1,6 @@
 """The README's and docs' commands cannot drift: CI runs the README's test command, and every `mathjax-train`
-example in README.md and docs/*.md parses against the real CLI (configs exist and their overrides apply); the
-smoke and demo commands run."""
+example in README.md, docs/*.md and benchmarks/RESULTS.md parses against the real CLI (configs exist and their
+overrides apply); the smoke and demo commands run."""
 
 import re
 import shlex
@@ -14,7 +14,7 @@ from train_helpers import REPO, read_metrics, run_train
 
 README = (REPO / "README.md").read_text()
 BLOCKS = re.findall(r"```bash\n(.*?)```", README, flags=re.S)
-DOCS = sorted((REPO / "docs").glob("*.md"))
+DOCS = [*sorted((REPO / "docs").glob("*.md")), REPO / "benchmarks" / "RESULTS.md"]
 DOC_BLOCKS = [b for d in DOCS for b in re.findall(r"```bash\n(.*?)```", d.read_text(), flags=re.S)]
 
 
