@@ -2,7 +2,7 @@
 
 import pytest
 
-from mathjax_train.demo_report import markdown
+from mathjax_train.demo.report import markdown
 
 
 def _summary(rft_minus_sft: list[float], rft_minus_control: list[float]) -> dict:

@@ -1,5 +1,5 @@
-"""`pipeline`: configs/pipeline_tiny.yaml runs every stage kind on CPU; a run killed mid-stage and
-re-run ends with the same manifest hashes as an uninterrupted one; a changed stage config re-runs
+"""`pipeline`: configs/pipeline_tiny.yaml runs every stage kind on CPU (SFT -> RFT -> RL -> evaluate ->
+export); a run killed mid-stage and re-run ends with the same manifest hashes as an uninterrupted one; a changed stage config re-runs
 that stage and the later ones only; changed input or output content is detected; bad files are
 named. One killed + one uninterrupted run are shared by the tests (module fixture)."""
 
@@ -93,6 +93,11 @@ def test_every_stage_kind_runs_and_the_manifest_traces_them(runs):
         for inp in rec["inputs"].values():
             assert inp["sha256"] == out[inp["path"]], inp
     assert stages["retrain"]["config"]["init_from"] == str(runs["run_dir"] / "sft")
+    # the loop's RL step: GRPO from the retrained model, its checkpoint evaluated and exported
+    assert stages["rl"]["inputs"]["init_from"]["sha256"] == stages["retrain"]["outputs"]["checkpoint"]["sha256"]
+    assert stages["rl"]["metrics"]["status"] == "finished" and stages["rl"]["metrics"]["steps"] == 2
+    assert stages["rl"]["metrics"]["sampled_tokens"] > 0
+    assert stages["export"]["inputs"]["checkpoint"]["sha256"] == stages["rl"]["outputs"]["checkpoint"]["sha256"]
     assert stages["sft"]["metrics"]["step"] == 8 and stages["retrain"]["metrics"]["step"] == 2
     assert stages["sample"]["metrics"]["samples"] == 16 and stages["sample"]["metrics"]["processed"] == 4
     aug = stages["augment"]["metrics"]  # 2 seeds, one method: each candidate is kept or dropped for a reason
@@ -103,7 +108,7 @@ def test_every_stage_kind_runs_and_the_manifest_traces_them(runs):
     assert aug_in["benchmarks[0]"]["sha256"] == stages["heldout"]["outputs"]["problems"]["sha256"]
     assert stages["decontaminate"]["metrics"]["rows_checked"] == stages["sample"]["metrics"]["output_stats"]["rows"]
     ev = stages["evaluate"]["metrics"]
-    assert set(ev) == {"sft", "retrain"}
+    assert set(ev) == {"sft", "retrain", "rl"}
     for m_ in ev.values():
         assert m_["greedy"]["problems"] == 4 and set(m_["sampled"]["pass@k"]) >= {"1", "4"}
         assert 0 <= m_["sampled"]["pass@k"]["1"] <= m_["sampled"]["pass@k"]["4"] <= 1
@@ -173,7 +178,7 @@ def test_changed_output_file_is_detected(runs):
     plan = _run(run_dir, "stages.evaluate.eval.limit=2", dry_run=True)
     assert plan["select"]["action"] == "run" and "output output" in plan["select"]["reason"]
     assert all(plan[n]["action"] == "skip" for n in ("tokenizer", "heldout", "sft", "sample", "decontaminate"))
-    assert all(plan[n]["action"] == "run" for n in ("retrain", "scaling", "evaluate", "export"))
+    assert all(plan[n]["action"] == "run" for n in ("retrain", "rl", "scaling", "evaluate", "export"))
 
 
 def test_changed_input_file_reruns_its_stage(tmp_path):
@@ -233,6 +238,7 @@ def test_a_named_benchmark_counts_by_its_file(tmp_path):
             r"a problems stage's outputs are problems",
         ),
         ("  a: {kind: train, output_dir: /tmp/x}\n", "stages.a.output_dir: set by the pipeline"),
+        ("  a: {kind: rl}\n", "stages.a: init_from: an rl stage starts from a checkpoint"),
         ("  a: {kind: evaluate, checkpoints: [c], eval: {limt: 3}}\n", "stages.a.eval: unknown key 'limt'"),
         ("  a: {kind: train, train: {steps: -1}}\n", "stages.a: train.steps must be >= 0"),
         ("  a: {kind: train, base: missing.yaml}\n", "stages.a: base .*missing.yaml: config file not found"),

@@ -130,6 +130,13 @@ def test_stopped_run_resumes_to_the_same_metrics(ckpt, tmp_path):
         "step": best["step"],
         "validation_accuracy": best["validation_accuracy"],
     }
+    # checkpoint 2 was written once, before its evaluation: re-running the finished run reads that evaluation
+    # back from beside it (OUTPUT_DIR/heldout/step_2) and reports the same results and best step
+    again = run_rl(_config(ckpt, tmp_path, "split"), log=lambda m: None)
+    assert again["status"] == "finished" and again["steps"] == 2
+    for key in ("heldout", "validation", "best", "heldout_difference", "sampled_tokens"):
+        assert again[key] == summary[key], key
+    assert _comparable(tmp_path / "split" / "metrics.jsonl") == a
     for key in (
         "reward_mean",
         "pass_rate",

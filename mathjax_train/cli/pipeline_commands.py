@@ -9,7 +9,7 @@ def _cmd_pipeline(args) -> int:
     from mathjax_train.pipeline.runner import run_pipeline
     from mathjax_train.pipeline.spec import load_pipeline
     from mathjax_train.pipeline.stages import StagePreempted
-    from mathjax_train.train.trainer import PREEMPTED_EXIT_CODE
+    from mathjax_train.train.run_loop import PREEMPTED_EXIT_CODE
 
     pipe = load_pipeline(args.config, args.overrides)
     try:

@@ -25,6 +25,7 @@ from mathjax_train.pipeline.stages import ON_EVERY_HOST, RUNNERS, StagePreempted
 # fields that name files or checkpoints a stage reads (lists: every entry); named datasets are not files
 INPUT_FIELDS = {
     "train": ("init_from", "data.tokenizer", "data.jsonl"),
+    "rl": ("init_from", "rl.prompts", "rl.heldout", "rl.validation"),
     "sample": ("checkpoints", "dataset"),
     "augment": ("seeds", "teacher_checkpoint", "benchmarks"),
     "decontaminate": ("input", "benchmarks"),
@@ -55,11 +56,12 @@ def input_paths(stage: Stage, produced: set[str]) -> dict[str, str]:
     out = {}
     for dotted in INPUT_FIELDS.get(stage.kind, ()):
         value = _field(stage.cfg, dotted)
-        values = value if isinstance(value, list) else [value]
+        values = list(value) if isinstance(value, (list, dict)) else [value]  # a dict: its keys (rl.prompts)
         for i, v in enumerate(values):
-            if not v or (dotted.endswith(("dataset", "benchmarks", "seeds")) and not v.endswith(".jsonl")):
+            named = ("dataset", "benchmarks", "seeds", "prompts", "heldout", "validation")
+            if not v or (dotted.endswith(named) and not v.endswith(".jsonl")):
                 continue
-            where = f"{dotted}[{i}]" if isinstance(value, list) else dotted
+            where = f"{dotted}[{i}]" if isinstance(value, (list, dict)) else dotted
             if v not in produced and not epath.Path(v).exists():
                 raise FileNotFoundError(f"stages.{stage.name}.{where}: {v} not found")
             out[where] = v

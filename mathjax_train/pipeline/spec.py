@@ -2,7 +2,7 @@
 
 A stage names its inputs as outputs of earlier stages with `${stages.NAME.OUTPUT}` (and may use
 `${run_dir}`); references, kinds and every field are checked when the file is loaded, and errors
-name the file, the stage and the field. A training mapping (a `train` stage, `scaling.train`) may
+name the file, the stage and the field. A training mapping (a `train` or `rl` stage, `scaling.train`) may
 start from `base: FILE` or a list of files (training config YAMLs, relative to the pipeline file; their output_dir is
 replaced by the stage's directory) and override it.
 Overrides: `run_dir=DIR`, `stages.NAME.FIELD.SUB=VALUE`.
@@ -56,6 +56,7 @@ KINDS: dict[str, Kind] = {
     "tokenizer": Kind(TokenizerStageConfig, {"dir": ""}),
     "problems": Kind(ProblemsStageConfig, {"problems": "problems.jsonl"}),
     "train": Kind(Config, {"checkpoint": ""}),
+    "rl": Kind(Config, {"checkpoint": ""}),  # the training config with its `rl` section; init_from: a checkpoint
     "sample": Kind(RftConfig, {"samples": "samples.jsonl"}),
     "augment": Kind(AugmentJobConfig, {"output": "augmented.jsonl"}),  # + report.json (timings: not hashed)
     "decontaminate": Kind(DecontaminateConfig, {"output": "clean.jsonl", "report": "report.json"}),
@@ -65,6 +66,7 @@ KINDS: dict[str, Kind] = {
     "export": Kind(ExportStageConfig, {"hf_dir": "hf"}),
 }
 ALIASES = {"sft": "train", "rft": "sample"}
+TRAINING_KINDS = ("train", "rl")  # a training Config: `base:` files, output_dir = the stage directory
 _REF = re.compile(r"\$\{([^}]*)\}")
 _NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_-]*$")
 _META = ("kind", "base")
@@ -200,7 +202,7 @@ def _set_owned(cfg: Any, dotted: str, value: Any, where: str) -> None:
 
 def _owned_values(kind: str, stage_dir: str) -> dict[str, Any]:
     """The fields the pipeline fills in (the stage's own paths); a file must leave them out."""
-    if kind == "train":
+    if kind in TRAINING_KINDS:
         return {"output_dir": stage_dir}
     if kind == "sample":
         return {"output": join_path(stage_dir, KINDS["sample"].outputs["samples"])}
@@ -230,9 +232,9 @@ def load_pipeline(path: str, overrides: list[str] | tuple[str, ...] = ()) -> Pip
         if not isinstance(raw, dict):
             raise ConfigError(f"{source}: stages.{name}: expected a mapping with `kind`")
         kind = kind_of(raw, source, name)
-        if "base" in raw and kind != "train":
-            raise ConfigError(f"{source}: stages.{name}.base: only train stages take a base config file")
-        if kind == "train":
+        if "base" in raw and kind not in TRAINING_KINDS:
+            raise ConfigError(f"{source}: stages.{name}.base: only train and rl stages take a base config file")
+        if kind in TRAINING_KINDS:
             data["stages"][name] = {"kind": raw["kind"], **_with_base(raw, source, f"stages.{name}")}
         if kind == "scaling" and isinstance(raw.get("train"), dict):
             raw["train"] = _with_base(raw["train"], source, f"stages.{name}.train")
@@ -277,8 +279,10 @@ def load_pipeline(path: str, overrides: list[str] | tuple[str, ...] = ()) -> Pip
             cfg = from_dict(spec.cls, body, f"stages.{name}")
             for dotted, value in _owned_values(kind, stage_dir).items():
                 _set_owned(cfg, dotted, value, f"stages.{name}")
-            if kind == "train":
+            if kind in TRAINING_KINDS:
                 cfg.validate()
+                if kind == "rl" and not cfg.init_from:
+                    raise ConfigError("init_from: an rl stage starts from a checkpoint, e.g. ${stages.sft.checkpoint}")
             elif hasattr(cfg, "validate"):
                 cfg.validate(f"stages.{name}")
         except ConfigError as e:

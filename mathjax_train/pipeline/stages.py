@@ -45,6 +45,21 @@ def _train(cfg) -> dict:
     }
 
 
+def run_rl_stage(stage: Stage, host: int, hosts: int) -> tuple[dict, dict]:
+    """`mathjax-train rl` on the stage's config (init_from: an earlier stage's checkpoint), on process 0 (rl
+    runs on one host); its OUTPUT_DIR is a checkpoint for later evaluate, export or train stages."""
+    from mathjax_train.rl.trainer import run_rl
+
+    summary = run_rl(stage.cfg, log=lambda s: None)
+    if summary["status"] == "preempted":
+        raise StagePreempted(f"{stage.cfg.output_dir}: preempted at step {summary['steps']}")
+    keys = ("status", "steps", "sampled_tokens", "heldout_accuracy_before", "heldout_accuracy_after")
+    metrics = {k: summary[k] for k in keys}
+    if "best" in summary:
+        metrics["best"] = {k: v for k, v in summary["best"].items() if k in ("step", "validation_accuracy", "dir")}
+    return metrics, {"checkpoint": stage.dir}
+
+
 def _eval_files(out_dir: str) -> dict[str, str]:
     from mathjax_train.eval.results import SAMPLES_FILE
 
@@ -207,6 +222,7 @@ RUNNERS: dict[str, Callable[[Stage, int, int], tuple[dict, dict]]] = {
     "tokenizer": run_tokenizer,
     "problems": run_problems,
     "train": run_train,
+    "rl": run_rl_stage,
     "sample": run_sample,
     "augment": run_augment,
     "decontaminate": run_decontaminate,

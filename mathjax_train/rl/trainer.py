@@ -6,21 +6,27 @@ same parameters (rl/mismatch.py; corrected when configured), and run rl.updates_
 rl.minibatches optimizer updates on the clipped surrogate. The engine then reads the updated arrays
 directly. Checkpoints (train/checkpointing.py) hold the parameters, optimizer state, RNG, the prompt
 stream's position and the run's totals, so a stopped or killed run resumes to the same later metrics
-as an uninterrupted one.
+as an uninterrupted one. Each save writes its checkpoint once; a held-out/validation evaluation due at
+that step runs after it on the saved step and is stored beside it (OUTPUT_DIR/heldout/step_N, the
+harness's own resumable results), so a run resuming at that step reads it back (or completes it).
+Run set-up, checkpoints, metrics and SIGTERM handling are shared with SFT (train/run_loop.py).
 """
 
 from __future__ import annotations
 
+import copy
 import json
 import sys
 import time
+from dataclasses import dataclass
+from typing import Any, Callable
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 from etils import epath
 
-from mathjax_train.config import Config, ConfigError
+from mathjax_train.config import Config, ConfigError, ModelConfig
 from mathjax_train.data.templates import get_template
 from mathjax_train.data.vocab import load_tokenizer
 from mathjax_train.infer.exact import ExactRows
@@ -36,13 +42,12 @@ from mathjax_train.rl.loss import group_advantages
 from mathjax_train.rl.mismatch import correct_batch, mismatch_metrics
 from mathjax_train.rl.prompts import PromptStream
 from mathjax_train.rl.rollout import Sampler, collect
-from mathjax_train.train.checkpointing import TrainCheckpointer
-from mathjax_train.train.metrics import MetricsWriter, format_duration
+from mathjax_train.train.metrics import format_duration
 from mathjax_train.train.optimizer import make_optimizer
 from mathjax_train.train.state import init_state, state_layout
 from mathjax_train.eval.metrics import binomial_interval, paired_by_problem
 from mathjax_train.eval.results import first_correct
-from mathjax_train.train.trainer import PREEMPTED_EXIT_CODE, SigtermFlag, write_run_files, resolve_model_config
+from mathjax_train.train.run_loop import PREEMPTED_EXIT_CODE, RunLoop, resolve_model_config, write_run_files
 
 SUMMARY_FILE = "rl_summary.json"
 TIMING_KEYS = ("sample_seconds", "learn_seconds", "sampled_tokens_per_second", "step_seconds", "mismatch_seconds")
@@ -102,164 +107,234 @@ def _step_metrics(rollout, batch: dict, learn: list[dict]) -> dict:
     return row
 
 
+@dataclass
+class _Rl:
+    """One RL run's pieces (built by `_setup`): the learner's update and state, the reference, the engine,
+    the prompt stream, and `run`, the totals each checkpoint stores beside the state."""
+
+    cfg: Config
+    model_cfg: ModelConfig
+    mesh: Any
+    loop: RunLoop
+    update: Callable
+    schedule: Callable
+    logp_fn: Callable  # the policy's log-probabilities before an update, and the reference's
+    reference: Any  # frozen initial parameters (rl.kl_coef > 0), sharded like the policy; else None
+    stream: PromptStream
+    sampler: Sampler
+    template: Any
+    exact: ExactRows | None  # rl.exact_logprobs: the learner scores with the engine's program
+    state: dict
+    run: dict  # prompts (stream position), sampled_tokens, seconds, heldout, validation, best
+
+    @property
+    def out(self) -> epath.Path:
+        return epath.Path(self.cfg.output_dir)
+
+
 def run_rl(cfg: Config, *, max_steps_this_run: int | None = None, log=_log) -> dict:
     """Run (or resume) RL as configured; returns the summary (also written to OUTPUT_DIR/rl_summary.json
     when the run finishes). `status`: finished | stopped (max_steps_this_run) | preempted (SIGTERM)."""
     _check(cfg)
-    rl = cfg.rl
     t_run = time.time()
-    model_cfg = resolve_model_config(cfg)
-    devices = learner_devices(cfg)
-    mesh = make_mesh(cfg.mesh, devices)
-    rules = axis_rules(cfg.mesh.rules)
-    total = cfg.train.steps
-    tx, schedule = make_optimizer(cfg.optimizer, total * updates_per_step(cfg))
-    layout = state_layout(model_cfg, tx, mesh, rules)
-    bsh = batch_sharding(mesh, rules)
-    rows = rl.prompts_per_step * rl.group_size
-    update = make_update(model_cfg, rl, tx, layout, mesh, rules, bsh, constant_len=rl.max_new_tokens)
+    r = _setup(cfg, log)
+    loop = r.loop
+    status, step = "finished", loop.start
+    try:
+        _evaluate_at_start(r)
+        writer = loop.begin(max_steps_this_run)
+        with loop, jax.set_mesh(r.mesh):
+            while step < loop.end:
+                step += 1
+                row = _rl_step(r, step)
+                preempted = loop.preempted(step)
+                eval_due = _eval_due(cfg, step)
+                if loop.save_due(step, preempted) or eval_due:
+                    _save(r, wait=eval_due or preempted)  # the evaluation reads the saved step: complete it first
+                if eval_due:
+                    row.update(_evaluate(r, step, str(loop.step_dir(step))))
+                writer.write(row)
+                _progress(row, loop)
+                if preempted:
+                    status = "preempted"
+                    loop.stopped_by_preemption(step)
+                    break
+            else:
+                status = "finished" if step >= loop.total else "stopped"
+    finally:
+        loop.close()
+        r.sampler.close()
+    return _finish(r, step, status, time.time() - t_run)
 
+
+def _setup(cfg: Config, log) -> _Rl:
+    """Mesh, optimizer and jitted update; the state restored from the latest checkpoint or initialised from
+    `init_from` (OUTPUT_DIR's run files written); the reference; the engine over the state's parameters."""
+    rl = cfg.rl
+    model_cfg = resolve_model_config(cfg)
+    mesh = make_mesh(cfg.mesh, learner_devices(cfg))
+    rules = axis_rules(cfg.mesh.rules)
+    tx, schedule = make_optimizer(cfg.optimizer, cfg.train.steps * updates_per_step(cfg))
+    layout = state_layout(model_cfg, tx, mesh, rules)
+    update = make_update(
+        model_cfg, rl, tx, layout, mesh, rules, batch_sharding(mesh, rules), constant_len=rl.max_new_tokens
+    )
     out = epath.Path(cfg.output_dir)
-    ckpt = TrainCheckpointer(out, cfg.checkpoint)
+    loop = RunLoop(cfg, log=log)
     stream = PromptStream(cfg)
-    start = ckpt.latest_step()
     load_init = lambda: model_ckpt.load_params(cfg.init_from, model_cfg, layout.param_shardings)  # noqa: E731
     reference = load_init() if rl.kl_coef > 0 else None  # frozen, sharded like the policy
-    if start is not None:
-        state, meta = ckpt.restore(start, layout.abstract)
-        run = meta["data_state"]
+    restored = loop.restore(layout.abstract)
+    if restored is not None:
+        state, run = restored
         stream.set_state(run["prompts"])
-        log(json.dumps({"event": "resumed", "step": start, "checkpoint": str(ckpt.directory / str(start))}))
     else:
-        start = 0
         params = jax.tree_util.tree_map(jnp.copy, reference) if reference is not None else load_init()
         state = init_state(model_cfg, tx, layout, cfg.train.seed, params)  # donates nothing of `reference`
         write_run_files(cfg, model_cfg)
         run = {"prompts": stream.get_state(), "sampled_tokens": 0, "seconds": 0.0, "heldout": {}}
-    logp_fn = make_reference_logprobs(model_cfg, rules, mesh)  # the policy's before an update, and the reference's
+    run.setdefault("validation", {})
+    run.setdefault("best", None)
     tokenizer = load_tokenizer(out / model_ckpt.TOKENIZER_DIR)
     template = get_template(
         cfg.data.template, tokenizer_config=out / model_ckpt.TOKENIZER_DIR if cfg.data.template == "chat" else None
     )
     sampler = Sampler(LoadedModel(model_cfg, state["params"], tokenizer), cfg)
-    exact: ExactRows | None = sampler.engine.exact  # rl.exact_logprobs: the learner scores with the engine's program
+    return _Rl(
+        cfg=cfg,
+        model_cfg=model_cfg,
+        mesh=mesh,
+        loop=loop,
+        update=update,
+        schedule=schedule,
+        logp_fn=make_reference_logprobs(model_cfg, rules, mesh),
+        reference=reference,
+        stream=stream,
+        sampler=sampler,
+        template=template,
+        exact=sampler.engine.exact,
+        state=state,
+        run=run,
+    )
+
+
+def _rl_step(r: _Rl, step: int) -> dict:
+    """Step `step`: sample B groups of G, score them, measure (and correct) the sampler/learner mismatch, run the
+    updates, hand the new parameters to the engine; returns the step's metrics row."""
+    cfg, rl, exact = r.cfg, r.cfg.rl, r.exact
+    t_step = time.time()
+    rollout = collect(r.stream, r.sampler, r.template, cfg)
+    t_sampled = time.time()
+    adv, comps, prompts, drop = [], [], [], []
+    for g in rollout.groups:
+        adv += [float(a) for a in np.asarray(group_advantages([g.rewards], rl.normalize_std))[0]]
+        for c, s in zip(g.completions, g.scores):
+            comps.append(_fit(c, len(g.prompt_ids), cfg.train.seq_len))
+            prompts.append(g.prompt_ids)
+            drop.append(rl.overlong == "filter" and s.truncated)
+    batch = build_batch(prompts, comps, adv, cfg.train.seq_len, rl.prompts_per_step * rl.group_size, drop)
+    # a minibatch at a time: the step's B x G rows of full logits would not fit
+    parts = split_rows(batch, rl.minibatches)
+    if exact is not None:  # each row alone, as the engine sampled it: bit for bit its numbers
+        batch["learner_logp"] = batch[EXACT_KEY] = exact.target_logprobs(r.state["params"], batch)
+    else:
+        batch["learner_logp"] = np.concatenate([np.asarray(r.logp_fn(r.state["params"], p)) for p in parts])
+    mismatch = mismatch_metrics(batch["learner_logp"], batch["old_logp"], batch["loss_mask"])
+    mismatch.update(correct_batch(batch, rl))
+    t_measured = time.time()
+    if r.reference is not None:
+        batch["ref_logp"] = np.concatenate([np.asarray(r.logp_fn(r.reference, p)) for p in parts])
+    else:
+        batch["ref_logp"] = np.zeros_like(batch["old_logp"])
     keys = MINIBATCH_KEYS + ((EXACT_KEY,) if exact is not None else ())
-    writer = MetricsWriter(out, resume_step=start)
+    learn = []
+    parts = split_rows({k: batch[k] for k in keys}, rl.minibatches)
+    state = r.state
+    for epoch in range(rl.updates_per_batch):
+        for j, mb in enumerate(parts):
+            last = epoch == rl.updates_per_batch - 1 and j == len(parts) - 1
+            if exact is not None and (epoch or j):  # the parameters moved: score at the new ones
+                mb = dict(mb, **{EXACT_KEY: exact.target_logprobs(state["params"], mb)})
+            state, m = r.update(state, mb, jnp.int32(last))
+            learn.append(jax.device_get(m))
+    r.state = state
+    r.sampler.set_params(state["params"])
+    jax.block_until_ready(state["step"])
+    t_done = time.time()
+    run = r.run
+    run["sampled_tokens"] += rollout.sampled_tokens
+    run["prompts"] = r.stream.get_state()
+    run["seconds"] += t_done - t_step
+    return {
+        "step": step,
+        **_step_metrics(rollout, batch, learn),
+        **mismatch,
+        "lr": float(r.schedule(step * updates_per_step(cfg) - 1)),
+        "nonfinite_updates": sum(not bool(m["finite"]) for m in learn),
+        "sampled_tokens_total": run["sampled_tokens"],
+        "sample_seconds": t_sampled - t_step,
+        "learn_seconds": t_done - t_sampled,
+        "step_seconds": t_done - t_step,
+        "mismatch_seconds": t_measured - t_sampled,
+        "sampled_tokens_per_second": rollout.sampled_tokens / max(t_sampled - t_step, 1e-9),
+    }
 
-    run.setdefault("validation", {})
-    run.setdefault("best", None)
 
-    def evaluate_now(step: int, checkpoint: str) -> None:
-        for name, dataset, limit in (
-            ("heldout", rl.heldout, rl.heldout_limit),
-            ("validation", rl.validation, rl.validation_limit),
-        ):
-            if dataset and str(step) not in run[name]:
-                res = heldout_accuracy(cfg, sampler, checkpoint, out / name / f"step_{step}", dataset, limit)
-                run[name][str(step)] = res
-                log(f"step {step}: {name} accuracy {res['accuracy']:.3f} ({res['correct']}/{res['problems']})")
-        score = run["validation"].get(str(step))
-        if score is not None and improves(run["best"], score["accuracy"]):
-            run["best"] = {"step": step, "validation_accuracy": score["accuracy"]}
-            best_dir = save_best(out, state["params"], model_cfg, run["best"])
-            log(f"step {step}: best on validation so far, kept as {best_dir}")
+def _eval_due(cfg: Config, step: int) -> bool:
+    """Held-out and validation are scored every rl.eval_every_steps and after the last step (and before the first)."""
+    rl = cfg.rl
+    every = bool(rl.eval_every_steps) and step % rl.eval_every_steps == 0
+    return bool(rl.heldout or rl.validation) and (every or step == cfg.train.steps)
 
+
+def _save(r: _Rl, *, wait: bool) -> None:
+    """The step's one checkpoint: state, and the run's totals as they stand (a copy: an async save must not
+    see later changes)."""
+    r.loop.ckpt.save(r.state, copy.deepcopy(r.run), wait=wait)
+
+
+def _evaluate_at_start(r: _Rl) -> None:
+    """A fresh run scores `init_from` as step 0. A resumed run completes the evaluation of the step it resumes
+    at: it ran after that step's checkpoint was written, its results stored beside the checkpoint by the
+    harness (OUTPUT_DIR/heldout/step_N, read back, or finished when the run stopped during it)."""
+    start = r.loop.start
     if start == 0:
-        evaluate_now(0, cfg.init_from)
-    end = total if max_steps_this_run is None else min(total, start + max_steps_this_run)
-    status, step, t0 = "finished", start, time.time()
-    try:
-        with jax.set_mesh(mesh), SigtermFlag() as sigterm:
-            while step < end:
-                t_step = time.time()
-                rollout = collect(stream, sampler, template, cfg)
-                t_sampled = time.time()
-                adv, comps, prompts, drop = [], [], [], []
-                for g in rollout.groups:
-                    adv += [float(a) for a in np.asarray(group_advantages([g.rewards], rl.normalize_std))[0]]
-                    for c, s in zip(g.completions, g.scores):
-                        comps.append(_fit(c, len(g.prompt_ids), cfg.train.seq_len))
-                        prompts.append(g.prompt_ids)
-                        drop.append(rl.overlong == "filter" and s.truncated)
-                batch = build_batch(prompts, comps, adv, cfg.train.seq_len, rows, drop)
-                # a minibatch at a time: the step's B x G rows of full logits would not fit
-                parts = split_rows(batch, rl.minibatches)
-                if exact is not None:  # each row alone, as the engine sampled it: bit for bit its numbers
-                    batch["learner_logp"] = batch[EXACT_KEY] = exact.target_logprobs(state["params"], batch)
-                else:
-                    batch["learner_logp"] = np.concatenate([np.asarray(logp_fn(state["params"], p)) for p in parts])
-                mismatch = mismatch_metrics(batch["learner_logp"], batch["old_logp"], batch["loss_mask"])
-                mismatch.update(correct_batch(batch, rl))
-                t_measured = time.time()
-                if reference is not None:
-                    batch["ref_logp"] = np.concatenate([np.asarray(logp_fn(reference, p)) for p in parts])
-                else:
-                    batch["ref_logp"] = np.zeros_like(batch["old_logp"])
-                learn = []
-                parts = split_rows({k: batch[k] for k in keys}, rl.minibatches)
-                for epoch in range(rl.updates_per_batch):
-                    for j, mb in enumerate(parts):
-                        last = epoch == rl.updates_per_batch - 1 and j == len(parts) - 1
-                        if exact is not None and (epoch or j):  # the parameters moved: score at the new ones
-                            mb = dict(mb, **{EXACT_KEY: exact.target_logprobs(state["params"], mb)})
-                        state, m = update(state, mb, jnp.int32(last))
-                        learn.append(jax.device_get(m))
-                sampler.set_params(state["params"])
-                jax.block_until_ready(state["step"])
-                step += 1
-                t_done = time.time()
-                row = {
-                    "step": step,
-                    **_step_metrics(rollout, batch, learn),
-                    **mismatch,
-                    "lr": float(schedule(step * updates_per_step(cfg) - 1)),
-                    "nonfinite_updates": sum(not bool(m["finite"]) for m in learn),
-                }
-                run["sampled_tokens"] += rollout.sampled_tokens
-                row.update(
-                    {
-                        "sampled_tokens_total": run["sampled_tokens"],
-                        "sample_seconds": t_sampled - t_step,
-                        "learn_seconds": t_done - t_sampled,
-                        "step_seconds": t_done - t_step,
-                        "mismatch_seconds": t_measured - t_sampled,
-                        "sampled_tokens_per_second": rollout.sampled_tokens / max(t_sampled - t_step, 1e-9),
-                    }
-                )
-                run["prompts"] = stream.get_state()
-                run["seconds"] += t_done - t_step
-                preempted = sigterm.set
-                eval_due = (rl.heldout or rl.validation) and (
-                    (rl.eval_every_steps and step % rl.eval_every_steps == 0) or step == total
-                )
-                if step % cfg.checkpoint.every_steps == 0 or step == end or preempted or eval_due:
-                    ckpt.save(state, run, wait=bool(eval_due or preempted))
-                if eval_due:
-                    evaluate_now(step, str(ckpt.directory / str(step)))
-                    for name in ("heldout", "validation"):
-                        if str(step) in run[name]:
-                            row[f"{name}_accuracy"] = run[name][str(step)]["accuracy"]
-                    ckpt.manager.delete(step)  # re-save so the checkpoint's totals include this evaluation
-                    ckpt.save(state, run, wait=True)
-                writer.write(row)
-                _progress(row, total, t0, start)
-                if preempted:
-                    status = "preempted"
-                    log(json.dumps({"event": "preempted", "step": step, "checkpoint_saved": True}))
-                    break
-            else:
-                status = "finished" if step >= total else "stopped"
-    finally:
-        ckpt.wait()
-        ckpt.close()
-        writer.close()
-        sampler.close()
-    summary = _summary(cfg, run, step, status, time.time() - t_run)
+        _evaluate(r, 0, r.cfg.init_from)
+    elif _eval_due(r.cfg, start):
+        _evaluate(r, start, str(r.loop.step_dir(start)))
+
+
+def _evaluate(r: _Rl, step: int, checkpoint: str) -> dict:
+    """Score held-out and validation at `step` (once per step; `checkpoint` holds the sampler's parameters) and
+    keep the step as OUTPUT_DIR/best when validation improves; returns the accuracies for the metrics row."""
+    rl, run, out = r.cfg.rl, r.run, r.out
+    accuracies = {}
+    for name, dataset, limit in (
+        ("heldout", rl.heldout, rl.heldout_limit),
+        ("validation", rl.validation, rl.validation_limit),
+    ):
+        if dataset and str(step) not in run[name]:
+            res = heldout_accuracy(r.cfg, r.sampler, checkpoint, out / name / f"step_{step}", dataset, limit)
+            run[name][str(step)] = res
+            r.loop.log(f"step {step}: {name} accuracy {res['accuracy']:.3f} ({res['correct']}/{res['problems']})")
+        if str(step) in run[name]:
+            accuracies[f"{name}_accuracy"] = run[name][str(step)]["accuracy"]
+    score = run["validation"].get(str(step))
+    if score is not None and improves(run["best"], score["accuracy"]):
+        run["best"] = {"step": step, "validation_accuracy": score["accuracy"]}
+        best_dir = save_best(out, r.state["params"], r.model_cfg, run["best"])
+        r.loop.log(f"step {step}: best on validation so far, kept as {best_dir}")
+    return accuracies
+
+
+def _finish(r: _Rl, step: int, status: str, seconds_this_run: float) -> dict:
+    """The run's summary; a finished run also plots its reward curve and writes OUTPUT_DIR/rl_summary.json."""
+    summary = _summary(r.cfg, r.run, step, status, seconds_this_run)
     if status == "finished":
         from mathjax_train.rl.plot import plot_reward_curve
 
-        summary["plot"] = plot_reward_curve(out, summary)
-        (out / SUMMARY_FILE).write_text(json.dumps(summary, indent=2))
+        summary["plot"] = plot_reward_curve(r.out, summary)
+        (r.out / SUMMARY_FILE).write_text(json.dumps(summary, indent=2))
     return summary
 
 
@@ -273,9 +348,8 @@ def _fit(c, prompt_len: int, seq_len: int):
     return replace(c, token_ids=c.token_ids[:room], logprobs=c.logprobs[:room])
 
 
-def _progress(row: dict, total: int, t0: float, start: int) -> None:
-    done = row["step"] - start
-    eta = (time.time() - t0) / done * (total - row["step"]) if done else 0.0
+def _progress(row: dict, loop: RunLoop) -> None:
+    eta = loop.eta(row["step"])
     held = "".join(
         f" | {label} {row[key]:.3f}"
         for label, key in (("held-out", "heldout_accuracy"), ("validation", "validation_accuracy"))
@@ -287,7 +361,7 @@ def _progress(row: dict, total: int, t0: float, start: int) -> None:
         else ""
     )
     print(
-        f"rl step {row['step']}/{total} | reward {row['reward_mean']:.3f} | pass {row['pass_rate']:.3f} | "
+        f"rl step {row['step']}/{loop.total} | reward {row['reward_mean']:.3f} | pass {row['pass_rate']:.3f} | "
         f"len {row['response_length']:.0f} | clip {row.get('clip_fraction', 0):.3f}{mismatch} | "
         f"{row['sampled_tokens_per_second']:.0f} sampled tok/s{held} | ETA {format_duration(eta)}",
         file=sys.stderr,

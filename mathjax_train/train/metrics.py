@@ -33,6 +33,11 @@ def format_duration(seconds: float) -> str:
     return f"{h}h{m:02d}m{s:02d}s" if h else (f"{m}m{s:02d}s" if m else f"{s}s")
 
 
+def eta_seconds(started: float, done: int, remaining: int) -> float:
+    """Time left for `remaining` steps at the pace of the `done` steps since `started` (0 before the first)."""
+    return (time.time() - started) / done * remaining if done > 0 else 0.0
+
+
 class MetricsWriter:
     def __init__(self, output_dir, *, resume_step: int = 0, enabled: bool = True, stream=None):
         self.enabled = enabled
@@ -64,9 +69,7 @@ class MetricsWriter:
     def progress(self, step: int, total: int, row: dict, started: float, start_step: int) -> None:
         if not self.enabled:
             return
-        done = step - start_step
-        elapsed = time.time() - started
-        eta = elapsed / done * (total - step) if done else 0.0
+        eta = eta_seconds(started, step - start_step, total - step)
         mfu = f" | MFU {100 * row['mfu']:.2f}%" if row.get("mfu") is not None else ""
         print(
             f"step {step}/{total} | loss {row['loss']:.4f} | acc {row['accuracy']:.3f} | "

@@ -4,7 +4,7 @@ A small decoder learns procedural math from scratch on a limited seed set; it is
 answer, pass@k, maj@k), samples paths on new training questions, the verified distinct ones are
 kept and the model retrained on seed + kept paths (RFT), evaluated again; SFT at four seed-set sizes
 gives the log-linear data-scaling fit; the final model is exported to HF and reloaded with
-`transformers`. Writes RUN_DIR/demo_summary.json and RUN_DIR/report.md (demo_report.py); re-running
+`transformers`. Writes RUN_DIR/demo_summary.json and RUN_DIR/report.md (demo/report.py); re-running
 resumes at the first unfinished stage (pipeline/runner.py).
 """
 
@@ -16,7 +16,7 @@ from pathlib import Path
 
 from etils import epath
 
-DEMO_PIPELINE = Path(__file__).resolve().parents[1] / "configs" / "pipeline_demo.yaml"
+DEMO_PIPELINE = Path(__file__).resolve().parents[2] / "configs" / "pipeline_demo.yaml"
 SUMMARY_FILE = "demo_summary.json"
 
 
@@ -130,7 +130,7 @@ def _compilation_cache(run_dir: str) -> None:
 
 def run_demo(output_dir: str = "runs/demo", overrides: tuple[str, ...] = (), config: str | None = None) -> dict:
     """Run (or resume) the demo pipeline under `output_dir`; returns and writes the summary and report."""
-    from mathjax_train.demo_report import write_report
+    from mathjax_train.demo.report import write_report
     from mathjax_train.pipeline import manifest as mf
     from mathjax_train.pipeline.runner import run_pipeline
     from mathjax_train.pipeline.spec import load_pipeline
