@@ -17,11 +17,11 @@ from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field, replace
 from typing import Callable, Sequence, cast
 
-
 from mathjax_train.config import EngineConfig, InputError
-from mathjax_train.infer.engine import PAUSED, Engine, SeqState
+from mathjax_train.infer.engine import Engine
 from mathjax_train.infer.loading import LoadedModel
 from mathjax_train.infer.params import Completion, SamplingParams
+from mathjax_train.infer.rows import PAUSED, SeqState
 from mathjax_train.tools.interpreter import DEFAULT_PRELOAD, ExecutionResult, InterpreterPool, Session
 from mathjax_train.tools.tir import STOP, format_output, pending_code
 
