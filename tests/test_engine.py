@@ -55,7 +55,7 @@ def test_greedy_matches_transformers_with_admission_mid_run(tiny, attention):
     hf, m = tiny
     prompts = prompts_of((5, 17, 40, 64, 3, 29))
     eng = Engine(m, EngineConfig(num_slots=2, attention=attention, **SMALL))  # 6 prompts, 2 slots: admitted as rows end
-    assert eng.kernel == attention
+    assert eng.kernel.name == attention
     lengths = [40, 12, 33, 7, 40, 21]  # rows end at different steps
     out = eng.generate(prompts, [SamplingParams(max_tokens=n, ignore_eos=True) for n in lengths], [[0]] * 6)
     for p, n, (c,) in zip(prompts, lengths, out):
@@ -273,7 +273,7 @@ def test_compiling_ahead_covers_every_shape_a_run_needs(llama):
     _, m = llama
     cfg = EngineConfig(num_slots=16, page_size=4, decode_steps=4, prefill_budget=64)
     eng = Engine(m, cfg)
-    assert eng.kernel == "cpu"  # one page-table width: every shape is known ahead
+    assert eng.kernel.name == "cpu"  # one page-table width: every shape is known ahead
     ran = eng.compile_ahead()
     programs = eng.programs
     compiled = [f._cache_size() for f in (programs._prefill, programs._decode, programs._copy)]

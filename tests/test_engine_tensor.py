@@ -85,7 +85,7 @@ def _compiled(eng) -> dict[str, int]:
 def test_greedy_equals_transformers_split_over_kv_heads(kv2, tensor, attention):
     hf, ckpt = kv2
     eng = _engine(ckpt, tensor, attention, num_slots=2)
-    assert eng.kernel == attention and eng.placement.tensor == tensor
+    assert eng.kernel.name == attention and eng.placement.tensor == tensor
     _check_greedy(hf, eng)
     _check_placement(eng, tensor, 2)
     # the same work again compiles nothing: one program per recorded shape, the cache keeps its sharding
@@ -109,7 +109,7 @@ def test_pallas_kernel_runs_per_device_on_its_heads(kv2):
     """The ragged kernel (interpreted on CPU) inside shard_map: each device writes and reads its pool share."""
     hf, ckpt = kv2
     eng = _engine(ckpt, 2, "pallas", num_slots=2)
-    assert eng.kernel == "pallas"
+    assert eng.kernel.name == "pallas"
     p = prompts_of((6, 13), seed=9)
     out = eng.generate(p, SamplingParams(max_tokens=5, ignore_eos=True), [[0], [1, 2]])
     for prompt, group in zip(p, out):

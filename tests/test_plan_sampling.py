@@ -10,7 +10,7 @@ import pytest
 from hf_fixtures import import_random_model
 from mathjax_train.cli import main
 from mathjax_train.config import EngineConfig, SamplingPlanConfig
-from mathjax_train.infer import engine as engine_module
+from mathjax_train.infer import sizing
 from mathjax_train.infer.engine import Engine
 from mathjax_train.infer.loading import load_for_inference
 from mathjax_train.plan.sampling import sampling_plan
@@ -70,7 +70,7 @@ def test_engine_sizes_its_cache_by_the_plans_rule(tmp_path, monkeypatch):
     c = sampling_plan(model.cfg, "v5e-8", SamplingPlanConfig(max_seq_len=96, engine=EngineConfig(**engine)))
     c = c["per_chip"]
     assert 24 < c["pages"] < c["pages_wanted"]
-    monkeypatch.setattr(engine_module, "_free_memory_bytes", lambda placement: c["free"])
+    monkeypatch.setattr(sizing, "free_memory_bytes", lambda placement: c["free"])
     eng = Engine(model, EngineConfig(**engine), max_seq_len=96)
     assert eng.max_pages_per_seq == c["pages_per_sequence"] == math.ceil(96 / 4)
     assert eng.num_pages == c["pages"]

@@ -10,7 +10,7 @@ from __future__ import annotations
 from typing import Callable, Sequence
 
 from mathjax_train.config import EngineConfig, InputError
-from mathjax_train.infer.batch_job import engine_for_prompts
+from mathjax_train.infer.engine import engine_for_prompts
 from mathjax_train.infer.loading import LoadedModel
 from mathjax_train.infer.params import Completion, SamplingParams
 

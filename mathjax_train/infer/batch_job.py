@@ -1,5 +1,7 @@
-"""`generate` over a JSONL file: each row's `prompt` -> K completions on the engine, written in order; on a
-pod, each host its shard of the rows (parallel/host_shard.py), joined in input order."""
+"""The `generate` job over a JSONL file: each row's `prompt` -> K completions, plain (on the engine) or
+tool-integrated (infer/tool_generate.py), written in input order by one writer; on a pod, each host its
+shard of the rows (parallel/host_shard.py), joined in input order. The layer above the engine and the
+tool generator: neither imports it."""
 
 from __future__ import annotations
 
@@ -16,9 +18,10 @@ from tqdm import tqdm
 from mathjax_train.config import EngineConfig, GenerateJobConfig, InputError, is_remote
 from mathjax_train.data import run_dir
 from mathjax_train.data.jsonl_source import read_jsonl_numbered
-from mathjax_train.infer.engine import Engine
-from mathjax_train.infer.loading import LoadedModel
-from mathjax_train.infer.params import SamplingParams, sample_seed
+from mathjax_train.infer.engine import SeqState, engine_for_prompts
+from mathjax_train.infer.loading import LoadedModel, load_for_inference
+from mathjax_train.infer.params import Completion, SamplingParams, sample_seed
+from mathjax_train.infer.tool_generate import ToolGenerator
 from mathjax_train.parallel.host_shard import mark_done, owns, resolve_shard, settings_path, shard_path, unfinished
 
 
@@ -34,12 +37,32 @@ class JobStats:
         return self.new_tokens / max(self.seconds, 1e-9)
 
 
-def engine_for_prompts(
-    model: LoadedModel, prompt_lengths, sp: SamplingParams, config: EngineConfig | None = None
-) -> Engine:
-    """An engine sized for a batch job: sequences up to the longest prompt plus max_tokens."""
-    longest = max(prompt_lengths, default=1)
-    return Engine(model, config or EngineConfig(), max_seq_len=longest + sp.max_tokens)
+class _OrderedRows:
+    """The job's one writer: each input row, with its K completions, goes to `write` as one JSON line, in
+    input order, as soon as all its samples are done (samples finish in any order)."""
+
+    def __init__(self, rows: list[tuple[int, dict]], num_samples: int, write: Callable[[str], None], tools: bool):
+        self.rows, self.k, self.write, self.tools = rows, num_samples, write, tools
+        self.done: dict[int, Completion] = {}  # finished samples of unwritten rows, by row * K + sample
+        self.written = 0
+        self.new_tokens = 0
+
+    def add(self, index: int, c: Completion) -> None:
+        """Sample `index` (row * K + sample) finished with `c`; write every row that is now complete."""
+        self.done[index] = c
+        self.new_tokens += c.num_tokens
+        while self.written < len(self.rows) and all(self.written * self.k + j in self.done for j in range(self.k)):
+            cs = [self.done.pop(self.written * self.k + j) for j in range(self.k)]
+            row = dict(
+                self.rows[self.written][1],
+                completions=[c.text for c in cs],
+                token_ids=[c.token_ids for c in cs],
+                finish_reasons=[c.finish_reason for c in cs],
+            )
+            if self.tools:
+                row["tool_calls"] = [c.tool_calls for c in cs]
+            self.write(json.dumps(row) + "\n")
+            self.written += 1
 
 
 def generate_rows(
@@ -52,37 +75,70 @@ def generate_rows(
     seed: int = 0,
     engine_config: EngineConfig | None = None,
 ) -> JobStats:
-    """K completions of each (input index, row) of `rows`; every row, with its completions, goes to `write` as
-    one JSON line, in order, as soon as all its samples are done. Seeds come from the input index, so a row's
-    completions do not depend on which other rows (or which shard of the file) ran with it."""
+    """K completions of each (input index, row) of `rows`, written in order (_OrderedRows). Seeds come from
+    the input index, so a row's completions do not depend on which other rows (or which shard of the file)
+    ran with it."""
     encoded = [model.tokenizer.encode(r["prompt"]) for _, r in rows]
     engine = engine_for_prompts(model, map(len, encoded), sp, engine_config)
-    groups = [
-        engine.submit(ids, sp, [sample_seed(seed, i, j) for j in range(num_samples)])
-        for (i, _), ids in zip(rows, encoded)
-    ]
-    start, written = time.time(), 0
+    out = _OrderedRows(rows, num_samples, write, tools=False)
+
+    index: dict[int, int] = {}  # engine row id -> its sample's index (row * K + sample)
+
+    def finished(row: SeqState, c: Completion) -> None:
+        out.add(index[row.id], c)
+
+    for k, ((i, _), ids) in enumerate(zip(rows, encoded)):  # a row's K samples share its prompt's prefill
+        group = engine.submit(ids, sp, [sample_seed(seed, i, j) for j in range(num_samples)], on_finish=finished)
+        index.update((r.id, k * num_samples + j) for j, r in enumerate(group))
+    start = time.time()
     with tqdm(total=len(rows) * num_samples, desc="generate", unit="completion", file=sys.stderr) as bar:
 
-        def flush():
-            nonlocal written
+        def progress():
             bar.update(engine.stats.finished - bar.n)
             bar.set_postfix(tok_s=f"{engine.stats.generated_tokens / max(time.time() - start, 1e-9):.1f}")
-            while written < len(rows) and all(r.completion is not None for r in groups[written]):
-                cs = [r.result() for r in groups[written]]
-                row = dict(
-                    rows[written][1],
-                    completions=[c.text for c in cs],
-                    token_ids=[c.token_ids for c in cs],
-                    finish_reasons=[c.finish_reason for c in cs],
-                )
-                write(json.dumps(row) + "\n")
-                written += 1
 
-        engine.run(progress=flush)
-        flush()
-    new_tokens = sum(r.result().num_tokens for g in groups for r in g)
-    return JobStats(len(rows), len(rows) * num_samples, new_tokens, time.time() - start)
+        engine.run(progress=progress)
+        progress()
+    return JobStats(len(rows), len(rows) * num_samples, out.new_tokens, time.time() - start)
+
+
+def generate_rows_with_tools(
+    model: LoadedModel,
+    rows: list[tuple[int, dict]],
+    write: Callable[[str], None],
+    sp: SamplingParams,
+    *,
+    num_samples: int = 1,
+    seed: int = 0,
+    engine_config: EngineConfig | None = None,
+    max_calls: int = 4,
+    timeout_s: float = 5.0,
+) -> JobStats:
+    """`generate --tools python`: like generate_rows (same rows and seeds) plus `tool_calls`, on a
+    ToolGenerator (infer/tool_generate.py)."""
+    cfg = engine_config or EngineConfig(num_slots=8)
+    work = [(k, j) for k in range(len(rows)) for j in range(num_samples)]
+    out = _OrderedRows(rows, num_samples, write, tools=True)
+    start = time.time()
+    with (
+        ToolGenerator(
+            model, max_calls=max_calls, timeout_s=timeout_s, batch_size=cfg.num_slots, engine_config=cfg
+        ) as tg,
+        tqdm(total=len(work), desc="generate+tools", unit="completion", file=sys.stderr) as bar,
+    ):
+
+        def on_result(index: int, c: Completion) -> None:
+            out.add(index, c)
+            bar.update(1)
+            bar.set_postfix(tok_s=f"{out.new_tokens / max(time.time() - start, 1e-9):.1f}", runs=tg.executions)
+
+        tg.generate(
+            [rows[k][1]["prompt"] for k, _ in work],
+            sp,
+            [sample_seed(seed, rows[k][0], j) for k, j in work],
+            on_result=on_result,
+        )
+    return JobStats(len(rows), len(work), out.new_tokens, time.time() - start)
 
 
 def _settings(cfg: GenerateJobConfig, index: int, count: int) -> dict:
@@ -108,8 +164,6 @@ def generate_job(cfg: GenerateJobConfig) -> dict:
     """`generate`: every prompt row of the file, or on a pod (num_shards > 1) this host's rows i % n == index
     into OUTPUT.shard-i-of-n (parallel/host_shard.py), resumed where it stopped; the host that completes the
     last shard joins them into OUTPUT in input order (re-running a finished shard joins them again)."""
-    from mathjax_train.infer.loading import load_for_inference
-
     cfg.validate("generate")
     index, count = resolve_shard(cfg.shard_index, cfg.num_shards)
     rows = [r for _, r in read_jsonl_numbered(cfg.prompts, {"prompt": str})]
@@ -134,8 +188,6 @@ def generate_job(cfg: GenerateJobConfig) -> dict:
         if todo:
             model = load_for_inference(cfg.checkpoint, dtype=cfg.dtype, tensor=g.tensor)
             if cfg.tools == "python":
-                from mathjax_train.infer.tool_generate import generate_rows_with_tools
-
                 stats = generate_rows_with_tools(
                     model,
                     todo,

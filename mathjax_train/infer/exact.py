@@ -78,6 +78,22 @@ class ExactRows:
         )
         return tok, float(logp[tok])
 
+    def decode(
+        self, params, tokens: list[int], generated: int, seed: int, sp, steps: int, eos: set[int]
+    ) -> tuple[list[int], list[float]]:
+        """Up to `steps` (token, log-probability) pairs after `tokens` (whose last `generated` were sampled
+        this round), ending where the engine's decode chunk would: at EOS (unless ignored) or max_tokens."""
+        new: list[int] = []
+        logprobs: list[float] = []
+        for _ in range(steps):
+            step = generated + len(new)
+            tok, lp = self.next_token(params, tokens + new, seed, step, sp)
+            new.append(tok)
+            logprobs.append(lp)
+            if (tok in eos and not sp.ignore_eos) or step + 1 >= sp.max_tokens:
+                break
+        return new, logprobs
+
     def target_logprobs(self, params, batch: dict) -> np.ndarray:
         """(rows, t) log p(targets) of an rl/batch.py batch, each row scored alone (padding rows 0)."""
         out = np.zeros(batch["targets"].shape, np.float32)

@@ -1,6 +1,8 @@
 """Which paged-attention kernel an engine runs (engine.attention) and its KV cache in that kernel's layout:
 the "xla" and "cpu" kernels share pages {"k", "v"} (model/kv_cache.py), "pallas" keeps one pool in the
-ragged kernel's layout (model/ragged_paged.py). `plan --sampling` asks the same questions for a TPU."""
+ragged kernel's layout (model/ragged_paged.py). `plan --sampling` asks the same questions for a TPU.
+The choice is resolved once into a KernelSpec, which answers what the engine, its programs and its cache
+need to know of the kernel; only the model's attention (model/attention.py) switches on the name."""
 
 from __future__ import annotations
 
@@ -18,6 +20,32 @@ from mathjax_train.model.target import Target, current
 
 log = logging.getLogger(__name__)
 _warned_xla = threading.Event()
+
+
+@dataclasses.dataclass(frozen=True)
+class KernelSpec:
+    """A resolved paged-attention kernel: its name (what model/attention.py runs, what reports show) and
+    what follows from it for the engine."""
+
+    name: PagedKernel
+    ragged_pool: bool  # the cache is one pool in the ragged kernel's layout, written in place (no side buffer)
+    fixed_width: bool  # reads only a row's own pages: one page-table width serves every call (no buckets)
+
+    @classmethod
+    def of(cls, name: PagedKernel) -> "KernelSpec":
+        if name not in ("xla", "cpu", "pallas"):
+            raise ValueError(f"unknown paged-attention kernel {name!r}")
+        return cls(name, ragged_pool=name == "pallas", fixed_width=name == "cpu")
+
+
+XLA = KernelSpec.of("xla")  # plain-JAX paged attention: runs anywhere
+
+
+def kernel_spec(
+    choice: str, cfg: ModelConfig, page_size: int, tensor: int = 1, target: Target | None = None
+) -> KernelSpec:
+    """engine.attention resolved (paged_kernel) into its KernelSpec."""
+    return KernelSpec.of(paged_kernel(choice, cfg, page_size, tensor, target))
 
 
 def paged_kernel(
@@ -62,20 +90,20 @@ def _fall_back(problem: str) -> PagedKernel:
     return "xla"
 
 
-def cache_arrays(kernel: PagedKernel, cfg: ModelConfig, num_pages: int, page_size: int) -> dict:
+def cache_arrays(kernel: KernelSpec, cfg: ModelConfig, num_pages: int, page_size: int) -> dict:
     """The empty cache in the kernel's layout (page 0 is the trash page)."""
-    if kernel == "pallas":
+    if kernel.ragged_pool:
         return {"pool": ragged_paged.init_ragged_pages(cfg, num_pages, page_size, pad_head_dim=True)}
     return init_pages(cfg, num_pages, page_size)
 
 
-def cache_page_bytes(kernel: PagedKernel, cfg: ModelConfig, page_size: int) -> int:
-    if kernel == "pallas":
+def cache_page_bytes(kernel: KernelSpec, cfg: ModelConfig, page_size: int) -> int:
+    if kernel.ragged_pool:
         return ragged_paged.ragged_page_bytes(cfg, page_size, pad_head_dim=True)
     return page_bytes(cfg, page_size)
 
 
-def empty_cache(kernel: PagedKernel, cfg: ModelConfig, num_pages: int, page_size: int, placement: Placement) -> dict:
+def empty_cache(kernel: KernelSpec, cfg: ModelConfig, num_pages: int, page_size: int, placement: Placement) -> dict:
     """The empty cache made where it lives (split by kv heads over the engine's devices), never whole on one
     device first; committed like the donated outputs, so the first and later calls share one compilation."""
     shapes = jax.eval_shape(lambda: cache_arrays(kernel, cfg, num_pages, page_size))

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import threading
+from typing import Sequence
 
 import jax
 import flax.linen as nn
@@ -16,10 +17,12 @@ import jax.numpy as jnp
 import numpy as np
 
 from mathjax_train.config import ModelConfig
+from mathjax_train.infer.paged_kernels import XLA, KernelSpec
 from mathjax_train.infer.placement import Placement
+from mathjax_train.infer.rows import SeqState
 from mathjax_train.infer.sampling import row_keys, sample, token_logprobs
 from mathjax_train.model import Decoder, flush_side, init_side
-from mathjax_train.model.attention import PagedKernel, PagedKV
+from mathjax_train.model.attention import PagedKV
 from mathjax_train.model.target import traced_for
 
 
@@ -56,6 +59,51 @@ def page_bucket(n: int, limit: int) -> int:
     return min(b, limit)
 
 
+def page_table(pages: list[int], width: int) -> np.ndarray:
+    """One row of a call's page table: its pages, then the trash page."""
+    table = np.zeros(width, np.int32)
+    table[: min(len(pages), width)] = pages[:width]
+    return table
+
+
+def decode_inputs(
+    rows: Sequence[SeqState], slots: int, width: int, errors: dict[int, Exception] | None = None
+) -> tuple[dict, np.ndarray]:
+    """A decode chunk's inputs for `rows` in `slots` slots (the rest inactive) and their page table. With
+    `errors` (isolate_rows), a row whose settings do not fit the arrays leaves its slot inactive, its error
+    in `errors`; without, the error is raised."""
+    batch = {
+        "last": np.zeros(slots, np.int32),
+        "length": np.zeros(slots, np.int32),
+        "active": np.zeros(slots, bool),
+        "step": np.zeros(slots, np.int32),
+        "max_step": np.ones(slots, np.int32),
+        "seed": np.zeros(slots, np.uint32),
+        "temperature": np.zeros(slots, np.float32),
+        "top_p": np.ones(slots, np.float32),
+        "top_k": np.zeros(slots, np.int32),
+        "ignore_eos": np.zeros(slots, bool),
+    }
+    table = np.zeros((slots, width), np.int32)
+    for i, r in enumerate(rows):
+        try:
+            sp = r.params
+            # a row with no token yet in its round feeds its context's last token, whose KV is not cached
+            batch["last"][i], batch["length"][i], batch["active"][i] = r.tokens[-1], r.cached, True
+            batch["step"][i], batch["max_step"][i], batch["seed"][i] = len(r.generated), sp.max_tokens, r.seed
+            batch["temperature"][i], batch["top_p"][i], batch["top_k"][i] = sp.temperature, sp.top_p, sp.top_k
+            batch["ignore_eos"][i] = sp.ignore_eos
+            table[i] = page_table(r.pages, width)
+        except Exception as e:
+            if errors is None:
+                raise
+            for name, v in batch.items():  # the slot stays inactive
+                v[i] = 1 if name == "max_step" else 0
+            table[i] = 0
+            errors[i] = e
+    return batch, table
+
+
 PAGE_AXIS = {"k": 2, "v": 2, "pool": 1}  # where the page index sits in each cache array (kv_cache, ragged_paged)
 
 
@@ -71,7 +119,7 @@ class Programs:
         cfg: ModelConfig,
         eos_ids: list[int],
         decode_steps: int,
-        kernel: PagedKernel = "xla",
+        kernel: KernelSpec = XLA,
         placement: Placement | None = None,
     ) -> "Programs":
         key = (repr(cfg), tuple(eos_ids), decode_steps, kernel, placement.mesh if placement is not None else None)
@@ -84,14 +132,14 @@ class Programs:
         cfg: ModelConfig,
         eos_ids: list[int],
         decode_steps: int,
-        kernel: PagedKernel = "xla",
+        kernel: KernelSpec = XLA,
         placement: Placement | None = None,
     ):
         """`placement` with a mesh (engine.tensor > 1): the programs are traced under its mesh and logical
         rules, and return the cache with the sharding it came in with (split by kv heads), so it stays put."""
         self.cfg = cfg
-        self.model = Decoder(cfg, paged_kernel=kernel)
-        self.in_place = kernel == "pallas"  # its pool is written where tokens go; no side buffer to flush
+        self.model = Decoder(cfg, paged_kernel=kernel.name)
+        self.in_place = kernel.ragged_pool  # its pool is written where tokens go; no side buffer to flush
         self.eos = jnp.asarray(eos_ids or [-1], jnp.int32)
         self.decode_steps = decode_steps
         self.shapes: set[tuple] = set()

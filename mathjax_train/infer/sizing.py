@@ -7,7 +7,14 @@ so a page costs a device 1/T of its bytes and the cache's page count is the same
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from mathjax_train.config import InputError
+
+if TYPE_CHECKING:
+    from mathjax_train.infer.placement import Placement
 
 GIB = 2**30
 DEFAULT_SLOTS = {"cpu": 128}  # engine.num_slots = 0: rows decoded together by backend
@@ -79,3 +86,27 @@ def kv_fit(page_bytes: int, free_bytes: float | None, fraction: float, slots: in
         raise ValueError(f"kv_fit: page_bytes {page_bytes}, slots {slots}, pages_per_seq {pages_per_seq}")
     free = None if free_bytes is None else max(0, int(free_bytes))
     return KvFit(page_bytes, free, fraction, slots, pages_per_seq)
+
+
+def engine_pages(
+    page_bytes: int, placement: Placement, fraction: float, slots: int, pages_per_seq: int, max_seq_len: int
+) -> int:
+    """The pages an engine takes with engine.num_pages = 0: `fraction` (engine.kv_memory_fraction) of the
+    least free memory among its devices, for pages of `page_bytes` split over them by kv heads."""
+    fit = kv_fit(page_bytes // placement.tensor, free_memory_bytes(placement) or None, fraction, slots, pages_per_seq)
+    problem = fit.problem(max_seq_len, "lower the sequence length, set engine.num_pages or raise engine.tensor")
+    if problem:
+        raise InputError(problem)
+    return fit.pages
+
+
+def free_memory_bytes(placement: Placement) -> int:
+    """Free memory of one of the engine's devices: the least free HBM among them, or on CPU the host RAM
+    they share, divided among them (0 = unknown)."""
+    free = placement.free_memory_bytes()
+    if free is not None:
+        return free
+    try:
+        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE") // placement.tensor
+    except (ValueError, OSError):
+        return 0

@@ -9,23 +9,19 @@ and the row resumes, up to `max_calls` runs.
 
 from __future__ import annotations
 
-import json
 import math
 import os
-import sys
 import threading
-import time
 from collections import deque
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field, replace
 from typing import Callable, Sequence, cast
 
-from tqdm import tqdm
-
 from mathjax_train.config import EngineConfig, InputError
-from mathjax_train.infer.engine import PAUSED, Engine, SeqState
+from mathjax_train.infer.engine import Engine
 from mathjax_train.infer.loading import LoadedModel
-from mathjax_train.infer.params import Completion, SamplingParams, sample_seed
+from mathjax_train.infer.params import Completion, SamplingParams
+from mathjax_train.infer.rows import PAUSED, SeqState
 from mathjax_train.tools.interpreter import DEFAULT_PRELOAD, ExecutionResult, InterpreterPool, Session
 from mathjax_train.tools.tir import STOP, format_output, pending_code
 
@@ -309,61 +305,3 @@ def generate_with_tools(
         model, max_calls=max_calls, timeout_s=timeout_s, batch_size=batch_size, sandboxes=max(1, len(prompts))
     ) as tg:
         return tg.generate(prompts, sp, seeds)
-
-
-def generate_rows_with_tools(
-    model: LoadedModel,
-    rows: list[tuple[int, dict]],
-    write: Callable[[str], None],
-    sp: SamplingParams,
-    *,
-    num_samples: int = 1,
-    seed: int = 0,
-    engine_config: EngineConfig | None = None,
-    max_calls: int = 4,
-    timeout_s: float = 5.0,
-):
-    """`generate --tools python`: like batch_job.generate_rows (same rows and seeds) plus `tool_calls`;
-    rows are written in order as soon as all their samples are done."""
-    from mathjax_train.infer.batch_job import JobStats
-
-    cfg = engine_config or EngineConfig(num_slots=8)
-    work = [(k, j) for k in range(len(rows)) for j in range(num_samples)]
-    done: dict[int, Completion] = {}
-    start, new_tokens, written = time.time(), 0, 0
-    with (
-        ToolGenerator(
-            model, max_calls=max_calls, timeout_s=timeout_s, batch_size=cfg.num_slots, engine_config=cfg
-        ) as tg,
-        tqdm(total=len(work), desc="generate+tools", unit="completion", file=sys.stderr) as bar,
-    ):
-
-        def on_result(k: int, c: Completion) -> None:
-            nonlocal new_tokens, written
-            done[k] = c
-            new_tokens += c.num_tokens
-            bar.update(1)
-            bar.set_postfix(tok_s=f"{new_tokens / max(time.time() - start, 1e-9):.1f}", runs=tg.executions)
-            while written < len(rows) and all(written * num_samples + j in done for j in range(num_samples)):
-                cs = [done.pop(written * num_samples + j) for j in range(num_samples)]
-                write(
-                    json.dumps(
-                        dict(
-                            rows[written][1],
-                            completions=[c.text for c in cs],
-                            token_ids=[c.token_ids for c in cs],
-                            finish_reasons=[c.finish_reason for c in cs],
-                            tool_calls=[c.tool_calls for c in cs],
-                        )
-                    )
-                    + "\n"
-                )
-                written += 1
-
-        tg.generate(
-            [rows[k][1]["prompt"] for k, _ in work],
-            sp,
-            [sample_seed(seed, rows[k][0], j) for k, j in work],
-            on_result=on_result,
-        )
-    return JobStats(len(rows), len(work), new_tokens, time.time() - start)

@@ -21,7 +21,7 @@ from jax.sharding import PartitionSpec
 from mathjax_train.config import Config, MeshConfig, ModelConfig
 from mathjax_train.data.batches import BATCH_DTYPES
 from mathjax_train.infer.layout import decode_config, decode_params, unroll_by_default
-from mathjax_train.infer.paged_kernels import cache_arrays
+from mathjax_train.infer.paged_kernels import KernelSpec, cache_arrays
 from mathjax_train.infer.placement import Placement
 from mathjax_train.infer.programs import Programs, bucket
 from mathjax_train.model.attention import PagedKernel
@@ -87,7 +87,7 @@ class EngineShape:
     max_seq_len: int
     decode_steps: int
     prefill_budget: int
-    kernel: PagedKernel  # infer/paged_kernels.py, resolved for the devices
+    kernel: PagedKernel  # infer/paged_kernels.py, resolved for the devices (its name: the shape travels as JSON)
     layers: str = "auto"  # engine.layers
 
     @property
@@ -109,7 +109,9 @@ def engine_arrays(model: ModelConfig, shape: EngineShape, placement: Placement) 
     dcfg = decode_config(model, unroll)
     shapes = jax.eval_shape(lambda p: decode_params(p, model, unroll), nn.meta.unbox(boxed_params(model)))
     params = _abstract(shapes, placement.param_shardings(dcfg))
-    cache_shapes = jax.eval_shape(lambda: cache_arrays(shape.kernel, model, shape.pages, shape.page_size))
+    cache_shapes = jax.eval_shape(
+        lambda: cache_arrays(KernelSpec.of(shape.kernel), model, shape.pages, shape.page_size)
+    )
     cache = _abstract(cache_shapes, placement.cache_shardings(cache_shapes))
     return params, cache, dcfg
 
@@ -120,7 +122,7 @@ def engine_programs(model: ModelConfig, shape: EngineShape, devices, params=None
     placement = engine_placement(devices)
     own_params, cache, dcfg = engine_arrays(model, shape, placement)
     params = own_params if params is None else params
-    programs = Programs(dcfg, list(model.eos_token_id), shape.decode_steps, shape.kernel, placement)
+    programs = Programs(dcfg, list(model.eos_token_id), shape.decode_steps, KernelSpec.of(shape.kernel), placement)
     rep = placement.replicated()
     width = shape.pages_per_seq
     tokens = bucket(shape.prefill_budget, 1 << 30, 16)

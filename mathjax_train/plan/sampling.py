@@ -19,7 +19,7 @@ import flax.linen as nn
 import jax
 
 from mathjax_train.config import ConfigError, ModelConfig, SamplingPlanConfig
-from mathjax_train.infer.paged_kernels import cache_page_bytes, paged_kernel
+from mathjax_train.infer.paged_kernels import cache_page_bytes, kernel_spec
 from mathjax_train.infer.placement import tensor_problem
 from mathjax_train.infer.sizing import engine_slots, kv_fit
 from mathjax_train.model.checkpoint import boxed_params
@@ -54,7 +54,7 @@ def degrees(model: ModelConfig, chips_per_host: int) -> list[int]:
 def _degree(model: ModelConfig, topo: Topology, s: SamplingPlanConfig, tensor: int, chips_per_host: int) -> dict:
     """The per-chip figures of one tensor degree."""
     e = s.engine
-    kernel = paged_kernel(e.attention, model, e.page_size, tensor, Target("tpu", topo.device_kind))
+    kernel = kernel_spec(e.attention, model, e.page_size, tensor, Target("tpu", topo.device_kind))
     max_seq_len = min(s.max_seq_len or model.max_position_embeddings, model.max_position_embeddings)
     pages_per_seq = math.ceil(max_seq_len / e.page_size)
     params = param_bytes_per_chip(model, tensor)
@@ -70,7 +70,7 @@ def _degree(model: ModelConfig, topo: Topology, s: SamplingPlanConfig, tensor: i
     replicas = chips_per_host // tensor
     return {
         "tensor": tensor,
-        "kernel": kernel,
+        "kernel": kernel.name,
         "max_seq_len": max_seq_len,
         "pages_per_sequence": pages_per_seq,
         "slots": fit.slots,

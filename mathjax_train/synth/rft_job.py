@@ -21,7 +21,7 @@ from tqdm import tqdm
 from mathjax_train.config import InputError, RftConfig
 from mathjax_train.data import run_dir
 from mathjax_train.data.templates import ChatTemplate, get_template
-from mathjax_train.infer.batch_job import engine_for_prompts
+from mathjax_train.infer.engine import engine_for_prompts
 from mathjax_train.infer.loading import LoadedModel, load_for_inference
 from mathjax_train.infer.params import SamplingParams, sample_seed
 from mathjax_train.data.problems import Problem
