@@ -341,6 +341,7 @@ def test_bad_plans_are_named(capsys):
         assert "mathjax-train plan: error:" in err and msg in err, (extra, err)
 
 
+@pytest.mark.slow  # two 7B-wide TPU compiles; test_plan_tpu.py checks the same on a small model
 def test_compiled_state_bytes_equal_the_analytic_ones(capsys):
     """XLA:TPU's argument bytes per chip (the real step compiled for the v5e-64 slice at 2 and 4 layers,
     extrapolated to 32 and labelled so) are the analytic parameters + optimizer state + this chip's batch."""

@@ -178,6 +178,19 @@ def test_a_small_models_programs_compile_for_v5e_8(tiny, capsys):
     assert r["total"] >= r["programs"]["update"]["total"] + live["reference"] + live["kv_cache"]
 
 
+def test_a_step_compiled_at_two_depths_is_extrapolated_to_the_model_s(tiny, capsys):
+    """`--compile-layers A B`: the state bytes of the 6-layer step, extrapolated from 2 and 3 layers, are still
+    exactly parameters + Adam + this chip's batch (all linear in depth), and the plan says it extrapolated."""
+    args = ("--config", tiny, "--topology", "v5e-8", "--compile", "--compile-layers", "2", "3", "--no-bound")
+    plan = _plan(capsys, *args, "model.num_layers=6")
+    c = plan["memory_per_device"]["compiled"]
+    assert c["target"] == "tpu" and "extrapolated linearly to 6" in c["method"]
+    a, b = plan["memory_per_device"]["analytic"], plan["batch"]
+    batch = 5 * 4 * b["rows_per_device_per_microbatch"] * b["microbatches"] * b["seq_len"]
+    step = c["programs"]["train_step"]
+    assert step["argument"] == pytest.approx(a["params"] + a["optimizer_state"] + batch, rel=1e-3)
+
+
 def test_a_step_the_compiler_refuses_does_not_fit(tiny, capsys):
     """Far too big a batch for one v5e chip: XLA:TPU refuses it, and plan says so with the bytes it names."""
     args = ("--config", tiny, "--topology", "v5e-1", "--compile", "--no-bound", "train.batch_size=4096", "mesh.data=1")

@@ -34,7 +34,8 @@ def _commands(blocks=BLOCKS):
 def test_ci_runs_the_readme_test_command():
     setup_and_main, tests = BLOCKS[0].strip(), BLOCKS[1].strip()
     ci = [l for l in (REPO / ".ci" / "run").read_text().splitlines() if l and not l.startswith(("#", "set ", "cd "))]
-    assert ci == [tests]
+    slow = tests.rsplit(" && ", 1)[1].replace('-m "not slow"', "-m slow")
+    assert ci == [tests, slow] and f"`{slow}`" in README  # the README's command, then the slow set it names
     setup = tests.rsplit(" && ", 1)[0]
     assert setup_and_main == f"{setup} && .venv/bin/mathjax-train demo"
 
