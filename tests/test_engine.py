@@ -107,8 +107,13 @@ def test_logprobs_are_the_models(llama):
     np.testing.assert_allclose(c.logprobs, want, atol=1e-4)
 
 
-def test_a_seed_gives_the_same_completion_whatever_runs_beside_it(tiny):
-    _, m = tiny
+# batch invariance is the engine's, whatever the family: Mistral by default, the rest in the slow set
+SEED_FAMILIES = ["mistral", *(pytest.param(f, marks=pytest.mark.slow) for f in ("llama", "qwen2", "qwen3"))]
+
+
+@pytest.mark.parametrize("family", SEED_FAMILIES)
+def test_a_seed_gives_the_same_completion_whatever_runs_beside_it(tmp_path_factory, family):
+    _, m = _tiny(tmp_path_factory, family)
     sp = SamplingParams(max_tokens=16, temperature=1.0, top_p=0.9, ignore_eos=True)
     p = [4, 5, 6, 7, 8]
     alone = Engine(m, EngineConfig(num_slots=1, **SMALL)).generate([p], sp, [[11]])[0][0]

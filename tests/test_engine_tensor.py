@@ -81,7 +81,10 @@ def _compiled(eng) -> dict[str, int]:
     return {"prefill": p._prefill._cache_size(), "decode": p._decode._cache_size(), "copy": p._copy._cache_size()}
 
 
-@pytest.mark.parametrize(("tensor", "attention"), [(1, "xla"), (2, "xla"), (1, "cpu"), (2, "cpu")])
+@pytest.mark.parametrize(
+    ("tensor", "attention"),  # unsplit xla is test_engine's plain-JAX path: slow set only
+    [pytest.param(1, "xla", marks=pytest.mark.slow), (2, "xla"), (1, "cpu"), (2, "cpu")],
+)
 def test_greedy_equals_transformers_split_over_kv_heads(kv2, tensor, attention):
     hf, ckpt = kv2
     eng = _engine(ckpt, tensor, attention, num_slots=2)

@@ -214,6 +214,7 @@ def test_refusal_messages_are_read():
     assert parse_refusal("INVALID_ARGUMENT: something else") is None
 
 
+@pytest.mark.slow  # six compiles; the v5e-8 test above runs the probes and checks the bound they give
 def test_cost_probes_add_up_to_the_written_out_program(tiny):
     """XLA counts a loop body once; the probes at 1-2 layers and 1-2 micro-batches, solved for the recipe's depth
     and micro-batches, give the FLOPs of the program with every loop written out, where the scanned program's own
