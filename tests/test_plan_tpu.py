@@ -66,6 +66,14 @@ def _plan(capsys, *args) -> dict:
     return out
 
 
+def _state_and_batch_bytes(plan: dict) -> int:
+    """The train step's arguments as the analytic planner counts them: parameters + Adam state, plus this
+    chip's batch (5 int32/float32 arrays of rows x micro-batches x seq_len)."""
+    a, b = plan["memory_per_device"]["analytic"], plan["batch"]
+    batch = 5 * 4 * b["rows_per_device_per_microbatch"] * b["microbatches"] * b["seq_len"]
+    return a["params"] + a["optimizer_state"] + batch
+
+
 def test_the_slices_are_cloud_tpus_own_shapes():
     assert [chip_grid(n, 3) for n in (4, 8, 16, 32, 64, 128)] == [
         (2, 2, 1),
@@ -155,9 +163,7 @@ def test_a_small_models_programs_compile_for_v5e_8(tiny, capsys):
     assert c["target"] == "tpu" and not c["estimate"] and "XLA:TPU" in c["compiler"] and "full depth" in c["method"]
     assert plan["fits"] and step["total"] == c["total"] > 0 and step["argument"] > 0 and step["temp"] > 0
     # the state is what the analytic planner counts exactly: parameters + Adam, plus this chip's batch
-    a, b = plan["memory_per_device"]["analytic"], plan["batch"]
-    batch = 5 * 4 * b["rows_per_device_per_microbatch"] * b["microbatches"] * b["seq_len"]
-    assert step["argument"] == pytest.approx(a["params"] + a["optimizer_state"] + batch, rel=1e-3)
+    assert step["argument"] == pytest.approx(_state_and_batch_bytes(plan), rel=1e-3)
     bound = c["roofline"]["train_step"]
     assert bound["seconds"] == max(bound["compute_seconds"], bound["memory_seconds"]) > 0
     assert bound["flops"] >= bound["model_flops"] > 0
@@ -185,10 +191,7 @@ def test_a_step_compiled_at_two_depths_is_extrapolated_to_the_model_s(tiny, caps
     plan = _plan(capsys, *args, "model.num_layers=6")
     c = plan["memory_per_device"]["compiled"]
     assert c["target"] == "tpu" and "extrapolated linearly to 6" in c["method"]
-    a, b = plan["memory_per_device"]["analytic"], plan["batch"]
-    batch = 5 * 4 * b["rows_per_device_per_microbatch"] * b["microbatches"] * b["seq_len"]
-    step = c["programs"]["train_step"]
-    assert step["argument"] == pytest.approx(a["params"] + a["optimizer_state"] + batch, rel=1e-3)
+    assert c["programs"]["train_step"]["argument"] == pytest.approx(_state_and_batch_bytes(plan), rel=1e-3)
 
 
 def test_a_step_the_compiler_refuses_does_not_fit(tiny, capsys):
