@@ -99,7 +99,7 @@ class Placement:
     def place_params(self, params, cfg: ModelConfig):
         """`params` on these devices, split by the rules; arrays already placed so are not copied."""
         shardings = self.param_shardings(cfg)
-        if _placed(params, shardings):
+        if is_placed(params, shardings):
             return params
         return jax.device_put(params, shardings)
 
@@ -114,7 +114,8 @@ class Placement:
         return min(free)
 
 
-def _placed(params, shardings) -> bool:
+def is_placed(params, shardings) -> bool:
+    """Whether every leaf of `params` is already an array laid out as `shardings` says."""
     leaves = jax.tree_util.tree_leaves(params)
     targets = jax.tree_util.tree_leaves(shardings, is_leaf=lambda x: isinstance(x, Sharding))
     return len(leaves) == len(targets) and all(
