@@ -112,8 +112,3 @@ class RlConfig:
         if self.exact_logprobs and self.tools != "none":
             raise ConfigError(f"{where}.exact_logprobs: not with tools={self.tools!r} yet (its rollouts extend rows)")
         self.engine.validate(f"{where}.engine")
-        if self.engine.tensor != 1:
-            raise ConfigError(
-                f"{where}.engine.tensor must be 1, got {self.engine.tensor}: the sampler reads the learner's "
-                "parameter arrays in place, as the learner lays them out"
-            )

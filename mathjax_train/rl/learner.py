@@ -31,10 +31,10 @@ EXACT_KEY = "exact_logp"  # with rl.exact_logprobs: infer/exact.py's log-probabi
 
 
 def learner_devices(cfg: Config, devices=None) -> list:
-    """The devices `rl` runs on, of `devices` (default: all): the engine's KV cache lives on one device, so the
-    collocated learner shares that device. `plan --rl` compiles for the same ones."""
-    devices = list(jax.devices() if devices is None else devices)[:1]
-    make_mesh(cfg.mesh, devices)  # a mesh asking for more devices fails here, naming the axes
+    """The devices `rl`'s learner runs on: all of `devices` (default: every device of every host), split by the
+    run's mesh as SFT splits them. `plan --rl` compiles for the same ones."""
+    devices = list(jax.devices() if devices is None else devices)
+    make_mesh(cfg.mesh, devices)  # a mesh that does not fit the devices fails here, naming the axes
     return devices
 
 
