@@ -17,7 +17,8 @@ from mathjax_train.rl.best import improves
 from mathjax_train.eval.metrics import binomial_interval
 from mathjax_train.rl.rewards import Score
 from mathjax_train.rl.rollout import Group, Rollout
-from mathjax_train.rl.trainer import TIMING_KEYS, _step_metrics, run_rl
+from mathjax_train.rl.trainer import _step_metrics, run_rl
+from rl_helpers import comparable, rl_config, write_jsonl
 
 MISMATCH_KEYS = ("mismatch_max_abs", "mismatch_mean_abs", "mismatch_kl_k3", "mismatch_out_of_band")
 
@@ -27,69 +28,16 @@ def ckpt(tmp_path_factory):
     return import_random_model(tmp_path_factory.mktemp("rl_random"), seed=3)[1]
 
 
-def _write(path, rows):
-    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
-    return str(path)
-
-
-def _config(ckpt, tmp_path, name, *extra):
-    prompts = _write(
-        tmp_path / "prompts.jsonl", [{"question": f"What is {i} + {i}?", "answer": str(2 * i)} for i in range(1, 9)]
-    )
-    heldout = _write(
-        tmp_path / "heldout.jsonl", [{"question": f"What is {i} times 2?", "answer": str(2 * i)} for i in range(3)]
-    )
-    validation = _write(
-        tmp_path / "validation.jsonl", [{"question": f"What is {i} plus {i}?", "answer": str(2 * i)} for i in range(2)]
-    )
-    scan = model_ckpt.load_model_config(ckpt).scan_layers
-    return load_config(
-        None,
-        [
-            f"output_dir={tmp_path / name}",
-            f"init_from={ckpt}",
-            "model.dtype=float32",
-            f"model.scan_layers={scan}",
-            "train.steps=2",
-            "train.seq_len=48",
-            "train.seed=5",
-            "data.template=question_answer",
-            "optimizer.learning_rate=1e-2",
-            "optimizer.warmup_steps=0",
-            "checkpoint.every_steps=1",
-            f"rl.prompts={{{prompts}: 1.0}}",
-            "rl.prompts_per_step=2",
-            "rl.group_size=2",
-            "rl.max_new_tokens=8",
-            "rl.updates_per_batch=2",
-            "rl.minibatches=2",
-            "rl.entropy_coef=0.05",
-            "rl.kl_coef=0.1",
-            "rl.answer_fallback=last_number",
-            f"rl.heldout={heldout}",
-            f"rl.validation={validation}",
-            "rl.engine.decode_steps=8",
-            "rl.engine.page_size=64",
-            *extra,
-        ],
-    )
-
-
-def _comparable(path):
-    rows = [json.loads(x) for x in path.read_text().splitlines()]
-    return [{k: v for k, v in r.items() if k not in TIMING_KEYS} for r in rows]
-
-
 def test_stopped_run_resumes_to_the_same_metrics(ckpt, tmp_path):
-    full = run_rl(_config(ckpt, tmp_path, "full"), log=lambda m: None)
+    full = run_rl(rl_config(ckpt, tmp_path, "full"), log=lambda m: None)
     assert full["status"] == "finished" and full["steps"] == 2
-    cfg = _config(ckpt, tmp_path, "split")
+    cfg = rl_config(ckpt, tmp_path, "split")
     first = run_rl(cfg, max_steps_this_run=1, log=lambda m: None)
     assert first["status"] == "stopped" and first["steps"] == 1
     assert not (tmp_path / "split" / "rl_summary.json").exists()
-    second = run_rl(_config(ckpt, tmp_path, "split"), log=lambda m: None)
+    second = run_rl(rl_config(ckpt, tmp_path, "split"), log=lambda m: None)
     assert second["status"] == "finished" and second["steps"] == 2
-    a, b = _comparable(tmp_path / "full" / "metrics.jsonl"), _comparable(tmp_path / "split" / "metrics.jsonl")
+    a, b = comparable(tmp_path / "full" / "metrics.jsonl"), comparable(tmp_path / "split" / "metrics.jsonl")
     assert [r["step"] for r in a] == [1, 2] and a == b
     # the entropy bonus and the KL term move the weights even where rewards are all 0: resuming had
     # to restore parameters, Adam moments and the prompt position for the losses to agree
@@ -132,11 +80,11 @@ def test_stopped_run_resumes_to_the_same_metrics(ckpt, tmp_path):
     }
     # checkpoint 2 was written once, before its evaluation: re-running the finished run reads that evaluation
     # back from beside it (OUTPUT_DIR/heldout/step_2) and reports the same results and best step
-    again = run_rl(_config(ckpt, tmp_path, "split"), log=lambda m: None)
+    again = run_rl(rl_config(ckpt, tmp_path, "split"), log=lambda m: None)
     assert again["status"] == "finished" and again["steps"] == 2
     for key in ("heldout", "validation", "best", "heldout_difference", "sampled_tokens"):
         assert again[key] == summary[key], key
-    assert _comparable(tmp_path / "split" / "metrics.jsonl") == a
+    assert comparable(tmp_path / "split" / "metrics.jsonl") == a
     for key in (
         "reward_mean",
         "pass_rate",
@@ -151,7 +99,7 @@ def test_stopped_run_resumes_to_the_same_metrics(ckpt, tmp_path):
 
 
 def test_corrections_train_and_log_their_shares(ckpt, tmp_path, capsys):
-    cfg = _config(ckpt, tmp_path, "tis", "train.steps=1", "rl.heldout=", "rl.validation=", "rl.kl_coef=0")
+    cfg = rl_config(ckpt, tmp_path, "tis", "train.steps=1", "rl.heldout=", "rl.validation=", "rl.kl_coef=0")
     cfg.rl.tis_cap, cfg.rl.mismatch_mask = 2.0, "sequence"
     assert run_rl(cfg, log=lambda m: None)["status"] == "finished"
     (row,) = [json.loads(x) for x in (tmp_path / "tis" / "metrics.jsonl").read_text().splitlines()]
@@ -164,7 +112,7 @@ def test_corrections_train_and_log_their_shares(ckpt, tmp_path, capsys):
 
 def test_exact_mode_starts_the_update_at_ratio_exactly_one(ckpt, tmp_path):
     extra = ("train.steps=1", "rl.heldout=", "rl.validation=", "rl.updates_per_batch=1", "rl.minibatches=1")
-    cfg = _config(ckpt, tmp_path, "exact", *extra, "rl.exact_logprobs=true", "rl.temperature=1.0")
+    cfg = rl_config(ckpt, tmp_path, "exact", *extra, "rl.exact_logprobs=true", "rl.temperature=1.0")
     assert run_rl(cfg, log=lambda m: None)["status"] == "finished"
     (row,) = [json.loads(x) for x in (tmp_path / "exact" / "metrics.jsonl").read_text().splitlines()]
     assert row["trained_tokens"] > 0 and row["mismatch_max_abs"] == 0.0  # the learner scored the engine's numbers
@@ -258,7 +206,7 @@ def test_tool_rollouts_mask_interpreter_output(tmp_path):
     tok_cfg = json.loads(cfg_file.read_text())
     tok_cfg["chat_template"] = "{{ messages[-1]['content'] }}"  # the prompt ends in the scripted token
     cfg_file.write_text(json.dumps(tok_cfg))
-    prompts = _write(
+    prompts = write_jsonl(
         tmp_path / "p.jsonl",
         [
             {"question": "Six times seven, plus one. " + Q1, "answer": "43"},

@@ -172,12 +172,13 @@ def evaluate(
     make_source: SourceFactory = default_source,
     on_row: Callable[[dict], None] | None = None,
     progress: bool = True,
+    join: bool = True,
 ) -> EvalResult:
     """Run (or resume) one evaluation and write report.json, summary.md and accuracy_vs_k.png. On a pod
     (num_shards > 1) this host evaluates the problems i % n == index in OUTPUT_DIR.shard-i-of-n (a run
     directory of its own, resumed on its own; parallel/host_shard.py), and the host that completes the last
     shard joins them into OUTPUT_DIR as one host would have written it (re-running a finished shard joins
-    them again)."""
+    them again). `join=False`: this host only completes its shard (a caller that joins in step on every host)."""
     cfg.validate()
     t0 = time.time()
     shard, count = resolve_shard(cfg.shard_index, cfg.num_shards)
@@ -273,6 +274,8 @@ def evaluate(
         return result
     mark_done(str(out), {"problems": len(mine), "run": meta["run"]})
     result.shard = (shard, count)
+    if not join:
+        return result
     joined = join_shards(
         root, count, kept, n, dict(meta, settings={**run_settings(cfg, dataset_file, shots, step), "limit": cfg.limit})
     )

@@ -24,3 +24,9 @@ def global_batch(local: dict[str, np.ndarray], sharding) -> dict[str, jax.Array]
         shape = (v.shape[0] * n,) + v.shape[1:]
         out[k] = jax.make_array_from_process_local_data(sharding, v, shape)
     return out
+
+
+def whole_batch(rows: dict[str, np.ndarray], sharding) -> dict[str, jax.Array]:
+    """A batch every host holds whole (rl's rollouts, gathered) -> global arrays laid out by `sharding`, each
+    host placing the rows its devices hold."""
+    return {k: jax.make_array_from_callback(v.shape, sharding, lambda idx, v=v: v[idx]) for k, v in rows.items()}

@@ -14,15 +14,13 @@ from importlib import metadata
 from pathlib import Path
 
 import jax
-import numpy as np
-from jax.experimental import multihost_utils
 
 from mathjax_train.config import Config, to_dict
 from mathjax_train.errors import PreflightError
+from mathjax_train.parallel.host_gather import allgather_json
 from mathjax_train.parallel.topology import matches_device_kind, parse_topology
 
 PACKAGE_DIR = Path(__file__).resolve().parents[1]
-RECORD_BYTES = 2048  # a host's record travels as fixed-size bytes through one allgather
 CODE_FIELDS = ("package", "source_sha256", "config_sha256", "jax", "jaxlib")
 
 
@@ -80,14 +78,8 @@ def host_record(cfg: Config) -> dict:
 
 
 def gather_records(record: dict) -> list[dict]:
-    """Every process's record, in process order (one allgather of fixed-size byte rows)."""
-    raw = json.dumps(record, sort_keys=True).encode()
-    if len(raw) > RECORD_BYTES:
-        raise PreflightError(f"preflight: host record is {len(raw)} bytes, more than {RECORD_BYTES}")
-    buf = np.zeros(RECORD_BYTES, np.uint8)
-    buf[: len(raw)] = np.frombuffer(raw, np.uint8)
-    rows = np.asarray(multihost_utils.process_allgather(buf)).reshape(-1, RECORD_BYTES)
-    return [json.loads(bytes(r).rstrip(b"\0")) for r in rows]
+    """Every process's record, in process order."""
+    return allgather_json(record)
 
 
 def _name(r: dict) -> str:

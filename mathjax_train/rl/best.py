@@ -10,10 +10,12 @@ from __future__ import annotations
 
 import json
 
+import jax
 from etils import epath
 
 from mathjax_train.config import ModelConfig
 from mathjax_train.model import checkpoint as model_ckpt
+from mathjax_train.parallel.host_gather import barrier
 
 BEST_DIR = "best"
 BEST_FILE = "best.json"
@@ -26,18 +28,23 @@ def improves(best: dict | None, accuracy: float) -> bool:
 
 def save_best(output_dir, params, model_cfg: ModelConfig, record: dict) -> epath.Path:
     """Write `params` as OUTPUT_DIR/best with `record` ({step, validation_accuracy}) in best.json. The new
-    directory is complete before it replaces the old one: a crash while writing it leaves the previous best."""
+    directory is complete before it replaces the old one: a crash while writing it leaves the previous best.
+    On several hosts every host calls it (each writes its shards of the parameters); process 0 does the rest."""
     from mathjax_train.convert.import_hf import copy_tokenizer_files
 
+    main = jax.process_index() == 0
     out = epath.Path(output_dir)
     best, partial = out / BEST_DIR, out / f"{BEST_DIR}.partial"
-    if partial.exists():
+    if main and partial.exists():
         partial.rmtree()
+    barrier("rl:best cleared")
     model_ckpt.save_params(partial, params)
-    model_ckpt.save_model_config(partial, model_cfg)
-    copy_tokenizer_files(out / model_ckpt.TOKENIZER_DIR, partial / model_ckpt.TOKENIZER_DIR)
-    (partial / BEST_FILE).write_text(json.dumps(record, indent=2))
-    if best.exists():
-        best.rmtree()
-    partial.rename(best)
+    if main:
+        model_ckpt.save_model_config(partial, model_cfg)
+        copy_tokenizer_files(out / model_ckpt.TOKENIZER_DIR, partial / model_ckpt.TOKENIZER_DIR)
+        (partial / BEST_FILE).write_text(json.dumps(record, indent=2))
+        if best.exists():
+            best.rmtree()
+        partial.rename(best)
+    barrier("rl:best written")
     return best

@@ -1,14 +1,20 @@
 """Held-out (and validation) accuracy during RL through the `evaluate` harness, decoding greedily on the RL engine
-with the learner's current parameters (no reload, no second KV cache)."""
+with the learner's current parameters (no reload, no second KV cache); on several hosts each host scores its
+share of the problems."""
 
 from __future__ import annotations
 
+import json
+
+import jax
 from etils import epath
 
 from mathjax_train.config import Config, EvalConfig, GenerateConfig
 from mathjax_train.eval.completions import plain_source
 from mathjax_train.eval.harness import evaluate, sampling_params
+from mathjax_train.eval.report import REPORT_FILE
 from mathjax_train.eval.results import SAMPLES_FILE
+from mathjax_train.parallel.host_gather import barrier
 
 
 def heldout_accuracy(cfg: Config, sampler, checkpoint: str, out_dir: epath.Path, dataset: str, limit: int) -> dict:
@@ -36,7 +42,15 @@ def heldout_accuracy(cfg: Config, sampler, checkpoint: str, out_dir: epath.Path,
             add_special_tokens=sampler.add_special_tokens,
         )
 
-    report = evaluate(ecfg, make_source=source, progress=False).report
+    if jax.process_count() == 1:
+        report = evaluate(ecfg, make_source=source, progress=False).report
+    else:  # each host its shard; once all are done, process 0 joins them and the others read the joined report
+        evaluate(ecfg, make_source=source, progress=False, join=False)
+        barrier(f"rl:{out_dir.parent.name}/{out_dir.name} shards")
+        if jax.process_index() == 0:
+            evaluate(ecfg, make_source=source, progress=False)  # every shard is read back, nothing is sampled
+        barrier(f"rl:{out_dir.parent.name}/{out_dir.name} joined")
+        report = json.loads((out_dir / REPORT_FILE).read_text())
     n = report["num_problems"]
     return {
         "accuracy": report["accuracy"],

@@ -4,6 +4,8 @@ a non-finite loss or gradient) and the frozen reference's log-probabilities for 
 
 from __future__ import annotations
 
+import math
+
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
@@ -31,9 +33,13 @@ EXACT_KEY = "exact_logp"  # with rl.exact_logprobs: infer/exact.py's log-probabi
 
 
 def learner_devices(cfg: Config, devices=None) -> list:
-    """The devices `rl`'s learner runs on: all of `devices` (default: every device of every host), split by the
-    run's mesh as SFT splits them. `plan --rl` compiles for the same ones."""
+    """The devices `rl`'s learner runs on, split by the run's mesh as SFT splits them: all of `devices` (default:
+    every device of every host), or, on one host, the first data x fsdp x tensor of them when the mesh names
+    every size (mesh.data=1: one device). `plan --rl` compiles for the same ones."""
     devices = list(jax.devices() if devices is None else devices)
+    sizes = (cfg.mesh.data, cfg.mesh.fsdp, cfg.mesh.tensor)
+    if -1 not in sizes and math.prod(sizes) < len(devices) and jax.process_count() == 1:
+        devices = devices[: math.prod(sizes)]
     make_mesh(cfg.mesh, devices)  # a mesh that does not fit the devices fails here, naming the axes
     return devices
 
@@ -105,4 +111,5 @@ def make_reference_logprobs(model_cfg, rules, mesh):
         with nn.logical_axis_rules(rules):
             return _forward(model, params, mb)[0]
 
-    return jax.jit(traced_for(mesh.devices.flat, fn))
+    # whole on every device: every host reads all rows back
+    return jax.jit(traced_for(mesh.devices.flat, fn), out_shardings=NamedSharding(mesh, PartitionSpec()))

@@ -1,15 +1,21 @@
 """Rollouts: G completions per prompt on the collocated engine (plain, or tool-integrated with the
 Python sandbox), each rewarded by the grader; with dynamic sampling, groups whose rewards are all
-equal (no learning signal) are dropped and more prompts are drawn, up to rl.max_refill_rounds."""
+equal (no learning signal) are dropped and more prompts are drawn, up to rl.max_refill_rounds. On several
+hosts every host draws the same prompts, samples and grades its share on its own engine, and every host then
+holds every group, whole and in draw order."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, replace
+from dataclasses import asdict, dataclass, field, replace
+
+import jax
 
 from mathjax_train.config import Config
 from mathjax_train.data.problems import Problem
 from mathjax_train.infer.loading import LoadedModel
 from mathjax_train.infer.params import Completion, SamplingParams, sample_seed
+from mathjax_train.parallel.host_gather import allgather_json
+from mathjax_train.parallel.host_shard import owns
 from mathjax_train.rl.prompts import PromptStream
 from mathjax_train.rl.rewards import Score, score
 
@@ -37,15 +43,16 @@ class Rollout:
 
 
 class Sampler:
-    """Samples on an engine that reads `model.params` at every call: the learner sets them after each
-    update (the same device arrays, no host copy). `tools="python"` runs tool-integrated decoding."""
+    """Samples on this host's engine, which reads `model.params` at every call: the learner sets them after
+    each update (rl/reshard.py: on the devices, no host copy). `tools="python"` runs tool-integrated decoding."""
 
     def __init__(self, model: LoadedModel, cfg: Config):
         rl = cfg.rl
         self.model, self.rl = model, rl
         self.add_special_tokens = cfg.data.template != "chat"  # a chat template writes its own BOS
         self.params = SamplingParams(max_tokens=rl.max_new_tokens, temperature=rl.temperature, top_p=rl.top_p)
-        engine_cfg = replace(rl.engine, num_slots=rl.engine.num_slots or rl.prompts_per_step * rl.group_size)
+        per_host = -(-rl.prompts_per_step // jax.process_count()) * rl.group_size  # this host's share of B x G
+        engine_cfg = replace(rl.engine, num_slots=rl.engine.num_slots or per_host)
         self.tools = None
         if rl.tools == "python":
             from mathjax_train.infer.tool_generate import ToolGenerator
@@ -100,9 +107,8 @@ def collect(stream: PromptStream, sampler: Sampler, template, cfg: Config) -> Ro
                 continue
             drawn.append((k, problem, text, ids))
         seeds = [[sample_seed(cfg.train.seed, k, j) for j in range(rl.group_size)] for k, *_ in drawn]
-        samples = sampler.sample([d[2] for d in drawn], [d[3] for d in drawn], seeds)
-        for (k, problem, text, ids), comps in zip(drawn, samples):
-            group = Group(problem, ids, comps, [score(problem.answer, c, rl) for c in comps])
+        for (k, problem, text, ids), (comps, scores) in zip(drawn, _sample_and_score(sampler, drawn, seeds, rl)):
+            group = Group(problem, ids, comps, scores)
             out.sampled += 1
             out.sampled_tokens += sum(c.num_tokens for c in comps)
             out.scores += group.scores
@@ -112,4 +118,21 @@ def collect(stream: PromptStream, sampler: Sampler, template, cfg: Config) -> Ro
                 out.groups.append(group)
         if len(out.groups) >= rl.prompts_per_step:
             break
+    return out
+
+
+def _sample_and_score(sampler: Sampler, drawn: list, seeds: list[list[int]], rl) -> list[tuple[list, list]]:
+    """(completions, scores) of every drawn prompt in draw order: host h of n samples and grades the prompts
+    i % n == h, and the hosts exchange the results (parallel/host_gather.py)."""
+    host, hosts = jax.process_index(), jax.process_count()
+    mine = [i for i in range(len(drawn)) if owns(i, host, hosts)]
+    samples = sampler.sample([drawn[i][2] for i in mine], [drawn[i][3] for i in mine], [seeds[i] for i in mine])
+    local = [(comps, [score(drawn[i][1].answer, c, rl) for c in comps]) for i, comps in zip(mine, samples)]
+    if hosts == 1:
+        return local
+    parts = allgather_json([[[asdict(c) for c in comps], [asdict(s) for s in scores]] for comps, scores in local])
+    out: list = [None] * len(drawn)
+    for h, part in enumerate(parts):
+        for i, (comps, scores) in zip([i for i in range(len(drawn)) if owns(i, h, hosts)], part):
+            out[i] = ([Completion(**c) for c in comps], [Score(**s) for s in scores])
     return out

@@ -3,8 +3,9 @@
 Per step: collect B groups of G completions on the engine (rewards from the grader), turn rewards
 into group advantages, measure how far the engine's log-probabilities lie from the learner's with the
 same parameters (rl/mismatch.py; corrected when configured), and run rl.updates_per_batch passes of
-rl.minibatches optimizer updates on the clipped surrogate. The engine then reads the updated arrays
-directly. Checkpoints (train/checkpointing.py) hold the parameters, optimizer state, RNG, the prompt
+rl.minibatches optimizer updates on the clipped surrogate. The learner is sharded by the run's mesh over every
+device of every host (as SFT is); each host samples its share of the prompts on its own engine, and the updated
+parameters reach the engines on the devices (rl/reshard.py; one device: the engine reads the learner's arrays). Checkpoints (train/checkpointing.py) hold the parameters, optimizer state, RNG, the prompt
 stream's position and the run's totals, so a stopped or killed run resumes to the same later metrics
 as an uninterrupted one. Each save writes its checkpoint once; a held-out/validation evaluation due at
 that step runs after it on the saved step and is stored beside it (OUTPUT_DIR/heldout/step_N, the
@@ -16,6 +17,7 @@ from __future__ import annotations
 
 import copy
 import json
+import math
 import sys
 import time
 from dataclasses import dataclass
@@ -32,6 +34,10 @@ from mathjax_train.data.vocab import load_tokenizer
 from mathjax_train.infer.exact import ExactRows
 from mathjax_train.infer.loading import LoadedModel
 from mathjax_train.model import checkpoint as model_ckpt
+from mathjax_train.infer.placement import engine_placement
+from mathjax_train.parallel.distributed import maybe_initialize
+from mathjax_train.parallel.host_data import whole_batch
+from mathjax_train.parallel.host_gather import barrier
 from mathjax_train.parallel.mesh import make_mesh
 from mathjax_train.parallel.rules import axis_rules, batch_sharding
 from mathjax_train.rl.batch import build_batch, split_rows
@@ -41,6 +47,7 @@ from mathjax_train.rl.learner import EXACT_KEY, MINIBATCH_KEYS, learner_devices,
 from mathjax_train.rl.loss import group_advantages
 from mathjax_train.rl.mismatch import correct_batch, mismatch_metrics
 from mathjax_train.rl.prompts import PromptStream
+from mathjax_train.rl.reshard import Resharder
 from mathjax_train.rl.rollout import Sampler, collect
 from mathjax_train.train.metrics import format_duration
 from mathjax_train.train.optimizer import make_optimizer
@@ -50,7 +57,14 @@ from mathjax_train.eval.results import first_correct
 from mathjax_train.train.run_loop import PREEMPTED_EXIT_CODE, RunLoop, resolve_model_config, write_run_files
 
 SUMMARY_FILE = "rl_summary.json"
-TIMING_KEYS = ("sample_seconds", "learn_seconds", "sampled_tokens_per_second", "step_seconds", "mismatch_seconds")
+TIMING_KEYS = (
+    "sample_seconds",
+    "learn_seconds",
+    "sampled_tokens_per_second",
+    "step_seconds",
+    "mismatch_seconds",
+    "reshard_seconds",
+)
 
 __all__ = ["PREEMPTED_EXIT_CODE", "SUMMARY_FILE", "TIMING_KEYS", "run_rl"]
 
@@ -73,8 +87,20 @@ def _check(cfg: Config) -> None:
         )
     if cfg.lora.enabled:
         raise ConfigError("lora.rank: rl trains all parameters for now; set lora.rank=0")
-    if jax.process_count() > 1:
-        raise ConfigError("rl runs on one host for now (the engine's KV cache lives on one device)")
+
+
+def _check_mesh(cfg: Config, mesh) -> None:
+    """The learner's mesh against what rl needs of it: one device in exact mode, minibatches that split evenly."""
+    if cfg.rl.exact_logprobs and mesh.size > 1:
+        raise ConfigError(f"rl.exact_logprobs: the learner must run on one device (mesh of {mesh.size}) in exact mode")
+    rows = cfg.rl.prompts_per_step * cfg.rl.group_size // cfg.rl.minibatches
+    spec = batch_sharding(mesh, axis_rules(cfg.mesh.rules)).spec[0]
+    ways = math.prod(mesh.shape[a] for a in ((spec,) if isinstance(spec, str) else spec or ()))
+    if rows % ways:
+        raise ConfigError(
+            f"rl: a minibatch of {rows} rows (prompts_per_step x group_size / minibatches) does not split evenly "
+            f"over the mesh's batch axes ({dict(mesh.shape)}); change rl.minibatches or mesh.*"
+        )
 
 
 def _step_metrics(rollout, batch: dict, learn: list[dict]) -> dict:
@@ -122,6 +148,8 @@ class _Rl:
     reference: Any  # frozen initial parameters (rl.kl_coef > 0), sharded like the policy; else None
     stream: PromptStream
     sampler: Sampler
+    resharder: Resharder  # the learner's parameters -> this host's engine
+    batch_sharding: Any  # the learner's (rows, length) layout
     template: Any
     exact: ExactRows | None  # rl.exact_logprobs: the learner scores with the engine's program
     state: dict
@@ -135,6 +163,7 @@ class _Rl:
 def run_rl(cfg: Config, *, max_steps_this_run: int | None = None, log=_log) -> dict:
     """Run (or resume) RL as configured; returns the summary (also written to OUTPUT_DIR/rl_summary.json
     when the run finishes). `status`: finished | stopped (max_steps_this_run) | preempted (SIGTERM)."""
+    maybe_initialize(cfg.distributed)
     _check(cfg)
     t_run = time.time()
     r = _setup(cfg, log)
@@ -143,7 +172,7 @@ def run_rl(cfg: Config, *, max_steps_this_run: int | None = None, log=_log) -> d
     try:
         _evaluate_at_start(r)
         writer = loop.begin(max_steps_this_run)
-        with loop, jax.set_mesh(r.mesh):
+        with loop:
             while step < loop.end:
                 step += 1
                 row = _rl_step(r, step)
@@ -154,7 +183,8 @@ def run_rl(cfg: Config, *, max_steps_this_run: int | None = None, log=_log) -> d
                 if eval_due:
                     row.update(_evaluate(r, step, str(loop.step_dir(step))))
                 writer.write(row)
-                _progress(row, loop)
+                if loop.is_main:
+                    _progress(row, loop)
                 if preempted:
                     status = "preempted"
                     loop.stopped_by_preemption(step)
@@ -172,7 +202,9 @@ def _setup(cfg: Config, log) -> _Rl:
     `init_from` (OUTPUT_DIR's run files written); the reference; the engine over the state's parameters."""
     rl = cfg.rl
     model_cfg = resolve_model_config(cfg)
-    mesh = make_mesh(cfg.mesh, learner_devices(cfg))
+    devices = learner_devices(cfg)
+    mesh = make_mesh(cfg.mesh, devices)
+    _check_mesh(cfg, mesh)
     rules = axis_rules(cfg.mesh.rules)
     tx, schedule = make_optimizer(cfg.optimizer, cfg.train.steps * updates_per_step(cfg))
     layout = state_layout(model_cfg, tx, mesh, rules)
@@ -180,7 +212,8 @@ def _setup(cfg: Config, log) -> _Rl:
         model_cfg, rl, tx, layout, mesh, rules, batch_sharding(mesh, rules), constant_len=rl.max_new_tokens
     )
     out = epath.Path(cfg.output_dir)
-    loop = RunLoop(cfg, log=log)
+    is_main = jax.process_index() == 0
+    loop = RunLoop(cfg, log=log, is_main=is_main)
     stream = PromptStream(cfg)
     load_init = lambda: model_ckpt.load_params(cfg.init_from, model_cfg, layout.param_shardings)  # noqa: E731
     reference = load_init() if rl.kl_coef > 0 else None  # frozen, sharded like the policy
@@ -191,15 +224,18 @@ def _setup(cfg: Config, log) -> _Rl:
     else:
         params = jax.tree_util.tree_map(jnp.copy, reference) if reference is not None else load_init()
         state = init_state(model_cfg, tx, layout, cfg.train.seed, params)  # donates nothing of `reference`
-        write_run_files(cfg, model_cfg)
+        if is_main:
+            write_run_files(cfg, model_cfg)
         run = {"prompts": stream.get_state(), "sampled_tokens": 0, "seconds": 0.0, "heldout": {}}
     run.setdefault("validation", {})
     run.setdefault("best", None)
+    barrier("rl:run files")  # every host reads the tokenizer process 0 wrote
     tokenizer = load_tokenizer(out / model_ckpt.TOKENIZER_DIR)
     template = get_template(
         cfg.data.template, tokenizer_config=out / model_ckpt.TOKENIZER_DIR if cfg.data.template == "chat" else None
     )
-    sampler = Sampler(LoadedModel(model_cfg, state["params"], tokenizer), cfg)
+    resharder = Resharder(model_cfg, layout.param_shardings, engine_placement(rl.engine.tensor, model_cfg), devices)
+    sampler = Sampler(LoadedModel(model_cfg, resharder(state["params"]), tokenizer), cfg)
     return _Rl(
         cfg=cfg,
         model_cfg=model_cfg,
@@ -211,6 +247,8 @@ def _setup(cfg: Config, log) -> _Rl:
         reference=reference,
         stream=stream,
         sampler=sampler,
+        resharder=resharder,
+        batch_sharding=batch_sharding(mesh, rules),
         template=template,
         exact=sampler.engine.exact,
         state=state,
@@ -238,12 +276,12 @@ def _rl_step(r: _Rl, step: int) -> dict:
     if exact is not None:  # each row alone, as the engine sampled it: bit for bit its numbers
         batch["learner_logp"] = batch[EXACT_KEY] = exact.target_logprobs(r.state["params"], batch)
     else:
-        batch["learner_logp"] = np.concatenate([np.asarray(r.logp_fn(r.state["params"], p)) for p in parts])
+        batch["learner_logp"] = np.concatenate([_logp(r, r.state["params"], p) for p in parts])
     mismatch = mismatch_metrics(batch["learner_logp"], batch["old_logp"], batch["loss_mask"])
     mismatch.update(correct_batch(batch, rl))
     t_measured = time.time()
     if r.reference is not None:
-        batch["ref_logp"] = np.concatenate([np.asarray(r.logp_fn(r.reference, p)) for p in parts])
+        batch["ref_logp"] = np.concatenate([_logp(r, r.reference, p) for p in parts])
     else:
         batch["ref_logp"] = np.zeros_like(batch["old_logp"])
     keys = MINIBATCH_KEYS + ((EXACT_KEY,) if exact is not None else ())
@@ -255,10 +293,11 @@ def _rl_step(r: _Rl, step: int) -> dict:
             last = epoch == rl.updates_per_batch - 1 and j == len(parts) - 1
             if exact is not None and (epoch or j):  # the parameters moved: score at the new ones
                 mb = dict(mb, **{EXACT_KEY: exact.target_logprobs(state["params"], mb)})
-            state, m = r.update(state, mb, jnp.int32(last))
+            with jax.set_mesh(r.mesh):  # the learner's programs trace in its mesh; the engine's in their own
+                state, m = r.update(state, whole_batch(mb, r.batch_sharding), jnp.int32(last))
             learn.append(jax.device_get(m))
     r.state = state
-    r.sampler.set_params(state["params"])
+    r.sampler.set_params(r.resharder(state["params"]))
     jax.block_until_ready(state["step"])
     t_done = time.time()
     run = r.run
@@ -276,8 +315,15 @@ def _rl_step(r: _Rl, step: int) -> dict:
         "learn_seconds": t_done - t_sampled,
         "step_seconds": t_done - t_step,
         "mismatch_seconds": t_measured - t_sampled,
+        "reshard_seconds": r.resharder.last_seconds,
         "sampled_tokens_per_second": rollout.sampled_tokens / max(t_sampled - t_step, 1e-9),
     }
+
+
+def _logp(r: _Rl, params, rows: dict) -> np.ndarray:
+    """The learner's log-probabilities of `rows`' targets under `params` (the policy's, or the reference's)."""
+    with jax.set_mesh(r.mesh):
+        return np.asarray(r.logp_fn(params, whole_batch(rows, r.batch_sharding)))
 
 
 def _eval_due(cfg: Config, step: int) -> bool:
@@ -330,7 +376,7 @@ def _evaluate(r: _Rl, step: int, checkpoint: str) -> dict:
 def _finish(r: _Rl, step: int, status: str, seconds_this_run: float) -> dict:
     """The run's summary; a finished run also plots its reward curve and writes OUTPUT_DIR/rl_summary.json."""
     summary = _summary(r.cfg, r.run, step, status, seconds_this_run)
-    if status == "finished":
+    if status == "finished" and r.loop.is_main:
         from mathjax_train.rl.plot import plot_reward_curve
 
         summary["plot"] = plot_reward_curve(r.out, summary)
