@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from hf_fixtures import import_random_model
-from mathjax_train.config import Config, ConfigError, EngineConfig, RlConfig, load_config
+from mathjax_train.config import Config, ConfigError, EngineConfig, MeshConfig, RlConfig, load_config
 from mathjax_train.infer.engine import Engine
 from mathjax_train.infer.exact import ExactRows
 from mathjax_train.infer.loading import load_for_inference
@@ -128,7 +128,7 @@ def test_engine_and_learner_logprobs_agree_within_float32_rounding(tiny, attenti
     comps = [c for (c,) in eng.generate(prompts, sps, [[i] for i in range(4)])]
     seq_len = 64
     batch = build_batch(prompts, comps, [0.0] * 4, seq_len, 4)
-    cfg = Config()
+    cfg = Config(mesh=MeshConfig(data=1))  # the learner on the engine's one device
     mesh = make_mesh(cfg.mesh, learner_devices(cfg))
     with jax.set_mesh(mesh):
         learner = np.asarray(make_reference_logprobs(m.cfg, axis_rules(cfg.mesh.rules), mesh)(m.params, batch))
