@@ -29,4 +29,8 @@ def global_batch(local: dict[str, np.ndarray], sharding) -> dict[str, jax.Array]
 def whole_batch(rows: dict[str, np.ndarray], sharding) -> dict[str, jax.Array]:
     """A batch every host holds whole (rl's rollouts, gathered) -> global arrays laid out by `sharding`, each
     host placing the rows its devices hold."""
-    return {k: jax.make_array_from_callback(v.shape, sharding, lambda idx, v=v: v[idx]) for k, v in rows.items()}
+
+    def place(v: np.ndarray) -> jax.Array:
+        return jax.make_array_from_callback(v.shape, sharding, lambda idx: v[idx])
+
+    return {k: place(v) for k, v in rows.items()}
