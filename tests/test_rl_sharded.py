@@ -91,7 +91,9 @@ def _timings(path):
     return [json.loads(x) for x in (path / "metrics.jsonl").read_text().splitlines()]
 
 
-@pytest.mark.parametrize("engine_tensor", [1, 2])
+# engine_tensor=2 also splits the engine, and holds its rollouts to the same bits: the learner-only layout runs
+# with the slow set
+@pytest.mark.parametrize("engine_tensor", [pytest.param(1, marks=pytest.mark.slow), 2])
 def test_sharded_learner_matches_one_device(ckpt, one_device, tmp_path, engine_tensor):
     out = tmp_path / "run"
     summary = run_rl(
