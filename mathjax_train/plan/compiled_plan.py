@@ -4,9 +4,11 @@ hold together on one chip.
 - training: the train step; its bytes are the chip's.
 - sampling (generate, evaluate, rft, serve): the engine's prefill and decode chunks share the parameters and the
   KV cache (their arguments), so the chip holds the larger program and every program's code.
-- rl: the learner update, the reference's log-probabilities and the engine run one after another while the
-  learner state, the reference, the KV cache and the decoding copy all stay alive: each program's bytes plus
-  the live arrays it does not take as arguments, at the largest, plus every program's code.
+- rl: the learner update, the reference's log-probabilities, the reshard of the parameters to the engines and
+  the engine run one after another while the learner state, the reference, the engine's parameters, the KV
+  cache and the decoding copy all stay alive: each program's bytes plus the live arrays it does not count
+  itself, at the largest, plus every program's code, on a chip of an engine (the fullest). The reshard's peak
+  assumes the engine's previous parameters are dropped before the copy is made.
 """
 
 from __future__ import annotations
