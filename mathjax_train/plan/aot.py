@@ -72,13 +72,17 @@ def _engine_probe(model, shape, devices, name: str, layers: int):
 
 
 def _compile_rl(cfg, devices, kernel: PagedKernel, roofline: bool, depth: int | None = None) -> dict:
-    """rl's programs (plan/programs.py rl_programs) at the model's depth or `depth` layers; the roofline probes
-    are the full model's either way."""
+    """rl's programs (plan/programs.py rl_programs) at the model's depth or `depth` layers, but for the reshard,
+    always at the model's depth (quick to compile, and not affine in the depth: XLA:TPU moves the largest array
+    through a whole copy of it on each chip, the stacked layers' at full depth, the embedding's at a few layers);
+    the roofline probes are the full model's either way."""
     from mathjax_train.plan import programs, roofline as rl
     from mathjax_train.plan.compiled import compile_figures
 
     at = cfg if depth is None else dataclasses.replace(cfg, model=dataclasses.replace(cfg.model, num_layers=depth))
     lowered, live = programs.rl_programs(at, devices, kernel)
+    if depth is not None and "reshard" in lowered:
+        lowered["reshard"] = programs.rl_programs(cfg, devices, kernel, only="reshard")[0]["reshard"]
     out: dict[str, Any] = {"programs": [compile_figures(n, low).as_dict() for n, low in lowered.items()], "live": live}
     out["arguments"] = programs.rl_arguments(live)
     out["engine"] = dataclasses.asdict(programs.rl_engine_shape(cfg, cfg.model, kernel, live["hosts"]))

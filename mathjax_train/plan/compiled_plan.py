@@ -215,7 +215,7 @@ def rl(
 
 def _extrapolate_rl(runs: list[dict], depths: list[int], depth: int) -> dict:
     """rl's compiled figures at `depth` from two depths: each program's bytes and each live array's (parameters,
-    Adam, the KV cache: all affine in the layer count) on the line through them."""
+    Adam, the KV cache: all affine in the layer count) on the line through them; the reshard's as compiled."""
     from mathjax_train.plan.programs import LIVE_BYTES, rl_arguments
 
     names = [p["name"] for p in runs[-1]["programs"]]
@@ -223,8 +223,11 @@ def _extrapolate_rl(runs: list[dict], depths: list[int], depth: int) -> dict:
         n: [{**next(p for p in r["programs"] if p["name"] == n), "layers": k} for r, k in zip(runs, depths)]
         for n in names
     }
-    programs = [
-        {**_extrapolate(points[n], depth, n), "seconds": round(sum(p["seconds"] for p in points[n]), 1)} for n in names
+    programs = [  # the reshard: compiled at the full depth each time (plan/aot.py _compile_rl), not extrapolated
+        points[n][-1]
+        if n == "reshard"
+        else {**_extrapolate(points[n], depth, n), "seconds": round(sum(p["seconds"] for p in points[n]), 1)}
+        for n in names
     ]
     (a, b), (p, q) = depths[-2:], (runs[-2]["live"], runs[-1]["live"])
     live = {**q, **{k: int(p[k] + (q[k] - p[k]) * (depth - a) / (b - a)) for k in (*LIVE_BYTES, "params")}}

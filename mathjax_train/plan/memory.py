@@ -231,7 +231,10 @@ def rl_extra_memory(cfg: Config, model_cfg: ModelConfig, mp: MeshPlan, learner: 
     decoding copy of a tied head, the engine's paged KV cache split by kv heads (rl.engine.num_pages, or one
     sequence of train.seq_len + 1 tokens per slot, slots = B x G / `hosts` by default) and, with
     rl.kl_coef > 0, the frozen reference (sharded like the policy). `reshard_peak`: the chip while the
-    hand-over runs (no gradients or activations then)."""
+    hand-over runs (no gradients or activations then; the engine's previous parameters dropped before it), with
+    `reshard_temp`, the largest parameter array whole: XLA:TPU moves each array from the learner's layout to the
+    engine's through a full copy of it on every chip (its SPMD partitioner's "involuntary full
+    rematerialization"; the compiled reshard of the RL recipes holds that much in temporaries)."""
     from mathjax_train.model import page_bytes
     from mathjax_train.model.checkpoint import boxed_params
     from mathjax_train.parallel.rules import logical_shardings
@@ -256,6 +259,8 @@ def rl_extra_memory(cfg: Config, model_cfg: ModelConfig, mp: MeshPlan, learner: 
     decode_copy = sum(v for k, v in untied.items() if k not in own)
     in_place = mp.shape == {"data": 1, "fsdp": 1, "tensor": tensor} and mp.rules == axis_rules()
     engine_params = 0 if in_place else sum(own.values())
+    whole = nn.meta.unbox(boxed_params(model_cfg))
+    temp = max(math.prod(x.shape) * x.dtype.itemsize for x in jax.tree_util.tree_leaves(whole))
     reference = learner["params"] if cfg.rl.kl_coef > 0 else 0
     state = learner["params"] + learner["optimizer_state"]
     alive = kv + reference + engine_params + decode_copy
@@ -268,6 +273,7 @@ def rl_extra_memory(cfg: Config, model_cfg: ModelConfig, mp: MeshPlan, learner: 
         "engine_params": engine_params,
         "decode_copy": decode_copy,
         "reference": reference,
-        "reshard_peak": state + alive if engine_params else 0,
+        "reshard_temp": temp if engine_params else 0,
+        "reshard_peak": state + alive + temp if engine_params else 0,
         "total": alive,
     }

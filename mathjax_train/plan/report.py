@@ -60,7 +60,7 @@ def make_plan(
 
         tensor = resolve_tensor(cfg.rl.engine.tensor, model, topo.chips // topo.hosts)  # one host's engine
         extra = rl_extra_memory(cfg, model, mp, mem, tensor, topo.hosts)
-        mem["total"] += extra["total"]
+        mem["total"] = max(mem["total"] + extra["total"], extra["reshard_peak"])  # the update's chip, or the reshard's
     usable = USABLE_HBM_FRACTION * topo.hbm_bytes
     compiled = None
     if compile:
@@ -280,7 +280,8 @@ def format_plan(plan: dict, source: str = "") -> str:
             f"{t} chip(s): {r['kv_slots']} slots, {r['kv_pages']} KV pages, each chip holding 1/{t} of every "
             f"page's kv heads; reference {'kept' if r['reference'] else 'off (rl.kl_coef = 0)'}; "
             + (
-                f"learner -> engine reshard peak {r['reshard_peak'] / GIB:.2f} GiB per chip"
+                f"learner -> engine reshard peak {r['reshard_peak'] / GIB:.2f} GiB per chip "
+                f"({r['reshard_temp'] / GIB:.2f} of it the largest array, whole)"
                 if r["reshard_peak"]
                 else "the engine reads the learner's parameters in place"
             ),
