@@ -47,6 +47,7 @@ def test_every_tpu_recipe_lowers_for_its_slice(path):
         )
         lowered, live = programs.rl_programs(small, devices, kernel)
         assert set(lowered) == {"update", "reference", "reshard", "prefill", "decode"} and live["kv_cache"] > 0
+        assert "sharding" in lowered.pop("reshard").as_text()  # an identity: its shardings are the program
         texts = [low.as_text() for low in lowered.values()]
     else:
         texts = [programs.train_step(small, devices).as_text()]
