@@ -342,3 +342,26 @@ def test_plan_counts_sampler_pages_and_reference():
     pod = make_plan(load_config("configs/grpo_qwen2.5_7b_v5p-32.yaml"), rl=True)
     p = pod["memory_per_device"]["rl"]
     assert pod["mesh"]["fsdp"] == 16 and (p["hosts"], p["engine_tensor"], p["kv_slots"]) == (4, 4, 128)
+
+
+def test_reshard_between_device_orders():
+    """A learner mesh that lists the devices in another order than the sampler layout (a pod's, by the chips'
+    links): one jitted copy takes both, and every device ends with its engine shard of the values."""
+    import jax
+    from jax.sharding import AxisType, Mesh, NamedSharding, PartitionSpec as P
+
+    from mathjax_train.rl.reshard import reshard_program, sampler_mesh
+
+    devices = jax.devices()[:8]
+    order = [devices[i] for i in (0, 4, 2, 6, 1, 5, 3, 7)]
+    learner = NamedSharding(
+        Mesh(np.array(order).reshape(1, 8, 1), ("data", "fsdp", "tensor"), axis_types=(AxisType.Auto,) * 3),
+        P("fsdp", None),
+    )
+    target = NamedSharding(sampler_mesh(2, devices), P(None, "tensor"))
+    value = np.arange(64.0, dtype=np.float32).reshape(8, 8)
+    out = reshard_program({"w": learner}, {"w": target})({"w": jax.device_put(value, learner)})["w"]
+    where = target.devices_indices_map(value.shape)
+    assert {s.device for s in out.addressable_shards} == set(devices)
+    for shard in out.addressable_shards:
+        assert np.array_equal(np.asarray(shard.data), value[where[shard.device]])
