@@ -104,7 +104,9 @@ def row(label: str, p: dict, wall: float) -> dict:
         estimate = p["step_time"]["seconds_per_step"]
         name = "update" if "update" in c["programs"] else "train_step"
         bound = c["roofline"].get(name)
+    out = {} if "live" not in c else {"live": c["live"], "peaks": c["peaks"], "method": c["method"]}  # rl's
     return {
+        **out,
         "recipe": label,
         "topology": topo,
         "compiled_gib": c["total"] / GIB,

@@ -18,12 +18,13 @@ from mathjax_train.plan.report import make_plan
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 RECIPES = sorted(
-    p for p in CONFIGS.glob("*.yaml") if re.search(r"_[78]b_", p.name) and not p.name.startswith("pipeline_")
-)  # pipelines: test_pipeline.py
+    p for p in CONFIGS.glob("*.yaml") if re.search(r"_[78]b_", p.name) and not p.name.startswith(("pipeline_", "grpo_"))
+)  # pipelines: test_pipeline.py; rl recipes (grpo_): below and tests/test_rl_trainer.py
+RL_RECIPES = sorted(CONFIGS.glob("grpo_qwen*.yaml"))
 GIB = 2**30
 
 # config.json of the released checkpoints (meta-llama/Llama-2-7b-hf, mistralai/Mistral-7B-v0.1, Qwen/Qwen2-7B,
-# Qwen/Qwen3-8B, Qwen/Qwen3-1.7B)
+# Qwen/Qwen3-8B, Qwen/Qwen3-1.7B, Qwen/Qwen2.5-7B)
 HF_CONFIGS = {
     "llama2_7b": {
         "model_type": "llama",
@@ -121,6 +122,25 @@ HF_CONFIGS = {
         "bos_token_id": 151643,
         "eos_token_id": 151645,
     },
+    "grpo_qwen2.5_7b": {
+        "model_type": "qwen2",
+        "vocab_size": 152064,
+        "hidden_size": 3584,
+        "intermediate_size": 18944,
+        "num_hidden_layers": 28,
+        "num_attention_heads": 28,
+        "num_key_value_heads": 4,
+        "max_position_embeddings": 131072,
+        "rms_norm_eps": 1e-06,
+        "rope_theta": 1000000.0,
+        "sliding_window": 131072,
+        "use_sliding_window": False,
+        "max_window_layers": 28,
+        "hidden_act": "silu",
+        "tie_word_embeddings": False,
+        "bos_token_id": 151643,
+        "eos_token_id": 151643,
+    },
 }
 # published (Qwen3: the safetensors index's total_size / 2 bytes for bfloat16)
 PARAMETERS = {
@@ -129,6 +149,7 @@ PARAMETERS = {
     "qwen2_7b": 7_615_616_512,
     "qwen3_8b": 8_190_735_360,
     "grpo_qwen3_1.7b": 1_720_574_976,
+    "grpo_qwen2.5_7b": 7_615_616_512,  # Qwen2-7B's architecture
 }
 ARCH_FIELDS = (
     "architecture",
@@ -236,7 +257,7 @@ def test_recipe_is_planned_and_fits_its_slice(path):
 def test_recipe_models_equal_the_released_configs(model):
     """`plan` reads `model:` from the YAML while `train` reads init_from's config: they must agree."""
     want = model_config_from_hf(HF_CONFIGS[model])
-    paths = [p for p in [*RECIPES, CONFIGS / "grpo_qwen3_1.7b_v5p-8.yaml"] if p.name.startswith(model)]
+    paths = [p for p in [*RECIPES, *RL_RECIPES] if p.name.startswith(model)]
     assert paths, model
     for path in paths:
         got = load_config(str(path)).model
@@ -244,14 +265,22 @@ def test_recipe_models_equal_the_released_configs(model):
         assert not diff, f"{path.name}: {diff}"
 
 
-def test_the_qwen3_grpo_recipe_fits_one_v5p_chip_with_its_sampler_and_reference():
-    """Qwen3-1.7B (tied, QK-norm counted): learner, sampler KV pages (8 kv heads of 128) and reference on one chip."""
-    path = CONFIGS / "grpo_qwen3_1.7b_v5p-8.yaml"
-    plan = make_plan(load_config(str(path)), rl=True)
+@pytest.mark.parametrize("path", RL_RECIPES, ids=[p.name for p in RL_RECIPES])
+def test_the_grpo_recipes_fit_their_slice_with_sampler_and_reference(path):
+    """The learner over every chip of the slice, each host's engine (its parameters and KV pages) and the
+    reference, by the analytic count (Qwen3-1.7B: tied, QK-norm counted)."""
+    cfg = load_config(str(path))
+    topo = parse_topology(cfg.mesh.topology)
+    plan = make_plan(cfg, rl=True)
     mem = plan["memory_per_device"]
-    assert plan["fits"] and mem["analytic"]["total"] <= 0.9 * parse_topology("v5p-8").family.hbm_gib * GIB
-    assert plan["model"]["parameters"] == PARAMETERS["grpo_qwen3_1.7b"]
-    assert mem["rl"]["kv_cache"] > 0 and mem["rl"]["reference"] == mem["analytic"]["params"]
+    assert plan["fits"] and mem["analytic"]["total"] <= 0.9 * topo.family.hbm_gib * GIB
+    assert math.prod(plan["mesh"].values()) == topo.chips and plan["mesh"]["fsdp"] == topo.chips
+    key = path.stem.rsplit("_", 1)[0]
+    if key in PARAMETERS:
+        assert plan["model"]["parameters"] == PARAMETERS[key]
+    r = mem["rl"]
+    assert r["kv_cache"] > 0 and r["reference"] == mem["analytic"]["params"] and r["hosts"] == topo.hosts
+    assert r["engine_tensor"] == cfg.rl.engine.tensor and 0 < r["reshard_peak"] < mem["analytic"]["total"]
 
 
 def test_the_qwen2_recipe_holds_one_vocabulary_chunk_of_logits():

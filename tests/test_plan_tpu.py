@@ -175,13 +175,52 @@ def test_a_small_models_programs_compile_for_v5e_8(tiny, capsys):
     assert all(p["argument"] >= cache for p in e["programs"].values())  # the KV pages the plan promises
     assert e["total"] >= max(p["total"] for p in e["programs"].values())
 
-    rl = _plan(capsys, "--config", tiny, "--topology", "v5e-8", "--rl", "--compile", "--no-bound", "mesh.data=1")
+    # rl: the learner over the 8 chips (data=8), the engine on one, the parameters resharded to it
+    rl = _plan(capsys, "--config", tiny, "--topology", "v5e-8", "--rl", "--compile", "--no-bound")
     r = rl["memory_per_device"]["compiled"]
-    assert set(r["programs"]) == {"update", "reference", "prefill", "decode"}
+    assert set(r["programs"]) == {"update", "reference", "reshard", "prefill", "decode"}
     live = r["live"]
     assert live["reference"] == live["params"] > 0 and live["kv_cache"] > 0
-    # each program with the arrays alive beside it: the chip total is at least the update plus the reference + cache
-    assert r["total"] >= r["programs"]["update"]["total"] + live["reference"] + live["kv_cache"]
+    assert (live["hosts"], live["engine_tensor"], live["slots"]) == (1, 1, 16)
+    assert live["engine_params"] == live["params"] > 0  # data parallel: every chip holds the whole model either way
+    # each program with the arrays alive beside it: the chip total is at least the update plus the reference, the
+    # engine's parameters and its cache; the reshard takes the learner's parameters and gives the engine's
+    assert r["total"] >= r["programs"]["update"]["total"] + live["reference"] + live["engine_params"] + live["kv_cache"]
+    assert (
+        r["programs"]["reshard"]["argument"] >= live["params"]
+        and r["programs"]["reshard"]["output"] >= live["engine_params"]
+    )
+    assert r["total"] == max(r["peaks"].values()) >= r["peaks"]["reshard"]
+
+
+@pytest.mark.slow  # XLA:TPU compiles the 7B's five programs for 16 chips at 2 and 4 layers: minutes
+def test_the_7b_grpo_recipe_compiles_and_fits_a_v5p_32(capsys):
+    """configs/grpo_qwen2.5_7b_v5p-32.yaml by XLA:TPU (2 and 4 layers, extrapolated to 28): the learner over the
+    16 chips, each of the 4 hosts' engines on its 4 chips with 128 slots, the reshard between them; per chip the
+    learner state, the engine's parameters (a quarter of the float32 model) and its KV pages are the analytic
+    plan's to the byte, and the chip holds it all within the usable HBM."""
+    path = str(REPO / "configs" / "grpo_qwen2.5_7b_v5p-32.yaml")
+    plan = _plan(capsys, "--rl", "--config", path, "--compile", "--compile-layers", "2", "4", "--no-bound")
+    c, r, a = (
+        plan["memory_per_device"]["compiled"],
+        plan["memory_per_device"]["rl"],
+        plan["memory_per_device"]["analytic"],
+    )
+    assert plan["fits"] and not c["refused"] and "extrapolated linearly to 28" in c["method"]
+    assert set(c["programs"]) == {"update", "reference", "reshard", "prefill", "decode"}
+    live = c["live"]
+    assert (live["hosts"], live["engine_tensor"], live["slots"], live["pages"]) == (4, 4, 128, r["kv_pages"])
+    assert live["state"] == pytest.approx(a["params"] + a["optimizer_state"], rel=1e-6)  # learner bytes per chip
+    assert live["reference"] == pytest.approx(a["params"], rel=1e-6)
+    assert live["engine_params"] == pytest.approx(r["engine_params"], rel=1e-6)
+    assert live["kv_cache"] == pytest.approx(r["kv_cache"], rel=1e-6)  # 8,321 pages, a quarter of the kv heads
+    assert c["programs"]["update"]["argument"] >= live["state"]
+    assert c["programs"]["reshard"]["output"] == pytest.approx(live["engine_params"], rel=1e-3)
+    # while the reshard runs: the learner state, the reference, the engine's new parameters and its cache
+    assert c["peaks"]["reshard"] >= live["state"] + live["reference"] + live["engine_params"] + live["kv_cache"]
+    assert c["total"] == max(c["peaks"].values()) <= c["usable"]
+    text = format_plan(plan)
+    assert "128 slots, 8321 KV pages" in text and "reshard peak" in text and "chip while each runs: update" in text
 
 
 def test_a_step_compiled_at_two_depths_is_extrapolated_to_the_model_s(tiny, capsys):

@@ -1,7 +1,7 @@
 """Every TPU recipe's programs trace and lower for its own slice's chips (libtpu's description of the slice, no
 TPU needed), at 2 layers with the recipe's mesh and shardings, nothing allocated: the train step of the training
 recipes (its splash attention lowered with Mosaic), and rl's learner update, reference and sampling engine for the
-RL recipes. `plan --compile` goes on to compile them at full depth (tests/test_plan_tpu.py does so for a small
+RL recipes (with the reshard of its parameters to the engines). `plan --compile` goes on to compile them at full depth (tests/test_plan_tpu.py does so for a small
 model; benchmarks/compile_recipes.py for every recipe)."""
 
 import dataclasses
@@ -39,12 +39,15 @@ def test_every_tpu_recipe_lowers_for_its_slice(path):
     topo = parse_topology(cfg.mesh.topology)
     devices = slice_devices(topo)
     small = dataclasses.replace(cfg, model=dataclasses.replace(cfg.model, num_layers=2))
-    if path.name.startswith("grpo_"):  # an rl recipe
+    if path.name.startswith("grpo_"):  # an rl recipe: the learner on every chip, each host's engine on T of its own
+        _, tensor, hosts = programs.rl_engine_devices(cfg, devices)
+        assert (tensor, hosts) == (cfg.rl.engine.tensor, topo.hosts)
         kernel = paged_kernel(
-            cfg.rl.engine.attention, cfg.model, cfg.rl.engine.page_size, 1, Target("tpu", topo.device_kind)
+            cfg.rl.engine.attention, cfg.model, cfg.rl.engine.page_size, tensor, Target("tpu", topo.device_kind)
         )
         lowered, live = programs.rl_programs(small, devices, kernel)
-        assert set(lowered) >= {"update", "prefill", "decode"} and live["kv_cache"] > 0
+        assert set(lowered) == {"update", "reference", "reshard", "prefill", "decode"} and live["kv_cache"] > 0
+        assert "sharding" in lowered.pop("reshard").as_text()  # an identity: its shardings are the program
         texts = [low.as_text() for low in lowered.values()]
     else:
         texts = [programs.train_step(small, devices).as_text()]

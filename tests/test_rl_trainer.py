@@ -254,15 +254,62 @@ def test_tool_rollouts_mask_interpreter_output(tmp_path):
 
 
 def test_plan_counts_sampler_pages_and_reference():
+    """plan --rl on the 1.5B recipe's v5p-8: the learner FSDP over the 4 chips, the host's engine on 2 of them
+    (its parameters resharded, a tied head's decoding copy, the KV pages split by kv heads), the reference."""
     from mathjax_train.model import page_bytes
-    from mathjax_train.plan.report import make_plan
+    from mathjax_train.plan.report import format_plan, make_plan
 
     path = "configs/grpo_qwen2.5_1.5b_v5p-8.yaml"
-    on = make_plan(load_config(path), "v5p-2", rl=True)
-    off = make_plan(load_config(path, ["rl.kl_coef=0"]), "v5p-2", rl=True)
+    model = load_config(path).model
+    on = make_plan(load_config(path), rl=True)
+    off = make_plan(load_config(path, ["rl.kl_coef=0"]), rl=True)
     r, a = on["memory_per_device"]["rl"], on["memory_per_device"]["analytic"]
+    assert on["mesh"] == {"data": 1, "fsdp": 4, "tensor": 1} and (r["hosts"], r["engine_tensor"]) == (1, 2)
     assert r["kv_slots"] == 256 and r["kv_pages"] == 256 * 65 + 1  # 1025 tokens in 16-token pages, + the trash page
-    assert r["kv_cache"] == r["kv_pages"] * page_bytes(load_config(path).model, 16)
+    assert r["kv_cache"] == r["kv_pages"] * page_bytes(model, 16) // 2  # the 2 kv heads, one a chip
     assert r["reference"] == a["params"] and off["memory_per_device"]["rl"]["reference"] == 0
+    # the engine's float32 parameters split 2 ways (norms replicated), and the tied head's own matrix
+    assert r["engine_params"] == pytest.approx(on["model"]["parameters"] * 4 / 2, rel=1e-3)
+    assert r["decode_copy"] == model.hidden_size * model.vocab_size * 4 // 2
+    assert r["total"] == r["kv_cache"] + r["reference"] + r["engine_params"] + r["decode_copy"]
+    # the hand-over: the learner's state and everything alive, and the largest array (an MLP projection stacked
+    # over 28 layers, float32) whole on each chip while XLA:TPU moves it
+    assert r["reshard_temp"] == 28 * model.hidden_size * model.intermediate_size * 4
+    assert r["reshard_peak"] == a["params"] + a["optimizer_state"] + r["total"] + r["reshard_temp"]
     assert a["total"] == a["params"] + a["optimizer_state"] + a["gradients"] + a["activations"] + r["total"]
     assert on["batch"]["batch_size"] == 16 and on["batch"]["loss_vocab_chunk"] == 0  # one update's minibatch
+    assert on["batch"]["rows_per_device_per_microbatch"] == 4
+    text = format_plan(on)
+    assert "an engine per host on 2 chip(s): 256 slots, 16641 KV pages" in text and "reshard peak" in text
+
+    # one chip: the engine reads the learner's parameters where they are, nothing is resharded
+    one = make_plan(load_config(path, ["rl.engine.tensor=1"]), "v5p-2", rl=True)["memory_per_device"]["rl"]
+    assert one["engine_params"] == 0 and one["reshard_peak"] == 0 and one["kv_cache"] == r["kv_cache"] * 2
+
+    # a pod: the 7B recipe's 4 hosts share the step's 512 sequences, an engine of 128 slots on each host's 4 chips
+    pod = make_plan(load_config("configs/grpo_qwen2.5_7b_v5p-32.yaml"), rl=True)
+    p = pod["memory_per_device"]["rl"]
+    assert pod["mesh"]["fsdp"] == 16 and (p["hosts"], p["engine_tensor"], p["kv_slots"]) == (4, 4, 128)
+
+
+def test_reshard_between_device_orders():
+    """A learner mesh that lists the devices in another order than the sampler layout (a pod's, by the chips'
+    links): one jitted copy takes both, and every device ends with its engine shard of the values."""
+    import jax
+    from jax.sharding import AxisType, Mesh, NamedSharding, PartitionSpec as P
+
+    from mathjax_train.rl.reshard import reshard_program, sampler_mesh
+
+    devices = jax.devices()[:8]
+    order = [devices[i] for i in (0, 4, 2, 6, 1, 5, 3, 7)]
+    learner = NamedSharding(
+        Mesh(np.array(order).reshape(1, 8, 1), ("data", "fsdp", "tensor"), axis_types=(AxisType.Auto,) * 3),
+        P("fsdp", None),
+    )
+    target = NamedSharding(sampler_mesh(2, devices), P(None, "tensor"))
+    value = np.arange(64.0, dtype=np.float32).reshape(8, 8)
+    out = reshard_program({"w": learner}, {"w": target})({"w": jax.device_put(value, learner)})["w"]
+    where = target.devices_indices_map(value.shape)
+    assert {s.device for s in out.addressable_shards} == set(devices)
+    for shard in out.addressable_shards:
+        assert np.array_equal(np.asarray(shard.data), value[where[shard.device]])

@@ -136,8 +136,9 @@ def register(sub) -> None:
     s.add_argument(
         "--rl",
         action="store_true",
-        help="plan the `rl` job of the config: learner on rl minibatches "
-        "+ the sampler's KV pages + the optional reference model",
+        help="plan the `rl` job of the config: the learner on rl minibatches over every chip (the mesh), the "
+        "optional reference model, each host's engine (its parameters, resharded from the learner's, and KV pages "
+        "on rl.engine.tensor chips)",
     )
     s.add_argument(
         "--sampling",

@@ -71,14 +71,21 @@ def _engine_probe(model, shape, devices, name: str, layers: int):
     return programs.engine_programs(rl.unrolled(model, layers), shape, devices)[name]
 
 
-def _compile_rl(cfg, devices, kernel: PagedKernel, roofline: bool) -> dict:
+def _compile_rl(cfg, devices, kernel: PagedKernel, roofline: bool, depth: int | None = None) -> dict:
+    """rl's programs (plan/programs.py rl_programs) at the model's depth or `depth` layers, but for the reshard,
+    always at the model's depth (quick to compile, and not affine in the depth: XLA:TPU moves the largest array
+    through a whole copy of it on each chip, the stacked layers' at full depth, the embedding's at a few layers);
+    the roofline probes are the full model's either way."""
     from mathjax_train.plan import programs, roofline as rl
     from mathjax_train.plan.compiled import compile_figures
 
-    lowered, live = programs.rl_programs(cfg, devices, kernel)
+    at = cfg if depth is None else dataclasses.replace(cfg, model=dataclasses.replace(cfg.model, num_layers=depth))
+    lowered, live = programs.rl_programs(at, devices, kernel)
+    if depth is not None and "reshard" in lowered:
+        lowered["reshard"] = programs.rl_programs(cfg, devices, kernel, only="reshard")[0]["reshard"]
     out: dict[str, Any] = {"programs": [compile_figures(n, low).as_dict() for n, low in lowered.items()], "live": live}
     out["arguments"] = programs.rl_arguments(live)
-    out["engine"] = dataclasses.asdict(programs.rl_engine_shape(cfg, cfg.model, kernel))
+    out["engine"] = dataclasses.asdict(programs.rl_engine_shape(cfg, cfg.model, kernel, live["hosts"]))
     if roofline:
         costs = {}
         for name in lowered:
@@ -119,7 +126,7 @@ def run_request(request: dict) -> dict:
     cfg = from_dict(Config, request["config"])
     cfg.validate()
     if job == "rl":
-        return _compile_rl(cfg, devices, typing.cast(PagedKernel, request["kernel"]), roofline)
+        return _compile_rl(cfg, devices, typing.cast(PagedKernel, request["kernel"]), roofline, request.get("depth"))
     if tpu:
         return _compile_train(cfg, devices, request.get("depth"), roofline)
     points = [_compile_train(cfg, devices, n, False)["programs"][0] | {"layers": n} for n in request["layers"]]

@@ -4,9 +4,11 @@ hold together on one chip.
 - training: the train step; its bytes are the chip's.
 - sampling (generate, evaluate, rft, serve): the engine's prefill and decode chunks share the parameters and the
   KV cache (their arguments), so the chip holds the larger program and every program's code.
-- rl: the learner update, the reference's log-probabilities and the engine run one after another while the
-  learner state, the reference, the KV cache and the decoding copy all stay alive: each program's bytes plus
-  the live arrays it does not take as arguments, at the largest, plus every program's code.
+- rl: the learner update, the reference's log-probabilities, the reshard of the parameters to the engines and
+  the engine run one after another while the learner state, the reference, the engine's parameters, the KV
+  cache and the decoding copy all stay alive: each program's bytes plus the live arrays it does not count
+  itself, at the largest, plus every program's code, on a chip of an engine (the fullest). The reshard's peak
+  assumes the engine's previous parameters are dropped before the copy is made.
 """
 
 from __future__ import annotations
@@ -48,7 +50,7 @@ def _summary(result: dict, topo: Topology, target: str, method: str, total: int,
     }
 
 
-def _extrapolate(points: list[dict], depth: int) -> dict:
+def _extrapolate(points: list[dict], depth: int, name: str = "train_step") -> dict:
     """Each byte count at `depth` from the line through the two compiled depths (scanned layers make memory
     affine in the layer count)."""
     p, q = points[-2:]
@@ -56,7 +58,19 @@ def _extrapolate(points: list[dict], depth: int) -> dict:
     out = {k: p[k] + (q[k] - p[k]) * (depth - p["layers"]) / span for k in MEMORY if k != "total"}
     out["total"] = out["argument"] + out["output"] - out["alias"] + out["temp"] + out["code"]
     refused = p["refused"] or q["refused"]
-    return {**q, **{k: int(v) for k, v in out.items()}, "name": "train_step", "refused": refused}
+    return {**q, **{k: int(v) for k, v in out.items()}, "name": name, "refused": refused}
+
+
+def _depths(layers: tuple[int, ...], depth: int) -> list[int]:
+    """The depths to compile for --compile-layers (two of at least 2, or the model's own)."""
+    depths = sorted({min(n, depth) for n in layers})
+    if depths[-1] != depth and (len(depths) < 2 or depths[0] < 2):
+        # a one-layer scan is compiled as straight-line code and does not lie on the line
+        raise ConfigError(
+            f"plan --compile-layers {' '.join(map(str, layers))}: give two different depths of at "
+            f"least 2 (or the model's {depth})"
+        )
+    return depths
 
 
 def resolve_compiler(choice: str, where: str = "plan --compile") -> str:
@@ -90,13 +104,7 @@ def train(
         result = compile_in_child(request, topo.chips)
         method = f"compiled at the full depth ({depth} layers)"
     else:
-        depths = sorted({min(n, depth) for n in layers})
-        if depths[-1] != depth and (len(depths) < 2 or depths[0] < 2):
-            # a one-layer scan is compiled as straight-line code and does not lie on the line
-            raise ConfigError(
-                f"plan --compile-layers {' '.join(map(str, layers))}: give two different depths of at "
-                f"least 2 (or the model's {depth})"
-            )
+        depths = _depths(layers, depth)
         if target == "tpu":
             points: list[dict] = []
             costs: dict = {}
@@ -156,10 +164,15 @@ def engine_work(model: ModelConfig, engine: dict, tensor: int) -> dict:
     }
 
 
-def rl(cfg: Config, topo: Topology, kernel: PagedKernel, bound: bool = True) -> dict:
-    """rl's programs on the chip it runs on, with the arrays that stay alive around each (module docstring)."""
+def rl(
+    cfg: Config, topo: Topology, kernel: PagedKernel, bound: bool = True, layers: tuple[int, ...] | None = None
+) -> dict:
+    """rl's programs as it lays them out on the slice (plan/programs.py rl_programs), with the arrays that stay
+    alive around each (module docstring); at the full depth, or at `layers` (two depths) extrapolated."""
+    from mathjax_train.plan.programs import LIVE_BYTES
+
     resolve_compiler("tpu", "plan --rl --compile")
-    request = {
+    request: dict[str, Any] = {
         "job": "rl",
         "target": "tpu",
         "topology": topo.name,
@@ -167,17 +180,62 @@ def rl(cfg: Config, topo: Topology, kernel: PagedKernel, bound: bool = True) -> 
         "kernel": kernel,
         "roofline": bound,
     }
-    result = compile_in_child(request, topo.chips)
-    live = sum(v for k, v in result["live"].items() if k != "params")
-    extra = {name: live - taken for name, taken in result["arguments"].items()}
-    method = f"compiled at the full depth ({cfg.model.num_layers} layers) on one chip, with the live arrays"
+    depth = cfg.model.num_layers
+    depths = [depth] if layers is None else _depths(layers, depth)
+    if depths == [depth]:
+        result = compile_in_child(request, topo.chips)
+        method = f"compiled at the full depth ({depth} layers)"
+    else:
+        runs = [
+            compile_in_child({**request, "depth": n, "roofline": bound and i == 0}, topo.chips)
+            for i, n in enumerate(depths)
+        ]
+        result = _extrapolate_rl(runs, depths, depth)
+        method = f"compiled at {depths[-2]} and {depths[-1]} layers, extrapolated linearly to {depth}"
+    live = result["live"]
+    alive = sum(live[k] for k in LIVE_BYTES)
+    extra = {name: alive - taken for name, taken in result["arguments"].items()}
+    method += (
+        f"; the learner on all {topo.chips} chips, the engine of each of the {live['hosts']} hosts on "
+        f"{live['engine_tensor']} chip(s), with the live arrays"
+    )
     r, seq = cfg.rl, cfg.train.seq_len
     rows = r.prompts_per_step * r.group_size
     work = {
-        "update": model_flops("update", cfg.model, rows // r.minibatches * seq, seq),
-        "reference": model_flops("reference", cfg.model, rows // r.minibatches * seq, seq),
-        **engine_work(cfg.model, result["engine"], max(1, r.engine.tensor)),
+        "update": model_flops("update", cfg.model, rows // r.minibatches * seq, seq) / topo.chips,
+        "reference": model_flops("reference", cfg.model, rows // r.minibatches * seq, seq) / topo.chips,
+        **engine_work(cfg.model, result["engine"], live["engine_tensor"]),
     }
     out = _summary(result, topo, "tpu", method, _engine_total(result["programs"], extra), work)
-    out["live"] = result["live"]
+    code = sum(p["code"] for p in result["programs"])
+    out["peaks"] = {p["name"]: p["total"] - p["code"] + extra.get(p["name"], 0) + code for p in result["programs"]}
+    out["live"] = live
     return out
+
+
+def _extrapolate_rl(runs: list[dict], depths: list[int], depth: int) -> dict:
+    """rl's compiled figures at `depth` from two depths: each program's bytes and each live array's (parameters,
+    Adam, the KV cache: all affine in the layer count) on the line through them; the reshard's as compiled."""
+    from mathjax_train.plan.programs import LIVE_BYTES, rl_arguments
+
+    names = [p["name"] for p in runs[-1]["programs"]]
+    points = {
+        n: [{**next(p for p in r["programs"] if p["name"] == n), "layers": k} for r, k in zip(runs, depths)]
+        for n in names
+    }
+    programs = [  # the reshard: compiled at the full depth each time (plan/aot.py _compile_rl), not extrapolated
+        points[n][-1]
+        if n == "reshard"
+        else {**_extrapolate(points[n], depth, n), "seconds": round(sum(p["seconds"] for p in points[n]), 1)}
+        for n in names
+    ]
+    (a, b), (p, q) = depths[-2:], (runs[-2]["live"], runs[-1]["live"])
+    live = {**q, **{k: int(p[k] + (q[k] - p[k]) * (depth - a) / (b - a)) for k in (*LIVE_BYTES, "params")}}
+    return {
+        "programs": programs,
+        "live": live,
+        "arguments": rl_arguments(live),
+        "engine": runs[-1]["engine"],
+        "costs": runs[0].get("costs", {}),
+        "wall_seconds": round(sum(r["wall_seconds"] for r in runs), 1),
+    }

@@ -34,6 +34,7 @@ an abstract mesh of the slice's shape and each array's shard is summed. The rest
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from dataclasses import dataclass
 
@@ -216,8 +217,6 @@ def learner_config(cfg: Config) -> Config:
     """The `rl` learner as a train config: each update is one minibatch of B x G / rl.minibatches rows of
     train.seq_len (no accumulation), with full logits (rl/learner.py takes log-probabilities and entropy
     from the full logits)."""
-    import dataclasses
-
     rows = cfg.rl.prompts_per_step * cfg.rl.group_size
     return dataclasses.replace(
         cfg,
@@ -225,15 +224,56 @@ def learner_config(cfg: Config) -> Config:
     )
 
 
-def rl_extra_memory(cfg: Config, model_cfg: ModelConfig, params_bytes: int) -> dict:
-    """Per-device bytes `rl` adds to its learner: the sampler's paged KV cache (rl.engine.num_pages, or
-    one sequence of train.seq_len + 1 tokens per slot, slots = B x G by default; the engine keeps it on
-    one device) and, with rl.kl_coef > 0, the frozen reference (sharded like the policy)."""
+def rl_extra_memory(cfg: Config, model_cfg: ModelConfig, mp: MeshPlan, learner: dict, tensor: int, hosts: int) -> dict:
+    """Per-device bytes `rl` adds to its learner (laid out by `mp`; `learner`: analytic_memory's) on the chips of
+    a host's engine (rl.engine.tensor = `tensor` of them, resolved): the engine's parameters, the learner's
+    resharded to (1, 1, tensor) by rl/reshard.py (none when the learner's layout already is the engine's), the
+    decoding copy of a tied head, the engine's paged KV cache split by kv heads (rl.engine.num_pages, or one
+    sequence of train.seq_len + 1 tokens per slot, slots = B x G / `hosts` by default) and, with
+    rl.kl_coef > 0, the frozen reference (sharded like the policy). `reshard_peak`: the chip while the
+    hand-over runs (no gradients or activations then; the engine's previous parameters dropped before it), with
+    `reshard_temp`, the largest parameter array whole: XLA:TPU moves each array from the learner's layout to the
+    engine's through a full copy of it on every chip (its SPMD partitioner's "involuntary full
+    rematerialization"; the compiled reshard of the RL recipes holds that much in temporaries)."""
     from mathjax_train.model import page_bytes
+    from mathjax_train.model.checkpoint import boxed_params
+    from mathjax_train.parallel.rules import logical_shardings
 
     eng = cfg.rl.engine
-    slots = eng.num_slots or cfg.rl.prompts_per_step * cfg.rl.group_size
-    pages = eng.num_pages or slots * math.ceil((cfg.train.seq_len + 1) / eng.page_size) + 1
-    kv = pages * page_bytes(model_cfg, eng.page_size)
-    reference = params_bytes if cfg.rl.kl_coef > 0 else 0
-    return {"kv_pages": pages, "kv_slots": slots, "kv_cache": kv, "reference": reference, "total": kv + reference}
+    slots = math.ceil((eng.num_slots or cfg.rl.prompts_per_step * cfg.rl.group_size) / hosts)
+    max_seq_len = min(cfg.train.seq_len + 1, model_cfg.max_position_embeddings)
+    pages = eng.num_pages or slots * math.ceil(max_seq_len / eng.page_size) + 1
+    kv = pages * page_bytes(model_cfg, eng.page_size) // tensor
+    engine_mesh = abstract_mesh({"data": 1, "fsdp": 1, "tensor": tensor})
+
+    def engine_bytes(m: ModelConfig) -> dict:
+        boxed = boxed_params(m)
+        shardings = logical_shardings(boxed, engine_mesh, axis_rules())
+        tree = jax.tree_util.tree_map(
+            lambda x, sh: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=sh), nn.meta.unbox(boxed), shardings
+        )
+        return {k: local_bytes(v) for k, v in tree.items()}
+
+    own = engine_bytes(model_cfg)
+    untied = engine_bytes(dataclasses.replace(model_cfg, tie_embeddings=False)) if model_cfg.tie_embeddings else own
+    decode_copy = sum(v for k, v in untied.items() if k not in own)
+    in_place = mp.shape == {"data": 1, "fsdp": 1, "tensor": tensor} and mp.rules == axis_rules()
+    engine_params = 0 if in_place else sum(own.values())
+    whole = nn.meta.unbox(boxed_params(model_cfg))
+    temp = max(math.prod(x.shape) * x.dtype.itemsize for x in jax.tree_util.tree_leaves(whole))
+    reference = learner["params"] if cfg.rl.kl_coef > 0 else 0
+    state = learner["params"] + learner["optimizer_state"]
+    alive = kv + reference + engine_params + decode_copy
+    return {
+        "kv_pages": pages,
+        "kv_slots": slots,
+        "kv_cache": kv,
+        "engine_tensor": tensor,
+        "hosts": hosts,
+        "engine_params": engine_params,
+        "decode_copy": decode_copy,
+        "reference": reference,
+        "reshard_temp": temp if engine_params else 0,
+        "reshard_peak": state + alive + temp if engine_params else 0,
+        "total": alive,
+    }

@@ -4,7 +4,8 @@ from libtpu, or fake CPU devices) on abstract arguments: nothing is allocated. `
 - the train step (SFT, LoRA, QLoRA: train/setup.py's `build_step`);
 - the sampling engine's prefill and decode chunks (infer/programs.py) at the engine's largest shapes, with its
   kernel, layout and tensor-parallel placement; generate, evaluate, rft, serve and rl all sample with them;
-- rl's learner update and reference log-probabilities (rl/learner.py), beside its engine.
+- rl's learner update and reference log-probabilities (rl/learner.py) over every chip, the hand-over of its
+  parameters to the engines' layout (rl/reshard.py), and one host's engine.
 """
 
 from __future__ import annotations
@@ -151,11 +152,21 @@ def engine_programs(model: ModelConfig, shape: EngineShape, devices, params=None
     return {"prefill": prefill, "decode": decode}
 
 
-def rl_engine_shape(cfg: Config, model: ModelConfig, kernel: PagedKernel) -> EngineShape:
-    """The engine `rl` samples on (rl/rollout.py Sampler): rl.engine's settings, B x G slots by default,
-    sequences of train.seq_len + 1 tokens, and every slot's pages (rl.engine.num_pages when set)."""
+def host_groups(devices) -> list[list]:
+    """`devices` by host (Device.process_index, which libtpu's description of a slice sets too: 4 chips a host on
+    v4 and v5p), hosts in order, each host's devices in their order."""
+    by_host: dict[int, list] = {}
+    for d in devices:
+        by_host.setdefault(d.process_index, []).append(d)
+    return [by_host[h] for h in sorted(by_host)]
+
+
+def rl_engine_shape(cfg: Config, model: ModelConfig, kernel: PagedKernel, hosts: int = 1) -> EngineShape:
+    """The engine each host samples on (rl/rollout.py Sampler): rl.engine's settings, with the step's slots
+    (rl.engine.num_slots, default B x G) shared by the `hosts` engines (rounded up), sequences of
+    train.seq_len + 1 tokens, and every slot's pages (rl.engine.num_pages, an engine's, when set)."""
     eng = cfg.rl.engine
-    slots = eng.num_slots or cfg.rl.prompts_per_step * cfg.rl.group_size
+    slots = math.ceil((eng.num_slots or cfg.rl.prompts_per_step * cfg.rl.group_size) / hosts)
     max_seq_len = min(cfg.train.seq_len + 1, model.max_position_embeddings)
     pages = eng.num_pages or slots * math.ceil(max_seq_len / eng.page_size) + 1
     return EngineShape(
@@ -163,12 +174,36 @@ def rl_engine_shape(cfg: Config, model: ModelConfig, kernel: PagedKernel) -> Eng
     )
 
 
+def rl_engine_devices(cfg: Config, devices) -> tuple[list, int, int]:
+    """(the first host's engine devices, the engine's T = rl.engine.tensor resolved for a host's devices, hosts)."""
+    from mathjax_train.infer.placement import resolve_tensor
+
+    hosts = host_groups(devices)
+    tensor = resolve_tensor(cfg.rl.engine.tensor, cfg.model, len(hosts[0]))
+    return hosts[0][:tensor], tensor, len(hosts)
+
+
+def _same_layout(tree, shardings) -> bool:
+    leaves = jax.tree_util.tree_leaves(tree)
+    targets = jax.tree_util.tree_leaves(shardings, is_leaf=lambda x: isinstance(x, jax.sharding.Sharding))
+    return len(leaves) == len(targets) and all(x.sharding.is_equivalent_to(s, x.ndim) for x, s in zip(leaves, targets))
+
+
 def rl_programs(cfg: Config, devices, kernel: PagedKernel, only: str | None = None) -> tuple[dict, dict]:
-    """rl's programs on its devices (rl/learner.py `learner_devices` of `devices`) and the arrays that stay
-    alive through a step, in bytes per chip: ({"update", "reference", "prefill", "decode"} lowered (`only`: just
-    that one), {"state", "params", "reference", "kv_cache", "decode_copy"}). The engine reads the learner's
-    parameters in place; only what infer/layout.py remakes for decoding (a tied head's own matrix) is a copy."""
+    """rl's programs as `rl` lays them out on `devices` (a slice's chips), and the arrays that stay alive through a
+    step, in bytes per chip of the first host's engine (the fullest chips):
+
+    - "update", "reference": the learner's, over every device with the recipe's mesh (rl/learner.py
+      `learner_devices`), on one minibatch of B x G / rl.minibatches rows split over the batch axes;
+    - "reshard": the learner's parameters to the sampler layout (rl/reshard.py), absent when the learner's layout
+      already is the engine's (one device: the engine reads the learner's arrays);
+    - "prefill", "decode": one host's engine on its first T devices (rl.engine.tensor), its share of the slots.
+
+    `only`: just that program. Live arrays: {"state", "params" (part of the state), "reference",
+    "engine_params" (the reshard's output, the parameters / T), "kv_cache", "decode_copy" (what infer/layout.py
+    remakes for decoding: a tied head's own matrix)}; "engine_tensor", "hosts" and "slots" say how it is laid out."""
     from mathjax_train.rl.learner import learner_devices, make_reference_logprobs, make_update
+    from mathjax_train.rl.reshard import reshard_program, sampler_mesh, sampler_shardings
     from mathjax_train.train.optimizer import make_optimizer
     from mathjax_train.train.state import state_layout
 
@@ -196,28 +231,45 @@ def rl_programs(cfg: Config, devices, kernel: PagedKernel, only: str | None = No
             )
             lowered["reference"] = make_reference_logprobs(model, rules, mesh).lower(layout.abstract["params"], batch)
 
-    shape = rl_engine_shape(cfg, model, kernel)
-    placement = engine_placement(devices[: max(1, rl.engine.tensor)])
+    engine_devices, tensor, hosts = rl_engine_devices(cfg, devices)
+    shape = rl_engine_shape(cfg, model, kernel, hosts)
+    placement = engine_placement(engine_devices)
     decode_shapes, cache, _ = engine_arrays(model, shape, placement)
+    params = layout.abstract["params"]
+    in_place = _same_layout(params, placement.param_shardings(model))
+    if not in_place and want("reshard"):
+        target = sampler_shardings(model, sampler_mesh(tensor, devices), placement.rules)
+        lowered["reshard"] = reshard_program(layout.param_shardings, target).lower(params)
     engine = [n for n in ("prefill", "decode") if want(n)]
     if engine:
         built = engine_programs(model, shape, placement.devices, params=decode_shapes)
         lowered.update({n: built[n] for n in engine})
-    params = layout.abstract["params"]
+    engine_params = 0 if in_place else local_bytes(_abstract(params, placement.param_shardings(model)))
     live = {
         "state": local_bytes(layout.abstract),
         "params": local_bytes(params),
         "reference": local_bytes(params) if rl.kl_coef > 0 else 0,
+        "engine_params": engine_params,
         "kv_cache": local_bytes(cache),
         "decode_copy": local_bytes({k: v for k, v in decode_shapes.items() if k not in params}),
     }
-    return lowered, live
+    return lowered, {**live, "engine_tensor": tensor, "hosts": hosts, "slots": shape.slots, "pages": shape.pages}
+
+
+LIVE_BYTES = ("state", "reference", "engine_params", "kv_cache", "decode_copy")  # "params" is part of "state"
 
 
 def rl_arguments(live: dict) -> dict:
-    """Bytes of the live arrays each rl program takes as arguments (the others stay alive beside it)."""
-    engine = live["params"] + live["decode_copy"] + live["kv_cache"]
-    return {"update": live["state"], "reference": live["reference"], "prefill": engine, "decode": engine}
+    """Bytes of the live arrays each rl program counts itself (its arguments; the reshard's output too): the
+    others stay alive beside it. The engine reads the reshard's output, or the learner's parameters in place."""
+    engine = (live["engine_params"] or live["params"]) + live["decode_copy"] + live["kv_cache"]
+    return {
+        "update": live["state"],
+        "reference": live["reference"],
+        "reshard": live["params"] + live["engine_params"],
+        "prefill": engine,
+        "decode": engine,
+    }
 
 
 __all__ = [
@@ -225,7 +277,9 @@ __all__ = [
     "engine_arrays",
     "engine_placement",
     "engine_programs",
+    "host_groups",
     "rl_arguments",
+    "rl_engine_devices",
     "rl_engine_shape",
     "rl_programs",
     "train_step",

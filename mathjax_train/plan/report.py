@@ -52,11 +52,15 @@ def make_plan(
     model = cfg.model
     if not model.vocab_size:
         raise ConfigError("model.vocab_size: plan needs it set (unset, training takes it from the tokenizer)")
-    mp = plan_mesh(cfg, 1 if rl else topo.chips)  # rl runs on one chip of the slice (rl/learner.py learner_devices)
+    mp = plan_mesh(cfg, topo.chips)  # rl's learner too spans every chip (rl/learner.py learner_devices)
     mem = analytic_memory(cfg, model, mp, learner=rl)
-    extra = rl_extra_memory(cfg, model, mem["params"]) if rl else None
-    if extra:
-        mem["total"] += extra["total"]
+    extra = None
+    if rl:
+        from mathjax_train.infer.placement import resolve_tensor
+
+        tensor = resolve_tensor(cfg.rl.engine.tensor, model, topo.chips // topo.hosts)  # one host's engine
+        extra = rl_extra_memory(cfg, model, mp, mem, tensor, topo.hosts)
+        mem["total"] = max(mem["total"] + extra["total"], extra["reshard_peak"])  # the update's chip, or the reshard's
     usable = USABLE_HBM_FRACTION * topo.hbm_bytes
     compiled = None
     if compile:
@@ -64,10 +68,12 @@ def make_plan(
             from mathjax_train.infer.paged_kernels import paged_kernel
             from mathjax_train.model.target import Target
 
+            assert extra is not None
             eng = rl_cfg.rl.engine
-            kernel = paged_kernel(eng.attention, model, eng.page_size, eng.tensor, Target("tpu", topo.device_kind))
+            target = Target("tpu", topo.device_kind)
+            kernel = paged_kernel(eng.attention, model, eng.page_size, extra["engine_tensor"], target)
             compiled = (
-                compiled_plan.rl(rl_cfg, topo, kernel, bound)
+                compiled_plan.rl(rl_cfg, topo, kernel, bound, compile_layers)
                 if compiled_plan.resolve_compiler(compiler) == "tpu"
                 else compiled_plan.train(cfg, topo, compile_layers, "cpu")
             )
@@ -175,8 +181,15 @@ def format_compiled(c: dict, hbm: float, table: bool = True) -> list[str]:
         if c.get("live"):
             live = c["live"]
             lines.append(
-                "    alive throughout: learner state {:.2f}, reference {:.2f}, KV cache {:.2f}, decoding copy "
-                "{:.2f} GiB".format(*(live[k] / GIB for k in ("state", "reference", "kv_cache", "decode_copy")))
+                "    alive throughout: learner state {:.2f}, reference {:.2f}, engine params (the reshard's output) "
+                "{:.2f}, KV cache {:.2f}, decoding copy {:.2f} GiB".format(
+                    *(live[k] / GIB for k in ("state", "reference", "engine_params", "kv_cache", "decode_copy"))
+                )
+            )
+            lines.append(
+                "    chip while each runs: "
+                + ", ".join(f"{n} {v / GIB:.2f}" for n, v in c.get("peaks", {}).items())
+                + " GiB (with every program's code)"
             )
         lines.append(
             f"    {'chip total':<16} {c['total'] / GIB:.2f} GiB of {c['usable'] / GIB:.2f} usable ({hbm / GIB:g} GiB "
@@ -254,11 +267,24 @@ def format_plan(plan: dict, source: str = "") -> str:
         ]
     if mem.get("rl"):
         r = mem["rl"]
-        rows += [("sampler KV cache", r["kv_cache"], None), ("reference model", r["reference"], None)]
+        rows += [
+            ("reference model", r["reference"], None),
+            ("engine params", r["engine_params"], None),
+            *([("decoding copy", r["decode_copy"], None)] if r["decode_copy"] else []),
+            ("engine KV cache", r["kv_cache"], None),
+        ]
+        t = r["engine_tensor"]
         lines.insert(
             -1,
-            f"  rl            sampler: {r['kv_slots']} slots, {r['kv_pages']} KV pages (on one device); "
-            f"reference {'kept' if r['reference'] else 'off (rl.kl_coef = 0)'}",
+            f"  rl            learner on all {plan['topology']['chips']} chips (mesh above); an engine per host on "
+            f"{t} chip(s): {r['kv_slots']} slots, {r['kv_pages']} KV pages, each chip holding 1/{t} of every "
+            f"page's kv heads; reference {'kept' if r['reference'] else 'off (rl.kl_coef = 0)'}; "
+            + (
+                f"learner -> engine reshard peak {r['reshard_peak'] / GIB:.2f} GiB per chip "
+                f"({r['reshard_temp'] / GIB:.2f} of it the largest array, whole)"
+                if r["reshard_peak"]
+                else "the engine reads the learner's parameters in place"
+            ),
         )
     rows.append(("total", a["total"], shown and (shown["total"], f"analytic {_pct(a['total'], shown['total'])}")))
     for label, value, comp in rows:

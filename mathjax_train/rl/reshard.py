@@ -52,10 +52,36 @@ def sampler_shardings(model_cfg: ModelConfig, mesh: Mesh, rules):
     return logical_shardings(boxed_params(model_cfg), mesh, rules)
 
 
+def in_device_order(sharding: NamedSharding, devices) -> NamedSharding:
+    """`sharding`'s placement (each device's shard) over a mesh whose devices are listed in the order of `devices`,
+    the same devices: one jitted program takes its arguments and results over one device order, and the sampler
+    layout lists each host's devices together where the learner's mesh (parallel/mesh.py, by the chips' links)
+    need not."""
+    own = tuple(sharding.mesh.devices.flat)
+    devices = tuple(devices)
+    if own == devices:
+        return sharding
+    index = {d: i for i, d in enumerate(devices)}
+    grid = np.empty(len(devices), dtype=object)
+    grid[:] = devices
+    mesh = Mesh(
+        grid.reshape(sharding.mesh.devices.shape), sharding.mesh.axis_names, axis_types=sharding.mesh.axis_types
+    )
+    # mesh position k is device devices[ids[k]] = own[k]: the placement is unchanged (JAX's own device_put across
+    # device orders does the same)
+    return NamedSharding(mesh, sharding.spec, _logical_device_ids=tuple(index[d] for d in own))
+
+
 def reshard_program(learner_shardings, target_shardings):
-    """params (learner layout) -> params (sampler layout): the jitted identity XLA lowers to collectives. Compiled
-    ahead of time by `plan --rl`."""
-    return jax.jit(lambda p: p, in_shardings=(learner_shardings,), out_shardings=target_shardings)
+    """params (learner layout) -> params (sampler layout): the jitted identity XLA lowers to collectives, the
+    targets expressed over the learner mesh's device order (`in_device_order`). Compiled ahead of time by
+    `plan --rl`."""
+    first = jax.tree_util.tree_leaves(learner_shardings, is_leaf=lambda x: isinstance(x, Sharding))[0]
+    order = tuple(first.mesh.devices.flat)
+    targets = jax.tree_util.tree_map(
+        lambda s: in_device_order(s, order), target_shardings, is_leaf=lambda x: isinstance(x, Sharding)
+    )
+    return jax.jit(lambda p: p, in_shardings=(learner_shardings,), out_shardings=targets)
 
 
 class Resharder:
