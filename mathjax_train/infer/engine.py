@@ -292,6 +292,11 @@ class Engine:
         free nor kept only by the prefix cache. 0 when the engine is idle and no row is held."""
         return self.kv.held_by_rows()
 
+    def release_params(self) -> None:
+        """Drop the engine's own references to the parameters (the decoding layout made from them), so that the
+        caller can free them before it sets new ones (rl does, before the reshard makes the next)."""
+        self._prepared = None
+
     def program_params(self) -> dict:
         """The model's current parameters as the programs take them (infer/layout.py), remade when they change."""
         version = self.model.params_version

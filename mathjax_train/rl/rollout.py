@@ -74,6 +74,11 @@ class Sampler:
     def set_params(self, params) -> None:
         self.model.params = params
 
+    def drop_params(self) -> None:
+        """Let go of the engine's parameters before the next are made (the reshard's peak then holds one set)."""
+        self.model.params = None
+        self.engine.release_params()
+
     def sample(self, prompts: list[str], prompt_ids: list[list[int]], seeds: list[list[int]]) -> list[list[Completion]]:
         if self.tools is None:
             return self.engine.generate(prompt_ids, self.params, seeds)

@@ -297,6 +297,7 @@ def _rl_step(r: _Rl, step: int) -> dict:
                 state, m = r.update(state, whole_batch(mb, r.batch_sharding), jnp.int32(last))
             learn.append(jax.device_get(m))
     r.state = state
+    r.sampler.drop_params()
     r.sampler.set_params(r.resharder(state["params"]))
     jax.block_until_ready(state["step"])
     t_done = time.time()
