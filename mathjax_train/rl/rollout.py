@@ -76,7 +76,7 @@ class Sampler:
 
     def drop_params(self) -> None:
         """Let go of the engine's parameters before the next are made (the reshard's peak then holds one set)."""
-        self.model.params = None
+        self.model.params = {}
         self.engine.release_params()
 
     def sample(self, prompts: list[str], prompt_ids: list[list[int]], seeds: list[list[int]]) -> list[list[Completion]]:
