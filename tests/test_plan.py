@@ -122,26 +122,8 @@ HF_CONFIGS = {
         "bos_token_id": 151643,
         "eos_token_id": 151645,
     },
-    "grpo_qwen2.5_7b": {
-        "model_type": "qwen2",
-        "vocab_size": 152064,
-        "hidden_size": 3584,
-        "intermediate_size": 18944,
-        "num_hidden_layers": 28,
-        "num_attention_heads": 28,
-        "num_key_value_heads": 4,
-        "max_position_embeddings": 131072,
-        "rms_norm_eps": 1e-06,
-        "rope_theta": 1000000.0,
-        "sliding_window": 131072,
-        "use_sliding_window": False,
-        "max_window_layers": 28,
-        "hidden_act": "silu",
-        "tie_word_embeddings": False,
-        "bos_token_id": 151643,
-        "eos_token_id": 151643,
-    },
 }
+HF_CONFIGS["grpo_qwen2.5_7b"] = HF_CONFIGS["qwen2_7b"]  # Qwen2.5-7B's config.json: the same architecture values
 # published (Qwen3: the safetensors index's total_size / 2 bytes for bfloat16)
 PARAMETERS = {
     "llama2_7b": 6_738_415_616,
