@@ -70,6 +70,11 @@ class RlConfig:
     exact_logprobs: bool = False
     engine: EngineConfig = field(default_factory=EngineConfig)
 
+    def engine_slots(self, hosts: int) -> int:
+        """Slots of one host's engine: engine.num_slots, else the host's share of a step's groups (prompt i samples
+        on host i mod hosts): ceil(prompts_per_step / hosts) x group_size."""
+        return self.engine.num_slots or -(-self.prompts_per_step // hosts) * self.group_size
+
     def validate(self, where: str = "rl") -> None:
         check_choices(self, where)
         for name, low in (

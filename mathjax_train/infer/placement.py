@@ -115,11 +115,13 @@ class Placement:
 
 
 def is_placed(params, shardings) -> bool:
-    """Whether every leaf of `params` is already an array laid out as `shardings` says."""
+    """Whether every leaf of `params` (arrays, or abstract ShapeDtypeStructs with shardings) is already laid out
+    as `shardings` says."""
     leaves = jax.tree_util.tree_leaves(params)
     targets = jax.tree_util.tree_leaves(shardings, is_leaf=lambda x: isinstance(x, Sharding))
     return len(leaves) == len(targets) and all(
-        isinstance(x, jax.Array) and x.sharding.is_equivalent_to(s, x.ndim) for x, s in zip(leaves, targets)
+        isinstance(getattr(x, "sharding", None), Sharding) and x.sharding.is_equivalent_to(s, x.ndim)
+        for x, s in zip(leaves, targets)
     )
 
 

@@ -38,6 +38,15 @@ def resolve_shape(cfg: MeshConfig, num_devices: int) -> tuple[int, int, int]:
     return sizes[0], sizes[1], sizes[2]
 
 
+def host_groups(devices) -> list[list]:
+    """`devices` by host (Device.process_index, which libtpu's description of a slice sets too: 4 chips a host on
+    v4 and v5p), hosts in order, each host's devices in their order."""
+    by_host: dict[int, list] = {}
+    for d in devices:
+        by_host.setdefault(d.process_index, []).append(d)
+    return [by_host[h] for h in sorted(by_host)]
+
+
 def make_mesh(cfg: MeshConfig, devices=None) -> Mesh:
     """A mesh over `devices` (default: all, across hosts), tensor axis innermost (fastest links)."""
     devices = list(devices if devices is not None else jax.devices())

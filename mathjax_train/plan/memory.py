@@ -224,6 +224,14 @@ def learner_config(cfg: Config) -> Config:
     )
 
 
+def rl_engine_pages(cfg: Config, model_cfg: ModelConfig, hosts: int) -> tuple[int, int]:
+    """(slots, KV pages) of one host's `rl` engine: rl.engine_slots, and rl.engine.num_pages or every slot's pages
+    for a sequence of train.seq_len + 1 tokens."""
+    slots = cfg.rl.engine_slots(hosts)
+    max_seq_len = min(cfg.train.seq_len + 1, model_cfg.max_position_embeddings)
+    return slots, cfg.rl.engine.num_pages or slots * math.ceil(max_seq_len / cfg.rl.engine.page_size) + 1
+
+
 def rl_extra_memory(cfg: Config, model_cfg: ModelConfig, mp: MeshPlan, learner: dict, tensor: int, hosts: int) -> dict:
     """Per-device bytes `rl` adds to its learner (laid out by `mp`; `learner`: analytic_memory's) on the chips of
     a host's engine (rl.engine.tensor = `tensor` of them, resolved): the engine's parameters, the learner's
@@ -240,9 +248,7 @@ def rl_extra_memory(cfg: Config, model_cfg: ModelConfig, mp: MeshPlan, learner: 
     from mathjax_train.parallel.rules import logical_shardings
 
     eng = cfg.rl.engine
-    slots = math.ceil((eng.num_slots or cfg.rl.prompts_per_step * cfg.rl.group_size) / hosts)
-    max_seq_len = min(cfg.train.seq_len + 1, model_cfg.max_position_embeddings)
-    pages = eng.num_pages or slots * math.ceil(max_seq_len / eng.page_size) + 1
+    slots, pages = rl_engine_pages(cfg, model_cfg, hosts)
     kv = pages * page_bytes(model_cfg, eng.page_size) // tensor
     engine_mesh = abstract_mesh({"data": 1, "fsdp": 1, "tensor": tensor})
 

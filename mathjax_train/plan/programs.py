@@ -23,14 +23,14 @@ from mathjax_train.config import Config, MeshConfig, ModelConfig
 from mathjax_train.data.batches import BATCH_DTYPES
 from mathjax_train.infer.layout import decode_config, decode_params, unroll_by_default
 from mathjax_train.infer.paged_kernels import KernelSpec, cache_arrays
-from mathjax_train.infer.placement import Placement
+from mathjax_train.infer.placement import Placement, is_placed
 from mathjax_train.infer.programs import Programs, bucket
 from mathjax_train.model.attention import PagedKernel
 from mathjax_train.model.checkpoint import boxed_params
 from mathjax_train.model.target import of_device
-from mathjax_train.parallel.mesh import make_mesh
+from mathjax_train.parallel.mesh import host_groups, make_mesh
 from mathjax_train.parallel.rules import axis_rules, batch_sharding
-from mathjax_train.plan.memory import local_bytes
+from mathjax_train.plan.memory import local_bytes, rl_engine_pages
 
 # the decode chunk's per-row inputs (infer/engine.py `_batch`)
 ROW_DTYPES = {
@@ -152,23 +152,12 @@ def engine_programs(model: ModelConfig, shape: EngineShape, devices, params=None
     return {"prefill": prefill, "decode": decode}
 
 
-def host_groups(devices) -> list[list]:
-    """`devices` by host (Device.process_index, which libtpu's description of a slice sets too: 4 chips a host on
-    v4 and v5p), hosts in order, each host's devices in their order."""
-    by_host: dict[int, list] = {}
-    for d in devices:
-        by_host.setdefault(d.process_index, []).append(d)
-    return [by_host[h] for h in sorted(by_host)]
-
-
 def rl_engine_shape(cfg: Config, model: ModelConfig, kernel: PagedKernel, hosts: int = 1) -> EngineShape:
-    """The engine each host samples on (rl/rollout.py Sampler): rl.engine's settings, with the step's slots
-    (rl.engine.num_slots, default B x G) shared by the `hosts` engines (rounded up), sequences of
-    train.seq_len + 1 tokens, and every slot's pages (rl.engine.num_pages, an engine's, when set)."""
+    """The engine each host samples on (rl/rollout.py Sampler): rl.engine's settings, the slots and pages of
+    plan/memory.py rl_engine_pages (one host's share of the groups), sequences of train.seq_len + 1 tokens."""
     eng = cfg.rl.engine
-    slots = math.ceil((eng.num_slots or cfg.rl.prompts_per_step * cfg.rl.group_size) / hosts)
+    slots, pages = rl_engine_pages(cfg, model, hosts)
     max_seq_len = min(cfg.train.seq_len + 1, model.max_position_embeddings)
-    pages = eng.num_pages or slots * math.ceil(max_seq_len / eng.page_size) + 1
     return EngineShape(
         slots, pages, eng.page_size, max_seq_len, eng.decode_steps, eng.prefill_budget, kernel, eng.layers
     )
@@ -181,12 +170,6 @@ def rl_engine_devices(cfg: Config, devices) -> tuple[list, int, int]:
     hosts = host_groups(devices)
     tensor = resolve_tensor(cfg.rl.engine.tensor, cfg.model, len(hosts[0]))
     return hosts[0][:tensor], tensor, len(hosts)
-
-
-def _same_layout(tree, shardings) -> bool:
-    leaves = jax.tree_util.tree_leaves(tree)
-    targets = jax.tree_util.tree_leaves(shardings, is_leaf=lambda x: isinstance(x, jax.sharding.Sharding))
-    return len(leaves) == len(targets) and all(x.sharding.is_equivalent_to(s, x.ndim) for x, s in zip(leaves, targets))
 
 
 def rl_programs(cfg: Config, devices, kernel: PagedKernel, only: str | None = None) -> tuple[dict, dict]:
@@ -236,7 +219,7 @@ def rl_programs(cfg: Config, devices, kernel: PagedKernel, only: str | None = No
     placement = engine_placement(engine_devices)
     decode_shapes, cache, _ = engine_arrays(model, shape, placement)
     params = layout.abstract["params"]
-    in_place = _same_layout(params, placement.param_shardings(model))
+    in_place = is_placed(params, placement.param_shardings(model))
     if not in_place and want("reshard"):
         target = sampler_shardings(model, sampler_mesh(tensor, devices), placement.rules)
         lowered["reshard"] = reshard_program(layout.param_shardings, target).lower(params)
@@ -277,7 +260,6 @@ __all__ = [
     "engine_arrays",
     "engine_placement",
     "engine_programs",
-    "host_groups",
     "rl_arguments",
     "rl_engine_devices",
     "rl_engine_shape",

@@ -14,7 +14,6 @@ device), the engine reads the learner's arrays themselves and nothing is copied.
 from __future__ import annotations
 
 import time
-from collections import defaultdict
 
 import jax
 import numpy as np
@@ -23,17 +22,14 @@ from jax.sharding import AxisType, Mesh, NamedSharding, Sharding, SingleDeviceSh
 from mathjax_train.config import ConfigError, ModelConfig
 from mathjax_train.infer.placement import Placement, is_placed
 from mathjax_train.model.checkpoint import boxed_params
-from mathjax_train.parallel.mesh import MESH_AXES
+from mathjax_train.parallel.mesh import MESH_AXES, host_groups
 from mathjax_train.parallel.rules import logical_shardings
 
 
 def sampler_mesh(tensor: int, devices) -> Mesh:
     """All `devices` as (replicas, 1, tensor): each host's devices in their order, cut into rows of `tensor`."""
-    by_host: dict[int, list] = defaultdict(list)
-    for d in devices:
-        by_host[d.process_index].append(d)
     rows = []
-    for host, devs in sorted(by_host.items()):
+    for host, devs in enumerate(host_groups(devices)):
         if len(devs) % tensor:
             raise ConfigError(
                 f"rl.engine.tensor={tensor} does not divide host {host}'s {len(devs)} devices (each host's devices "

@@ -51,8 +51,7 @@ class Sampler:
         self.model, self.rl = model, rl
         self.add_special_tokens = cfg.data.template != "chat"  # a chat template writes its own BOS
         self.params = SamplingParams(max_tokens=rl.max_new_tokens, temperature=rl.temperature, top_p=rl.top_p)
-        per_host = -(-rl.prompts_per_step // jax.process_count()) * rl.group_size  # this host's share of B x G
-        engine_cfg = replace(rl.engine, num_slots=rl.engine.num_slots or per_host)
+        engine_cfg = replace(rl.engine, num_slots=rl.engine_slots(jax.process_count()))
         self.tools = None
         if rl.tools == "python":
             from mathjax_train.infer.tool_generate import ToolGenerator
