@@ -41,19 +41,17 @@ from mathjax_train.parallel.host_gather import barrier
 from mathjax_train.parallel.mesh import make_mesh
 from mathjax_train.parallel.rules import axis_rules, batch_sharding
 from mathjax_train.rl.batch import build_batch, split_rows
-from mathjax_train.rl.best import BEST_DIR, improves, save_best
+from mathjax_train.rl.best import improves, save_best
 from mathjax_train.rl.heldout import heldout_accuracy
 from mathjax_train.rl.learner import EXACT_KEY, MINIBATCH_KEYS, learner_devices, make_reference_logprobs, make_update
 from mathjax_train.rl.loss import group_advantages
 from mathjax_train.rl.mismatch import correct_batch, mismatch_metrics
 from mathjax_train.rl.prompts import PromptStream
+from mathjax_train.rl.report import progress_line, run_summary
 from mathjax_train.rl.reshard import Resharder
 from mathjax_train.rl.rollout import Sampler, collect
-from mathjax_train.train.metrics import format_duration
 from mathjax_train.train.optimizer import make_optimizer
 from mathjax_train.train.state import init_state, state_layout
-from mathjax_train.eval.metrics import binomial_interval, paired_by_problem
-from mathjax_train.eval.results import first_correct
 from mathjax_train.train.run_loop import PREEMPTED_EXIT_CODE, RunLoop, resolve_model_config, write_run_files
 
 SUMMARY_FILE = "rl_summary.json"
@@ -184,7 +182,7 @@ def run_rl(cfg: Config, *, max_steps_this_run: int | None = None, log=_log) -> d
                     row.update(_evaluate(r, step, str(loop.step_dir(step))))
                 writer.write(row)
                 if loop.is_main:
-                    _progress(row, loop)
+                    progress_line(row, loop)
                 if preempted:
                     status = "preempted"
                     loop.stopped_by_preemption(step)
@@ -376,7 +374,7 @@ def _evaluate(r: _Rl, step: int, checkpoint: str) -> dict:
 
 def _finish(r: _Rl, step: int, status: str, seconds_this_run: float) -> dict:
     """The run's summary; a finished run also plots its reward curve and writes OUTPUT_DIR/rl_summary.json."""
-    summary = _summary(r.cfg, r.run, step, status, seconds_this_run)
+    summary = run_summary(r.cfg, r.run, step, status, seconds_this_run)
     if status == "finished" and r.loop.is_main:
         from mathjax_train.rl.plot import plot_reward_curve
 
@@ -393,65 +391,3 @@ def _fit(c, prompt_len: int, seq_len: int):
     from dataclasses import replace
 
     return replace(c, token_ids=c.token_ids[:room], logprobs=c.logprobs[:room])
-
-
-def _progress(row: dict, loop: RunLoop) -> None:
-    eta = loop.eta(row["step"])
-    held = "".join(
-        f" | {label} {row[key]:.3f}"
-        for label, key in (("held-out", "heldout_accuracy"), ("validation", "validation_accuracy"))
-        if key in row
-    )
-    mismatch = (
-        f" | logp mismatch max {row['mismatch_max_abs']:.1e} kl {row['mismatch_kl_k3']:.1e}"
-        if "mismatch_max_abs" in row
-        else ""
-    )
-    print(
-        f"rl step {row['step']}/{loop.total} | reward {row['reward_mean']:.3f} | pass {row['pass_rate']:.3f} | "
-        f"len {row['response_length']:.0f} | clip {row.get('clip_fraction', 0):.3f}{mismatch} | "
-        f"{row['sampled_tokens_per_second']:.0f} sampled tok/s{held} | ETA {format_duration(eta)}",
-        file=sys.stderr,
-        flush=True,
-    )
-
-
-def _summary(cfg: Config, run: dict, step: int, status: str, seconds_this_run: float) -> dict:
-    held = run["heldout"]
-    before = held.get("0")
-    after = held.get(str(step)) if step else before
-    out = {
-        "status": status,
-        "steps": step,
-        "sampled_tokens": run["sampled_tokens"],
-        "seconds": round(run["seconds"], 1),
-        "seconds_this_run": round(seconds_this_run, 1),
-        "heldout_accuracy_before": before["accuracy"] if before else None,
-        "heldout_accuracy_after": after["accuracy"] if after else None,
-        "heldout_problems": before["problems"] if before else 0,
-        "heldout": held,
-        "output_dir": cfg.output_dir,
-    }
-    if before and after:
-        out["heldout_interval_before"] = binomial_interval(before["correct"], before["problems"])
-        out["heldout_interval_after"] = binomial_interval(after["correct"], after["problems"])
-        if "samples" in before and "samples" in after:
-            out["heldout_difference"] = _paired(before, after)
-    if run.get("validation"):
-        out["validation"] = run["validation"]
-    best = run.get("best")
-    if best is not None:
-        chosen = held.get(str(best["step"]))
-        out["best"] = dict(best, dir=str(epath.Path(cfg.output_dir) / BEST_DIR))
-        if chosen is not None:
-            out["best"]["heldout_accuracy"] = chosen["accuracy"]
-            out["best"]["heldout_interval"] = binomial_interval(chosen["correct"], chosen["problems"])
-            if before and "samples" in before and "samples" in chosen:
-                out["best"]["heldout_difference"] = _paired(before, chosen)
-    return out
-
-
-def _paired(before: dict, after: dict) -> dict:
-    """The paired per-problem change on the same problems: the noise of a before/after difference,
-    not the two Wilson intervals side by side (which overlap for a real +-2 point change on 1000)."""
-    return paired_by_problem(first_correct(before["samples"]), first_correct(after["samples"]))
