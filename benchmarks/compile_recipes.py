@@ -19,7 +19,6 @@ import argparse
 import datetime
 import json
 import os
-import platform
 import subprocess
 import sys
 import time
@@ -27,6 +26,7 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(REPO / "benchmarks"))
 GIB = 2**30
 BEGIN, END = "<!-- compile-table:begin -->", "<!-- compile-table:end -->"
 # the engine's sampling rows: (model recipe, slice, max_seq_len, settings): the RFT pipelines sample 512 new tokens.
@@ -146,15 +146,11 @@ def table(rows: list[dict]) -> str:
 def provenance(command: str) -> str:
     import jax
 
-    cpu = next(
-        (
-            line.split(":", 1)[1].strip()
-            for line in Path("/proc/cpuinfo").read_text().splitlines()
-            if "model name" in line
-        ),
-        platform.processor(),
-    )
     from importlib.metadata import version
+
+    from machine import cpu_model
+
+    cpu = cpu_model()
 
     return (
         f"Measured {datetime.date.today().isoformat()} on {cpu} ({os.cpu_count()} cores), no TPU; "

@@ -19,7 +19,6 @@ from __future__ import annotations
 import argparse
 import json
 import platform
-import subprocess
 import sys
 import time
 from collections import defaultdict
@@ -27,8 +26,10 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests"))
+sys.path.insert(0, str(ROOT / "benchmarks"))
 
 import grading_suites as gs  # noqa: E402  (tests/grading_suites.py: the cases and how we grade them)
+from machine import cpu_model  # noqa: E402
 from test_grading_battery import CASES as BATTERY  # noqa: E402
 
 from mathjax_train.grading import extract_answer, is_equivalent, stats  # noqa: E402
@@ -156,14 +157,6 @@ def print_table(title: str, table: dict) -> None:
             f"{group[:44]:44s} {o[0]:5d} | {o[1]:10d} {_rate(o[2], o[5]):>13s} {_rate(o[3], o[4]):>13s} | "
             f"{m[1]:9d} {_rate(m[2], m[5]):>13s} {_rate(m[3], m[4]):>13s}"
         )
-
-
-def cpu_model() -> str:
-    try:
-        out = subprocess.run(["lscpu"], capture_output=True, text=True, check=True).stdout
-        return next(line.split(":", 1)[1].strip() for line in out.splitlines() if line.startswith("Model name"))
-    except (OSError, subprocess.CalledProcessError, StopIteration):
-        return platform.processor() or "unknown"
 
 
 def main() -> int:

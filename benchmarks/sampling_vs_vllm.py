@@ -2,6 +2,7 @@
 
     python benchmarks/sampling_vs_vllm.py --vllm-python /path/to/vllm-venv/bin/python [--questions 16]
         [--k 8] [--max-tokens 256] [--slots 128] [--sweep]
+    python benchmarks/sampling_vs_vllm.py --cli --questions 24 --vllm-python ...  # as a user runs it
 
 The job: GSM8K train questions in the model's chat template (the HF tokenizer renders them; both
 sides get the same token ids), k samples each at temperature 0.7, up to --max-tokens new tokens,
@@ -12,6 +13,9 @@ Start-up (loading, engine construction, compilation, warm-up) is reported separa
 wall time. vLLM runs in its own venv (benchmarks/vllm_side.py; set up as the
 README says). --sweep also runs ours at 8, 32 and 128 slots and at k = 1, 8, 32, in the same process
 after the main run, each compiling in its own start-up what the runs before it did not.
+--cli times ours as a user runs it instead: `mathjax-train generate` with default flags (but the job's
+samples, temperature and length), a first run on an empty compilation cache and a second run of the same
+command, each a fresh process; tokens/s is the job's own figure, wall time includes the process start.
 --vllm-env passes settings to vLLM (e.g. VLLM_CPU_NUM_OF_RESERVED_CPU=0: its model on every core).
 Prints one JSON object; ratio > 1 means we are faster.
 """
@@ -21,6 +25,8 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -85,6 +91,45 @@ def lazy_run(args, workdir: str) -> dict:
     return json.loads(run.stdout)
 
 
+COMPILED = re.compile(r"compiled (\d+) programs in ([\d.]+) s; read (\d+) from the cache")
+
+
+def cli_runs(ckpt: str, texts: list[str], k: int, max_tokens: int, workdir: str) -> list[dict]:
+    """The job as a user runs it: `mathjax-train generate` with its default flags but the job's own (samples,
+    temperature, length), twice, in fresh processes sharing a compilation cache that starts empty."""
+    prompts, cache = os.path.join(workdir, "cli_prompts.jsonl"), os.path.join(workdir, "cli_jax_cache")
+    shutil.rmtree(cache, ignore_errors=True)
+    with open(prompts, "w") as f:
+        f.writelines(json.dumps({"prompt": t}) + "\n" for t in texts)
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("JAX_COMPILATION_CACHE", "JAX_PERSISTENT"))}
+    env["MATHJAX_COMPILE_CACHE"] = cache
+    runs = []
+    for name in ("first_run", "second_run"):
+        out = os.path.join(workdir, f"cli_{name}.jsonl")
+        cmd = [sys.executable, "-m", "mathjax_train.cli", "generate", "--checkpoint", ckpt, "--prompts", prompts]
+        cmd += ["--output", out, "--num-samples", str(k), "--temperature", "0.7", "--max-new-tokens", str(max_tokens)]
+        t = time.perf_counter()
+        run = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=os.path.join(HERE, ".."))
+        wall = time.perf_counter() - t
+        if run.returncode != 0:
+            sys.exit(f"{' '.join(cmd)} failed:\n{run.stderr[-3000:]}")
+        job = json.loads(run.stdout.strip().splitlines()[-1])
+        compiled = COMPILED.search(run.stderr)
+        runs.append(
+            {
+                "run": name,
+                "generated_tokens": job["new_tokens"],
+                "generate_s": job["seconds"],
+                "tokens_per_s": round(job["tokens_per_second"], 1),
+                "wall_s_incl_process_start": round(wall, 1),
+                "compiled_programs": int(compiled.group(1)) if compiled else None,
+                "compile_s": float(compiled.group(2)) if compiled else None,
+                "programs_from_cache": int(compiled.group(3)) if compiled else None,
+            }
+        )
+    return runs
+
+
 def vllm(python: str, hf_dir: str, prompts: list[list[int]], k: int, max_tokens: int, env: dict) -> dict:
     with tempfile.TemporaryDirectory() as d:
         job, out = os.path.join(d, "job.json"), os.path.join(d, "out.json")
@@ -137,10 +182,16 @@ def main() -> None:
     ap.add_argument("--lazy", action="store_true", help="also time ours compiling as the job goes (as rft does)")
     ap.add_argument("--only-ours-lazy", action="store_true", help=argparse.SUPPRESS)  # the child of --lazy
     ap.add_argument("--workdir", default=None, help="reuse a directory holding hf/ and ckpt/")
+    ap.add_argument(
+        "--cli",
+        action="store_true",
+        help="time ours as a user runs it instead: `mathjax-train generate`, a first and a second run",
+    )
     args = ap.parse_args()
 
     import transformers
 
+    from machine import cpu_description
     from smollm2_dirs import smollm2_dirs
 
     hf_dir, ckpt = smollm2_dirs(args.workdir, "vllmbench-")
@@ -151,6 +202,12 @@ def main() -> None:
         )
         for q in gsm8k_train_questions(args.questions)
     ]
+    if args.cli:
+        texts = [
+            tok.apply_chat_template([{"role": "user", "content": q}], add_generation_prompt=True, tokenize=False)
+            for q in gsm8k_train_questions(args.questions)
+        ]
+        assert [tok.encode(t) for t in texts] == prompts  # both sides sample from the same token ids
     if args.only_ours_lazy:
         print(json.dumps(ours(ckpt, prompts, args.k, args.max_tokens, args.slots, compile_ahead=False)))
         return
@@ -161,9 +218,12 @@ def main() -> None:
         "k": args.k,
         "max_tokens": args.max_tokens,
         "temperature": 0.7,
-        "cores": os.cpu_count(),
-        "ours": ours(ckpt, prompts, args.k, args.max_tokens, args.slots),
+        "machine": cpu_description(),
     }
+    if args.cli:
+        result["ours_cli"] = cli_runs(ckpt, texts, args.k, args.max_tokens, os.path.dirname(hf_dir))
+    else:
+        result["ours"] = ours(ckpt, prompts, args.k, args.max_tokens, args.slots)
     if args.lazy:
         # what `rft` does: programs compiled when the job first needs them, inside the timed run (in a child
         # process, so that nothing the run above compiled is reused)
@@ -172,12 +232,16 @@ def main() -> None:
         env = dict(kv.split("=", 1) for kv in args.vllm_env)
         result["vllm"] = vllm(args.vllm_python, hf_dir, prompts, args.k, args.max_tokens, env)
         result["vllm"]["env"] = env
-        result["ratio_tokens_per_s_ours_over_vllm"] = round(
-            result["ours"]["tokens_per_s"] / result["vllm"]["tokens_per_s"], 2
-        )
-        result["ratio_wall_vllm_over_ours"] = round(
-            result["vllm"]["wall_s_incl_process_start"] / result["ours"]["wall_s"], 2
-        )
+        v = result["vllm"]
+        if args.cli:
+            for r in result["ours_cli"]:
+                r["ratio_tokens_per_s_ours_over_vllm"] = round(r["tokens_per_s"] / v["tokens_per_s"], 2)
+                r["ratio_wall_vllm_over_ours"] = round(
+                    v["wall_s_incl_process_start"] / r["wall_s_incl_process_start"], 2
+                )
+        else:
+            result["ratio_tokens_per_s_ours_over_vllm"] = round(result["ours"]["tokens_per_s"] / v["tokens_per_s"], 2)
+            result["ratio_wall_vllm_over_ours"] = round(v["wall_s_incl_process_start"] / result["ours"]["wall_s"], 2)
     if args.sweep:
         result["slots_sweep"] = [ours(ckpt, prompts, args.k, args.max_tokens, s) for s in (8, 32, 128)]
         result["k_sweep"] = [ours(ckpt, prompts, k, args.max_tokens, args.slots) for k in (1, 8, 32)]

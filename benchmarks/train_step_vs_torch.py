@@ -58,6 +58,7 @@ def main() -> None:
     import torch
     import transformers
 
+    from machine import cpu_description
     from mathjax_train.config import load_config
     from mathjax_train.train.flops import peak_flops_per_device, train_flops_per_token
     from mathjax_train.train.setup import build_step
@@ -165,6 +166,7 @@ def main() -> None:
                 "loss_vocab_chunk": cfg.train.vocab_chunk(args.vocab),
                 "attention_kernel": cfg.model.attention_kernel,
                 "device": jax.devices()[0].device_kind,
+                "machine": cpu_description(),
                 "torch_device": torch.cuda.get_device_name() if dev == "cuda" else "cpu",
                 "torch_threads": torch.get_num_threads(),
                 "jax": jax.__version__,

@@ -145,24 +145,6 @@ def test_a_page_id_outside_the_cache_is_an_error_not_a_crash():
         ).block_until_ready()
 
 
-def test_private_dir_problem_names_what_is_wrong(tmp_path):
-    mine = tmp_path / "mine"
-    mine.mkdir(mode=0o700)
-    assert cpu_kernels.private_dir_problem(mine) is None
-    open_dir = tmp_path / "open"
-    open_dir.mkdir()
-    open_dir.chmod(0o777)
-    assert "writable by others" in cpu_kernels.private_dir_problem(open_dir)
-    link = tmp_path / "link"
-    link.symlink_to(mine)
-    assert "not a directory" in cpu_kernels.private_dir_problem(link)
-    if IS_ROOT:
-        theirs = tmp_path / "theirs"
-        theirs.mkdir(mode=0o700)
-        os.chown(theirs, NOBODY, NOBODY)
-        assert f"belongs to uid {NOBODY}" in cpu_kernels.private_dir_problem(theirs)
-
-
 # Builds the kernel in a fresh process (the loader keeps its result per process) and reports where it loaded it
 # from and whether its answer matches the XLA path.
 PROBE = textwrap.dedent(

@@ -3,16 +3,18 @@ LLaMA-2-7B on v5e; the engine sizes its own cache by the same rule; bad flag com
 
 import json
 import math
+import os
 from pathlib import Path
 
 import pytest
 
 from hf_fixtures import import_random_model
 from mathjax_train.cli import main
-from mathjax_train.config import EngineConfig, SamplingPlanConfig
+from mathjax_train.config import EngineConfig, ModelConfig, SamplingPlanConfig
 from mathjax_train.infer import sizing
 from mathjax_train.infer.engine import Engine
 from mathjax_train.infer.loading import load_for_inference
+from mathjax_train.infer.placement import engine_placement
 from mathjax_train.plan.sampling import sampling_plan
 
 RECIPE = str(Path(__file__).resolve().parents[1] / "configs" / "llama2_7b_sft_v5e-64.yaml")
@@ -92,3 +94,23 @@ def test_bad_combinations_are_named(capsys, flags, message):
     assert main(["plan", "--config", RECIPE, *flags]) == 2
     err = capsys.readouterr().err
     assert "mathjax-train plan: error:" in err and message in err, err
+
+
+def test_free_host_memory_that_moves_a_little_keeps_the_page_count(monkeypatch):
+    """On CPU the cache takes a share of the available host RAM, which moves from run to run; its page count is a
+    shape of every engine program. Rounded to four significant bits, a rerun that finds a few percent more or
+    less free RAM keeps the count (and reads its programs back from the compilation cache)."""
+    page = 737_280  # a SmolLM2-135M page: 30 layers x (k, v) x 3 kv heads x 16 tokens x 64 x 4 bytes
+    placement = engine_placement(1, ModelConfig())
+    assert placement.free_memory_bytes() is None  # CPU: the host's RAM
+    free = [int(15 * GIB * (0.98 + 0.04 * i / 999)) for i in range(1000)]  # +-2% around 15 GiB
+    counts = set()
+    for f in free:
+        monkeypatch.setattr(sizing, "available_host_bytes", lambda f=f: f)
+        seen = sizing.free_memory_bytes(placement)
+        assert f * 7 / 8 < seen <= f
+        counts.add(sizing.kv_fit(page, seen, 0.5, slots=128, pages_per_seq=512).pages)
+    assert len({int(f * 0.5 // page) for f in free}) > 400  # the pages each free size would give unrounded
+    assert len(counts) <= 2
+    assert [sizing.stable_floor(n) for n in (1, 15, 17, 623, 6840)] == [1, 15, 16, 576, 6656]
+    assert 0 < sizing.available_host_bytes() <= os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")

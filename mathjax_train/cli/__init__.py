@@ -36,6 +36,10 @@ AREAS = (
     rl_commands,
 )
 
+# the commands that compile JAX programs: they report what they compiled and what the cache gave back (the
+# others do not import jax for it)
+COMPILING = frozenset({"train", "generate", "evaluate", "rft", "augment", "rl", "serve", "pipeline", "demo", "plan"})
+
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="mathjax-train", description=__doc__.splitlines()[0])
@@ -52,12 +56,19 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     from mathjax_train.errors import InputError
+    from mathjax_train.parallel import compile_cache
 
     args = build_parser().parse_args(argv)
     platforms.keep_off_absent_tpu()
     quiet.configure(quiet.verbose_requested(args.verbose))
+    cache = compile_cache.enable()
     try:
-        return args.fn(args)
+        if args.command not in COMPILING:
+            return args.fn(args)
+        with compile_cache.CompileCount() as count:
+            code = args.fn(args)
     except (InputError, FileNotFoundError) as e:  # other exceptions are bugs: their traceback is shown
         print(f"mathjax-train {args.command}: error: {e}", file=sys.stderr)
         return 2
+    print(f"mathjax-train {args.command}: {count.describe(cache)}", file=sys.stderr)
+    return code

@@ -117,17 +117,6 @@ def summarize(manifest: dict) -> dict:
     return out
 
 
-def _compilation_cache(run_dir: str) -> None:
-    """JAX's persistent compilation cache under RUN_DIR/jax_cache unless one is configured: the loop
-    compiles the same training and sampling programs for each model it makes."""
-    import jax
-
-    from mathjax_train.config import is_remote
-
-    if not getattr(jax.config, "jax_compilation_cache_dir") and not is_remote(run_dir):
-        jax.config.update("jax_compilation_cache_dir", str(epath.Path(run_dir).absolute() / "jax_cache"))
-
-
 def run_demo(output_dir: str = "runs/demo", overrides: tuple[str, ...] = (), config: str | None = None) -> dict:
     """Run (or resume) the demo pipeline under `output_dir`; returns and writes the summary and report."""
     from mathjax_train.demo.report import write_report
@@ -135,8 +124,10 @@ def run_demo(output_dir: str = "runs/demo", overrides: tuple[str, ...] = (), con
     from mathjax_train.pipeline.runner import run_pipeline
     from mathjax_train.pipeline.spec import load_pipeline
 
+    from mathjax_train.parallel import compile_cache
+
     t0 = time.time()
-    _compilation_cache(output_dir)
+    compile_cache.enable()  # the loop compiles the same training and sampling programs for each model it makes
     pipe = load_pipeline(str(config or DEMO_PIPELINE), [f"run_dir={output_dir}", *overrides])
     run_pipeline(pipe)
     manifest = mf.read(pipe.run_dir)

@@ -102,11 +102,33 @@ def engine_pages(
 
 def free_memory_bytes(placement: Placement) -> int:
     """Free memory of one of the engine's devices: the least free HBM among them, or on CPU the host RAM
-    they share, divided among them (0 = unknown)."""
+    they share (what the kernel could hand out: MemAvailable), divided among them (0 = unknown). Host RAM
+    moves from run to run, and the page count it gives is a shape of every engine program, so it is rounded
+    down to four significant bits (at most 1/8 less): a rerun then takes the same pages and reads its
+    programs back from the compilation cache."""
     free = placement.free_memory_bytes()
     if free is not None:
         return free
+    return stable_floor(available_host_bytes() // placement.tensor)
+
+
+def available_host_bytes() -> int:
+    """/proc/meminfo's MemAvailable (free RAM plus the page cache the kernel can reclaim), else free RAM
+    (0 = unknown)."""
     try:
-        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE") // placement.tensor
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    try:
+        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
     except (ValueError, OSError):
         return 0
+
+
+def stable_floor(n: int, bits: int = 4) -> int:
+    """`n` rounded down to its `bits` highest binary digits (bits=4: 6840 -> 6656, at most 1/8 less)."""
+    drop = max(0, n.bit_length() - bits)
+    return (n >> drop) << drop

@@ -12,9 +12,7 @@ import ctypes
 import hashlib
 import logging
 import os
-import platform
 import shutil
-import stat
 import subprocess
 import tempfile
 import threading
@@ -23,6 +21,8 @@ from pathlib import Path
 import jax
 import jax.numpy as jnp
 import numpy as np
+
+from mathjax_train.config.user_cache import cpu_signature, make_private_dir, private_dir_problem, user_cache_dir
 
 SOURCE = Path(__file__).parent / "csrc" / "paged_attention_cpu.cc"
 TARGET = "mathjax_paged_attention_cpu"
@@ -38,30 +38,7 @@ def cache_dir() -> Path:
     """MATHJAX_KERNEL_CACHE, else $XDG_CACHE_HOME/mathjax_train/kernels, else ~/.cache/mathjax_train/kernels."""
     if os.environ.get("MATHJAX_KERNEL_CACHE"):
         return Path(os.environ["MATHJAX_KERNEL_CACHE"])
-    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
-    return Path(base) / "mathjax_train" / "kernels"
-
-
-def private_dir_problem(path: Path) -> str | None:
-    """Why `path` is not safe to load code from (None if it is ours and writable by us alone)."""
-    st = path.lstat()
-    if not stat.S_ISDIR(st.st_mode):
-        return f"{path} is not a directory"
-    if st.st_uid != os.getuid():
-        return f"{path} belongs to uid {st.st_uid}, not to this user ({os.getuid()})"
-    if st.st_mode & (stat.S_IWGRP | stat.S_IWOTH):
-        return f"{path} is writable by others (mode {stat.S_IMODE(st.st_mode):o})"
-    return None
-
-
-def _cpu_signature() -> str:
-    """What -march=native depends on: the CPU's model and feature flags."""
-    try:
-        with open("/proc/cpuinfo") as f:
-            lines = [ln for ln in f if ln.startswith(("model name", "flags"))][:2]
-        return "".join(lines)
-    except OSError:
-        return platform.processor() + platform.machine()
+    return user_cache_dir("kernels")
 
 
 def _compiler() -> str | None:
@@ -75,7 +52,7 @@ def library_name(compiler: str, march: str = NATIVE) -> str:
         " ".join(_FLAGS).encode(),
         march.encode(),
         compiler.encode(),
-        _cpu_signature().encode(),
+        cpu_signature().encode(),
     )
     for part in parts:
         digest.update(part)
@@ -113,11 +90,7 @@ def _first_errors(stderr: str) -> str:
 def _usable_dir() -> tuple[Path, str | None]:
     """The cache directory (created private) or, when it is not safe, a fresh private temporary one."""
     wanted = cache_dir()
-    try:
-        wanted.mkdir(parents=True, exist_ok=True, mode=0o700)
-        problem = private_dir_problem(wanted)
-    except OSError as e:
-        problem = f"{wanted}: {e.strerror}"
+    problem = make_private_dir(wanted)
     if problem is None:
         return wanted, None
     return Path(tempfile.mkdtemp(prefix="mathjax-kernels-")), problem
