@@ -26,7 +26,7 @@ EvaluateStageConfig ScalingStageConfig ExportStageConfig
 """.split()
 
 # A module of the package imports only modules before it (no import circles).
-ORDER = ["loading", "model", "data", "train", "sampling", "rl", "run", "pipeline"]
+ORDER = ["user_cache", "loading", "model", "data", "train", "sampling", "rl", "run", "pipeline"]
 
 
 def test_every_name_is_still_exported():

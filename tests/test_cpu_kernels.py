@@ -4,6 +4,7 @@ directory that belongs to the user alone (as root and as an unprivileged user)."
 
 import json
 import os
+import platform
 import subprocess
 import sys
 import textwrap
@@ -80,7 +81,7 @@ def test_kernel_equals_the_xla_path(kv_heads, heads, t, side_len, side_pos, wind
 @pytest.mark.parametrize("march", ["haswell", "x86-64"])  # AVX2 (8 lanes) and no vector extension (one lane)
 def test_the_narrower_instruction_sets_compute_the_same(march, tmp_path):
     """The machine builds with -march=native (AVX-512 here); the AVX2 and plain builds must agree too."""
-    if cpu_kernels.platform.machine() not in ("x86_64", "AMD64"):
+    if platform.machine() not in ("x86_64", "AMD64"):
         pytest.skip("x86 instruction sets")
     lib = cpu_kernels.build(tmp_path, cpu_kernels._compiler(), march=march)
     target = f"test_paged_attention_{march.replace('-', '_')}"

@@ -7,7 +7,8 @@ any mistake. Unknown keys are rejected with the list of valid ones.
 By area: `loading` (fields, checks, YAML, overrides, `from_dict`), `model` (decoder, mesh, LoRA),
 `data`, `train` (optimizer, loop, checkpoints, multi-host start-up), `sampling` (the engine and the
 commands that sample), `rl`, `run` (the whole run's `Config`, `load_config`) and `pipeline` (its
-stages). Every name is importable from here; the errors live in `mathjax_train.errors`.
+stages); `user_cache` says where this user's caches of compiled code live. Every name is importable
+from here; the errors live in `mathjax_train.errors`.
 """
 
 from mathjax_train.config.data import DataConfig, Ending, Template

@@ -86,11 +86,11 @@ class CompileCount:
 
         hit = threading.local()  # JAX reports a cache hit, then (same thread) the request's duration
 
-        def on_event(event: str, **_) -> None:
+        def on_event(event: str, **_: str | int) -> None:
             if event == _CACHE_HIT:
                 hit.pending = True
 
-        def on_duration(event: str, seconds: float, **_) -> None:
+        def on_duration(event: str, duration_secs: float, **_: str | int) -> None:
             if event != _BACKEND_COMPILE:
                 return
             if getattr(hit, "pending", False):
@@ -98,7 +98,7 @@ class CompileCount:
                 self.from_cache += 1
             else:
                 self.compiled += 1
-                self.compile_seconds += seconds
+                self.compile_seconds += duration_secs
 
         monitoring.register_event_listener(on_event)
         monitoring.register_event_duration_secs_listener(on_duration)
