@@ -54,3 +54,70 @@ def test_verdicts_follow_the_interval(interval, side, rft_text, control_text):
     assert rft_text in text and control_text in text
     for other in {"above zero", "below zero", "includes zero"} - {side}:
         assert other not in text, other
+
+
+def test_per_family_counts_kept_paths_that_reach_the_answer_by_a_wrong_step(tmp_path):
+    """Held-out accuracy by family, and kept paths whose steps hold a number the worked solution lacks."""
+    import json
+
+    from mathjax_train.demo import diagnosis
+
+    def write(name, rows):
+        (tmp_path / name).write_text("".join(json.dumps(r) + "\n" for r in rows))
+        return str(tmp_path / name)
+
+    src = "procedural/math_style/"
+    heldout = write(
+        "heldout.jsonl", [{"id": f"h{i}", "source": src + ("gcd" if i < 3 else "sharing")} for i in range(5)]
+    )
+    questions = write(
+        "questions.jsonl",
+        [
+            {
+                "id": "q0",
+                "source": src + "sharing",
+                "solution": "He buys 5 * 12 = 60 marbles.\nEach gets 60 / 5 = 12.\n#### 12",
+            },
+            {"id": "q1", "source": src + "gcd", "solution": "Factor: 12 = 2^2 * 3.\nThe answer is $\\boxed{4}$."},
+        ],
+    )
+    selected = write(
+        "selected.jsonl",
+        [
+            {
+                "question_id": "q0",
+                "origin": "sampled",
+                "solution": "She buys 5 * 12 = 60 marbles.\nEach gets 60 / 5 = 12.\n#### 12",
+            },
+            {
+                "question_id": "q0",
+                "origin": "sampled",
+                "solution": "She buys 2 * 12 = 26 marbles.\nEach gets 26 / 3 = 13.\n#### 12",
+            },
+            {"question_id": "q1", "origin": "sampled", "solution": "Factor: 12 = 2^2 * 3.\n#### 4"},
+            {"question_id": "q1", "origin": "seed", "solution": "Factor: 99.\n#### 4"},  # not a sampled path
+        ],
+    )
+    greedy = {
+        "sft": {"h0": True, "h1": False, "h2": False, "h3": True, "h4": True},
+        "retrain": {"h0": True, "h3": False},
+    }
+    fams = diagnosis.by_family(heldout, greedy, questions, selected)
+    assert fams["gcd"] == {
+        "heldout": 3,
+        "accuracy": {"sft": 0.3333, "retrain": 1.0},
+        "kept": 1,
+        "kept_with_a_wrong_step": 0,
+    }
+    assert fams["sharing"] == {
+        "heldout": 2,
+        "accuracy": {"sft": 1.0, "retrain": 0.0},
+        "kept": 2,
+        "kept_with_a_wrong_step": 1,
+    }
+    assert (
+        diagnosis.off_solution_numbers("a 7 b\n#### 7", "7") == set()
+        and diagnosis.off_solution_numbers("#### 9", "") == set()
+    )
+    text = "\n".join(diagnosis.markdown(fams, {"sft": "SFT", "retrain": "SFT + RFT"}))
+    assert "| sharing | 2 | 100.0% | 0.0% | 2 | 1 |" in text and "1 of the 3 kept paths (33%)" in text

@@ -1,5 +1,6 @@
 """RUN_DIR/report.md for the demo: what each claim showed, how much of it is noise, and the plots
-it links (accuracy per stage, pass@k and maj@k against first-answer accuracy; the scaling stage's fit)."""
+it links (accuracy per stage, pass@k and maj@k against first-answer accuracy; the scaling stage's fit), and
+the per-family breakdown of held-out accuracy and kept paths (demo/diagnosis.py)."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ import os
 from etils import epath
 
 from mathjax_train.config import is_remote
+from mathjax_train.demo import diagnosis
 
 
 def _pct(x: float) -> str:
@@ -112,6 +114,14 @@ def _control(summary: dict) -> str:
     )
 
 
+def _per_family(summary: dict) -> list[str]:
+    if "by_family" not in summary:
+        return []
+    names = {"sft": "SFT", "retrain": "SFT + RFT", "continued": "control"}
+    seen = {k for e in summary["by_family"].values() for k in e["accuracy"]}
+    return diagnosis.markdown(summary["by_family"], {k: v for k, v in names.items() if k in seen})
+
+
 def markdown(summary: dict, manifest: dict, links: dict[str, str]) -> str:
     iv, d, fit, rft = summary["intervals"], summary["rft_minus_sft"], summary["scaling_fit"], summary["rft"]
     n = summary["heldout_problems"]
@@ -155,6 +165,7 @@ def markdown(summary: dict, manifest: dict, links: dict[str, str]) -> str:
         }[_side_of_zero(d["interval"])],
         _control(summary),
         "",
+        *_per_family(summary),
         "## pass@k vs first answer (Xwin-Math)",
         f"SFT: first answer {_pct(summary['accuracy_sft'])}, pass@{kmax} {_pct(summary['pass_at_k'][kmax])}, "
         f"maj@{kmax} {_pct(summary['maj_at_k'][kmax])}: the model can solve far more problems than its first "

@@ -61,6 +61,7 @@ def summarize(manifest: dict) -> dict:
     """The figures the issue asks for, from the manifest's stage metrics and the evaluation files.
     Models by their evaluate label (the stage that made them): sft, retrain (RFT), continued (the
     control, when the pipeline has it), init."""
+    from mathjax_train.demo.diagnosis import by_family
     from mathjax_train.eval.metrics import binomial_interval, paired_by_problem
     from mathjax_train.eval.results import first_correct
 
@@ -110,6 +111,14 @@ def summarize(manifest: dict) -> dict:
         },
         "stage_seconds": {name: rec.get("seconds") for name, rec in st.items()},
     }
+    if {"heldout", "questions", "select"} <= set(st):
+        models = {k: greedy[k] for k in ("sft", "retrain", "continued") if k in greedy}
+        out["by_family"] = by_family(
+            st["heldout"]["outputs"]["problems"]["path"],
+            models,
+            st["questions"]["outputs"]["problems"]["path"],
+            st["select"]["outputs"]["output"]["path"],
+        )
     if "continued" in evaluated:  # the control: SFT continued on the seed set alone for the retraining's steps
         out["accuracy_continued_sft"] = evaluated["continued"]["greedy"]["accuracy"]
         out["intervals"]["continued_sft"] = interval("continued")
