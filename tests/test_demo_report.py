@@ -95,7 +95,7 @@ def test_per_family_counts_kept_paths_that_reach_the_answer_by_a_wrong_step(tmp_
                 "solution": "She buys 2 * 12 = 26 marbles.\nEach gets 26 / 3 = 13.\n#### 12",
             },
             {"question_id": "q1", "origin": "sampled", "solution": "Factor: 12 = 2^2 * 3.\n#### 4"},
-            {"question_id": "q1", "origin": "seed", "solution": "Factor: 99.\n#### 4"},  # not a sampled path
+            {"question_id": "q1", "origin": "original", "solution": "Factor: 99.\n#### 4"},  # not a sampled path
         ],
     )
     greedy = {

@@ -107,6 +107,11 @@ def test_demo_pipeline_runs_end_to_end(tmp_path):
     assert f"same steps (control) | {100 * result['accuracy_continued_sft']:.1f}%" in report
     c = result["rft_minus_continued_sft"]
     assert c["gained"] - c["lost"] == round(c["difference"] * 8)  # paired over the same 8 problems
+    fams = result["by_family"]  # the per-family diagnosis, over the same held-out problems and kept paths
+    assert sum(f["heldout"] for f in fams.values()) == 8 and "## Per family" in report
+    selected = [json.loads(line) for line in (tmp_path / "select" / "selected.jsonl").read_text().splitlines()]
+    assert sum(f["kept"] for f in fams.values()) == sum(r["origin"] == "sampled" for r in selected)
+    assert all(set(f["accuracy"]) <= {"sft", "retrain", "continued"} for f in fams.values())
     for png in ("accuracy_per_stage.png", "pass_at_k.png", "sft/scaling.png"):
         assert (tmp_path / png).stat().st_size > 1000, png
     assert json.loads((tmp_path / "demo_summary.json").read_text())["accuracy_sft"] == result["accuracy_sft"]
