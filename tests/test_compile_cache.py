@@ -31,9 +31,10 @@ def _user_env(**extra) -> dict:
     return {**env, **extra}
 
 
-def _enable(env: dict, prefix=()) -> subprocess.CompletedProcess:
+def _enable(env: dict, prefix=(), cwd=REPO) -> subprocess.CompletedProcess:
+    env = {**env, "PYTHONPATH": str(REPO)}
     return subprocess.run(
-        [*prefix, sys.executable, "-c", ENABLE], capture_output=True, text=True, env=env, cwd=REPO, timeout=120
+        [*prefix, sys.executable, "-c", ENABLE], capture_output=True, text=True, env=env, cwd=cwd, timeout=120
     )
 
 
@@ -68,6 +69,8 @@ def test_off_and_a_cache_the_caller_configured(tmp_path):
     theirs = tmp_path / "theirs"
     run = _enable(_user_env(JAX_COMPILATION_CACHE_DIR=str(theirs), MATHJAX_COMPILE_CACHE=str(tmp_path / "ours")))
     assert run.stdout.strip() == str(theirs) and not (tmp_path / "ours").exists()
+    run = _enable(_user_env(MATHJAX_COMPILE_CACHE="relative/cache"), cwd=tmp_path)  # child processes elsewhere agree
+    assert run.stdout.strip() == str(tmp_path / "relative" / "cache") and (tmp_path / "relative" / "cache").is_dir()
 
 
 def test_a_cache_others_can_write_is_refused(tmp_path):

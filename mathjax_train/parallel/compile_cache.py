@@ -12,7 +12,6 @@ job then runs without the cache and says why. A cache the caller configured for 
 
 from __future__ import annotations
 
-import logging
 import os
 import sys
 import threading
@@ -29,15 +28,15 @@ _DIR_VAR = "JAX_COMPILATION_CACHE_DIR"
 _BACKEND_COMPILE = "/jax/core/compile/backend_compile_duration"  # each request: a compilation or a cache read
 _CACHE_HIT = "/jax/compilation_cache/cache_hits"
 
-log = logging.getLogger(__name__)
-
 
 def wanted_dir() -> str | None:
     """The directory the cache should use, or None when MATHJAX_COMPILE_CACHE turns it off."""
     value = os.environ.get(ENV, "").strip()
     if value.lower() in OFF:
         return None
-    return value or str(user_cache_dir("jax") / cpu_tag())
+    if not value:
+        return str(user_cache_dir("jax") / cpu_tag())
+    return value if is_remote(value) else os.path.abspath(value)  # the same for child processes in other dirs
 
 
 def enable() -> str | None:
