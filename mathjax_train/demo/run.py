@@ -112,7 +112,7 @@ def summarize(manifest: dict) -> dict:
         "stage_seconds": {name: rec.get("seconds") for name, rec in st.items()},
     }
     if {"heldout", "questions", "select"} <= set(st):
-        models = {k: greedy[k] for k in ("sft", "retrain", "continued") if k in greedy}
+        models: dict[str, dict[str, bool]] = {k: greedy[k] for k in ("sft", "retrain", "continued") if k in greedy}
         out["by_family"] = by_family(
             st["heldout"]["outputs"]["problems"]["path"],
             models,
