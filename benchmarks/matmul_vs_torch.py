@@ -54,7 +54,8 @@ def main() -> None:
 
     from machine import cpu_description
 
-    threads = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    machine = cpu_description()
+    threads = machine["cores"]
     torch.set_num_threads(threads)
     dot = jax.jit(jnp.dot)
     rng = np.random.default_rng(0)
@@ -78,7 +79,7 @@ def main() -> None:
     print(
         json.dumps(
             {
-                "machine": cpu_description(),
+                "machine": machine,
                 "threads": threads,
                 "jax": jax.__version__,
                 "torch": torch.__version__,

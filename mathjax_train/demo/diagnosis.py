@@ -42,13 +42,16 @@ def by_family(heldout: str, greedy: dict[str, dict[str, bool]], questions: str, 
     def entry(f: str) -> dict:
         return out.setdefault(f, {"heldout": 0, "accuracy": {}, "kept": 0, "kept_with_a_wrong_step": 0})
 
+    ids_of: dict[str, list[str]] = {}
     for pid, f in fam_of.items():
-        entry(f)["heldout"] += 1
-    for model, correct in greedy.items():
-        for f, e in out.items():
-            ids = [pid for pid, g in fam_of.items() if g == f and pid in correct]
-            if ids:
-                e["accuracy"][model] = round(sum(correct[pid] for pid in ids) / len(ids), 4)
+        ids_of.setdefault(f, []).append(pid)
+    for f, ids in ids_of.items():
+        e = entry(f)
+        e["heldout"] = len(ids)
+        for model, correct in greedy.items():
+            graded = [correct[pid] for pid in ids if pid in correct]
+            if graded:
+                e["accuracy"][model] = round(sum(graded) / len(graded), 4)
     worked = {r["id"]: r for r in _rows(questions)}
     for row in _rows(selected):
         if row.get("origin") != "sampled":

@@ -114,10 +114,3 @@ class CompileCount:
     def describe(self, cache: str | None) -> str:
         where = f"read {self.from_cache} from the cache in {cache}" if cache else "no compilation cache"
         return f"compiled {self.compiled} programs in {self.compile_seconds:.1f} s; {where}"
-
-    def as_dict(self) -> dict:
-        return {
-            "compiled_programs": self.compiled,
-            "programs_from_cache": self.from_cache,
-            "compile_seconds": round(self.compile_seconds, 2),
-        }
