@@ -298,13 +298,19 @@ def test_compiling_ahead_covers_every_shape_a_run_needs(llama):
     assert eng.kernel.name == "cpu"  # one page-table width: every shape is known ahead
     ran = eng.compile_ahead()
     programs = eng.programs
-    compiled = [f._cache_size() for f in (programs._prefill, programs._decode, programs._copy)]
-    assert ran == 3 + 3 + 1  # prefill chunks of 16/32/64 tokens, decode for 1/4/16 rows, the page copy
+    every = (programs._prefill, programs._decode, programs._copy, programs._verify)
+    compiled = [f._cache_size() for f in every]
+    # prefill chunks of 16/32/64 tokens, decode for 1/4/16 rows, the speculative step for 1/4/16 rows (up to
+    # SMALL_BATCH rows: bucket 16), the page copy
+    assert ran == 3 + 3 + 3 + 1
     prompts = prompts_of((3, 9, 70, 33, 5, 100, 12, 64, 17, 2, 45, 8, 30, 6, 21, 50, 11), seed=9)
     sp = SamplingParams(max_tokens=7, temperature=0.7, ignore_eos=True)
     seeds = [[i, i + 100] for i in range(len(prompts))]
     out = eng.generate(prompts, sp, seeds)
-    assert [f._cache_size() for f in (programs._prefill, programs._decode, programs._copy)] == compiled
+    greedy = [p * 3 for p in prompts[:6]]  # repeated text: prompt lookup drafts, the speculative step runs
+    eng.generate(greedy, SamplingParams(max_tokens=9, ignore_eos=True), [[0]] * len(greedy))
+    assert eng.stats.verify_calls > 0
+    assert [f._cache_size() for f in every] == compiled
     fresh = Engine(m, dataclasses.replace(cfg, prefix_cache=False)).generate(prompts, sp, seeds)
     assert [[c.token_ids for c in g] for g in out] == [[c.token_ids for c in g] for g in fresh]
 

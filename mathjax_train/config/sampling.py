@@ -57,8 +57,15 @@ class EngineConfig:
         "serve the model, else xla",
     )
     tensor: int = setting(1, help=TENSOR_HELP)
+    speculative_tokens: int = setting(
+        2,
+        help="in a batch of at most 8 rows, all greedy: tokens guessed per step from the row's own text (prompt "
+        "lookup) and checked in the same model call; 0 = off",
+    )
 
     def validate(self, where: str = "engine") -> None:
+        if not 0 <= self.speculative_tokens <= 16:
+            raise ConfigError(f"{where}.speculative_tokens must be in [0, 16], got {self.speculative_tokens}")
         for name, low in (
             ("num_slots", 0),
             ("page_size", 1),

@@ -49,6 +49,7 @@ from mathjax_train.infer.programs import (
 )
 from mathjax_train.infer.rows import FINISHED, PAUSED, RUNNING, WAITING, EngineStats, SeqState, SharedPrompt
 from mathjax_train.infer.sizing import engine_pages, engine_slots
+from mathjax_train.infer.speculate import draft_table
 from mathjax_train.infer.stops import RowStops
 
 __all__ = ["FINISHED", "PAUSED", "RUNNING", "WAITING", "Engine", "EngineStats", "SeqState", "engine_for_prompts"]
@@ -140,7 +141,7 @@ class Engine:
 
     def compile_ahead(self) -> int:
         """Compile the programs a run can need (a decode chunk for every row bucket up to num_slots, a
-        prefill chunk for every token bucket up to prefill_budget, the page copy) by running them on the
+        speculative step for the small ones, a prefill chunk for every token bucket up to prefill_budget, the page copy) by running them on the
         trash page, so that a server's first clients do not wait for compilations. Call it before any
         row runs. Returns how many programs it ran."""
         params, ran = self.program_params(), 0
@@ -153,10 +154,15 @@ class Engine:
             if n >= self.cfg.prefill_budget:
                 break
             tokens *= 2
+        k = 0 if self.kernel.ragged_pool else self.cfg.speculative_tokens
         for s in row_buckets(self.num_slots):
             batch = decode_inputs([], s, width)
             self.cache, _ = self.programs.decode(params, self.cache, batch[0], batch[1])
             ran += 1
+            if k and s <= row_bucket(SMALL_BATCH, self.num_slots):
+                drafts = np.full((s, k), -1, np.int32)
+                self.cache, _ = self.programs.verify(params, self.cache, batch[0], drafts, batch[1])
+                ran += 1
         self.cache = self.programs.copy_pages(self.cache, [(0, 0)])
         return ran + 1
 
@@ -370,15 +376,29 @@ class Engine:
         short = pending or any(r.params.stop for r in self.running)
         return (max(1, self.cfg.decode_steps // 4) if short else self.cfg.decode_steps), pending
 
+    def _speculates(self) -> bool:
+        """Whether the next step verifies drafts (infer/speculate.py): a small batch of greedy rows."""
+        rows = self.running
+        return (
+            self.cfg.speculative_tokens > 0
+            and self.exact is None
+            and not self.kernel.ragged_pool
+            and len(rows) <= SMALL_BATCH
+            and all(r.params.temperature == 0 for r in rows)
+        )
+
     def _decode_chunk(self) -> None:
         steps, exit_on_end = self._chunk_limits()
-        self.kv.grow_for_chunk(steps)
+        speculate = self._speculates()
+        self.kv.grow_for_chunk(max(steps, self.cfg.speculative_tokens + 1) if speculate else steps)
         rows = list(self.running)
         if not rows:
             return
         if self.exact is not None:
             for r in rows:
                 self._guarded(r, self._decode_exact, r, steps)
+            return
+        if speculate and self._verify_chunk(rows):
             return
         s = row_bucket(len(rows), self.num_slots)
         width = self._width(max(math.ceil((r.cached + steps) / self.page_size) for r in rows))
@@ -406,6 +426,30 @@ class Engine:
             got = out["tokens"][i]
             n = int(np.sum(got >= 0))
             self._take_tokens(r, [int(t) for t in got[:n]], [float(x) for x in out["logprobs"][i, :n]])
+
+    def _verify_chunk(self, rows: list[SeqState]) -> bool:
+        """One speculative step for `rows`; False (nothing run) when no row has a draft."""
+        s = row_bucket(len(rows), self.num_slots)
+        drafts, drafted = draft_table([r.tokens for r in rows], s, self.cfg.speculative_tokens)
+        if not drafted:
+            return False
+        width = self._width(max(math.ceil((r.cached + drafts.shape[1] + 1) / self.page_size) for r in rows))
+        errors: dict[int, Exception] = {}
+        batch, table = decode_inputs(rows, s, width, errors if self.isolate_rows else None)
+        if errors:  # the decode chunk fails those rows alone
+            return False
+        self.cache, out = self._program(
+            self.programs.verify, self.program_params(), self.cache, batch, drafts, table, record=self.shapes
+        )
+        self.stats.verify_calls += 1
+        self.stats.decode_rows += len(rows)
+        self.stats.drafted_tokens += drafted
+        for i, r in enumerate(rows):
+            got = out["tokens"][i]
+            n = int(np.sum(got >= 0))
+            self.stats.accepted_tokens += n - 1
+            self._take_tokens(r, [int(t) for t in got[:n]], [float(x) for x in out["logprobs"][i, :n]])
+        return True
 
     def _take_tokens(self, r: SeqState, new: list[int], logprobs: list[float]) -> None:
         """Append a decode chunk's tokens (and their log-probabilities) to row `r`, then its stop checks."""

@@ -23,6 +23,7 @@ from mathjax_train.infer.rows import SeqState
 from mathjax_train.infer.sampling import row_keys, sample, token_logprobs
 from mathjax_train.model import Decoder, flush_side, init_side
 from mathjax_train.model.attention import PagedKV
+from mathjax_train.model.reductions import argmax_last
 from mathjax_train.model.target import traced_for
 
 
@@ -153,16 +154,18 @@ class Programs:
             kv = {n: p.kv_sharding(n) for n in (("pool",) if self.in_place else ("k", "v"))}
             outs = {"prefill": {"out_shardings": kv}, "decode": {"out_shardings": (kv, p.replicated())}}
             outs["copy"] = outs["prefill"]
+        outs["verify"] = outs["decode"]
         # kernels compile for the engine's devices (a TPU slice's, when `plan` compiles ahead of time on a CPU host)
         devices = placement.devices if placement is not None else jax.devices()[:1]
         self._prefill = jax.jit(traced_for(devices, self._prefill_impl), donate_argnums=(1,), **outs["prefill"])
         self._decode = jax.jit(traced_for(devices, self._decode_impl), donate_argnums=(1,), **outs["decode"])
         self._copy = jax.jit(self._copy_impl, donate_argnums=(0,), **outs["copy"])
+        self._verify = jax.jit(traced_for(devices, self._verify_impl), donate_argnums=(1,), **outs["verify"])
 
     def lower(self, name: str, *args):
         """The "prefill", "decode" or "copy" program traced and lowered for `args` (arrays or ShapeDtypeStructs
         with the engine's shardings), not run: `plan` compiles it for a TPU slice from any host."""
-        program = {"prefill": self._prefill, "decode": self._decode, "copy": self._copy}[name]
+        program = {"prefill": self._prefill, "decode": self._decode, "copy": self._copy, "verify": self._verify}[name]
         with self.lock, self._mesh():
             return program.lower(*args)
 
@@ -273,6 +276,39 @@ class Programs:
         limit = {"steps": np.int32(steps or self.decode_steps), "exit_on_end": np.bool_(exit_on_end)}
         with self.lock, self._mesh():
             cache, out = self._decode(params, cache, rows, page_table, limit)
+            return cache, {k: np.asarray(v) for k, v in out.items()}
+
+    # -- verify: each greedy row's last token and k drafted ones (infer/speculate.py) in one call. A row keeps
+    # the drafts the model itself picks, in order, then the model's next token: 1 to k + 1 tokens, cut at EOS
+    # and at max_step. Only the kept tokens' keys and values go to the pages. Not for the in-place pool.
+    def _verify_impl(self, params, cache, rows, drafts, page_table):
+        s, k = drafts.shape
+        start = rows["length"]
+        tokens = jnp.concatenate([rows["last"][:, None], jnp.maximum(drafts, 0)], axis=1)
+        positions = start[:, None] + jnp.arange(k + 1)[None]
+        kv = PagedKV(cache["k"], cache["v"], page_table, start, jnp.int32(0))
+        logits, side = self.model.apply({"params": params}, tokens, positions, None, self._side(s, k + 1), kv)
+        picked = argmax_last(logits)  # (s, k + 1): the model's token after each input token
+        agrees = jnp.cumprod((picked[:, :k] == drafts).astype(jnp.int32), axis=1)
+        keep = 1 + jnp.sum(agrees, axis=1)
+        ends = jnp.isin(picked, self.eos) & ~rows["ignore_eos"][:, None]
+        first_end = jnp.where(jnp.any(ends, axis=1), jnp.argmax(ends, axis=1) + 1, k + 1)
+        keep = jnp.minimum(jnp.minimum(keep, first_end), rows["max_step"] - rows["step"])
+        keep = jnp.where(rows["active"], jnp.maximum(keep, 1), 0)
+        kept = jnp.arange(k + 1)[None] < keep[:, None]
+        logprobs = jnp.take_along_axis(jax.nn.log_softmax(logits, axis=-1), picked[..., None], axis=-1)[..., 0]
+        out = {"tokens": jnp.where(kept, picked, -1), "logprobs": jnp.where(kept, logprobs, 0.0)}
+        return flush_side(cache, side, page_table, start, keep), out
+
+    def verify(self, params, cache, rows: dict, drafts: np.ndarray, page_table: np.ndarray, record=None):
+        """Greedy rows (decode_inputs) with their drafts (slots, k), -1 where none: tokens and logprobs
+        (slots, k + 1), -1 / 0 after each row's kept ones."""
+        shape = ("verify", page_table.shape[0], page_table.shape[1], drafts.shape[1])
+        self.shapes.add(shape)
+        if record is not None:
+            record.add(shape)
+        with self.lock, self._mesh():
+            cache, out = self._verify(params, cache, rows, drafts, page_table)
             return cache, {k: np.asarray(v) for k, v in out.items()}
 
     # -- copy pages (the partial last page of a shared prompt, for each sample that writes into it)

@@ -24,6 +24,9 @@ class EngineStats:
     finished: int = 0
     cache_losses: int = 0  # programs that failed after taking the cache (it was rebuilt; rows recompute)
     prefix_hit_tokens: int = 0  # prompt tokens whose pages came from the prefix cache, not a prefill
+    verify_calls: int = 0  # speculative steps (infer/speculate.py); their rows count in decode_rows
+    drafted_tokens: int = 0
+    accepted_tokens: int = 0  # drafted tokens the model agreed with
 
     def as_dict(self) -> dict:
         return dict(self.__dict__)
