@@ -300,9 +300,9 @@ def test_compiling_ahead_covers_every_shape_a_run_needs(llama):
     programs = eng.programs
     every = (programs._prefill, programs._decode, programs._copy, programs._verify)
     compiled = [f._cache_size() for f in every]
-    # prefill chunks of 16/32/64 tokens, decode for 1/4/16 rows, the speculative step for 1/4/16 rows (up to
-    # SMALL_BATCH rows: bucket 16), the page copy
-    assert ran == 3 + 3 + 3 + 1
+    # prefill calls of 16 tokens for 1 and 4 rows (4 x 16 = the 64-token budget) and of 32/64 tokens for 1, decode
+    # for 1/4/16 rows, the speculative step for 1/4/16 rows (up to SMALL_BATCH rows: bucket 16), the page copy
+    assert ran == 4 + 3 + 3 + 1
     prompts = prompts_of((3, 9, 70, 33, 5, 100, 12, 64, 17, 2, 45, 8, 30, 6, 21, 50, 11), seed=9)
     sp = SamplingParams(max_tokens=7, temperature=0.7, ignore_eos=True)
     seeds = [[i, i + 100] for i in range(len(prompts))]

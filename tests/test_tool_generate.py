@@ -180,9 +180,9 @@ def test_tool_output_is_prefilled_into_the_rows_own_pages(forced, monkeypatch):
         monkeypatch.setattr(
             eng.programs,
             "prefill",
-            lambda params, cache, tokens, start, table, **kw: (
-                prefills.append((tokens.tolist(), start, table.tolist())),
-                prefill(params, cache, tokens, start, table, **kw),
+            lambda params, cache, chunks, **kw: (
+                prefills.extend((tokens.tolist(), start, table.tolist()) for tokens, start, table in chunks),
+                prefill(params, cache, chunks, **kw),
             )[1],
         )
         monkeypatch.setattr(eng, "extend", lambda row, *a: (at_extend.append(list(row.pages)), extend(row, *a))[1])

@@ -41,9 +41,11 @@ from mathjax_train.infer.placement import engine_placement
 from mathjax_train.infer.prefix_cache import PrefixCache
 from mathjax_train.infer.programs import (
     Programs,
+    bucket,
     decode_inputs,
     page_bucket,
     page_table,
+    prefill_row_buckets,
     row_bucket,
     row_buckets,
 )
@@ -141,16 +143,18 @@ class Engine:
 
     def compile_ahead(self) -> int:
         """Compile the programs a run can need (a decode chunk for every row bucket up to num_slots, a
-        speculative step for the small ones, a prefill chunk for every token bucket up to prefill_budget, the page copy) by running them on the
-        trash page, so that a server's first clients do not wait for compilations. Call it before any
-        row runs. Returns how many programs it ran."""
+        speculative step for the small ones, a prefill call for every token and row bucket up to prefill_budget,
+        the page copy) by running them on the trash page, so that a server's first clients do not wait for
+        compilations. Call it before any row runs. Returns how many programs it ran."""
         params, ran = self.program_params(), 0
         width = self._width(self.max_pages_per_seq)
         tokens = 16
         while True:
             n = min(tokens, self.cfg.prefill_budget)
-            self.cache = self.programs.prefill(params, self.cache, np.zeros(n, np.int32), 0, np.zeros(width, np.int32))
-            ran += 1
+            for rows in prefill_row_buckets(n, self.cfg.prefill_budget):
+                chunk = (np.zeros(n, np.int32), 0, np.zeros(width, np.int32))
+                self.cache = self.programs.prefill(params, self.cache, [chunk] * rows)
+                ran += 1
             if n >= self.cfg.prefill_budget:
                 break
             tokens *= 2
@@ -337,19 +341,26 @@ class Engine:
             if row.state in (WAITING, RUNNING, PAUSED):
                 self.stops.finish(row, "aborted")
 
-    def _prefill(self, target: Target, n: int) -> None:
-        """The prefill program on target's next n tokens, into its pages (KVManager keeps the accounts)."""
-        start = target.cached
-        table = page_table(target.pages, self._width(math.ceil((start + n) / self.page_size)))
-        self.cache = self._program(
-            self.programs.prefill,
-            self.program_params(),
-            self.cache,
-            np.asarray(target.tokens[start : start + n], np.int32),
-            start,
-            table,
-            record=self.shapes,
-        )
+    def _prefill(self, chunks: list[tuple[Target, int, int]]) -> None:
+        """The prefill program on each (target, start, n): target's tokens start..start+n-1 into its pages
+        (KVManager keeps the accounts). Chunks of one token bucket share calls of 16, 4 or 1 rows."""
+        groups: dict[int, list[tuple[Target, int, int]]] = {}
+        for chunk in chunks:
+            groups.setdefault(bucket(chunk[2], 1 << 30, 16), []).append(chunk)
+        for tokens, group in groups.items():
+            sizes = prefill_row_buckets(tokens, self.cfg.prefill_budget)
+            while group:
+                take = max(b for b in sizes if b <= len(group))
+                part, group = group[:take], group[take:]
+                width = self._width(max(math.ceil((start + n) / self.page_size) for _, start, n in part))
+                calls = [
+                    (np.asarray(t.tokens[start : start + n], np.int32), start, page_table(t.pages, width))
+                    for t, start, n in part
+                ]
+                self.cache = self._program(
+                    self.programs.prefill, self.program_params(), self.cache, calls, record=self.shapes
+                )
+                self.stats.prefill_programs += 1
 
     def _copy_page(self, src: int, dst: int) -> None:
         self.cache = self._program(self.programs.copy_pages, self.cache, [(src, dst)])

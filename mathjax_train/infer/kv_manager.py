@@ -28,13 +28,16 @@ class KVManager:
         page_size: int,
         prefix_cache: bool,
         stats: EngineStats,
-        prefill: Callable[[Target, int], None],
+        prefill: Callable[[list[tuple[Target, int, int]]], None],
         copy_page: Callable[[int, int], None],
     ):
-        """`prefill(target, n)` runs the prefill program on target's next n tokens (into its pages);
-        `copy_page(src, dst)` copies one page's keys and values."""
+        """`prefill([(target, start, n), ...])` runs the prefill program on each target's tokens start..start+n-1
+        (into its pages); `copy_page(src, dst)` copies one page's keys and values."""
         self.num_pages, self.page_size, self.stats = num_pages, page_size, stats
         self._use_prefix, self._prefill, self._copy_page = prefix_cache, prefill, copy_page
+        # prefill chunks decided but not yet run: admission gathers them so that short prompts share a call.
+        # They run (flush_prefills) before anything reads or gives away pages they write.
+        self._pending: list[tuple[Target, int, int]] = []
         self.waiting: deque[SeqState] = deque()
         self.running: list[SeqState] = []
         self.epoch = 0  # bumped when the cache is lost: pages held from an older epoch are gone
@@ -58,6 +61,24 @@ class KVManager:
     def admit(self, num_slots: int, prefill_budget: int, decode_steps: int) -> None:
         """Prefill and admit waiting rows, in order, while slots, pages and (with rows running, so that their
         decoding is not held up long) this step's prefill budget last."""
+        try:
+            self._admit(num_slots, prefill_budget, decode_steps)
+        finally:
+            self.flush_prefills()
+
+    def flush_prefills(self) -> None:
+        """Run the prefill chunks admission has gathered."""
+        pending, self._pending = self._pending, []
+        if pending:
+            self._prefill(pending)
+
+    def _writes_pending(self, target: Target) -> bool:
+        """Whether a gathered chunk writes pages `target` holds (its own earlier chunk, or prefix-cache pages
+        another prompt's chunk is filling): its next chunk must read them written."""
+        written = {p for t, _, _ in self._pending for p in t.pages}
+        return any(t is target for t, _, _ in self._pending) or not written.isdisjoint(target.pages)
+
+    def _admit(self, num_slots: int, prefill_budget: int, decode_steps: int) -> None:
         budget = prefill_budget if self.running else None  # idle: prefill as much as the slots take
         headroom = self.growth(decode_steps)
         while self.waiting and len(self.running) < num_slots:
@@ -74,7 +95,9 @@ class KVManager:
                 n = min(needed, prefill_budget, budget or needed)
                 if not self._reserve(target, target.cached + n, headroom):
                     return
-                self._prefill(target, n)
+                if self._writes_pending(target):
+                    self.flush_prefills()
+                self._pending.append((target, target.cached, n))
                 self._prefilled(target, n)
                 needed -= n
                 if budget is not None:
@@ -108,6 +131,7 @@ class KVManager:
         False when no page is free for the copy (the row waits)."""
         p = row.shared
         assert p is not None, "only a row of a shared prompt is forked"
+        self.flush_prefills()  # the prompt's pages are written before they are shared or copied
         full, partial = divmod(p.cached, self.page_size)
         copy = partial and p.waiting > 1
         if copy and not self._reserve_free(1, protect=p):
@@ -149,7 +173,10 @@ class KVManager:
     def _reclaim_waiting(self, n: int, protect: Target | None = None) -> None:
         """Drop the partial prefills of waiting rows (and shared prompts), from the back of the queue,
         until n pages are free; they are recomputed when their turn comes. Pages only the prefix cache
-        holds go first."""
+        holds go first. Gathered prefills run first: no page is given away before it is written."""
+        if self.pool.free >= n:
+            return
+        self.flush_prefills()
         if self.prefix is not None and self.pool.free < n:
             self.prefix.evict(n - self.pool.free)
         for row in reversed(self.waiting):
@@ -236,6 +263,7 @@ class KVManager:
         (their epoch is older)."""
         self.epoch += 1
         self.stats.cache_losses += 1
+        self._pending = []
         self.fresh()
         for row in self.running:
             row.state = WAITING

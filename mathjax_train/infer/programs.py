@@ -51,6 +51,12 @@ def row_buckets(limit: int) -> list[int]:
     return out
 
 
+def prefill_row_buckets(tokens: int, budget: int) -> list[int]:
+    """Rows one prefill call may take at a token bucket: 1, 4 or 16 sequences, as long as they hold at most
+    `budget` tokens in all (a long prompt is compute-bound alone; short ones share one read of the weights)."""
+    return [b for b in (1, 4, 16) if b == 1 or b * tokens <= budget]
+
+
 def page_bucket(n: int, limit: int) -> int:
     """Pages a call reads: 1, 2, 3, 4, 6, 8, 12, 16, 24, ... (two buckets an octave, so a decode chunk
     reads at most a third more pages than its longest row holds), never above `limit`."""
@@ -184,9 +190,9 @@ class Programs:
             return side
         return {n: jax.lax.with_sharding_constraint(x, self.placement.kv_sharding(n)) for n, x in side.items()}
 
-    # -- prefill: the KV of up to T tokens of one sequence, flushed into its pages
+    # -- prefill: the KV of up to T tokens of each of a few sequences, flushed into their pages
     def _prefill_impl(self, params, cache, tokens, start, valid, page_table):
-        t = tokens.shape[1]
+        b, t = tokens.shape
         positions = start[:, None] + jnp.arange(t)[None]
         if self.in_place:
             kv = PagedKV(None, None, page_table, start, jnp.int32(0), valid)
@@ -196,28 +202,29 @@ class Programs:
             return cache
         kv = PagedKV(cache["k"], cache["v"], page_table, start, jnp.int32(0))
         _, side = self.model.apply(
-            {"params": params}, tokens, positions, None, self._side(1, t), kv, last=jnp.maximum(valid - 1, 0)
+            {"params": params}, tokens, positions, None, self._side(b, t), kv, last=jnp.maximum(valid - 1, 0)
         )
         return flush_side(cache, side, page_table, start, valid)
 
-    def prefill(self, params, cache, tokens: np.ndarray, start: int, page_table: np.ndarray, record=None):
-        """tokens (n,), written at cache indices start..start+n-1 through `page_table` (pages,).
-        `record` (a set) also collects the shape, for a caller that counts its own compilations."""
-        t = tokens.shape[0]
-        padded = np.zeros((1, bucket(t, 1 << 30, 16)), np.int32)
-        padded[0, :t] = tokens
-        self.shapes.add(("prefill", padded.shape[1], page_table.shape[0]))
+    def prefill(self, params, cache, chunks: Sequence[tuple[np.ndarray, int, np.ndarray]], record=None):
+        """One call for `chunks`, each (tokens (n,), start, page_table (pages,)): its tokens written at cache
+        indices start..start+n-1 through its page table. The chunks share a page-table width; the tokens are
+        padded to the longest one's bucket. `record` (a set) also collects the shape, for a caller that counts
+        its own compilations."""
+        rows = len(chunks)
+        t = bucket(max(c[0].shape[0] for c in chunks), 1 << 30, 16)
+        width = chunks[0][2].shape[0]
+        tokens = np.zeros((rows, t), np.int32)
+        start, valid = np.zeros(rows, np.int32), np.zeros(rows, np.int32)
+        table = np.zeros((rows, width), np.int32)
+        for i, (ids, at, pages) in enumerate(chunks):
+            tokens[i, : ids.shape[0]], start[i], valid[i], table[i] = ids, at, ids.shape[0], pages
+        shape = ("prefill", t, width, rows)
+        self.shapes.add(shape)
         if record is not None:
-            record.add(("prefill", padded.shape[1], page_table.shape[0]))
+            record.add(shape)
         with self.lock, self._mesh():
-            return self._prefill(
-                params,
-                cache,
-                padded,
-                np.asarray([start], np.int32),
-                np.asarray([t], np.int32),
-                page_table[None].astype(np.int32),
-            )
+            return self._prefill(params, cache, tokens, start, valid, table)
 
     # -- decode: up to `decode_steps` tokens for every row; the chunk ends early after `limit["steps"]`
     # steps, when no row is active, or (with limit["exit_on_end"]) as soon as a row ends, so that a row

@@ -15,7 +15,8 @@ WAITING, RUNNING, PAUSED, FINISHED = "waiting", "running", "paused", "finished"
 @dataclass
 class EngineStats:
     prompt_prefills: int = 0  # prompts (or preempted / resumed sequences) whose prefill completed
-    prefill_calls: int = 0
+    prefill_calls: int = 0  # prefill chunks (a prompt longer than prefill_budget takes several)
+    prefill_programs: int = 0  # program calls that ran them (short prompts' chunks share one)
     prefill_tokens: int = 0
     decode_chunks: int = 0
     decode_rows: int = 0  # rows summed over decode chunks (/ decode_chunks: how many rows a chunk shares)
