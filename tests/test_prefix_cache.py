@@ -119,3 +119,23 @@ def test_new_parameters_empty_the_cache(llama):
     m.params = dict(m.params)  # what rl does after an update: the engine samples with the new params
     eng.generate([prompt], GREEDY, [[0]])
     assert eng.stats.prefix_hit_tokens == hits  # nothing was reused from the old parameters' pages
+
+
+def test_prompts_admitted_together_share_prefill_calls_and_read_what_the_call_before_wrote(llama):
+    """Short prompts admitted in one step are prefilled together (fewer program calls than chunks). A prompt
+    whose prefix pages another prompt of the same step is still filling, and a prompt longer than the budget
+    (its second chunk reads its first), wait for those writes: every row equals transformers' greedy."""
+    hf, m = llama
+    rng = np.random.RandomState(21)
+    shared = rng.randint(3, 300, 12).tolist()  # three full 4-token pages
+    # the second shared-prefix prompt prefills 3 tokens after the 12 it takes, in the same 4-row call as the first
+    # but for the wait; the last prompt is two chunks (64 + 35)
+    prompts = [shared + [17, 18], shared + [19, 20, 21, 22]] + [rng.randint(3, 300, n).tolist() for n in (6, 9, 5, 7)]
+    prompts += [rng.randint(3, 300, 100).tolist()]
+    eng = Engine(m, EngineConfig(num_slots=8, page_size=4, decode_steps=4, prefill_budget=64))
+    out = eng.generate(prompts, GREEDY, [[0]] * len(prompts))
+    for p, (c,) in zip(prompts, out):
+        assert c.token_ids == hf_greedy(hf, p, GREEDY.max_tokens)
+    assert eng.stats.prefix_hit_tokens == 12  # the second shared-prefix prompt took the first one's pages
+    assert eng.stats.prefill_programs < eng.stats.prefill_calls
+    assert eng.pages_held_by_rows() == 0
