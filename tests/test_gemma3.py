@@ -1,0 +1,152 @@
+"""Gemma 3 (text): a random tiny Gemma3ForCausalLM (5 local layers with a 12-token window : 1 global, QK-norm,
+sandwich norms, 1 + w norms, scaled embeddings, GeGLU, query_pre_attn_scalar != head_dim, soft-capped logits)
+imports with transformers' logits, exports back, trains on the blocked kernel, and what it cannot hold is refused.
+Logits are compared within float32's rounding budget (tests/precision.py), as in test_roundtrip_hf."""
+
+import json
+
+import jax
+import flax.linen as nn
+import jax.numpy as jnp
+import numpy as np
+import pytest
+import torch
+import transformers
+
+from hf_fixtures import hf_config, make_hf_model
+from precision import float32_logit_tolerance
+from mathjax_train.cli import main
+from mathjax_train.config import ConfigError, ModelConfig
+from mathjax_train.convert.hf_config import model_config_from_hf, model_config_to_hf
+from mathjax_train.convert.hf_params import param_specs
+from mathjax_train.model import Decoder
+from mathjax_train.model.checkpoint import load_model_config, load_params
+from mathjax_train.model.layer_kinds import layer_inv_freq, with_window
+from mathjax_train.model.layers import RMSNorm
+
+WINDOW = 12
+
+
+def _budget(ref, cfg, length):
+    """Two float32 budgets (ours and transformers' each within one of the float64 logits), as test_roundtrip_hf."""
+    return 2 * float32_logit_tolerance(ref, cfg.num_layers, max(cfg.intermediate_size, cfg.hidden_size, length))
+
+
+@pytest.mark.parametrize("scan", [True, False], ids=["scan", "noscan"])
+def test_import_logits_equal_transformers_and_export_reloads(tmp_path, scan):
+    """Prompt of 256 (> window, a multiple of the blocked kernel's 128): the training path's blocked kernel,
+    with the per-layer window picked by lax.switch (scan) or statically (noscan), equals transformers."""
+    hf_dir, ckpt, out = tmp_path / "hf", tmp_path / "ckpt", tmp_path / "exported"
+    original = make_hf_model(hf_dir, "gemma3", kv_heads=2)
+    ids = np.random.RandomState(1).randint(0, original.config.vocab_size, (2, 256))
+    with torch.no_grad():
+        ref = original(torch.tensor(ids)).logits.numpy()
+    assert main(["import-hf", str(hf_dir), str(ckpt), "--dtype", "float32"] + ([] if scan else ["--no-scan"])) == 0
+    cfg = load_model_config(ckpt)
+    assert cfg.architecture == "gemma3_text" and cfg.attention_kernel == "blocked" and cfg.scan_layers == scan
+    assert cfg.layer_windows() == (WINDOW,) * 5 + (0,)
+    params = load_params(ckpt, cfg)
+    ours, _ = Decoder(cfg).apply({"params": params}, jnp.asarray(ids))
+    tol = _budget(ref, cfg, ids.shape[1])
+    assert tol < 1e-4
+    np.testing.assert_allclose(np.asarray(ours), ref, atol=tol, rtol=0)
+
+    assert main(["export-hf", str(ckpt), str(out)]) == 0
+    reloaded = transformers.AutoModelForCausalLM.from_pretrained(out, dtype=torch.float32)
+    assert type(reloaded) is transformers.Gemma3ForCausalLM
+    with torch.no_grad():
+        np.testing.assert_array_equal(reloaded(torch.tensor(ids)).logits.numpy(), ref)
+    exported = json.loads((out / "config.json").read_text())
+    for key in ("layer_types", "sliding_window", "query_pre_attn_scalar", "final_logit_softcapping", "head_dim"):
+        assert exported[key] == original.config.to_dict()[key], key
+    assert exported["rope_parameters"] == original.config.rope_parameters
+
+
+def test_blocked_kernel_with_per_layer_windows_equals_the_dot_path():
+    """The training kernels see each layer's window: blocked (keys cut by the window, per layer through
+    lax.switch in the scan) and dot (the full masked score matrix) agree on a random Gemma-shaped model."""
+    cfg = model_config_from_hf(hf_config("gemma3").to_dict())
+    cfg.dtype = "float32"
+    ids = jnp.asarray(np.random.RandomState(0).randint(0, cfg.vocab_size, (1, 384)))
+    params = Decoder(cfg).init(jax.random.PRNGKey(0), ids[:, :8])["params"]
+    blocked, _ = Decoder(cfg).apply({"params": params}, ids)
+    dot_cfg = ModelConfig(**{**cfg.__dict__, "attention_kernel": "dot"})
+    dot, _ = Decoder(dot_cfg).apply({"params": params}, ids)
+    # only the summation order differs (the blocked kernel leaves out keys the mask removes anyway)
+    np.testing.assert_allclose(np.asarray(blocked), np.asarray(dot), atol=_budget(np.asarray(dot), cfg, 384), rtol=0)
+    full_cfg = ModelConfig(**{**cfg.__dict__, "layer_types": []})  # every layer local: a different model
+    full, _ = Decoder(full_cfg).apply({"params": params}, ids)
+    assert np.abs(np.asarray(full) - np.asarray(dot)).max() > 1e-3
+
+
+def test_per_layer_window_and_rope_base_follow_layer_types():
+    cfg = model_config_from_hf(hf_config("gemma3").to_dict())
+    assert [with_window(cfg, i, lambda w: w) for i in range(6)] == [WINDOW] * 5 + [0]
+    traced = jax.jit(lambda i: with_window(cfg, i, lambda w: jnp.int32(w)))
+    assert [int(traced(i)) for i in range(6)] == [WINDOW] * 5 + [0]
+    local, glob = layer_inv_freq(cfg, 0), layer_inv_freq(cfg, 5)
+    d = cfg.resolved_head_dim
+    np.testing.assert_allclose(local, 1.0 / 10_000.0 ** (np.arange(0, d, 2) / d), rtol=1e-6)
+    np.testing.assert_allclose(glob, 1.0 / 1_000_000.0 ** (np.arange(0, d, 2) / d) / 2.0, rtol=1e-6)  # linear x2
+    np.testing.assert_array_equal(jax.jit(lambda i: layer_inv_freq(cfg, i))(5), glob)
+
+
+def test_norm_plus_one_is_gemmas_norm_and_conversion_is_a_rename():
+    """Gemma's RMSNorm multiplies by 1 + weight; ours with plus_one does the same on HF's stored weight, so the
+    norm tensors convert unchanged (a bfloat16 copy keeps every bit of w, which 1 + w in bfloat16 would not)."""
+    from transformers.models.gemma3.modeling_gemma3 import Gemma3RMSNorm
+
+    rng = np.random.RandomState(0)
+    w, x = rng.randn(64).astype(np.float32) * 0.1, rng.randn(3, 64).astype(np.float32) * 4
+    hf = Gemma3RMSNorm(64, eps=1e-6)
+    with torch.no_grad():
+        hf.weight.copy_(torch.tensor(w))
+        ref = hf(torch.tensor(x)).numpy()
+    ours = RMSNorm(1e-6, plus_one=True).apply({"params": {"scale": jnp.asarray(w)}}, jnp.asarray(x))
+    np.testing.assert_allclose(np.asarray(ours), ref, rtol=2e-7, atol=0)  # the same float32 steps, one ulp apart
+    init = RMSNorm(plus_one=True).init(jax.random.PRNGKey(0), x)["params"]["scale"]
+    assert np.asarray(nn.meta.unbox(init)).max() == 0  # starts as the identity scale
+    cfg = model_config_from_hf(hf_config("gemma3").to_dict())
+    norms = [s for s in param_specs(cfg) if "norm" in s.hf_name]
+    assert len(norms) == 6 * 6 + 1  # four per layer, q_norm and k_norm, the final norm
+    for s in norms:
+        v = rng.randn(*s.hf_shape).astype(np.float32)
+        np.testing.assert_array_equal(s.to_ours(v), v)
+        np.testing.assert_array_equal(s.to_hf(v), v)
+
+
+def test_config_json_both_ways_and_what_it_refuses():
+    hf = hf_config("gemma3").to_dict()
+    cfg = model_config_from_hf(hf)
+    assert (cfg.hidden_act, cfg.rope_local_theta, cfg.query_pre_attn_scalar) == ("gelu_tanh", 10_000.0, 24.0)
+    assert (cfg.final_logit_softcapping, cfg.tie_embeddings, cfg.qk_norm, cfg.sandwich_norms) == (
+        30.0,
+        True,
+        True,
+        True,
+    )
+    assert (cfg.rope_theta, cfg.rope_scaling.type, cfg.rope_scaling.factor) == (1_000_000.0, "linear", 2.0)
+    back = model_config_to_hf(cfg, "float32")
+    assert back["architectures"] == ["Gemma3ForCausalLM"]
+    for key in ("layer_types", "sliding_window", "head_dim", "hidden_activation", "rope_parameters", "model_type"):
+        assert back[key] == hf[key], key
+    legacy = {k: v for k, v in hf.items() if k not in ("layer_types", "rope_parameters")}
+    legacy.update(rope_theta=1e6, rope_local_base_freq=1e4, sliding_window_pattern=3)
+    old = model_config_from_hf(legacy)
+    assert old.layer_windows() == (WINDOW, WINDOW, 0) * 2 and old.rope_local_theta == 1e4
+    refused = [
+        ({"attn_logit_softcapping": 50.0}, "field attn_logit_softcapping=50.0 is not supported"),
+        ({"use_bidirectional_attention": True}, "field use_bidirectional_attention=true"),
+        ({"hidden_activation": "relu"}, "field hidden_activation='relu' is not supported"),
+        ({"layer_types": ["chunked_attention"] * 6}, "field layer_types has 'chunked_attention'"),
+        ({"layer_types": ["full_attention"] * 5}, "layer_types has 5 entries but num_layers is 6"),
+    ]
+    for change, message in refused:
+        with pytest.raises(ConfigError, match=message):
+            model_config_from_hf({**hf, **change}, "x/config.json")
+    with pytest.raises(ConfigError, match="sliding_window must be > 0"):
+        ModelConfig(num_layers=2, layer_types=["sliding_attention", "full_attention"]).validate()
+    with pytest.raises(ConfigError, match="layer_types, hidden_act are only exported for gemma3_text, not llama"):
+        model_config_to_hf(ModelConfig(num_layers=1, layer_types=["full_attention"], hidden_act="gelu_tanh"), "float32")
+    with pytest.raises(ConfigError, match="gemma3_text export needs qk_norm"):
+        model_config_to_hf(ModelConfig(**{**cfg.__dict__, "qk_norm": False}), "float32")
