@@ -3,28 +3,36 @@ sandwich norms, 1 + w norms, scaled embeddings, GeGLU, query_pre_attn_scalar != 
 imports with transformers' logits, exports back, trains on the blocked kernel, and what it cannot hold is refused.
 Logits are compared within float32's rounding budget (tests/precision.py), as in test_roundtrip_hf."""
 
+import copy
 import json
 
 import jax
 import flax.linen as nn
 import jax.numpy as jnp
 import numpy as np
+import peft
 import pytest
 import torch
 import transformers
 
-from hf_fixtures import hf_config, make_hf_model
+from lora_helpers import export_random_adapter
+from hf_fixtures import hf_config, import_random_model, make_hf_model
 from precision import float32_logit_tolerance
 from mathjax_train.cli import main
-from mathjax_train.config import ConfigError, ModelConfig
+from mathjax_train.config import ConfigError, EngineConfig, LoraConfig, ModelConfig
 from mathjax_train.convert.hf_config import model_config_from_hf, model_config_to_hf
 from mathjax_train.convert.hf_params import param_specs
+from mathjax_train.infer.engine import Engine
+from mathjax_train.infer.loading import load_for_inference
+from mathjax_train.infer.params import SamplingParams
 from mathjax_train.model import Decoder
+from mathjax_train.model import lora as lora_params
 from mathjax_train.model.checkpoint import load_model_config, load_params
 from mathjax_train.model.layer_kinds import layer_inv_freq, with_window
 from mathjax_train.model.layers import RMSNorm
 
 WINDOW = 12
+LORA_TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
 
 
 def _budget(ref, cfg, length):
@@ -150,3 +158,69 @@ def test_config_json_both_ways_and_what_it_refuses():
         model_config_to_hf(ModelConfig(num_layers=1, layer_types=["full_attention"], hidden_act="gelu_tanh"), "float32")
     with pytest.raises(ConfigError, match="gemma3_text export needs qk_norm"):
         model_config_to_hf(ModelConfig(**{**cfg.__dict__, "qk_norm": False}), "float32")
+
+
+@pytest.fixture(scope="module")
+def imported(tmp_path_factory):
+    """A random tiny Gemma 3 imported once for the engine and LoRA tests: (HF model, checkpoint)."""
+    return import_random_model(tmp_path_factory.mktemp("gemma3"), "gemma3", seed=3)
+
+
+# the C++ kernel with unrolled layers (static windows; the CPU default), and the plain-JAX path with scanned
+# layers (the window picked by lax.switch in the scan, as on TPU), slow: 4-5x the C++ kernel's time
+@pytest.mark.parametrize(
+    "attention,layers", [("cpu", "auto"), pytest.param("xla", "scan", marks=pytest.mark.slow)], ids=["cpu", "xla-scan"]
+)
+def test_engine_greedy_equals_transformers_past_the_window(imported, attention, layers):
+    """Prompts and generations longer than the 12-token window, prefilled in chunks over 4-token pages, two
+    slots with admission mid-run: the same tokens as transformers' greedy generate (its own sliding cache).
+    (Checked to fail with every layer full, or every layer local.)"""
+    hf, ckpt = imported
+    m = load_for_inference(ckpt)
+    rng = np.random.RandomState(0)
+    prompts = [rng.randint(3, 300, n).tolist() for n in (5, 30, 17)]
+    lengths = [30, 20, 25]
+    small = dict(page_size=4, decode_steps=4, prefill_budget=16)
+    eng = Engine(m, EngineConfig(num_slots=2, attention=attention, layers=layers, **small))
+    assert eng.kernel.name == attention
+    out = eng.generate(prompts, [SamplingParams(max_tokens=n, ignore_eos=True) for n in lengths], [[0]] * 3)
+    for p, n, (c,) in zip(prompts, lengths, out):
+        want = hf.generate(torch.tensor([p]), max_new_tokens=n, do_sample=False, eos_token_id=None, pad_token_id=0)
+        assert c.token_ids == want[0, len(p) :].tolist()
+    assert eng.pages_held_by_rows() == 0
+
+
+def test_peft_loads_a_lora_adapter_on_attention_and_mlp_with_equal_logits(imported, tmp_path):
+    """Random adapters on every projection of the Gemma 3 model, exported for PEFT: PEFT in float64 is the
+    reference; PEFT in float32, our unmerged training forward and our merged HF export lie within float32's
+    rounding budget of it (as test_lora's Qwen3 test); PEFT's adapter imports back to the same arrays."""
+    hf_model, base_ckpt = imported
+    cfg = load_model_config(base_ckpt)
+    lora = LoraConfig(rank=4, alpha=16.0, targets=LORA_TARGETS)
+    out, adapters = export_random_adapter(base_ckpt, cfg, lora, 0.05, tmp_path)
+    ids = np.random.RandomState(2).randint(0, cfg.vocab_size, (1, 40))  # longer than the window
+    joined = lora_params.join(load_params(base_ckpt, cfg), adapters)
+    unmerged = np.asarray(Decoder(cfg, lora).apply({"params": joined}, jnp.asarray(ids))[0])
+
+    def torch_logits(model):
+        with torch.no_grad():
+            return model(torch.tensor(ids)).logits.numpy()
+
+    peft_logits = {}
+    for dtype in (torch.float32, torch.float64):
+        base = copy.deepcopy(hf_model).to(dtype).eval()
+        peft_logits[dtype] = torch_logits(peft.PeftModel.from_pretrained(base, str(tmp_path / "peft")).eval())
+    merged = transformers.AutoModelForCausalLM.from_pretrained(tmp_path / "merged", dtype=torch.float32).eval()
+    reference = peft_logits[torch.float64].astype(np.float64)
+    assert np.abs(torch_logits(hf_model.eval()) - reference).max() > 0.1  # the adapters change the model
+    tol = float32_logit_tolerance(reference, cfg.num_layers, max(cfg.hidden_size, cfg.intermediate_size, ids.shape[1]))
+    for name, got in (
+        ("peft in float32", peft_logits[torch.float32]),
+        ("our unmerged training forward", unmerged),
+        ("our merged HF export", torch_logits(merged)),
+    ):
+        np.testing.assert_allclose(got, reference, atol=tol, rtol=0, err_msg=name)
+    args = ["import-hf", "--adapter", str(tmp_path / "peft"), str(tmp_path / "back"), "--base", str(base_ckpt)]
+    assert main(args) == 0
+    back = lora_params.load_adapters(tmp_path / "back", cfg, lora)
+    jax.tree_util.tree_map(np.testing.assert_array_equal, back, adapters)
