@@ -16,7 +16,7 @@ import torch
 import transformers
 
 from lora_helpers import export_random_adapter
-from hf_fixtures import hf_config, import_random_model, make_hf_model
+from hf_fixtures import hf_config, import_random_model, make_hf_model, write_tokenizer
 from precision import float32_logit_tolerance
 from mathjax_train.cli import main
 from mathjax_train.config import ConfigError, EngineConfig, LoraConfig, ModelConfig
@@ -224,3 +224,29 @@ def test_peft_loads_a_lora_adapter_on_attention_and_mlp_with_equal_logits(import
     assert main(args) == 0
     back = lora_params.load_adapters(tmp_path / "back", cfg, lora)
     jax.tree_util.tree_map(np.testing.assert_array_equal, back, adapters)
+
+
+def test_the_text_model_of_a_multimodal_gemma3_imports(tmp_path):
+    """Gemma3ForConditionalGeneration (model_type gemma3): text_config and the model.language_model.* tensors
+    import as the text model, the vision tensors are skipped (and reported); text-only logits equal its own
+    (transformers' multimodal model leaves out text_config's final_logit_softcapping; so does the import)."""
+    torch.manual_seed(0)
+    vision = transformers.SiglipVisionConfig(
+        hidden_size=32, intermediate_size=48, num_hidden_layers=1, num_attention_heads=2, image_size=28, patch_size=14
+    )
+    config = transformers.Gemma3Config(text_config=hf_config("gemma3"), vision_config=vision, mm_tokens_per_image=4)
+    model = transformers.Gemma3ForConditionalGeneration(config).eval()
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            p.copy_(torch.randn_like(p) * 0.08)
+    model.save_pretrained(tmp_path / "hf")
+    write_tokenizer(tmp_path / "hf")
+    ids = np.random.RandomState(1).randint(3, 300, (1, 40))
+    with torch.no_grad():
+        ref = model(input_ids=torch.tensor(ids)).logits.numpy()
+    assert main(["import-hf", str(tmp_path / "hf"), str(tmp_path / "ckpt"), "--dtype", "float32"]) == 0
+    cfg = load_model_config(tmp_path / "ckpt")
+    assert cfg.architecture == "gemma3_text" and cfg.layer_windows() == (WINDOW,) * 5 + (0,)
+    assert cfg.final_logit_softcapping == 0
+    ours, _ = Decoder(cfg).apply({"params": load_params(tmp_path / "ckpt", cfg)}, jnp.asarray(ids))
+    np.testing.assert_allclose(np.asarray(ours), ref, atol=_budget(ref, cfg, ids.shape[1]), rtol=0)

@@ -25,6 +25,8 @@ def text_config(hf: dict, source: str) -> dict:
     if text.setdefault("model_type", "gemma3_text") != "gemma3_text":
         raise ConfigError(f"{source}: field text_config.model_type={text['model_type']!r}; expected 'gemma3_text'")
     text.setdefault("tie_word_embeddings", hf.get("tie_word_embeddings", True))
+    # Gemma3ForConditionalGeneration never soft-caps its logits, whatever text_config says (Gemma 3's is null)
+    text["final_logit_softcapping"] = None
     return text
 
 
@@ -117,8 +119,9 @@ def gemma_only_fields(cfg: ModelConfig) -> list[str]:
     return fields + (["layer_types"] if cfg.layer_types else []) + (["hidden_act"] if cfg.hidden_act != "silu" else [])
 
 
-# Gemma3ForConditionalGeneration's text tensors: transformers 5 saves model.language_model.*, the original
-# checkpoints language_model.model.*; the vision tower and projector have no place in a text model.
+# Gemma3ForConditionalGeneration's text tensors: language_model.model.* in the released checkpoints and as
+# transformers 5.23 saves them, model.language_model.* as it names them in memory (either is read); the vision
+# tower and projector have no place in a text model.
 TEXT_PREFIXES = ("model.language_model.", "language_model.model.")
 
 
