@@ -180,10 +180,12 @@ def imported(tmp_path_factory):
     return import_random_model(tmp_path_factory.mktemp("gemma3"), "gemma3", seed=3)
 
 
-# the C++ kernel with unrolled layers (static windows; the CPU default), and the plain-JAX path with scanned
-# layers (the window picked by lax.switch in the scan, as on TPU), slow: 4-5x the C++ kernel's time
+# the C++ kernel with unrolled layers (static windows; the CPU default); slow: the plain-JAX path and the ragged
+# Pallas kernel (interpreted) with scanned layers (the window picked by lax.switch in the scan, as on TPU)
 @pytest.mark.parametrize(
-    "attention,layers", [("cpu", "auto"), pytest.param("xla", "scan", marks=pytest.mark.slow)], ids=["cpu", "xla-scan"]
+    "attention,layers",
+    [("cpu", "auto"), *(pytest.param(a, "scan", marks=pytest.mark.slow) for a in ("xla", "pallas"))],
+    ids=["cpu", "xla-scan", "pallas-scan"],
 )
 def test_engine_greedy_equals_transformers_past_the_window(imported, attention, layers):
     """Prompts and generations longer than the 12-token window, prefilled in chunks over 4-token pages, two
