@@ -29,8 +29,11 @@ from mathjax_train.model import Decoder
 from mathjax_train.model import lora as lora_params
 from mathjax_train.model.checkpoint import load_model_config, load_params
 from mathjax_train.model.layer_kinds import layer_inv_freq, with_window
-from mathjax_train.model.layers import RMSNorm
+from mathjax_train.model.layers import RMSNorm, softcap
 from mathjax_train.plan.memory import layer_param_count
+from mathjax_train.train.loss import chunked_cross_entropy, weighted_cross_entropy
+from mathjax_train.train.trainer import train
+from train_helpers import read_metrics, tiny_config
 
 WINDOW = 12
 LORA_TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
@@ -273,3 +276,42 @@ def test_plan_counts_gemma3_layers_parameters():
     cfg = model_config_from_hf(hf_config("gemma3").to_dict())
     per_layer = sum(int(np.prod(s.shape)) for s in param_specs(cfg) if s.layer == 0)
     assert layer_param_count(cfg) == per_layer
+
+
+def test_the_chunked_loss_soft_caps_like_the_head():
+    """train.loss_vocab_chunk's loss over chunks of the vocabulary caps each chunk's logits as the decoder does."""
+    rng = np.random.RandomState(0)
+    hidden, kernel = jnp.asarray(rng.randn(2, 5, 16), jnp.float32), jnp.asarray(rng.randn(16, 30), jnp.float32)
+    targets, weights = jnp.asarray(rng.randint(0, 30, (2, 5))), jnp.ones((2, 5))
+    got = chunked_cross_entropy(hidden, kernel, targets, weights, 1e-2, 7, logit_cap=3.0)
+    want = weighted_cross_entropy(softcap(hidden @ kernel, 3.0), targets, weights, 1e-2)
+    uncapped = chunked_cross_entropy(hidden, kernel, targets, weights, 1e-2, 7)
+    assert abs(float(uncapped["loss"]) - float(want["loss"])) > 1.0  # logits of size ~4-10: the cap matters
+    for key in ("loss", "z_loss", "correct"):  # float32 sums of 10 terms over 30 logits, reordered by chunk
+        np.testing.assert_allclose(float(got[key]), float(want[key]), rtol=1e-6)
+
+
+@pytest.mark.slow
+def test_a_gemma3_shaped_model_trains(tmp_path):
+    """The trainer on the smoke task with Gemma 3's switches, local and global layers and the chunked,
+    soft-capped loss: the loss falls at every logged step, below the uniform guess's log(vocab)."""
+    cfg = tiny_config(
+        tmp_path,
+        "model.architecture=gemma3_text",
+        "model.layer_types=[sliding_attention,full_attention]",
+        "model.sliding_window=8",
+        "model.rope_local_theta=10000",
+        "model.query_pre_attn_scalar=24",
+        "model.hidden_act=gelu_tanh",
+        "model.embed_scale=true",
+        "model.sandwich_norms=true",
+        "model.norm_plus_one=true",
+        "model.qk_norm=true",
+        "model.final_logit_softcapping=30",
+        "train.loss_vocab_chunk=16",
+        "train.steps=40",
+    )
+    train(cfg)
+    losses = [m["loss"] for m in read_metrics(tmp_path)]
+    assert all(b < a for a, b in zip(losses, losses[1:])), losses
+    assert losses[-1] < np.log(cfg.model.vocab_size) - 0.3, losses
