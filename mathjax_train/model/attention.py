@@ -1,4 +1,5 @@
-"""Grouped-query self-attention with packing masks, sliding windows and an optional paged KV cache."""
+"""Grouped-query self-attention with packing masks, sliding windows (per layer: model/layer_kinds.py) and an
+optional paged KV cache."""
 
 from __future__ import annotations
 
@@ -233,7 +234,7 @@ class Attention(nn.Module):
         q = proj("q_proj", cfg.num_heads, "heads", cfg.qkv_bias)(x)
         k = proj("k_proj", cfg.num_kv_heads, "kv_heads", cfg.qkv_bias)(x)
         v = proj("v_proj", cfg.num_kv_heads, "kv_heads", cfg.qkv_bias)(x)
-        if cfg.qk_norm:  # Qwen3: each head's query and key normed over head_dim, before RoPE (so every path has it)
+        if cfg.qk_norm:  # Qwen3, Gemma 3: each head's query and key normed over head_dim, before RoPE (every path)
             norm = lambda n: RMSNorm(  # noqa: E731
                 cfg.rms_norm_eps, dtype=dt, param_dtype=pdt, axis="head_dim", plus_one=cfg.norm_plus_one, name=n
             )
