@@ -34,6 +34,22 @@ VARIANTS = {
     "qwen3": ("qwen3", {"head_dim": 32, "rope_parameters": {"rope_type": "default", "rope_theta": 1000000.0}}),
     "qwen3_tied": ("qwen3", {"head_dim": 16, "tie_word_embeddings": True}),  # tied like Qwen3-0.6B and 1.7B
     "tied": ("llama", {"tie_word_embeddings": True, "attention_bias": True}),
+    # 6 layers, 5 local (window 12) : 1 global, each kind its own RoPE base; query_pre_attn_scalar != head_dim;
+    # final logits soft-capped (Gemma 2's cap; Gemma 3 ships none) so the cap's path is tested
+    "gemma3": (
+        "gemma3_text",
+        {
+            "num_hidden_layers": 6,
+            "head_dim": 32,
+            "sliding_window": 12,
+            "query_pre_attn_scalar": 24,
+            "final_logit_softcapping": 30.0,
+            "rope_parameters": {
+                "full_attention": {"rope_type": "linear", "factor": 2.0, "rope_theta": 1_000_000.0},
+                "sliding_attention": {"rope_type": "default", "rope_theta": 10_000.0},
+            },
+        },
+    ),
 }
 
 
@@ -70,6 +86,7 @@ def hf_config(variant: str, kv_heads: int = 2, vocab_size: int = 320):
         "mistral": transformers.MistralConfig,
         "qwen2": transformers.Qwen2Config,
         "qwen3": transformers.Qwen3Config,
+        "gemma3_text": transformers.Gemma3TextConfig,
     }[model_type]
     fields = dict(
         vocab_size=vocab_size,
@@ -97,7 +114,9 @@ def make_hf_model(directory: Path, variant: str, kv_heads: int = 2, seed: int = 
     model = transformers.AutoModelForCausalLM.from_config(hf_config(variant, kv_heads), dtype=torch.float32)
     with torch.no_grad():
         for name, p in model.named_parameters():
-            p.copy_(torch.randn_like(p) * 0.08 + (1.0 if "norm" in name else 0.0))
+            # Gemma stores a norm's weight as the scale minus one (its norm multiplies by 1 + weight)
+            offset = 1.0 if "norm" in name and model.config.model_type != "gemma3_text" else 0.0
+            p.copy_(torch.randn_like(p) * 0.08 + offset)
     model.eval()
     model.save_pretrained(directory)
     write_tokenizer(directory)

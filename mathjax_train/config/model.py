@@ -12,6 +12,7 @@ Dtype = Literal["float32", "bfloat16", "float16"]
 # blocked (plain XLA, causal blocks only) | dot (plain XLA, full score matrix) | splash (Pallas TPU kernel;
 # interpreted off TPU) | cudnn (GPU); model/attention.py `self_attention` picks one
 AttentionKernel = Literal["dot", "splash", "cudnn", "blocked"]
+LayerType = Literal["full_attention", "sliding_attention"]  # HF `layer_types` entries
 LoraTarget = Literal["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
 
 
@@ -29,9 +30,11 @@ class RopeScaling:
 @dataclass
 class ModelConfig:
     """One decoder family: LLaMA-2/3, Mistral (sliding window), Qwen2 (qkv bias), Qwen3 (QK-norm, its own
-    head_dim), tied embeddings."""
+    head_dim), Gemma 3 text (local/global layers, sandwich norms, GeGLU), tied embeddings."""
 
-    architecture: Literal["llama", "mistral", "qwen2", "qwen3"] = "llama"  # the HF class written by export-hf
+    architecture: Literal["llama", "mistral", "qwen2", "qwen3", "gemma3_text"] = (
+        "llama"  # the HF class export-hf writes
+    )
     vocab_size: int = 0  # 0 = the tokenizer's size (data.tokenizer), taken when training starts
     hidden_size: int = 4096
     intermediate_size: int = 11008
@@ -48,7 +51,15 @@ class ModelConfig:
     o_bias: bool = False
     mlp_bias: bool = False
     qk_norm: bool = False  # per-head RMSNorm (eps rms_norm_eps) of queries and keys before RoPE (Qwen3)
-    sliding_window: int = 0  # 0 = full attention
+    sliding_window: int = 0  # 0 = full attention; with layer_types, the window of the sliding_attention layers
+    layer_types: list[LayerType] = field(default_factory=list)  # one per layer; [] = every layer alike
+    rope_local_theta: float = 0.0  # RoPE base of sliding_attention layers (unscaled); 0 = rope_theta, scaled alike
+    query_pre_attn_scalar: float = 0.0  # attention scores scaled by its -1/2 power; 0 = head_dim (the usual)
+    hidden_act: Literal["silu", "gelu_tanh"] = "silu"  # the gated MLP's activation (SwiGLU, or GeGLU for Gemma)
+    embed_scale: bool = False  # embeddings times sqrt(hidden_size), in the compute dtype (Gemma)
+    sandwich_norms: bool = False  # norms also after attention and around the MLP (Gemma's four per layer)
+    norm_plus_one: bool = False  # RMSNorm scales by 1 + weight, weight initialised at 0 (Gemma's stored form)
+    final_logit_softcapping: float = 0.0  # logits -> c tanh(logits / c); 0 = off
     bos_token_id: int | None = 1
     eos_token_id: list[int] = field(default_factory=lambda: [2])
     pad_token_id: int | None = None
@@ -78,6 +89,21 @@ class ModelConfig:
             )
         if self.resolved_head_dim % 2:
             raise ConfigError(f"{where}.head_dim must be even for RoPE, got {self.resolved_head_dim}")
+        if self.layer_types and len(self.layer_types) != self.num_layers:
+            raise ConfigError(
+                f"{where}.layer_types has {len(self.layer_types)} entries but num_layers is {self.num_layers}"
+            )
+        if "sliding_attention" in self.layer_types and self.sliding_window <= 0:
+            raise ConfigError(f"{where}.sliding_window must be > 0 when layer_types has sliding_attention layers")
+        for name in ("sliding_window", "rope_local_theta", "query_pre_attn_scalar", "final_logit_softcapping"):
+            if getattr(self, name) < 0:
+                raise ConfigError(f"{where}.{name} must be >= 0 (0 = off / the default), got {getattr(self, name)}")
+
+    def layer_windows(self) -> tuple[int, ...]:
+        """Each layer's sliding window (0 = full attention): `sliding_window` everywhere, or per `layer_types`."""
+        if not self.layer_types:
+            return (self.sliding_window,) * self.num_layers
+        return tuple(self.sliding_window if t == "sliding_attention" else 0 for t in self.layer_types)
 
 
 @dataclass

@@ -6,9 +6,11 @@ import json
 from typing import Any
 
 from mathjax_train.config import ConfigError, ModelConfig, RopeScaling
+from mathjax_train.convert import hf_gemma
 
-SUPPORTED_MODEL_TYPES = ("llama", "mistral", "qwen2", "qwen3")
+SUPPORTED_MODEL_TYPES = ("llama", "mistral", "qwen2", "qwen3", "gemma3_text", "gemma3")
 HF_ARCHITECTURES = {
+    "gemma3_text": "Gemma3ForCausalLM",
     "llama": "LlamaForCausalLM",
     "mistral": "MistralForCausalLM",
     "qwen2": "Qwen2ForCausalLM",
@@ -52,6 +54,8 @@ def _rope(hf: dict, source: str) -> tuple[float, RopeScaling]:
 def model_config_from_hf(hf: dict, source: str = "config.json", generation: dict | None = None) -> ModelConfig:
     """Map an HF config dict to ModelConfig; `generation` (generation_config.json) may add EOS ids."""
     model_type = hf.get("model_type")
+    if model_type == "gemma3":  # Gemma3ForConditionalGeneration: its text model (import_hf maps the tensors)
+        hf, model_type = hf_gemma.text_config(hf, source), "gemma3_text"
     if model_type not in SUPPORTED_MODEL_TYPES:
         raise ConfigError(
             f"{source}: field model_type={model_type!r} is not supported; supported: {', '.join(SUPPORTED_MODEL_TYPES)}"
@@ -60,7 +64,7 @@ def model_config_from_hf(hf: dict, source: str = "config.json", generation: dict
         if hf.get(key) is None:
             raise ConfigError(f"{source}: required field {key!r} is missing")
     act = hf.get("hidden_act", "silu")
-    if act not in ("silu", "swish"):
+    if act not in ("silu", "swish") and model_type != "gemma3_text":
         raise ConfigError(f"{source}: field hidden_act={act!r} is not supported; supported: silu")
     sliding = 0
     if model_type == "mistral":
@@ -71,15 +75,18 @@ def model_config_from_hf(hf: dict, source: str = "config.json", generation: dict
             "(per-layer windows); only full attention"
         )
     layer_types = hf.get("layer_types")
-    if layer_types and any(t != "full_attention" for t in layer_types) and model_type != "mistral":
+    if layer_types and any(t != "full_attention" for t in layer_types) and model_type not in ("mistral", "gemma3_text"):
         raise ConfigError(f"{source}: field layer_types has non-full attention layers; not supported")
-    theta, scaling = _rope(hf, source)
+    gemma = hf_gemma.gemma3_fields(hf, source, _rope) if model_type == "gemma3_text" else {}
+    theta, scaling = gemma.pop("rope_theta", None), gemma.pop("rope_scaling", None)
+    if theta is None:
+        theta, scaling = _rope(hf, source)
     heads = int(hf["num_attention_heads"])
     attn_bias = bool(hf.get("attention_bias", False))
     eos = _ids(hf.get("eos_token_id"))
     if generation:
         eos += [i for i in _ids(generation.get("eos_token_id")) if i not in eos]
-    cfg = ModelConfig(
+    fields: dict[str, Any] = dict(
         architecture=model_type,
         vocab_size=int(hf["vocab_size"]),
         hidden_size=int(hf["hidden_size"]),
@@ -102,6 +109,7 @@ def model_config_from_hf(hf: dict, source: str = "config.json", generation: dict
         eos_token_id=eos,
         pad_token_id=hf.get("pad_token_id"),
     )
+    cfg = ModelConfig(**{**fields, **gemma})
     if cfg.head_dim == cfg.hidden_size // cfg.num_heads:
         cfg.head_dim = 0
     try:
@@ -120,10 +128,13 @@ def model_config_to_hf(cfg: ModelConfig, torch_dtype: str) -> dict:
         raise ConfigError(f"model: {a} export needs qkv_bias == o_bias (HF attention_bias covers both)")
     if a == "qwen3" and not cfg.qk_norm:
         raise ConfigError("model: qwen3 export needs qk_norm=true")
-    if a != "qwen3" and cfg.qk_norm:
+    if a not in ("qwen3", "gemma3_text") and cfg.qk_norm:
         raise ConfigError(f"model: qk_norm is only exported for qwen3, not {a}")
-    if a != "mistral" and cfg.sliding_window:
-        raise ConfigError(f"model: sliding_window is only exported for mistral, not {a}")
+    if a not in ("mistral", "gemma3_text") and cfg.sliding_window:
+        raise ConfigError(f"model: sliding_window is only exported for mistral and gemma3_text, not {a}")
+    gemma_only = hf_gemma.gemma_only_fields(cfg)
+    if a != "gemma3_text" and gemma_only:
+        raise ConfigError(f"model: {', '.join(gemma_only)} are only exported for gemma3_text, not {a}")
     rope: dict[str, Any] = {"rope_type": "default", "rope_theta": cfg.rope_theta}
     s = cfg.rope_scaling
     if s.type == "linear":
@@ -165,6 +176,9 @@ def model_config_to_hf(cfg: ModelConfig, torch_dtype: str) -> dict:
         hf.update(use_sliding_window=False, sliding_window=None)
     elif a == "qwen3":
         hf.update(attention_bias=cfg.qkv_bias, use_sliding_window=False, sliding_window=None)
+    elif a == "gemma3_text":
+        del hf["hidden_act"]
+        hf.update(hf_gemma.gemma3_to_hf(cfg, rope))
     if cfg.mlp_bias and a != "llama":
         raise ConfigError(f"model: mlp_bias is only exported for llama, not {a}")
     return hf

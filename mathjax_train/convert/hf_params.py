@@ -91,7 +91,10 @@ def param_specs(cfg: ModelConfig) -> list[ParamSpec]:
             specs.append(linear_spec(p + f"mlp.{name}.weight", ("mlp", name, "kernel"), i, (fin,), (fout,)))
             if cfg.mlp_bias:
                 specs.append(_vector(p + f"mlp.{name}.bias", ("mlp", name, "bias"), i, (fout,)))
-        for name in ("input_layernorm", "post_attention_layernorm"):
+        norms: tuple[str, ...] = ("input_layernorm", "post_attention_layernorm")
+        if cfg.sandwich_norms:  # Gemma: norm_plus_one keeps HF's stored weight, so these stay plain renames
+            norms += ("pre_feedforward_layernorm", "post_feedforward_layernorm")
+        for name in norms:
             specs.append(_vector(p + f"{name}.weight", (name, "scale"), i, (e,)))
     specs.append(_vector("model.norm.weight", ("norm", "scale"), None, (e,)))
     if not cfg.tie_embeddings:

@@ -17,6 +17,7 @@ from etils import epath
 
 from mathjax_train.config import ConfigError, Dtype, ModelConfig
 from mathjax_train.convert.hf_config import model_config_from_hf, read_json
+from mathjax_train.convert.hf_gemma import text_tensor_name
 from mathjax_train.convert.hf_params import get_path, param_specs, set_path, tree_path
 from mathjax_train.convert.safetensors_io import iter_tensors
 from mathjax_train.data.vocab import TOKENIZER_FILES, load_tokenizer
@@ -70,7 +71,9 @@ def import_hf(
     tok_dir = epath.Path(tokenizer_dir) if tokenizer_dir else hf
     config_path = hf / "config.json"
     generation = read_json(hf / GENERATION_CONFIG, "generation config") if (hf / GENERATION_CONFIG).exists() else None
-    cfg = model_config_from_hf(read_json(config_path, "config.json"), str(config_path), generation)
+    raw = read_json(config_path, "config.json")
+    cfg = model_config_from_hf(raw, str(config_path), generation)
+    rename = text_tensor_name if raw.get("model_type") == "gemma3" else None  # the multimodal model's text part
     cfg.scan_layers, cfg.param_dtype, cfg.dtype = scan_layers, param_dtype, dtype
     try:
         tokenizer = load_tokenizer(tok_dir)  # fails early, naming the directory, when no tokenizer is there
@@ -90,7 +93,7 @@ def import_hf(
     def skip(name: str) -> bool:
         return name.endswith(IGNORABLE_SUFFIXES) or (name == "lm_head.weight" and cfg.tie_embeddings)
 
-    tree, skipped = tensors_to_tree(param_specs(cfg), files, cfg, DTYPES[param_dtype], skip, hf)
+    tree, skipped = tensors_to_tree(param_specs(cfg), files, cfg, DTYPES[param_dtype], skip, hf, rename)
 
     out = epath.Path(ckpt_dir)
     ckpt.save_params(out, tree)
@@ -101,10 +104,11 @@ def import_hf(
     return ImportReport(cfg, ckpt.param_count(tree), [str(f) for f in files], skipped, str(tok_dir))
 
 
-def tensors_to_tree(specs, files, cfg: ModelConfig, target, skip, where) -> tuple[dict, list[str]]:
+def tensors_to_tree(specs, files, cfg: ModelConfig, target, skip, where, rename=None) -> tuple[dict, list[str]]:
     """Our parameter tree from the safetensors `files` holding exactly the tensors of `specs` (each
-    checked for shape, duplicates and absence; `skip(name)` names tensors to pass over). Arrays are
-    allocated once at dtype `target` and filled tensor by tensor. Returns (tree, skipped names)."""
+    checked for shape, duplicates and absence; `skip(name)` names tensors to pass over; `rename(name)`, if
+    given, maps a file's names to the specs' ones, None to skip). Arrays are allocated once at dtype `target`
+    and filled tensor by tensor. Returns (tree, skipped names)."""
     specs = {s.hf_name: s for s in specs}
     tree: dict = {}
     for s in specs.values():
@@ -117,6 +121,12 @@ def tensors_to_tree(specs, files, cfg: ModelConfig, target, skip, where) -> tupl
     filled, skipped = set(), []
     for f in files:
         for name, arr in iter_tensors(f):
+            if rename is not None:
+                mapped = rename(name)
+                if mapped is None:
+                    skipped.append(name)
+                    continue
+                name = mapped
             spec = specs.get(name)
             if spec is None:
                 if skip(name):

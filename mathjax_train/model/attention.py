@@ -1,7 +1,9 @@
-"""Grouped-query self-attention with packing masks, sliding windows and an optional paged KV cache."""
+"""Grouped-query self-attention with packing masks, sliding windows (per layer: model/layer_kinds.py) and an
+optional paged KV cache."""
 
 from __future__ import annotations
 
+import functools
 from typing import Any, Literal, NamedTuple
 
 import jax
@@ -13,8 +15,9 @@ from mathjax_train.config import ModelConfig
 from mathjax_train.model.attention_kernels import LANES, cudnn_attention, splash_attention
 from mathjax_train.model.cpu_kernels import paged_attention_cpu
 from mathjax_train.model.ragged_paged import ragged_attention, write_kv
+from mathjax_train.model.layer_kinds import layer_inv_freq, scale_queries, with_window
 from mathjax_train.model.layers import DenseGeneral, RMSNorm, dtype_of
-from mathjax_train.model.rope import apply_rope, inverse_frequencies
+from mathjax_train.model.rope import apply_rope
 
 # Finite, so a row with no visible key (a padding query) gives a uniform softmax, not NaN.
 MASK_VALUE = -0.7 * float(jnp.finfo(jnp.float32).max)
@@ -194,10 +197,12 @@ def query_block(t: int) -> int:
     return block
 
 
-def self_attention(cfg: ModelConfig, q, k, v, positions, segment_ids) -> jax.Array:
+def self_attention(cfg: ModelConfig, q, k, v, positions, segment_ids, window: int | None = None) -> jax.Array:
     """The training-path attention that `cfg.attention_kernel` names; sequences shorter than (or not a
-    multiple of) one kernel block, e.g. at param init, take the plain dot path."""
-    t, window = q.shape[1], cfg.sliding_window
+    multiple of) one kernel block, e.g. at param init, take the plain dot path. `window`: this layer's
+    (default cfg.sliding_window)."""
+    t = q.shape[1]
+    window = cfg.sliding_window if window is None else window
     if cfg.attention_kernel == "splash" and t >= LANES:
         return splash_attention(q, k, v, segment_ids, sliding_window=window)
     if cfg.attention_kernel == "blocked" and t > LANES and t % LANES == 0:
@@ -229,11 +234,13 @@ class Attention(nn.Module):
         q = proj("q_proj", cfg.num_heads, "heads", cfg.qkv_bias)(x)
         k = proj("k_proj", cfg.num_kv_heads, "kv_heads", cfg.qkv_bias)(x)
         v = proj("v_proj", cfg.num_kv_heads, "kv_heads", cfg.qkv_bias)(x)
-        if cfg.qk_norm:  # Qwen3: each head's query and key normed over head_dim, before RoPE (so every path has it)
-            norm = lambda n: RMSNorm(cfg.rms_norm_eps, dtype=dt, param_dtype=pdt, axis="head_dim", name=n)  # noqa: E731
+        if cfg.qk_norm:  # Qwen3, Gemma 3: each head's query and key normed over head_dim, before RoPE (every path)
+            norm = lambda n: RMSNorm(  # noqa: E731
+                cfg.rms_norm_eps, dtype=dt, param_dtype=pdt, axis="head_dim", plus_one=cfg.norm_plus_one, name=n
+            )
             q, k = norm("q_norm")(q), norm("k_norm")(k)
-        inv_freq = inverse_frequencies(hd, cfg.rope_theta, cfg.rope_scaling)
-        q = apply_rope(q, positions, inv_freq)
+        inv_freq = layer_inv_freq(cfg, layer)
+        q = scale_queries(cfg, apply_rope(q, positions, inv_freq))
         k = apply_rope(k, positions, inv_freq)
         q = nn.with_logical_constraint(q, ("batch", "length", "heads", "head_dim"))
 
@@ -251,22 +258,26 @@ class Attention(nn.Module):
             sv = jax.lax.dynamic_update_slice(sv, v.astype(sv.dtype).transpose(2, 0, 1, 3)[None], start)
             new_cache = (sk, sv)
             if self.paged_kernel == "cpu":
-                window = cfg.sliding_window
 
-                def cpu(q, pk, pv, sk, sv, layer, table, start, pos):
+                def cpu(window, q, pk, pv, sk, sv, layer, table, start, pos):
                     return paged_attention_cpu(q, pk, pv, layer, table, start, sk, sv, pos, window)
 
-                out = per_head_shard(
-                    cpu,
-                    (q, kv.pages_k, kv.pages_v, sk, sv),
-                    (2, 1, 1, 1, 1),
-                    (layer, kv.page_table, kv.start, kv.side_pos),
-                    (4, 2),
+                out = with_window(
+                    cfg,
+                    layer,
+                    lambda w: per_head_shard(
+                        functools.partial(cpu, w),
+                        (q, kv.pages_k, kv.pages_v, sk, sv),
+                        (2, 1, 1, 1, 1),
+                        (layer, kv.page_table, kv.start, kv.side_pos),
+                        (4, 2),
+                    ),
                 ).astype(dt)
             else:
                 out = self._xla_paged(q, kv, sk, sv, layer, t)
         else:
-            out = self_attention(cfg, q, k.astype(dt), v.astype(dt), positions, segment_ids)
+            k, v = k.astype(dt), v.astype(dt)
+            out = with_window(cfg, layer, lambda w: self_attention(cfg, q, k, v, positions, segment_ids, w))
         return self._out_proj(out), new_cache
 
     def _out_proj(self, out):
@@ -287,11 +298,12 @@ class Attention(nn.Module):
         if kv.count is None:
             raise ValueError("the pallas kernel needs PagedKV.count")
         (pool,) = cache
-        window = self.config.sliding_window
+        cfg = self.config
 
         def write_and_attend(q, k, v, pool, layer, table, at, count):
             pool = write_kv(pool, layer, k, v, table, at, count)
-            return ragged_attention(q, pool, layer, table, at + count, count, sliding_window=window), pool
+            attend = lambda w: ragged_attention(q, pool, layer, table, at + count, count, sliding_window=w)  # noqa: E731
+            return with_window(cfg, layer, attend), pool
 
         out, pool = per_head_shard(
             write_and_attend,
@@ -313,5 +325,6 @@ class Attention(nn.Module):
             jax.lax.dynamic_index_in_dim(sk, layer, 0, False).astype(dt),
             jax.lax.dynamic_index_in_dim(sv, layer, 0, False).astype(dt),
         )
-        masks = paged_masks(kv, t, pages[0].shape[2], side[0].shape[2], self.config.sliding_window)
-        return paged_attention(q, pages, side, masks)
+        n_page, n_side = pages[0].shape[2], side[0].shape[2]
+        attend = lambda w: paged_attention(q, pages, side, paged_masks(kv, t, n_page, n_side, w))  # noqa: E731
+        return with_window(self.config, layer, attend)

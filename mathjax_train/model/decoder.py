@@ -16,7 +16,7 @@ import flax.linen as nn
 
 from mathjax_train.config import ModelConfig
 from mathjax_train.model.attention import Attention, PagedKernel, PagedKV
-from mathjax_train.model.layers import PROJECTION, DenseGeneral, Embed, RMSNorm, dtype_of
+from mathjax_train.model.layers import PROJECTION, DenseGeneral, Embed, RMSNorm, dtype_of, softcap
 
 _PROJECTIONS = jax.checkpoint_policies.save_only_these_names(PROJECTION)
 # The projections' dots sit inside a custom VJP (layers.project) where a policy cannot see them: they are
@@ -44,13 +44,15 @@ class MLP(nn.Module):
         )
         gate = dense("gate_proj", cfg.intermediate_size, ("embed", "mlp"))(x)
         up = dense("up_proj", cfg.intermediate_size, ("embed", "mlp"))(x)
-        h = nn.with_logical_constraint(nn.silu(gate) * up, ("batch", "length", "mlp"))
+        act = nn.silu(gate) if cfg.hidden_act == "silu" else nn.gelu(gate, approximate=True)
+        h = nn.with_logical_constraint(act * up, ("batch", "length", "mlp"))
         return dense("down_proj", cfg.hidden_size, ("mlp", "embed"))(h)
 
 
 class DecoderLayer(nn.Module):
-    """Pre-norm block. Call signature fits nn.scan: (carry=(x, cache), layer index) -> (carry, None);
-    the cache (whole stack, or None) travels in the carry so its updates happen in place."""
+    """Pre-norm block (with `sandwich_norms`, Gemma's: the attention and MLP outputs are normed too, and the
+    MLP's input norm is `pre_feedforward_layernorm`). Call signature fits nn.scan: (carry=(x, cache), layer
+    index) -> (carry, None); the cache (whole stack, or None) travels in the carry so its updates happen in place."""
 
     config: ModelConfig
     lora: Any = None
@@ -61,12 +63,18 @@ class DecoderLayer(nn.Module):
         x, cache = carry
         cfg = self.config
         dt, pdt = dtype_of(cfg.dtype), dtype_of(cfg.param_dtype)
-        norm = lambda n: RMSNorm(cfg.rms_norm_eps, dtype=dt, param_dtype=pdt, name=n)  # noqa: E731
+        norm = lambda n: RMSNorm(cfg.rms_norm_eps, dtype=dt, param_dtype=pdt, plus_one=cfg.norm_plus_one, name=n)  # noqa: E731
         h, cache = Attention(cfg, self.lora, self.paged_kernel, name="self_attn")(
             norm("input_layernorm")(x), positions, segment_ids, cache, kv, layer
         )
-        x = x + h
-        x = x + MLP(cfg, self.lora, name="mlp")(norm("post_attention_layernorm")(x))
+        if cfg.sandwich_norms:
+            x = x + norm("post_attention_layernorm")(h)
+            x = x + norm("post_feedforward_layernorm")(
+                MLP(cfg, self.lora, name="mlp")(norm("pre_feedforward_layernorm")(x))
+            )
+        else:
+            x = x + h
+            x = x + MLP(cfg, self.lora, name="mlp")(norm("post_attention_layernorm")(x))
         x = nn.with_logical_constraint(x, ("batch", "length", "embed"))
         return (x, cache), None
 
@@ -110,7 +118,10 @@ class Decoder(nn.Module):
         if (cache is None) != (kv is None):
             raise ValueError("Decoder: pass both `cache` and `kv`, or neither")
         embed = Embed(cfg.vocab_size, cfg.hidden_size, dtype=dt, param_dtype=pdt, name="embed_tokens")
-        x = nn.with_logical_constraint(embed(tokens), ("batch", "length", "embed"))
+        x = embed(tokens)
+        if cfg.embed_scale:  # sqrt(hidden) rounded to the compute dtype first, as HF does
+            x = x * jnp.asarray(cfg.hidden_size**0.5, dt)
+        x = nn.with_logical_constraint(x, ("batch", "length", "embed"))
 
         names = () if cache is None else tuple(cache)  # {"k", "v"} side buffers, or the pallas {"pool"}
         layer_caches = None if cache is None else tuple(cache[n] for n in names)
@@ -139,7 +150,7 @@ class Decoder(nn.Module):
         if last is not None:
             x = jnp.take_along_axis(x, jnp.asarray(last, jnp.int32)[:, None, None], axis=1)
 
-        x = RMSNorm(cfg.rms_norm_eps, dtype=dt, param_dtype=pdt, name="norm")(x)
+        x = RMSNorm(cfg.rms_norm_eps, dtype=dt, param_dtype=pdt, plus_one=cfg.norm_plus_one, name="norm")(x)
         new_cache = None if new_layer_caches is None else dict(zip(names, new_layer_caches))
         if return_hidden:
             return nn.with_logical_constraint(x, ("batch", "length", "embed")), new_cache
@@ -147,7 +158,8 @@ class Decoder(nn.Module):
             logits = embed.attend(x)
         else:
             logits = DenseGeneral((cfg.vocab_size,), ("embed", "vocab"), dtype=dt, param_dtype=pdt, name="lm_head")(x)
-        logits = nn.with_logical_constraint(logits.astype(jnp.float32), ("batch", "length", "vocab"))
+        logits = softcap(logits.astype(jnp.float32), cfg.final_logit_softcapping)
+        logits = nn.with_logical_constraint(logits, ("batch", "length", "vocab"))
         return logits, new_cache
 
 

@@ -138,25 +138,40 @@ class DenseGeneral(nn.Module):
 
 class RMSNorm(nn.Module):
     """RMSNorm over the last axis computed in float32 (as HF does), scaled, then cast to the compute dtype.
-    `axis` is the scale's logical axis: `embed` for the hidden states, `head_dim` for QK-norm's per-head norm."""
+    `axis` is the scale's logical axis: `embed` for the hidden states, `head_dim` for QK-norm's per-head norm.
+    `plus_one` scales by 1 + scale with scale initialised at 0 (Gemma): the parameter is HF's weight as stored,
+    so a bfloat16 copy keeps its precision (1 + w in bfloat16 would round w to 2**-8) and conversion renames."""
 
     eps: float = 1e-6
     dtype: jnp.dtype = jnp.float32
     param_dtype: jnp.dtype = jnp.float32
     axis: str = "embed"
+    plus_one: bool = False
 
     @nn.compact
     def __call__(self, x: jax.Array) -> jax.Array:
         # self.param hands back the unboxed array; flax annotates it as LogicallyPartitioned
         scale = self.param(
             "scale",
-            nn.with_logical_partitioning(nn.initializers.ones_init(), (self.axis,)),
+            nn.with_logical_partitioning(
+                nn.initializers.zeros_init() if self.plus_one else nn.initializers.ones_init(), (self.axis,)
+            ),
             (x.shape[-1],),
             self.param_dtype,
         )
         x32 = x.astype(jnp.float32)
         y = x32 * jax.lax.rsqrt(jnp.mean(x32 * x32, axis=-1, keepdims=True) + self.eps)
-        return (scale.astype(jnp.float32) * y).astype(self.dtype)  # type: ignore[attr-defined]
+        factor = scale.astype(jnp.float32)  # type: ignore[attr-defined]
+        if self.plus_one:
+            factor = 1.0 + factor
+        return (factor * y).astype(self.dtype)
+
+
+def softcap(x: jax.Array, cap: float) -> jax.Array:
+    """cap * tanh(x / cap): logits bounded by +-cap (Gemma's final_logit_softcapping); cap 0 = x unchanged."""
+    if not cap:
+        return x
+    return jnp.tanh(x / cap) * cap
 
 
 class Embed(nn.Module):

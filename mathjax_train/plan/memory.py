@@ -12,7 +12,8 @@ an abstract mesh of the slice's shape and each array's shard is summed. The rest
          + a (r n + I)                         LoRA of rank r on n projections: each adapter's A x, and with
                                                lora.dropout > 0 its dropped-out input (I: the targets' inputs)
     EW = a (2e + (h + kv) d/th + m/tm) + 8e     norm outputs, rotated q/k, silu(gate)*up, float32 norm inputs
-         + Q, Q = a (h + kv) d/th with qk_norm    the normed q/k (Qwen3; estimated, not measured on XLA:TPU)
+         + Q, Q = a (h + kv) d/th with qk_norm    the normed q/k (Qwen3; estimated, not measured on XLA:TPU);
+         with sandwich_norms (Gemma) 4e and 16e for the four norms (estimated, not measured on XLA:TPU)
     SC = (h/th) s (4 + a) for `dot` (scores in float32 and probabilities), 4 h/th for `splash` (log-sum-exp)
   kept per layer, as XLA:TPU (libtpu 0.0.42.1) lays the step out (its buffer assignment for the LLaMA-2-7B,
   Mistral-7B, Qwen2-7B and Qwen2.5-1.5B recipes): none a (6m/tm + 2e + (3h + 2kv) d/th) + 16e + SC (SwiGLU's
@@ -119,7 +120,8 @@ def state_bytes(cfg: Config, model_cfg: ModelConfig, mp: MeshPlan) -> dict:
 def layer_param_count(m: ModelConfig) -> int:
     e, d = m.hidden_size, m.resolved_head_dim
     qk_norm = 2 * d if m.qk_norm else 0
-    return e * d * (2 * m.num_heads + 2 * m.num_kv_heads) + 3 * e * m.intermediate_size + 2 * e + qk_norm
+    norms = (4 if m.sandwich_norms else 2) * e  # Gemma's sandwich adds a norm after attention and after the MLP
+    return e * d * (2 * m.num_heads + 2 * m.num_kv_heads) + 3 * e * m.intermediate_size + norms + qk_norm
 
 
 def activation_terms(cfg: Config, m: ModelConfig, mp: MeshPlan, learner: bool = False) -> dict:
@@ -141,7 +143,8 @@ def activation_terms(cfg: Config, m: ModelConfig, mp: MeshPlan, learner: bool = 
     X = a * e
     MM = a * (2 * e + (2 * h + 2 * kv) * d / th + 2 * mlp / tm) + lora_terms(cfg, a, e, mlp, h, kv, d, th, tm)
     Q = a * (h + kv) * d / th if m.qk_norm else 0.0
-    EW = a * (2 * e + (h + kv) * d / th + mlp / tm) + 8 * e + Q
+    n = 4 if m.sandwich_norms else 2  # norms per layer (Gemma's sandwich: four)
+    EW = a * (n * e + (h + kv) * d / th + mlp / tm) + 4 * n * e + Q
     SC = (h / th) * s * (4 + a) if m.attention_kernel == "dot" else 4 * h / th
     lora = lora_terms(cfg, a, e, mlp, h, kv, d, th, tm)
     saved = a * (2 * mlp / tm + 2 * e + (h + 2 * kv) * d / th) + lora  # the dots policies' projections

@@ -14,6 +14,7 @@ import jax
 import jax.numpy as jnp
 
 from mathjax_train.config import AUTO_VOCAB_CHUNK
+from mathjax_train.model.layers import softcap
 from mathjax_train.model.reductions import argmax_last
 
 
@@ -65,13 +66,14 @@ def _online_step(carry, chunk_logits, ids, tj, hit):
 
 
 def chunked_cross_entropy(
-    hidden, kernel, targets, weights, z_loss: float = 0.0, chunk: int = AUTO_VOCAB_CHUNK
+    hidden, kernel, targets, weights, z_loss: float = 0.0, chunk: int = AUTO_VOCAB_CHUNK, logit_cap: float = 0.0
 ) -> dict[str, jax.Array]:
     """`weighted_cross_entropy(hidden @ kernel, ...)` without the full logits, forward or backward.
 
     hidden (b, t, e) in the compute dtype (the decoder's final normed states); kernel (e, vocab), cast
     to hidden's dtype as the head does. A lax.scan over vocabulary chunks keeps an online
     log-sum-exp; its body is rematerialized, so the backward pass recomputes each chunk's logits.
+    `logit_cap` soft-caps the logits as the decoder's head does (model.final_logit_softcapping).
     """
     vocab, compute = kernel.shape[1], hidden.dtype
     chunk = min(chunk, vocab)
@@ -86,7 +88,7 @@ def chunked_cross_entropy(
     @jax.checkpoint
     def body(carry, xs):
         w, k = xs
-        logits = jnp.einsum("bte,ec->btc", hidden.astype(compute), w).astype(jnp.float32)
+        logits = softcap(jnp.einsum("bte,ec->btc", hidden.astype(compute), w).astype(jnp.float32), logit_cap)
         logits = nn.with_logical_constraint(logits, ("batch", "length", "vocab"))
         ids = rows + k
         if padded:

@@ -25,7 +25,13 @@ def _sums(model, params, mb, z_loss, vocab_chunk, rngs=None):
     if vocab_chunk:
         hidden, _ = model.apply({"params": params}, *inputs, return_hidden=True, rngs=rngs)
         sums = chunked_cross_entropy(
-            hidden, head_kernel(params, model.config), mb["targets"], mb["loss_weights"], z_loss, vocab_chunk
+            hidden,
+            head_kernel(params, model.config),
+            mb["targets"],
+            mb["loss_weights"],
+            z_loss,
+            vocab_chunk,
+            model.config.final_logit_softcapping,
         )
     else:
         logits, _ = model.apply({"params": params}, *inputs, rngs=rngs)
