@@ -34,6 +34,17 @@ VARIANTS = {
     "qwen3": ("qwen3", {"head_dim": 32, "rope_parameters": {"rope_type": "default", "rope_theta": 1000000.0}}),
     "qwen3_tied": ("qwen3", {"head_dim": 16, "tie_word_embeddings": True}),  # tied like Qwen3-0.6B and 1.7B
     "tied": ("llama", {"tie_word_embeddings": True, "attention_bias": True}),
+    # mixtures of experts: Qwen3-MoE (QK-norm, head_dim 32; top-k probabilities not renormalized, its HF
+    # default) and Mixtral (always renormalized; the expert width is intermediate_size)
+    "qwen3_moe": (
+        "qwen3_moe",
+        {"head_dim": 32, "num_experts": 8, "num_experts_per_tok": 2, "moe_intermediate_size": 48},
+    ),
+    "qwen3_moe_norm": (
+        "qwen3_moe",
+        {"num_experts": 4, "num_experts_per_tok": 2, "moe_intermediate_size": 40, "norm_topk_prob": True},
+    ),
+    "mixtral": ("mixtral", {"num_local_experts": 4, "num_experts_per_tok": 2, "intermediate_size": 64}),
 }
 
 
@@ -70,6 +81,8 @@ def hf_config(variant: str, kv_heads: int = 2, vocab_size: int = 320):
         "mistral": transformers.MistralConfig,
         "qwen2": transformers.Qwen2Config,
         "qwen3": transformers.Qwen3Config,
+        "qwen3_moe": transformers.Qwen3MoeConfig,
+        "mixtral": transformers.MixtralConfig,
     }[model_type]
     fields = dict(
         vocab_size=vocab_size,

