@@ -161,5 +161,98 @@ def test_lora_on_an_expert_projection_is_refused():
         Decoder(cfg, lora).init(jax.random.key(0), jnp.zeros((1, 4), jnp.int32))
 
 
-def _read_json(path):
-    return json.loads(path.read_text())
+
+
+def _train_config(expert=1, data=1, extra=()):
+    from mathjax_train.config import load_config
+
+    return load_config(
+        None,
+        [
+            "model.architecture=qwen3_moe",
+            "model.vocab_size=64",
+            "model.hidden_size=32",
+            "model.intermediate_size=64",
+            "model.num_layers=2",
+            "model.num_heads=4",
+            "model.num_kv_heads=2",
+            "model.qk_norm=true",
+            "model.num_experts=8",
+            "model.num_experts_per_tok=2",
+            "model.moe_intermediate_size=16",
+            "model.router_aux_loss_coef=0.01",
+            "model.router_z_loss_coef=0.001",
+            "model.dtype=float32",
+            "train.batch_size=8",
+            "train.seq_len=16",
+            "train.steps=4",
+            "optimizer.warmup_steps=0",
+            f"mesh.data={data}",
+            f"mesh.expert={expert}",
+            *extra,
+        ],
+    )
+
+
+def _losses(cfg, n_devices, steps=3):
+    """Per-step metrics of `steps` steps from seed 0 on the first `n_devices` devices; the last params."""
+    from mathjax_train.data.toy_copy import ToyCopyIterator
+    from mathjax_train.train.setup import build_step
+
+    setup = build_step(cfg, devices=jax.devices()[:n_devices])
+    batches = ToyCopyIterator(64, 8, 16, seed=3)
+    with jax.set_mesh(setup.mesh):
+        state = setup.init_state(0)
+        rows = []
+        for _ in range(steps):
+            state, m = setup.step(state, jax.device_put(next(batches), setup.batch_sharding))
+            rows.append({k: float(v) for k, v in jax.device_get(m).items()})
+    return rows, state
+
+
+@pytest.mark.slow  # two compilations of a 3-step run: about 45 s on 2 cores
+def test_expert_parallel_training_matches_one_device():
+    """mesh expert=4 x data=2 on 8 fake CPU devices: the stacked expert weights split 4 ways on `expert`, the batch
+    over data x expert; 3 Adam steps give the single device's losses and router losses.
+
+    Tolerance: sharding changes only the order of float32 reductions (the batch sums, the gradient all-reduce over
+    8 shards, the expert matmuls), each a few ulps (u = 6e-8) per layer; over 2 layers and 3 steps Adam carries
+    them into the parameters at the same relative size, so rtol 1e-5 (~100 ulps) bounds them with room and
+    still fails on any real difference (a dropped or doubly counted shard moves the loss by O(1/8))."""
+    ref, _ = _losses(_train_config(), 1)
+    ep, state = _losses(_train_config(expert=4, data=2), 8)
+    kernel = state["params"]["layers"]["mlp"]["experts"]["gate_proj"]
+    assert kernel.sharding.spec[:2] == (None, "expert") and kernel.addressable_shards[0].data.shape[1] == 2
+    assert ref[0]["loss"] != ref[-1]["loss"]  # it trains
+    for r, e in zip(ref, ep):
+        for key in ("loss", "grad_norm", "moe_aux_loss", "router_z_loss"):
+            np.testing.assert_allclose(e[key], r[key], rtol=1e-5, err_msg=key)
+
+
+def test_router_losses_in_train_metrics_and_objective():
+    """The step logs moe_aux_loss (experts * sum_e f_e P_e: k = 2 for uniform routing, near it at a random init)
+    and router_z_loss; their coefficients change the objective's gradient, not the logged cross-entropy `loss`."""
+    rows, _ = _losses(_train_config(), 1, steps=1)
+    m = rows[0]
+    assert 1.5 < m["moe_aux_loss"] < 3.0 and m["router_z_loss"] > 0
+    off, _ = _losses(_train_config(extra=("model.router_aux_loss_coef=0", "model.router_z_loss_coef=0")), 1, steps=1)
+    assert off[0]["loss"] == m["loss"] and off[0]["grad_norm"] != m["grad_norm"]
+
+
+@pytest.mark.slow  # the whole trainer (data, 8-device mesh, checkpoint): about 25 s
+def test_train_cli_writes_router_losses(tmp_path):
+    """`mathjax-train train` on a tiny Mixtral (smoke recipe, toy copy task): metrics.jsonl rows carry
+    moe_aux_loss and router_z_loss next to loss."""
+    from train_helpers import SMOKE
+
+    moe = [
+        "model.architecture=mixtral", "model.num_experts=4", "model.num_experts_per_tok=2",
+        "model.moe_intermediate_size=32", "model.router_aux_loss_coef=0.02", "model.router_z_loss_coef=0.001",
+    ]  # fmt: skip
+    args = ["train", "--config", str(SMOKE), f"output_dir={tmp_path}", "model.dtype=float32", "train.steps=2"]
+    small = ["train.seq_len=16", "model.num_layers=1", "train.log_every_steps=1", "checkpoint.every_steps=100"]
+    assert main(args + small + moe) == 0
+    rows = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in rows] == [1, 2]
+    for r in rows:
+        assert 1.5 < r["moe_aux_loss"] < 3.0 and r["router_z_loss"] > 0 and np.isfinite(r["loss"])

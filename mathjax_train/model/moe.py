@@ -127,3 +127,20 @@ class ExpertWeights(nn.Module):
                 ("down_proj", down_shape, ("expert", "mlp", "embed")),
             )
         )
+
+
+def layer_mean(intermediates, name: str) -> jax.Array:
+    """The mean over layers of the loss sown as `name` (scanned layers sow a (layers,) array, unscanned a scalar each)."""
+    found = []
+
+    def visit(tree):
+        for key, value in tree.items():
+            if key == name:
+                found.extend(jnp.ravel(jnp.asarray(v)) for v in value)
+            elif isinstance(value, dict):
+                visit(value)
+
+    visit(dict(intermediates))
+    if not found:
+        raise ValueError(f"no {name} was sown: is this a mixture-of-experts model?")
+    return jnp.mean(jnp.concatenate(found))
