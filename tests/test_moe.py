@@ -8,6 +8,7 @@ random weights and these sizes no probability gap is that small, so the logits c
 as the dense families (tests/test_roundtrip_hf.py).
 """
 
+import dataclasses
 import json
 
 import jax
@@ -229,14 +230,25 @@ def test_expert_parallel_training_matches_one_device():
             np.testing.assert_allclose(e[key], r[key], rtol=1e-5, err_msg=key)
 
 
-def test_router_losses_in_train_metrics_and_objective():
-    """The step logs moe_aux_loss (experts * sum_e f_e P_e: k = 2 for uniform routing, near it at a random init)
-    and router_z_loss; their coefficients change the objective's gradient, not the logged cross-entropy `loss`."""
-    rows, _ = _losses(_train_config(), 1, steps=1)
-    m = rows[0]
-    assert 1.5 < m["moe_aux_loss"] < 3.0 and m["router_z_loss"] > 0
-    off, _ = _losses(_train_config(extra=("model.router_aux_loss_coef=0", "model.router_z_loss_coef=0")), 1, steps=1)
-    assert off[0]["loss"] == m["loss"] and off[0]["grad_norm"] != m["grad_norm"]
+def test_router_losses_join_the_objective_by_their_coefficients():
+    """The train step's micro-batch objective is CE + z-loss + aux_coef * moe_aux_loss + z_coef * router_z_loss
+    (each router loss the layers' mean times the target weight, so the step's division makes it a mean); the
+    logged cross-entropy is the same with the coefficients at 0. moe_aux_loss is experts * sum_e f_e P_e: k = 2 for
+    uniform routing, near it at a random init."""
+    from mathjax_train.data.toy_copy import ToyCopyIterator
+    from mathjax_train.train.step import _sums
+
+    cfg = _train_config().model
+    batch = {k: jnp.asarray(v) for k, v in next(ToyCopyIterator(64, 8, 16, seed=3)).items()}
+    params = Decoder(cfg).init(jax.random.key(0), batch["tokens"])["params"]
+    objective, sums = _sums(Decoder(cfg), params, batch, 0.0, 0)
+    aux, z, w = (float(sums[k]) for k in ("moe_aux_loss", "router_z_loss", "weight"))
+    assert 1.5 < aux / w < 3.0 and z > 0
+    want = float(sums["loss"]) + 0.01 * aux + 0.001 * z
+    np.testing.assert_allclose(float(objective), want, rtol=1e-6)  # float32 sum of three terms: a few ulps
+    off = dataclasses.replace(cfg, router_aux_loss_coef=0.0, router_z_loss_coef=0.0)
+    objective_off, sums_off = _sums(Decoder(off), params, batch, 0.0, 0)
+    assert float(objective_off) == float(sums_off["loss"]) == float(sums["loss"])
 
 
 @pytest.mark.slow  # the whole trainer (data, 8-device mesh, checkpoint): about 25 s
@@ -256,3 +268,60 @@ def test_train_cli_writes_router_losses(tmp_path):
     assert [r["step"] for r in rows] == [1, 2]
     for r in rows:
         assert 1.5 < r["moe_aux_loss"] < 3.0 and r["router_z_loss"] > 0 and np.isfinite(r["loss"])
+
+
+@pytest.mark.parametrize("variant", ["qwen3_moe", pytest.param("mixtral", marks=pytest.mark.slow)])
+def test_engine_greedy_matches_transformers(tmp_path, variant):
+    """The sampling engine (continuous batching, paged cache, chunked prefill, C++ paged attention) on a tiny MoE:
+    greedy tokens equal transformers' generate token for token (tests/test_engine.py's dense check)."""
+    from hf_fixtures import import_random_model
+    from mathjax_train.infer.loading import load_for_inference
+    from test_engine import _greedy_with_admission_mid_run
+
+    hf, ckpt = import_random_model(tmp_path, variant, seed=3)
+    _greedy_with_admission_mid_run(hf, load_for_inference(ckpt), "cpu")
+
+
+@pytest.mark.slow  # about 20 s: PEFT in two dtypes, three exports
+def test_attention_lora_exports_to_peft_with_equal_logits(tmp_path):
+    """Random adapters on q/k/v/o of a tiny Qwen3-MoE exported for PEFT: PEFT in float64 is the reference; PEFT in
+    float32, our merged model, our unmerged forward and our merged HF export lie within float32's budget of it."""
+    import copy
+
+    import peft
+
+    from hf_fixtures import import_random_model
+    from lora_helpers import export_random_adapter
+    from mathjax_train.infer.loading import load_for_inference
+    from mathjax_train.model import lora as lora_params
+
+    ids = np.array([[1, 5, 77, 200, 13, 9, 250, 31, 64, 3, 120, 7]], np.int64)
+
+    def torch_logits(model):
+        with torch.no_grad():
+            return model(torch.tensor(ids)).logits.numpy()
+
+    hf_model, base_ckpt = import_random_model(tmp_path / "base", "qwen3_moe")
+    cfg = load_model_config(base_ckpt)
+    lora = LoraConfig(rank=4, alpha=16.0, targets=["q_proj", "k_proj", "v_proj", "o_proj"])
+    out, adapters = export_random_adapter(base_ckpt, cfg, lora, 0.05, tmp_path)
+    m = load_for_inference(out, dtype="float32")
+    merged_ours = np.asarray(Decoder(m.cfg).apply({"params": m.params}, ids)[0])
+    joined = lora_params.join(load_params(base_ckpt, cfg), adapters)
+    unmerged = np.asarray(Decoder(cfg, lora).apply({"params": joined}, ids)[0])
+    peft_logits = {}
+    for dtype in (torch.float32, torch.float64):
+        base = copy.deepcopy(hf_model).to(dtype).eval()
+        base.set_experts_implementation("eager")  # the default grouped_mm (torch._grouped_mm) refuses float64
+        peft_logits[dtype] = torch_logits(peft.PeftModel.from_pretrained(base, str(tmp_path / "peft")).eval())
+    merged_hf = transformers.AutoModelForCausalLM.from_pretrained(tmp_path / "merged", dtype=torch.float32).eval()
+    reference = peft_logits[torch.float64].astype(np.float64)
+    assert np.abs(torch_logits(hf_model.eval()) - reference).max() > 0.1  # the adapters change the model
+    tol = float32_logit_tolerance(reference, cfg.num_layers, max(cfg.hidden_size, cfg.moe_intermediate_size))
+    for name, got in (
+        ("peft in float32", peft_logits[torch.float32]),
+        ("our merged model", merged_ours),
+        ("our unmerged training forward", unmerged),
+        ("our merged HF export", torch_logits(merged_hf)),
+    ):
+        np.testing.assert_allclose(got, reference, atol=tol, rtol=0, err_msg=name)
