@@ -325,3 +325,29 @@ def test_attention_lora_exports_to_peft_with_equal_logits(tmp_path):
         ("our merged HF export", torch_logits(merged_hf)),
     ):
         np.testing.assert_allclose(got, reference, atol=tol, rtol=0, err_msg=name)
+
+
+def test_plan_counts_total_and_active_parameters_by_hand():
+    """`plan` on the tiny Qwen3-MoE of the training tests (hidden 32, 2 layers, 4 heads of 8, 2 kv heads, QK-norm,
+    8 experts of width 16, top-2, vocabulary 64) over v5p-8's 4 chips with mesh.expert=4, by hand:
+    a layer: q, o 32*4*8 = 1024 each, k, v 32*2*8 = 512 each, QK-norm 2*8, two norms 2*32, router 32*8 = 256,
+    experts 8 * 3 * 32*16 = 12288: 15696; the model 2 layers + embedding and head 2 * 64*32 + final norm 32 = 35520;
+    active: less the 6 unrouted experts a layer, 2 * 6 * 1536 = 18432: 17088; FLOPs per token 6 * (active matmul
+    parameters 2 * (3072 + 256 + 2 * 1536) + 64*32 = 14848) + 12 * 2 layers * 4 heads * 8 * 16 tokens = 101376;
+    expert weights per device: 2 * 12288 float32 split 4 ways = 24576 bytes."""
+    from mathjax_train.plan.report import format_plan, make_plan
+
+    cfg = _train_config(expert=4, extra=("mesh.topology=v5p-8",))
+    plan = make_plan(cfg)
+    assert plan["mesh"] == {"data": 1, "expert": 4, "fsdp": 1, "tensor": 1}
+    m = plan["model"]
+    assert m["parameters"] == 35520
+    assert m["experts"] == {
+        "num_experts": 8,
+        "top_k": 2,
+        "active_parameters": 17088,
+        "expert_shards": 4,
+        "expert_param_bytes_per_device": 24576,
+    }
+    assert plan["flops_per_token"] == 101376
+    assert "17,088 active parameters per token; expert weights split 4 ways" in format_plan(plan)
