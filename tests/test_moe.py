@@ -111,7 +111,12 @@ def test_config_json_both_ways_and_what_it_refuses():
     router jitter are errors naming the field."""
     q = hf_config("qwen3_moe").to_dict()
     cfg = model_config_from_hf(q)
-    assert (cfg.num_experts, cfg.num_experts_per_tok, cfg.moe_intermediate_size, cfg.norm_topk_prob) == (8, 2, 48, False)
+    assert (cfg.num_experts, cfg.num_experts_per_tok, cfg.moe_intermediate_size, cfg.norm_topk_prob) == (
+        8,
+        2,
+        48,
+        False,
+    )
     assert cfg.qk_norm and cfg.head_dim == 32
     back = model_config_to_hf(cfg, "float32")
     assert q["num_local_experts"] == back["num_experts"] == 8  # transformers 5 writes the first, the Hub the second
@@ -160,8 +165,6 @@ def test_lora_on_an_expert_projection_is_refused():
     lora = LoraConfig(rank=2, targets=["q_proj", "up_proj"])
     with pytest.raises(ConfigError, match="lora.targets: up_proj is an expert projection"):
         Decoder(cfg, lora).init(jax.random.key(0), jnp.zeros((1, 4), jnp.int32))
-
-
 
 
 def _train_config(expert=1, data=1, extra=()):

@@ -32,7 +32,9 @@ class ModelConfig:
     head_dim), tied embeddings; `num_experts` > 0 makes every layer's MLP a mixture of experts (Qwen3-MoE,
     Mixtral; model/moe.py)."""
 
-    architecture: Literal["llama", "mistral", "qwen2", "qwen3", "qwen3_moe", "mixtral"] = "llama"  # export-hf's HF class
+    architecture: Literal["llama", "mistral", "qwen2", "qwen3", "qwen3_moe", "mixtral"] = (
+        "llama"  # export-hf's HF class
+    )
     vocab_size: int = 0  # 0 = the tokenizer's size (data.tokenizer), taken when training starts
     hidden_size: int = 4096
     intermediate_size: int = 11008
@@ -106,7 +108,9 @@ class ModelConfig:
                 f"got {self.num_experts_per_tok}"
             )
         if self.moe_intermediate_size <= 0:
-            raise ConfigError(f"{where}.moe_intermediate_size must be > 0 with experts, got {self.moe_intermediate_size}")
+            raise ConfigError(
+                f"{where}.moe_intermediate_size must be > 0 with experts, got {self.moe_intermediate_size}"
+            )
         if self.architecture == "mixtral" and not self.norm_topk_prob:
             raise ConfigError(f"{where}.norm_topk_prob must be true for mixtral (its router always renormalizes)")
         if self.mlp_bias:

@@ -58,9 +58,13 @@ def _moe_fields(hf: dict, model_type: str, source: str) -> dict[str, Any]:
     Layouts with some dense layers (qwen3_moe decoder_sparse_step > 1, mlp_only_layers) are refused."""
     if model_type == "qwen3_moe":
         if int(hf.get("decoder_sparse_step") or 1) != 1:
-            raise ConfigError(f"{source}: field decoder_sparse_step={hf['decoder_sparse_step']} (some dense layers) is not supported; only 1")
+            raise ConfigError(
+                f"{source}: field decoder_sparse_step={hf['decoder_sparse_step']} (some dense layers) is not supported; only 1"
+            )
         if hf.get("mlp_only_layers"):
-            raise ConfigError(f"{source}: field mlp_only_layers={hf['mlp_only_layers']} (dense layers) is not supported; only []")
+            raise ConfigError(
+                f"{source}: field mlp_only_layers={hf['mlp_only_layers']} (dense layers) is not supported; only []"
+            )
         # Hub checkpoints (Qwen3-30B-A3B) write num_experts; transformers 5 writes it as num_local_experts
         experts = hf.get("num_experts") or hf.get("num_local_experts")
         for key, value in (("num_experts", experts), ("moe_intermediate_size", hf.get("moe_intermediate_size"))):
@@ -75,7 +79,9 @@ def _moe_fields(hf: dict, model_type: str, source: str) -> dict[str, Any]:
         )
     if model_type == "mixtral":
         if float(hf.get("router_jitter_noise") or 0.0):
-            raise ConfigError(f"{source}: field router_jitter_noise={hf['router_jitter_noise']} is not supported; only 0")
+            raise ConfigError(
+                f"{source}: field router_jitter_noise={hf['router_jitter_noise']} is not supported; only 0"
+            )
         if not hf.get("num_local_experts"):
             raise ConfigError(f"{source}: required field 'num_local_experts' is missing")
         return dict(

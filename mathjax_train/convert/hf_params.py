@@ -122,7 +122,9 @@ def _moe_specs(cfg: ModelConfig, prefix: str, layer: int) -> list[ParamSpec]:
     specs = [linear_spec(prefix + f"{block}.gate.weight", ("mlp", "gate", "kernel"), layer, (e,), (cfg.num_experts,))]
     for j in range(cfg.num_experts):
         for ours, fin, fout in (("gate_proj", e, m), ("up_proj", e, m), ("down_proj", m, e)):
-            s = linear_spec(prefix + f"{block}.experts.{j}.{names[ours]}.weight", ("mlp", "experts", ours), layer, (fin,), (fout,))
+            s = linear_spec(
+                prefix + f"{block}.experts.{j}.{names[ours]}.weight", ("mlp", "experts", ours), layer, (fin,), (fout,)
+            )
             specs.append(ParamSpec(s.hf_name, s.path, layer, s.hf_shape, s.shape, s.to_ours, s.to_hf, expert=j))
     return specs
 

@@ -88,7 +88,9 @@ def plan_mesh(cfg: Config, chips: int) -> MeshPlan:
 
 
 def abstract_mesh(shape: dict[str, int]) -> AbstractMesh:
-    return AbstractMesh(tuple(shape[a] for a in MESH_AXES), MESH_AXES, axis_types=(AxisType.Auto,) * len(MESH_AXES))
+    return AbstractMesh(
+        tuple(shape.get(a, 1) for a in MESH_AXES), MESH_AXES, axis_types=(AxisType.Auto,) * len(MESH_AXES)
+    )
 
 
 def local_bytes(tree) -> int:
@@ -265,7 +267,7 @@ def rl_extra_memory(cfg: Config, model_cfg: ModelConfig, mp: MeshPlan, learner: 
     eng = cfg.rl.engine
     slots, pages = rl_engine_pages(cfg, model_cfg, hosts)
     kv = pages * page_bytes(model_cfg, eng.page_size) // tensor
-    engine_mesh = abstract_mesh({"data": 1, "fsdp": 1, "tensor": tensor})
+    engine_mesh = abstract_mesh({"data": 1, "expert": 1, "fsdp": 1, "tensor": tensor})
 
     def engine_bytes(m: ModelConfig) -> dict:
         boxed = boxed_params(m)
@@ -278,7 +280,7 @@ def rl_extra_memory(cfg: Config, model_cfg: ModelConfig, mp: MeshPlan, learner: 
     own = engine_bytes(model_cfg)
     untied = engine_bytes(dataclasses.replace(model_cfg, tie_embeddings=False)) if model_cfg.tie_embeddings else own
     decode_copy = sum(v for k, v in untied.items() if k not in own)
-    in_place = mp.shape == {"data": 1, "fsdp": 1, "tensor": tensor} and mp.rules == axis_rules()
+    in_place = mp.shape == {"data": 1, "expert": 1, "fsdp": 1, "tensor": tensor} and mp.rules == axis_rules()
     engine_params = 0 if in_place else sum(own.values())
     whole = nn.meta.unbox(boxed_params(model_cfg))
     temp = max(math.prod(x.shape) * x.dtype.itemsize for x in jax.tree_util.tree_leaves(whole))

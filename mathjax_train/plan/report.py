@@ -232,7 +232,7 @@ def format_plan(plan: dict, source: str = "") -> str:
         f"plan{' for ' + source if source else ''}",
         f"  topology      {t['name']}: {t['chips']} chips on {t['hosts']} hosts, {t['hbm_gib_per_chip']:g} GiB HBM and "
         f"{t['peak_tflops_per_chip']:g} bf16 TFLOP/s per chip",
-        "  mesh          " + " x ".join(f"{k}={v}" for k, v in plan["mesh"].items()),
+        "  mesh          " + " x ".join(f"{k}={v}" for k, v in plan["mesh"].items() if k != "expert" or v > 1),
         f"  model         {m['architecture']}, {m['parameters']:,} parameters, {m['layers']} layers, "
         f"{m['dtype']} compute / {m['param_dtype']} params, remat {m['remat_policy']}, "
         f"attention {m['attention_kernel']}",

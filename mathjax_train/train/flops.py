@@ -33,7 +33,9 @@ def matmul_params(cfg: ModelConfig) -> int:
         cfg.intermediate_size,
         cfg.vocab_size,
     )
-    per_layer = e * h * d + 2 * e * kv * d + h * d * e + (mlp_params(cfg, active=True) if cfg.num_experts else 3 * e * m)
+    per_layer = (
+        e * h * d + 2 * e * kv * d + h * d * e + (mlp_params(cfg, active=True) if cfg.num_experts else 3 * e * m)
+    )
     return cfg.num_layers * per_layer + e * v
 
 
