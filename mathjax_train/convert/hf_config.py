@@ -66,7 +66,7 @@ def _moe_fields(hf: dict, model_type: str, source: str) -> dict[str, Any]:
                 f"{source}: field mlp_only_layers={hf['mlp_only_layers']} (dense layers) is not supported; only []"
             )
         # Hub checkpoints (Qwen3-30B-A3B) write num_experts; transformers 5 writes it as num_local_experts
-        experts = hf.get("num_experts") or hf.get("num_local_experts")
+        experts = hf.get("num_experts") or hf.get("num_local_experts") or 0
         for key, value in (("num_experts", experts), ("moe_intermediate_size", hf.get("moe_intermediate_size"))):
             if not value:
                 raise ConfigError(f"{source}: required field {key!r} is missing")
