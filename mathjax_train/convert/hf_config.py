@@ -167,7 +167,7 @@ def model_config_to_hf(cfg: ModelConfig, torch_dtype: str) -> dict:
     if a in QK_NORM and not cfg.qk_norm:
         raise ConfigError(f"model: {a} export needs qk_norm=true")
     if a not in QK_NORM and cfg.qk_norm:
-        raise ConfigError(f"model: qk_norm is only exported for {', '.join(QK_NORM)}, not {a}")
+        raise ConfigError(f"model: qk_norm is only exported for qwen3, not {a} (and for qwen3_moe)")
     if a not in SLIDING and cfg.sliding_window:
         raise ConfigError(f"model: sliding_window is only exported for {', '.join(SLIDING)}, not {a}")
     if a == "mixtral" and cfg.qkv_bias:
