@@ -353,4 +353,59 @@ def test_plan_counts_total_and_active_parameters_by_hand():
         "expert_param_bytes_per_device": 24576,
     }
     assert plan["flops_per_token"] == 101376
-    assert "17,088 active parameters per token; expert weights split 4 ways" in format_plan(plan)
+    assert "17,088 active parameters per token; expert weights split 4 ways by the expert axis" in format_plan(plan)
+
+
+# Qwen/Qwen3-30B-A3B's config.json (the fields import-hf reads)
+QWEN3_30B_A3B = {
+    "model_type": "qwen3_moe",
+    "vocab_size": 151936,
+    "hidden_size": 2048,
+    "intermediate_size": 6144,
+    "moe_intermediate_size": 768,
+    "num_hidden_layers": 48,
+    "num_attention_heads": 32,
+    "num_key_value_heads": 4,
+    "head_dim": 128,
+    "max_position_embeddings": 40960,
+    "rope_theta": 1000000.0,
+    "rms_norm_eps": 1e-06,
+    "tie_word_embeddings": False,
+    "attention_bias": False,
+    "hidden_act": "silu",
+    "num_experts": 128,
+    "num_experts_per_tok": 8,
+    "norm_topk_prob": True,
+    "decoder_sparse_step": 1,
+    "mlp_only_layers": [],
+    "router_aux_loss_coef": 0.001,
+    "use_sliding_window": False,
+    "bos_token_id": 151643,
+    "eos_token_id": 151645,
+}
+
+
+def test_the_qwen3_30b_a3b_recipe_is_the_released_model_and_fits_its_slice():
+    """configs/qwen3_30b_a3b_sft_2k_v5p-32.yaml: its `model:` equals import-hf's reading of the released config.json
+    (train reads that from init_from, plan the YAML); 30,532,122,624 parameters (what transformers counts for the
+    same config), 3,353,032,704 active (less 48 layers x 120 unrouted experts x 3 x 2048 x 768); the analytic plan
+    fits v5p-32's usable HBM with the experts split 4 ways by expert and 4 by FSDP."""
+    from pathlib import Path
+
+    from mathjax_train.config import load_config
+    from mathjax_train.plan.report import make_plan
+
+    path = Path(__file__).resolve().parents[1] / "configs" / "qwen3_30b_a3b_sft_2k_v5p-32.yaml"
+    cfg = load_config(str(path))
+    want = model_config_from_hf(QWEN3_30B_A3B)
+    runtime = ("dtype", "param_dtype", "scan_layers", "remat_policy", "attention_kernel", "router_z_loss_coef")
+    for f in dataclasses.fields(ModelConfig):
+        if f.name not in runtime:
+            assert getattr(cfg.model, f.name) == getattr(want, f.name), f.name
+    plan = make_plan(cfg)
+    assert plan["mesh"] == {"data": 1, "expert": 4, "fsdp": 4, "tensor": 1}
+    assert plan["model"]["parameters"] == 30_532_122_624
+    assert plan["model"]["experts"]["active_parameters"] == 30_532_122_624 - 48 * 120 * 3 * 2048 * 768 == 3_353_032_704
+    expert_bytes = 48 * 128 * 3 * 2048 * 768 * 4 // 16  # float32, split by expert (4) and embed (fsdp 4)
+    assert plan["model"]["experts"]["expert_param_bytes_per_device"] == expert_bytes
+    assert plan["fits"] and plan["memory_per_device"]["analytic"]["total"] <= 0.9 * 95 * 2**30

@@ -240,8 +240,8 @@ def format_plan(plan: dict, source: str = "") -> str:
             [
                 f"  experts       {m['experts']['num_experts']} per layer, top-{m['experts']['top_k']}: "
                 f"{m['experts']['active_parameters']:,} active parameters per token; expert weights split "
-                f"{m['experts']['expert_shards']} ways, {m['experts']['expert_param_bytes_per_device'] / 2**30:.2f} "
-                "GiB per device"
+                f"{m['experts']['expert_shards']} ways by the expert axis, "
+                f"{m['experts']['expert_param_bytes_per_device'] / 2**30:.2f} GiB per device"
             ]
             if m.get("experts")
             else []
