@@ -11,6 +11,7 @@ as the dense families (tests/test_roundtrip_hf.py).
 import dataclasses
 import json
 
+import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -236,14 +237,15 @@ def test_expert_parallel_training_matches_one_device():
 def test_router_losses_join_the_objective_by_their_coefficients():
     """The train step's micro-batch objective is CE + z-loss + aux_coef * moe_aux_loss + z_coef * router_z_loss
     (each router loss the layers' mean times the target weight, so the step's division makes it a mean); the
-    logged cross-entropy is the same with the coefficients at 0. moe_aux_loss is experts * sum_e f_e P_e: k = 2 for
+    logged cross-entropy is the same with the coefficients at 0; remat and the chunked loss give the same losses
+    (the same float32 ops recomputed: rtol 1e-6, a few ulps). moe_aux_loss is experts * sum_e f_e P_e: k = 2 for
     uniform routing, near it at a random init."""
     from mathjax_train.data.toy_copy import ToyCopyIterator
     from mathjax_train.train.step import _sums
 
     cfg = _train_config().model
     batch = {k: jnp.asarray(v) for k, v in next(ToyCopyIterator(64, 8, 16, seed=3)).items()}
-    params = Decoder(cfg).init(jax.random.key(0), batch["tokens"])["params"]
+    params = nn.unbox(Decoder(cfg).init(jax.random.key(0), batch["tokens"])["params"])
     objective, sums = _sums(Decoder(cfg), params, batch, 0.0, 0)
     aux, z, w = (float(sums[k]) for k in ("moe_aux_loss", "router_z_loss", "weight"))
     assert 1.5 < aux / w < 3.0 and z > 0
@@ -252,6 +254,11 @@ def test_router_losses_join_the_objective_by_their_coefficients():
     off = dataclasses.replace(cfg, router_aux_loss_coef=0.0, router_z_loss_coef=0.0)
     objective_off, sums_off = _sums(Decoder(off), params, batch, 0.0, 0)
     assert float(objective_off) == float(sums_off["loss"]) == float(sums["loss"])
+    # the losses come out of remat (dots policy) and the chunked-vocabulary loss's path alike
+    remat = dataclasses.replace(cfg, remat_policy="dots")
+    _, sums_remat = _sums(Decoder(remat), params, batch, 0.0, 32)
+    for key in ("moe_aux_loss", "router_z_loss"):
+        np.testing.assert_allclose(float(sums_remat[key]), float(sums[key]), rtol=1e-6)
 
 
 @pytest.mark.slow  # the whole trainer (data, 8-device mesh, checkpoint): about 25 s
