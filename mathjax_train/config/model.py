@@ -32,9 +32,8 @@ class ModelConfig:
     head_dim), tied embeddings; `num_experts` > 0 makes every layer's MLP a mixture of experts (Qwen3-MoE,
     Mixtral; model/moe.py)."""
 
-    architecture: Literal["llama", "mistral", "qwen2", "qwen3", "qwen3_moe", "mixtral"] = (
-        "llama"  # export-hf's HF class
-    )
+    # the HF class written by export-hf
+    architecture: Literal["llama", "mistral", "qwen2", "qwen3", "qwen3_moe", "mixtral"] = "llama"
     vocab_size: int = 0  # 0 = the tokenizer's size (data.tokenizer), taken when training starts
     hidden_size: int = 4096
     intermediate_size: int = 11008
