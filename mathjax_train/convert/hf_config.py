@@ -59,7 +59,8 @@ def _moe_fields(hf: dict, model_type: str, source: str) -> dict[str, Any]:
     if model_type == "qwen3_moe":
         if int(hf.get("decoder_sparse_step") or 1) != 1:
             raise ConfigError(
-                f"{source}: field decoder_sparse_step={hf['decoder_sparse_step']} (some dense layers) is not supported; only 1"
+                f"{source}: field decoder_sparse_step={hf['decoder_sparse_step']} (some dense layers) is not "
+                "supported; only 1"
             )
         if hf.get("mlp_only_layers"):
             raise ConfigError(

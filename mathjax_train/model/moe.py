@@ -130,7 +130,8 @@ class ExpertWeights(nn.Module):
 
 
 def layer_mean(intermediates, name: str) -> jax.Array:
-    """The mean over layers of the loss sown as `name` (scanned layers sow a (layers,) array, unscanned a scalar each)."""
+    """The mean over layers of the loss sown as `name` (scanned layers sow a (layers,) array, unscanned layers a
+    scalar each)."""
     found = []
 
     def visit(tree):

@@ -267,7 +267,7 @@ def rl_extra_memory(cfg: Config, model_cfg: ModelConfig, mp: MeshPlan, learner: 
     eng = cfg.rl.engine
     slots, pages = rl_engine_pages(cfg, model_cfg, hosts)
     kv = pages * page_bytes(model_cfg, eng.page_size) // tensor
-    engine_mesh = abstract_mesh({"data": 1, "expert": 1, "fsdp": 1, "tensor": tensor})
+    engine_mesh = abstract_mesh({"data": 1, "fsdp": 1, "tensor": tensor})
 
     def engine_bytes(m: ModelConfig) -> dict:
         boxed = boxed_params(m)

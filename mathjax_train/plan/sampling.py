@@ -34,9 +34,7 @@ MIB = 2**20
 def param_bytes_per_chip(model: ModelConfig, tensor: int) -> int:
     """Bytes of the parameters on one chip of an engine split `tensor` ways (exact: each array's shard)."""
     boxed = boxed_params(model)
-    shardings = logical_shardings(
-        boxed, abstract_mesh({"data": 1, "expert": 1, "fsdp": 1, "tensor": tensor}), axis_rules()
-    )
+    shardings = logical_shardings(boxed, abstract_mesh({"data": 1, "fsdp": 1, "tensor": tensor}), axis_rules())
     params = jax.tree_util.tree_map(
         lambda a, sh: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=sh), nn.meta.unbox(boxed), shardings
     )
