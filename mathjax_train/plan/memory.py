@@ -88,6 +88,7 @@ def plan_mesh(cfg: Config, chips: int) -> MeshPlan:
 
 
 def abstract_mesh(shape: dict[str, int]) -> AbstractMesh:
+    """A device-free mesh of `shape` (mesh axis -> size); an axis it leaves out has size 1."""
     return AbstractMesh(
         tuple(shape.get(a, 1) for a in MESH_AXES), MESH_AXES, axis_types=(AxisType.Auto,) * len(MESH_AXES)
     )
