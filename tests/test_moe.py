@@ -246,7 +246,7 @@ def test_router_losses_join_the_objective_by_their_coefficients():
     cfg = _train_config().model
     batch = {k: jnp.asarray(v) for k, v in next(ToyCopyIterator(64, 8, 16, seed=3)).items()}
     params = nn.unbox(Decoder(cfg).init(jax.random.key(0), batch["tokens"])["params"])
-    objective, sums = _sums(Decoder(cfg), params, batch, 0.0, 0)
+    objective, sums = jax.jit(lambda p, b: _sums(Decoder(cfg), p, b, 0.0, 0))(params, batch)
     aux, z, w = (float(sums[k]) for k in ("moe_aux_loss", "router_z_loss", "weight"))
     assert 1.5 < aux / w < 3.0 and z > 0
     want = float(sums["loss"]) + 0.01 * aux + 0.001 * z
@@ -254,7 +254,7 @@ def test_router_losses_join_the_objective_by_their_coefficients():
     # coefficients 0, remat (dots policy) and the chunked-vocabulary loss: the objective is the cross-entropy alone
     # and the router losses come out of remat and the other loss path the same
     off = dataclasses.replace(cfg, router_aux_loss_coef=0.0, router_z_loss_coef=0.0, remat_policy="dots")
-    objective_off, sums_remat = _sums(Decoder(off), params, batch, 0.0, 32)
+    objective_off, sums_remat = jax.jit(lambda p, b: _sums(Decoder(off), p, b, 0.0, 32))(params, batch)
     assert float(objective_off) == float(sums_remat["loss"])
     np.testing.assert_allclose(float(sums_remat["loss"]), float(sums["loss"]), rtol=1e-6)
     for key in ("moe_aux_loss", "router_z_loss"):
