@@ -50,6 +50,17 @@ VARIANTS = {
             },
         },
     ),
+    # mixtures of experts: Qwen3-MoE (QK-norm, head_dim 32; top-k probabilities not renormalized, its HF
+    # default) and Mixtral (always renormalized; the expert width is intermediate_size)
+    "qwen3_moe": (
+        "qwen3_moe",
+        {"head_dim": 32, "num_experts": 8, "num_experts_per_tok": 2, "moe_intermediate_size": 48},
+    ),
+    "qwen3_moe_norm": (
+        "qwen3_moe",
+        {"num_experts": 4, "num_experts_per_tok": 2, "moe_intermediate_size": 40, "norm_topk_prob": True},
+    ),
+    "mixtral": ("mixtral", {"num_local_experts": 4, "num_experts_per_tok": 2, "intermediate_size": 64}),
 }
 
 
@@ -87,6 +98,8 @@ def hf_config(variant: str, kv_heads: int = 2, vocab_size: int = 320):
         "qwen2": transformers.Qwen2Config,
         "qwen3": transformers.Qwen3Config,
         "gemma3_text": transformers.Gemma3TextConfig,
+        "qwen3_moe": transformers.Qwen3MoeConfig,
+        "mixtral": transformers.MixtralConfig,
     }[model_type]
     fields = dict(
         vocab_size=vocab_size,

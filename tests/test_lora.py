@@ -276,7 +276,9 @@ def test_plan_lora_recipes_fit_a_v5e_8_where_full_sft_does_not():
         path = str(REPO / "configs" / f"llama2_7b_{name}_v5e-8.yaml")
         plans[name] = p = make_plan(load_config(path))
         a = p["memory_per_device"]["analytic"]
-        assert p["fits"] and p["topology"]["chips"] == 8 and p["mesh"] == {"data": 1, "fsdp": 8, "tensor": 1}
+        assert (
+            p["fits"] and p["topology"]["chips"] == 8 and p["mesh"] == {"data": 1, "expert": 1, "fsdp": 8, "tensor": 1}
+        )
         assert p["model"]["parameters"] == 6_738_415_616
         assert p["model"]["trainable_parameters"] == 32 * 16 * (4 * (4096 + 4096) + 3 * (4096 + 11008))
         assert p["model"]["trainable_parameters"] / p["model"]["parameters"] < 0.006  # the adapter checkpoint

@@ -264,7 +264,7 @@ def test_plan_counts_sampler_pages_and_reference():
     on = make_plan(load_config(path), rl=True)
     off = make_plan(load_config(path, ["rl.kl_coef=0"]), rl=True)
     r, a = on["memory_per_device"]["rl"], on["memory_per_device"]["analytic"]
-    assert on["mesh"] == {"data": 1, "fsdp": 4, "tensor": 1} and (r["hosts"], r["engine_tensor"]) == (1, 2)
+    assert on["mesh"] == {"data": 1, "expert": 1, "fsdp": 4, "tensor": 1} and (r["hosts"], r["engine_tensor"]) == (1, 2)
     assert r["kv_slots"] == 256 and r["kv_pages"] == 256 * 65 + 1  # 1025 tokens in 16-token pages, + the trash page
     assert r["kv_cache"] == r["kv_pages"] * page_bytes(model, 16) // 2  # the 2 kv heads, one a chip
     assert r["reference"] == a["params"] and off["memory_per_device"]["rl"]["reference"] == 0

@@ -106,8 +106,8 @@ def test_rules_are_config(reference):
 
 
 def test_mesh_shapes_and_errors():
-    assert resolve_shape(MeshConfig(data=-1, fsdp=2, tensor=2), 8) == (2, 2, 2)
-    assert resolve_shape(MeshConfig(data=2, fsdp=-1, tensor=1), 8) == (2, 4, 1)
+    assert resolve_shape(MeshConfig(data=-1, fsdp=2, tensor=2), 8) == (2, 1, 2, 2)
+    assert resolve_shape(MeshConfig(data=2, fsdp=-1, tensor=1), 8) == (2, 1, 4, 1)
     with pytest.raises(ConfigError, match="not a multiple of 3"):
         resolve_shape(MeshConfig(data=-1, fsdp=3, tensor=1), 8)
     with pytest.raises(ConfigError, match="only one axis may be -1"):

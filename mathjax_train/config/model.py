@@ -30,11 +30,11 @@ class RopeScaling:
 @dataclass
 class ModelConfig:
     """One decoder family: LLaMA-2/3, Mistral (sliding window), Qwen2 (qkv bias), Qwen3 (QK-norm, its own
-    head_dim), Gemma 3 text (local/global layers, sandwich norms, GeGLU), tied embeddings."""
+    head_dim), Gemma 3 text (local/global layers, sandwich norms, GeGLU), tied embeddings; `num_experts` > 0 makes
+    every layer's MLP a mixture of experts (Qwen3-MoE, Mixtral; model/moe.py)."""
 
-    architecture: Literal["llama", "mistral", "qwen2", "qwen3", "gemma3_text"] = (
-        "llama"  # the HF class export-hf writes
-    )
+    # the HF class written by export-hf
+    architecture: Literal["llama", "mistral", "qwen2", "qwen3", "gemma3_text", "qwen3_moe", "mixtral"] = "llama"
     vocab_size: int = 0  # 0 = the tokenizer's size (data.tokenizer), taken when training starts
     hidden_size: int = 4096
     intermediate_size: int = 11008
@@ -63,6 +63,13 @@ class ModelConfig:
     bos_token_id: int | None = 1
     eos_token_id: list[int] = field(default_factory=lambda: [2])
     pad_token_id: int | None = None
+    # mixture of experts (0 experts = dense): every layer routes each token to its top-k experts
+    num_experts: int = 0
+    num_experts_per_tok: int = 2
+    moe_intermediate_size: int = 0  # each expert's SwiGLU width
+    norm_topk_prob: bool = True  # renormalize the top-k probabilities to sum to 1 (Mixtral always does)
+    router_aux_loss_coef: float = 0.0  # x the load-balancing loss (Switch style), added to the train loss
+    router_z_loss_coef: float = 0.0  # x the router z-loss (mean logsumexp(logits)^2), added to the train loss
     dtype: Dtype = "bfloat16"  # compute dtype
     param_dtype: Dtype = "float32"
     scan_layers: bool = True
@@ -98,12 +105,42 @@ class ModelConfig:
         for name in ("sliding_window", "rope_local_theta", "query_pre_attn_scalar", "final_logit_softcapping"):
             if getattr(self, name) < 0:
                 raise ConfigError(f"{where}.{name} must be >= 0 (0 = off / the default), got {getattr(self, name)}")
+        self._validate_moe(where)
 
     def layer_windows(self) -> tuple[int, ...]:
         """Each layer's sliding window (0 = full attention): `sliding_window` everywhere, or per `layer_types`."""
         if not self.layer_types:
             return (self.sliding_window,) * self.num_layers
         return tuple(self.sliding_window if t == "sliding_attention" else 0 for t in self.layer_types)
+
+    def _validate_moe(self, where: str) -> None:
+        moe_arch = self.architecture in ("qwen3_moe", "mixtral")
+        if self.num_experts < 0:
+            raise ConfigError(f"{where}.num_experts must be >= 0 (0 = dense), got {self.num_experts}")
+        if moe_arch and not self.num_experts:
+            raise ConfigError(f"{where}.num_experts must be > 0 for architecture {self.architecture}")
+        if self.num_experts and not moe_arch:
+            raise ConfigError(
+                f"{where}.num_experts={self.num_experts} needs architecture qwen3_moe or mixtral, not {self.architecture}"
+            )
+        if not self.num_experts:
+            return
+        if not 1 <= self.num_experts_per_tok <= self.num_experts:
+            raise ConfigError(
+                f"{where}.num_experts_per_tok must be in [1, num_experts={self.num_experts}], "
+                f"got {self.num_experts_per_tok}"
+            )
+        if self.moe_intermediate_size <= 0:
+            raise ConfigError(
+                f"{where}.moe_intermediate_size must be > 0 with experts, got {self.moe_intermediate_size}"
+            )
+        if self.architecture == "mixtral" and not self.norm_topk_prob:
+            raise ConfigError(f"{where}.norm_topk_prob must be true for mixtral (its router always renormalizes)")
+        if self.mlp_bias:
+            raise ConfigError(f"{where}.mlp_bias is not supported with experts (num_experts > 0)")
+        for name in ("router_aux_loss_coef", "router_z_loss_coef"):
+            if getattr(self, name) < 0:
+                raise ConfigError(f"{where}.{name} must be >= 0, got {getattr(self, name)}")
 
 
 @dataclass
@@ -113,6 +150,7 @@ class MeshConfig:
     data: int = -1
     fsdp: int = 1
     tensor: int = 1
+    expert: int = 1  # expert parallelism: splits the stacked expert weights (and the batch) over this axis
     rules: dict[str, list[str]] = field(default_factory=dict)  # logical axis -> mesh axes (parallel/rules.py)
     topology: str = ""  # the TPU slice this config is written for (v5p-32, ...): `plan`'s default, checked at start
 

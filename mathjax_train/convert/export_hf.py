@@ -13,7 +13,7 @@ from etils import epath
 
 from mathjax_train.config import ConfigError, ExportStageConfig
 from mathjax_train.convert.hf_config import model_config_to_hf
-from mathjax_train.convert.hf_params import ParamSpec, get_path, param_specs, tree_path
+from mathjax_train.convert.hf_params import ParamSpec, get_path, param_specs, stack_index, tree_path
 from mathjax_train.convert.import_hf import copy_tokenizer_files
 from mathjax_train.convert.safetensors_io import write_safetensors
 from mathjax_train.model import checkpoint as ckpt
@@ -57,7 +57,7 @@ def export_hf(
         s = by_name[name]
         path, layer = tree_path(s, cfg.scan_layers)
         leaf = get_path(params, path)
-        value = np.asarray(leaf[layer] if layer is not None else leaf).astype(np.float32)
+        value = np.asarray(leaf[stack_index(s, layer)]).astype(np.float32)
         return s.to_hf(value).astype(np_dtype)
 
     written, weight_map = [], {}

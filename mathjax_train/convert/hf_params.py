@@ -37,6 +37,12 @@ class ParamSpec:
     shape: tuple[int, ...]
     to_ours: Callable[[np.ndarray], np.ndarray]
     to_hf: Callable[[np.ndarray], np.ndarray]
+    expert: int | None = None  # index along a stacked `expert` axis (after `layers`), for MoE experts
+
+
+def stack_index(spec: ParamSpec, layer: int | None) -> tuple[int, ...]:
+    """Where one HF tensor sits in its (possibly stacked) array: (layer?, expert?)."""
+    return tuple(i for i in (layer, spec.expert) if i is not None)
 
 
 def linear_spec(hf_name, path, layer, in_shape, out_shape) -> ParamSpec:
@@ -87,7 +93,9 @@ def param_specs(cfg: ModelConfig) -> list[ParamSpec]:
         specs.append(linear_spec(p + "self_attn.o_proj.weight", ("self_attn", "o_proj", "kernel"), i, (h, d), (e,)))
         if cfg.o_bias:
             specs.append(_vector(p + "self_attn.o_proj.bias", ("self_attn", "o_proj", "bias"), i, (e,)))
-        for name, fin, fout in (("gate_proj", e, m), ("up_proj", e, m), ("down_proj", m, e)):
+        if cfg.num_experts:
+            specs += _moe_specs(cfg, p, i)
+        for name, fin, fout in () if cfg.num_experts else (("gate_proj", e, m), ("up_proj", e, m), ("down_proj", m, e)):
             specs.append(linear_spec(p + f"mlp.{name}.weight", ("mlp", name, "kernel"), i, (fin,), (fout,)))
             if cfg.mlp_bias:
                 specs.append(_vector(p + f"mlp.{name}.bias", ("mlp", name, "bias"), i, (fout,)))
@@ -99,6 +107,28 @@ def param_specs(cfg: ModelConfig) -> list[ParamSpec]:
     specs.append(_vector("model.norm.weight", ("norm", "scale"), None, (e,)))
     if not cfg.tie_embeddings:
         specs.append(linear_spec("lm_head.weight", ("lm_head", "kernel"), None, (e,), (v,)))
+    return specs
+
+
+# HF's per-expert module names (as checkpoints on the Hub and transformers' save_pretrained write them) -> ours
+EXPERT_NAMES = {
+    "qwen3_moe": ("mlp", {"gate_proj": "gate_proj", "up_proj": "up_proj", "down_proj": "down_proj"}),
+    "mixtral": ("block_sparse_moe", {"gate_proj": "w1", "up_proj": "w3", "down_proj": "w2"}),
+}
+
+
+def _moe_specs(cfg: ModelConfig, prefix: str, layer: int) -> list[ParamSpec]:
+    """Router `<block>.gate.weight` (experts, embed) and each expert's three projections, stacked along
+    the `expert` axis of ours (mlp.experts.{gate,up,down}_proj: (expert, in, out))."""
+    e, m = cfg.hidden_size, cfg.moe_intermediate_size
+    block, names = EXPERT_NAMES[cfg.architecture]
+    specs = [linear_spec(prefix + f"{block}.gate.weight", ("mlp", "gate", "kernel"), layer, (e,), (cfg.num_experts,))]
+    for j in range(cfg.num_experts):
+        for ours, fin, fout in (("gate_proj", e, m), ("up_proj", e, m), ("down_proj", m, e)):
+            s = linear_spec(
+                prefix + f"{block}.experts.{j}.{names[ours]}.weight", ("mlp", "experts", ours), layer, (fin,), (fout,)
+            )
+            specs.append(ParamSpec(s.hf_name, s.path, layer, s.hf_shape, s.shape, s.to_ours, s.to_hf, expert=j))
     return specs
 
 

@@ -18,7 +18,7 @@ from etils import epath
 from mathjax_train.config import ConfigError, Dtype, ModelConfig
 from mathjax_train.convert.hf_config import model_config_from_hf, read_json
 from mathjax_train.convert.hf_gemma import text_tensor_name
-from mathjax_train.convert.hf_params import get_path, param_specs, set_path, tree_path
+from mathjax_train.convert.hf_params import get_path, param_specs, set_path, stack_index, tree_path
 from mathjax_train.convert.safetensors_io import iter_tensors
 from mathjax_train.data.vocab import TOKENIZER_FILES, load_tokenizer
 from mathjax_train.model import checkpoint as ckpt
@@ -113,7 +113,8 @@ def tensors_to_tree(specs, files, cfg: ModelConfig, target, skip, where, rename=
     tree: dict = {}
     for s in specs.values():
         path, layer = tree_path(s, cfg.scan_layers)
-        shape = s.shape if layer is None else (cfg.num_layers,) + s.shape
+        shape = s.shape if s.expert is None else (cfg.num_experts,) + s.shape
+        shape = shape if layer is None else (cfg.num_layers,) + shape
         try:
             get_path(tree, path)
         except KeyError:
@@ -142,10 +143,7 @@ def tensors_to_tree(specs, files, cfg: ModelConfig, target, skip, where, rename=
             path, layer = tree_path(spec, cfg.scan_layers)
             dest = get_path(tree, path)
             value = spec.to_ours(arr.astype(target))
-            if layer is None:
-                dest[...] = value
-            else:
-                dest[layer] = value
+            dest[stack_index(spec, layer)] = value
             filled.add(name)
     missing = [n for n in specs if n not in filled]
     if missing:

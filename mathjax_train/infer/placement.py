@@ -34,7 +34,7 @@ def tensor_problem(cfg: ModelConfig, tensor: int) -> str | None:
     for what, n in (("kv heads", cfg.num_kv_heads), ("attention heads", cfg.num_heads)):
         if n % tensor:
             return f"engine.tensor={tensor} does not divide the model's {n} {what}"
-    mesh = AbstractMesh((1, 1, tensor), MESH_AXES, axis_types=(AxisType.Auto,) * len(MESH_AXES))
+    mesh = AbstractMesh((1, 1, 1, tensor), MESH_AXES, axis_types=(AxisType.Auto,) * len(MESH_AXES))
     boxed = boxed_params(cfg)
     try:
         check_divisible(

@@ -17,6 +17,7 @@ import flax.linen as nn
 from mathjax_train.config import ModelConfig
 from mathjax_train.model.attention import Attention, PagedKernel, PagedKV
 from mathjax_train.model.layers import PROJECTION, DenseGeneral, Embed, RMSNorm, dtype_of, softcap
+from mathjax_train.model.moe import MoeBlock
 
 _PROJECTIONS = jax.checkpoint_policies.save_only_these_names(PROJECTION)
 # The projections' dots sit inside a custom VJP (layers.project) where a policy cannot see them: they are
@@ -72,6 +73,9 @@ class DecoderLayer(nn.Module):
             x = x + norm("post_feedforward_layernorm")(
                 MLP(cfg, self.lora, name="mlp")(norm("pre_feedforward_layernorm")(x))
             )
+        elif cfg.num_experts:
+            x = x + h
+            x = x + MoeBlock(cfg, self.lora, name="mlp")(norm("post_attention_layernorm")(x), segment_ids > 0)
         else:
             x = x + h
             x = x + MLP(cfg, self.lora, name="mlp")(norm("post_attention_layernorm")(x))
@@ -132,7 +136,7 @@ class Decoder(nn.Module):
         if cfg.scan_layers:
             stack = nn.scan(
                 block,
-                variable_axes={"params": 0},
+                variable_axes={"params": 0, "intermediates": 0},
                 split_rngs={"params": True, "dropout": True},
                 in_axes=(0, nn.broadcast, nn.broadcast, nn.broadcast),
                 length=cfg.num_layers,

@@ -1,4 +1,4 @@
-"""The device mesh with axes (data, fsdp, tensor) built from `mesh.*` in the config."""
+"""The device mesh with axes (data, expert, fsdp, tensor) built from `mesh.*` in the config."""
 
 from __future__ import annotations
 
@@ -10,12 +10,12 @@ from jax.sharding import AxisType, Mesh
 
 from mathjax_train.config import ConfigError, MeshConfig
 
-MESH_AXES = ("data", "fsdp", "tensor")
+MESH_AXES = ("data", "expert", "fsdp", "tensor")  # `expert` (size 1 unless set) splits MoE experts
 
 
-def resolve_shape(cfg: MeshConfig, num_devices: int) -> tuple[int, int, int]:
-    """Mesh axis sizes with at most one -1 filled by the remaining devices; errors say why not."""
-    sizes = [cfg.data, cfg.fsdp, cfg.tensor]
+def resolve_shape(cfg: MeshConfig, num_devices: int) -> tuple[int, ...]:
+    """Mesh axis sizes in MESH_AXES order with at most one -1 filled by the remaining devices; errors say why not."""
+    sizes = [cfg.data, cfg.expert, cfg.fsdp, cfg.tensor]
     for name, s in zip(MESH_AXES, sizes):
         if s == 0 or s < -1:
             raise ConfigError(f"mesh.{name}: {s} is not a valid size (a positive integer, or -1 to fill)")
@@ -26,16 +26,17 @@ def resolve_shape(cfg: MeshConfig, num_devices: int) -> tuple[int, int, int]:
     if fill:
         if num_devices % known:
             raise ConfigError(
-                f"mesh: {num_devices} devices cannot be split as data={cfg.data}, fsdp={cfg.fsdp}, "
-                f"tensor={cfg.tensor} ({num_devices} is not a multiple of {known})"
+                f"mesh: {num_devices} devices cannot be split as "
+                + ", ".join(f"{a}={s}" for a, s in zip(MESH_AXES, sizes))
+                + f" ({num_devices} is not a multiple of {known})"
             )
         sizes[fill[0]] = num_devices // known
     if math.prod(sizes) != num_devices:
         raise ConfigError(
-            f"mesh: data={sizes[0]} x fsdp={sizes[1]} x tensor={sizes[2]} = {math.prod(sizes)} "
+            "mesh: " + " x ".join(f"{a}={s}" for a, s in zip(MESH_AXES, sizes)) + f" = {math.prod(sizes)} "
             f"devices, but {num_devices} are available"
         )
-    return sizes[0], sizes[1], sizes[2]
+    return tuple(sizes)
 
 
 def host_groups(devices) -> list[list]:

@@ -13,11 +13,14 @@ import jax
 from jax.sharding import NamedSharding, PartitionSpec
 
 from mathjax_train.errors import ConfigError
+from mathjax_train.parallel.mesh import MESH_AXES
 
-LOGICAL_AXES = ("batch", "length", "embed", "mlp", "heads", "kv_heads", "head_dim", "vocab", "layers", "lora_rank")
+LOGICAL_AXES = (
+    "batch", "length", "embed", "mlp", "heads", "kv_heads", "head_dim", "vocab", "layers", "lora_rank", "expert"
+)  # fmt: skip
 
 DEFAULT_RULES: tuple[tuple[str, tuple[str, ...] | str | None], ...] = (
-    ("batch", ("data", "fsdp")),
+    ("batch", ("data", "expert", "fsdp")),  # `expert` (1 unless set) spreads tokens too, so it does work
     ("length", None),
     ("embed", "fsdp"),
     ("mlp", "tensor"),
@@ -27,6 +30,7 @@ DEFAULT_RULES: tuple[tuple[str, tuple[str, ...] | str | None], ...] = (
     ("vocab", "tensor"),
     ("layers", None),
     ("lora_rank", None),  # LoRA adapters' inner dimension: small, kept whole
+    ("expert", "expert"),  # MoE stacked expert weights (expert parallelism)
 )
 
 
@@ -40,9 +44,9 @@ def axis_rules(overrides: dict[str, list[str]] | None = None):
     for name, target in DEFAULT_RULES:
         if name in overrides:
             axes = tuple(overrides[name])
-            bad = [a for a in axes if a not in ("data", "fsdp", "tensor")]
+            bad = [a for a in axes if a not in MESH_AXES]
             if bad:
-                raise ConfigError(f"mesh.rules.{name}: {bad[0]!r} is not a mesh axis (data, fsdp, tensor)")
+                raise ConfigError(f"mesh.rules.{name}: {bad[0]!r} is not a mesh axis ({', '.join(MESH_AXES)})")
             target = axes if len(axes) > 1 else (axes[0] if axes else None)
         out.append((name, target))
     return tuple(out)

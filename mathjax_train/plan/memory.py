@@ -29,6 +29,9 @@ an abstract mesh of the slice's shape and each array's shard is summed. The rest
   float32 with their float32 gradient, the scan's five float32 carries per chunk), and per device the
   chunk-major copy of the head weight and its gradient, 2 a e n c/tv;
   plus all-gathered weights (FSDP): two layers, the embedding and the output head in the compute dtype;
+  with experts (mixture of experts, k of E per token, each m_x wide) m above is k m_x (the rows each token
+  sends through its experts) and MM adds 2 a k e (the token copies sorted by expert, in and out), and a
+  layer's gathered experts are its share of the `expert` axis;
   plus the chip's shard of the parameters cast to the compute dtype (`cast_bytes`).
   activations = T (L kept + live + head) + head weights + gathered + cast.
 """
@@ -86,7 +89,10 @@ def plan_mesh(cfg: Config, chips: int) -> MeshPlan:
 
 
 def abstract_mesh(shape: dict[str, int]) -> AbstractMesh:
-    return AbstractMesh(tuple(shape[a] for a in MESH_AXES), MESH_AXES, axis_types=(AxisType.Auto,) * len(MESH_AXES))
+    """A device-free mesh of `shape` (mesh axis -> size); an axis it leaves out has size 1."""
+    return AbstractMesh(
+        tuple(shape.get(a, 1) for a in MESH_AXES), MESH_AXES, axis_types=(AxisType.Auto,) * len(MESH_AXES)
+    )
 
 
 def local_bytes(tree) -> int:
@@ -108,8 +114,11 @@ def state_bytes(cfg: Config, model_cfg: ModelConfig, mp: MeshPlan) -> dict:
     params, base = layout.abstract["params"], layout.abstract.get("base", {})
     trainable = _count(params)
     count = _count(base, skip=("kernel_scale",)) if lora else trainable
+    in_experts = lambda path, _: any(getattr(k, "key", None) == "experts" for k in path)  # noqa: E731
+    experts = jax.tree_util.tree_map_with_path(lambda p, x: x if in_experts(p, x) else None, base or params)
     return {
         "param_count": count,
+        "expert_params": local_bytes(experts),  # the stacked expert weights' shard on a device (0 if dense)
         "trainable_count": trainable,
         "params": local_bytes(params),
         "frozen_base": local_bytes(base),
@@ -117,11 +126,15 @@ def state_bytes(cfg: Config, model_cfg: ModelConfig, mp: MeshPlan) -> dict:
     }
 
 
-def layer_param_count(m: ModelConfig) -> int:
+def layer_param_count(m: ModelConfig, expert_shards: int = 1) -> int:
+    """One layer's parameters; with experts, the router and 1 / `expert_shards` of the experts."""
     e, d = m.hidden_size, m.resolved_head_dim
     qk_norm = 2 * d if m.qk_norm else 0
     norms = (4 if m.sandwich_norms else 2) * e  # Gemma's sandwich adds a norm after attention and after the MLP
-    return e * d * (2 * m.num_heads + 2 * m.num_kv_heads) + 3 * e * m.intermediate_size + norms + qk_norm
+    ffn = 3 * e * m.intermediate_size
+    if m.num_experts:
+        ffn = e * m.num_experts + m.num_experts * 3 * e * m.moe_intermediate_size // expert_shards
+    return e * d * (2 * m.num_heads + 2 * m.num_kv_heads) + ffn + norms + qk_norm
 
 
 def activation_terms(cfg: Config, m: ModelConfig, mp: MeshPlan, learner: bool = False) -> dict:
@@ -141,7 +154,11 @@ def activation_terms(cfg: Config, m: ModelConfig, mp: MeshPlan, learner: bool = 
     th, tm, tv = mp.shards("heads"), mp.shards("mlp"), mp.shards("vocab")
     T = mp.rows_per_device * s
     X = a * e
+    dispatch = 0.0
+    if m.num_experts:
+        mlp, dispatch = m.num_experts_per_tok * m.moe_intermediate_size, 2 * a * m.num_experts_per_tok * e
     MM = a * (2 * e + (2 * h + 2 * kv) * d / th + 2 * mlp / tm) + lora_terms(cfg, a, e, mlp, h, kv, d, th, tm)
+    MM += dispatch
     Q = a * (h + kv) * d / th if m.qk_norm else 0.0
     n = 4 if m.sandwich_norms else 2  # norms per layer (Gemma's sandwich: four)
     EW = a * (n * e + (h + kv) * d / th + mlp / tm) + 4 * n * e + Q
@@ -158,7 +175,8 @@ def activation_terms(cfg: Config, m: ModelConfig, mp: MeshPlan, learner: bool = 
     head, head_weights = head_terms(a, e, V, tv, cfg.train.vocab_chunk(V))
     if learner:
         head = 4 * V / tv + 2 * a * e
-    gathered = a * (2 * layer_param_count(m) / max(th, 1) + (1 if m.tie_embeddings else 2) * V * e / tv)
+    layer = layer_param_count(m, mp.shards("expert"))
+    gathered = a * (2 * layer / max(th, 1) + (1 if m.tie_embeddings else 2) * V * e / tv)
     return {
         "tokens_per_device": T,
         "kept_per_layer": T * kept,
@@ -266,7 +284,7 @@ def rl_extra_memory(cfg: Config, model_cfg: ModelConfig, mp: MeshPlan, learner: 
     own = engine_bytes(model_cfg)
     untied = engine_bytes(dataclasses.replace(model_cfg, tie_embeddings=False)) if model_cfg.tie_embeddings else own
     decode_copy = sum(v for k, v in untied.items() if k not in own)
-    in_place = mp.shape == {"data": 1, "fsdp": 1, "tensor": tensor} and mp.rules == axis_rules()
+    in_place = mp.shape == {"data": 1, "expert": 1, "fsdp": 1, "tensor": tensor} and mp.rules == axis_rules()
     engine_params = 0 if in_place else sum(own.values())
     whole = nn.meta.unbox(boxed_params(model_cfg))
     temp = max(math.prod(x.shape) * x.dtype.itemsize for x in jax.tree_util.tree_leaves(whole))

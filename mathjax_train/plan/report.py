@@ -15,7 +15,7 @@ from mathjax_train.config import Config, ConfigError
 from mathjax_train.parallel.topology import GIB, parse_topology
 from mathjax_train.plan import compiled_plan
 from mathjax_train.plan.memory import USABLE_HBM_FRACTION, analytic_memory, learner_config, plan_mesh, rl_extra_memory
-from mathjax_train.train.flops import train_flops_per_token
+from mathjax_train.train.flops import active_param_count, train_flops_per_token
 
 DEFAULT_MFU = 0.4
 
@@ -95,6 +95,15 @@ def make_plan(
             "architecture": model.architecture,
             "parameters": mem["param_count"],
             "trainable_parameters": mem["trainable_count"],
+            "experts": None
+            if not model.num_experts
+            else {
+                "num_experts": model.num_experts,
+                "top_k": model.num_experts_per_tok,
+                "active_parameters": active_param_count(model, mem["param_count"]),
+                "expert_shards": mp.shards("expert"),
+                "expert_param_bytes_per_device": mem["expert_params"],
+            },
             "lora": None
             if not cfg.lora.enabled
             else {"rank": cfg.lora.rank, "targets": cfg.lora.targets, "quantize_base": cfg.lora.quantize_base},
@@ -223,10 +232,20 @@ def format_plan(plan: dict, source: str = "") -> str:
         f"plan{' for ' + source if source else ''}",
         f"  topology      {t['name']}: {t['chips']} chips on {t['hosts']} hosts, {t['hbm_gib_per_chip']:g} GiB HBM and "
         f"{t['peak_tflops_per_chip']:g} bf16 TFLOP/s per chip",
-        "  mesh          " + " x ".join(f"{k}={v}" for k, v in plan["mesh"].items()),
+        "  mesh          " + " x ".join(f"{k}={v}" for k, v in plan["mesh"].items() if k != "expert" or v > 1),
         f"  model         {m['architecture']}, {m['parameters']:,} parameters, {m['layers']} layers, "
         f"{m['dtype']} compute / {m['param_dtype']} params, remat {m['remat_policy']}, "
         f"attention {m['attention_kernel']}",
+        *(
+            [
+                f"  experts       {m['experts']['num_experts']} per layer, top-{m['experts']['top_k']}: "
+                f"{m['experts']['active_parameters']:,} active parameters per token; expert weights split "
+                f"{m['experts']['expert_shards']} ways by the expert axis, "
+                f"{m['experts']['expert_param_bytes_per_device'] / 2**30:.2f} GiB per device"
+            ]
+            if m.get("experts")
+            else []
+        ),
         *(
             [
                 f"  LoRA          rank {m['lora']['rank']} on {', '.join(m['lora']['targets'])}, "

@@ -27,7 +27,7 @@ from mathjax_train.parallel.rules import logical_shardings
 
 
 def sampler_mesh(tensor: int, devices) -> Mesh:
-    """All `devices` as (replicas, 1, tensor): each host's devices in their order, cut into rows of `tensor`."""
+    """All `devices` as (replicas, 1, 1, tensor) over MESH_AXES: each host's devices in their order, cut into rows of `tensor`."""
     rows = []
     for host, devs in enumerate(host_groups(devices)):
         if len(devs) % tensor:
@@ -36,9 +36,9 @@ def sampler_mesh(tensor: int, devices) -> Mesh:
                 "are cut into engine-sized groups)"
             )
         rows += [devs[i : i + tensor] for i in range(0, len(devs), tensor)]
-    grid = np.empty((len(rows), 1, tensor), dtype=object)
+    grid = np.empty((len(rows), 1, 1, tensor), dtype=object)
     for i, row in enumerate(rows):
-        grid[i, 0, :] = row
+        grid[i, 0, 0, :] = row
     return Mesh(grid, MESH_AXES, axis_types=(AxisType.Auto,) * len(MESH_AXES))
 
 

@@ -2,7 +2,8 @@
 
 Training FLOPs per token follow the PaLM appendix: 6 x (matmul parameters, including the output
 projection) + 12 x layers x heads x head_dim x sequence length (attention scores and values,
-counted over the full sequence as PaLM does, not halved for the causal mask).
+counted over the full sequence as PaLM does, not halved for the causal mask). For a mixture of experts the
+matmul parameters are the active ones: the router plus the top-k experts a token goes through.
 """
 
 from __future__ import annotations
@@ -32,8 +33,26 @@ def matmul_params(cfg: ModelConfig) -> int:
         cfg.intermediate_size,
         cfg.vocab_size,
     )
-    per_layer = e * h * d + 2 * e * kv * d + h * d * e + 3 * e * m
+    per_layer = (
+        e * h * d + 2 * e * kv * d + h * d * e + (mlp_params(cfg, active=True) if cfg.num_experts else 3 * e * m)
+    )
     return cfg.num_layers * per_layer + e * v
+
+
+def mlp_params(cfg: ModelConfig, active: bool) -> int:
+    """One layer's feed-forward matmul parameters: 3 e m dense; with experts the router (e x experts) plus
+    3 e m_expert for each of the top-k experts a token uses (`active`) or for all of them."""
+    e = cfg.hidden_size
+    if not cfg.num_experts:
+        return 3 * e * cfg.intermediate_size
+    experts = cfg.num_experts_per_tok if active else cfg.num_experts
+    return e * cfg.num_experts + experts * 3 * e * cfg.moe_intermediate_size
+
+
+def active_param_count(cfg: ModelConfig, total: int) -> int:
+    """Parameters a token uses, from the model's `total`: all but the experts it is not routed to."""
+    unused = (cfg.num_experts - cfg.num_experts_per_tok) * 3 * cfg.hidden_size * cfg.moe_intermediate_size
+    return total - cfg.num_layers * unused if cfg.num_experts else total
 
 
 def train_flops_per_token(cfg: ModelConfig, seq_len: int) -> float:

@@ -12,32 +12,50 @@ from jax.sharding import NamedSharding, PartitionSpec
 from mathjax_train.config import Config
 from mathjax_train.model import Decoder
 from mathjax_train.model import lora as lora_params
+from mathjax_train.model import moe
 from mathjax_train.model.decoder import head_kernel
 from mathjax_train.model.target import traced_for
 from mathjax_train.train.loss import chunked_cross_entropy, weighted_cross_entropy
 
 SUM_KEYS = ("loss", "z_loss", "correct", "weight", "tokens")
+MOE_KEYS = (moe.AUX_LOSS, moe.Z_LOSS)  # with experts: the router losses, each micro-batch's times its weight
 
 
 def _sums(model, params, mb, z_loss, vocab_chunk, rngs=None):
-    """(loss + z-loss, the sums) of one micro-batch; `vocab_chunk` > 0 never forms the full logits."""
+    """(objective, the sums) of one micro-batch; `vocab_chunk` > 0 never forms the full logits. The objective is
+    CE + z-loss, plus for a mixture of experts the coefficients times the router losses (layer means, sown by
+    model/moe.py) weighted by the micro-batch's target weight, so the step's one division makes them means."""
+    cfg = model.config
     inputs = (mb["tokens"], mb["positions"], mb["segment_ids"])
+    mutable = ["intermediates"] if cfg.num_experts else False
     if vocab_chunk:
-        hidden, _ = model.apply({"params": params}, *inputs, return_hidden=True, rngs=rngs)
+        (hidden, _), state = _apply(model, params, inputs, rngs, mutable, return_hidden=True)
         sums = chunked_cross_entropy(
             hidden,
-            head_kernel(params, model.config),
+            head_kernel(params, cfg),
             mb["targets"],
             mb["loss_weights"],
             z_loss,
             vocab_chunk,
-            model.config.final_logit_softcapping,
+            cfg.final_logit_softcapping,
         )
     else:
-        logits, _ = model.apply({"params": params}, *inputs, rngs=rngs)
+        (logits, _), state = _apply(model, params, inputs, rngs, mutable)
         sums = weighted_cross_entropy(logits, mb["targets"], mb["loss_weights"], z_loss)
     sums["tokens"] = jnp.sum(mb["segment_ids"] > 0).astype(jnp.float32)
-    return sums["loss"] + sums["z_loss"], sums
+    objective = sums["loss"] + sums["z_loss"]
+    if cfg.num_experts:
+        for key, coef in zip(MOE_KEYS, (cfg.router_aux_loss_coef, cfg.router_z_loss_coef)):
+            sums[key] = moe.layer_mean(state["intermediates"], key) * sums["weight"]
+            objective = objective + coef * sums[key]
+    return objective, sums
+
+
+def _apply(model, params, inputs, rngs, mutable, **kwargs):
+    """model.apply returning (output, collections); the collections are {} unless `mutable` names some."""
+    if not mutable:
+        return model.apply({"params": params}, *inputs, rngs=rngs, **kwargs), {}
+    return model.apply({"params": params}, *inputs, rngs=rngs, mutable=mutable, **kwargs)
 
 
 def make_train_step(
@@ -75,7 +93,8 @@ def make_train_step(
             g, s = grad_fn(params, frozen, mb, jax.random.fold_in(key, m))
             return jax.tree_util.tree_map(jnp.add, carry, (g, s)), None
 
-        zeros = (jax.tree_util.tree_map(jnp.zeros_like, params), {k: jnp.zeros((), jnp.float32) for k in SUM_KEYS})
+        keys = SUM_KEYS + (MOE_KEYS if model_cfg.num_experts else ())
+        zeros = (jax.tree_util.tree_map(jnp.zeros_like, params), {k: jnp.zeros((), jnp.float32) for k in keys})
         (grads, sums), _ = jax.lax.scan(body, zeros, (split, jnp.arange(micro)), unroll=unroll_microbatches)
         return grads, sums
 
@@ -104,6 +123,7 @@ def make_train_step(
             "tokens": sums["tokens"],
             "finite": finite,
         }
+        metrics.update({k: sums[k] / denom for k in MOE_KEYS if k in sums})
         return new, metrics
 
     return jax.jit(

@@ -25,6 +25,7 @@ from mathjax_train.train.flops import peak_flops_per_device, train_flops_per_tok
 from mathjax_train.train.metrics import print_line
 from mathjax_train.train.run_loop import PREEMPTED_EXIT_CODE, RunLoop, resolve_model_config, write_run_files
 from mathjax_train.train.setup import build_step
+from mathjax_train.train.step import MOE_KEYS
 
 __all__ = ["PREEMPTED_EXIT_CODE", "TrainingDiverged", "resolve_model_config", "train"]
 
@@ -146,6 +147,7 @@ def train(cfg: Config, *, max_steps_this_run: int | None = None, log=print_line)
                         "tokens_per_second": tps,
                         "mfu": tps * flops_per_token / peak_total,
                     }
+                    row.update({k: float(m[k]) for k in MOE_KEYS if k in m})  # router losses, with experts
                     writer.write(row)
                     writer.progress(step, total, row, loop.started, start)
                     window_t, window_tokens = now, 0.0
