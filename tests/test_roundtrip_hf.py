@@ -84,7 +84,7 @@ def test_qwen3_config_json_both_ways_and_what_it_refuses():
         model_config_from_hf({**hf, "use_sliding_window": True})
     with pytest.raises(ConfigError, match="qwen3 export needs qk_norm=true"):
         model_config_to_hf(dataclasses.replace(cfg, qk_norm=False), "float32")
-    with pytest.raises(ConfigError, match="qk_norm is only exported for qwen3, not llama"):
+    with pytest.raises(ConfigError, match="qk_norm is only exported for qwen3, qwen3_moe and gemma3_text, not llama"):
         model_config_to_hf(dataclasses.replace(cfg, architecture="llama"), "float32")
     with pytest.raises(ConfigError, match=r"model.head_dim must be >= 0"):
         dataclasses.replace(cfg, head_dim=-4).validate()
