@@ -87,7 +87,7 @@ class Resharder:
         self.model_cfg, self.placement = model_cfg, placement
         self.local = placement.param_shardings(model_cfg)
         self.mesh = sampler_mesh(placement.tensor, devices)
-        if tuple(placement.devices) not in [tuple(row) for row in self.mesh.devices[:, 0, :]]:
+        if tuple(placement.devices) not in [tuple(row) for row in self.mesh.devices[:, 0, 0, :]]:
             raise ConfigError(f"rl: the engine's devices {placement.devices} are not one row of the sampler layout")
         self.copy = reshard_program(learner_shardings, sampler_shardings(model_cfg, self.mesh, placement.rules))
         self.last_seconds = 0.0  # what the latest hand-over took (0 when the engine reads the learner's arrays)
