@@ -209,6 +209,7 @@ def test_engine_greedy_equals_transformers_past_the_window(imported, attention, 
     assert eng.pages_held_by_rows() == 0
 
 
+@pytest.mark.slow  # the adapter export is the families' (tests/test_lora.py); this checks Gemma's targets
 def test_peft_loads_a_lora_adapter_on_attention_and_mlp_with_equal_logits(imported, tmp_path):
     """Random adapters on every projection of the Gemma 3 model, exported for PEFT: PEFT in float64 is the
     reference; PEFT in float32, our unmerged training forward and our merged HF export lie within float32's

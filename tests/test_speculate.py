@@ -51,7 +51,8 @@ def _prompts():
     return [(rng.randint(3, 300, n).tolist() * 3)[: 3 * n - 1] for n in (5, 9, 14)]
 
 
-@pytest.mark.parametrize("attention", ["cpu", "xla"])
+# the plain-JAX path (a program per page-table width) in the slow set, as in tests/test_engine.py
+@pytest.mark.parametrize("attention", ["cpu", pytest.param("xla", marks=pytest.mark.slow)])
 def test_greedy_with_speculation_is_the_models_greedy(tiny, attention):
     """Rows of different lengths, one cut by max_tokens inside a speculative step: the tokens equal transformers'
     greedy and the engine's without speculation, drafted tokens were kept, and the log-probabilities are the
