@@ -3,19 +3,17 @@ sandwich norms, 1 + w norms, scaled embeddings, GeGLU, query_pre_attn_scalar != 
 imports with transformers' logits, exports back, trains on the blocked kernel, and what it cannot hold is refused.
 Logits are compared within float32's rounding budget (tests/precision.py), as in test_roundtrip_hf."""
 
-import copy
 import json
 
 import jax
 import flax.linen as nn
 import jax.numpy as jnp
 import numpy as np
-import peft
 import pytest
 import torch
 import transformers
 
-from lora_helpers import export_random_adapter
+from lora_helpers import assert_matches_peft_float64, export_random_adapter
 from hf_fixtures import hf_config, import_random_model, make_hf_model, write_tokenizer
 from precision import float32_logit_tolerance
 from mathjax_train.cli import main
@@ -222,24 +220,10 @@ def test_peft_loads_a_lora_adapter_on_attention_and_mlp_with_equal_logits(import
     joined = lora_params.join(load_params(base_ckpt, cfg), adapters)
     unmerged = np.asarray(Decoder(cfg, lora).apply({"params": joined}, jnp.asarray(ids))[0])
 
-    def torch_logits(model):
-        with torch.no_grad():
-            return model(torch.tensor(ids)).logits.numpy()
-
-    peft_logits = {}
-    for dtype in (torch.float32, torch.float64):
-        base = copy.deepcopy(hf_model).to(dtype).eval()
-        peft_logits[dtype] = torch_logits(peft.PeftModel.from_pretrained(base, str(tmp_path / "peft")).eval())
-    merged = transformers.AutoModelForCausalLM.from_pretrained(tmp_path / "merged", dtype=torch.float32).eval()
-    reference = peft_logits[torch.float64].astype(np.float64)
-    assert np.abs(torch_logits(hf_model.eval()) - reference).max() > 0.1  # the adapters change the model
-    tol = float32_logit_tolerance(reference, cfg.num_layers, max(cfg.hidden_size, cfg.intermediate_size, ids.shape[1]))
-    for name, got in (
-        ("peft in float32", peft_logits[torch.float32]),
-        ("our unmerged training forward", unmerged),
-        ("our merged HF export", torch_logits(merged)),
-    ):
-        np.testing.assert_allclose(got, reference, atol=tol, rtol=0, err_msg=name)
+    widest = max(cfg.hidden_size, cfg.intermediate_size, ids.shape[1])
+    assert_matches_peft_float64(
+        hf_model, tmp_path, ids, {"our unmerged training forward": unmerged}, cfg.num_layers, widest
+    )
     args = ["import-hf", "--adapter", str(tmp_path / "peft"), str(tmp_path / "back"), "--base", str(base_ckpt)]
     assert main(args) == 0
     back = lora_params.load_adapters(tmp_path / "back", cfg, lora)

@@ -33,8 +33,7 @@ from mathjax_train.train.optimizer import make_optimizer
 from mathjax_train.train.setup import build_step
 from mathjax_train.train.state import state_layout
 from mathjax_train.train.trainer import resolve_model_config, train
-from lora_helpers import export_random_adapter
-from precision import float32_logit_tolerance
+from lora_helpers import assert_matches_peft_float64, export_random_adapter
 from train_helpers import REPO, read_metrics, tiny_config
 
 TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
@@ -410,22 +409,10 @@ def test_peft_loads_random_adapters_on_qwen3_with_equal_logits(tmp_path):
     merged_ours = our_logits(out)
     base_params = ckpt.load_params(base_ckpt, cfg)
     unmerged = np.asarray(Decoder(cfg, lora).apply({"params": lora_params.join(base_params, adapters)}, IDS)[0])
-    with torch.no_grad():
-        peft_logits = {}
-        for dtype in (torch.float32, torch.float64):
-            base = copy.deepcopy(hf_model).to(dtype).eval()
-            peft_logits[dtype] = torch_logits(peft.PeftModel.from_pretrained(base, str(tmp_path / "peft")).eval())
-    merged_hf = transformers.AutoModelForCausalLM.from_pretrained(tmp_path / "merged", dtype=torch.float32).eval()
-    reference = peft_logits[torch.float64].astype(np.float64)
-    assert np.abs(torch_logits(hf_model.eval()) - reference).max() > 0.1  # the adapters change the model
-    tol = float32_logit_tolerance(reference, cfg.num_layers, max(cfg.hidden_size, cfg.intermediate_size))
-    for name, got in (
-        ("peft in float32", peft_logits[torch.float32]),
-        ("our merged model", merged_ours),
-        ("our unmerged training forward", unmerged),
-        ("our merged HF export", torch_logits(merged_hf)),
-    ):
-        np.testing.assert_allclose(got, reference, atol=tol, rtol=0, err_msg=name)
+    ours = {"our merged model": merged_ours, "our unmerged training forward": unmerged}
+    assert_matches_peft_float64(
+        hf_model, tmp_path, IDS, ours, cfg.num_layers, max(cfg.hidden_size, cfg.intermediate_size)
+    )
 
     args = ["import-hf", "--adapter", str(tmp_path / "peft"), str(tmp_path / "back"), "--base", str(base_ckpt)]
     assert main(args) == 0

@@ -296,20 +296,12 @@ def test_engine_greedy_matches_transformers(tmp_path, variant):
 def test_attention_lora_exports_to_peft_with_equal_logits(tmp_path):
     """Random adapters on q/k/v/o of a tiny Qwen3-MoE exported for PEFT: PEFT in float64 is the reference; PEFT in
     float32, our merged model, our unmerged forward and our merged HF export lie within float32's budget of it."""
-    import copy
-
-    import peft
-
     from hf_fixtures import import_random_model
-    from lora_helpers import export_random_adapter
+    from lora_helpers import assert_matches_peft_float64, export_random_adapter
     from mathjax_train.infer.loading import load_for_inference
     from mathjax_train.model import lora as lora_params
 
     ids = np.array([[1, 5, 77, 200, 13, 9, 250, 31, 64, 3, 120, 7]], np.int64)
-
-    def torch_logits(model):
-        with torch.no_grad():
-            return model(torch.tensor(ids)).logits.numpy()
 
     hf_model, base_ckpt = import_random_model(tmp_path / "base", "qwen3_moe")
     cfg = load_model_config(base_ckpt)
@@ -319,22 +311,11 @@ def test_attention_lora_exports_to_peft_with_equal_logits(tmp_path):
     merged_ours = np.asarray(Decoder(m.cfg).apply({"params": m.params}, ids)[0])
     joined = lora_params.join(load_params(base_ckpt, cfg), adapters)
     unmerged = np.asarray(Decoder(cfg, lora).apply({"params": joined}, ids)[0])
-    peft_logits = {}
-    for dtype in (torch.float32, torch.float64):
-        base = copy.deepcopy(hf_model).to(dtype).eval()
-        base.set_experts_implementation("eager")  # the default grouped_mm (torch._grouped_mm) refuses float64
-        peft_logits[dtype] = torch_logits(peft.PeftModel.from_pretrained(base, str(tmp_path / "peft")).eval())
-    merged_hf = transformers.AutoModelForCausalLM.from_pretrained(tmp_path / "merged", dtype=torch.float32).eval()
-    reference = peft_logits[torch.float64].astype(np.float64)
-    assert np.abs(torch_logits(hf_model.eval()) - reference).max() > 0.1  # the adapters change the model
-    tol = float32_logit_tolerance(reference, cfg.num_layers, max(cfg.hidden_size, cfg.moe_intermediate_size))
-    for name, got in (
-        ("peft in float32", peft_logits[torch.float32]),
-        ("our merged model", merged_ours),
-        ("our unmerged training forward", unmerged),
-        ("our merged HF export", torch_logits(merged_hf)),
-    ):
-        np.testing.assert_allclose(got, reference, atol=tol, rtol=0, err_msg=name)
+    ours = {"our merged model": merged_ours, "our unmerged training forward": unmerged}
+    widest = max(cfg.hidden_size, cfg.moe_intermediate_size)
+    # the default grouped_mm (torch._grouped_mm) refuses float64
+    eager = lambda base: base.set_experts_implementation("eager")  # noqa: E731
+    assert_matches_peft_float64(hf_model, tmp_path, ids, ours, cfg.num_layers, widest, prepare=eager)
 
 
 def test_plan_counts_total_and_active_parameters_by_hand():
