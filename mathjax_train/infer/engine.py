@@ -431,12 +431,7 @@ class Engine:
         )
         self.stats.decode_chunks += 1
         self.stats.decode_rows += len(rows) - len(errors)
-        for i, r in enumerate(rows):
-            if i in errors:
-                continue
-            got = out["tokens"][i]
-            n = int(np.sum(got >= 0))
-            self._take_tokens(r, [int(t) for t in got[:n]], [float(x) for x in out["logprobs"][i, :n]])
+        self._take_outputs(rows, out, skip=errors)
 
     def _verify_chunk(self, rows: list[SeqState]) -> bool:
         """One speculative step for `rows`; False (nothing run) when no row has a draft."""
@@ -455,12 +450,21 @@ class Engine:
         self.stats.verify_calls += 1
         self.stats.decode_rows += len(rows)
         self.stats.drafted_tokens += drafted
+        self.stats.accepted_tokens += self._take_outputs(rows, out) - len(rows)  # each row's last token is its own
+        return True
+
+    def _take_outputs(self, rows: list[SeqState], out: dict, skip=()) -> int:
+        """Hand each row (but those in `skip`) its tokens of a decode or verify output (-1 after its last ones);
+        returns how many tokens they took."""
+        taken = 0
         for i, r in enumerate(rows):
+            if i in skip:
+                continue
             got = out["tokens"][i]
             n = int(np.sum(got >= 0))
-            self.stats.accepted_tokens += n - 1
+            taken += n
             self._take_tokens(r, [int(t) for t in got[:n]], [float(x) for x in out["logprobs"][i, :n]])
-        return True
+        return taken
 
     def _take_tokens(self, r: SeqState, new: list[int], logprobs: list[float]) -> None:
         """Append a decode chunk's tokens (and their log-probabilities) to row `r`, then its stop checks."""

@@ -76,7 +76,7 @@ class KVManager:
         """Whether a gathered chunk writes pages `target` holds (its own earlier chunk, or prefix-cache pages
         another prompt's chunk is filling): its next chunk must read them written."""
         written = {p for t, _, _ in self._pending for p in t.pages}
-        return any(t is target for t, _, _ in self._pending) or not written.isdisjoint(target.pages)
+        return not written.isdisjoint(target.pages)
 
     def _admit(self, num_slots: int, prefill_budget: int, decode_steps: int) -> None:
         budget = prefill_budget if self.running else None  # idle: prefill as much as the slots take

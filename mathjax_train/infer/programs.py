@@ -303,7 +303,7 @@ class Programs:
         keep = jnp.minimum(jnp.minimum(keep, first_end), rows["max_step"] - rows["step"])
         keep = jnp.where(rows["active"], jnp.maximum(keep, 1), 0)
         kept = jnp.arange(k + 1)[None] < keep[:, None]
-        logprobs = jnp.take_along_axis(jax.nn.log_softmax(logits, axis=-1), picked[..., None], axis=-1)[..., 0]
+        logprobs = token_logprobs(logits.reshape(s * (k + 1), -1), picked.reshape(-1)).reshape(s, k + 1)
         out = {"tokens": jnp.where(kept, picked, -1), "logprobs": jnp.where(kept, logprobs, 0.0)}
         return flush_side(cache, side, page_table, start, keep), out
 
