@@ -9,10 +9,11 @@ import torch
 
 from hf_fixtures import import_random_model
 from mathjax_train.config import ConfigError, EngineConfig
-from mathjax_train.infer.engine import SMALL_BATCH, Engine
+from mathjax_train.infer.engine import Engine
 from mathjax_train.infer.loading import load_for_inference
 from mathjax_train.infer.params import SamplingParams
 from mathjax_train.infer.speculate import draft, draft_table
+from mathjax_train.infer.step_shape import SMALL_BATCH
 from precision import float32_logprob_tolerance
 
 SMALL = dict(page_size=4, decode_steps=4, prefill_budget=16)

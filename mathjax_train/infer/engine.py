@@ -9,7 +9,8 @@ pages run out, the youngest running row is preempted (its pages freed) and later
 its prompt and the tokens it already has, so it finishes exactly as it would have.
 
 The parts, by role: infer/rows.py (a row's state), infer/kv_manager.py (pages, admission, preemption),
-infer/stops.py (stop strings, finishing a row), infer/programs.py (the compiled programs), and
+infer/stops.py (stop strings, finishing a row), infer/step_shape.py (how long a chunk runs, when to
+speculate), infer/programs.py (the compiled programs), and
 infer/paged_kernels.py (the attention kernel, resolved once into a KernelSpec).
 
 With `isolate_rows` (a server), an exception raised by one row's own work in a step (its settings
@@ -52,11 +53,10 @@ from mathjax_train.infer.programs import (
 from mathjax_train.infer.rows import FINISHED, PAUSED, RUNNING, WAITING, EngineStats, SeqState, SharedPrompt
 from mathjax_train.infer.sizing import engine_pages, engine_slots
 from mathjax_train.infer.speculate import draft_table
+from mathjax_train.infer.step_shape import SMALL_BATCH, chunk_limits, speculates
 from mathjax_train.infer.stops import RowStops
 
 __all__ = ["FINISHED", "PAUSED", "RUNNING", "WAITING", "Engine", "EngineStats", "SeqState", "engine_for_prompts"]
-
-SMALL_BATCH = 8  # rows at or below which decode chunks adapt to stops and waiting rows (_chunk_limits)
 
 
 class Engine:
@@ -372,35 +372,13 @@ class Engine:
             return self.max_pages_per_seq
         return page_bucket(pages, self.max_pages_per_seq)
 
-    def _chunk_limits(self) -> tuple[int, bool]:
-        """How long the next chunk may run. Stop strings are checked, and waiting rows admitted, between
-        chunks; a row that has met its stop string, or a slot a waiting row could take, idles until the
-        chunk ends. In a small batch (at most SMALL_BATCH rows: a server's few clients, a job's tail) that
-        idle row is a large share of the work and a chunk boundary is cheap, so chunks there are a
-        quarter of engine.decode_steps when a row has stop strings or rows wait, and with rows waiting
-        a chunk also ends as soon as any row ends."""
-        if len(self.running) > SMALL_BATCH:
-            return self.cfg.decode_steps, False
-        with self._lock:
-            pending = bool(self._inbox)
-        pending = pending or bool(self.waiting)
-        short = pending or any(r.params.stop for r in self.running)
-        return (max(1, self.cfg.decode_steps // 4) if short else self.cfg.decode_steps), pending
-
-    def _speculates(self) -> bool:
-        """Whether the next step verifies drafts (infer/speculate.py): a small batch of greedy rows."""
-        rows = self.running
-        return (
-            self.cfg.speculative_tokens > 0
-            and self.exact is None
-            and not self.kernel.ragged_pool
-            and len(rows) <= SMALL_BATCH
-            and all(r.params.temperature == 0 for r in rows)
-        )
-
     def _decode_chunk(self) -> None:
-        steps, exit_on_end = self._chunk_limits()
-        speculate = self._speculates()
+        with self._lock:
+            pending = bool(self._inbox) or bool(self.waiting)
+        steps, exit_on_end = chunk_limits(self.running, pending, self.cfg.decode_steps)
+        speculate = speculates(
+            self.running, self.cfg.speculative_tokens, self.exact is not None, self.kernel.ragged_pool
+        )
         self.kv.grow_for_chunk(max(steps, self.cfg.speculative_tokens + 1) if speculate else steps)
         rows = list(self.running)
         if not rows:
