@@ -27,6 +27,8 @@ def _summary(rft_minus_sft: list[float], rft_minus_control: list[float]) -> dict
             "samples": 40,
             "questions": 10,
             "verified_distinct_kept": 4,
+            "rejected": {"wrong_step": 1},
+            "kept_for_retraining": 3,
             "questions_with_a_kept_path": 3,
             "paths_per_question_with_one": 1.33,
         },
@@ -52,14 +54,19 @@ LINKS = {"stages": "a.png", "pass_at_k": "b.png", "scaling": "c.png"}
 def test_verdicts_follow_the_interval(interval, side, rft_text, control_text):
     text = markdown(_summary(interval, interval), {"pipeline": "p.yaml"}, LINKS)
     assert rft_text in text and control_text in text
+    assert "4 had the right final answer" in text and "1 of those reached it through a wrong step" in text
+    assert "Kept for retraining: 3 paths on 3 questions" in text
     for other in {"above zero", "below zero", "includes zero"} - {side}:
         assert other not in text, other
 
 
-def test_per_family_counts_kept_paths_that_reach_the_answer_by_a_wrong_step(tmp_path):
-    """Held-out accuracy by family, and kept paths whose steps hold a number the worked solution lacks."""
+def test_per_family_counts_right_answers_reached_by_a_wrong_step(tmp_path):
+    """Held-out accuracy by family; the rft stage's right-answer paths, those whose steps follow none of their
+    problem's worked methods, and the selected ones."""
     import json
 
+    from mathjax_train.data import procedural as P
+    from mathjax_train.data.procedural.generator import worked_methods
     from mathjax_train.demo import diagnosis
 
     def write(name, rows):
@@ -68,56 +75,40 @@ def test_per_family_counts_kept_paths_that_reach_the_answer_by_a_wrong_step(tmp_
 
     src = "procedural/math_style/"
     heldout = write(
-        "heldout.jsonl", [{"id": f"h{i}", "source": src + ("gcd" if i < 3 else "sharing")} for i in range(5)]
+        "heldout.jsonl", [{"id": f"h{i}", "source": src + ("gcd_lcm" if i < 3 else "sharing")} for i in range(5)]
     )
-    questions = write(
-        "questions.jsonl",
-        [
-            {
-                "id": "q0",
-                "source": src + "sharing",
-                "solution": "He buys 5 * 12 = 60 marbles.\nEach gets 60 / 5 = 12.\n#### 12",
-            },
-            {"id": "q1", "source": src + "gcd", "solution": "Factor: 12 = 2^2 * 3.\nThe answer is $\\boxed{4}$."},
-        ],
-    )
-    selected = write(
-        "selected.jsonl",
-        [
-            {
-                "question_id": "q0",
-                "origin": "sampled",
-                "solution": "She buys 5 * 12 = 60 marbles.\nEach gets 60 / 5 = 12.\n#### 12",
-            },
-            {
-                "question_id": "q0",
-                "origin": "sampled",
-                "solution": "She buys 2 * 12 = 26 marbles.\nEach gets 26 / 3 = 13.\n#### 12",
-            },
-            {"question_id": "q1", "origin": "sampled", "solution": "Factor: 12 = 2^2 * 3.\n#### 4"},
-            {"question_id": "q1", "origin": "original", "solution": "Factor: 99.\n#### 4"},  # not a sampled path
-        ],
-    )
+    share = P.generate(0, templates=["gsm_style/sharing"], levels=[1])
+    gcd = P.generate(1, templates=["math_style/gcd_lcm"], levels=[1])  # ids differ as in one stream
+
+    def rows(ex, paths):
+        q = {k: ex[k] for k in ("question", "level")} | {"question_id": ex["id"]}
+        return [dict(q, source=ex["source"], origin="original", solution=ex["solution"])] + [
+            dict(q, source="rft/" + ex["source"], origin="sampled", solution=p) for p in paths
+        ]
+
+    wrong = "She buys 2 * 12 = 26 marbles.\nEach gets 26 / 3 = 13.\n#### " + share["answer"]
+    sampled = write("samples.jsonl", rows(share, [worked_methods(share)[0], wrong]) + rows(gcd, worked_methods(gcd)))
+    selected = write("selected.jsonl", rows(share, [worked_methods(share)[0]]) + rows(gcd, worked_methods(gcd)[:1]))
     greedy = {
         "sft": {"h0": True, "h1": False, "h2": False, "h3": True, "h4": True},
         "retrain": {"h0": True, "h3": False},
     }
-    fams = diagnosis.by_family(heldout, greedy, questions, selected)
-    assert fams["gcd"] == {
+    fams = diagnosis.by_family(heldout, greedy, sampled, selected)
+    n_gcd = len(worked_methods(gcd))
+    assert fams["gcd_lcm"] == {
         "heldout": 3,
         "accuracy": {"sft": 0.3333, "retrain": 1.0},
+        "right_answer": n_gcd,
+        "right_answer_wrong_step": 0,
         "kept": 1,
-        "kept_with_a_wrong_step": 0,
     }
     assert fams["sharing"] == {
         "heldout": 2,
         "accuracy": {"sft": 1.0, "retrain": 0.0},
-        "kept": 2,
-        "kept_with_a_wrong_step": 1,
+        "right_answer": 2,
+        "right_answer_wrong_step": 1,
+        "kept": 1,
     }
-    assert (
-        diagnosis.off_solution_numbers("a 7 b\n#### 7", "7") == set()
-        and diagnosis.off_solution_numbers("#### 9", "") == set()
-    )
     text = "\n".join(diagnosis.markdown(fams, {"sft": "SFT", "retrain": "SFT + RFT"}))
-    assert "| sharing | 2 | 100.0% | 0.0% | 2 | 1 |" in text and "1 of the 3 kept paths (33%)" in text
+    assert "| sharing | 2 | 100.0% | 0.0% | 2 | 1 | 1 |" in text
+    assert f"1 of the {2 + n_gcd} distinct sampled paths" in text and "kept 2 paths" in text

@@ -29,7 +29,16 @@ def test_exact_annotations_catch_wrong_rounded_or_unwritten_results():
 
 # ---- generator ---------------------------------------------------------------------------------
 
-FIELDS = {"id": str, "question": str, "solution": str, "answer": str, "level": int, "source": str, "check": str}
+FIELDS = {
+    "id": str,
+    "question": str,
+    "solution": str,
+    "answer": str,
+    "level": int,
+    "source": str,
+    "check": str,
+    "method": int,
+}
 
 
 def test_examples_have_fields_and_every_template_level_generates():

@@ -93,7 +93,7 @@ def test_demo_pipeline_runs_end_to_end(tmp_path):
     assert result["hf_reload"]["greedy_identical"] == "4/4" and result["hf_reload"]["max_abs_logit_diff"] < 1e-4
     assert result["scaling_fit"]["sizes"] == [32, 64] and len(result["scaling_fit"]["accuracies"]) == 2
     assert set(result["pass_at_k"]) == {"1", "2", "4"} and result["rft"]["questions"] == 8
-    assert result["rft"]["samples"] == 8 * 4  # k paths per question
+    assert result["rft"]["samples"] == 8 * 8  # k paths per question
     d = result["rft_minus_sft"]
     assert d["problems"] == 8 and d["interval"][0] <= d["difference"] <= d["interval"][1]
     questions = lambda name: {  # noqa: E731

@@ -79,6 +79,7 @@ class SelectConfig:
     inputs: list[str] = field(default_factory=list)
     max_paths_per_question: int = 0
     include_references: bool = True  # false: only the sampled paths (questions whose solutions stay unseen)
+    check_steps: bool = False  # procedural questions: also turn down paths whose steps follow no worked method
 
     def validate(self, where: str = "select") -> None:
         if not self.inputs or self.max_paths_per_question < 0:

@@ -152,9 +152,16 @@ def markdown(summary: dict, manifest: dict, links: dict[str, str]) -> str:
         "",
         "## RFT: sample, verify, keep distinct paths, retrain",
         f"The SFT model sampled {rft['samples']} paths on {rft['questions']} training questions that are not in the "
-        f"seed set; {rft['verified_distinct_kept']} were correct and distinct, on {rft['questions_with_a_kept_path']} "
-        f"questions ({rft['paths_per_question_with_one']} per question that has one). Only their final answers were "
-        "used to verify them: those questions' reference solutions are never trained on.",
+        f"seed set; {rft['verified_distinct_kept']} had the right final answer and were distinct. "
+        + (
+            f"{rft['rejected'].get('wrong_step', 0)} of those reached it through a wrong step (a number that none "
+            "of their problem's worked methods writes) and were turned down. "
+            if "wrong_step" in rft["rejected"]
+            else ""
+        )
+        + f"Kept for retraining: {rft['kept_for_retraining']} paths on {rft['questions_with_a_kept_path']} questions "
+        f"({rft['paths_per_question_with_one']} per question that has one). Those questions' reference solutions are "
+        "never trained on.",
         f"RFT minus SFT: {d['difference'] * 100:+.1f} points, 95% interval "
         f"[{d['interval'][0] * 100:+.1f}, {d['interval'][1] * 100:+.1f}] (paired over {d['problems']} problems: "
         f"{d['gained']} newly solved, {d['lost']} lost). "

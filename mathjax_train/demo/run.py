@@ -96,6 +96,7 @@ def summarize(manifest: dict) -> dict:
             "questions": sample["questions_in_shard"],
             "samples": sample["samples"],
             "verified_distinct_kept": sample["kept_samples"],
+            "kept_for_retraining": select["rows"],
             "questions_with_a_kept_path": select["questions"],
             "paths_kept_per_question": round(select["rows"] / sample["questions_in_shard"], 3),
             "paths_per_question_with_one": kept["mean"],
@@ -111,12 +112,12 @@ def summarize(manifest: dict) -> dict:
         },
         "stage_seconds": {name: rec.get("seconds") for name, rec in st.items()},
     }
-    if {"heldout", "questions", "select"} <= set(st):
+    if {"heldout", "rft", "select"} <= set(st):
         models: dict[str, dict[str, bool]] = {k: greedy[k] for k in ("sft", "retrain", "continued") if k in greedy}
         out["by_family"] = by_family(
             st["heldout"]["outputs"]["problems"]["path"],
             models,
-            st["questions"]["outputs"]["problems"]["path"],
+            st["rft"]["outputs"]["samples"]["path"],
             st["select"]["outputs"]["output"]["path"],
         )
     if "continued" in evaluated:  # the control: SFT continued on the seed set alone for the retraining's steps

@@ -129,7 +129,7 @@ def run_select(stage: Stage, host: int, hosts: int) -> tuple[dict, dict]:
     from mathjax_train.synth.rft_pool import pool_files
 
     c = stage.cfg
-    stats = pool_files(c.inputs, stage.outputs["output"], c.max_paths_per_question, c.include_references)
+    stats = pool_files(c.inputs, stage.outputs["output"], c.max_paths_per_question, c.include_references, c.check_steps)
     return stats, {"output": stage.outputs["output"]}
 
 

@@ -13,7 +13,7 @@ from __future__ import annotations
 import re
 from collections import Counter
 from dataclasses import dataclass, field
-from typing import Sequence
+from typing import Callable, Sequence
 
 import editdistance
 
@@ -21,6 +21,7 @@ from mathjax_train.grading import extract_answer, is_equivalent
 from mathjax_train.grading.calculator import annotations as calculator_annotations, first_bad_annotation
 
 REJECT_REASONS = ("empty", "no_answer", "wrong_answer", "bad_annotation", "duplicate")
+WRONG_STEP = "wrong_step"  # the reason `select` gives when a step check (`steps_ok`) turns a verified path down
 
 _LATEX_SPACING = re.compile(r"\\(?:[,;:! ]|q?quad\b|left\b|right\b|displaystyle\b)")
 _WS = re.compile(r"\s+")
@@ -83,13 +84,22 @@ def _farthest(candidates: list[int], completions: Sequence[str], kept: list[str]
     return best
 
 
-def select(gold_answer: str, completions: Sequence[str], *, already_kept: Sequence[str] = ()) -> Selection:
+def select(
+    gold_answer: str,
+    completions: Sequence[str],
+    *,
+    already_kept: Sequence[str] = (),
+    steps_ok: Callable[[str], bool] | None = None,
+) -> Selection:
     """Verify, then deduplicate `completions`; `already_kept` (e.g. the original solution) seeds
-    the deduplication: paths computing the same as one of them count as duplicates."""
+    the deduplication: paths computing the same as one of them count as duplicates. With `steps_ok`
+    (e.g. data/procedural/steps.py), a path with the right answer must also pass it, else WRONG_STEP."""
     rejected: Counter = Counter()
     groups: dict[tuple, list[int]] = {}
     for i, text in enumerate(completions):
         reason = rejection_reason(gold_answer, text)
+        if reason is None and steps_ok is not None and not steps_ok(text):
+            reason = WRONG_STEP
         if reason is not None:
             rejected[reason] += 1
             continue

@@ -118,3 +118,14 @@ def merge_shards(output: str, num_shards: int) -> dict:
     tmp.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in merged))
     tmp.rename(output)
     return {"output": output, "shards": num_shards, **output_stats(merged)}
+
+
+def question_record(row: dict) -> dict:
+    """The problem an rft row was sampled for: its question's id, text, level and source (the sampled
+    rows' `rft/` prefix removed), as the problems file had them."""
+    return {
+        "id": row["question_id"],
+        "question": row["question"],
+        "level": row["level"],
+        "source": str(row["source"]).removeprefix("rft/"),
+    }

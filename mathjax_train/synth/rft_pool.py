@@ -8,18 +8,25 @@ import json
 
 from etils import epath
 
+from mathjax_train.data.procedural.steps import step_checker
 from mathjax_train.errors import InputError
 from mathjax_train.synth.rft import select
-from mathjax_train.synth.rft_output import output_stats, read_rows
+from mathjax_train.synth.rft_output import output_stats, question_record, read_rows
 
 
 def pool_files(
-    inputs: list[str], output: str, max_paths_per_question: int = 0, include_references: bool = True
+    inputs: list[str],
+    output: str,
+    max_paths_per_question: int = 0,
+    include_references: bool = True,
+    check_steps: bool = False,
 ) -> dict:
     """Write the pooled rows (reference first, then the kept samples with their provenance) to
     `output`, questions in first-seen order; returns the output stats and what selection dropped.
     `include_references=False` leaves the references out (not written, not deduplicated against):
-    for questions whose solutions must not be trained on, only their answers verify the samples."""
+    for questions whose solutions must not be trained on, only their answers verify the samples.
+    `check_steps` (procedural questions only) also turns down paths whose steps follow none of the
+    generator's worked methods (data/procedural/steps.py)."""
     questions: dict[str, dict] = {}
     for path in inputs:
         rows, cut = read_rows(path)
@@ -38,7 +45,8 @@ def pool_files(
         if original is None:
             raise InputError(f"question {qid!r}: no reference row (origin original) in {', '.join(inputs)}")
         seen = [original["solution"]] if include_references else []
-        sel = select(original["answer"], [r["solution"] for r in q["sampled"]], already_kept=seen)
+        steps_ok = step_checker(question_record(original)) if check_steps else None
+        sel = select(original["answer"], [r["solution"] for r in q["sampled"]], already_kept=seen, steps_ok=steps_ok)
         for reason, n in sel.rejected.items():
             rejected[reason] = rejected.get(reason, 0) + n
         kept = [q["sampled"][i] for i in sel.kept_indices]

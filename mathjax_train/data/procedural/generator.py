@@ -17,6 +17,7 @@ from typing import Callable, Iterable, Iterator, Mapping, Sequence
 from mathjax_train.config import InputError, ProblemsStageConfig
 from mathjax_train.data.procedural import gsm_style, math_style
 from mathjax_train.data.procedural.gsm_style import Resample
+from mathjax_train.data.procedural.methods import all_methods
 
 # a template: (rng, level) -> (question, solution, answer[, verification])
 FAMILIES: Mapping[str, Mapping[str, Callable[[random.Random, int], tuple]]] = {
@@ -79,13 +80,29 @@ def generate(
     templates: Iterable[str] | None = None,
     levels: Sequence[int] = LEVELS,
 ) -> dict:
-    """The problem at ``index``: dict with id, question, solution, answer, level, source, check."""
+    """The problem at ``index``: dict with id, question, solution (by the method shown, of those the
+    template knows), answer, level, source, check, method (its index in `worked_methods`)."""
     names = select_templates(templates)
     levels = tuple(levels)
     _check_args(split, levels)
     pick = random.Random(_stable_int("pick", split, seed, index))
     name, level = pick.choice(names), pick.choice(levels)
-    family, short = name.split("/")
+    question, methods, answer, check = _draw(name, level, split, seed, index)
+    method = random.Random(_stable_int("method", split, seed, index)).randrange(len(methods))
+    return {
+        "id": f"procedural/{split}/{seed}/{index}",
+        "question": question,
+        "solution": methods[method],
+        "answer": answer,
+        "level": level,
+        "source": f"procedural/{name}",
+        "check": check,
+        "method": method,
+    }
+
+
+def _draw(name: str, level: int, split: str, seed: int, index: int) -> tuple[str, list[str], str, str]:
+    """(question, its worked solutions by every method the template knows, answer, check) of one index."""
     fn = TEMPLATES[name]
     for attempt in range(MAX_ATTEMPTS):
         rng = random.Random(_stable_int("draw", split, seed, index, attempt))
@@ -95,22 +112,27 @@ def generate(
             continue
         if not in_split(out[0], split):
             continue
-        if family == "gsm_style":
+        if name.startswith("gsm_style/"):
             question, lines, value = out
-            solution, answer, check = "\n".join(lines) + f"\n#### {value}", str(value), ""
-        else:
-            question, solution, answer, check_obj = out
-            check = json.dumps(check_obj, sort_keys=True)
-        return {
-            "id": f"procedural/{split}/{seed}/{index}",
-            "question": question,
-            "solution": solution,
-            "answer": answer,
-            "level": level,
-            "source": f"procedural/{name}",
-            "check": check,
-        }
+            solutions = ["\n".join(m) + f"\n#### {value}" for m in all_methods(lines)]
+            return question, solutions, str(value), ""
+        question, solution, answer, check_obj = out
+        return question, all_methods(solution), answer, json.dumps(check_obj, sort_keys=True)
     raise GenerationError(f"{name} level {level}: no valid problem in {MAX_ATTEMPTS} attempts (index {index})")
+
+
+def worked_methods(problem: dict) -> list[str]:
+    """Every worked solution the generator knows for a procedural problem record (id, source, level and
+    question as `generate` wrote them), regenerated from its id; an error names a record it did not write."""
+    parts = str(problem.get("id", "")).split("/")
+    name = str(problem.get("source", "")).removeprefix("procedural/")
+    if len(parts) != 4 or parts[0] != "procedural" or name not in TEMPLATES or problem.get("level") not in LEVELS:
+        raise InputError(f"{problem.get('id')!r}: not a procedural problem (id procedural/<split>/<seed>/<index>)")
+    _, split, seed, index = parts
+    question, methods, _, _ = _draw(name, problem["level"], split, int(seed), int(index))
+    if question != problem.get("question"):
+        raise InputError(f"{problem['id']!r}: its question is not the one the generator writes for that id")
+    return methods
 
 
 def iterate(

@@ -11,6 +11,7 @@ import random
 from typing import Callable
 
 from mathjax_train.data.procedural import words
+from mathjax_train.data.procedural.methods import Methods
 
 Template = Callable[[random.Random, int], "tuple[str, list[str], int]"]
 
@@ -151,6 +152,18 @@ def sharing(rng: random.Random, level: int):
         sol.append(f"Each child keeps {_calc(f'{share}-{gone}', share - gone)} {thing}.")
         return " ".join(q), sol, share - gone
     q.append(f"How many {thing} does each child get?")
+    if level == 1 and (c1 % friends == 0 or p1 % friends == 0):  # split the boxes, or each box, first
+        if c1 % friends == 0:
+            per = [
+                f"Each child gets {_calc(f'{c1}/{friends}', c1 // friends)} {boxes if c1 > friends else box}.",
+                f"That is {_calc(f'{c1 // friends}*{p1}', share)} {thing}.",
+            ]
+        else:
+            per = [
+                f"Each child gets {_calc(f'{p1}/{friends}', p1 // friends)} {thing} from each {box}.",
+                f"From {c1} {boxes} that is {_calc(f'{c1}*{p1 // friends}', share)} {thing}.",
+            ]
+        return " ".join(q), Methods(sol, per), share
     return " ".join(q), sol, share
 
 

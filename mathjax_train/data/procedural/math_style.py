@@ -13,6 +13,7 @@ from fractions import Fraction as F
 
 from mathjax_train.data.procedural import tex
 from mathjax_train.data.procedural.gsm_style import Resample
+from mathjax_train.data.procedural.methods import Methods
 
 
 def _nz(rng: random.Random, lo: int, hi: int) -> int:
@@ -21,6 +22,11 @@ def _nz(rng: random.Random, lo: int, hi: int) -> int:
         v = rng.randint(lo, hi)
         if v:
             return v
+
+
+def _paren(v: int) -> str:
+    """An integer as a factor: negative ones in parentheses."""
+    return f"\\left({v}\\right)" if v < 0 else str(v)
 
 
 def _boxed(sol: list[str], answer: str) -> str:
@@ -84,7 +90,11 @@ def linear_equation(rng: random.Random, level: int):
         eq_py = f"x/{p} + ({q}) - (x/{r} + ({s}))"
     question = f"Solve for ${x}$: ${lhs} = {rhs}$."
     check = {"kind": "solve", "equations": [eq_py], "vars": ["x"], "target": "x"}
-    return question, _boxed(steps, tex.num(answer)), tex.num(answer), check
+    solution = _boxed(steps, tex.num(answer))
+    if level == 1:  # a second method: x in one formula, the constant moved and divided out at once
+        at_once = [f"Isolate $x$: $x = \\frac{{{d} - ({b})}}{{{a}}} = \\frac{{{d - b}}}{{{a}}} = {tex.num(answer)}$."]
+        solution = Methods(solution, _boxed(at_once, tex.num(answer)))
+    return question, solution, tex.num(answer), check
 
 
 def fraction_arithmetic(rng: random.Random, level: int):
@@ -206,12 +216,25 @@ def quadratic_roots(rng: random.Random, level: int):
     if level == 1:
         question = f"What is the larger solution of ${tex.poly(coeffs)} = 0$?"
     factored = f"{lead if lead > 1 else ''}\\left({tex.poly(f1)}\\right)\\left({tex.poly([1, -r2])}\\right)"
-    steps.append(f"Factor: ${factored} = 0$.")
-    steps.append("So $x = " + "$ or $x = ".join(tex.num(r) for r in roots) + "$.")
+    roots_line = "So $x = " + "$ or $x = ".join(tex.num(r) for r in roots) + "$."
     target = "max" if level == 1 else "set"
     answer = tex.num(roots[-1]) if level == 1 else ", ".join(tex.num(r) for r in roots)
     check = {"kind": "solve", "equations": [eq], "vars": ["x"], "target": target}
-    return question, _boxed(steps, answer), answer, check
+    a, b, c = coeffs
+    disc = b * b - 4 * a * c
+    root = math.isqrt(disc)  # the roots are rational, so the discriminant is a square
+    formula = [
+        f"The discriminant is ${_paren(b)}^2 - 4 \\cdot {a} \\cdot {_paren(c)} = {disc}$, and $\\sqrt{{{disc}}} = {root}$.",
+        f"So $x = \\frac{{{tex.num(-b)} \\pm {root}}}{{{2 * a}}}$, that is $x = "
+        + "$ or $x = ".join(tex.num(r) for r in roots)
+        + "$.",
+    ]
+    methods = [_boxed(steps + [f"Factor: ${factored} = 0$.", roots_line], answer), _boxed(steps + formula, answer)]
+    if a == 1 and root1.denominator == 1:  # monic with integer roots: two numbers by their sum and product
+        pair = f"${tex.num(roots[0])}$ and ${tex.num(roots[-1])}$"
+        vieta = f"Two numbers with sum ${tex.num(-b)}$ and product ${tex.num(c)}$ are {pair}."
+        methods.append(_boxed(steps + [vieta, roots_line], answer))
+    return question, Methods(*methods), answer, check
 
 
 def expand_product(rng: random.Random, level: int):
@@ -240,7 +263,15 @@ def expand_product(rng: random.Random, level: int):
     answer = tex.poly(res)
     question = f"Expand and simplify ${parts}$."
     steps = [f"Distribute each term and combine like terms: ${parts} = {answer}$."]
-    return question, _boxed(steps, answer), answer, {"kind": "expand", "expr": py}
+    solution = _boxed(steps, answer)
+    if level == 1:  # a second method: each term's product on its own line
+        terms = [
+            f"Multiply each term by ${k}$: ${k} \\cdot {tex.poly([f[0], 0])} = {tex.poly([k * f[0], 0])}$ "
+            f"and ${k} \\cdot {tex.num(f[1])} = {tex.num(k * f[1])}$.",
+            f"So the product is ${answer}$.",
+        ]
+        solution = Methods(solution, _boxed(terms, answer))
+    return question, solution, answer, {"kind": "expand", "expr": py}
 
 
 def _factor(n: int) -> dict[int, int]:
@@ -281,7 +312,24 @@ def gcd_lcm(rng: random.Random, level: int):
         question = f"What is the sum of the greatest common divisor and the least common multiple of {listed}?"
         val, py = g + l, f"igcd({args}) + ilcm({args})"
         steps.append(f"The GCD is ${g}$ and the LCM is ${l}$, so the sum is ${g + l}$.")
-    return question, _boxed(steps, str(val)), str(val), {"kind": "value", "expr": py}
+    solution = _boxed(steps, str(val))
+    if level in (1, 2):  # two numbers: Euclid's algorithm instead of factoring
+        euclid = [_euclid_line(*nums)]
+        if level == 1:
+            euclid.append(f"The last nonzero remainder is ${g}$.")
+        else:
+            euclid.append(f"The GCD is ${g}$, so the LCM is $\\frac{{{nums[0]} \\cdot {nums[1]}}}{{{g}}} = {l}$.")
+        solution = Methods(solution, _boxed(euclid, str(val)))
+    return question, solution, str(val), {"kind": "value", "expr": py}
+
+
+def _euclid_line(small: int, big: int) -> str:
+    """Euclid's algorithm on two numbers as one line of divisions with remainder."""
+    divisions = []
+    while small:
+        divisions.append(f"${big} = {big // small} \\cdot {small} + {big % small}$")
+        big, small = small, big % small
+    return "Use Euclid's algorithm: " + ", ".join(divisions) + "."
 
 
 def linear_system(rng: random.Random, level: int):
