@@ -99,6 +99,7 @@ def test_pooling_with_check_steps_keeps_only_paths_that_follow_a_method(tmp_path
     src = tmp_path / "samples.jsonl"
     src.write_text("".join(json.dumps(r) + "\n" for r in rows))
     stats = pool_files([str(src)], str(tmp_path / "checked.jsonl"), include_references=False, check_steps=True)
+
     def solutions(name):
         return [json.loads(line)["solution"] for line in (tmp_path / name).read_text().splitlines()]
 

@@ -61,6 +61,9 @@ def test_math_style_paths_dedupe_on_normalized_text():
     wrong = "So $x = 3$. The answer is $\\boxed{3}$."
     assert normalize_text(a) == normalize_text(a_spaced)
     assert select_paths("2", [a, wrong, a_spaced, b]) == [a, b]
+    # the final answer's form is not what a path computes: a reference in boxed form and a sampled path in
+    # GSM8K form with the same steps are one path
+    assert select("2", ["We have $x^2 = 4$, so $x = \\frac{4}{2}$.\n#### 2"], already_kept=[a]).kept == []
 
 
 def test_tool_paths_dedupe_on_code_blocks():

@@ -22,9 +22,12 @@ def _cmd_train(args) -> int:
 
 
 def _cmd_demo(args) -> int:
-    from mathjax_train.demo import run_demo
+    from mathjax_train.demo import run_demo, run_study
 
-    print(json.dumps(run_demo(args.output_dir, tuple(args.overrides)), indent=1))
+    if args.study:
+        print(json.dumps(run_study(args.output_dir or "runs/study", tuple(args.overrides)), indent=1))
+    else:
+        print(json.dumps(run_demo(args.output_dir or "runs/demo", tuple(args.overrides)), indent=1))
     return 0
 
 
@@ -49,6 +52,13 @@ def register(sub) -> None:
         "SFT from scratch at four data sizes, pass@k, RFT, retrain, HF export); writes "
         "OUTPUT_DIR/report.md and demo_summary.json; re-running resumes",
     )
-    s.add_argument("--output-dir", default="runs/demo", help="the pipeline's run_dir")
+    s.add_argument("--output-dir", default=None, help="the pipeline's run_dir (runs/demo; with --study runs/study)")
+    s.add_argument(
+        "--study",
+        action="store_true",
+        help="the RFT paper's protocol over three seeds instead (configs/pipeline_study.yaml: SFT to convergence, "
+        "k = 16 and 4 paths on its training questions, RFT from the same initialization); writes "
+        "OUTPUT_DIR/study_report.md and study_summary.json",
+    )
     s.add_argument("overrides", nargs="*", help="pipeline overrides, e.g. stages.rft.k=8 stages.seed.count=2000")
     s.set_defaults(fn=_cmd_demo)

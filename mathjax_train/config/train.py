@@ -44,6 +44,9 @@ class TrainConfig:
     """The training loop. `batch_size` is global (sequences per optimizer step, all hosts)."""
 
     steps: int = 1000  # 0: save the initialised model (step 0) and stop
+    # > 0: steps = ceil(epochs * rows / batch_size) over the rows of data.jsonl (mixture `synthetic`, whose
+    # size is known), replacing `steps`: "the same epochs" on data whose size a later stage decides
+    epochs: float = 0.0
     batch_size: int = 8
     seq_len: int = 512
     microbatches: int = 1  # gradient accumulation: batch_size is split into this many parts
@@ -58,6 +61,8 @@ class TrainConfig:
     def validate(self, where: str = "train") -> None:
         if self.steps < 0:
             raise ConfigError(f"{where}.steps must be >= 0 (0 saves the initialised model), got {self.steps}")
+        if self.epochs < 0:
+            raise ConfigError(f"{where}.epochs must be >= 0 (0: train.steps as given), got {self.epochs}")
         for name in ("batch_size", "seq_len", "microbatches", "log_every_steps"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"{where}.{name} must be >= 1, got {getattr(self, name)}")

@@ -157,3 +157,19 @@ def paired_by_problem(before: Mapping[str, bool], after: Mapping[str, bool]) -> 
     """`paired_difference` of two {problem id: correct} maps, matched by id (every id of `before`)."""
     ids = sorted(before)
     return paired_difference([before[i] for i in ids], [after[i] for i in ids])
+
+
+# Student's t, 0.975 quantile, by degrees of freedom (1-10): a 95% interval from a few seeds' results
+_T975 = (12.706, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306, 2.262, 2.228)
+
+
+def seed_interval(values: Sequence[float]) -> dict:
+    """Mean of one figure over independent runs (seeds) with its 95% t-interval: the spread between seeds
+    (initialization, data order, sampling) is what it measures, not the evaluation set's noise alone."""
+    n = len(values)
+    if not 2 <= n <= len(_T975) + 1:
+        raise ValueError(f"seed_interval: 2 to {len(_T975) + 1} runs, got {n}")
+    mean = sum(values) / n
+    sd = math.sqrt(sum((v - mean) ** 2 for v in values) / (n - 1))
+    half = _T975[n - 2] * sd / math.sqrt(n)
+    return {"runs": n, "mean": round(mean, 4), "interval": [round(mean - half, 4), round(mean + half, 4)]}

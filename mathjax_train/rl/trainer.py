@@ -85,6 +85,10 @@ def _check(cfg: Config) -> None:
         )
     if cfg.lora.enabled:
         raise ConfigError("lora.rank: rl trains all parameters for now; set lora.rank=0")
+    if cfg.train.epochs:
+        raise ConfigError(
+            "train.epochs: an rl run counts steps of rollouts, not passes over a data set; set train.steps"
+        )
 
 
 def _check_mesh(cfg: Config, mesh) -> None:

@@ -3,8 +3,8 @@
 A sampled reasoning path is kept only if its final answer is equivalent to the gold answer and
 every calculator annotation ``<<lhs=rhs>>`` in it is arithmetically right. Kept paths are then
 deduplicated by what they compute: the list of annotation bodies with whitespace removed (GSM8K
-style), the list of code blocks (tool-integrated paths), or else the normalized solution text
-(MATH style). Among paths that compute the same thing, the one farthest by edit distance from the
+style), the list of code blocks (tool-integrated paths), or else the normalized solution text up to
+its final answer (MATH style). Among paths that compute the same thing, the one farthest by edit distance from the
 paths already kept wins, so the kept set is as varied in wording as it can be.
 """
 
@@ -26,6 +26,8 @@ WRONG_STEP = "wrong_step"  # the reason `select` gives when a step check (`steps
 _LATEX_SPACING = re.compile(r"\\(?:[,;:! ]|q?quad\b|left\b|right\b|displaystyle\b)")
 _WS = re.compile(r"\s+")
 _CODE_BLOCK = re.compile(r"```python[ \t]*\n(.*?)```", re.DOTALL)  # the tools/tir.py format
+# the final answer at the end of a normalized text: `#### x`, or `\boxed{x}` with or without "The answer is"
+_NORMALIZED_FINAL = re.compile(r"(?:####.*|(?:theansweris:?)?\\boxed\{.*\}\.?)$")
 
 
 def normalize_text(text: str) -> str:
@@ -36,14 +38,15 @@ def normalize_text(text: str) -> str:
 
 
 def path_key(text: str) -> tuple:
-    """What a path computes: its equations, else its code blocks, else its normalized text."""
+    """What a path computes: its equations, else its code blocks, else its normalized text without the final
+    answer (which every verified path shares; `#### x` and `The answer is $\\boxed{x}$` read alike)."""
     eqs = calculator_annotations(text)
     if eqs:
         return ("equations",) + tuple(_WS.sub("", e) for e in eqs)
     code = _CODE_BLOCK.findall(text)
     if code:
         return ("code",) + tuple(_WS.sub("", c) for c in code)
-    return ("text", normalize_text(text))
+    return ("text", _NORMALIZED_FINAL.sub("", normalize_text(text)))
 
 
 def rejection_reason(gold_answer: str, completion: str) -> str | None:

@@ -23,6 +23,7 @@ from mathjax_train.parallel.host_data import global_batch, host_rows
 from mathjax_train.parallel.preflight import run_preflight
 from mathjax_train.train.flops import peak_flops_per_device, train_flops_per_token
 from mathjax_train.train.metrics import print_line
+from mathjax_train.train.epochs import with_epoch_steps
 from mathjax_train.train.run_loop import PREEMPTED_EXIT_CODE, RunLoop, resolve_model_config, write_run_files
 from mathjax_train.train.setup import build_step
 from mathjax_train.train.step import MOE_KEYS
@@ -73,6 +74,7 @@ def train(cfg: Config, *, max_steps_this_run: int | None = None, log=print_line)
     """Run (or resume) training as configured. Returns a summary dict with `status`:
     `finished`, `preempted` or `stopped` (max_steps_this_run reached)."""
     maybe_initialize(cfg.distributed)
+    cfg = with_epoch_steps(cfg)
     model_cfg = resolve_model_config(cfg)
     setup = build_step(cfg, model_cfg)
     mesh, bsharding, layout = setup.mesh, setup.batch_sharding, setup.layout

@@ -90,7 +90,7 @@ def linear_equation(rng: random.Random, level: int):
         eq_py = f"x/{p} + ({q}) - (x/{r} + ({s}))"
     question = f"Solve for ${x}$: ${lhs} = {rhs}$."
     check = {"kind": "solve", "equations": [eq_py], "vars": ["x"], "target": "x"}
-    solution = _boxed(steps, tex.num(answer))
+    solution: str | Methods = _boxed(steps, tex.num(answer))
     if level == 1:  # a second method: x in one formula, the constant moved and divided out at once
         at_once = [f"Isolate $x$: $x = \\frac{{{d} - ({b})}}{{{a}}} = \\frac{{{d - b}}}{{{a}}} = {tex.num(answer)}$."]
         solution = Methods(solution, _boxed(at_once, tex.num(answer)))
@@ -263,7 +263,7 @@ def expand_product(rng: random.Random, level: int):
     answer = tex.poly(res)
     question = f"Expand and simplify ${parts}$."
     steps = [f"Distribute each term and combine like terms: ${parts} = {answer}$."]
-    solution = _boxed(steps, answer)
+    solution: str | Methods = _boxed(steps, answer)
     if level == 1:  # a second method: each term's product on its own line
         terms = [
             f"Multiply each term by ${k}$: ${k} \\cdot {tex.poly([f[0], 0])} = {tex.poly([k * f[0], 0])}$ "
@@ -312,7 +312,7 @@ def gcd_lcm(rng: random.Random, level: int):
         question = f"What is the sum of the greatest common divisor and the least common multiple of {listed}?"
         val, py = g + l, f"igcd({args}) + ilcm({args})"
         steps.append(f"The GCD is ${g}$ and the LCM is ${l}$, so the sum is ${g + l}$.")
-    solution = _boxed(steps, str(val))
+    solution: str | Methods = _boxed(steps, str(val))
     if level in (1, 2):  # two numbers: Euclid's algorithm instead of factoring
         euclid = [_euclid_line(*nums)]
         if level == 1:
