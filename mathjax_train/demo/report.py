@@ -12,15 +12,15 @@ from mathjax_train.config import is_remote
 from mathjax_train.demo import diagnosis
 
 
-def _pct(x: float) -> str:
+def pct(x: float) -> str:
     return f"{100 * x:.1f}%"
 
 
 def _interval(lo_hi: list[float]) -> str:
-    return f"[{_pct(lo_hi[0])}, {_pct(lo_hi[1])}]"
+    return f"[{pct(lo_hi[0])}, {pct(lo_hi[1])}]"
 
 
-def _side_of_zero(interval: list[float]) -> str:
+def side_of_zero(interval: list[float]) -> str:
     """Where a paired difference's 95% interval lies: "above" or "below" zero, or "zero" (it includes it)."""
     return "above" if interval[0] > 0 else "below" if interval[1] < 0 else "zero"
 
@@ -105,10 +105,10 @@ def _control(summary: dict) -> str:
         "below": "an interval below zero: the same steps on the seed set alone did better, so in this run the "
         "kept paths cost accuracy rather than adding it.",
         "zero": "an interval that includes zero: in this run the extra steps, not the kept paths, explain the gain.",
-    }[_side_of_zero(c["interval"])]
+    }[side_of_zero(c["interval"])]
     return (
         f"Control: the SFT model continued on the seed set alone for the same steps reached "
-        f"{_pct(summary['accuracy_continued_sft'])}; RFT minus control {c['difference'] * 100:+.1f} points, 95% "
+        f"{pct(summary['accuracy_continued_sft'])}; RFT minus control {c['difference'] * 100:+.1f} points, 95% "
         f"interval [{c['interval'][0] * 100:+.1f}, {c['interval'][1] * 100:+.1f}] ({c['gained']} newly solved, "
         f"{c['lost']} lost), {verdict}"
     )
@@ -136,13 +136,13 @@ def markdown(summary: dict, manifest: dict, links: dict[str, str]) -> str:
         "",
         "| model | greedy accuracy | 95% interval |",
         "|---|---|---|",
-        f"| untrained | {_pct(summary['accuracy_before'])} | {_interval(iv['before'])} |",
-        f"| SFT ({fit['sizes'][-1]:g} seed problems) | {_pct(summary['accuracy_sft'])} | {_interval(iv['sft'])} |",
-        f"| SFT + RFT (retrained on seed + kept paths) | {_pct(summary['accuracy_rft'])} | {_interval(iv['rft'])} |",
+        f"| untrained | {pct(summary['accuracy_before'])} | {_interval(iv['before'])} |",
+        f"| SFT ({fit['sizes'][-1]:g} seed problems) | {pct(summary['accuracy_sft'])} | {_interval(iv['sft'])} |",
+        f"| SFT + RFT (retrained on seed + kept paths) | {pct(summary['accuracy_rft'])} | {_interval(iv['rft'])} |",
         *(
             [
                 f"| SFT continued on the seed set alone, same steps (control) | "
-                f"{_pct(summary['accuracy_continued_sft'])} | {_interval(iv['continued_sft'])} |"
+                f"{pct(summary['accuracy_continued_sft'])} | {_interval(iv['continued_sft'])} |"
             ]
             if "accuracy_continued_sft" in summary
             else []
@@ -169,20 +169,20 @@ def markdown(summary: dict, manifest: dict, links: dict[str, str]) -> str:
             "above": "The interval is above zero: the gain is larger than the evaluation noise.",
             "below": "The interval is below zero: RFT lost accuracy, beyond the evaluation noise.",
             "zero": "The interval includes zero: this run does not show a gain beyond the evaluation noise.",
-        }[_side_of_zero(d["interval"])],
+        }[side_of_zero(d["interval"])],
         _control(summary),
         "",
         *_per_family(summary),
         "## pass@k vs first answer (Xwin-Math)",
-        f"SFT: first answer {_pct(summary['accuracy_sft'])}, pass@{kmax} {_pct(summary['pass_at_k'][kmax])}, "
-        f"maj@{kmax} {_pct(summary['maj_at_k'][kmax])}: the model can solve far more problems than its first "
+        f"SFT: first answer {pct(summary['accuracy_sft'])}, pass@{kmax} {pct(summary['pass_at_k'][kmax])}, "
+        f"maj@{kmax} {pct(summary['maj_at_k'][kmax])}: the model can solve far more problems than its first "
         "answer shows.",
         "",
         f"![pass@k]({links['pass_at_k']})",
         "",
         "## Data scaling (RFT paper, Skywork-Math)",
         "The same SFT (same epochs) on the first N seed problems: "
-        + ", ".join(f"{s:g}: {_pct(a)}" for s, a in zip(fit["sizes"], fit["accuracies"]))
+        + ", ".join(f"{s:g}: {pct(a)}" for s, a in zip(fit["sizes"], fit["accuracies"]))
         + f". Fit accuracy = a + b ln N: slope {fit['slope']:.4f} "
         f"({fit['gain_per_doubling'] * 100:+.1f} points per doubling), R² {fit['r2']:.3f}. Each point has the "
         f"noise of {n} problems (±{(iv['sft'][1] - iv['sft'][0]) * 50:.1f} points at the largest size).",

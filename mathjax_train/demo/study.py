@@ -16,6 +16,8 @@ from pathlib import Path
 
 from etils import epath
 
+from mathjax_train.demo.report import pct, side_of_zero
+
 STUDY_PIPELINE = Path(__file__).resolve().parents[2] / "configs" / "pipeline_study.yaml"
 STUDY_SUMMARY = "study_summary.json"
 STUDY_REPORT = "study_report.md"
@@ -73,10 +75,6 @@ def summarize_study(manifest: dict) -> dict:
     return {"seeds": seeds, "per_seed": per_seed, "over_seeds": over, "heldout_problems": problems}
 
 
-def _pct(x: float) -> str:
-    return f"{x * 100:.1f}%"
-
-
 def _pts(d: float) -> str:
     return f"{d * 100:+.1f}"
 
@@ -87,7 +85,7 @@ def _iv(iv: list[float]) -> str:
 
 def verdict(iv: list[float]) -> str:
     """shown (above zero), reversed (below zero) or not shown (includes zero), by a 95% interval."""
-    return "shown" if iv[0] > 0 else "reversed" if iv[1] < 0 else "not shown"
+    return {"above": "shown", "below": "reversed", "zero": "not shown"}[side_of_zero(iv)]
 
 
 def markdown(summary: dict, seconds: float | None = None) -> str:
@@ -111,7 +109,7 @@ def markdown(summary: dict, seconds: float | None = None) -> str:
         diffs = [r[f"{a}_minus_{b}"] for a, b in COMPARISONS]
         lines.append(
             f"| {r['seed']} | "
-            + " | ".join(_pct(r["accuracy"][a]) for a in ARMS)
+            + " | ".join(pct(r["accuracy"][a]) for a in ARMS)
             + " | "
             + " | ".join(f"{_pts(d['difference'])} {_iv(d['interval'])}" for d in diffs)
             + f" | {p4['kept']} / {p16['kept']} | {p4['wrong_step']} / {p16['wrong_step']} |"
