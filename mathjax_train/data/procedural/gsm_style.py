@@ -1,6 +1,7 @@
 """GSM8K-style multi-step word problems with calculator annotations, written for this project.
 
-Each template takes (rng, level) and returns (question, solution_lines, answer). Level L in 1..5
+Each template takes (rng, level) and returns (question, solution_lines, answer); `Methods` of several
+line lists where it knows several ways (procedural/methods.py). Level L in 1..5
 gives exactly L+1 annotated steps; every intermediate and final value is a positive integer.
 Values are computed here with Python ints; tests re-check every ``<<expr=value>>`` with grading/calculator.py.
 """

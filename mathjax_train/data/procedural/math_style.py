@@ -1,6 +1,7 @@
 """MATH-style algebra/arithmetic problems with ``\\boxed{}`` answers, levels 1-5, written here.
 
-Templates take (rng, level) and return (question, solution, answer, check). Answers are computed
+Templates take (rng, level) and return (question, solution, answer, check); the solution is `Methods`
+(procedural/methods.py) where the template knows several ways to solve the problem. Answers are computed
 with exact integer/Fraction arithmetic (fast enough to feed training); ``check`` is a sympy-syntax
 statement of the problem that verify.py re-solves with sympy independently.
 """
