@@ -6,7 +6,7 @@ import pytest
 
 from mathjax_train.data import procedural as P
 from mathjax_train.data.procedural.generator import worked_methods
-from mathjax_train.data.procedural.steps import off_method_numbers, step_checker
+from mathjax_train.data.procedural.steps import false_equalities, follows_a_method, off_method_numbers, step_checker
 from mathjax_train.errors import InputError
 from mathjax_train.synth.rft import WRONG_STEP, select
 
@@ -29,6 +29,7 @@ def test_every_method_of_every_template_and_level_verifies_and_methods_differ():
                 assert len(set(methods)) == len(methods), (name, level)
                 for m in methods:  # sympy / the calculator re-derive the answer from each method's text
                     P.verify_example(dict(ex, solution=m))
+                    assert follows_a_method(m, methods), (name, level, m)  # the step check passes every method
 
 
 def test_the_demo_families_show_each_method_on_some_problems():
@@ -53,6 +54,20 @@ def test_a_path_passes_when_one_method_writes_all_its_step_numbers():
     # numbers from two methods mixed in one path follow neither
     assert off_method_numbers("5 * 12 = 60, 1 * 12 = 12\n#### 12", methods) == {"1"}
     assert off_method_numbers("#### 12", methods) == {"<no steps>"}  # an answer alone is not a worked path
+
+
+def test_equalities_of_plain_numbers_must_hold():
+    wrong = "Factor: $33 = 3^{5}$, $60 = 2^{2} \\cdot 3 \\cdot 5$.\nTake each common prime: $3$.\n#### 3"
+    assert false_equalities(wrong) == ["33 = 3^{5}"]
+    right = "Isolate $x$: $x = \\frac{17 - (3)}{7} = \\frac{14}{7} = 2$.\n#### 2"
+    assert false_equalities(right) == []
+    assert false_equalities(right.replace("{14}", "{15}")) == ["x = \\frac{17 - (3)}{7} = \\frac{15}{7} = 2"]
+    # an equation in x is not an equality of numbers; an unbounded power is not evaluated (nor flagged)
+    assert false_equalities("So $3x = 7$ and $2^{999999} = 1$.\n#### 2") == []
+    # the numbers of a method, in a false equality, do not follow it
+    methods = ["Factor: $33 = 3 \\cdot 11$, $60 = 2^{2} \\cdot 3 \\cdot 5$.\nLowest powers: $3$.\nThe answer is $3$."]
+    assert follows_a_method(methods[0], methods)
+    assert not follows_a_method("Factor: $33 = 3 \\cdot 11 \\cdot 5$.\nLowest powers: $3$.\n#### 3", methods)
 
 
 def test_step_checker_regenerates_the_problem_and_refuses_a_record_it_did_not_write():
@@ -81,7 +96,8 @@ def test_pooling_with_check_steps_keeps_only_paths_that_follow_a_method(tmp_path
 
     ex = P.generate(2, seed=5, templates=["gsm_style/sharing"], levels=[1])
     good = [m.replace("He ", "She ") for m in worked_methods(ex)]
-    bad = "She buys 2 * 12 = 26 things.\nEach child gets 26 / 3 = 13 things.\n#### " + ex["answer"]
+    # right arithmetic, right answer, but steps that compute another problem
+    bad = "She buys 97 * 1 = 97 things.\nShe gives 97 - 90 = 7 away.\n#### " + ex["answer"]
     base = {
         "question": ex["question"],
         "answer": ex["answer"],

@@ -136,7 +136,14 @@ def test_pooled_checkpoints_keep_verified_distinct_paths_with_provenance(forced_
         ("other", "sampled", SOL_B, str(b), 0),
         ("ten", "original", "#### 10", None, None),
     ]
-    assert stats["rejected"] == {"empty": 0, "no_answer": 0, "wrong_answer": 6, "bad_annotation": 0, "duplicate": 9}
+    assert stats["rejected"] == {
+        "empty": 0,
+        "no_answer": 0,
+        "wrong_answer": 6,
+        "bad_annotation": 0,
+        "bad_arithmetic": 0,
+        "duplicate": 9,
+    }
     assert stats["output_stats"]["sampled_paths_histogram"] == {"0": 1, "1": 1, "2": 1}
     rows = list(read_sft_jsonl(out))
     assert rows[1]["source"] == "rft/jsonl" and rows[5]["source"] == "mine" and rows[3]["level"] == 2

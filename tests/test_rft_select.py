@@ -4,7 +4,14 @@ from collections import Counter
 
 import pytest
 
-from mathjax_train.grading.calculator import CalculatorError, check_annotation, evaluate, first_bad_annotation
+from mathjax_train.grading.calculator import (
+    CalculatorError,
+    check_annotation,
+    evaluate,
+    first_bad_annotation,
+    first_bad_written_equation,
+    written_equations,
+)
 from mathjax_train.synth.rft import normalize_text, path_key, select, select_paths
 
 ORIGINAL = (
@@ -52,6 +59,21 @@ def test_among_duplicates_the_one_farthest_from_kept_paths_wins():
     assert sel.kept == [far] and sel.kept_indices == [1] and sel.rejected == Counter(duplicate=1)
     # with nothing kept yet, the first of the group is taken
     assert select_paths("72", [near, far]) == [near]
+
+
+def test_prose_arithmetic_is_checked_and_dedupes_like_annotations():
+    """A model trained without calculator markup writes `5 * 24 = 120`: checked as an annotation is, and the
+    same equations as the annotated reference make it a duplicate of it."""
+    reference = "She buys 5 * 24 = <<5*24=120>>120 stickers.\nEach child gets 120 / 6 = <<120/6=20>>20.\n#### 20"
+    same = "He buys 5 * 24 = 120 stickers.\nEach child gets 120 / 6 = 20 stickers.\n#### 20"
+    other = "Each child gets 24 / 6 = 4 stickers from each sheet.\nFrom 5 sheets that is 5 * 4 = 20.\n#### 20"
+    wrong = "She buys 2 * 12 = 26 stickers.\nEach child gets 26 / 3 = 20.\n#### 20"
+    sel = select("20", [same, other, wrong], already_kept=[reference])
+    assert sel.kept == [other] and +sel.rejected == Counter(duplicate=1, bad_arithmetic=1)
+    assert written_equations(same) == ["5*24=120", "120/6=20"] and path_key(same) == path_key(reference)
+    # terms of longer expressions and the tails of numbers are not equations of their own
+    assert written_equations("So 2x + 3 - 1 = 5, y = 3 + 4 = 7, and 1,200 + 300 = 1,500.") == ["1,200+300=1,500"]
+    assert first_bad_written_equation("10 / 3 = 3.33 dollars") is None  # rounded, as annotations may be
 
 
 def test_math_style_paths_dedupe_on_normalized_text():

@@ -3,8 +3,8 @@ accuracy, the sampled paths with a right final answer, how many of those reach i
 and how many paths the selection kept.
 
 A path's steps are checked against its problem's worked solutions, every method the generator knows
-(data/procedural/steps.py): a path whose numbers no single method writes got its final answer right by
-a wrong step.
+(data/procedural/steps.py): a path whose numbers no single method writes, or whose equalities of numbers
+are false, got its final answer right by a wrong step.
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ import json
 from etils import epath
 
 from mathjax_train.data.procedural.generator import worked_methods
-from mathjax_train.data.procedural.steps import off_method_numbers
+from mathjax_train.data.procedural.steps import follows_a_method
 from mathjax_train.synth.rft_output import question_record
 
 
@@ -57,7 +57,7 @@ def by_family(heldout: str, greedy: dict[str, dict[str, bool]], sampled: str, se
             methods[qid] = worked_methods(question_record(row))
         e = entry(family(row["source"]))
         e["right_answer"] += 1
-        e["right_answer_wrong_step"] += bool(off_method_numbers(row["solution"], methods[qid]))
+        e["right_answer_wrong_step"] += not follows_a_method(row["solution"], methods[qid])
     for row in _rows(selected):
         if row.get("origin") == "sampled":
             entry(family(row["source"]))["kept"] += 1
@@ -87,7 +87,8 @@ def markdown(families: dict, labels: dict[str, str]) -> list[str]:
     lines += [
         "",
         f"{wrong} of the {right} distinct sampled paths with the right final answer ({share * 100:.0f}%) write a "
-        "number in their steps that none of their problem's worked methods writes: they reached the answer through "
+        "number in their steps that none of their problem's worked methods writes, or a false equality of numbers: "
+        "they reached the answer through "
         f"a wrong step. The selection kept {kept} paths for retraining.",
         "",
     ]

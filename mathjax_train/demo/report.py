@@ -155,7 +155,7 @@ def markdown(summary: dict, manifest: dict, links: dict[str, str]) -> str:
         f"seed set; {rft['verified_distinct_kept']} had the right final answer and were distinct. "
         + (
             f"{rft['rejected'].get('wrong_step', 0)} of those reached it through a wrong step (a number that none "
-            "of their problem's worked methods writes) and were turned down. "
+            "of their problem's worked methods writes, or a false equality) and were turned down. "
             if "wrong_step" in rft["rejected"]
             else ""
         )

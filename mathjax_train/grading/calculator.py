@@ -121,6 +121,35 @@ def annotations(text: str) -> list[str]:
     return ANNOTATION.findall(text)
 
 
+# arithmetic written out in prose, as a model trained without calculator markup writes it: `5 * 24 = 120`
+_NUM = r"\$?\d[\d,]*(?:\.\d+)?"
+# a term of a longer expression (`2x + 3 - 1 = 5`, `y = 3 + 4 = 7`) is not an equation of its own, nor is the
+# tail of a number (`1,200`)
+_WRITTEN = re.compile(
+    rf"(?<![\w.^{{}}(),=+\-*/×])(?<![=+\-*/×(]\s)({_NUM}(?:\s*[-+*/×]\s*{_NUM})+)\s*=\s*(-?{_NUM})(?![\w.]*\d)"
+)
+
+
+def written_equations(text: str) -> list[str]:
+    """``lhs=rhs`` bodies (the annotations' shape, spaces and currency signs dropped) of the arithmetic written
+    in prose outside calculator annotations, in order: ``He buys 5 * 24 = 120`` -> ``["5*24=120"]``."""
+    prose = ANNOTATION.sub(" ", text)
+    return [
+        re.sub(r"\s+", "", f"{lhs}={rhs}").replace("$", "").replace("×", "*") for lhs, rhs in _WRITTEN.findall(prose)
+    ]
+
+
+def first_bad_written_equation(text: str) -> str | None:
+    """None if every equation `written_equations` finds holds (a rounded result as in annotations), else why
+    the first one fails."""
+    for body in written_equations(text):
+        try:
+            check_annotation(body)
+        except CalculatorError as e:
+            return str(e).replace("<<", "").replace(">>", "")
+    return None
+
+
 def first_bad_annotation(text: str) -> str | None:
     """None if every annotation in ``text`` checks out, else the reason the first bad one fails."""
     for body in annotations(text):

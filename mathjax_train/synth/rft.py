@@ -1,11 +1,12 @@
 """Path selection for rejection-sampling fine-tuning (RFT, Yuan et al. 2023).
 
-A sampled reasoning path is kept only if its final answer is equivalent to the gold answer and
-every calculator annotation ``<<lhs=rhs>>`` in it is arithmetically right. Kept paths are then
-deduplicated by what they compute: the list of annotation bodies with whitespace removed (GSM8K
-style), the list of code blocks (tool-integrated paths), or else the normalized solution text up to
-its final answer (MATH style). Among paths that compute the same thing, the one farthest by edit distance from the
-paths already kept wins, so the kept set is as varied in wording as it can be.
+A sampled reasoning path is kept only if its final answer is equivalent to the gold answer, every
+calculator annotation ``<<lhs=rhs>>`` in it is arithmetically right, and so is every equation it writes
+out in prose (``5 * 24 = 120``, as a model trained without calculator markup writes). Kept paths are
+then deduplicated by what they compute: the list of equations with whitespace removed (GSM8K style,
+annotated or in prose), the list of code blocks (tool-integrated paths), or else the normalized solution
+text up to its final answer (MATH style). Among paths that compute the same thing, the one farthest by
+edit distance from the paths already kept wins, so the kept set is as varied in wording as it can be.
 """
 
 from __future__ import annotations
@@ -18,9 +19,14 @@ from typing import Callable, Sequence
 import editdistance
 
 from mathjax_train.grading import extract_answer, is_equivalent
-from mathjax_train.grading.calculator import annotations as calculator_annotations, first_bad_annotation
+from mathjax_train.grading.calculator import (
+    annotations as calculator_annotations,
+    first_bad_annotation,
+    first_bad_written_equation,
+    written_equations,
+)
 
-REJECT_REASONS = ("empty", "no_answer", "wrong_answer", "bad_annotation", "duplicate")
+REJECT_REASONS = ("empty", "no_answer", "wrong_answer", "bad_annotation", "bad_arithmetic", "duplicate")
 WRONG_STEP = "wrong_step"  # the reason `select` gives when a step check (`steps_ok`) turns a verified path down
 
 _LATEX_SPACING = re.compile(r"\\(?:[,;:! ]|q?quad\b|left\b|right\b|displaystyle\b)")
@@ -38,14 +44,18 @@ def normalize_text(text: str) -> str:
 
 
 def path_key(text: str) -> tuple:
-    """What a path computes: its equations, else its code blocks, else its normalized text without the final
-    answer (which every verified path shares; `#### x` and `The answer is $\\boxed{x}$` read alike)."""
+    """What a path computes: its equations (annotated, else written out in prose), else its code blocks, else
+    its normalized text without the final answer (which every verified path shares; `#### x` and
+    `The answer is $\\boxed{x}$` read alike)."""
     eqs = calculator_annotations(text)
     if eqs:
         return ("equations",) + tuple(_WS.sub("", e) for e in eqs)
     code = _CODE_BLOCK.findall(text)
     if code:
         return ("code",) + tuple(_WS.sub("", c) for c in code)
+    written = written_equations(text)
+    if written:  # GSM8K style without calculator markup: the same equations as an annotated path
+        return ("equations",) + tuple(written)
     return ("text", _NORMALIZED_FINAL.sub("", normalize_text(text)))
 
 
@@ -60,6 +70,8 @@ def rejection_reason(gold_answer: str, completion: str) -> str | None:
         return "wrong_answer"
     if first_bad_annotation(completion) is not None:
         return "bad_annotation"
+    if first_bad_written_equation(completion) is not None:
+        return "bad_arithmetic"
     return None
 
 
