@@ -28,6 +28,7 @@ def _summary(rft_minus_sft: list[float], rft_minus_control: list[float]) -> dict
             "questions": 10,
             "verified_distinct_kept": 4,
             "rejected": {"wrong_step": 1},
+            "sampler_rejected": {"wrong_answer": 30, "bad_arithmetic": 2},
             "kept_for_retraining": 3,
             "questions_with_a_kept_path": 3,
             "paths_per_question_with_one": 1.33,
@@ -54,7 +55,8 @@ LINKS = {"stages": "a.png", "pass_at_k": "b.png", "scaling": "c.png"}
 def test_verdicts_follow_the_interval(interval, side, rft_text, control_text):
     text = markdown(_summary(interval, interval), {"pipeline": "p.yaml"}, LINKS)
     assert rft_text in text and control_text in text
-    assert "4 had the right final answer" in text and "1 of those reached it through a wrong step" in text
+    assert "4 had the right final answer and were distinct (2 more had it, but with false arithmetic" in text
+    assert "1 of those reached it through a wrong step" in text
     assert "Kept for retraining: 3 paths on 3 questions" in text
     for other in {"above zero", "below zero", "includes zero"} - {side}:
         assert other not in text, other

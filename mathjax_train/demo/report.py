@@ -152,7 +152,13 @@ def markdown(summary: dict, manifest: dict, links: dict[str, str]) -> str:
         "",
         "## RFT: sample, verify, keep distinct paths, retrain",
         f"The SFT model sampled {rft['samples']} paths on {rft['questions']} training questions that are not in the "
-        f"seed set; {rft['verified_distinct_kept']} had the right final answer and were distinct. "
+        f"seed set; {rft['verified_distinct_kept']} had the right final answer and were distinct"
+        + (
+            f" ({rft['sampler_rejected']['bad_arithmetic']} more had it, but with false arithmetic written in their "
+            "steps, and were turned down first). "
+            if rft.get("sampler_rejected", {}).get("bad_arithmetic")
+            else ". "
+        )
         + (
             f"{rft['rejected'].get('wrong_step', 0)} of those reached it through a wrong step (a number that none "
             "of their problem's worked methods writes, or a false equality) and were turned down. "
