@@ -40,13 +40,14 @@ def _paths(st: dict, k: int, seed: int) -> dict:
 
 
 def summarize_study(manifest: dict) -> dict:
-    """Per seed: each arm's greedy accuracy, the paired comparisons and the paths found; over seeds: each
-    comparison's mean with its seed interval and the pooled paired interval."""
+    """Per seed (each seed whose evaluation is done, so a study still running can be read): each arm's greedy
+    accuracy, the paired comparisons and the paths found; over seeds (two or more): each comparison's mean
+    with its seed interval and the pooled paired interval."""
     from mathjax_train.eval.metrics import paired_by_problem, seed_interval
     from mathjax_train.eval.results import first_correct
 
     st = manifest["stages"]
-    seeds = sorted(int(m.group(1)) for name in st if (m := _SEED.match(name)))
+    seeds = sorted(int(m.group(1)) for name in st if (m := _SEED.match(name)) and st[name].get("status") == "done")
     per_seed: list[dict] = []
     pooled: dict[tuple[str, str], tuple[dict[str, bool], dict[str, bool]]] = {c: ({}, {}) for c in COMPARISONS}
     for s in seeds:
@@ -114,6 +115,8 @@ def markdown(summary: dict, seconds: float | None = None) -> str:
             + " | ".join(f"{_pts(d['difference'])} {_iv(d['interval'])}" for d in diffs)
             + f" | {p4['kept']} / {p16['kept']} | {p4['wrong_step']} / {p16['wrong_step']} |"
         )
+    if not over:
+        lines += ["", f"Over seeds and the claims: after two or more seeds finish ({len(per)} so far)."]
     if over:
         lines += [
             "",
