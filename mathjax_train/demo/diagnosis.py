@@ -10,11 +10,11 @@ are false, got its final answer right by a wrong step.
 from __future__ import annotations
 
 import json
+from typing import Callable
 
 from etils import epath
 
-from mathjax_train.data.procedural.generator import worked_methods
-from mathjax_train.data.procedural.steps import follows_a_method
+from mathjax_train.data.procedural.steps import step_checker
 from mathjax_train.synth.rft_output import question_record
 
 
@@ -48,16 +48,16 @@ def by_family(heldout: str, greedy: dict[str, dict[str, bool]], sampled: str, se
             graded = [correct[pid] for pid in ids if pid in correct]
             if graded:
                 e["accuracy"][model] = round(sum(graded) / len(graded), 4)
-    methods: dict[str, list[str]] = {}
+    checks: dict[str, Callable[[str], bool]] = {}  # one per question: its worked methods regenerated once
     for row in _rows(sampled):
         if row.get("origin") != "sampled":
             continue
         qid = row["question_id"]
-        if qid not in methods:
-            methods[qid] = worked_methods(question_record(row))
+        if qid not in checks:
+            checks[qid] = step_checker(question_record(row))
         e = entry(family(row["source"]))
         e["right_answer"] += 1
-        e["right_answer_wrong_step"] += not follows_a_method(row["solution"], methods[qid])
+        e["right_answer_wrong_step"] += not checks[qid](row["solution"])
     for row in _rows(selected):
         if row.get("origin") == "sampled":
             entry(family(row["source"]))["kept"] += 1

@@ -127,20 +127,25 @@ def summarize(manifest: dict) -> dict:
     return out
 
 
-def run_demo(output_dir: str = "runs/demo", overrides: tuple[str, ...] = (), config: str | None = None) -> dict:
-    """Run (or resume) the demo pipeline under `output_dir`; returns and writes the summary and report."""
-    from mathjax_train.demo.report import write_report
+def run_and_read(config: str, output_dir: str, overrides: tuple[str, ...] = ()):
+    """Run (or resume) pipeline `config` under `output_dir`; returns the pipeline and its manifest."""
+    from mathjax_train.parallel import compile_cache
     from mathjax_train.pipeline import manifest as mf
     from mathjax_train.pipeline.runner import run_pipeline
     from mathjax_train.pipeline.spec import load_pipeline
 
-    from mathjax_train.parallel import compile_cache
+    compile_cache.enable()  # the loop compiles the same training and sampling programs for each model it makes
+    pipe = load_pipeline(config, [f"run_dir={output_dir}", *overrides])
+    run_pipeline(pipe)
+    return pipe, mf.read(pipe.run_dir)
+
+
+def run_demo(output_dir: str = "runs/demo", overrides: tuple[str, ...] = (), config: str | None = None) -> dict:
+    """Run (or resume) the demo pipeline under `output_dir`; returns and writes the summary and report."""
+    from mathjax_train.demo.report import write_report
 
     t0 = time.time()
-    compile_cache.enable()  # the loop compiles the same training and sampling programs for each model it makes
-    pipe = load_pipeline(str(config or DEMO_PIPELINE), [f"run_dir={output_dir}", *overrides])
-    run_pipeline(pipe)
-    manifest = mf.read(pipe.run_dir)
+    pipe, manifest = run_and_read(str(config or DEMO_PIPELINE), output_dir, overrides)
     summary = summarize(manifest)
 
     from mathjax_train.data.templates import get_template

@@ -155,16 +155,11 @@ def markdown(summary: dict, seconds: float | None = None) -> str:
 
 def run_study(output_dir: str = "runs/study", overrides: tuple[str, ...] = (), config: str | None = None) -> dict:
     """Run (or resume) the study pipeline under `output_dir`; writes and returns its summary and report."""
-    from mathjax_train.parallel import compile_cache
-    from mathjax_train.pipeline import manifest as mf
-    from mathjax_train.pipeline.runner import run_pipeline
-    from mathjax_train.pipeline.spec import load_pipeline
+    from mathjax_train.demo.run import run_and_read
 
     t0 = time.time()
-    compile_cache.enable()
-    pipe = load_pipeline(str(config or STUDY_PIPELINE), [f"run_dir={output_dir}", *overrides])
-    run_pipeline(pipe)
-    summary = summarize_study(mf.read(pipe.run_dir))
+    pipe, manifest = run_and_read(str(config or STUDY_PIPELINE), output_dir, overrides)
+    summary = summarize_study(manifest)
     summary["seconds"] = round(time.time() - t0, 1)
     out = epath.Path(pipe.run_dir)
     (out / STUDY_SUMMARY).write_text(json.dumps(summary, indent=2))

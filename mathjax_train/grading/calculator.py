@@ -139,25 +139,26 @@ def written_equations(text: str) -> list[str]:
     ]
 
 
-def first_bad_written_equation(text: str) -> str | None:
-    """None if every equation `written_equations` finds holds (a rounded result as in annotations), else why
-    the first one fails."""
-    for body in written_equations(text):
-        try:
-            check_annotation(body)
-        except CalculatorError as e:
-            return str(e).replace("<<", "").replace(">>", "")
-    return None
-
-
-def first_bad_annotation(text: str) -> str | None:
-    """None if every annotation in ``text`` checks out, else the reason the first bad one fails."""
-    for body in annotations(text):
+def _first_failure(bodies: list[str]) -> str | None:
+    """Why the first ``lhs=rhs`` body that `check_annotation` refuses fails (None when all hold)."""
+    for body in bodies:
         try:
             check_annotation(body)
         except CalculatorError as e:
             return str(e)
     return None
+
+
+def first_bad_written_equation(text: str) -> str | None:
+    """None if every equation `written_equations` finds holds (a rounded result as in annotations), else why
+    the first one fails."""
+    why = _first_failure(written_equations(text))
+    return why.replace("<<", "").replace(">>", "") if why else None
+
+
+def first_bad_annotation(text: str) -> str | None:
+    """None if every annotation in ``text`` checks out, else the reason the first bad one fails."""
+    return _first_failure(annotations(text))
 
 
 def check_exact_annotations(text: str) -> int:
